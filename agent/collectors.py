@@ -1,0 +1,473 @@
+"""Host readings from psutil, one collector per metric family, combined into core Metrics."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import socket
+import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any, NamedTuple, TypeVar
+
+import psutil
+
+from agent.rates import RateTracker
+from core.protocol import Battery, DiskUsage, HostFacts, Metrics, NetIface, Temperature
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+T = TypeVar("T")
+
+# File systems that never hold user data or are always "100% full" by design (snap squashfs, ISO
+# images); reporting them would make disk_pct, the fullest mount, permanently alarming.
+PSEUDO_FSTYPES = frozenset(
+    {
+        "autofs",
+        "binfmt_misc",
+        "bpf",
+        "cgroup",
+        "cgroup2",
+        "configfs",
+        "debugfs",
+        "devfs",
+        "devpts",
+        "devtmpfs",
+        "efivarfs",
+        "fuse.lxcfs",
+        "fuse.snapfuse",
+        "fusectl",
+        "hugetlbfs",
+        "iso9660",
+        "mqueue",
+        "nsfs",
+        "nullfs",
+        "overlay",
+        "proc",
+        "pstore",
+        "ramfs",
+        "securityfs",
+        "squashfs",
+        "sysfs",
+        "tmpfs",
+        "tracefs",
+        "udf",
+    }
+)
+# macOS mounts every APFS volume of the system container; they share one pool of space, so only
+# the root and the data volume say anything an operator can act on.
+_MAC_KEEP = ("/", "/System/Volumes/Data")
+
+
+class CpuReading(NamedTuple):
+    pct: float
+    per_core: list[float]
+
+
+def _busy_and_total(times: Any) -> tuple[float, float]:
+    """psutil's own accounting: guest time is already inside user/nice, iowait is idle time."""
+    total = float(sum(times))
+    if sys.platform.startswith("linux"):
+        total -= getattr(times, "guest", 0.0) + getattr(times, "guest_nice", 0.0)
+    busy = total - times.idle - getattr(times, "iowait", 0.0)
+    return busy, total
+
+
+def _cpu_pct(before: Any, after: Any) -> float:
+    # Each field is clamped at zero like psutil does: Linux iowait is known to step backwards.
+    deltas = type(after)(*(max(0.0, a - b) for a, b in zip(after, before, strict=True)))
+    busy, total = _busy_and_total(deltas)
+    if total <= 0:
+        return 0.0
+    return round(min(100.0, max(0.0, busy / total * 100.0)), 1)
+
+
+class CpuCollector:
+    """CPU % since the previous call, like psutil.cpu_percent(interval=None).
+
+    psutil keeps that function's baseline per *thread*, and asyncio.to_thread runs each collect
+    on whichever pool thread is free, so its first value in every new thread would be garbage.
+    Keeping the baseline in the instance gives the same numbers without that trap. The
+    constructor takes the first baseline, so the very first collect() is already meaningful.
+    """
+
+    def __init__(self) -> None:
+        self._total = psutil.cpu_times()
+        self._per = psutil.cpu_times(percpu=True)
+
+    def collect(self) -> CpuReading:
+        total = psutil.cpu_times()
+        per = psutil.cpu_times(percpu=True)
+        pct = _cpu_pct(self._total, total)
+        if len(per) == len(self._per):
+            per_core = [_cpu_pct(b, a) for b, a in zip(self._per, per, strict=True)]
+        else:
+            # A CPU went on- or offline: there is no matching baseline, so report idle once.
+            per_core = [0.0] * len(per)
+        self._total, self._per = total, per
+        return CpuReading(pct, per_core)
+
+
+class LoadReading(NamedTuple):
+    load1: float
+    load5: float
+    load15: float
+
+
+class LoadCollector:
+    """1/5/15-minute load average (emulated by psutil on Windows, where it starts at zero)."""
+
+    def collect(self) -> LoadReading:
+        try:
+            l1, l5, l15 = psutil.getloadavg()
+        except (OSError, AttributeError):
+            return LoadReading(0.0, 0.0, 0.0)
+        return LoadReading(float(l1), float(l5), float(l15))
+
+
+class MemoryReading(NamedTuple):
+    mem_total: int
+    mem_used: int
+    mem_pct: float
+    swap_total: int
+    swap_used: int
+    swap_pct: float
+
+
+class MemoryCollector:
+    """RAM and swap; "used" is total - available so it agrees with the percentage."""
+
+    def collect(self) -> MemoryReading:
+        vm = psutil.virtual_memory()
+        try:
+            sw = psutil.swap_memory()
+            swap = (int(sw.total), int(sw.used), float(sw.percent))
+        except (OSError, RuntimeError):
+            # Some containers and BSD jails refuse swap queries; no swap is the honest answer.
+            swap = (0, 0, 0.0)
+        return MemoryReading(int(vm.total), int(vm.total - vm.available), float(vm.percent), *swap)
+
+
+class DiskReading(NamedTuple):
+    disks: list[DiskUsage]
+    read_bps: float | None
+    write_bps: float | None
+    read_iops: float | None
+    write_iops: float | None
+
+
+class DiskCollector:
+    """Usage per real mount plus aggregate I/O rates from the kernel's counters."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._rates = RateTracker(clock)
+        self._warned: set[str] = set()
+        self._io()  # baseline, so the first collect() already has rates
+
+    def collect(self) -> DiskReading:
+        return DiskReading(self._usage(), *self._io())
+
+    def _usage(self) -> list[DiskUsage]:
+        try:
+            parts = psutil.disk_partitions(all=False)
+        except OSError as exc:
+            self._warn_once("partitions", f"cannot list mounts: {exc}")
+            return []
+        # Shortest mount point first, so a bind mount never hides the real one.
+        parts = sorted(parts, key=lambda p: (len(p.mountpoint), p.mountpoint))
+        seen_devices: set[str] = set()
+        seen_mounts: set[str] = set()
+        out: list[DiskUsage] = []
+        for p in parts:
+            if p.fstype in PSEUDO_FSTYPES or not p.fstype or p.mountpoint in seen_mounts:
+                continue
+            if "cdrom" in p.opts:
+                continue  # an empty Windows optical drive raises on every query
+            if sys.platform == "darwin" and p.mountpoint.startswith("/System/Volumes/"):
+                if p.mountpoint not in _MAC_KEEP:
+                    continue
+            if p.device and p.device in seen_devices:
+                continue  # same block device mounted twice (bind mounts, btrfs subvolumes)
+            try:
+                u = psutil.disk_usage(p.mountpoint)
+            except OSError as exc:
+                # Unmounted between the listing and now, or not ours to read: skip, quietly after
+                # the first time so a permanently unreadable mount does not flood the log.
+                self._warn_once(p.mountpoint, f"skipping mount {p.mountpoint}: {exc}")
+                continue
+            if u.total <= 0:
+                continue
+            seen_mounts.add(p.mountpoint)
+            if p.device:
+                seen_devices.add(p.device)
+            out.append(DiskUsage(p.mountpoint, p.fstype, int(u.total), int(u.used), float(u.percent)))
+        return out
+
+    def _io(self) -> tuple[float | None, float | None, float | None, float | None]:
+        try:
+            io = psutil.disk_io_counters(perdisk=False)
+        except (OSError, RuntimeError) as exc:
+            self._warn_once("io", f"disk I/O counters unavailable: {exc}")
+            io = None
+        if io is None:  # no disks at all (some containers, some VMs)
+            return None, None, None, None
+        now = self._rates.now()
+        return (
+            self._rates.rate("read_bytes", io.read_bytes, now),
+            self._rates.rate("write_bytes", io.write_bytes, now),
+            self._rates.rate("read_count", io.read_count, now),
+            self._rates.rate("write_count", io.write_count, now),
+        )
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
+
+
+class NetReading(NamedTuple):
+    nets: list[NetIface]
+    rx_bps: float | None
+    tx_bps: float | None
+
+
+class NetCollector:
+    """Per-interface byte counters and rates; the aggregate leaves loopback out."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._rates = RateTracker(clock)
+        self._loopback: dict[str, bool] = {}
+        self.collect()  # baseline, so the first real collect() already has rates
+
+    def _is_loopback(self, name: str) -> bool:
+        known = self._loopback.get(name)
+        if known is not None:
+            return known
+        flags = ""
+        try:
+            st = psutil.net_if_stats().get(name)
+            flags = getattr(st, "flags", "") if st is not None else ""
+        except OSError:
+            pass
+        lo = "loopback" in flags.split(",") or name in ("lo", "lo0") or name.lower().startswith("loopback")
+        self._loopback[name] = lo
+        return lo
+
+    def collect(self) -> NetReading:
+        try:
+            counters = psutil.net_io_counters(pernic=True)
+        except OSError as exc:
+            log.warning("network counters unavailable: %s", exc)
+            return NetReading([], None, None)
+        now = self._rates.now()
+        nets: list[NetIface] = []
+        rx_sum: float | None = None
+        tx_sum: float | None = None
+        for name in sorted(counters):
+            c = counters[name]
+            rx = self._rates.rate(f"{name}.rx", c.bytes_recv, now)
+            tx = self._rates.rate(f"{name}.tx", c.bytes_sent, now)
+            nets.append(NetIface(name, int(c.bytes_recv), int(c.bytes_sent), rx, tx))
+            if self._is_loopback(name):
+                continue
+            # Summing per-interface rates (not the summed counters) keeps the total meaningful
+            # when an interface disappears: a shrinking sum would look like a counter reset.
+            if rx is not None:
+                rx_sum = (rx_sum or 0.0) + rx
+            if tx is not None:
+                tx_sum = (tx_sum or 0.0) + tx
+        self._rates.retain(k for name in counters for k in (f"{name}.rx", f"{name}.tx"))
+        for gone in [n for n in self._loopback if n not in counters]:
+            del self._loopback[gone]
+        return NetReading(nets, rx_sum, tx_sum)
+
+
+class SystemReading(NamedTuple):
+    uptime: float
+    procs: int
+
+
+class SystemCollector:
+    """Uptime and process count."""
+
+    def __init__(self) -> None:
+        self._boot = psutil.boot_time()
+
+    def collect(self) -> SystemReading:
+        return SystemReading(max(0.0, time.time() - self._boot), len(psutil.pids()))
+
+
+class SensorsReading(NamedTuple):
+    temps: list[Temperature]
+    battery: Battery | None
+
+
+class SensorsCollector:
+    """Temperatures and battery where psutil supports them; anything missing reads as empty."""
+
+    def __init__(self) -> None:
+        self._warned = False
+
+    def collect(self) -> SensorsReading:
+        return SensorsReading(self._temps(), self._battery())
+
+    def _temps(self) -> list[Temperature]:
+        fn = getattr(psutil, "sensors_temperatures", None)  # absent on macOS and Windows
+        if fn is None:
+            return []
+        try:
+            groups = fn()
+        except Exception as exc:  # psutil surfaces odd hwmon drivers as many exception types
+            if not self._warned:
+                self._warned = True
+                log.warning("temperature sensors unreadable: %s", exc)
+            return []
+        out: list[Temperature] = []
+        for sensor, entries in sorted(groups.items()):
+            for i, entry in enumerate(entries):
+                current = entry.current
+                # msgspec writes NaN as null, which the core would refuse as a float.
+                if current is None or not math.isfinite(current):
+                    continue
+                out.append(Temperature(sensor, entry.label or f"temp{i + 1}", float(current)))
+        return out
+
+    def _battery(self) -> Battery | None:
+        fn = getattr(psutil, "sensors_battery", None)
+        if fn is None:
+            return None
+        try:
+            b = fn()
+        except Exception:  # same as above: a broken ACPI table must not cost the sample
+            return None
+        if b is None or b.percent is None or not math.isfinite(b.percent):
+            return None
+        secs = b.secsleft
+        # POWER_TIME_UNLIMITED / POWER_TIME_UNKNOWN are negative sentinels, not durations.
+        secs_left = float(secs) if isinstance(secs, int | float) and secs >= 0 else None
+        return Battery(float(b.percent), b.power_plugged, secs_left)
+
+
+class MetricsCollector:
+    """All families combined into one core Metrics. Blocking: call collect() via to_thread."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self.cpu = CpuCollector()
+        self.load = LoadCollector()
+        self.memory = MemoryCollector()
+        self.disks = DiskCollector(clock)
+        self.net = NetCollector(clock)
+        self.system = SystemCollector()
+        self.sensors = SensorsCollector()
+        self._failed: set[str] = set()
+
+    def _optional(self, family: str, fn: Callable[[], T], default: T) -> T:
+        try:
+            return fn()
+        except Exception as exc:
+            if family not in self._failed:  # once: a broken driver stays broken every interval
+                self._failed.add(family)
+                log.warning("collector %s failed, sending samples without it: %r", family, exc)
+            return default
+
+    def collect(self) -> Metrics:
+        cpu = self.cpu.collect()
+        load = self.load.collect()
+        mem = self.memory.collect()
+        system = self.system.collect()
+        # The optional families must never cost the whole sample: an exotic mount or NIC driver
+        # raising something unexpected leaves its fields at their defaults instead.
+        disks = self._optional("disks", self.disks.collect, DiskReading([], None, None, None, None))
+        net = self._optional("network", self.net.collect, NetReading([], None, None))
+        sensors = self._optional("sensors", self.sensors.collect, SensorsReading([], None))
+        return Metrics(
+            cpu_pct=cpu.pct,
+            cpu_per_core=cpu.per_core,
+            load1=load.load1,
+            load5=load.load5,
+            load15=load.load15,
+            mem_total=mem.mem_total,
+            mem_used=mem.mem_used,
+            mem_pct=mem.mem_pct,
+            swap_total=mem.swap_total,
+            swap_used=mem.swap_used,
+            swap_pct=mem.swap_pct,
+            uptime=system.uptime,
+            procs=system.procs,
+            disks=disks.disks,
+            disk_read_bps=disks.read_bps,
+            disk_write_bps=disks.write_bps,
+            disk_read_iops=disks.read_iops,
+            disk_write_iops=disks.write_iops,
+            nets=net.nets,
+            net_rx_bps=net.rx_bps,
+            net_tx_bps=net.tx_bps,
+            temps=sensors.temps,
+            battery=sensors.battery,
+        )
+
+
+# ---------------------------------------------------------------- host facts
+
+
+def agent_version() -> str:
+    try:
+        return metadata.version("servermanager")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+dev"  # running from a source checkout that was never installed
+
+
+def _cpu_model() -> str:
+    if sys.platform.startswith("linux"):
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    key, sep, value = line.partition(":")
+                    # x86 says "model name"; many ARM kernels only say "Hardware" or "Processor".
+                    if sep and key.strip() in ("model name", "Hardware", "Processor") and value.strip():
+                        return value.strip()
+        except OSError:
+            pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _os_name_version() -> tuple[str, str]:
+    system = platform.system() or sys.platform
+    if system == "Linux":
+        try:
+            rel = platform.freedesktop_os_release()
+        except OSError:
+            rel = {}
+        name = rel.get("NAME") or "Linux"
+        version = rel.get("VERSION") or rel.get("VERSION_ID") or rel.get("BUILD_ID") or platform.version()
+        return name, version
+    if system == "Darwin":
+        return "macOS", platform.mac_ver()[0] or platform.release()
+    if system == "Windows":
+        return "Windows", platform.version()
+    return system, platform.version()
+
+
+def host_facts() -> HostFacts:
+    """What the core shows about a host; blocking (reads /proc), so call it via to_thread."""
+    os_name, os_version = _os_name_version()
+    try:
+        boot: float | None = psutil.boot_time()
+    except OSError:
+        boot = None
+    return HostFacts(
+        hostname=socket.gethostname() or platform.node() or "unknown",
+        os=os_name or "unknown",
+        os_version=os_version or "unknown",
+        kernel=platform.release() or "unknown",
+        arch=platform.machine() or "unknown",
+        cpu_model=_cpu_model(),
+        cpu_count=psutil.cpu_count() or os.cpu_count() or 1,
+        mem_total=int(psutil.virtual_memory().total),
+        agent_version=agent_version(),
+        boot_time=boot,
+    )

@@ -1,0 +1,134 @@
+"""The agent's settings schema: TOML file, then SM_AGENT_* variables, then command-line flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+import platformdirs
+
+from core.protocol import AGENT_WS_PATH, DEFAULT_MAX_FRAME_BYTES
+from core.settings import SettingsError, load_settings
+
+ENV_PREFIX = "SM_AGENT_"
+# The enrollment token is a secret, so it is deliberately not a settings field: it can come only
+# from this variable or --enroll-token, and never sits in a settings file next to the rest.
+ENROLL_TOKEN_ENV = f"{ENV_PREFIX}ENROLL_TOKEN"
+
+_SCHEMES = {"ws": "ws", "http": "ws", "wss": "wss", "https": "wss"}
+
+
+def default_state_dir() -> str:
+    return os.path.join(platformdirs.user_state_dir("servermanager"), "agent")
+
+
+def normalize_core_url(url: str) -> str:
+    """ws://h:p, http://h:p, https://h/prefix or bare h:p -> the ws(s) URL of the agent socket."""
+    raw = url.strip()
+    if not raw:
+        raise SettingsError("setting core: empty; expected a URL like ws://127.0.0.1:8760")
+    if "://" not in raw:
+        raw = f"ws://{raw}"  # a bare host:port is the common hand-typed form
+    parts = urlsplit(raw)
+    scheme = _SCHEMES.get(parts.scheme.lower())
+    if scheme is None:
+        raise SettingsError(f"setting core: unsupported scheme {parts.scheme!r} in {url!r} (use ws, wss, http or https)")
+    if not parts.hostname:
+        raise SettingsError(f"setting core: no host in {url!r}")
+    try:
+        parts.port  # noqa: B018 - urlsplit validates the port only when it is read
+    except ValueError:
+        raise SettingsError(f"setting core: bad port in {url!r}") from None
+    if parts.query or parts.fragment:
+        # Credentials never travel in a query string, and nothing else belongs there either.
+        raise SettingsError(f"setting core: {url!r} must not have a query string or fragment")
+    path = parts.path.rstrip("/")
+    if not path.endswith(AGENT_WS_PATH):
+        path = f"{path}{AGENT_WS_PATH}"  # keeps a reverse-proxy prefix such as https://host/sm
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+class AgentSettings(msgspec.Struct, kw_only=True):
+    """Settings of the agent daemon (TOML keys; env SM_AGENT_<KEY>)."""
+
+    core: str = "ws://127.0.0.1:8760"
+    state_dir: str = msgspec.field(default_factory=default_state_dir)
+    interval: float = 5.0
+    batch_size: int = 500
+    max_inflight_batches: int = 4
+    spool_max_samples: int = 100_000
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    connect_timeout: float = 10.0
+    log_level: str = "INFO"
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+
+    __doc_fields__ = {
+        "core": "URL of the core (ws://, wss://, http:// or https://); /ws/agent is appended",
+        "state_dir": "where the credential and the sample spool live (mode 0700)",
+        "interval": "seconds between samples until the core asks for another interval (min 1s)",
+        "batch_size": "most samples in one batch sent to the core",
+        "max_inflight_batches": "batches sent but not yet acknowledged, at most",
+        "spool_max_samples": "samples kept on disk while the core is unreachable; oldest go first",
+        "backoff_initial": "first reconnect delay ceiling; doubles per failed attempt (full jitter)",
+        "backoff_max": "cap of the reconnect delay",
+        "connect_timeout": "seconds allowed for the TCP/TLS/WebSocket opening and the welcome",
+        "log_level": "DEBUG, INFO, WARNING or ERROR",
+        "max_frame_bytes": "largest WebSocket frame sent or accepted (match the core's)",
+    }
+
+    def validate(self) -> None:
+        # Normalised here, once, so everything downstream sees the one URL actually dialled.
+        self.core = normalize_core_url(self.core)
+        if not self.state_dir.strip():
+            raise SettingsError("setting state_dir must not be empty")
+        self.state_dir = os.path.abspath(os.path.expanduser(self.state_dir))
+        if self.interval < 1:
+            raise SettingsError(
+                f"setting interval must be at least 1 second (got {self.interval:g}s); "
+                "sampling faster costs more than it shows"
+            )
+        if self.batch_size < 1:
+            raise SettingsError("setting batch_size must be at least 1")
+        if self.max_inflight_batches < 1:
+            raise SettingsError("setting max_inflight_batches must be at least 1")
+        if self.spool_max_samples < 1:
+            raise SettingsError("setting spool_max_samples must be at least 1")
+        if self.backoff_initial <= 0:
+            raise SettingsError("setting backoff_initial must be above 0")
+        if self.backoff_max < self.backoff_initial:
+            raise SettingsError("setting backoff_max must be at least backoff_initial")
+        if self.connect_timeout <= 0:
+            raise SettingsError("setting connect_timeout must be above 0")
+        if self.max_frame_bytes < 4096:
+            raise SettingsError("setting max_frame_bytes must be at least 4096")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise SettingsError(f"setting log_level: expected DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+        self.log_level = self.log_level.upper()
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir)
+
+
+def load_agent_settings(
+    *,
+    config_file: Path | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> AgentSettings:
+    """Defaults < TOML < SM_AGENT_* < overrides (the CLI flags: core, state_dir, interval)."""
+    return load_settings(
+        AgentSettings, env_prefix=ENV_PREFIX, config_file=config_file, overrides=overrides, environ=environ
+    )
+
+
+def enroll_token_from(flag: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """--enroll-token wins over SM_AGENT_ENROLL_TOKEN; blank means none."""
+    env = os.environ if environ is None else environ
+    token = flag if flag else env.get(ENROLL_TOKEN_ENV)
+    return token.strip() or None if token else None

@@ -1,0 +1,195 @@
+"""The /ws/agent gateway: hello and enrollment, sample batches acknowledged after commit, heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiohttp import WSMsgType, web
+
+from core import protocol as p
+from core.context import CORE, Core
+from core.nodes import EnrollError, NodeState
+
+log = logging.getLogger(__name__)
+
+_from_agent = p.decoder(p.AgentToCore)
+_hello = p.decoder(p.Hello)
+MAX_BAD_FRAMES = 20
+
+
+class AgentSession:
+    """One live agent socket; the registry closes it when a newer one arrives or the node is deleted."""
+
+    def __init__(self, ws: web.WebSocketResponse, peer: str) -> None:
+        self.ws = ws
+        self.peer = peer
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.close(code=code, message=reason.encode()[:120])
+
+    async def send(self, frame: p.Frame) -> None:
+        if not self.ws.closed:
+            await self.ws.send_str(p.encode_str(frame))
+
+
+async def _refuse(ws: web.WebSocketResponse, peer: str, code: int, reason: str) -> web.WebSocketResponse:
+    log.warning("agent %s refused: %s (close %d)", peer, reason, code)
+    await ws.close(code=code, message=reason.encode()[:120])
+    return ws
+
+
+async def agent_ws(request: web.Request) -> web.WebSocketResponse:
+    core = request.app[CORE]
+    s = core.settings
+    peer = request.remote or "?"
+    ws = web.WebSocketResponse(max_msg_size=s.max_frame_bytes, autoping=True)
+    await ws.prepare(request)
+
+    try:
+        msg = await ws.receive(timeout=s.hello_timeout)
+    except TimeoutError:
+        return await _refuse(ws, peer, p.CloseCode.UNAUTHORIZED, f"no hello within {s.hello_timeout:g}s")
+    if msg.type == WSMsgType.ERROR:
+        log.warning("agent %s: %s", peer, msg.data)  # aiohttp already closed it (1009 for oversize)
+        return ws
+    if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+        return ws
+    try:
+        hello: p.Hello = p.decode(_hello, msg.data)
+    except p.FrameError as exc:
+        return await _refuse(ws, peer, p.CloseCode.UNAUTHORIZED, f"expected hello: {exc}")
+    if hello.protocol != p.PROTOCOL_VERSION:
+        return await _refuse(
+            ws,
+            peer,
+            p.CloseCode.UNSUPPORTED_PROTOCOL,
+            f"protocol {hello.protocol} unsupported, core speaks {p.PROTOCOL_VERSION}",
+        )
+
+    credential: str | None = None
+    node: NodeState | None = None
+    if hello.credential:
+        node = await core.nodes.by_credential(hello.credential)
+        if node is None:
+            return await _refuse(ws, peer, p.CloseCode.UNAUTHORIZED, "unknown or revoked node credential")
+    elif hello.enroll_token:
+        try:
+            node, credential = await core.nodes.enroll(hello.enroll_token, hello.host)
+        except EnrollError as exc:
+            return await _refuse(ws, peer, p.CloseCode.UNAUTHORIZED, str(exc))
+        await core.audit.record("agent@" + peer, "node.enroll", f"node:{node.id}", "ok", {"name": node.name})
+    else:
+        return await _refuse(ws, peer, p.CloseCode.UNAUTHORIZED, "hello carries neither credential nor token")
+
+    session = AgentSession(ws, peer)
+    await session.send(
+        p.Welcome(
+            protocol=p.PROTOCOL_VERSION,
+            node_id=node.id,
+            interval=s.agent_interval,
+            heartbeat_timeout=core.heartbeat_timeout,
+            credential=credential,
+            last_seq=node.last_seq,
+        )
+    )
+    node.interval = s.agent_interval
+    await core.nodes.attach(node, session, hello.host, hello.spool_dropped)
+    try:
+        await _serve(core, node, session)
+    finally:
+        for t in list(session.tasks):
+            # Let commits already under way finish: their rows are durable either way.
+            await asyncio.gather(t, return_exceptions=True)
+        await core.nodes.detach(node, session)
+    return ws
+
+
+async def _serve(core: Core, node: NodeState, session: AgentSession) -> None:
+    ws = session.ws
+    bad = 0
+    while not ws.closed:
+        try:
+            msg = await ws.receive(timeout=core.heartbeat_timeout)
+        except TimeoutError:
+            log.warning("node %d silent for %.0fs, closing", node.id, core.heartbeat_timeout)
+            await session.close(p.CloseCode.TIMEOUT, "heartbeat timeout")
+            return
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+            return
+        if msg.type == WSMsgType.ERROR:
+            log.warning("node %d: socket error %s", node.id, msg.data)
+            return
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            continue
+        core.nodes.seen(node)
+        try:
+            frame = p.decode(_from_agent, msg.data)
+        except p.FrameError as exc:
+            bad += 1
+            log.warning("node %d sent a bad frame (%s): %s", node.id, exc.code, exc)
+            await session.send(p.Error(code=exc.code, message=str(exc)))
+            if bad >= MAX_BAD_FRAMES:
+                await session.close(p.CloseCode.BAD_REQUEST, "too many bad frames")
+                return
+            continue
+        if isinstance(frame, p.Samples):
+            await _on_samples(core, node, session, frame)
+        elif isinstance(frame, p.Ping):
+            await session.send(p.Pong(ts=frame.ts))
+        elif isinstance(frame, p.Error):
+            log.warning("node %d reports %s: %s", node.id, frame.code, frame.message)
+        elif isinstance(frame, p.Hello):
+            await session.send(p.Error(code="unexpected", message="hello is only valid as the first frame"))
+
+
+async def _on_samples(core: Core, node: NodeState, session: AgentSession, frame: p.Samples) -> None:
+    if not frame.samples:
+        await session.send(p.Error(code="invalid_frame", message="samples batch is empty"))
+        return
+    now = time.time()
+    s = core.settings
+    accepted, rejected = [], []
+    for sample in frame.samples:
+        if sample.ts > now + s.sample_max_future or sample.ts < now - s.sample_max_age:
+            rejected.append(sample.seq)
+        else:
+            accepted.append(sample)
+    if rejected:
+        log.warning("node %d: rejected %d samples outside the clock bounds", node.id, len(rejected))
+        await session.send(
+            p.Error(
+                code="clock_skew",
+                message=f"{len(rejected)} samples stamped more than {s.sample_max_future:g}s ahead or "
+                f"{s.sample_max_age:g}s behind the core's clock were rejected: seq {rejected[:10]}",
+            )
+        )
+    for sample in accepted:
+        # Only a newer sample is live news; backfill goes to storage without waking every client.
+        if node.latest is None or sample.ts > node.latest.ts:
+            node.latest = sample
+            core.bus.publish(node.id, p.SampleEvent(node_id=node.id, sample=sample))
+    seqs = [x.seq for x in frame.samples]
+    ack = p.Ack(upto_seq=max(seqs), from_seq=min(seqs), rejected=rejected)
+    task = asyncio.create_task(_commit_then_ack(core, node, session, accepted, ack))
+    session.tasks.add(task)
+    task.add_done_callback(session.tasks.discard)
+
+
+async def _commit_then_ack(
+    core: Core, node: NodeState, session: AgentSession, accepted: list[p.Sample], ack: p.Ack
+) -> None:
+    try:
+        if accepted:
+            await core.store.store(node.id, accepted)
+            node.last_seq = max(node.last_seq, max(x.seq for x in accepted))
+    except Exception:
+        # Not acknowledged, so the agent keeps them and resends after reconnecting.
+        await session.close(p.CloseCode.GOING_AWAY, "storage error; resend later")
+        return
+    try:
+        await session.send(ack)
+    except ConnectionError:
+        pass  # the agent resends and the store ignores the duplicates

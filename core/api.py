@@ -1,0 +1,354 @@
+"""REST API under /api/v1: one route table with roles and typed models, shared with OpenAPI."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from core import models as m
+from core.auth import Principal, Role, TokenKind
+from core.context import CORE, Core
+from core.protocol import PROTOCOL_VERSION, SCALAR_FIELDS
+
+log = logging.getLogger(__name__)
+
+try:
+    VERSION = version("servermanager")
+except PackageNotFoundError:  # running from a source tree
+    VERSION = "0.0.0+dev"
+
+
+class ApiError(Exception):
+    """Raised by handlers; rendered as {"error": {"code", "message"}} with the HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a handler gets besides the request: the services, the caller and validated inputs."""
+
+    core: Core
+    who: Principal | None
+    body: Any
+    query: Any
+    request: web.Request
+
+    @property
+    def actor(self) -> str:
+        return self.who.name if self.who else "anonymous"
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    role: Role | None  # None: open without auth
+    body: type | None = None
+    query: type | None = None
+    response: type | None = None
+    status: int = 200
+    tag: str = "core"
+
+
+_json = msgspec.json.Encoder()
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=_json.encode(data), status=status, content_type="application/json", headers=headers)
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return json_response(m.ErrorBody(m.ErrorDetail(code, message)), status, headers)
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def authenticate(core: Core, request: web.Request, role: Role) -> Principal:
+    token = bearer(request)
+    if token is None:
+        raise ApiError(401, "unauthorized", "missing 'Authorization: Bearer <token>' header")
+    who = await core.users.resolve(token, (TokenKind.ACCESS, TokenKind.API))
+    if who is None:
+        raise ApiError(401, "unauthorized", "invalid or expired token")
+    if not who.role.allows(role):
+        raise ApiError(403, "forbidden", f"this needs the {role.value} role; you are {who.role.value}")
+    return who
+
+
+def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        core = request.app[CORE]
+        who = await authenticate(core, request, route.role) if route.role is not None else None
+        body = query = None
+        if route.body is not None:
+            raw = await request.read()
+            if not raw:
+                raise ApiError(400, "invalid_body", "request body is empty; expected a JSON object")
+            try:
+                body = msgspec.json.decode(raw, type=route.body)
+            except msgspec.ValidationError as exc:
+                raise ApiError(400, "invalid_body", str(exc)) from None
+            except msgspec.DecodeError as exc:
+                raise ApiError(400, "malformed_json", str(exc)) from None
+        if route.query is not None:
+            try:
+                query = msgspec.convert(dict(request.query), route.query, strict=False)
+            except msgspec.ValidationError as exc:
+                raise ApiError(400, "invalid_query", str(exc).replace("$.", "query parameter ")) from None
+        result = await route.handler(Call(core, who, body, query, request))
+        if isinstance(result, web.StreamResponse):
+            return result
+        if result is None:
+            return web.Response(status=204)
+        return json_response(result, route.status)
+
+    return handle
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error is JSON; a token in the query string is refused before anything else looks at it."""
+    if any(k.lower() in ("token", "access_token", "api_token", "auth", "refresh_token") for k in request.query):
+        log.warning("refused %s %s: token in query string", request.method, request.path)
+        return error_response(
+            400, "token_in_query", "tokens must be sent in the Authorization header, never in the URL"
+        )
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        if exc.status >= 400:
+            log.info("%s %s -> %d %s", request.method, request.path, exc.status, exc.code)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, None)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error; see the core log")
+
+
+# ---------------------------------------------------------------- handlers
+
+
+async def health(c: Call) -> m.Health:
+    return m.Health(status="ok", version=VERSION, protocol=PROTOCOL_VERSION)
+
+
+def _peer(c: Call) -> str:
+    return c.request.remote or "?"
+
+
+async def login(c: Call) -> m.TokenPair:
+    body: m.LoginRequest = c.body
+    wait = c.core.throttle.retry_after(body.username, _peer(c))
+    if wait > 0:
+        raise ApiError(
+            429,
+            "too_many_attempts",
+            f"too many failed logins; try again in {int(wait) + 1}s",
+            {"Retry-After": str(int(wait) + 1)},
+        )
+    who = await c.core.users.check_password(body.username, body.password)
+    if who is None:
+        c.core.throttle.failed(body.username, _peer(c))
+        log.warning("failed login for %r from %s", body.username, _peer(c))
+        raise ApiError(401, "bad_credentials", "wrong user name or password")
+    c.core.throttle.succeeded(body.username, _peer(c))
+    log.info("user %s logged in from %s", who.name, _peer(c))
+    return await _token_pair(c, who)
+
+
+async def _token_pair(c: Call, who: Principal) -> m.TokenPair:
+    access, expires = await c.core.users.issue(who.user_id, TokenKind.ACCESS)
+    refresh, _ = await c.core.users.issue(who.user_id, TokenKind.REFRESH)
+    assert expires is not None
+    return m.TokenPair(access, refresh, int(expires - time.time()), role=who.role.value)
+
+
+async def refresh(c: Call) -> m.TokenPair:
+    body: m.RefreshRequest = c.body
+    who = await c.core.users.resolve(body.refresh_token, (TokenKind.REFRESH,))
+    if who is None:
+        raise ApiError(401, "unauthorized", "refresh token is invalid or expired; log in again")
+    # Rotate: a refresh token works once, so a stolen copy dies with the next legitimate refresh.
+    await c.core.users.revoke(body.refresh_token)
+    return await _token_pair(c, who)
+
+
+async def logout(c: Call) -> None:
+    token = bearer(c.request)
+    if token:
+        await c.core.users.revoke(token)
+    raw = await c.request.read()
+    if raw:
+        try:
+            body = msgspec.json.decode(raw, type=m.RefreshRequest)
+        except msgspec.MsgspecError as exc:
+            raise ApiError(400, "invalid_body", str(exc)) from None
+        await c.core.users.revoke(body.refresh_token)
+
+
+async def me(c: Call) -> m.Me:
+    assert c.who is not None
+    return m.Me(c.who.user_id, c.who.name, c.who.role.value)
+
+
+def _node_id(c: Call) -> int:
+    raw = c.request.match_info["id"]
+    if not raw.isdigit():
+        raise ApiError(400, "invalid_path", f"node id must be an integer, got {raw!r}")
+    return int(raw)
+
+
+async def list_nodes(c: Call) -> m.NodeList:
+    return m.NodeList([st.info() for st in sorted(c.core.nodes.nodes.values(), key=lambda n: n.id)])
+
+
+async def get_node(c: Call) -> Any:
+    st = c.core.nodes.get(_node_id(c))
+    if st is None:
+        raise ApiError(404, "not_found", "no such node")
+    return st.info()
+
+
+async def patch_node(c: Call) -> Any:
+    body: m.NodePatch = c.body
+    nid = _node_id(c)
+    st = await c.core.nodes.update(nid, body.name, body.group, body.tags)
+    if st is None:
+        raise ApiError(404, "not_found", "no such node")
+    await c.core.audit.record(c.actor, "node.update", f"node:{nid}", "ok", msgspec.to_builtins(body))
+    return st.info()
+
+
+async def delete_node(c: Call) -> None:
+    nid = _node_id(c)
+    ok = await c.core.nodes.delete(nid)
+    await c.core.audit.record(c.actor, "node.delete", f"node:{nid}", "ok" if ok else "not_found")
+    if not ok:
+        raise ApiError(404, "not_found", "no such node")
+
+
+def choose_resolution(core: Core, start: float, end: float, now: float) -> str:
+    """The finest resolution that still holds the whole range and keeps the point count sane."""
+    s = core.settings
+    span = end - start
+    if span <= 6 * 3600 and start >= now - s.retention_raw:
+        return "raw"
+    if span <= 8 * 86400 and start >= now - s.retention_1m:
+        return "1m"
+    return "1h"
+
+
+async def node_history(c: Call) -> m.History:
+    nid = _node_id(c)
+    if c.core.nodes.get(nid) is None:
+        raise ApiError(404, "not_found", "no such node")
+    q: m.HistoryQuery = c.query
+    now = time.time()
+    end = q.to if q.to is not None else now
+    start = q.from_ if q.from_ is not None else end - 3600
+    if start >= end:
+        raise ApiError(400, "invalid_query", "query parameter 'from' must be before 'to'")
+    fields = [f.strip() for f in q.fields.split(",") if f.strip()] if q.fields else list(SCALAR_FIELDS)
+    unknown = [f for f in fields if f not in SCALAR_FIELDS]
+    if unknown:
+        raise ApiError(
+            400, "invalid_query", f"unknown field(s) {unknown}; known: {', '.join(SCALAR_FIELDS)}"
+        )
+    res = q.resolution if q.resolution != "auto" else choose_resolution(c.core, start, end, now)
+    data = await c.core.store.history(nid, start, end, res, fields)
+    return m.History(node_id=nid, resolution=res, from_=start, to=end, fields=fields, **data)  # type: ignore[arg-type]
+
+
+async def list_users(c: Call) -> m.UserList:
+    rows = await c.core.db.fetchall("SELECT id, name, role, created_at FROM users ORDER BY id")
+    return m.UserList([m.User(*r) for r in rows])
+
+
+async def create_user(c: Call) -> m.User:
+    body: m.UserCreate = c.body
+    try:
+        uid = await c.core.users.create(body.name, body.password, Role(body.role))
+    except ValueError as exc:
+        await c.core.audit.record(c.actor, "user.create", f"user:{body.name}", "error", {"error": str(exc)})
+        raise ApiError(409, "conflict", str(exc)) from None
+    await c.core.audit.record(c.actor, "user.create", f"user:{body.name}", "ok", {"role": body.role})
+    return m.User(uid, body.name, body.role, time.time())
+
+
+async def create_api_token(c: Call) -> m.ApiToken:
+    assert c.who is not None
+    body: m.ApiTokenCreate = c.body
+    token, _ = await c.core.users.issue(c.who.user_id, TokenKind.API, body.name)
+    await c.core.audit.record(c.actor, "token.create", f"token:{body.name}", "ok")
+    return m.ApiToken(body.name, token, c.who.role.value)
+
+
+async def create_enroll_token(c: Call) -> m.EnrollToken:
+    body: m.EnrollTokenCreate = c.body
+    token = await c.core.enroll.create(body.ttl, body.uses)
+    await c.core.audit.record(c.actor, "enroll.create", None, "ok", {"ttl": body.ttl, "uses": body.uses})
+    return m.EnrollToken(token, time.time() + body.ttl, body.uses)
+
+
+async def audit_log(c: Call) -> m.AuditList:
+    q: m.AuditQuery = c.query
+    rows = await c.core.audit.query(q.user, q.action, q.target, q.from_, q.to, q.limit)
+    return m.AuditList([msgspec.convert(r, m.AuditEntry) for r in rows])
+
+
+async def openapi(c: Call) -> web.Response:
+    from core.openapi import build_openapi
+
+    return json_response(build_openapi(ROUTES, VERSION))
+
+
+V = "/api/v1"
+ROUTES: list[Route] = [
+    Route("GET", f"{V}/health", health, "Liveness and version", None, response=m.Health),
+    Route("POST", f"{V}/auth/login", login, "Log in with a password", None, m.LoginRequest, None, m.TokenPair, tag="auth"),
+    Route("POST", f"{V}/auth/refresh", refresh, "Exchange a refresh token", None, m.RefreshRequest, None, m.TokenPair, tag="auth"),
+    Route("POST", f"{V}/auth/logout", logout, "Revoke the caller's tokens", Role.VIEWER, None, status=204, tag="auth"),
+    Route("GET", f"{V}/auth/me", me, "Who the token belongs to", Role.VIEWER, response=m.Me, tag="auth"),
+    Route("GET", f"{V}/nodes", list_nodes, "All nodes with status and latest sample", Role.VIEWER, response=m.NodeList, tag="nodes"),
+    Route("GET", f"{V}/nodes/{{id}}", get_node, "One node", Role.VIEWER, response=m.NodeInfo, tag="nodes"),
+    Route("PATCH", f"{V}/nodes/{{id}}", patch_node, "Rename, regroup or retag a node", Role.OPERATOR, m.NodePatch, None, m.NodeInfo, tag="nodes"),
+    Route("DELETE", f"{V}/nodes/{{id}}", delete_node, "Delete a node and revoke its credential", Role.OPERATOR, status=204, tag="nodes"),
+    Route("GET", f"{V}/nodes/{{id}}/metrics", node_history, "Metric history", Role.VIEWER, None, m.HistoryQuery, m.History, tag="nodes"),
+    Route("GET", f"{V}/users", list_users, "List users", Role.ADMIN, response=m.UserList, tag="admin"),
+    Route("POST", f"{V}/users", create_user, "Create a user", Role.ADMIN, m.UserCreate, None, m.User, 201, tag="admin"),
+    Route("POST", f"{V}/tokens", create_api_token, "Create a long-lived API token for the caller", Role.VIEWER, m.ApiTokenCreate, None, m.ApiToken, 201, tag="auth"),
+    Route("POST", f"{V}/enroll-tokens", create_enroll_token, "Create an agent enrollment token", Role.ADMIN, m.EnrollTokenCreate, None, m.EnrollToken, 201, tag="admin"),
+    Route("GET", f"{V}/audit", audit_log, "The audit trail", Role.OPERATOR, None, m.AuditQuery, m.AuditList, tag="admin"),
+    Route("GET", f"{V}/openapi.json", openapi, "This document", None, tag="core"),
+]
+
+
+def add_routes(app: web.Application) -> None:
+    for r in ROUTES:
+        app.router.add_route(r.method, r.path, _wrap(r))

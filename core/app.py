@@ -1,0 +1,140 @@
+"""The aiohttp application factory: services, routes in one place, background jobs as cleanup contexts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import platformdirs
+from aiohttp import web
+
+from core.agents import agent_ws
+from core.api import add_routes, errors_middleware
+from core.audit import Audit
+from core.auth import EnrollTokens, LoginThrottle, Role, Users
+from core.bus import Bus
+from core.clients import client_ws
+from core.context import CORE, Core
+from core.db import DB_FILENAME, Database
+from core.nodes import Nodes
+from core.prometheus import metrics_handler
+from core.protocol import AGENT_WS_PATH, CLIENT_WS_PATH, CloseCode
+from core.samples import SampleStore
+from core.settings import CoreSettings
+
+log = logging.getLogger(__name__)
+
+INITIAL_PASSWORD_FILE = "initial-admin-password"
+
+
+def data_dir(settings: CoreSettings) -> Path:
+    return Path(settings.data_dir or platformdirs.user_data_dir("servermanager")).expanduser()
+
+
+async def _first_admin(core: Core, folder: Path) -> None:
+    """On first start, make an admin and leave its password in a 0600 file, never in the log."""
+    if await core.users.count():
+        return
+    password = secrets.token_urlsafe(12)
+    await core.users.create("admin", password, Role.ADMIN)
+    path = folder / INITIAL_PASSWORD_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    log.warning(
+        "created user 'admin'; its password is in %s (readable only by you). "
+        "Log in, then delete that file or set a new password.",
+        path,
+    )
+
+
+def _job(every: Callable[[], float], fn: Callable[[], Awaitable[object]], name: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A periodic background job as a cleanup context: started with the app, cancelled with it."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(every())
+            try:
+                await fn()
+            except Exception:
+                log.exception("background job %s failed; will retry", name)
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(loop(), name=name)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
+
+
+def create_app(settings: CoreSettings) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_frame_bytes)
+    folder = data_dir(settings)
+
+    async def services(app: web.Application) -> AsyncIterator[None]:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        db = Database(folder / DB_FILENAME)
+        await db.open()
+        store = SampleStore(db, settings.flush_every)
+        bus = Bus()
+        core = Core(
+            settings=settings,
+            db=db,
+            users=Users(db, settings.access_token_ttl, settings.refresh_token_ttl),
+            enroll=EnrollTokens(db),
+            store=store,
+            bus=bus,
+            nodes=Nodes(db, store, bus),
+            audit=Audit(db),
+            throttle=LoginThrottle(settings.login_max_failures, settings.login_window),
+        )
+        await core.nodes.load()
+        await _first_admin(core, folder)
+        app[CORE] = core
+        writer = asyncio.create_task(store.run(), name="sample-writer")
+        log.info("core ready; database %s", db.path)
+        yield
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        await store.drain()
+        await core.nodes.persist_last_seen()
+        await db.close()
+
+    async def close_sockets(app: web.Application) -> None:
+        # Agents reconnect to the next core; tell them it is going away rather than just dropping.
+        core = app[CORE]
+        for st in list(core.nodes.nodes.values()):
+            if st.link is not None:
+                await st.link.close(CloseCode.GOING_AWAY, "core shutting down")
+
+    def core_of() -> Core:
+        return app[CORE]
+
+    app.cleanup_ctx.append(services)
+    app.cleanup_ctx.append(_job(lambda: settings.rollup_every, lambda: core_of().store.rollup(), "rollup"))
+    app.cleanup_ctx.append(
+        _job(
+            lambda: settings.prune_every,
+            lambda: core_of().store.prune(
+                {"raw": settings.retention_raw, "1m": settings.retention_1m, "1h": settings.retention_1h}
+            ),
+            "retention",
+        )
+    )
+    app.cleanup_ctx.append(_job(lambda: 30.0, lambda: core_of().nodes.persist_last_seen(), "last-seen"))
+    app.cleanup_ctx.append(_job(lambda: 3600.0, lambda: core_of().users.purge_expired(), "token-purge"))
+    app.on_shutdown.append(close_sockets)
+
+    add_routes(app)
+    app.router.add_get(AGENT_WS_PATH, agent_ws)
+    app.router.add_get(CLIENT_WS_PATH, client_ws)
+    app.router.add_get("/metrics", metrics_handler)
+    return app

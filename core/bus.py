@@ -1,0 +1,57 @@
+"""In-process event bus: each live event is encoded once and fanned out to subscriber queues."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from core.protocol import Frame, encode
+
+log = logging.getLogger(__name__)
+
+
+class Subscription:
+    """One subscriber's bounded queue; a subscriber that falls too far behind is marked lagging."""
+
+    def __init__(self, bus: Bus, maxsize: int) -> None:
+        self._bus = bus
+        self.queue: asyncio.Queue[tuple[int | None, bytes]] = asyncio.Queue(maxsize)
+        self.nodes: set[int] | None = set()  # None: every node; empty: none yet
+        self.lagging = asyncio.Event()
+
+    def wants(self, node_id: int | None) -> bool:
+        return node_id is None or self.nodes is None or node_id in self.nodes
+
+    def offer(self, node_id: int | None, data: bytes) -> None:
+        if not self.wants(node_id):
+            return
+        try:
+            self.queue.put_nowait((node_id, data))
+        except asyncio.QueueFull:
+            self.lagging.set()
+
+    def close(self) -> None:
+        self._bus._subs.discard(self)
+
+
+class Bus:
+    def __init__(self, queue_size: int = 20_000) -> None:
+        self._subs: set[Subscription] = set()
+        self.queue_size = queue_size
+
+    def subscribe(self) -> Subscription:
+        sub = Subscription(self, self.queue_size)
+        self._subs.add(sub)
+        return sub
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    def publish(self, node_id: int | None, frame: Frame) -> None:
+        """node_id scopes the event to subscribers of that node; None reaches everyone."""
+        if not self._subs:
+            return
+        data = encode(frame)
+        for sub in tuple(self._subs):
+            sub.offer(node_id, data)

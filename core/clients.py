@@ -1,0 +1,103 @@
+"""The /ws/client gateway: token auth, subscriptions, a snapshot, then live events from the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import WSMsgType, web
+
+from core import protocol as p
+from core.auth import TokenKind
+from core.bus import Subscription
+from core.context import CORE, Core
+
+log = logging.getLogger(__name__)
+
+_auth = p.decoder(p.Auth)
+_from_client = p.decoder(p.ClientToCore)
+
+
+async def _refuse(ws: web.WebSocketResponse, peer: str, code: int, reason: str) -> web.WebSocketResponse:
+    log.warning("client %s refused: %s (close %d)", peer, reason, code)
+    await ws.close(code=code, message=reason.encode()[:120])
+    return ws
+
+
+async def client_ws(request: web.Request) -> web.WebSocketResponse:
+    core = request.app[CORE]
+    s = core.settings
+    peer = request.remote or "?"
+    ws = web.WebSocketResponse(max_msg_size=s.max_frame_bytes, autoping=True, heartbeat=30.0)
+    await ws.prepare(request)
+    try:
+        msg = await ws.receive(timeout=s.hello_timeout)
+    except TimeoutError:
+        return await _refuse(ws, peer, p.CloseCode.UNAUTHORIZED, f"no auth within {s.hello_timeout:g}s")
+    if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+        return ws
+    try:
+        auth: p.Auth = p.decode(_auth, msg.data)
+    except p.FrameError as exc:
+        return await _refuse(ws, peer, p.CloseCode.UNAUTHORIZED, f"expected auth: {exc}")
+    who = await core.users.resolve(auth.token, (TokenKind.ACCESS, TokenKind.API))
+    if who is None:
+        return await _refuse(ws, peer, p.CloseCode.UNAUTHORIZED, "invalid or expired token")
+    await ws.send_str(p.encode_str(p.AuthOk(protocol=p.PROTOCOL_VERSION, user=who.name, role=who.role.value)))
+    log.info("client %s connected as %s", peer, who.name)
+
+    sub = core.bus.subscribe()
+    writer = asyncio.create_task(_pump(ws, sub))
+    try:
+        await _serve(core, ws, sub, peer)
+    finally:
+        sub.close()
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    return ws
+
+
+async def _pump(ws: web.WebSocketResponse, sub: Subscription) -> None:
+    """Copy bus events to the socket; a client that cannot keep up is closed, not buffered forever."""
+    lag = asyncio.create_task(sub.lagging.wait())
+    try:
+        while not ws.closed:
+            get = asyncio.create_task(sub.queue.get())
+            done, _ = await asyncio.wait({get, lag}, return_when=asyncio.FIRST_COMPLETED)
+            if lag in done:
+                get.cancel()
+                await ws.close(code=p.CloseCode.GOING_AWAY, message=b"client too slow; reconnect")
+                return
+            _, data = get.result()
+            await ws.send_str(data.decode())
+    except ConnectionError:
+        return
+    finally:
+        lag.cancel()
+
+
+async def _serve(core: Core, ws: web.WebSocketResponse, sub: Subscription, peer: str) -> None:
+    while not ws.closed:
+        msg = await ws.receive()
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            if msg.type == WSMsgType.ERROR:
+                log.warning("client %s: %s", peer, msg.data)
+            return
+        try:
+            frame = p.decode(_from_client, msg.data)
+        except p.FrameError as exc:
+            log.warning("client %s sent a bad frame (%s): %s", peer, exc.code, exc)
+            await ws.send_str(p.encode_str(p.Error(code=exc.code, message=str(exc))))
+            continue
+        if isinstance(frame, p.Subscribe):
+            wanted = None if frame.all or frame.nodes is None else set(frame.nodes)
+            nodes = [st.info() for st in core.nodes.nodes.values() if wanted is None or st.id in wanted]
+            # Queue the snapshot before widening the filter, so no event can overtake it.
+            sub.queue.put_nowait((None, p.encode(p.Snapshot(nodes=nodes))))
+            sub.nodes = wanted
+        elif isinstance(frame, p.Ping):
+            await ws.send_str(p.encode_str(p.Pong(ts=frame.ts)))
+        elif isinstance(frame, p.Auth):
+            await ws.send_str(p.encode_str(p.Error(code="unexpected", message="already authenticated")))

@@ -1,0 +1,37 @@
+"""The core's shared services, held by the aiohttp app under one typed key."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from core.audit import Audit
+from core.auth import EnrollTokens, LoginThrottle, Users
+from core.bus import Bus
+from core.db import Database
+from core.nodes import Nodes
+from core.samples import SampleStore
+from core.settings import CoreSettings
+
+
+@dataclass
+class Core:
+    settings: CoreSettings
+    db: Database
+    users: Users
+    enroll: EnrollTokens
+    store: SampleStore
+    bus: Bus
+    nodes: Nodes
+    audit: Audit
+    throttle: LoginThrottle
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def heartbeat_timeout(self) -> float:
+        return self.settings.agent_interval * self.settings.heartbeat_misses + 1.0
+
+
+CORE = web.AppKey("core", Core)

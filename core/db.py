@@ -1,0 +1,220 @@
+"""SQLite storage through aiosqlite: one writer connection, one reader, WAL, versioned migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from core.protocol import SCALAR_FIELDS
+
+log = logging.getLogger(__name__)
+
+DB_FILENAME = "servermanager.db"
+ROLLUP_TABLES = {"1m": ("samples_1m", 60_000), "1h": ("samples_1h", 3_600_000)}
+
+
+def _rollup_table(name: str) -> str:
+    cols = ",\n    ".join(f"{f}_avg REAL, {f}_min REAL, {f}_max REAL" for f in SCALAR_FIELDS)
+    return f"""
+CREATE TABLE {name} (
+    node_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    cnt INTEGER NOT NULL,
+    {cols},
+    PRIMARY KEY (node_id, ts)
+) WITHOUT ROWID;"""
+
+
+_RAW_COLS = ",\n    ".join(f"{f} REAL" for f in SCALAR_FIELDS)
+
+# Append only: a released migration never changes, a newer core adds one at the end.
+MIGRATIONS: list[str] = [
+    # 1: users, tokens, nodes, samples and their rollups
+    f"""
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    pw_hash TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE tokens (
+    hash BLOB PRIMARY KEY,
+    kind TEXT NOT NULL,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT,
+    expires_at REAL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE enroll_tokens (
+    hash BLOB PRIMARY KEY,
+    expires_at REAL NOT NULL,
+    uses_left INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE nodes (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    grp TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '[]',
+    cred_hash BLOB NOT NULL UNIQUE,
+    host TEXT,
+    created_at REAL NOT NULL,
+    last_seen REAL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    spool_dropped INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE samples_raw (
+    node_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    {_RAW_COLS},
+    detail BLOB,
+    PRIMARY KEY (node_id, ts)
+) WITHOUT ROWID;
+{_rollup_table("samples_1m")}
+{_rollup_table("samples_1h")}
+CREATE TABLE rollup_dirty (
+    res TEXT NOT NULL,
+    node_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (res, node_id, ts)
+) WITHOUT ROWID;
+""",
+    # 2: audit trail of every mutating action
+    """
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    detail TEXT,
+    result TEXT NOT NULL
+);
+CREATE INDEX audit_ts ON audit(ts);
+CREATE INDEX tokens_user ON tokens(user_id);
+""",
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate_sync(path: Path, upto: int | None = None) -> int:
+    """Bring the file at `path` up to `upto` (default: newest); returns the version reached."""
+    target = SCHEMA_VERSION if upto is None else upto
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"database {path} has schema {version}, newer than this core ({SCHEMA_VERSION}); upgrade the core"
+            )
+        while version < target:
+            script = MIGRATIONS[version]
+            version += 1
+            # executescript commits first, so wrap the step and its version bump in one transaction.
+            con.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+            log.info("database migrated to schema %d", version)
+        return version
+    finally:
+        con.close()
+
+
+class Database:
+    """A writer and a reader connection on one WAL file; all writes go through the writer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._w: aiosqlite.Connection | None = None
+        self._r: aiosqlite.Connection | None = None
+        # One writer connection serves every task, so transactions must not interleave.
+        self._write_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        migrate_sync(self.path)
+        self._w = await aiosqlite.connect(self.path, isolation_level=None)
+        self._r = await aiosqlite.connect(self.path, isolation_level=None)
+        for con in (self._w, self._r):
+            await con.execute("PRAGMA foreign_keys=ON")
+            await con.execute("PRAGMA busy_timeout=5000")
+        # NORMAL in WAL mode survives a process kill -9: only an OS crash can lose the last commits.
+        await self._w.execute("PRAGMA synchronous=NORMAL")
+
+    async def close(self) -> None:
+        for con in (self._w, self._r):
+            if con is not None:
+                await con.close()
+        self._w = self._r = None
+
+    @property
+    def writer(self) -> aiosqlite.Connection:
+        assert self._w is not None, "database not open"
+        return self._w
+
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        assert self._r is not None, "database not open"
+        return self._r
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self.reader.execute(sql, params) as cur:
+            return list(await cur.fetchall())  # type: ignore[arg-type]
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self.reader.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One write in its own transaction; returns the rowcount."""
+        async with self.transaction() as con:
+            cur = await con.execute(sql, params)
+            return cur.rowcount
+
+    async def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One INSERT in its own transaction; returns the new rowid."""
+        async with self.transaction() as con:
+            cur = await con.execute(sql, params)
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.writer, self._write_lock)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        async with self.transaction() as con:
+            await con.executemany(sql, rows)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE .. COMMIT on the writer, rolled back whole on any error."""
+
+    def __init__(self, con: aiosqlite.Connection, lock: asyncio.Lock) -> None:
+        self.con = con
+        self.lock = lock
+
+    async def __aenter__(self) -> aiosqlite.Connection:
+        await self.lock.acquire()
+        try:
+            await self.con.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.lock.release()
+            raise
+        return self.con
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None:
+                await self.con.execute("COMMIT")
+            else:
+                await self.con.execute("ROLLBACK")
+        finally:
+            self.lock.release()

@@ -1,0 +1,144 @@
+"""Typed REST request and response bodies; handlers validate with them and OpenAPI is built from them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from core.protocol import NodeInfo
+
+Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
+Group = Annotated[str, Meta(max_length=64)]
+Tag = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.:/-]+$")]
+RoleName = Literal["viewer", "operator", "admin"]
+Resolution = Literal["auto", "raw", "1m", "1h"]
+
+
+class ErrorDetail(msgspec.Struct):
+    code: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
+
+
+class Health(msgspec.Struct):
+    status: str
+    version: str
+    protocol: int
+
+
+class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
+    username: Annotated[str, Meta(min_length=1, max_length=64)]
+    password: Annotated[str, Meta(min_length=1, max_length=1024)]
+
+
+class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):
+    refresh_token: Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class TokenPair(msgspec.Struct):
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: str = "Bearer"
+    role: str = ""
+
+
+class Me(msgspec.Struct):
+    id: int
+    name: str
+    role: str
+
+
+class NodeList(msgspec.Struct):
+    nodes: list[NodeInfo]
+
+
+class NodePatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    name: Name | None = None
+    group: Group | None = None
+    tags: Annotated[list[Tag], Meta(max_length=32)] | None = None
+
+
+class HistoryQuery(msgspec.Struct, forbid_unknown_fields=True):
+    from_: float | None = msgspec.field(default=None, name="from")
+    to: float | None = None
+    resolution: Resolution = "auto"
+    fields: str | None = None
+
+
+class History(msgspec.Struct):
+    node_id: int
+    resolution: Literal["raw", "1m", "1h"]
+    from_: float = msgspec.field(name="from")
+    to: float
+    fields: list[str]
+    ts: list[float]
+    avg: dict[str, list[float | None]]
+    min: dict[str, list[float | None]] | None = None
+    max: dict[str, list[float | None]] | None = None
+
+
+class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    password: Annotated[str, Meta(min_length=8, max_length=1024)]
+    role: RoleName
+
+
+class User(msgspec.Struct):
+    id: int
+    name: str
+    role: str
+    created_at: float
+
+
+class UserList(msgspec.Struct):
+    users: list[User]
+
+
+class ApiTokenCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+
+
+class ApiToken(msgspec.Struct):
+    name: str
+    token: str
+    role: str
+
+
+class EnrollTokenCreate(msgspec.Struct, forbid_unknown_fields=True):
+    ttl: Annotated[float, Meta(gt=0, le=30 * 86400)] = 3600.0
+    uses: Annotated[int, Meta(ge=1, le=100_000)] = 1
+
+
+class EnrollToken(msgspec.Struct):
+    token: str
+    expires_at: float
+    uses: int
+
+
+class AuditQuery(msgspec.Struct, forbid_unknown_fields=True):
+    user: str | None = None
+    action: str | None = None
+    target: str | None = None
+    from_: float | None = msgspec.field(default=None, name="from")
+    to: float | None = None
+    limit: Annotated[int, Meta(ge=1, le=5000)] = 200
+
+
+class AuditEntry(msgspec.Struct):
+    id: int
+    ts: float
+    actor: str
+    action: str
+    target: str | None
+    detail: dict[str, Any] | None
+    result: str
+
+
+class AuditList(msgspec.Struct):
+    entries: list[AuditEntry]

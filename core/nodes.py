@@ -1,0 +1,188 @@
+"""The node registry: enrollment, credentials, online state, latest sample, and edits."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import msgspec
+
+from core.auth import NODE_CRED_PREFIX, new_secret, token_hash
+from core.bus import Bus
+from core.db import Database
+from core.protocol import CloseCode, HostFacts, NodeInfo, NodeRemoved, NodeStatus, NodeUpdated, Sample
+from core.samples import SampleStore
+
+log = logging.getLogger(__name__)
+
+
+class AgentLink(Protocol):
+    """What the registry needs of a live agent socket."""
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+@dataclass
+class NodeState:
+    id: int
+    name: str
+    group: str
+    tags: list[str]
+    created_at: float
+    last_seen: float | None
+    host: HostFacts | None
+    spool_dropped: int = 0
+    last_seq: int = 0
+    latest: Sample | None = None
+    link: AgentLink | None = None
+    last_frame: float = 0.0  # monotonic time of the last frame from the agent
+    interval: float | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def online(self) -> bool:
+        return self.link is not None
+
+    def info(self, with_latest: bool = True) -> NodeInfo:
+        return NodeInfo(
+            id=self.id,
+            name=self.name,
+            group=self.group,
+            tags=list(self.tags),
+            online=self.online,
+            last_seen=self.last_seen,
+            created_at=self.created_at,
+            host=self.host,
+            interval=self.interval,
+            spool_dropped=self.spool_dropped,
+            latest=self.latest if with_latest else None,
+        )
+
+
+class EnrollError(Exception):
+    pass
+
+
+class Nodes:
+    def __init__(self, db: Database, store: SampleStore, bus: Bus) -> None:
+        self.db = db
+        self.store = store
+        self.bus = bus
+        self.nodes: dict[int, NodeState] = {}
+
+    async def load(self) -> None:
+        rows = await self.db.fetchall(
+            "SELECT id, name, grp, tags, host, created_at, last_seen, last_seq, spool_dropped FROM nodes"
+        )
+        for r in rows:
+            host = msgspec.json.decode(r[4], type=HostFacts) if r[4] else None
+            st = NodeState(r[0], r[1], r[2], json.loads(r[3]), r[5], r[6], host, r[8], r[7])
+            st.latest = await self.store.latest(st.id)
+            self.nodes[st.id] = st
+
+    def get(self, node_id: int) -> NodeState | None:
+        return self.nodes.get(node_id)
+
+    async def by_credential(self, credential: str) -> NodeState | None:
+        row = await self.db.fetchone("SELECT id FROM nodes WHERE cred_hash = ?", (token_hash(credential),))
+        return self.nodes.get(row[0]) if row else None
+
+    async def enroll(self, token: str, host: HostFacts) -> tuple[NodeState, str]:
+        """Spend one use of an enrollment token and create a node with its own credential."""
+        credential = new_secret(NODE_CRED_PREFIX)
+        now = time.time()
+        async with self.db.transaction() as con:
+            cur = await con.execute(
+                "UPDATE enroll_tokens SET uses_left = uses_left - 1 "
+                "WHERE hash = ? AND uses_left > 0 AND expires_at > ?",
+                (token_hash(token), now),
+            )
+            if cur.rowcount != 1:
+                raise EnrollError("enrollment token is unknown, expired or used up")
+            cur = await con.execute(
+                "INSERT INTO nodes (name, cred_hash, host, created_at) VALUES (?, ?, ?, ?)",
+                (host.hostname, token_hash(credential), msgspec.json.encode(host).decode(), now),
+            )
+            assert cur.lastrowid is not None
+            node_id = cur.lastrowid
+            await con.execute("DELETE FROM enroll_tokens WHERE uses_left <= 0 OR expires_at <= ?", (now,))
+        st = NodeState(node_id, host.hostname, "", [], now, None, host)
+        self.nodes[node_id] = st
+        log.info("node %d enrolled (hostname %s)", node_id, host.hostname)
+        self.bus.publish(None, NodeUpdated(node=st.info()))
+        return st, credential
+
+    async def attach(self, st: NodeState, link: AgentLink, host: HostFacts, spool_dropped: int) -> None:
+        """Mark the node online on this link; an older link for the same node is closed."""
+        old, st.link = st.link, link
+        if old is not None and old is not link:
+            log.info("node %d: newer connection replaces the old one", st.id)
+            await old.close(CloseCode.REPLACED, "replaced by a newer connection for this node")
+        st.last_frame = time.monotonic()
+        st.last_seen = time.time()
+        st.spool_dropped = spool_dropped
+        changed_host = st.host != host
+        st.host = host
+        await self.db.execute(
+            "UPDATE nodes SET host = ?, last_seen = ?, spool_dropped = ? WHERE id = ?",
+            (msgspec.json.encode(host).decode(), st.last_seen, spool_dropped, st.id),
+        )
+        if old is None:
+            log.info("node %d online", st.id)
+            self.bus.publish(st.id, NodeStatus(node_id=st.id, online=True, last_seen=st.last_seen))
+        if changed_host:
+            self.bus.publish(st.id, NodeUpdated(node=st.info(with_latest=False)))
+
+    async def detach(self, st: NodeState, link: AgentLink) -> None:
+        """The link ended; the node goes offline only if this was its current link."""
+        if st.link is not link:
+            return
+        st.link = None
+        await self.db.execute("UPDATE nodes SET last_seen = ? WHERE id = ?", (st.last_seen, st.id))
+        log.info("node %d offline", st.id)
+        self.bus.publish(st.id, NodeStatus(node_id=st.id, online=False, last_seen=st.last_seen))
+
+    def seen(self, st: NodeState) -> None:
+        st.last_frame = time.monotonic()
+        st.last_seen = time.time()
+
+    async def persist_last_seen(self) -> None:
+        rows = [(st.last_seen, st.id) for st in self.nodes.values() if st.online]
+        if rows:
+            await self.db.executemany("UPDATE nodes SET last_seen = ? WHERE id = ?", rows)
+
+    async def update(
+        self, node_id: int, name: str | None, group: str | None, tags: list[str] | None
+    ) -> NodeState | None:
+        st = self.nodes.get(node_id)
+        if st is None:
+            return None
+        if name is not None:
+            st.name = name
+        if group is not None:
+            st.group = group
+        if tags is not None:
+            st.tags = sorted(set(tags))
+        await self.db.execute(
+            "UPDATE nodes SET name = ?, grp = ?, tags = ? WHERE id = ?",
+            (st.name, st.group, json.dumps(st.tags), node_id),
+        )
+        self.bus.publish(node_id, NodeUpdated(node=st.info(with_latest=False)))
+        return st
+
+    async def delete(self, node_id: int) -> bool:
+        """Forget the node, its samples and its credential; a connected agent is cut off."""
+        st = self.nodes.pop(node_id, None)
+        if st is None:
+            return False
+        await self.db.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
+        await self.store.delete_node(node_id)
+        if st.link is not None:
+            link, st.link = st.link, None
+            await link.close(CloseCode.UNAUTHORIZED, "node was deleted")
+        self.bus.publish(None, NodeRemoved(node_id=node_id))
+        log.info("node %d deleted; its credential is revoked", node_id)
+        return True

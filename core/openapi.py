@@ -1,0 +1,73 @@
+"""OpenAPI 3.1 document generated from the route table and the msgspec models the handlers use."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from core import models as m
+
+if TYPE_CHECKING:
+    from core.api import Route
+
+_REF = "#/components/schemas/{name}"
+
+
+def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:
+    models: list[Any] = [m.ErrorBody]
+    for r in routes:
+        models += [t for t in (r.body, r.response) if t is not None]
+    schemas, components = msgspec.json.schema_components(models, ref_template=_REF)
+    by_type = dict(zip(models, schemas, strict=True))
+    paths: dict[str, dict[str, Any]] = {}
+    error = {"content": {"application/json": {"schema": by_type[m.ErrorBody]}}}
+    for r in routes:
+        op: dict[str, Any] = {"summary": r.summary, "tags": [r.tag], "operationId": r.handler.__name__}
+        params: list[dict[str, Any]] = []
+        if "{id}" in r.path:
+            params.append({"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}})
+        if r.query is not None:
+            for f in msgspec.structs.fields(r.query):
+                params.append(
+                    {
+                        "name": f.encode_name,
+                        "in": "query",
+                        "required": f.required,
+                        "schema": msgspec.json.schema(f.type),
+                    }
+                )
+        if params:
+            op["parameters"] = params
+        if r.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": by_type[r.body]}},
+            }
+        responses: dict[str, Any] = {}
+        if r.response is not None:
+            responses[str(r.status)] = {
+                "description": "OK",
+                "content": {"application/json": {"schema": by_type[r.response]}},
+            }
+        elif r.status == 204:
+            responses["204"] = {"description": "Done"}
+        else:
+            responses[str(r.status)] = {"description": "OK"}
+        if r.body is not None or r.query is not None:
+            responses["400"] = {"description": "Invalid input; the message names the field", **error}
+        if r.role is not None:
+            op["security"] = [{"bearer": []}]
+            responses["401"] = {"description": "Missing or invalid token", **error}
+            responses["403"] = {"description": f"Needs the {r.role.value} role", **error}
+        op["responses"] = responses
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Server Manager core API", "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

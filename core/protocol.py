@@ -1,0 +1,302 @@
+"""The one wire contract shared by core, agent and desktop: version, message types, frames."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+AGENT_WS_PATH = "/ws/agent"
+CLIENT_WS_PATH = "/ws/client"
+DEFAULT_MAX_FRAME_BYTES = 1 << 20
+
+
+class MsgType(enum.StrEnum):
+    """Every frame type on either WebSocket; anything else is refused."""
+
+    # agent <-> core
+    HELLO = "hello"
+    WELCOME = "welcome"
+    SAMPLES = "samples"
+    ACK = "ack"
+    PING = "ping"
+    PONG = "pong"
+    # client <-> core
+    AUTH = "auth"
+    AUTH_OK = "auth_ok"
+    SUBSCRIBE = "subscribe"
+    SNAPSHOT = "snapshot"
+    NODE_STATUS = "node_status"
+    NODE_UPDATED = "node_updated"
+    NODE_REMOVED = "node_removed"
+    SAMPLE = "sample"
+    # both directions
+    ERROR = "error"
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the core uses; 4xxx mirror the matching HTTP status."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    MESSAGE_TOO_BIG = 1009
+    BAD_REQUEST = 4400
+    UNAUTHORIZED = 4401
+    FORBIDDEN = 4403
+    TIMEOUT = 4408
+    REPLACED = 4409
+    UNSUPPORTED_PROTOCOL = 4426
+
+
+# ---------------------------------------------------------------- metrics
+
+
+class DiskUsage(msgspec.Struct, frozen=True):
+    mount: str
+    fstype: str
+    total: int  # bytes
+    used: int  # bytes
+    pct: float
+
+
+class NetIface(msgspec.Struct, frozen=True):
+    name: str
+    rx_total: int  # bytes since boot
+    tx_total: int
+    rx_bps: float | None = None  # bytes/s; None until a second reading exists
+    tx_bps: float | None = None
+
+
+class Temperature(msgspec.Struct, frozen=True):
+    sensor: str
+    label: str
+    current: float  # degrees Celsius
+
+
+class Battery(msgspec.Struct, frozen=True):
+    pct: float
+    plugged: bool | None = None
+    secs_left: float | None = None
+
+
+class Metrics(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One reading of a host. Rates are None when there is no previous reading to diff."""
+
+    cpu_pct: float
+    cpu_per_core: list[float]
+    load1: float
+    load5: float
+    load15: float
+    mem_total: int
+    mem_used: int
+    mem_pct: float
+    swap_total: int
+    swap_used: int
+    swap_pct: float
+    uptime: float  # seconds
+    procs: int
+    disks: list[DiskUsage] = []
+    disk_read_bps: float | None = None
+    disk_write_bps: float | None = None
+    disk_read_iops: float | None = None
+    disk_write_iops: float | None = None
+    nets: list[NetIface] = []
+    net_rx_bps: float | None = None
+    net_tx_bps: float | None = None
+    temps: list[Temperature] = []
+    battery: Battery | None = None
+
+    @property
+    def disk_pct(self) -> float | None:
+        """The fullest mount's usage: what an operator worries about first."""
+        return max((d.pct for d in self.disks), default=None)
+
+
+# Scalar series stored per sample and rolled up (avg/min/max). Order is the column order.
+SCALAR_FIELDS: tuple[str, ...] = (
+    "cpu_pct",
+    "load1",
+    "load5",
+    "load15",
+    "mem_pct",
+    "mem_used",
+    "swap_pct",
+    "disk_pct",
+    "disk_read_bps",
+    "disk_write_bps",
+    "disk_read_iops",
+    "disk_write_iops",
+    "net_rx_bps",
+    "net_tx_bps",
+    "procs",
+    "uptime",
+)
+
+
+def scalar_values(m: Metrics) -> tuple[float | None, ...]:
+    """The SCALAR_FIELDS of one reading, in column order."""
+    return tuple(getattr(m, f) for f in SCALAR_FIELDS)
+
+
+class Sample(msgspec.Struct, frozen=True):
+    seq: int  # per-node, strictly increasing, survives agent restarts
+    ts: float  # unix seconds, agent clock
+    metrics: Metrics
+
+
+class HostFacts(msgspec.Struct, frozen=True):
+    hostname: str
+    os: str
+    os_version: str
+    kernel: str
+    arch: str
+    cpu_model: str
+    cpu_count: int
+    mem_total: int
+    agent_version: str
+    boot_time: float | None = None
+
+
+# ---------------------------------------------------------------- frames
+
+
+class Frame(msgspec.Struct, tag_field="type", forbid_unknown_fields=False):
+    """Base of every frame; the tag is the MsgType value."""
+
+
+class Hello(Frame, tag=MsgType.HELLO.value):
+    protocol: int
+    host: HostFacts
+    credential: str | None = None
+    enroll_token: str | None = None
+    spool_dropped: int = 0  # samples the agent's spool had to evict, ever
+
+
+class Welcome(Frame, tag=MsgType.WELCOME.value):
+    protocol: int
+    node_id: int
+    interval: float | None = None  # the core's wish for the sample interval, seconds
+    heartbeat_timeout: float | None = None
+    credential: str | None = None  # set only at enrollment: the agent must store it
+    last_seq: int | None = None  # highest seq the core holds for this node
+
+
+class Samples(Frame, tag=MsgType.SAMPLES.value):
+    samples: list[Sample]
+
+
+class Ack(Frame, tag=MsgType.ACK.value):
+    """Samples from_seq..upto_seq of one batch are committed (or rejected, listed)."""
+
+    upto_seq: int
+    from_seq: int = 0
+    rejected: list[int] = []
+
+
+class Ping(Frame, tag=MsgType.PING.value):
+    ts: float
+
+
+class Pong(Frame, tag=MsgType.PONG.value):
+    ts: float
+
+
+class Error(Frame, tag=MsgType.ERROR.value):
+    code: str
+    message: str
+
+
+class Auth(Frame, tag=MsgType.AUTH.value):
+    token: str
+
+
+class AuthOk(Frame, tag=MsgType.AUTH_OK.value):
+    protocol: int
+    user: str
+    role: str
+
+
+class Subscribe(Frame, tag=MsgType.SUBSCRIBE.value):
+    nodes: list[int] | None = None
+    all: bool = False
+
+
+class NodeInfo(msgspec.Struct):
+    """A node as REST and the client socket present it."""
+
+    id: int
+    name: str
+    group: str
+    tags: list[str]
+    online: bool
+    last_seen: float | None
+    created_at: float
+    host: HostFacts | None = None
+    interval: float | None = None
+    spool_dropped: int = 0
+    latest: Sample | None = None
+
+
+class Snapshot(Frame, tag=MsgType.SNAPSHOT.value):
+    nodes: list[NodeInfo]
+
+
+class NodeStatus(Frame, tag=MsgType.NODE_STATUS.value):
+    node_id: int
+    online: bool
+    last_seen: float | None
+
+
+class NodeUpdated(Frame, tag=MsgType.NODE_UPDATED.value):
+    node: NodeInfo
+
+
+class NodeRemoved(Frame, tag=MsgType.NODE_REMOVED.value):
+    node_id: int
+
+
+class SampleEvent(Frame, tag=MsgType.SAMPLE.value):
+    node_id: int
+    sample: Sample
+
+
+AgentToCore = Hello | Samples | Ping | Pong | Error
+CoreToAgent = Welcome | Ack | Ping | Pong | Error
+ClientToCore = Auth | Subscribe | Ping | Pong
+CoreToClient = AuthOk | Snapshot | NodeStatus | NodeUpdated | NodeRemoved | SampleEvent | Ping | Pong | Error
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(frame: Frame) -> bytes:
+    return _encoder.encode(frame)
+
+
+def encode_str(frame: Frame) -> str:
+    return _encoder.encode(frame).decode()
+
+
+class FrameError(ValueError):
+    """A frame that is not valid JSON, has an unknown type or wrong field types."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def decoder(union: Any) -> msgspec.json.Decoder[Any]:
+    return msgspec.json.Decoder(union)
+
+
+def decode(dec: msgspec.json.Decoder[Any], data: bytes | str) -> Any:
+    """Decode one frame, turning every failure into a FrameError with a precise message."""
+    try:
+        return dec.decode(data)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        code = "unknown_type" if text.endswith("`$.type`") or "missing required field `type`" in text else "invalid_frame"
+        raise FrameError(code, text) from None
+    except msgspec.DecodeError as exc:
+        raise FrameError("malformed_json", str(exc)) from None

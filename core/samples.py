@@ -1,0 +1,232 @@
+"""Metric storage: batched raw writes acknowledged after commit, rollups, retention, history queries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from core.db import ROLLUP_TABLES, Database
+from core.protocol import SCALAR_FIELDS, Metrics, Sample, scalar_values
+
+log = logging.getLogger(__name__)
+
+# Fields of Metrics that are not scalar columns travel in the detail blob.
+_DETAIL_FIELDS = tuple(f for f in Metrics.__struct_fields__ if f not in SCALAR_FIELDS)
+_COLUMN_FIELDS = tuple(f for f in SCALAR_FIELDS if f in Metrics.__struct_fields__)
+_msgpack = msgspec.msgpack.Encoder()
+_unpack = msgspec.msgpack.Decoder(dict[str, Any])
+
+_RAW_INSERT = (
+    f"INSERT OR IGNORE INTO samples_raw (node_id, ts, seq, {', '.join(SCALAR_FIELDS)}, detail) "
+    f"VALUES ({', '.join('?' * (len(SCALAR_FIELDS) + 4))})"
+)
+
+
+def _to_row(node_id: int, s: Sample) -> tuple[Any, ...]:
+    m = s.metrics
+    detail = _msgpack.encode({f: getattr(m, f) for f in _DETAIL_FIELDS})
+    return (node_id, round(s.ts * 1000), s.seq, *scalar_values(m), detail)
+
+
+def sample_from_row(seq: int, ts_ms: int, values: Sequence[Any], detail: bytes) -> Sample:
+    data = dict(zip(SCALAR_FIELDS, values, strict=True))
+    metrics = {f: data[f] for f in _COLUMN_FIELDS}
+    metrics.update(_unpack.decode(detail))
+    return Sample(seq=seq, ts=ts_ms / 1000, metrics=msgspec.convert(metrics, Metrics))
+
+
+@dataclass
+class _Pending:
+    node_id: int
+    samples: list[Sample]
+    done: asyncio.Future[None]
+
+
+class SampleStore:
+    """Group-commits samples from every agent; a caller's future resolves once its rows are durable."""
+
+    def __init__(self, db: Database, flush_every: float = 0.05, max_rows_per_commit: int = 20_000) -> None:
+        self.db = db
+        self.flush_every = flush_every
+        self.max_rows = max_rows_per_commit
+        self._queue: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self.commits = 0
+        self.rows_written = 0
+
+    async def store(self, node_id: int, samples: list[Sample]) -> None:
+        """Returns once the samples are committed; raises if the commit failed."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(node_id, samples, fut))
+        self._wake.set()
+        await fut
+
+    async def run(self) -> None:
+        """The group-commit loop; runs for the life of the core."""
+        while True:
+            await self._wake.wait()
+            # Let other agents' batches join this commit: one transaction per tick, not per sample.
+            await asyncio.sleep(self.flush_every)
+            self._wake.clear()
+            while self._queue:
+                batch, rows = [], 0
+                while self._queue and rows < self.max_rows:
+                    p = self._queue.pop(0)
+                    batch.append(p)
+                    rows += len(p.samples)
+                await self._commit(batch)
+
+    async def drain(self) -> None:
+        """Commit whatever is queued now (used at shutdown)."""
+        while self._queue:
+            batch, self._queue = self._queue, []
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        rows: list[tuple[Any, ...]] = []
+        dirty: set[tuple[str, int, int]] = set()
+        last_seq: dict[int, int] = {}
+        step = ROLLUP_TABLES["1m"][1]
+        for p in batch:
+            for s in p.samples:
+                row = _to_row(p.node_id, s)
+                rows.append(row)
+                dirty.add(("1m", p.node_id, row[1] // step * step))
+            if p.samples:
+                last_seq[p.node_id] = max(last_seq.get(p.node_id, 0), max(s.seq for s in p.samples))
+        try:
+            async with self.db.transaction() as con:
+                await con.executemany(_RAW_INSERT, rows)
+                await con.executemany("INSERT OR IGNORE INTO rollup_dirty (res, node_id, ts) VALUES (?,?,?)", dirty)
+                await con.executemany(
+                    "UPDATE nodes SET last_seq = max(last_seq, ?) WHERE id = ?",
+                    [(seq, nid) for nid, seq in last_seq.items()],
+                )
+        except Exception as exc:
+            log.exception("sample commit failed (%d rows); agents will resend", len(rows))
+            for p in batch:
+                if not p.done.done():
+                    p.done.set_exception(exc)
+            return
+        self.commits += 1
+        self.rows_written += len(rows)
+        for p in batch:
+            if not p.done.done():
+                p.done.set_result(None)
+
+    # ------------------------------------------------------------ reads
+
+    async def latest(self, node_id: int) -> Sample | None:
+        row = await self.db.fetchone(
+            f"SELECT seq, ts, {', '.join(SCALAR_FIELDS)}, detail FROM samples_raw "
+            "WHERE node_id = ? ORDER BY ts DESC LIMIT 1",
+            (node_id,),
+        )
+        if row is None:
+            return None
+        return sample_from_row(row[0], row[1], row[2:-1], row[-1])
+
+    async def seqs(self, node_id: int) -> list[int]:
+        rows = await self.db.fetchall("SELECT seq FROM samples_raw WHERE node_id = ? ORDER BY seq", (node_id,))
+        return [r[0] for r in rows]
+
+    async def history(
+        self, node_id: int, start: float, end: float, resolution: str, fields: Sequence[str]
+    ) -> dict[str, Any]:
+        """Columnar series: ts plus avg (the value, for raw) and, for rollups, min and max."""
+        lo, hi = round(start * 1000), round(end * 1000)
+        if resolution == "raw":
+            sql = f"SELECT ts, {', '.join(fields)} FROM samples_raw WHERE node_id = ? AND ts >= ? AND ts <= ? ORDER BY ts"
+            rows = await self.db.fetchall(sql, (node_id, lo, hi))
+            cols = list(zip(*rows, strict=True)) if rows else [()] * (len(fields) + 1)
+            return {
+                "ts": [t / 1000 for t in cols[0]],
+                "avg": {f: list(cols[i + 1]) for i, f in enumerate(fields)},
+            }
+        table = ROLLUP_TABLES[resolution][0]
+        exprs = ", ".join(f"{f}_avg, {f}_min, {f}_max" for f in fields)
+        sql = f"SELECT ts, {exprs} FROM {table} WHERE node_id = ? AND ts >= ? AND ts <= ? ORDER BY ts"
+        rows = await self.db.fetchall(sql, (node_id, lo, hi))
+        cols = list(zip(*rows, strict=True)) if rows else [()] * (3 * len(fields) + 1)
+        out: dict[str, Any] = {"ts": [t / 1000 for t in cols[0]], "avg": {}, "min": {}, "max": {}}
+        for i, f in enumerate(fields):
+            out["avg"][f] = list(cols[1 + 3 * i])
+            out["min"][f] = list(cols[2 + 3 * i])
+            out["max"][f] = list(cols[3 + 3 * i])
+        return out
+
+    # ------------------------------------------------------------ background jobs
+
+    async def rollup(self) -> int:
+        """Recompute every bucket touched since the last run (late backfill included); returns buckets done."""
+        done = 0
+        for res, src, parent in (("1m", "raw", "1h"), ("1h", "1m", None)):
+            table, step = ROLLUP_TABLES[res]
+            async with self.db.transaction() as con:
+                async with con.execute("SELECT node_id, ts FROM rollup_dirty WHERE res = ?", (res,)) as cur:
+                    buckets = list(await cur.fetchall())
+                if not buckets:
+                    continue
+                await con.execute("DELETE FROM rollup_dirty WHERE res = ?", (res,))
+                if src == "raw":
+                    aggs = ", ".join(f"avg({f}), min({f}), max({f})" for f in SCALAR_FIELDS)
+                    select = (
+                        f"SELECT node_id, ? AS b, count(*), {aggs} FROM samples_raw "
+                        "WHERE node_id = ? AND ts >= ? AND ts < ? GROUP BY node_id"
+                    )
+                else:
+                    src_table = ROLLUP_TABLES[src][0]
+                    # Weight each child's mean by its sample count so the parent mean is exact.
+                    aggs = ", ".join(
+                        f"sum({f}_avg * cnt) / nullif(sum(CASE WHEN {f}_avg IS NULL THEN 0 ELSE cnt END), 0), "
+                        f"min({f}_min), max({f}_max)"
+                        for f in SCALAR_FIELDS
+                    )
+                    select = (
+                        f"SELECT node_id, ? AS b, sum(cnt), {aggs} FROM {src_table} "
+                        "WHERE node_id = ? AND ts >= ? AND ts < ? GROUP BY node_id"
+                    )
+                await con.executemany(
+                    f"INSERT OR REPLACE INTO {table} {select}", [(b, nid, b, b + step) for nid, b in buckets]
+                )
+                if parent is not None:
+                    pstep = ROLLUP_TABLES[parent][1]
+                    await con.executemany(
+                        "INSERT OR IGNORE INTO rollup_dirty (res, node_id, ts) VALUES (?, ?, ?)",
+                        {(parent, nid, b // pstep * pstep) for nid, b in buckets},
+                    )
+                done += len(buckets)
+        return done
+
+    async def prune(self, retention: dict[str, float], now: float | None = None, chunk: int = 50_000) -> int:
+        """Delete rows past each resolution's retention, in chunks so writers are never blocked long."""
+        now = time.time() if now is None else now
+        removed = 0
+        for table, keep in (
+            ("samples_raw", retention["raw"]),
+            ("samples_1m", retention["1m"]),
+            ("samples_1h", retention["1h"]),
+        ):
+            cutoff = round((now - keep) * 1000)
+            while True:
+                n = await self.db.execute(
+                    f"DELETE FROM {table} WHERE (node_id, ts) IN "
+                    f"(SELECT node_id, ts FROM {table} WHERE ts < ? LIMIT ?)",
+                    (cutoff, chunk),
+                )
+                removed += n
+                if n < chunk:
+                    break
+        return removed
+
+    async def delete_node(self, node_id: int) -> None:
+        async with self.db.transaction() as con:
+            for table in ("samples_raw", "samples_1m", "samples_1h"):
+                await con.execute(f"DELETE FROM {table} WHERE node_id = ?", (node_id,))
+            await con.execute("DELETE FROM rollup_dirty WHERE node_id = ?", (node_id,))
