@@ -26,9 +26,12 @@ class AgentSession:
         self.ws = ws
         self.peer = peer
         self.tasks: set[asyncio.Task[None]] = set()
+        self.closer: asyncio.Task[bool] | None = None
 
     async def close(self, code: int, reason: str) -> None:
-        await self.ws.close(code=code, message=reason.encode()[:120])
+        """Start the close handshake without waiting for the peer: callers may be other requests."""
+        if self.closer is None:
+            self.closer = asyncio.create_task(self.ws.close(code=code, message=reason.encode()[:120]))
 
     async def send(self, frame: p.Frame) -> None:
         if not self.ws.closed:
@@ -45,7 +48,7 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
     core = request.app[CORE]
     s = core.settings
     peer = request.remote or "?"
-    ws = web.WebSocketResponse(max_msg_size=s.max_frame_bytes, autoping=True)
+    ws = web.WebSocketResponse(max_msg_size=s.max_frame_bytes, autoping=True, timeout=5.0)
     await ws.prepare(request)
 
     try:
@@ -100,6 +103,8 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
     try:
         await _serve(core, node, session)
     finally:
+        if session.closer is not None:
+            await asyncio.gather(session.closer, return_exceptions=True)
         for t in list(session.tasks):
             # Let commits already under way finish: their rows are durable either way.
             await asyncio.gather(t, return_exceptions=True)
@@ -115,6 +120,8 @@ async def _serve(core: Core, node: NodeState, session: AgentSession) -> None:
             msg = await ws.receive(timeout=core.heartbeat_timeout)
         except TimeoutError:
             log.warning("node %d silent for %.0fs, closing", node.id, core.heartbeat_timeout)
+            # Offline now: a dead peer never answers the close handshake we are about to wait on.
+            await core.nodes.detach(node, session)
             await session.close(p.CloseCode.TIMEOUT, "heartbeat timeout")
             return
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
@@ -187,7 +194,7 @@ async def _commit_then_ack(
             node.last_seq = max(node.last_seq, max(x.seq for x in accepted))
     except Exception:
         # Not acknowledged, so the agent keeps them and resends after reconnecting.
-        await session.close(p.CloseCode.GOING_AWAY, "storage error; resend later")
+        await session.close(p.CloseCode.INTERNAL_ERROR, "storage error; resend later")
         return
     try:
         await session.send(ack)

@@ -38,7 +38,8 @@ def sample_from_row(seq: int, ts_ms: int, values: Sequence[Any], detail: bytes) 
     data = dict(zip(SCALAR_FIELDS, values, strict=True))
     metrics = {f: data[f] for f in _COLUMN_FIELDS}
     metrics.update(_unpack.decode(detail))
-    return Sample(seq=seq, ts=ts_ms / 1000, metrics=msgspec.convert(metrics, Metrics))
+    # REAL columns hand back floats for int fields; strict=False converts integral floats back.
+    return Sample(seq=seq, ts=ts_ms / 1000, metrics=msgspec.convert(metrics, Metrics, strict=False))
 
 
 @dataclass

@@ -1,0 +1,267 @@
+"""The agent daemon: a sampler filling the spool and a connection draining it, plus its CLI entry."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from agent.collectors import MetricsCollector, agent_version, host_facts
+from agent.connection import AgentError, Connection, ConnState, Pulse, Stats
+from agent.credentials import CredentialStore, StateDirError, ensure_state_dir
+from agent.settings import AgentSettings, enroll_token_from, load_agent_settings
+from agent.spool import SPOOL_FILE, Spool
+from core.protocol import HostFacts, Metrics
+from core.settings import SettingsError
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FATAL = 2  # auth refused, protocol mismatch, unusable settings or state dir
+
+
+class SupportsCollect(Protocol):
+    def collect(self) -> Metrics: ...
+
+
+class Agent:
+    """One agent: construct (checks the state dir, opens the spool), `await run()`, `stop()`, `close()`.
+
+    Meant to be driven in-process by tests as well as by main(): `wait_state()` and
+    `wait_until()` replace sleeps, `stats` counts samples spooled, sent and acknowledged.
+    """
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        enroll_token: str | None = None,
+        *,
+        collector: SupportsCollect | None = None,
+        facts: HostFacts | None = None,
+    ) -> None:
+        self.settings = settings
+        state_dir = ensure_state_dir(settings.state_dir)
+        self._store = CredentialStore(state_dir)
+        credentials = self._store.load()
+        self._spool = Spool(state_dir / SPOOL_FILE, settings.spool_max_samples)
+        try:
+            # Built (and primed) now, so the first sample one interval after start has real rates.
+            self._collector: SupportsCollect = collector or MetricsCollector()
+            facts = facts or host_facts()
+        except BaseException:
+            self._spool.close()
+            raise
+        self.stats = Stats()
+        self._pulse = Pulse()
+        self._conn = Connection(
+            settings,
+            self._spool,
+            self._store,
+            facts,
+            credentials=credentials,
+            enroll_token=enroll_token,
+            stats=self.stats,
+            pulse=self._pulse,
+        )
+        self._stop = asyncio.Event()
+        self._ran = False
+
+    # ------------------------------------------------------------ observation
+
+    @property
+    def state(self) -> ConnState:
+        return self._conn.state
+
+    @property
+    def node_id(self) -> int | None:
+        return self._conn.node_id
+
+    @property
+    def spool(self) -> Spool:
+        return self._spool
+
+    @property
+    def interval(self) -> float:
+        """The sampling interval in force: the setting, or what the core's welcome asked for."""
+        return self._conn.interval
+
+    @property
+    def url(self) -> str:
+        return self._conn.url
+
+    async def wait_state(self, *states: ConnState, timeout: float | None = None) -> ConnState:
+        return await self._conn.wait_state(*states, timeout=timeout)
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> None:
+        """Return once predicate() holds; re-checked after every sample, batch, ack and transition."""
+        await self._pulse.wait_until(predicate, timeout)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Sample and stream until stop(); raises AgentError (exit 2) if the core refuses us."""
+        if self._ran:
+            raise RuntimeError("Agent.run() can only be called once; build a new Agent")
+        self._ran = True
+        log.info(
+            "agent %s starting: core %s, state dir %s, interval %gs, %d sample(s) spooled",
+            agent_version(),
+            self._conn.url,
+            self.settings.state_dir,
+            self.interval,
+            self._spool.count(),
+        )
+        sampler = asyncio.create_task(self._sampler(), name="agent-sampler")
+        try:
+            await self._conn.run()
+        finally:
+            self._stop.set()
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+
+    def stop(self) -> None:
+        """Ask run() to finish: closes the socket with 1001 and stops sampling. Idempotent."""
+        self._stop.set()
+        self._conn.stop()
+
+    def close(self) -> None:
+        """Close the spool cleanly (after run() returned). Idempotent."""
+        self._spool.close()
+
+    # ------------------------------------------------------------ sampling
+
+    async def _sampler(self) -> None:
+        """Sample on a monotonic schedule (tick n at start + n*interval), whatever the connection does."""
+        conn = self._conn
+        last_tick = time.monotonic()
+        next_at = last_tick + conn.interval
+        while not self._stop.is_set():
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                try:
+                    async with asyncio.timeout(delay):
+                        await conn.interval_changed.wait()
+                except TimeoutError:
+                    pass
+                else:
+                    # The core asked for another interval: keep the phase of the last tick.
+                    conn.interval_changed.clear()
+                    next_at = last_tick + conn.interval
+                    continue
+            await self._take_sample()
+            last_tick = next_at
+            next_at += conn.interval
+            now = time.monotonic()
+            if next_at <= now:
+                # Suspended or starved: skip the missed ticks instead of firing a burst of them.
+                missed = int((now - next_at) // conn.interval) + 1
+                next_at += missed * conn.interval
+                log.warning("sampling fell %d interval(s) behind; skipped them", missed)
+
+    async def _take_sample(self) -> None:
+        ts = time.time()
+        try:
+            metrics = await asyncio.to_thread(self._collector.collect)
+            sample = await asyncio.to_thread(self._spool.append, ts, metrics)
+        except Exception as exc:
+            # One lost tick is better than a dead sampler; the error says which part failed.
+            self.stats.sample_errors += 1
+            log.error("sampling failed: %r", exc)
+            return
+        self.stats.samples_spooled += 1
+        log.debug("spooled sample seq %d", sample.seq)
+        self._conn.notify_new_samples()
+        self._pulse.fire()
+
+
+# ---------------------------------------------------------------- process entry points
+
+
+def setup_logging(level: str) -> None:
+    """One line per event on stderr, unless the embedding program configured logging already."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    root.setLevel(level.upper())
+
+
+async def _run_until_signal(agent: Agent) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("received %s, shutting down", sig.name)
+        agent.stop()
+
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):
+            # Windows event loops have no add_signal_handler; route the C-level handler instead.
+            signal.signal(sig, lambda s, _f: loop.call_soon_threadsafe(on_signal, signal.Signals(s)))
+    try:
+        await agent.run()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def main(settings: AgentSettings, enroll_token: str | None = None) -> int:
+    """Run the agent until SIGTERM/SIGINT (0); auth refusal or unusable state dir gives 2."""
+    setup_logging(settings.log_level)
+    try:
+        agent = Agent(settings, enroll_token)
+    except (StateDirError, SettingsError) as exc:
+        log.error("%s", exc)
+        return EXIT_FATAL
+    except (sqlite3.Error, OSError) as exc:
+        log.error("cannot open the spool in %s: %s", settings.state_dir, exc)
+        return EXIT_FATAL
+    try:
+        asyncio.run(_run_until_signal(agent))
+    except AgentError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    finally:
+        agent.close()
+    log.info("agent stopped cleanly")
+    return EXIT_OK
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `servermanager agent` flags, for the top-level CLI to reuse."""
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file (env SM_AGENT_CONFIG)")
+    parser.add_argument("--core", metavar="URL", help="core URL, e.g. ws://127.0.0.1:8760 (env SM_AGENT_CORE)")
+    parser.add_argument(
+        "--enroll-token",
+        metavar="TOKEN",
+        help="one-time enrollment token; prefer env SM_AGENT_ENROLL_TOKEN, which other users cannot see in ps",
+    )
+    parser.add_argument("--state-dir", metavar="DIR", help="credential and spool dir (env SM_AGENT_STATE_DIR)")
+    parser.add_argument("--interval", metavar="SECONDS", help="sample interval, e.g. 5 or 5s (env SM_AGENT_INTERVAL)")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Load settings from file, environment and the parsed flags, then main()."""
+    try:
+        settings = load_agent_settings(
+            config_file=args.config,
+            overrides={"core": args.core, "state_dir": args.state_dir, "interval": args.interval},
+        )
+    except SettingsError as exc:
+        print(f"servermanager agent: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    return main(settings, enroll_token_from(args.enroll_token))
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="servermanager agent", description="Run the Server Manager agent.")
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))

@@ -1,0 +1,205 @@
+"""The /ws/agent gateway against a real core: enrollment, acks after commit, and every kind of bad input."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+import pytest
+
+from core import protocol as p
+from tests.helpers.core import RawAgent, RawClient, RunningCore
+from tests.helpers.wait import wait_for
+
+
+async def test_enroll_then_reconnect_with_credential(core_server: RunningCore) -> None:
+    token = await core_server.enroll_token()
+    agent = RawAgent(core_server, "web-1")
+    welcome = await agent.hello(token=token)
+    assert welcome.credential and welcome.credential.startswith("smn_")
+    assert welcome.interval == core_server.settings.agent_interval
+    assert core_server.core.nodes.get(welcome.node_id).online  # type: ignore[union-attr]
+    await agent.close()
+    await wait_for(lambda: not core_server.core.nodes.get(welcome.node_id).online, what="offline")  # type: ignore[union-attr]
+
+    again = RawAgent(core_server, "web-1")
+    welcome2 = await again.hello(credential=welcome.credential)
+    assert welcome2.node_id == welcome.node_id
+    assert welcome2.credential is None  # only handed out at enrollment
+    await again.close()
+
+
+async def test_enroll_token_use_count_and_expiry(core_server: RunningCore) -> None:
+    token = await core_server.enroll_token(uses=1)
+    await RawAgent(core_server).hello(token=token)
+    second = RawAgent(core_server)
+    ws = await second.connect()
+    await ws.send_bytes(p.encode(p.Hello(protocol=p.PROTOCOL_VERSION, host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""), enroll_token=token)))
+    msg = await ws.receive(timeout=5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == p.CloseCode.UNAUTHORIZED
+
+    expired = await core_server.enroll_token(ttl=0.01)
+    await wait_for(lambda: True)
+    time.sleep(0.02)
+    late = RawAgent(core_server)
+    ws = await late.connect()
+    await ws.send_bytes(p.encode(p.Hello(protocol=p.PROTOCOL_VERSION, host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""), enroll_token=expired)))
+    msg = await ws.receive(timeout=5)
+    assert ws.close_code == p.CloseCode.UNAUTHORIZED
+    assert "expired" in msg.extra
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b'{"type":"ping","ts":1}',
+        b"not json",
+        b'{"type":"hello","protocol":1,"host":{"hostname":"x"}}',
+    ],
+)
+async def test_bad_first_frame_closes_4401(core_server: RunningCore, first: bytes) -> None:
+    agent = RawAgent(core_server)
+    ws = await agent.connect()
+    await ws.send_bytes(first)
+    msg = await ws.receive(timeout=5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == p.CloseCode.UNAUTHORIZED
+
+
+async def test_bad_credential_closes_4401(core_server: RunningCore) -> None:
+    agent = RawAgent(core_server)
+    ws = await agent.connect()
+    await ws.send_bytes(p.encode(p.Hello(protocol=1, host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""), credential="smn_forged")))
+    await ws.receive(timeout=5)
+    assert ws.close_code == p.CloseCode.UNAUTHORIZED
+
+
+async def test_silent_socket_closed_after_hello_timeout(core_server: RunningCore) -> None:
+    ws = await RawAgent(core_server).connect()
+    started = time.monotonic()
+    msg = await ws.receive(timeout=5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == p.CloseCode.UNAUTHORIZED
+    assert time.monotonic() - started >= core_server.settings.hello_timeout * 0.9
+
+
+async def test_protocol_mismatch_closes_4426(core_server: RunningCore) -> None:
+    ws = await RawAgent(core_server).connect()
+    await ws.send_bytes(p.encode(p.Hello(protocol=99, host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""), credential="x")))
+    await ws.receive(timeout=5)
+    assert ws.close_code == p.CloseCode.UNSUPPORTED_PROTOCOL
+
+
+async def test_ack_only_after_commit(core_server: RunningCore) -> None:
+    agent = RawAgent(core_server)
+    await agent.hello(token=await core_server.enroll_token())
+    samples = agent.make(5)
+    ack = await agent.send_samples(samples)
+    assert (ack.from_seq, ack.upto_seq, ack.rejected) == (1, 5, [])
+    # The ack arrived, so the rows must already be readable by another connection.
+    assert await core_server.core.store.seqs(agent.node_id) == [1, 2, 3, 4, 5]  # type: ignore[arg-type]
+    # Replays are idempotent.
+    await agent.send_samples(samples)
+    assert await core_server.core.store.seqs(agent.node_id) == [1, 2, 3, 4, 5]  # type: ignore[arg-type]
+
+
+async def test_oversized_frame_closes_1009(core_server: RunningCore) -> None:
+    agent = RawAgent(core_server)
+    await agent.hello(token=await core_server.enroll_token())
+    assert agent.ws is not None
+    await agent.ws.send_str('{"type":"ping","ts":1,"pad":"' + "x" * (core_server.settings.max_frame_bytes + 10) + '"}')
+    msg = await agent.ws.receive(timeout=5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    assert agent.ws.close_code == p.CloseCode.MESSAGE_TOO_BIG
+
+
+async def test_bad_frames_get_errors_and_others_keep_streaming(core_server: RunningCore) -> None:
+    good, bad = RawAgent(core_server, "good"), RawAgent(core_server, "bad")
+    await good.hello(token=await core_server.enroll_token())
+    await bad.hello(token=await core_server.enroll_token())
+    assert bad.ws is not None
+
+    await bad.ws.send_str('{"type":"reboot_everything"}')
+    err = await bad.recv_type(p.Error)
+    assert err.code == "unknown_type" and "reboot_everything" in err.message
+
+    await bad.ws.send_str('{"type":"samples","samples":[{"seq":"one","ts":1,"metrics":{}}]}')
+    err = await bad.recv_type(p.Error)
+    assert err.code == "invalid_frame" and "$.samples[0].seq" in err.message
+
+    await bad.ws.send_str("{broken")
+    err = await bad.recv_type(p.Error)
+    assert err.code == "malformed_json"
+
+    # Nothing half-stored from the bad batch, and the good agent is unaffected.
+    assert await core_server.core.store.seqs(bad.node_id) == []  # type: ignore[arg-type]
+    ack = await good.send_samples(good.make(3))
+    assert ack.upto_seq == 3
+    # The bad agent is still served after its mistakes.
+    ack = await bad.send_samples(bad.make(1))
+    assert ack.upto_seq == 1
+
+
+async def test_clock_skew_rejected_not_stored(core_server: RunningCore) -> None:
+    agent = RawAgent(core_server)
+    await agent.hello(token=await core_server.enroll_token())
+    now = time.time()
+    future = agent.make(1, ts=now + 3600)
+    past = agent.make(1, ts=now - 10 * 86400)
+    fine = agent.make(1, ts=now)
+    assert agent.ws is not None
+    await agent.ws.send_bytes(p.encode(p.Samples(samples=future + past + fine)))
+    err = await agent.recv_type(p.Error)
+    assert err.code == "clock_skew"
+    ack = await agent.recv_type(p.Ack)
+    assert sorted(ack.rejected) == [1, 2]
+    assert await core_server.core.store.seqs(agent.node_id) == [3]  # type: ignore[arg-type]
+
+
+async def test_second_connection_replaces_first(core_server: RunningCore) -> None:
+    first = RawAgent(core_server)
+    welcome = await first.hello(token=await core_server.enroll_token())
+    second = RawAgent(core_server)
+    await second.hello(credential=welcome.credential)
+    assert first.ws is not None
+    msg = await first.ws.receive(timeout=5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    assert first.ws.close_code == p.CloseCode.REPLACED
+    node = core_server.core.nodes.get(welcome.node_id)
+    assert node is not None and node.online
+    ack = await second.send_samples(second.make(1))
+    assert ack.upto_seq == 1
+
+
+async def test_missed_heartbeats_mark_offline_and_push_status(core_server: RunningCore) -> None:
+    client = RawClient(core_server)
+    await client.connect(await core_server.admin_token())
+    await client.subscribe()
+    agent = RawAgent(core_server)
+    welcome = await agent.hello(token=await core_server.enroll_token())
+    online = await client.recv_type(p.NodeStatus, where=lambda f: f.node_id == welcome.node_id)
+    assert online.online is True
+    # Say nothing: after heartbeat_misses intervals the core gives up on the socket.
+    offline = await client.recv_type(p.NodeStatus, timeout=10, where=lambda f: not f.online)
+    assert offline.node_id == welcome.node_id
+    assert agent.ws is not None
+    await agent.ws.receive(timeout=5)
+    assert agent.ws.close_code == p.CloseCode.TIMEOUT
+    node = core_server.core.nodes.get(welcome.node_id)
+    assert node is not None and node.last_seen is not None
+
+
+async def test_deleting_node_revokes_credential(core_server: RunningCore) -> None:
+    agent = RawAgent(core_server)
+    welcome = await agent.hello(token=await core_server.enroll_token())
+    status, _ = await core_server.request("DELETE", f"/api/v1/nodes/{welcome.node_id}", await core_server.admin_token())
+    assert status == 204
+    assert agent.ws is not None
+    msg = await agent.ws.receive(timeout=5)
+    assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, p.CloseCode.UNAUTHORIZED)
+    again = RawAgent(core_server)
+    ws = await again.connect()
+    await ws.send_bytes(p.encode(p.Hello(protocol=1, host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""), credential=welcome.credential)))
+    await ws.receive(timeout=5)
+    assert ws.close_code == p.CloseCode.UNAUTHORIZED

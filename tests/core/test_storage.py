@@ -1,0 +1,152 @@
+"""Storage on a real SQLite file: migrations, batched commits, rollups, retention and resolution choice."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from core.db import SCHEMA_VERSION, Database, migrate_sync
+from core.protocol import Sample
+from core.samples import SampleStore
+from tests.helpers.core import RawAgent, RunningCore, metrics
+
+
+def test_older_database_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    assert migrate_sync(path, upto=1) == 1
+    with sqlite3.connect(path) as con:
+        con.execute(
+            "INSERT INTO users (name, role, pw_hash, created_at) VALUES ('old', 'admin', 'x', 1.0)"
+        )
+        assert con.execute("SELECT name FROM sqlite_master WHERE name = 'audit'").fetchone() is None
+    assert migrate_sync(path) == SCHEMA_VERSION
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert con.execute("SELECT name FROM users").fetchall() == [("old",)]
+        assert con.execute("SELECT name FROM sqlite_master WHERE name = 'audit'").fetchone() is not None
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_newer_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as con:
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(RuntimeError, match="newer than this core"):
+        migrate_sync(path)
+
+
+@pytest.fixture
+async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    db = Database(tmp_path / "s.db")
+    await db.open()
+    await db.execute(
+        "INSERT INTO nodes (id, name, cred_hash, created_at) VALUES (1, 'n', x'00', 0), (2, 'm', x'01', 0)"
+    )
+    yield SampleStore(db, flush_every=0.001)
+    await db.close()
+
+
+def _samples(start_ts: float, n: int, step: float, cpu: list[float] | None = None, seq0: int = 1) -> list[Sample]:
+    return [
+        Sample(seq=seq0 + i, ts=start_ts + i * step, metrics=metrics(cpu=cpu[i] if cpu else float(i)))
+        for i in range(n)
+    ]
+
+
+async def _write(store: SampleStore, node: int, samples: list[Sample]) -> None:
+    import asyncio
+
+    runner = asyncio.create_task(store.run())
+    try:
+        await store.store(node, samples)
+    finally:
+        runner.cancel()
+
+
+async def test_many_batches_share_one_commit(store: SampleStore) -> None:
+    import asyncio
+
+    runner = asyncio.create_task(store.run())
+    try:
+        t0 = 1_700_000_000.0
+        await asyncio.gather(*(store.store(1, _samples(t0 + i * 10, 5, 1.0, seq0=i * 5 + 1)) for i in range(20)))
+    finally:
+        runner.cancel()
+    assert store.rows_written == 100
+    assert store.commits < 20
+    assert await store.seqs(1) == list(range(1, 101))
+
+
+async def test_rollups_avg_min_max_and_weighted_hours(store: SampleStore) -> None:
+    t0 = 1_700_000_040.0 - (1_700_000_040.0 % 3600)  # an hour boundary
+    # Minute 0: 60 samples of cpu 0..59; minute 1: 30 samples of cpu 100.
+    await _write(store, 1, _samples(t0, 60, 1.0, cpu=[float(i) for i in range(60)]))
+    await _write(store, 1, _samples(t0 + 60, 30, 2.0, cpu=[100.0] * 30, seq0=61))
+    await store.rollup()
+    m = await store.history(1, t0, t0 + 3600, "1m", ["cpu_pct"])
+    assert m["ts"] == [t0, t0 + 60]
+    assert m["avg"]["cpu_pct"] == [29.5, 100.0]
+    assert m["min"]["cpu_pct"] == [0.0, 100.0]
+    assert m["max"]["cpu_pct"] == [59.0, 100.0]
+    h = await store.history(1, t0, t0 + 3600, "1h", ["cpu_pct"])
+    assert h["ts"] == [t0]
+    # Weighted by sample count: (60 * 29.5 + 30 * 100) / 90, not the mean of the two minutes.
+    assert h["avg"]["cpu_pct"][0] == pytest.approx((60 * 29.5 + 30 * 100) / 90)
+    assert (h["min"]["cpu_pct"][0], h["max"]["cpu_pct"][0]) == (0.0, 100.0)
+
+
+async def test_late_backfill_recomputes_its_buckets(store: SampleStore) -> None:
+    t0 = 1_700_000_000.0 - (1_700_000_000.0 % 60)
+    await _write(store, 1, _samples(t0, 10, 1.0, cpu=[10.0] * 10))
+    await store.rollup()
+    # Samples for the same minute arrive after it was rolled up (agent backfilling a spool).
+    await _write(store, 1, _samples(t0 + 30, 10, 1.0, cpu=[50.0] * 10, seq0=11))
+    await store.rollup()
+    m = await store.history(1, t0, t0 + 60, "1m", ["cpu_pct"])
+    assert m["avg"]["cpu_pct"] == [30.0]
+    assert m["max"]["cpu_pct"] == [50.0]
+
+
+async def test_retention_per_resolution(store: SampleStore) -> None:
+    now = 1_800_000_000.0
+    old = now - 3 * 86400
+    await _write(store, 1, _samples(old, 5, 1.0) + _samples(now - 10, 5, 1.0, seq0=6))
+    await store.rollup()
+    removed = await store.prune({"raw": 48 * 3600, "1m": 30 * 86400, "1h": 730 * 86400}, now=now)
+    assert removed == 5
+    assert await store.seqs(1) == [6, 7, 8, 9, 10]
+    # The old minute survives as a rollup, so history beyond raw retention still works.
+    m = await store.history(1, old - 60, now, "1m", ["cpu_pct"])
+    assert m["ts"][0] == old - old % 60
+    removed = await store.prune({"raw": 1, "1m": 1, "1h": 1}, now=now + 7200)
+    assert await store.history(1, 0, now + 7200, "1h", ["cpu_pct"]) == {"ts": [], "avg": {"cpu_pct": []}, "min": {"cpu_pct": []}, "max": {"cpu_pct": []}}
+
+
+async def test_round_trip_keeps_detail(store: SampleStore) -> None:
+    s = _samples(1_700_000_000.0, 1, 1.0)
+    await _write(store, 2, s)
+    latest = await store.latest(2)
+    assert latest == s[0]
+
+
+async def test_auto_resolution_follows_range(core_server: RunningCore) -> None:
+    agent = RawAgent(core_server)
+    welcome = await agent.hello(token=await core_server.enroll_token())
+    token = await core_server.admin_token()
+    now = time.time()
+    expect = {600: "raw", 3 * 3600: "raw", 24 * 3600: "1m", 7 * 86400: "1m", 30 * 86400: "1h", 365 * 86400: "1h"}
+    for span, res in expect.items():
+        status, body = await core_server.request(
+            "GET", f"/api/v1/nodes/{welcome.node_id}/metrics?from={now - span}&to={now}&fields=cpu_pct", token
+        )
+        assert status == 200
+        assert body["resolution"] == res, span
+    # A short range that lies beyond raw retention comes from the rollups.
+    start = now - 5 * 86400
+    status, body = await core_server.request(
+        "GET", f"/api/v1/nodes/{welcome.node_id}/metrics?from={start}&to={start + 600}", token
+    )
+    assert body["resolution"] == "1m"

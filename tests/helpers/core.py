@@ -1,0 +1,235 @@
+"""A real core on a loopback port with a real SQLite file, plus small clients that speak its protocols."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from core import protocol as p
+from core.app import create_app
+from core.context import CORE, Core
+from core.settings import CoreSettings
+
+FAST = {
+    "hello_timeout": 0.5,
+    "flush_every": 0.005,
+    "rollup_every": 3600.0,
+    "prune_every": 3600.0,
+    "agent_interval": 1.0,
+    "heartbeat_misses": 2,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def host_facts(name: str = "test-host") -> p.HostFacts:
+    return p.HostFacts(
+        hostname=name, os="Linux", os_version="12", kernel="6.1", arch="x86_64",
+        cpu_model="Test CPU", cpu_count=2, mem_total=8 << 30, agent_version="test",
+    )
+
+
+def metrics(cpu: float = 10.0, **over: Any) -> p.Metrics:
+    base: dict[str, Any] = dict(
+        cpu_pct=cpu, cpu_per_core=[cpu, cpu], load1=0.5, load5=0.4, load15=0.3,
+        mem_total=8 << 30, mem_used=2 << 30, mem_pct=25.0, swap_total=0, swap_used=0, swap_pct=0.0,
+        uptime=1000.0, procs=100,
+        disks=[p.DiskUsage(mount="/", fstype="ext4", total=100, used=40, pct=40.0)],
+        disk_read_bps=1.0, disk_write_bps=2.0, disk_read_iops=3.0, disk_write_iops=4.0,
+        nets=[p.NetIface(name="eth0", rx_total=10, tx_total=20, rx_bps=5.0, tx_bps=6.0)],
+        net_rx_bps=5.0, net_tx_bps=6.0,
+    )
+    base.update(over)
+    return p.Metrics(**base)
+
+
+class RunningCore:
+    """create_app() served by an AppRunner on 127.0.0.1:<free port>."""
+
+    def __init__(self, data_dir: Path, **settings: Any) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        opts = {**FAST, **settings, "data_dir": str(data_dir), "listen": f"127.0.0.1:{self.port}"}
+        self.settings = msgspec.convert(opts, CoreSettings)
+        self.settings.validate()
+        self.app = create_app(self.settings)
+        self.runner = web.AppRunner(self.app, handle_signals=False)
+        self.http: aiohttp.ClientSession | None = None
+        self._admin: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def agent_ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}{p.AGENT_WS_PATH}"
+
+    @property
+    def client_ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}{p.CLIENT_WS_PATH}"
+
+    @property
+    def core(self) -> Core:
+        return self.app[CORE]
+
+    async def start(self) -> RunningCore:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        self.http = aiohttp.ClientSession()
+        return self
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+        await self.runner.cleanup()
+
+    async def request(
+        self, method: str, path: str, token: str | None = None, json: Any = None, data: Any = None, **kw: Any
+    ) -> tuple[int, Any]:
+        assert self.http is not None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.http.request(method, self.url + path, headers=headers, json=json, data=data, **kw) as r:
+            body = await r.read()
+            return r.status, (msgspec.json.decode(body) if body and r.content_type == "application/json" else body)
+
+    async def admin_token(self) -> str:
+        if self._admin is None:
+            password = (self.data_dir / "initial-admin-password").read_text().strip()
+            status, body = await self.request("POST", "/api/v1/auth/login", json={"username": "admin", "password": password})
+            assert status == 200, body
+            self._admin = body["access_token"]
+        return self._admin
+
+    async def user_token(self, name: str, role: str, password: str = "password123") -> str:
+        status, body = await self.request(
+            "POST", "/api/v1/users", await self.admin_token(), json={"name": name, "password": password, "role": role}
+        )
+        assert status == 201, body
+        status, body = await self.request("POST", "/api/v1/auth/login", json={"username": name, "password": password})
+        assert status == 200, body
+        return str(body["access_token"])
+
+    async def enroll_token(self, uses: int = 1, ttl: float = 600) -> str:
+        status, body = await self.request(
+            "POST", "/api/v1/enroll-tokens", await self.admin_token(), json={"uses": uses, "ttl": ttl}
+        )
+        assert status == 201, body
+        return str(body["token"])
+
+
+class RawAgent:
+    """Speaks /ws/agent frame by frame, so tests can also send what a real agent never would."""
+
+    def __init__(self, core: RunningCore, name: str = "test-host") -> None:
+        self.core = core
+        self.name = name
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.node_id: int | None = None
+        self.credential: str | None = None
+        self.seq = 0
+        self._dec = p.decoder(p.CoreToAgent)
+
+    async def connect(self) -> aiohttp.ClientWebSocketResponse:
+        assert self.core.http is not None
+        self.ws = await self.core.http.ws_connect(self.core.agent_ws, max_msg_size=0)
+        return self.ws
+
+    async def hello(self, *, token: str | None = None, credential: str | None = None, protocol: int = p.PROTOCOL_VERSION) -> p.Welcome:
+        ws = await self.connect()
+        await ws.send_bytes(
+            p.encode(p.Hello(protocol=protocol, host=host_facts(self.name), credential=credential or self.credential, enroll_token=token))
+        )
+        frame = await self.recv()
+        assert isinstance(frame, p.Welcome), frame
+        self.node_id = frame.node_id
+        if frame.credential:
+            self.credential = frame.credential
+        return frame
+
+    async def recv(self, timeout: float = 5.0) -> Any:
+        assert self.ws is not None
+        msg = await self.ws.receive(timeout=timeout)
+        if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+            return p.decode(self._dec, msg.data)
+        return msg
+
+    async def recv_type(self, cls: type, timeout: float = 5.0) -> Any:
+        """Skip frames of other types (pings from the core) until one of `cls` arrives."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = await self.recv(max(0.01, deadline - time.monotonic()))
+            if isinstance(frame, cls):
+                return frame
+            if isinstance(frame, aiohttp.WSMessage):
+                raise AssertionError(f"socket ended while waiting for {cls.__name__}: {frame}")
+
+    def make(self, n: int = 1, ts: float | None = None, step: float = 1.0, **over: Any) -> list[p.Sample]:
+        out = []
+        t0 = time.time() if ts is None else ts
+        for i in range(n):
+            self.seq += 1
+            out.append(p.Sample(seq=self.seq, ts=t0 + i * step, metrics=metrics(**over)))
+        return out
+
+    async def send_samples(self, samples: list[p.Sample]) -> p.Ack:
+        assert self.ws is not None
+        await self.ws.send_bytes(p.encode(p.Samples(samples=samples)))
+        ack: p.Ack = await self.recv_type(p.Ack)
+        return ack
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+
+
+class RawClient:
+    """Speaks /ws/client: auth, subscribe, then reads events."""
+
+    def __init__(self, core: RunningCore) -> None:
+        self.core = core
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self._dec = p.decoder(p.CoreToClient)
+
+    async def connect(self, token: str) -> p.AuthOk:
+        assert self.core.http is not None
+        self.ws = await self.core.http.ws_connect(self.core.client_ws)
+        await self.ws.send_bytes(p.encode(p.Auth(token=token)))
+        frame = await self.recv()
+        assert isinstance(frame, p.AuthOk), frame
+        return frame
+
+    async def subscribe(self, nodes: list[int] | None = None) -> p.Snapshot:
+        assert self.ws is not None
+        await self.ws.send_bytes(p.encode(p.Subscribe(nodes=nodes, all=nodes is None)))
+        return await self.recv_type(p.Snapshot)
+
+    async def recv(self, timeout: float = 5.0) -> Any:
+        assert self.ws is not None
+        msg = await self.ws.receive(timeout=timeout)
+        if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+            return p.decode(self._dec, msg.data)
+        return msg
+
+    async def recv_type(self, cls: type, timeout: float = 5.0, where: Any = None) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = await self.recv(max(0.01, deadline - time.monotonic()))
+            if isinstance(frame, aiohttp.WSMessage):
+                raise AssertionError(f"socket ended while waiting for {cls.__name__}: {frame}")
+            if isinstance(frame, cls) and (where is None or where(frame)):
+                return frame
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
