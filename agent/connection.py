@@ -16,7 +16,7 @@ import websockets.exceptions
 from websockets.asyncio.client import ClientConnection, connect
 
 from agent.collectors import agent_version
-from agent.credentials import CredentialStore, Credentials, StateDirError
+from agent.credentials import Credentials, CredentialStore, StateDirError
 from agent.settings import AgentSettings, normalize_core_url
 from agent.spool import Spool
 from core.protocol import (
@@ -140,10 +140,10 @@ class Pulse:
         event, self._event = self._event, asyncio.Event()
         event.set()
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await self._event.wait()
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Return once predicate() holds; bound it with `async with asyncio.timeout(...)`."""
+        while not predicate():
+            await self._event.wait()
 
 
 @dataclass
@@ -300,11 +300,11 @@ class Connection:
                 fut.set_exception(StateWaitError(f"connection reached {new.name} while waiting for {names}"))
         self.pulse.fire()
 
-    async def wait_state(self, *states: ConnState, timeout: float | None = None) -> ConnState:
+    async def wait_state(self, *states: ConnState) -> ConnState:
         """Return once the state is one of `states` (at once if it already is).
 
-        Raises StateWaitError if a terminal state that was not asked for is reached first, and
-        TimeoutError after `timeout` seconds.
+        Raises StateWaitError if a terminal state that was not asked for is reached first; bound
+        the wait with `async with asyncio.timeout(...)`.
         """
         if self._state in states:
             return self._state
@@ -314,8 +314,7 @@ class Connection:
         entry = (frozenset(states), fut)
         self._waiters.append(entry)
         try:
-            async with asyncio.timeout(timeout):
-                return await fut
+            return await fut
         finally:
             self._waiters.remove(entry)
 
@@ -354,7 +353,9 @@ class Connection:
                 if self._stop.is_set():
                     break
                 delay = self.backoff.next()
-                self._set_state(ConnState.BACKOFF, f"retrying in {delay:.1f}s (attempt {self.backoff.attempt})")
+                self._set_state(
+                    ConnState.BACKOFF, f"retrying in {delay:.1f}s (attempt {self.backoff.attempt})"
+                )
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await self._stop.wait()
@@ -443,7 +444,8 @@ class Connection:
         boundary = await asyncio.to_thread(lambda: self.spool.last_seq)
         backlog = await asyncio.to_thread(self.spool.count)
         self._set_state(
-            ConnState.STREAMING, f"node {welcome.node_id}, interval {self.interval:g}s, {backlog} spooled to send"
+            ConnState.STREAMING,
+            f"node {welcome.node_id}, interval {self.interval:g}s, {backlog} spooled to send",
         )
         await _Stream(self, ws, boundary).run()
 
@@ -564,7 +566,9 @@ class _Stream:
             if kind == "backlog":
                 if self.backlog_after >= self.backlog_upto:
                     return False
-                rows = await asyncio.to_thread(spool.read_raw, self.batch_size, self.backlog_after, self.backlog_upto)
+                rows = await asyncio.to_thread(
+                    spool.read_raw, self.batch_size, self.backlog_after, self.backlog_upto
+                )
                 if not rows:
                     self.backlog_after = self.backlog_upto
                     return False
@@ -597,7 +601,9 @@ class _Stream:
             st = self.conn.stats
             st.batches_sent += 1
             st.samples_sent += batch.count
-            log.debug("sent %s batch seq %d..%d (%d samples)", kind, batch.from_seq, batch.upto_seq, batch.count)
+            log.debug(
+                "sent %s batch seq %d..%d (%d samples)", kind, batch.from_seq, batch.upto_seq, batch.count
+            )
             self.conn.pulse.fire()
             return True
 
@@ -637,7 +643,11 @@ class _Stream:
         lo = ack.from_seq or (batch.from_seq if batch else ack.upto_seq)
         if batch is not None and ack.from_seq and ack.from_seq != batch.from_seq:
             log.warning(
-                "ack names seq %d..%d but the batch was %d..%d", lo, ack.upto_seq, batch.from_seq, batch.upto_seq
+                "ack names seq %d..%d but the batch was %d..%d",
+                lo,
+                ack.upto_seq,
+                batch.from_seq,
+                batch.upto_seq,
             )
         deleted = await asyncio.to_thread(spool.delete_range, lo, ack.upto_seq)
         rejected = sorted(set(ack.rejected))

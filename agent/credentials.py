@@ -35,8 +35,7 @@ def _refuse_open_mode(path: Path, st: os.stat_result, kind: str, want: int) -> N
     if _POSIX and st.st_mode & 0o077:
         mode = stat.S_IMODE(st.st_mode)
         raise StateDirError(
-            f"{kind} {path} is readable by group/others (mode {mode:04o}); "
-            f"fix with: chmod {want:o} {path}"
+            f"{kind} {path} is readable by group/others (mode {mode:04o}); fix with: chmod {want:o} {path}"
         )
 
 
@@ -59,7 +58,9 @@ def ensure_state_dir(path: str | os.PathLike[str]) -> Path:
         raise StateDirError(f"state dir {p} exists but is not a directory")
     _refuse_open_mode(p, st, "state dir", 0o700)
     if not os.access(p, os.R_OK | os.W_OK | os.X_OK):
-        raise StateDirError(f"state dir {p} is not writable by this user; fix its owner or pick another --state-dir")
+        raise StateDirError(
+            f"state dir {p} is not writable by this user; fix its owner or use another --state-dir"
+        )
     return p
 
 
@@ -86,18 +87,23 @@ class CredentialStore:
             return msgspec.json.decode(data, type=Credentials)
         except msgspec.MsgspecError as exc:
             raise StateDirError(
-                f"credential file {self.path} is corrupt ({exc}); delete it and enroll again with --enroll-token"
+                f"credential file {self.path} is corrupt ({exc}); "
+                "delete it and enroll again with --enroll-token"
             ) from None
 
     def save(self, creds: Credentials) -> None:
         """Write atomically: a crash leaves either the old file or the new one, never half of one."""
         data = msgspec.json.encode(creds)
         tmp = self.dir / f".{CREDENTIAL_FILE}.{secrets.token_hex(6)}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+        flags = (
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+        )
         try:
             fd = os.open(tmp, flags, 0o600)
         except OSError as exc:
-            raise StateDirError(f"cannot write credential file in {self.dir}: {exc.strerror or exc}") from None
+            raise StateDirError(
+                f"cannot write credential file in {self.dir}: {exc.strerror or exc}"
+            ) from None
         try:
             with os.fdopen(fd, "wb") as fh:
                 if _POSIX:

@@ -95,12 +95,16 @@ class Agent:
     def url(self) -> str:
         return self._conn.url
 
-    async def wait_state(self, *states: ConnState, timeout: float | None = None) -> ConnState:
-        return await self._conn.wait_state(*states, timeout=timeout)
+    async def wait_state(self, *states: ConnState) -> ConnState:
+        """Return once the connection is in one of `states`; StateWaitError if it ends elsewhere."""
+        return await self._conn.wait_state(*states)
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> None:
-        """Return once predicate() holds; re-checked after every sample, batch, ack and transition."""
-        await self._pulse.wait_until(predicate, timeout)
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Return once predicate() holds; re-checked after every sample, batch, ack and transition.
+
+        Bound it with `async with asyncio.timeout(...)`.
+        """
+        await self._pulse.wait_until(predicate)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -238,14 +242,20 @@ def main(settings: AgentSettings, enroll_token: str | None = None) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `servermanager agent` flags, for the top-level CLI to reuse."""
     parser.add_argument("--config", metavar="FILE", help="TOML settings file (env SM_AGENT_CONFIG)")
-    parser.add_argument("--core", metavar="URL", help="core URL, e.g. ws://127.0.0.1:8760 (env SM_AGENT_CORE)")
+    parser.add_argument(
+        "--core", metavar="URL", help="core URL, e.g. ws://127.0.0.1:8760 (env SM_AGENT_CORE)"
+    )
     parser.add_argument(
         "--enroll-token",
         metavar="TOKEN",
-        help="one-time enrollment token; prefer env SM_AGENT_ENROLL_TOKEN, which other users cannot see in ps",
+        help="one-time enrollment token; prefer env SM_AGENT_ENROLL_TOKEN (flags are visible in ps)",
     )
-    parser.add_argument("--state-dir", metavar="DIR", help="credential and spool dir (env SM_AGENT_STATE_DIR)")
-    parser.add_argument("--interval", metavar="SECONDS", help="sample interval, e.g. 5 or 5s (env SM_AGENT_INTERVAL)")
+    parser.add_argument(
+        "--state-dir", metavar="DIR", help="credential and spool dir (env SM_AGENT_STATE_DIR)"
+    )
+    parser.add_argument(
+        "--interval", metavar="SECONDS", help="sample interval, e.g. 5 or 5s (env SM_AGENT_INTERVAL)"
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -36,13 +36,18 @@ def normalize_core_url(url: str) -> str:
     parts = urlsplit(raw)
     scheme = _SCHEMES.get(parts.scheme.lower())
     if scheme is None:
-        raise SettingsError(f"setting core: unsupported scheme {parts.scheme!r} in {url!r} (use ws, wss, http or https)")
+        raise SettingsError(
+            f"setting core: unsupported scheme {parts.scheme!r} in {url!r} (use ws, wss, http or https)"
+        )
     if not parts.hostname:
         raise SettingsError(f"setting core: no host in {url!r}")
     try:
         parts.port  # noqa: B018 - urlsplit validates the port only when it is read
     except ValueError:
         raise SettingsError(f"setting core: bad port in {url!r}") from None
+    if parts.username or parts.password:
+        # Logged on every reconnect, so a password in it would end up in the logs.
+        raise SettingsError(f"setting core: {parts.hostname!r}: no user:password in the URL, please")
     if parts.query or parts.fragment:
         # Credentials never travel in a query string, and nothing else belongs there either.
         raise SettingsError(f"setting core: {url!r} must not have a query string or fragment")
@@ -107,7 +112,9 @@ class AgentSettings(msgspec.Struct, kw_only=True):
         if self.max_frame_bytes < 4096:
             raise SettingsError("setting max_frame_bytes must be at least 4096")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise SettingsError(f"setting log_level: expected DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+            raise SettingsError(
+                f"setting log_level: expected DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}"
+            )
         self.log_level = self.log_level.upper()
 
     @property

@@ -64,7 +64,12 @@ class Spool:
             # An unreadable spool must not keep the agent from running: keep the file for a post
             # mortem and start an empty one. Seq continuity is restored from the core's welcome.
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            log.error("spool %s is unreadable (%s); moved it to %s and started an empty one", self.path, exc, aside)
+            log.error(
+                "spool %s is unreadable (%s); moved it to %s and started an empty one",
+                self.path,
+                exc,
+                aside,
+            )
             os.replace(self.path, aside)
             for suffix in ("-wal", "-shm"):
                 extra = Path(f"{self.path}{suffix}")
@@ -181,7 +186,9 @@ class Spool:
 
     # ------------------------------------------------------------ reading
 
-    def read_raw(self, limit: int, after_seq: int = 0, upto_seq: int | None = None) -> list[tuple[int, bytes]]:
+    def read_raw(
+        self, limit: int, after_seq: int = 0, upto_seq: int | None = None
+    ) -> list[tuple[int, bytes]]:
         """Up to `limit` (seq, encoded Sample) pairs with after_seq < seq <= upto_seq, in seq order."""
         with self._lock:
             self._check()

@@ -345,7 +345,7 @@ ROUTES: list[Route] = [
     Route("POST", f"{V}/tokens", create_api_token, "Create a long-lived API token for the caller", Role.VIEWER, m.ApiTokenCreate, None, m.ApiToken, 201, tag="auth"),
     Route("POST", f"{V}/enroll-tokens", create_enroll_token, "Create an agent enrollment token", Role.ADMIN, m.EnrollTokenCreate, None, m.EnrollToken, 201, tag="admin"),
     Route("GET", f"{V}/audit", audit_log, "The audit trail", Role.OPERATOR, None, m.AuditQuery, m.AuditList, tag="admin"),
-    Route("GET", f"{V}/openapi.json", openapi, "This document", None, tag="core"),
+    Route("GET", f"{V}/openapi.json", openapi, "This document", Role.VIEWER, tag="core"),
 ]
 
 

@@ -1,0 +1,67 @@
+"""The shared counter-to-rate helper."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.rates import RateTracker
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_first_reading_has_no_rate() -> None:
+    tracker = RateTracker(FakeClock())
+    assert tracker.rate("rx", 500) is None
+    assert "rx" in tracker
+
+
+def test_rate_uses_injected_clock() -> None:
+    clock = FakeClock()
+    tracker = RateTracker(clock)
+    tracker.rate("rx", 1_000)
+    clock.t += 2.0
+    assert tracker.rate("rx", 5_000) == pytest.approx(2_000.0)
+    clock.t += 0.5
+    assert tracker.rate("rx", 5_100) == pytest.approx(200.0)
+
+
+def test_counter_reset_gives_none_then_rebases() -> None:
+    clock = FakeClock()
+    tracker = RateTracker(clock)
+    tracker.rate("rx", 10_000)
+    clock.t += 1.0
+    assert tracker.rate("rx", 300) is None  # went backwards: reboot or wrap
+    clock.t += 1.0
+    assert tracker.rate("rx", 800) == pytest.approx(500.0)  # diffed against the new baseline
+
+
+def test_no_elapsed_time_gives_none() -> None:
+    tracker = RateTracker(FakeClock())
+    tracker.rate("rx", 1)
+    assert tracker.rate("rx", 2) is None
+
+
+def test_explicit_now_and_independent_keys() -> None:
+    tracker = RateTracker(FakeClock())
+    tracker.rate("a", 0, now=10.0)
+    tracker.rate("b", 0, now=10.0)
+    assert tracker.rate("a", 30, now=13.0) == pytest.approx(10.0)
+    assert tracker.rate("b", 3, now=13.0) == pytest.approx(1.0)
+
+
+def test_retain_forgets_vanished_keys() -> None:
+    clock = FakeClock()
+    tracker = RateTracker(clock)
+    tracker.rate("eth0", 1)
+    tracker.rate("veth1", 1)
+    tracker.retain(["eth0"])
+    assert len(tracker) == 1
+    assert "veth1" not in tracker
+    clock.t += 1
+    assert tracker.rate("veth1", 5) is None  # a returning name starts over

@@ -1,0 +1,106 @@
+"""AgentSettings: defaults, environment, validation and URL normalisation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.settings import AgentSettings, enroll_token_from, load_agent_settings, normalize_core_url
+from core.settings import SettingsError
+
+
+def test_defaults(tmp_path: Path) -> None:
+    s = load_agent_settings(environ={})
+    assert s.core == "ws://127.0.0.1:8760/ws/agent"
+    assert s.interval == 5.0
+    assert s.batch_size == 500
+    assert s.max_inflight_batches == 4
+    assert s.spool_max_samples == 100_000
+    assert s.backoff_initial == 1.0 and s.backoff_max == 60.0
+    assert s.max_frame_bytes == 1 << 20
+    assert Path(s.state_dir).name == "agent" and "servermanager" in s.state_dir
+
+
+def test_interval_below_one_second_is_refused() -> None:
+    with pytest.raises(SettingsError, match=r"interval must be at least 1 second \(got 0.5s\)"):
+        load_agent_settings(environ={"SM_AGENT_INTERVAL": "500ms"})
+    with pytest.raises(SettingsError, match="interval must be at least 1 second"):
+        load_agent_settings(environ={}, overrides={"interval": "0.2"})
+
+
+def test_environment_is_picked_up() -> None:
+    s = load_agent_settings(
+        environ={"SM_AGENT_INTERVAL": "2", "SM_AGENT_CORE": "https://mon.example.com", "SM_AGENT_BATCH_SIZE": "50"}
+    )
+    assert s.interval == 2.0
+    assert s.core == "wss://mon.example.com/ws/agent"
+    assert s.batch_size == 50
+
+
+def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('interval = "30s"\nbackoff_max = "2m"\nstate_dir = "/tmp/x"\n')
+    s = load_agent_settings(config_file=cfg, environ={"SM_AGENT_INTERVAL": "10s"}, overrides={"state_dir": "/tmp/y"})
+    assert s.interval == 10.0
+    assert s.backoff_max == 120.0
+    assert s.state_dir == "/tmp/y"
+
+
+def test_enroll_token_is_not_a_settings_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('enroll_token = "abc"\n')
+    with pytest.raises(SettingsError, match="unknown setting 'enroll_token'"):
+        load_agent_settings(config_file=cfg, environ={})
+    # The variable is read separately, and the flag wins over it.
+    assert enroll_token_from(None, {"SM_AGENT_ENROLL_TOKEN": "from-env"}) == "from-env"
+    assert enroll_token_from("from-flag", {"SM_AGENT_ENROLL_TOKEN": "from-env"}) == "from-flag"
+    assert enroll_token_from(None, {}) is None
+    assert enroll_token_from("  ", {}) is None
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("ws://127.0.0.1:8760", "ws://127.0.0.1:8760/ws/agent"),
+        ("ws://127.0.0.1:8760/", "ws://127.0.0.1:8760/ws/agent"),
+        ("http://10.0.0.1:8760", "ws://10.0.0.1:8760/ws/agent"),
+        ("https://mon.example.com", "wss://mon.example.com/ws/agent"),
+        ("HTTPS://mon.example.com/sm/", "wss://mon.example.com/sm/ws/agent"),
+        ("wss://mon.example.com/ws/agent", "wss://mon.example.com/ws/agent"),
+        ("127.0.0.1:8760", "ws://127.0.0.1:8760/ws/agent"),
+        ("localhost:8760", "ws://localhost:8760/ws/agent"),
+        ("ws://[::1]:8760", "ws://[::1]:8760/ws/agent"),
+    ],
+)
+def test_url_normalisation(given: str, expected: str) -> None:
+    assert normalize_core_url(given) == expected
+    assert normalize_core_url(expected) == expected  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("ftp://h", "unsupported scheme"),
+        ("ws://", "no host"),
+        ("ws://h:99999", "bad port"),
+        ("ws://h/?token=x", "query string"),
+        ("", "empty"),
+        ("wss://bob:pw@h", "no user:password"),
+    ],
+)
+def test_bad_urls_are_refused(bad: str, why: str) -> None:
+    with pytest.raises(SettingsError, match=why):
+        normalize_core_url(bad)
+
+
+def test_other_validation() -> None:
+    for field, value in [("batch_size", "0"), ("max_inflight_batches", "0"), ("log_level", "LOUD")]:
+        with pytest.raises(SettingsError, match=field):
+            load_agent_settings(environ={f"SM_AGENT_{field.upper()}": value})
+    with pytest.raises(SettingsError, match="backoff_max must be at least backoff_initial"):
+        load_agent_settings(environ={"SM_AGENT_BACKOFF_MAX": "1s", "SM_AGENT_BACKOFF_INITIAL": "5s"})
+
+
+def test_doc_fields_cover_every_field() -> None:
+    assert set(AgentSettings.__doc_fields__) == set(AgentSettings.__struct_fields__)

@@ -1,0 +1,165 @@
+"""The sqlite spool: seq, ranges, the size bound and persistence across reopen."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent.spool import Spool, SpoolClosedError
+from core.protocol import AgentToCore, Metrics, Sample, decode, decoder
+
+
+def metrics(cpu: float = 1.0) -> Metrics:
+    return Metrics(
+        cpu_pct=cpu,
+        cpu_per_core=[cpu],
+        load1=0.1,
+        load5=0.2,
+        load15=0.3,
+        mem_total=100,
+        mem_used=50,
+        mem_pct=50.0,
+        swap_total=0,
+        swap_used=0,
+        swap_pct=0.0,
+        uptime=10.0,
+        procs=5,
+    )
+
+
+def fill(spool: Spool, n: int, start_ts: float = 1000.0) -> list[Sample]:
+    return [spool.append(start_ts + i, metrics(float(i))) for i in range(n)]
+
+
+def test_seq_is_monotonic_across_reopen_even_when_empty(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite3"
+    with Spool(path) as spool:
+        samples = fill(spool, 3)
+        assert [s.seq for s in samples] == [1, 2, 3]
+        assert spool.delete_range(1, 3) == 3
+        assert spool.count() == 0
+    with Spool(path) as spool:
+        assert spool.last_seq == 3
+        assert spool.append(2000.0, metrics()).seq == 4  # not 1: seq survives an empty spool
+        assert spool.count() == 1
+
+
+def test_append_stores_the_sample_as_given(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s.db") as spool:
+        sample = spool.append(1234.5, metrics(42.0))
+        assert spool.oldest(10) == [sample]
+        assert sample.ts == 1234.5 and sample.metrics.cpu_pct == 42.0
+        (seq, raw), = spool.read_raw(10)
+        assert seq == sample.seq
+        # The stored bytes are exactly a Sample as the core decodes it inside a samples frame.
+        frame = b'{"type":"samples","samples":[' + raw + b"]}"
+        assert decode(decoder(AgentToCore), frame).samples == [sample]
+
+
+def test_reads_are_in_seq_order_with_bounds(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s.db") as spool:
+        fill(spool, 10)
+        assert [s.seq for s in spool.oldest(3)] == [1, 2, 3]
+        assert [s.seq for s in spool.oldest(3, after_seq=8)] == [9, 10]
+        assert [s.seq for s in spool.newest(3)] == [8, 9, 10]
+        assert [seq for seq, _ in spool.read_raw(100, after_seq=2, upto_seq=5)] == [3, 4, 5]
+
+
+def test_delete_range_is_inclusive_and_leaves_the_rest(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s.db") as spool:
+        fill(spool, 10)
+        assert spool.delete_range(3, 6) == 4
+        assert [s.seq for s in spool.oldest(100)] == [1, 2, 7, 8, 9, 10]
+        assert spool.delete_range(1, 100) == 6
+        assert spool.delete_range(5, 4) == 0
+        assert spool.count() == 0
+        assert spool.dropped == 0  # acknowledged is not dropped
+
+
+def test_bound_evicts_oldest_and_counts_drops_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Spool(path, max_samples=5) as spool:
+        fill(spool, 8)
+        assert spool.count() == 5
+        assert [s.seq for s in spool.oldest(100)] == [4, 5, 6, 7, 8]
+        assert spool.dropped == 3
+    with Spool(path, max_samples=5) as spool:
+        assert spool.dropped == 3
+        spool.append(1.0, metrics())
+        assert spool.dropped == 4
+        assert spool.oldest(1)[0].seq == 5
+    # A bound lowered between runs is enforced at open, oldest first.
+    with Spool(path, max_samples=2) as spool:
+        assert [s.seq for s in spool.oldest(100)] == [8, 9]
+        assert spool.dropped == 7
+
+
+def test_discard_counts_as_dropped(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s.db") as spool:
+        fill(spool, 4)
+        assert spool.discard([2, 3, 99]) == 2
+        assert spool.dropped == 2
+        assert [s.seq for s in spool.oldest(10)] == [1, 4]
+
+
+def test_advance_seq_only_moves_up_and_persists(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Spool(path) as spool:
+        fill(spool, 2)
+        assert spool.advance_seq(100) is True
+        assert spool.advance_seq(50) is False
+        assert spool.append(1.0, metrics()).seq == 101
+    with Spool(path) as spool:
+        assert spool.last_seq == 101
+
+
+def test_uses_wal_and_survives_an_unclosed_connection(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    spool = Spool(path)
+    fill(spool, 3)
+    mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    # Reopened while the first handle was never closed (as after kill -9): every commit is there.
+    with Spool(path) as again:
+        assert again.count() == 3 and again.last_seq == 3
+    spool.close()
+
+
+def test_closed_spool_refuses_use(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db")
+    spool.close()
+    spool.close()  # idempotent
+    with pytest.raises(SpoolClosedError, match=r"s\.db is closed"):
+        spool.append(1.0, metrics())
+
+
+def test_corrupt_file_is_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    path.write_bytes(b"this is not a sqlite database at all" * 100)
+    with Spool(path) as spool:
+        assert spool.count() == 0
+        assert spool.append(1.0, metrics()).seq == 1
+    assert len(list(tmp_path.glob("s.db.corrupt-*"))) == 1
+
+
+def test_concurrent_appends_from_threads_keep_seq_unique(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s.db") as spool:
+        seqs: list[int] = []
+        lock = threading.Lock()
+
+        def worker() -> None:
+            for _ in range(25):
+                s = spool.append(1.0, metrics())
+                with lock:
+                    seqs.append(s.seq)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(seqs) == list(range(1, 101))
+        assert spool.count() == 100

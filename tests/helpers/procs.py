@@ -1,0 +1,128 @@
+"""Real daemons in subprocesses, for what only a separate process can show (kill -9, SIGTERM, exit codes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.helpers.core import free_port
+from tests.helpers.wait import wait_sync
+
+CLI = [sys.executable, "-m", "core.cli"]
+
+
+def cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60)
+
+
+class CoreProcess:
+    """`servermanager core` on a loopback port, its log captured to a file."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, **env: str) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.env = {**os.environ, "SM_CORE_FLUSH_EVERY": "0.01", "SM_CORE_AGENT_INTERVAL": "1", **env}
+        self.log_path = data_dir.parent / f"core-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> CoreProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [*CLI, "core", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+            )
+        wait_sync(self.healthy, what="core health")
+        return self
+
+    def healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"core exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            with urllib.request.urlopen(self.url + "/api/v1/health", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def api(self, method: str, path: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                raw = r.read()
+                return r.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def admin_token(self) -> str:
+        password = (self.data_dir / "initial-admin-password").read_text().strip()
+        status, body = self.api("POST", "/api/v1/auth/login", body={"username": "admin", "password": password})
+        assert status == 200, body
+        return str(body["access_token"])
+
+
+class AgentProcess:
+    """`servermanager agent` with its own state dir."""
+
+    def __init__(self, core_url: str, state_dir: Path, token: str | None = None, interval: float = 1.0) -> None:
+        self.state_dir = state_dir
+        self.env = {**os.environ, "SM_AGENT_BACKOFF_INITIAL": "0.2", "SM_AGENT_BACKOFF_MAX": "1"}
+        if token:
+            self.env["SM_AGENT_ENROLL_TOKEN"] = token
+        self.args = [*CLI, "agent", "--core", core_url, "--state-dir", str(state_dir), "--interval", str(interval)]
+        self.log_path = state_dir.parent / f"agent-{state_dir.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> AgentProcess:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
