@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -196,7 +197,6 @@ async def _commit_then_ack(
         # Not acknowledged, so the agent keeps them and resends after reconnecting.
         await session.close(p.CloseCode.INTERNAL_ERROR, "storage error; resend later")
         return
-    try:
+    # If the socket is gone the agent resends, and the store ignores the duplicates.
+    with contextlib.suppress(ConnectionError):
         await session.send(ack)
-    except ConnectionError:
-        pass  # the agent resends and the store ignores the duplicates

@@ -69,10 +69,14 @@ _json = msgspec.json.Encoder()
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=_json.encode(data), status=status, content_type="application/json", headers=headers)
+    return web.Response(
+        body=_json.encode(data), status=status, content_type="application/json", headers=headers
+    )
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     return json_response(m.ErrorBody(m.ErrorDetail(code, message)), status, headers)
 
 
@@ -100,7 +104,8 @@ def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
     async def handle(request: web.Request) -> web.StreamResponse:
         core = request.app[CORE]
         who = await authenticate(core, request, route.role) if route.role is not None else None
-        body = query = None
+        body: Any = None
+        query: Any = None
         if route.body is not None:
             raw = await request.read()
             if not raw:
@@ -131,7 +136,9 @@ async def errors_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Every error is JSON; a token in the query string is refused before anything else looks at it."""
-    if any(k.lower() in ("token", "access_token", "api_token", "auth", "refresh_token") for k in request.query):
+    if any(
+        k.lower() in ("token", "access_token", "api_token", "auth", "refresh_token") for k in request.query
+    ):
         log.warning("refused %s %s: token in query string", request.method, request.path)
         return error_response(
             400, "token_in_query", "tokens must be sent in the Authorization header, never in the URL"
@@ -277,9 +284,7 @@ async def node_history(c: Call) -> m.History:
     fields = [f.strip() for f in q.fields.split(",") if f.strip()] if q.fields else list(SCALAR_FIELDS)
     unknown = [f for f in fields if f not in SCALAR_FIELDS]
     if unknown:
-        raise ApiError(
-            400, "invalid_query", f"unknown field(s) {unknown}; known: {', '.join(SCALAR_FIELDS)}"
-        )
+        raise ApiError(400, "invalid_query", f"unknown field(s) {unknown}; known: {', '.join(SCALAR_FIELDS)}")
     res = q.resolution if q.resolution != "auto" else choose_resolution(c.core, start, end, now)
     data = await c.core.store.history(nid, start, end, res, fields)
     return m.History(node_id=nid, resolution=res, from_=start, to=end, fields=fields, **data)  # type: ignore[arg-type]
@@ -331,20 +336,128 @@ async def openapi(c: Call) -> web.Response:
 V = "/api/v1"
 ROUTES: list[Route] = [
     Route("GET", f"{V}/health", health, "Liveness and version", None, response=m.Health),
-    Route("POST", f"{V}/auth/login", login, "Log in with a password", None, m.LoginRequest, None, m.TokenPair, tag="auth"),
-    Route("POST", f"{V}/auth/refresh", refresh, "Exchange a refresh token", None, m.RefreshRequest, None, m.TokenPair, tag="auth"),
-    Route("POST", f"{V}/auth/logout", logout, "Revoke the caller's tokens", Role.VIEWER, None, status=204, tag="auth"),
+    Route(
+        "POST",
+        f"{V}/auth/login",
+        login,
+        "Log in with a password",
+        None,
+        m.LoginRequest,
+        None,
+        m.TokenPair,
+        tag="auth",
+    ),
+    Route(
+        "POST",
+        f"{V}/auth/refresh",
+        refresh,
+        "Exchange a refresh token",
+        None,
+        m.RefreshRequest,
+        None,
+        m.TokenPair,
+        tag="auth",
+    ),
+    Route(
+        "POST",
+        f"{V}/auth/logout",
+        logout,
+        "Revoke the caller's tokens",
+        Role.VIEWER,
+        None,
+        status=204,
+        tag="auth",
+    ),
     Route("GET", f"{V}/auth/me", me, "Who the token belongs to", Role.VIEWER, response=m.Me, tag="auth"),
-    Route("GET", f"{V}/nodes", list_nodes, "All nodes with status and latest sample", Role.VIEWER, response=m.NodeList, tag="nodes"),
+    Route(
+        "GET",
+        f"{V}/nodes",
+        list_nodes,
+        "All nodes with status and latest sample",
+        Role.VIEWER,
+        response=m.NodeList,
+        tag="nodes",
+    ),
     Route("GET", f"{V}/nodes/{{id}}", get_node, "One node", Role.VIEWER, response=m.NodeInfo, tag="nodes"),
-    Route("PATCH", f"{V}/nodes/{{id}}", patch_node, "Rename, regroup or retag a node", Role.OPERATOR, m.NodePatch, None, m.NodeInfo, tag="nodes"),
-    Route("DELETE", f"{V}/nodes/{{id}}", delete_node, "Delete a node and revoke its credential", Role.OPERATOR, status=204, tag="nodes"),
-    Route("GET", f"{V}/nodes/{{id}}/metrics", node_history, "Metric history", Role.VIEWER, None, m.HistoryQuery, m.History, tag="nodes"),
+    Route(
+        "PATCH",
+        f"{V}/nodes/{{id}}",
+        patch_node,
+        "Rename, regroup or retag a node",
+        Role.OPERATOR,
+        m.NodePatch,
+        None,
+        m.NodeInfo,
+        tag="nodes",
+    ),
+    Route(
+        "DELETE",
+        f"{V}/nodes/{{id}}",
+        delete_node,
+        "Delete a node and revoke its credential",
+        Role.OPERATOR,
+        status=204,
+        tag="nodes",
+    ),
+    Route(
+        "GET",
+        f"{V}/nodes/{{id}}/metrics",
+        node_history,
+        "Metric history",
+        Role.VIEWER,
+        None,
+        m.HistoryQuery,
+        m.History,
+        tag="nodes",
+    ),
     Route("GET", f"{V}/users", list_users, "List users", Role.ADMIN, response=m.UserList, tag="admin"),
-    Route("POST", f"{V}/users", create_user, "Create a user", Role.ADMIN, m.UserCreate, None, m.User, 201, tag="admin"),
-    Route("POST", f"{V}/tokens", create_api_token, "Create a long-lived API token for the caller", Role.VIEWER, m.ApiTokenCreate, None, m.ApiToken, 201, tag="auth"),
-    Route("POST", f"{V}/enroll-tokens", create_enroll_token, "Create an agent enrollment token", Role.ADMIN, m.EnrollTokenCreate, None, m.EnrollToken, 201, tag="admin"),
-    Route("GET", f"{V}/audit", audit_log, "The audit trail", Role.OPERATOR, None, m.AuditQuery, m.AuditList, tag="admin"),
+    Route(
+        "POST",
+        f"{V}/users",
+        create_user,
+        "Create a user",
+        Role.ADMIN,
+        m.UserCreate,
+        None,
+        m.User,
+        201,
+        tag="admin",
+    ),
+    Route(
+        "POST",
+        f"{V}/tokens",
+        create_api_token,
+        "Create a long-lived API token for the caller",
+        Role.VIEWER,
+        m.ApiTokenCreate,
+        None,
+        m.ApiToken,
+        201,
+        tag="auth",
+    ),
+    Route(
+        "POST",
+        f"{V}/enroll-tokens",
+        create_enroll_token,
+        "Create an agent enrollment token",
+        Role.ADMIN,
+        m.EnrollTokenCreate,
+        None,
+        m.EnrollToken,
+        201,
+        tag="admin",
+    ),
+    Route(
+        "GET",
+        f"{V}/audit",
+        audit_log,
+        "The audit trail",
+        Role.OPERATOR,
+        None,
+        m.AuditQuery,
+        m.AuditList,
+        tag="admin",
+    ),
     Route("GET", f"{V}/openapi.json", openapi, "This document", Role.VIEWER, tag="core"),
 ]
 

@@ -53,7 +53,9 @@ async def _first_admin(core: Core, folder: Path) -> None:
     )
 
 
-def _job(every: Callable[[], float], fn: Callable[[], Awaitable[object]], name: str) -> Callable[[web.Application], AsyncIterator[None]]:
+def _job(
+    every: Callable[[], float], fn: Callable[[], Awaitable[object]], name: str
+) -> Callable[[web.Application], AsyncIterator[None]]:
     """A periodic background job as a cleanup context: started with the app, cancelled with it."""
 
     async def loop() -> None:

@@ -30,7 +30,8 @@ class Audit:
         until: float | None = None,
         limit: int = 200,
     ) -> list[dict[str, Any]]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[object] = []
         for col, val in (("actor", actor), ("action", action), ("target", target)):
             if val is not None:
                 where.append(f"{col} = ?")

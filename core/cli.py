@@ -127,7 +127,7 @@ def cmd_create_user(args: argparse.Namespace) -> int:
 
 
 def cmd_enroll_token(args: argparse.Namespace) -> int:
-    settings, db, _, enroll_cls = _admin_core(args)
+    _, db, _, enroll_cls = _admin_core(args)
     ttl = parse_duration(args.ttl)
 
     async def run() -> str:
@@ -261,7 +261,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         agent_env = dict(env, SM_AGENT_ENROLL_TOKEN=token)
         procs.append(
             subprocess.Popen(
-                [*exe, "agent", "--core", url, "--state-dir", str(state_dir), "--interval", "2"], env=agent_env
+                [*exe, "agent", "--core", url, "--state-dir", str(state_dir), "--interval", "2"],
+                env=agent_env,
             )
         )
         password = (core_dir / "initial-admin-password").read_text().strip()
@@ -306,7 +307,9 @@ def _desktop_available() -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="servermanager", description="Server Manager: fleet monitoring and operations")
+    ap = argparse.ArgumentParser(
+        prog="servermanager", description="Server Manager: fleet monitoring and operations"
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     def core_opts(p: argparse.ArgumentParser) -> None:
@@ -337,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-desktop", action="store_true", help="do not open the desktop app")
     p.set_defaults(fn=cmd_demo)
 
-    adm = sub.add_parser("admin", help="administer the core's data dir").add_subparsers(dest="admin", required=True)
+    adm = sub.add_parser("admin", help="administer the core's data dir").add_subparsers(
+        dest="admin", required=True
+    )
     p = adm.add_parser("create-user", help="create a user; the password comes from stdin or a prompt")
     core_opts(p)
     p.add_argument("name")

@@ -297,7 +297,11 @@ def decode(dec: msgspec.json.Decoder[Any], data: bytes | str) -> Any:
         return dec.decode(data)
     except msgspec.ValidationError as exc:
         text = str(exc)
-        code = "unknown_type" if text.endswith("`$.type`") or "missing required field `type`" in text else "invalid_frame"
+        code = (
+            "unknown_type"
+            if text.endswith("`$.type`") or "missing required field `type`" in text
+            else "invalid_frame"
+        )
         raise FrameError(code, text) from None
     except msgspec.DecodeError as exc:
         raise FrameError("malformed_json", str(exc)) from None

@@ -104,7 +104,9 @@ class SampleStore:
         try:
             async with self.db.transaction() as con:
                 await con.executemany(_RAW_INSERT, rows)
-                await con.executemany("INSERT OR IGNORE INTO rollup_dirty (res, node_id, ts) VALUES (?,?,?)", dirty)
+                await con.executemany(
+                    "INSERT OR IGNORE INTO rollup_dirty (res, node_id, ts) VALUES (?,?,?)", dirty
+                )
                 await con.executemany(
                     "UPDATE nodes SET last_seq = max(last_seq, ?) WHERE id = ?",
                     [(seq, nid) for nid, seq in last_seq.items()],
@@ -134,7 +136,9 @@ class SampleStore:
         return sample_from_row(row[0], row[1], row[2:-1], row[-1])
 
     async def seqs(self, node_id: int) -> list[int]:
-        rows = await self.db.fetchall("SELECT seq FROM samples_raw WHERE node_id = ? ORDER BY seq", (node_id,))
+        rows = await self.db.fetchall(
+            "SELECT seq FROM samples_raw WHERE node_id = ? ORDER BY seq", (node_id,)
+        )
         return [r[0] for r in rows]
 
     async def history(

@@ -187,7 +187,7 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     }
 
     def validate(self) -> None:
-        host, sep, port = self.listen.rpartition(":")
+        _, sep, port = self.listen.rpartition(":")
         if not sep or not port.isdigit():
             raise SettingsError(f"setting listen: expected HOST:PORT, got {self.listen!r}")
         if self.heartbeat_misses < 1:

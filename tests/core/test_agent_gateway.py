@@ -34,17 +34,33 @@ async def test_enroll_token_use_count_and_expiry(core_server: RunningCore) -> No
     await RawAgent(core_server).hello(token=token)
     second = RawAgent(core_server)
     ws = await second.connect()
-    await ws.send_bytes(p.encode(p.Hello(protocol=p.PROTOCOL_VERSION, host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""), enroll_token=token)))
+    await ws.send_bytes(
+        p.encode(
+            p.Hello(
+                protocol=p.PROTOCOL_VERSION,
+                host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""),
+                enroll_token=token,
+            )
+        )
+    )
     msg = await ws.receive(timeout=5)
     assert msg.type == aiohttp.WSMsgType.CLOSE
     assert ws.close_code == p.CloseCode.UNAUTHORIZED
 
     expired = await core_server.enroll_token(ttl=0.01)
-    await wait_for(lambda: True)
-    time.sleep(0.02)
+    gone = time.time() + 0.02
+    await wait_for(lambda: time.time() > gone, what="token expiry")
     late = RawAgent(core_server)
     ws = await late.connect()
-    await ws.send_bytes(p.encode(p.Hello(protocol=p.PROTOCOL_VERSION, host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""), enroll_token=expired)))
+    await ws.send_bytes(
+        p.encode(
+            p.Hello(
+                protocol=p.PROTOCOL_VERSION,
+                host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""),
+                enroll_token=expired,
+            )
+        )
+    )
     msg = await ws.receive(timeout=5)
     assert ws.close_code == p.CloseCode.UNAUTHORIZED
     assert "expired" in msg.extra
@@ -70,7 +86,11 @@ async def test_bad_first_frame_closes_4401(core_server: RunningCore, first: byte
 async def test_bad_credential_closes_4401(core_server: RunningCore) -> None:
     agent = RawAgent(core_server)
     ws = await agent.connect()
-    await ws.send_bytes(p.encode(p.Hello(protocol=1, host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""), credential="smn_forged")))
+    await ws.send_bytes(
+        p.encode(
+            p.Hello(protocol=1, host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""), credential="smn_forged")
+        )
+    )
     await ws.receive(timeout=5)
     assert ws.close_code == p.CloseCode.UNAUTHORIZED
 
@@ -86,7 +106,9 @@ async def test_silent_socket_closed_after_hello_timeout(core_server: RunningCore
 
 async def test_protocol_mismatch_closes_4426(core_server: RunningCore) -> None:
     ws = await RawAgent(core_server).connect()
-    await ws.send_bytes(p.encode(p.Hello(protocol=99, host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""), credential="x")))
+    await ws.send_bytes(
+        p.encode(p.Hello(protocol=99, host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""), credential="x"))
+    )
     await ws.receive(timeout=5)
     assert ws.close_code == p.CloseCode.UNSUPPORTED_PROTOCOL
 
@@ -108,7 +130,9 @@ async def test_oversized_frame_closes_1009(core_server: RunningCore) -> None:
     agent = RawAgent(core_server)
     await agent.hello(token=await core_server.enroll_token())
     assert agent.ws is not None
-    await agent.ws.send_str('{"type":"ping","ts":1,"pad":"' + "x" * (core_server.settings.max_frame_bytes + 10) + '"}')
+    await agent.ws.send_str(
+        '{"type":"ping","ts":1,"pad":"' + "x" * (core_server.settings.max_frame_bytes + 10) + '"}'
+    )
     msg = await agent.ws.receive(timeout=5)
     assert msg.type == aiohttp.WSMsgType.CLOSE
     assert agent.ws.close_code == p.CloseCode.MESSAGE_TOO_BIG
@@ -193,13 +217,21 @@ async def test_missed_heartbeats_mark_offline_and_push_status(core_server: Runni
 async def test_deleting_node_revokes_credential(core_server: RunningCore) -> None:
     agent = RawAgent(core_server)
     welcome = await agent.hello(token=await core_server.enroll_token())
-    status, _ = await core_server.request("DELETE", f"/api/v1/nodes/{welcome.node_id}", await core_server.admin_token())
+    status, _ = await core_server.request(
+        "DELETE", f"/api/v1/nodes/{welcome.node_id}", await core_server.admin_token()
+    )
     assert status == 204
     assert agent.ws is not None
     msg = await agent.ws.receive(timeout=5)
     assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, p.CloseCode.UNAUTHORIZED)
     again = RawAgent(core_server)
     ws = await again.connect()
-    await ws.send_bytes(p.encode(p.Hello(protocol=1, host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""), credential=welcome.credential)))
+    await ws.send_bytes(
+        p.encode(
+            p.Hello(
+                protocol=1, host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""), credential=welcome.credential
+            )
+        )
+    )
     await ws.receive(timeout=5)
     assert ws.close_code == p.CloseCode.UNAUTHORIZED

@@ -35,7 +35,9 @@ def test_admin_commands_then_core(core_proc: CoreProcess) -> None:
     assert api_token.startswith("smt_")
 
     core_proc.start()
-    status, body = core_proc.api("POST", "/api/v1/auth/login", body={"username": "bob", "password": "bobs-password"})
+    status, body = core_proc.api(
+        "POST", "/api/v1/auth/login", body={"username": "bob", "password": "bobs-password"}
+    )
     assert status == 200 and body["role"] == "operator"
     status, me = core_proc.api("GET", "/api/v1/auth/me", api_token)
     assert (status, me["name"], me["role"]) == (200, "ci-bot", "viewer")
@@ -59,12 +61,16 @@ def test_first_start_admin_and_clean_sigterm(core_proc: CoreProcess) -> None:
 def test_backup_and_restore(core_proc: CoreProcess, tmp_path: Path) -> None:
     core_proc.start()
     token = core_proc.admin_token()
-    status, _ = core_proc.api("POST", "/api/v1/users", token, {"name": "kept", "password": "kept-password", "role": "viewer"})
+    status, _ = core_proc.api(
+        "POST", "/api/v1/users", token, {"name": "kept", "password": "kept-password", "role": "viewer"}
+    )
     assert status == 201
     backup = tmp_path / "backup.db"
     r = cli("admin", "backup", str(backup), "--data-dir", str(core_proc.data_dir))  # online, core running
     assert r.returncode == 0, r.stderr
-    status, _ = core_proc.api("POST", "/api/v1/users", token, {"name": "lost", "password": "lost-password", "role": "viewer"})
+    status, _ = core_proc.api(
+        "POST", "/api/v1/users", token, {"name": "lost", "password": "lost-password", "role": "viewer"}
+    )
     assert status == 201
     assert core_proc.terminate() == 0
 

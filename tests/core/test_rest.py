@@ -97,7 +97,9 @@ async def test_login_refresh_logout(core_server: RunningCore) -> None:
     )
     assert status == 200 and new["access_token"] != pair["access_token"]
     # Rotation: the old refresh token is spent.
-    status, _ = await core_server.request("POST", "/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    status, _ = await core_server.request(
+        "POST", "/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]}
+    )
     assert status == 401
     status, _ = await core_server.request("POST", "/api/v1/auth/logout", new["access_token"])
     assert status == 204
@@ -112,7 +114,9 @@ async def test_failed_logins_are_rate_limited(core_server: RunningCore) -> None:
         )
         assert status == 401 and body["error"]["code"] == "bad_credentials"
     password = (core_server.data_dir / "initial-admin-password").read_text().strip()
-    status, body = await core_server.request("POST", "/api/v1/auth/login", json={"username": "admin", "password": password})
+    status, body = await core_server.request(
+        "POST", "/api/v1/auth/login", json={"username": "admin", "password": password}
+    )
     assert status == 429
     assert body["error"]["code"] == "too_many_attempts"
 
@@ -184,7 +188,9 @@ async def test_history_raw_after_ack(core_server: RunningCore) -> None:
     await agent.send_samples(agent.make(10, ts=now - 10, cpu=42.0))
     token = await core_server.admin_token()
     status, body = await core_server.request(
-        "GET", f"/api/v1/nodes/{welcome.node_id}/metrics?from={now - 60}&to={now}&fields=cpu_pct,mem_pct", token
+        "GET",
+        f"/api/v1/nodes/{welcome.node_id}/metrics?from={now - 60}&to={now}&fields=cpu_pct,mem_pct",
+        token,
     )
     assert status == 200, body
     assert body["resolution"] == "raw"

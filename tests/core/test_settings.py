@@ -11,9 +11,13 @@ from core.settings import CoreSettings, SettingsError, load_settings, parse_dura
 
 def test_precedence_file_env_flags(tmp_path: Path) -> None:
     cfg = tmp_path / "core.toml"
-    cfg.write_text('listen = "0.0.0.0:9000"\nretention_raw = "72h"\nheartbeat_misses = 5\nagent_interval = 10\n')
+    cfg.write_text(
+        'listen = "0.0.0.0:9000"\nretention_raw = "72h"\nheartbeat_misses = 5\nagent_interval = 10\n'
+    )
     env = {"SM_CORE_HEARTBEAT_MISSES": "4", "SM_CORE_AGENT_INTERVAL": "20s"}
-    s = load_settings(CoreSettings, env_prefix="SM_CORE_", config_file=cfg, environ=env, overrides={"agent_interval": 30.0})
+    s = load_settings(
+        CoreSettings, env_prefix="SM_CORE_", config_file=cfg, environ=env, overrides={"agent_interval": 30.0}
+    )
     assert s.listen == "0.0.0.0:9000"  # file only
     assert s.retention_raw == 72 * 3600  # file duration
     assert s.heartbeat_misses == 4  # env beats file
@@ -52,7 +56,10 @@ def test_missing_config_file(tmp_path: Path) -> None:
         load_settings(CoreSettings, env_prefix="SM_CORE_", config_file=tmp_path / "nope.toml", environ={})
 
 
-@pytest.mark.parametrize(("raw", "secs"), [("500ms", 0.5), ("5", 5.0), ("10m", 600.0), ("48h", 172800.0), ("30d", 2592000.0), (7, 7.0)])
+@pytest.mark.parametrize(
+    ("raw", "secs"),
+    [("500ms", 0.5), ("5", 5.0), ("10m", 600.0), ("48h", 172800.0), ("30d", 2592000.0), (7, 7.0)],
+)
 def test_durations(raw: str | int, secs: float) -> None:
     assert parse_duration(raw) == secs
 

@@ -18,9 +18,7 @@ def test_older_database_is_upgraded_in_place(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     assert migrate_sync(path, upto=1) == 1
     with sqlite3.connect(path) as con:
-        con.execute(
-            "INSERT INTO users (name, role, pw_hash, created_at) VALUES ('old', 'admin', 'x', 1.0)"
-        )
+        con.execute("INSERT INTO users (name, role, pw_hash, created_at) VALUES ('old', 'admin', 'x', 1.0)")
         assert con.execute("SELECT name FROM sqlite_master WHERE name = 'audit'").fetchone() is None
     assert migrate_sync(path) == SCHEMA_VERSION
     with sqlite3.connect(path) as con:
@@ -49,7 +47,9 @@ async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
     await db.close()
 
 
-def _samples(start_ts: float, n: int, step: float, cpu: list[float] | None = None, seq0: int = 1) -> list[Sample]:
+def _samples(
+    start_ts: float, n: int, step: float, cpu: list[float] | None = None, seq0: int = 1
+) -> list[Sample]:
     return [
         Sample(seq=seq0 + i, ts=start_ts + i * step, metrics=metrics(cpu=cpu[i] if cpu else float(i)))
         for i in range(n)
@@ -72,7 +72,9 @@ async def test_many_batches_share_one_commit(store: SampleStore) -> None:
     runner = asyncio.create_task(store.run())
     try:
         t0 = 1_700_000_000.0
-        await asyncio.gather(*(store.store(1, _samples(t0 + i * 10, 5, 1.0, seq0=i * 5 + 1)) for i in range(20)))
+        await asyncio.gather(
+            *(store.store(1, _samples(t0 + i * 10, 5, 1.0, seq0=i * 5 + 1)) for i in range(20))
+        )
     finally:
         runner.cancel()
     assert store.rows_written == 100
@@ -122,7 +124,12 @@ async def test_retention_per_resolution(store: SampleStore) -> None:
     m = await store.history(1, old - 60, now, "1m", ["cpu_pct"])
     assert m["ts"][0] == old - old % 60
     removed = await store.prune({"raw": 1, "1m": 1, "1h": 1}, now=now + 7200)
-    assert await store.history(1, 0, now + 7200, "1h", ["cpu_pct"]) == {"ts": [], "avg": {"cpu_pct": []}, "min": {"cpu_pct": []}, "max": {"cpu_pct": []}}
+    assert await store.history(1, 0, now + 7200, "1h", ["cpu_pct"]) == {
+        "ts": [],
+        "avg": {"cpu_pct": []},
+        "min": {"cpu_pct": []},
+        "max": {"cpu_pct": []},
+    }
 
 
 async def test_round_trip_keeps_detail(store: SampleStore) -> None:
@@ -137,7 +144,14 @@ async def test_auto_resolution_follows_range(core_server: RunningCore) -> None:
     welcome = await agent.hello(token=await core_server.enroll_token())
     token = await core_server.admin_token()
     now = time.time()
-    expect = {600: "raw", 3 * 3600: "raw", 24 * 3600: "1m", 7 * 86400: "1m", 30 * 86400: "1h", 365 * 86400: "1h"}
+    expect = {
+        600: "raw",
+        3 * 3600: "raw",
+        24 * 3600: "1m",
+        7 * 86400: "1m",
+        30 * 86400: "1h",
+        365 * 86400: "1h",
+    }
     for span, res in expect.items():
         status, body = await core_server.request(
             "GET", f"/api/v1/nodes/{welcome.node_id}/metrics?from={now - span}&to={now}&fields=cpu_pct", token

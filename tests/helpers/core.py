@@ -34,20 +34,41 @@ def free_port() -> int:
 
 def host_facts(name: str = "test-host") -> p.HostFacts:
     return p.HostFacts(
-        hostname=name, os="Linux", os_version="12", kernel="6.1", arch="x86_64",
-        cpu_model="Test CPU", cpu_count=2, mem_total=8 << 30, agent_version="test",
+        hostname=name,
+        os="Linux",
+        os_version="12",
+        kernel="6.1",
+        arch="x86_64",
+        cpu_model="Test CPU",
+        cpu_count=2,
+        mem_total=8 << 30,
+        agent_version="test",
     )
 
 
 def metrics(cpu: float = 10.0, **over: Any) -> p.Metrics:
     base: dict[str, Any] = dict(
-        cpu_pct=cpu, cpu_per_core=[cpu, cpu], load1=0.5, load5=0.4, load15=0.3,
-        mem_total=8 << 30, mem_used=2 << 30, mem_pct=25.0, swap_total=0, swap_used=0, swap_pct=0.0,
-        uptime=1000.0, procs=100,
+        cpu_pct=cpu,
+        cpu_per_core=[cpu, cpu],
+        load1=0.5,
+        load5=0.4,
+        load15=0.3,
+        mem_total=8 << 30,
+        mem_used=2 << 30,
+        mem_pct=25.0,
+        swap_total=0,
+        swap_used=0,
+        swap_pct=0.0,
+        uptime=1000.0,
+        procs=100,
         disks=[p.DiskUsage(mount="/", fstype="ext4", total=100, used=40, pct=40.0)],
-        disk_read_bps=1.0, disk_write_bps=2.0, disk_read_iops=3.0, disk_write_iops=4.0,
+        disk_read_bps=1.0,
+        disk_write_bps=2.0,
+        disk_read_iops=3.0,
+        disk_write_iops=4.0,
         nets=[p.NetIface(name="eth0", rx_total=10, tx_total=20, rx_bps=5.0, tx_bps=6.0)],
-        net_rx_bps=5.0, net_tx_bps=6.0,
+        net_rx_bps=5.0,
+        net_tx_bps=6.0,
     )
     base.update(over)
     return p.Metrics(**base)
@@ -99,24 +120,35 @@ class RunningCore:
     ) -> tuple[int, Any]:
         assert self.http is not None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with self.http.request(method, self.url + path, headers=headers, json=json, data=data, **kw) as r:
+        async with self.http.request(
+            method, self.url + path, headers=headers, json=json, data=data, **kw
+        ) as r:
             body = await r.read()
-            return r.status, (msgspec.json.decode(body) if body and r.content_type == "application/json" else body)
+            return r.status, (
+                msgspec.json.decode(body) if body and r.content_type == "application/json" else body
+            )
 
     async def admin_token(self) -> str:
         if self._admin is None:
             password = (self.data_dir / "initial-admin-password").read_text().strip()
-            status, body = await self.request("POST", "/api/v1/auth/login", json={"username": "admin", "password": password})
+            status, body = await self.request(
+                "POST", "/api/v1/auth/login", json={"username": "admin", "password": password}
+            )
             assert status == 200, body
             self._admin = body["access_token"]
         return self._admin
 
     async def user_token(self, name: str, role: str, password: str = "password123") -> str:
         status, body = await self.request(
-            "POST", "/api/v1/users", await self.admin_token(), json={"name": name, "password": password, "role": role}
+            "POST",
+            "/api/v1/users",
+            await self.admin_token(),
+            json={"name": name, "password": password, "role": role},
         )
         assert status == 201, body
-        status, body = await self.request("POST", "/api/v1/auth/login", json={"username": name, "password": password})
+        status, body = await self.request(
+            "POST", "/api/v1/auth/login", json={"username": name, "password": password}
+        )
         assert status == 200, body
         return str(body["access_token"])
 
@@ -145,10 +177,19 @@ class RawAgent:
         self.ws = await self.core.http.ws_connect(self.core.agent_ws, max_msg_size=0)
         return self.ws
 
-    async def hello(self, *, token: str | None = None, credential: str | None = None, protocol: int = p.PROTOCOL_VERSION) -> p.Welcome:
+    async def hello(
+        self, *, token: str | None = None, credential: str | None = None, protocol: int = p.PROTOCOL_VERSION
+    ) -> p.Welcome:
         ws = await self.connect()
         await ws.send_bytes(
-            p.encode(p.Hello(protocol=protocol, host=host_facts(self.name), credential=credential or self.credential, enroll_token=token))
+            p.encode(
+                p.Hello(
+                    protocol=protocol,
+                    host=host_facts(self.name),
+                    credential=credential or self.credential,
+                    enroll_token=token,
+                )
+            )
         )
         frame = await self.recv()
         assert isinstance(frame, p.Welcome), frame

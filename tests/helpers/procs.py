@@ -18,7 +18,9 @@ from tests.helpers.wait import wait_sync
 CLI = [sys.executable, "-m", "core.cli"]
 
 
-def cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60)
 
 
@@ -92,7 +94,9 @@ class CoreProcess:
 
     def admin_token(self) -> str:
         password = (self.data_dir / "initial-admin-password").read_text().strip()
-        status, body = self.api("POST", "/api/v1/auth/login", body={"username": "admin", "password": password})
+        status, body = self.api(
+            "POST", "/api/v1/auth/login", body={"username": "admin", "password": password}
+        )
         assert status == 200, body
         return str(body["access_token"])
 
@@ -100,12 +104,23 @@ class CoreProcess:
 class AgentProcess:
     """`servermanager agent` with its own state dir."""
 
-    def __init__(self, core_url: str, state_dir: Path, token: str | None = None, interval: float = 1.0) -> None:
+    def __init__(
+        self, core_url: str, state_dir: Path, token: str | None = None, interval: float = 1.0
+    ) -> None:
         self.state_dir = state_dir
         self.env = {**os.environ, "SM_AGENT_BACKOFF_INITIAL": "0.2", "SM_AGENT_BACKOFF_MAX": "1"}
         if token:
             self.env["SM_AGENT_ENROLL_TOKEN"] = token
-        self.args = [*CLI, "agent", "--core", core_url, "--state-dir", str(state_dir), "--interval", str(interval)]
+        self.args = [
+            *CLI,
+            "agent",
+            "--core",
+            core_url,
+            "--state-dir",
+            str(state_dir),
+            "--interval",
+            str(interval),
+        ]
         self.log_path = state_dir.parent / f"agent-{state_dir.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

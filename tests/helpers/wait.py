@@ -19,7 +19,9 @@ async def wait_for(cond: Callable[[], object], timeout: float = 10.0, what: str 
         await asyncio.sleep(0.01)
 
 
-async def wait_until(fn: Callable[[], Awaitable[T]], ok: Callable[[T], bool], timeout: float = 10.0, what: str = "condition") -> T:
+async def wait_until(
+    fn: Callable[[], Awaitable[T]], ok: Callable[[T], bool], timeout: float = 10.0, what: str = "condition"
+) -> T:
     """Poll an async probe until its value satisfies `ok`; returns that value."""
     deadline = time.monotonic() + timeout
     while True:
