@@ -383,7 +383,7 @@ class Connection:
         self.stats.connects += 1
         close_code, close_reason = CloseCode.GOING_AWAY, "agent reconnecting"
         try:
-            self._set_state(ConnState.HANDSHAKING, "connected, hello sent")
+            self._set_state(ConnState.HANDSHAKING, "connected, sending hello")
             await _race(self._session(ws), self._stop.wait())
             close_reason = "agent stopping"
         except websockets.exceptions.ConnectionClosed as exc:

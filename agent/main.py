@@ -8,6 +8,7 @@ import logging
 import signal
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -189,10 +190,12 @@ class Agent:
 
 def setup_logging(level: str) -> None:
     """One line per event on stderr, unless the embedding program configured logging already."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    root.setLevel(level.upper())
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        )
+    # The agent's own loggers follow log_level even when the embedding program set up the root.
+    logging.getLogger("agent").setLevel(level.upper())
 
 
 async def _run_until_signal(agent: Agent) -> None:
@@ -203,13 +206,16 @@ async def _run_until_signal(agent: Agent) -> None:
         agent.stop()
 
     installed: list[signal.Signals] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, on_signal, sig)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError):
-            # Windows event loops have no add_signal_handler; route the C-level handler instead.
-            signal.signal(sig, lambda s, _f: loop.call_soon_threadsafe(on_signal, signal.Signals(s)))
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, on_signal, sig)
+                installed.append(sig)
+            except NotImplementedError:
+                # Windows event loops have no add_signal_handler; route the C-level handler instead.
+                signal.signal(sig, lambda s, _f: loop.call_soon_threadsafe(on_signal, signal.Signals(s)))
+    # Elsewhere (an agent embedded in a worker thread) signals belong to the host program,
+    # which stops the agent through Agent.stop().
     try:
         await agent.run()
     finally:

@@ -1,128 +1,13 @@
-"""A scriptable in-process stand-in for the core's /ws/agent endpoint, and agent fixtures."""
+"""Fixtures for agent tests: a fake core on a loopback port and agents that always get stopped."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
-import websockets.exceptions
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import serve
 
-from agent.connection import Pulse
-from agent.main import Agent
-from agent.settings import AgentSettings
-from core.protocol import (
-    PROTOCOL_VERSION,
-    Ack,
-    AgentToCore,
-    Hello,
-    Ping,
-    Pong,
-    Samples,
-    Welcome,
-    decode,
-    decoder,
-    encode,
-)
-
-ISSUED_CREDENTIAL = "cred-0123456789abcdef"
-
-
-@dataclass
-class FakeCore:
-    """Speaks the agent side of core/protocol.py with real frames; every knob is per-test.
-
-    It decodes everything with the contract's own AgentToCore decoder, so a frame the real core
-    would refuse fails here too.
-    """
-
-    node_id: int = 7
-    issue_credential: bool = True  # answer an enroll_token with a credential
-    welcome_interval: float | None = None
-    welcome_last_seq: int | None = None
-    refuse_code: int | None = None  # close with this code right after the hello
-    drop_first_batch: bool = False  # close 1011 on the first batch of connection 1, unacked
-    silent_after_welcome: bool = False  # never send another frame (a hung core)
-    reject: Callable[[list[int]], list[int]] = lambda seqs: []
-    ack_gate: Callable[[int], Awaitable[None]] | None = None  # awaited before acking batch n
-    after_welcome: list[str | bytes] = field(default_factory=list)  # raw frames to push
-
-    hellos: list[Hello] = field(default_factory=list)
-    batches: list[list[int]] = field(default_factory=list)  # seqs of each batch, arrival order
-    batch_conn: list[int] = field(default_factory=list)  # which connection each batch came on
-    pings: int = 0
-    pongs: list[float] = field(default_factory=list)
-    close_codes: list[int | None] = field(default_factory=list)  # as sent by the agent
-    connections: int = 0
-    pulse: Pulse = field(default_factory=Pulse)
-    url: str = ""
-
-    async def handler(self, ws: ServerConnection) -> None:
-        self.connections += 1
-        conn_no = self.connections
-        dec = decoder(AgentToCore)
-        try:
-            hello = decode(dec, await ws.recv())
-            assert isinstance(hello, Hello), hello
-            self.hellos.append(hello)
-            self.pulse.fire()
-            if self.refuse_code is not None:
-                await ws.close(self.refuse_code, "refused by fake core")
-                return
-            credential = ISSUED_CREDENTIAL if hello.enroll_token and self.issue_credential else None
-            await ws.send(
-                encode(
-                    Welcome(
-                        protocol=PROTOCOL_VERSION,
-                        node_id=self.node_id,
-                        interval=self.welcome_interval,
-                        heartbeat_timeout=15.0,
-                        credential=credential,
-                        last_seq=self.welcome_last_seq,
-                    )
-                ).decode()
-            )
-            for raw in self.after_welcome:
-                await ws.send(raw)
-            async for data in ws:
-                frame = decode(dec, data)
-                if isinstance(frame, Samples):
-                    seqs = [s.seq for s in frame.samples]
-                    self.batches.append(seqs)
-                    self.batch_conn.append(conn_no)
-                    self.pulse.fire()
-                    if self.drop_first_batch and conn_no == 1:
-                        await ws.close(1011, "fake core crashed")
-                        return
-                    if self.silent_after_welcome:
-                        continue
-                    if self.ack_gate is not None:
-                        await self.ack_gate(len(self.batches))
-                    ack = Ack(upto_seq=seqs[-1], from_seq=seqs[0], rejected=self.reject(seqs))
-                    await ws.send(encode(ack).decode())
-                elif isinstance(frame, Ping):
-                    self.pings += 1
-                    self.pulse.fire()
-                    if not self.silent_after_welcome:
-                        await ws.send(encode(Pong(ts=frame.ts)).decode())
-                elif isinstance(frame, Pong):
-                    self.pongs.append(frame.ts)
-                    self.pulse.fire()
-        except websockets.exceptions.ConnectionClosed:
-            pass
-        finally:
-            rcvd = ws.close_rcvd
-            self.close_codes.append(rcvd.code if rcvd is not None else None)
-            self.pulse.fire()
-
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
-            await self.pulse.wait_until(predicate)
+from tests.agent.fakes import AgentRunner, FakeCore
 
 
 @pytest.fixture
@@ -132,48 +17,6 @@ async def fake_core() -> AsyncIterator[FakeCore]:
         port = server.sockets[0].getsockname()[1]
         core.url = f"ws://127.0.0.1:{port}"
         yield core
-
-
-def fast_settings(state_dir: Path, core_url: str, **overrides: Any) -> AgentSettings:
-    """Settings built directly, skipping validate(), so tests can sample every 50 ms."""
-    values: dict[str, Any] = {
-        "core": core_url,
-        "state_dir": str(state_dir),
-        "interval": 0.05,
-        "backoff_initial": 0.01,
-        "backoff_max": 0.05,
-        "connect_timeout": 5.0,
-    }
-    values.update(overrides)
-    return AgentSettings(**values)
-
-
-class AgentRunner:
-    """Starts agents as tasks and guarantees they are stopped and their spools closed."""
-
-    def __init__(self) -> None:
-        self.running: list[tuple[Agent, asyncio.Task[None]]] = []
-
-    def start(self, agent: Agent) -> asyncio.Task[None]:
-        task = asyncio.create_task(agent.run())
-        self.running.append((agent, task))
-        return task
-
-    async def stop(self, agent: Agent) -> None:
-        agent.stop()
-        for a, task in self.running:
-            if a is agent:
-                async with asyncio.timeout(10):
-                    await task
-        agent.close()
-
-    async def close(self) -> None:
-        for agent, task in self.running:
-            agent.stop()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(10):
-                    await task
-            agent.close()
 
 
 @pytest.fixture

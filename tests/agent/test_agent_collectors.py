@@ -70,10 +70,17 @@ def test_metrics_are_sane_and_encode() -> None:
     assert second.net_tx_bps is not None and second.net_tx_bps >= 0
     assert all(n.rx_bps is not None and n.tx_bps is not None for n in second.nets)
     if psutil.disk_io_counters() is not None:
-        for rate in (second.disk_read_bps, second.disk_write_bps, second.disk_read_iops, second.disk_write_iops):
+        for rate in (
+            second.disk_read_bps,
+            second.disk_write_bps,
+            second.disk_read_iops,
+            second.disk_write_iops,
+        ):
             assert rate is not None and rate >= 0
     # The wire format round-trips through the core's own decoder.
-    frame = encode(Samples(samples=[Sample(seq=1, ts=1.0, metrics=first), Sample(seq=2, ts=2.0, metrics=second)]))
+    frame = encode(
+        Samples(samples=[Sample(seq=1, ts=1.0, metrics=first), Sample(seq=2, ts=2.0, metrics=second)])
+    )
     back = decode(decoder(AgentToCore), frame)
     assert back.samples[1].metrics == second
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.credentials import CredentialStore, Credentials, StateDirError, ensure_state_dir
+from agent.credentials import Credentials, CredentialStore, StateDirError, ensure_state_dir
 
 
 def mode(p: Path) -> int:

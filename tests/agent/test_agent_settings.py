@@ -31,7 +31,11 @@ def test_interval_below_one_second_is_refused() -> None:
 
 def test_environment_is_picked_up() -> None:
     s = load_agent_settings(
-        environ={"SM_AGENT_INTERVAL": "2", "SM_AGENT_CORE": "https://mon.example.com", "SM_AGENT_BATCH_SIZE": "50"}
+        environ={
+            "SM_AGENT_INTERVAL": "2",
+            "SM_AGENT_CORE": "https://mon.example.com",
+            "SM_AGENT_BATCH_SIZE": "50",
+        }
     )
     assert s.interval == 2.0
     assert s.core == "wss://mon.example.com/ws/agent"
@@ -41,7 +45,9 @@ def test_environment_is_picked_up() -> None:
 def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
     cfg = tmp_path / "agent.toml"
     cfg.write_text('interval = "30s"\nbackoff_max = "2m"\nstate_dir = "/tmp/x"\n')
-    s = load_agent_settings(config_file=cfg, environ={"SM_AGENT_INTERVAL": "10s"}, overrides={"state_dir": "/tmp/y"})
+    s = load_agent_settings(
+        config_file=cfg, environ={"SM_AGENT_INTERVAL": "10s"}, overrides={"state_dir": "/tmp/y"}
+    )
     assert s.interval == 10.0
     assert s.backoff_max == 120.0
     assert s.state_dir == "/tmp/y"

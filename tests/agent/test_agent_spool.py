@@ -9,25 +9,8 @@ from pathlib import Path
 import pytest
 
 from agent.spool import Spool, SpoolClosedError
-from core.protocol import AgentToCore, Metrics, Sample, decode, decoder
-
-
-def metrics(cpu: float = 1.0) -> Metrics:
-    return Metrics(
-        cpu_pct=cpu,
-        cpu_per_core=[cpu],
-        load1=0.1,
-        load5=0.2,
-        load15=0.3,
-        mem_total=100,
-        mem_used=50,
-        mem_pct=50.0,
-        swap_total=0,
-        swap_used=0,
-        swap_pct=0.0,
-        uptime=10.0,
-        procs=5,
-    )
+from core.protocol import AgentToCore, Sample, decode, decoder
+from tests.agent.fakes import metrics
 
 
 def fill(spool: Spool, n: int, start_ts: float = 1000.0) -> list[Sample]:
@@ -52,7 +35,7 @@ def test_append_stores_the_sample_as_given(tmp_path: Path) -> None:
         sample = spool.append(1234.5, metrics(42.0))
         assert spool.oldest(10) == [sample]
         assert sample.ts == 1234.5 and sample.metrics.cpu_pct == 42.0
-        (seq, raw), = spool.read_raw(10)
+        ((seq, raw),) = spool.read_raw(10)
         assert seq == sample.seq
         # The stored bytes are exactly a Sample as the core decodes it inside a samples frame.
         frame = b'{"type":"samples","samples":[' + raw + b"]}"
