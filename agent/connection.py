@@ -435,6 +435,7 @@ class Connection:
             credential=creds.credential if creds else None,
             enroll_token=None if creds else self._enroll_token,
             spool_dropped=self.spool.dropped,
+            interval=self.interval,
         )
         await self._send(ws, encode(hello))
         async with asyncio.timeout(self.settings.connect_timeout):

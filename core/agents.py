@@ -89,17 +89,18 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
         return await _refuse(ws, peer, p.CloseCode.UNAUTHORIZED, "hello carries neither credential nor token")
 
     session = AgentSession(ws, peer)
+    # The core's setting wins when set; otherwise each agent keeps its own interval (never under 1 s).
+    node.interval = s.agent_interval or max(1.0, hello.interval)
     await session.send(
         p.Welcome(
             protocol=p.PROTOCOL_VERSION,
             node_id=node.id,
-            interval=s.agent_interval,
-            heartbeat_timeout=core.heartbeat_timeout,
+            interval=s.agent_interval or None,
+            heartbeat_timeout=core.heartbeat_timeout(node.interval),
             credential=credential,
             last_seq=node.last_seq,
         )
     )
-    node.interval = s.agent_interval
     await core.nodes.attach(node, session, hello.host, hello.spool_dropped)
     try:
         await _serve(core, node, session)
@@ -116,11 +117,13 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
 async def _serve(core: Core, node: NodeState, session: AgentSession) -> None:
     ws = session.ws
     bad = 0
+    assert node.interval is not None
+    silence = core.heartbeat_timeout(node.interval)
     while not ws.closed:
         try:
-            msg = await ws.receive(timeout=core.heartbeat_timeout)
+            msg = await ws.receive(timeout=silence)
         except TimeoutError:
-            log.warning("node %d silent for %.0fs, closing", node.id, core.heartbeat_timeout)
+            log.warning("node %d silent for %.0fs, closing", node.id, silence)
             # Offline now: a dead peer never answers the close handshake we are about to wait on.
             await core.nodes.detach(node, session)
             await session.close(p.CloseCode.TIMEOUT, "heartbeat timeout")

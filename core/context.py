@@ -29,9 +29,9 @@ class Core:
     throttle: LoginThrottle
     started_at: float = field(default_factory=time.time)
 
-    @property
-    def heartbeat_timeout(self) -> float:
-        return self.settings.agent_interval * self.settings.heartbeat_misses + 1.0
+    def heartbeat_timeout(self, interval: float) -> float:
+        """How long a node on this interval may stay silent before it counts as offline."""
+        return interval * self.settings.heartbeat_misses + 1.0
 
 
 CORE = web.AppKey("core", Core)

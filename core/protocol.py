@@ -173,12 +173,13 @@ class Hello(Frame, tag=MsgType.HELLO.value):
     credential: str | None = None
     enroll_token: str | None = None
     spool_dropped: int = 0  # samples the agent's spool had to evict, ever
+    interval: float = 5.0  # the agent's own sample interval, used unless the core imposes one
 
 
 class Welcome(Frame, tag=MsgType.WELCOME.value):
     protocol: int
     node_id: int
-    interval: float | None = None  # the core's wish for the sample interval, seconds
+    interval: float | None = None  # set when the core imposes a sample interval, seconds
     heartbeat_timeout: float | None = None
     credential: str | None = None  # set only at enrollment: the agent must store it
     last_seq: int | None = None  # highest seq the core holds for this node

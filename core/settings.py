@@ -147,7 +147,7 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     log_level: str = "INFO"
     max_frame_bytes: int = 1 << 20
     hello_timeout: float = 10.0
-    agent_interval: float = 5.0
+    agent_interval: float = 0.0
     heartbeat_misses: int = 3
     sample_max_future: float = 300.0
     sample_max_age: float = 86400.0
@@ -169,7 +169,7 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         "log_level": "DEBUG, INFO, WARNING or ERROR",
         "max_frame_bytes": "largest WebSocket frame accepted; bigger ones close with 1009",
         "hello_timeout": "seconds a new socket may stay silent before its first frame",
-        "agent_interval": "sample interval (seconds) the core asks agents to use",
+        "agent_interval": "sample interval imposed on every agent; 0 lets each agent use its own",
         "heartbeat_misses": "missed intervals after which a silent node is marked offline",
         "sample_max_future": "samples stamped further ahead of the core's clock are rejected",
         "sample_max_age": "samples older than this are rejected (keep below retention_raw)",
@@ -192,8 +192,8 @@ class CoreSettings(msgspec.Struct, kw_only=True):
             raise SettingsError(f"setting listen: expected HOST:PORT, got {self.listen!r}")
         if self.heartbeat_misses < 1:
             raise SettingsError("setting heartbeat_misses must be at least 1")
-        if self.agent_interval < 1:
-            raise SettingsError("setting agent_interval must be at least 1 second")
+        if self.agent_interval and self.agent_interval < 1:
+            raise SettingsError("setting agent_interval must be 0 (agent decides) or at least 1 second")
         if self.sample_max_age >= self.retention_raw:
             raise SettingsError("setting sample_max_age must be below retention_raw")
 

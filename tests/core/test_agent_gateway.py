@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from core import protocol as p
-from tests.helpers.core import RawAgent, RawClient, RunningCore
+from tests.helpers.core import RawAgent, RawClient, RunningCore, host_facts
 from tests.helpers.wait import wait_for
 
 
@@ -235,3 +236,23 @@ async def test_deleting_node_revokes_credential(core_server: RunningCore) -> Non
     )
     await ws.receive(timeout=5)
     assert ws.close_code == p.CloseCode.UNAUTHORIZED
+
+
+async def test_agent_keeps_its_interval_unless_core_imposes_one(tmp_path: Path) -> None:
+    server = await RunningCore(tmp_path / "c", agent_interval=0.0, heartbeat_misses=3).start()
+    try:
+        agent = RawAgent(server)
+        ws = await agent.connect()
+        hello = p.Hello(
+            protocol=p.PROTOCOL_VERSION,
+            host=host_facts(),
+            enroll_token=await server.enroll_token(),
+            interval=2.0,
+        )
+        await ws.send_bytes(p.encode(hello))
+        welcome = await agent.recv_type(p.Welcome)
+        assert welcome.interval is None
+        assert welcome.heartbeat_timeout == 2.0 * 3 + 1
+        assert server.core.nodes.get(welcome.node_id).interval == 2.0  # type: ignore[union-attr]
+    finally:
+        await server.stop()
