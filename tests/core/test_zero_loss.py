@@ -72,17 +72,24 @@ def test_core_kill9_mid_stream_loses_nothing(tmp_path: Path, procs: list[CorePro
     for a in agents:
         procs.append(a.start())
 
-    wait_sync(lambda: len(stored_seqs(core)) == 2 and all(len(s) >= 2 for s in stored_seqs(core).values()), what="streaming")
+    wait_sync(
+        lambda: len(stored_seqs(core)) == 2 and all(len(s) >= 2 for s in stored_seqs(core).values()),
+        what="streaming",
+    )
     core.kill9()
     # Agents keep sampling into their spools while the core is gone.
     before = {node_of(a): spool_state(a)[1] for a in agents}
-    wait_sync(lambda: all(spool_state(a)[1] >= before[node_of(a)] + 2 for a in agents), what="spooling during outage")
+    wait_sync(
+        lambda: all(spool_state(a)[1] >= before[node_of(a)] + 2 for a in agents),
+        what="spooling during outage",
+    )
 
     core.start()
     # Backfill done: everything produced up to now is stored, spools drain.
     wait_sync(
         lambda: all(
-            len(stored_seqs(core).get(node_of(a), [])) >= before[node_of(a)] + 2 and not spool_state(a)[0] for a in agents
+            len(stored_seqs(core).get(node_of(a), [])) >= before[node_of(a)] + 2 and not spool_state(a)[0]
+            for a in agents
         ),
         timeout=30,
         what="backfill",
@@ -94,7 +101,9 @@ def test_core_kill9_mid_stream_loses_nothing(tmp_path: Path, procs: list[CorePro
     assert "Traceback" not in core.log()
 
 
-def test_agent_restarted_while_core_down_delivers_its_spool(tmp_path: Path, procs: list[CoreProcess | AgentProcess]) -> None:
+def test_agent_restarted_while_core_down_delivers_its_spool(
+    tmp_path: Path, procs: list[CoreProcess | AgentProcess]
+) -> None:
     core = CoreProcess(tmp_path / "core").start()
     procs.append(core)
     status, body = core.api("POST", "/api/v1/enroll-tokens", core.admin_token(), {"uses": 1, "ttl": 600})
@@ -110,9 +119,15 @@ def test_agent_restarted_while_core_down_delivers_its_spool(tmp_path: Path, proc
 
     agent2 = AgentProcess(core.url, agent.state_dir)  # no token: it uses its stored credential
     procs.append(agent2.start())
-    wait_sync(lambda: spool_state(agent2)[1] >= spooled_before_restart[-1] + 2, what="restarted agent spooling")
+    wait_sync(
+        lambda: spool_state(agent2)[1] >= spooled_before_restart[-1] + 2, what="restarted agent spooling"
+    )
     core.start()
-    wait_sync(lambda: set(spooled_before_restart) <= set(stored_seqs(core).get(1, [])), timeout=30, what="spool delivered")
+    wait_sync(
+        lambda: set(spooled_before_restart) <= set(stored_seqs(core).get(1, [])),
+        timeout=30,
+        what="spool delivered",
+    )
     wait_sync(lambda: not spool_state(agent2)[0], timeout=30, what="spool drained")
     assert agent2.terminate() == 0
     assert core.terminate() == 0

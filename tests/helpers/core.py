@@ -77,9 +77,9 @@ def metrics(cpu: float = 10.0, **over: Any) -> p.Metrics:
 class RunningCore:
     """create_app() served by an AppRunner on 127.0.0.1:<free port>."""
 
-    def __init__(self, data_dir: Path, **settings: Any) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, **settings: Any) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
+        self.port = port or free_port()
         opts = {**FAST, **settings, "data_dir": str(data_dir), "listen": f"127.0.0.1:{self.port}"}
         self.settings = msgspec.convert(opts, CoreSettings)
         self.settings.validate()
