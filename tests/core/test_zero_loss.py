@@ -107,6 +107,7 @@ def test_agent_restarted_while_core_down_delivers_its_spool(
     core = CoreProcess(tmp_path / "core").start()
     procs.append(core)
     status, body = core.api("POST", "/api/v1/enroll-tokens", core.admin_token(), {"uses": 1, "ttl": 600})
+    assert status == 201
     agent = AgentProcess(core.url, tmp_path / "agent", body["token"])
     procs.append(agent.start())
     wait_sync(lambda: len(stored_seqs(core).get(1, [])) >= 2, what="first samples")

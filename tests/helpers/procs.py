@@ -124,9 +124,18 @@ class AgentProcess:
         self.log_path = state_dir.parent / f"agent-{state_dir.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> AgentProcess:
+    def start(self, uid: int | None = None) -> AgentProcess:
+        """uid: run as that (unprivileged) user; the caller must be root."""
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            self.proc = subprocess.Popen(
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                user=uid,
+                group=uid,
+                extra_groups=[] if uid is not None else None,
+            )
         return self
 
     def log(self) -> str:

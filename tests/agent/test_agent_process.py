@@ -1,0 +1,101 @@
+"""The agent as a real process: unprivileged user, permission checks, exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.db import DB_FILENAME
+from tests.helpers.procs import AgentProcess, CoreProcess, cli
+from tests.helpers.wait import wait_sync
+
+pytestmark = pytest.mark.slow
+NOBODY = 65534
+
+
+@pytest.fixture
+def core(tmp_path: Path) -> Iterator[CoreProcess]:
+    proc = CoreProcess(tmp_path / "core").start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _rows(core: CoreProcess) -> int:
+    with sqlite3.connect(f"file:{core.data_dir / DB_FILENAME}?mode=ro", uri=True) as con:
+        return int(con.execute("SELECT count(*) FROM samples_raw").fetchone()[0])
+
+
+@contextlib.contextmanager
+def _traversable(*paths: Path) -> Iterator[None]:
+    """Let other users traverse the folders above the interpreter and the code, then put modes back.
+
+    CI's Python lives under /root (mode 0700); granting search (x) alone lists nothing and reads nothing.
+    """
+    changed: list[tuple[Path, int]] = []
+    try:
+        for path in paths:
+            for folder in [path, *path.parents]:
+                mode = folder.stat().st_mode
+                if folder.is_dir() and not mode & 0o001:
+                    changed.append((folder, mode))
+                    os.chmod(folder, (mode & 0o7777) | 0o001)
+        yield
+    finally:
+        for folder, mode in reversed(changed):
+            os.chmod(folder, mode & 0o7777)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to an unprivileged user needs root")
+def test_agent_runs_as_unprivileged_user(core: CoreProcess) -> None:
+    status, body = core.api("POST", "/api/v1/enroll-tokens", core.admin_token(), {"uses": 1, "ttl": 600})
+    assert status == 201
+    base = Path(tempfile.mkdtemp(prefix="sm-nobody-"))
+    os.chmod(base, 0o711)
+    state = base / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, NOBODY, NOBODY)
+    agent = AgentProcess(core.url, state, body["token"])
+    agent.log_path = base / "agent.log"
+    code = Path(__file__).resolve().parents[2]
+    with _traversable(Path(sys.executable).resolve().parent, Path(sys.prefix), code):
+        try:
+            agent.start(uid=NOBODY)
+            wait_sync(lambda: _rows(core) >= 2, what="samples from the unprivileged agent")
+            cred = state / "credential"
+            assert cred.stat().st_uid == NOBODY
+            assert cred.stat().st_mode & 0o777 == 0o600
+            assert agent.terminate() == 0, agent.log()
+        finally:
+            agent.stop()
+
+
+def test_agent_refuses_readable_state_dir(tmp_path: Path) -> None:
+    state = tmp_path / "open"
+    state.mkdir()
+    os.chmod(state, 0o755)
+    r = cli("agent", "--core", "http://127.0.0.1:9", "--state-dir", str(state), "--enroll-token", "sme_x")
+    assert r.returncode == 2
+    assert str(state) in r.stderr and "chmod" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_agent_without_credential_or_token_exits_2(tmp_path: Path) -> None:
+    state = tmp_path / "fresh"
+    r = cli("agent", "--core", "http://127.0.0.1:9", "--state-dir", str(state))
+    assert r.returncode == 2
+    assert "enroll" in r.stderr.lower()
+
+
+def test_interval_below_one_second_is_refused(tmp_path: Path) -> None:
+    r = cli("agent", "--core", "http://127.0.0.1:9", "--state-dir", str(tmp_path / "s"), "--interval", "0.5")
+    assert r.returncode == 2
+    assert "interval" in r.stderr
