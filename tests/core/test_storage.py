@@ -164,3 +164,32 @@ async def test_auto_resolution_follows_range(core_server: RunningCore) -> None:
         "GET", f"/api/v1/nodes/{welcome.node_id}/metrics?from={start}&to={start + 600}", token
     )
     assert body["resolution"] == "1m"
+
+
+async def test_background_jobs_roll_up_and_prune(tmp_path: Path) -> None:
+    from tests.helpers.wait import wait_until
+
+    server = await RunningCore(
+        tmp_path / "c", rollup_every=0.05, prune_every=0.05, retention_raw=3600.0, sample_max_age=3500.0
+    ).start()
+    try:
+        agent = RawAgent(server)
+        welcome = await agent.hello(token=await server.enroll_token())
+        now = time.time()
+        await agent.send_samples(agent.make(5, ts=now - 3400, cpu=20.0))  # soon past raw retention
+        await agent.send_samples(agent.make(5, ts=now - 5, cpu=40.0))
+        token = await server.admin_token()
+        path = f"/api/v1/nodes/{welcome.node_id}/metrics?from={now - 3500}&to={now + 60}&resolution=1m&fields=cpu_pct"
+        _, body = await wait_until(
+            lambda: server.request("GET", path, token), lambda r: len(r[1]["ts"]) >= 2, what="rollup job"
+        )
+        assert 20.0 in body["avg"]["cpu_pct"] and 40.0 in body["avg"]["cpu_pct"]
+        # Shrink retention under the old samples: the prune job drops raw rows, rollups stay.
+        server.settings.retention_raw = 1000.0
+        await wait_until(
+            lambda: server.core.store.seqs(welcome.node_id), lambda s: s == [6, 7, 8, 9, 10], what="prune job"
+        )
+        _, body = await server.request("GET", path, token)
+        assert 20.0 in body["avg"]["cpu_pct"]
+    finally:
+        await server.stop()
