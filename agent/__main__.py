@@ -1,5 +1,5 @@
 """`python -m agent`: the same as `servermanager agent`."""
 
-from agent.main import cli
+from agent.cli import cli
 
 raise SystemExit(cli())

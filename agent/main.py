@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import signal
@@ -10,13 +9,13 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Protocol
 
 from agent.collectors import MetricsCollector, agent_version, host_facts
 from agent.connection import AgentError, Connection, ConnState, Pulse, Stats
 from agent.credentials import CredentialStore, StateDirError, ensure_state_dir
-from agent.settings import AgentSettings, enroll_token_from, load_agent_settings
+from agent.settings import AgentSettings
 from agent.spool import SPOOL_FILE, Spool
 from core.protocol import HostFacts, Metrics
 from core.settings import SettingsError
@@ -243,41 +242,3 @@ def main(settings: AgentSettings, enroll_token: str | None = None) -> int:
         agent.close()
     log.info("agent stopped cleanly")
     return EXIT_OK
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `servermanager agent` flags, for the top-level CLI to reuse."""
-    parser.add_argument("--config", metavar="FILE", help="TOML settings file (env SM_AGENT_CONFIG)")
-    parser.add_argument(
-        "--core", metavar="URL", help="core URL, e.g. ws://127.0.0.1:8760 (env SM_AGENT_CORE)"
-    )
-    parser.add_argument(
-        "--enroll-token",
-        metavar="TOKEN",
-        help="one-time enrollment token; prefer env SM_AGENT_ENROLL_TOKEN (flags are visible in ps)",
-    )
-    parser.add_argument(
-        "--state-dir", metavar="DIR", help="credential and spool dir (env SM_AGENT_STATE_DIR)"
-    )
-    parser.add_argument(
-        "--interval", metavar="SECONDS", help="sample interval, e.g. 5 or 5s (env SM_AGENT_INTERVAL)"
-    )
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """Load settings from file, environment and the parsed flags, then main()."""
-    try:
-        settings = load_agent_settings(
-            config_file=args.config,
-            overrides={"core": args.core, "state_dir": args.state_dir, "interval": args.interval},
-        )
-    except SettingsError as exc:
-        print(f"servermanager agent: {exc}", file=sys.stderr)
-        return EXIT_FATAL
-    return main(settings, enroll_token_from(args.enroll_token))
-
-
-def cli(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="servermanager agent", description="Run the Server Manager agent.")
-    add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from agent.cli import add_arguments as agent_arguments
 from core.settings import CoreSettings, SettingsError, load_settings, parse_duration
 
 log = logging.getLogger("servermanager")
@@ -54,18 +55,9 @@ def cmd_core(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from agent.main import main as agent_main
-    from agent.settings import AgentSettings
+    from agent.cli import run_from_args
 
-    settings = load_settings(
-        AgentSettings,
-        env_prefix="SM_AGENT_",
-        config_file=args.config,
-        overrides={"core": args.core, "state_dir": args.state_dir, "interval": args.interval},
-    )
-    setup_logging(settings.log_level)
-    token = args.enroll_token or os.environ.get("SM_AGENT_ENROLL_TOKEN")
-    return agent_main(settings, token)
+    return run_from_args(args)
 
 
 def cmd_desktop(args: argparse.Namespace) -> int:
@@ -322,11 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_core)
 
     p = sub.add_parser("agent", help="run the agent daemon")
-    p.add_argument("--config", help="TOML config file (env SM_AGENT_CONFIG)")
-    p.add_argument("--core", help="core URL, e.g. http://core.example:8760")
-    p.add_argument("--enroll-token", help="one-time enrollment token (or env SM_AGENT_ENROLL_TOKEN)")
-    p.add_argument("--state-dir", help="where the credential and the spool live")
-    p.add_argument("--interval", type=float, help="seconds between samples (min 1)")
+    agent_arguments(p)
     p.set_defaults(fn=cmd_agent)
 
     p = sub.add_parser("desktop", help="open the desktop app")

@@ -1,0 +1,52 @@
+"""`servermanager agent` flags and entry; light to import, so the top-level CLI can always build its parser."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+EXIT_FATAL = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `servermanager agent` flags, for the top-level CLI to reuse."""
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file (env SM_AGENT_CONFIG)")
+    parser.add_argument(
+        "--core", metavar="URL", help="core URL, e.g. ws://127.0.0.1:8760 (env SM_AGENT_CORE)"
+    )
+    parser.add_argument(
+        "--enroll-token",
+        metavar="TOKEN",
+        help="one-time enrollment token; prefer env SM_AGENT_ENROLL_TOKEN (flags are visible in ps)",
+    )
+    parser.add_argument(
+        "--state-dir", metavar="DIR", help="credential and spool dir (env SM_AGENT_STATE_DIR)"
+    )
+    parser.add_argument(
+        "--interval", metavar="SECONDS", help="sample interval, e.g. 5 or 5s (env SM_AGENT_INTERVAL)"
+    )
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Load settings from file, environment and the parsed flags, then main()."""
+    # Imported here: psutil and websockets are only needed once the agent really runs.
+    from agent.main import main
+    from agent.settings import enroll_token_from, load_agent_settings
+    from core.settings import SettingsError
+
+    try:
+        settings = load_agent_settings(
+            config_file=args.config,
+            overrides={"core": args.core, "state_dir": args.state_dir, "interval": args.interval},
+        )
+    except SettingsError as exc:
+        print(f"servermanager agent: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    return main(settings, enroll_token_from(args.enroll_token))
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="servermanager agent", description="Run the Server Manager agent.")
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
