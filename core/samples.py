@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +57,7 @@ class SampleStore:
         self.db = db
         self.flush_every = flush_every
         self.max_rows = max_rows_per_commit
-        self._queue: list[_Pending] = []
+        self._queue: deque[_Pending] = deque()
         self._wake = asyncio.Event()
         self.commits = 0
         self.rows_written = 0
@@ -78,7 +79,7 @@ class SampleStore:
             while self._queue:
                 batch, rows = [], 0
                 while self._queue and rows < self.max_rows:
-                    p = self._queue.pop(0)
+                    p = self._queue.popleft()
                     batch.append(p)
                     rows += len(p.samples)
                 await self._commit(batch)
@@ -86,7 +87,7 @@ class SampleStore:
     async def drain(self) -> None:
         """Commit whatever is queued now (used at shutdown)."""
         while self._queue:
-            batch, self._queue = self._queue, []
+            batch, self._queue = list(self._queue), deque()
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Pending]) -> None:
