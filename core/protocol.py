@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -23,6 +23,10 @@ class MsgType(enum.StrEnum):
     ACK = "ack"
     PING = "ping"
     PONG = "pong"
+    COMMAND = "command"
+    COMMAND_CANCEL = "command_cancel"
+    COMMAND_OUTPUT = "command_output"  # also relayed to clients
+    COMMAND_RESULT = "command_result"  # also relayed to clients
     # client <-> core
     AUTH = "auth"
     AUTH_OK = "auth_ok"
@@ -264,10 +268,81 @@ class SampleEvent(Frame, tag=MsgType.SAMPLE.value):
     sample: Sample
 
 
-AgentToCore = Hello | Samples | Ping | Pong | Error
-CoreToAgent = Welcome | Ack | Ping | Pong | Error
+# ---------------------------------------------------------------- remote operations
+
+ServiceAction = Literal["list", "status", "start", "stop", "restart", "enable", "disable"]
+CommandStatus = Literal["ok", "failed", "timeout", "cancelled", "refused", "error"]
+
+
+class ServiceRequest(msgspec.Struct, frozen=True):
+    action: ServiceAction
+    name: str | None = None  # required for every action but list
+
+
+class ServiceInfo(msgspec.Struct, frozen=True):
+    name: str
+    active: str  # active, inactive, failed, activating, unknown ...
+    enabled: str | None = None  # enabled, disabled, static ...; None where the platform has no such notion
+    description: str = ""
+
+
+class Command(Frame, tag=MsgType.COMMAND.value):
+    """Run one thing on the agent: exactly one of argv (no shell), shell, or service."""
+
+    command_id: str
+    timeout: float
+    argv: list[str] | None = None
+    shell: str | None = None
+    env: dict[str, str] = {}
+    cwd: str | None = None
+    service: ServiceRequest | None = None
+
+
+class CommandCancel(Frame, tag=MsgType.COMMAND_CANCEL.value):
+    command_id: str
+
+
+class CommandOutput(Frame, tag=MsgType.COMMAND_OUTPUT.value):
+    """A chunk of output; node_id is 0 from the agent and filled in by the core for clients."""
+
+    command_id: str
+    stream: Literal["stdout", "stderr"]
+    data: str
+    node_id: int = 0
+
+
+class CommandResult(Frame, tag=MsgType.COMMAND_RESULT.value):
+    """How a command ended on one node. status ok means exit code 0."""
+
+    command_id: str
+    status: CommandStatus
+    exit_code: int | None = None
+    signal: int | None = None  # the signal that ended it, where one did
+    duration: float = 0.0
+    stdout_bytes: int = 0  # everything produced, including what was cut off
+    stderr_bytes: int = 0
+    truncated: bool = False  # output beyond the agent's max_output was counted, not kept
+    message: str | None = None  # why it was refused or failed to start
+    services: list[ServiceInfo] | None = None  # for service list/status
+    node_id: int = 0
+
+
+AgentToCore = Hello | Samples | Ping | Pong | Error | CommandOutput | CommandResult
+CoreToAgent = Welcome | Ack | Ping | Pong | Error | Command | CommandCancel
 ClientToCore = Auth | Subscribe | Ping | Pong
-CoreToClient = AuthOk | Snapshot | NodeStatus | NodeUpdated | NodeRemoved | SampleEvent | Ping | Pong | Error
+CoreToClient = (
+    AuthOk
+    | Snapshot
+    | NodeStatus
+    | NodeUpdated
+    | NodeRemoved
+    | SampleEvent
+    | CommandOutput
+    | CommandResult
+    | Ping
+    | Pong
+    | Error
+)
 
 _encoder = msgspec.json.Encoder()
 
