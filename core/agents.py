@@ -102,6 +102,7 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
         )
     )
     await core.nodes.attach(node, session, hello.host, hello.spool_dropped)
+    await core.commands.node_online(node)
     try:
         await _serve(core, node, session)
     finally:
@@ -148,6 +149,10 @@ async def _serve(core: Core, node: NodeState, session: AgentSession) -> None:
             continue
         if isinstance(frame, p.Samples):
             await _on_samples(core, node, session, frame)
+        elif isinstance(frame, p.CommandOutput):
+            await core.commands.on_output(node.id, frame)
+        elif isinstance(frame, p.CommandResult):
+            await core.commands.on_result(node.id, frame)
         elif isinstance(frame, p.Ping):
             await session.send(p.Pong(ts=frame.ts))
         elif isinstance(frame, p.Error):

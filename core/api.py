@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -14,8 +16,9 @@ from aiohttp import web
 
 from core import models as m
 from core.auth import Principal, Role, TokenKind
+from core.commands import LiveCommand, TargetError, Targets
 from core.context import CORE, Core
-from core.protocol import PROTOCOL_VERSION, SCALAR_FIELDS
+from core.protocol import PROTOCOL_VERSION, SCALAR_FIELDS, ServiceRequest
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +174,7 @@ def _peer(c: Call) -> str:
 
 async def login(c: Call) -> m.TokenPair:
     body: m.LoginRequest = c.body
-    wait = c.core.throttle.retry_after(body.username, _peer(c))
+    wait = c.core.throttle.retry_after((body.username, _peer(c)))
     if wait > 0:
         raise ApiError(
             429,
@@ -181,10 +184,10 @@ async def login(c: Call) -> m.TokenPair:
         )
     who = await c.core.users.check_password(body.username, body.password)
     if who is None:
-        c.core.throttle.failed(body.username, _peer(c))
+        c.core.throttle.add((body.username, _peer(c)))
         log.warning("failed login for %r from %s", body.username, _peer(c))
         raise ApiError(401, "bad_credentials", "wrong user name or password")
-    c.core.throttle.succeeded(body.username, _peer(c))
+    c.core.throttle.clear((body.username, _peer(c)))
     log.info("user %s logged in from %s", who.name, _peer(c))
     return await _token_pair(c, who)
 
@@ -323,8 +326,108 @@ async def create_enroll_token(c: Call) -> m.EnrollToken:
 
 async def audit_log(c: Call) -> m.AuditList:
     q: m.AuditQuery = c.query
-    rows = await c.core.audit.query(q.user, q.action, q.target, q.from_, q.to, q.limit)
+    target = f"node:{q.node}" if q.node is not None else q.target
+    rows = await c.core.audit.query(q.user, q.action, target, q.from_, q.to, q.limit)
     return m.AuditList([msgspec.convert(r, m.AuditEntry) for r in rows])
+
+
+# ---------------------------------------------------------------- remote operations
+
+
+def _rate_limit(c: Call) -> None:
+    assert c.who is not None
+    wait = c.core.command_limit.retry_after(c.who.user_id)
+    if wait > 0:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"you may start {c.core.settings.commands_per_minute} commands a minute; try again in {int(wait) + 1}s",
+            {"Retry-After": str(int(wait) + 1)},
+        )
+
+
+async def _start(c: Call, targets: Targets, frame_args: dict[str, Any], **kw: Any) -> LiveCommand:
+    assert c.who is not None
+    _rate_limit(c)
+    try:
+        cmd = await c.core.commands.create(c.actor, targets, frame_args, **kw)
+    except TargetError as exc:
+        raise ApiError(400, "invalid_targets", str(exc)) from None
+    # Only commands that really started count against the limit; a typo costs nothing.
+    c.core.command_limit.add(c.who.user_id)
+    return cmd
+
+
+async def create_command(c: Call) -> m.CommandInfo:
+    body: m.CommandCreate = c.body
+    args: dict[str, Any] = {"timeout": body.timeout, "env": body.env, "cwd": body.cwd}
+    if isinstance(body.command, str):
+        args["shell"] = body.command
+    else:
+        args["argv"] = body.command
+    cmd = await _start(c, body.targets, args, queue_offline=body.queue_offline, expires_in=body.expires_in)
+    return msgspec.convert(cmd.as_dict(), m.CommandInfo)
+
+
+async def list_commands(c: Call) -> m.CommandList:
+    q: m.CommandListQuery = c.query
+    return m.CommandList([msgspec.convert(x, m.CommandInfo) for x in await c.core.commands.recent(q.limit)])
+
+
+async def get_command(c: Call) -> m.CommandInfo:
+    info = await c.core.commands.get(c.request.match_info["cid"])
+    if info is None:
+        raise ApiError(404, "not_found", "no such command")
+    return msgspec.convert(info, m.CommandInfo)
+
+
+async def cancel_command(c: Call) -> m.CommandInfo:
+    cmd = await c.core.commands.cancel(c.request.match_info["cid"], c.actor)
+    if cmd is None:
+        raise ApiError(404, "not_found", "no such command, or it finished long ago")
+    return msgspec.convert(cmd.as_dict(), m.CommandInfo)
+
+
+async def _service_call(c: Call, nid: int, request: ServiceRequest, timeout: float) -> LiveCommand:
+    node = c.core.nodes.get(nid)
+    if node is None:
+        raise ApiError(404, "not_found", "no such node")
+    if not node.online:
+        raise ApiError(409, "node_offline", f"node {node.name} is offline")
+    cmd = await _start(c, Targets(nodes=[nid]), {"timeout": timeout, "service": request})
+    try:
+        await asyncio.wait_for(cmd.done.wait(), timeout + 5)
+    except TimeoutError:
+        raise ApiError(504, "timeout", f"node {node.name} did not answer within {timeout:g}s") from None
+    return cmd
+
+
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9@_.:][A-Za-z0-9@_.:+-]{0,255}$")
+
+
+async def list_services(c: Call) -> m.ServiceList:
+    nid = _node_id(c)
+    q: m.ServiceActionQuery = c.query
+    cmd = await _service_call(c, nid, ServiceRequest(action="list"), q.timeout)
+    run = cmd.runs[nid]
+    if run.status != "ok" or run.result is None or run.result.services is None:
+        message = run.result.message if run.result else None
+        raise ApiError(
+            502 if run.status != "refused" else 403, run.status, message or f"service list {run.status}"
+        )
+    return m.ServiceList(nid, run.result.services)
+
+
+async def service_action(c: Call) -> m.CommandInfo:
+    nid = _node_id(c)
+    name, action = c.request.match_info["name"], c.request.match_info["action"]
+    if action not in ("status", "start", "stop", "restart", "enable", "disable"):
+        raise ApiError(400, "invalid_path", f"unknown service action {action!r}")
+    if not _SERVICE_NAME.match(name):
+        raise ApiError(400, "invalid_path", f"not a valid service name: {name!r}")
+    q: m.ServiceActionQuery = c.query
+    cmd = await _service_call(c, nid, ServiceRequest(action=action, name=name), q.timeout)  # type: ignore[arg-type]
+    return msgspec.convert(cmd.as_dict(), m.CommandInfo)
 
 
 async def openapi(c: Call) -> web.Response:
@@ -457,6 +560,69 @@ ROUTES: list[Route] = [
         m.AuditQuery,
         m.AuditList,
         tag="admin",
+    ),
+    Route(
+        "POST",
+        f"{V}/commands",
+        create_command,
+        "Run a command on nodes",
+        Role.OPERATOR,
+        m.CommandCreate,
+        None,
+        m.CommandInfo,
+        202,
+        tag="operations",
+    ),
+    Route(
+        "GET",
+        f"{V}/commands",
+        list_commands,
+        "Recent commands",
+        Role.OPERATOR,
+        None,
+        m.CommandListQuery,
+        m.CommandList,
+        tag="operations",
+    ),
+    Route(
+        "GET",
+        f"{V}/commands/{{cid}}",
+        get_command,
+        "A command's status and per-node results",
+        Role.OPERATOR,
+        response=m.CommandInfo,
+        tag="operations",
+    ),
+    Route(
+        "POST",
+        f"{V}/commands/{{cid}}/cancel",
+        cancel_command,
+        "Cancel a command",
+        Role.OPERATOR,
+        response=m.CommandInfo,
+        tag="operations",
+    ),
+    Route(
+        "GET",
+        f"{V}/nodes/{{id}}/services",
+        list_services,
+        "A node's services",
+        Role.OPERATOR,
+        None,
+        m.ServiceActionQuery,
+        m.ServiceList,
+        tag="operations",
+    ),
+    Route(
+        "POST",
+        f"{V}/nodes/{{id}}/services/{{name}}/{{action}}",
+        service_action,
+        "Start, stop, restart, enable or disable a service",
+        Role.OPERATOR,
+        None,
+        m.ServiceActionQuery,
+        m.CommandInfo,
+        tag="operations",
     ),
     Route("GET", f"{V}/openapi.json", openapi, "This document", Role.VIEWER, tag="core"),
 ]

@@ -16,9 +16,10 @@ from aiohttp import web
 from core.agents import agent_ws
 from core.api import add_routes, errors_middleware
 from core.audit import Audit
-from core.auth import EnrollTokens, LoginThrottle, Role, Users
+from core.auth import EnrollTokens, LoginThrottle, Role, SlidingWindow, Users
 from core.bus import Bus
 from core.clients import client_ws
+from core.commands import Commands
 from core.context import CORE, Core
 from core.db import DB_FILENAME, Database
 from core.nodes import Nodes
@@ -86,6 +87,8 @@ def create_app(settings: CoreSettings) -> web.Application:
         await db.open()
         store = SampleStore(db, settings.flush_every)
         bus = Bus()
+        nodes = Nodes(db, store, bus)
+        audit = Audit(db)
         core = Core(
             settings=settings,
             db=db,
@@ -93,9 +96,11 @@ def create_app(settings: CoreSettings) -> web.Application:
             enroll=EnrollTokens(db),
             store=store,
             bus=bus,
-            nodes=Nodes(db, store, bus),
-            audit=Audit(db),
+            nodes=nodes,
+            audit=audit,
             throttle=LoginThrottle(settings.login_max_failures, settings.login_window),
+            commands=Commands(db, nodes, bus, audit),
+            command_limit=SlidingWindow(settings.commands_per_minute, 60.0),
         )
         await core.nodes.load()
         await _first_admin(core, folder)
@@ -132,6 +137,7 @@ def create_app(settings: CoreSettings) -> web.Application:
         )
     )
     app.cleanup_ctx.append(_job(lambda: 30.0, lambda: core_of().nodes.persist_last_seen(), "last-seen"))
+    app.cleanup_ctx.append(_job(lambda: 1.0, lambda: core_of().commands.sweep(), "command-sweep"))
     app.cleanup_ctx.append(_job(lambda: 3600.0, lambda: core_of().users.purge_expired(), "token-purge"))
     app.on_shutdown.append(close_sockets)
 

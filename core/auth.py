@@ -174,30 +174,42 @@ class EnrollTokens:
         return token
 
 
-class LoginThrottle:
-    """Counts failed logins per (user, address) in a sliding window; refuses past the limit."""
+class SlidingWindow:
+    """At most `limit` events per key in any `window` seconds: login failures, commands per user."""
 
-    def __init__(self, max_failures: int, window: float) -> None:
-        self.max_failures = max_failures
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
         self.window = window
-        self._fails: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+        self._events: dict[object, deque[float]] = defaultdict(deque)
 
-    def _trim(self, key: tuple[str, str], now: float) -> deque[float]:
-        q = self._fails[key]
+    def _trim(self, key: object, now: float) -> deque[float]:
+        q = self._events[key]
         while q and q[0] <= now - self.window:
             q.popleft()
+        if not q:
+            # Forget idle keys so the table cannot grow without bound.
+            del self._events[key]
+            q = self._events[key]
         return q
 
-    def retry_after(self, user: str, addr: str) -> float:
-        """Seconds until another attempt is allowed; 0 when allowed now."""
+    def retry_after(self, key: object) -> float:
+        """Seconds until another event is allowed; 0 when allowed now."""
         now = time.monotonic()
-        q = self._trim((user, addr), now)
-        if len(q) < self.max_failures:
+        q = self._trim(key, now)
+        if len(q) < self.limit:
             return 0.0
         return max(0.0, q[0] + self.window - now)
 
-    def failed(self, user: str, addr: str) -> None:
-        self._trim((user, addr), time.monotonic()).append(time.monotonic())
+    def add(self, key: object) -> None:
+        now = time.monotonic()
+        self._trim(key, now).append(now)
 
-    def succeeded(self, user: str, addr: str) -> None:
-        self._fails.pop((user, addr), None)
+    def clear(self, key: object) -> None:
+        self._events.pop(key, None)
+
+
+class LoginThrottle(SlidingWindow):
+    """Counts failed logins per (user, address); refuses past the limit."""
+
+    def __init__(self, max_failures: int, window: float) -> None:
+        super().__init__(max_failures, window)

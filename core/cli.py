@@ -267,11 +267,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "    Ctrl-C stops everything.\n",
             flush=True,
         )
+        desktop = None
         if not args.no_desktop and _desktop_available():
-            procs.append(subprocess.Popen([*exe, "desktop", "--core", url, "--demo-login"], env=env))
+            # The password travels in the child's environment only: never argv (ps shows it), never a file.
+            desktop = subprocess.Popen(
+                [*exe, "desktop", "--core", url, "--demo-login"], env=dict(env, SM_DEMO_PASSWORD=password)
+            )
+            procs.append(desktop)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
-        return 1
+        # Quitting the desktop app ends the demo normally; any other exit is a failure.
+        return 0 if desktop is not None and desktop.returncode == 0 else 1
     except KeyboardInterrupt:
         return 0
     finally:

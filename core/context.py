@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from core.audit import Audit
-from core.auth import EnrollTokens, LoginThrottle, Users
+from core.auth import EnrollTokens, LoginThrottle, SlidingWindow, Users
 from core.bus import Bus
+from core.commands import Commands
 from core.db import Database
 from core.nodes import Nodes
 from core.samples import SampleStore
@@ -27,6 +28,8 @@ class Core:
     nodes: Nodes
     audit: Audit
     throttle: LoginThrottle
+    commands: Commands
+    command_limit: SlidingWindow
     started_at: float = field(default_factory=time.time)
 
     def heartbeat_timeout(self, interval: float) -> float:

@@ -101,6 +101,38 @@ CREATE TABLE audit (
 CREATE INDEX audit_ts ON audit(ts);
 CREATE INDEX tokens_user ON tokens(user_id);
 """,
+    # 3: remote commands and their per-node runs, output included
+    """
+CREATE TABLE commands (
+    id TEXT PRIMARY KEY,
+    actor TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    targets TEXT NOT NULL,
+    expires_at REAL,
+    cancelled INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX commands_created ON commands(created_at);
+CREATE TABLE command_runs (
+    command_id TEXT NOT NULL REFERENCES commands(id) ON DELETE CASCADE,
+    node_id INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    signal INTEGER,
+    duration REAL,
+    stdout TEXT NOT NULL DEFAULT '',
+    stderr TEXT NOT NULL DEFAULT '',
+    stdout_bytes INTEGER NOT NULL DEFAULT 0,
+    stderr_bytes INTEGER NOT NULL DEFAULT 0,
+    truncated INTEGER NOT NULL DEFAULT 0,
+    message TEXT,
+    services TEXT,
+    finished_at REAL,
+    PRIMARY KEY (command_id, node_id)
+) WITHOUT ROWID;
+CREATE INDEX audit_target ON audit(target);
+""",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

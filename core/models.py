@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from core.protocol import NodeInfo
+from core.commands import Targets
+from core.protocol import NodeInfo, ServiceInfo, ServiceRequest
 
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
 Group = Annotated[str, Meta(max_length=64)]
@@ -125,6 +126,7 @@ class AuditQuery(msgspec.Struct, forbid_unknown_fields=True):
     user: str | None = None
     action: str | None = None
     target: str | None = None
+    node: int | None = None
     from_: float | None = msgspec.field(default=None, name="from")
     to: float | None = None
     limit: Annotated[int, Meta(ge=1, le=5000)] = 200
@@ -142,3 +144,69 @@ class AuditEntry(msgspec.Struct):
 
 class AuditList(msgspec.Struct):
     entries: list[AuditEntry]
+
+
+ArgvItem = Annotated[str, Meta(min_length=1, max_length=65536)]
+
+
+class CommandCreate(msgspec.Struct, forbid_unknown_fields=True):
+    targets: Targets
+    # A string runs through the agent's shell; a list is an argv run with no shell at all.
+    command: (
+        Annotated[str, Meta(min_length=1, max_length=65536)]
+        | Annotated[list[ArgvItem], Meta(min_length=1, max_length=1024)]
+    )
+    timeout: Annotated[float, Meta(gt=0, le=86400)] = 60.0
+    env: Annotated[
+        dict[Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str], Meta(max_length=256)
+    ] = {}
+    cwd: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
+    queue_offline: bool = False
+    expires_in: Annotated[float, Meta(gt=0, le=7 * 86400)] = 3600.0
+
+
+class CommandRunInfo(msgspec.Struct):
+    node_id: int
+    status: str
+    exit_code: int | None
+    signal: int | None
+    duration: float | None
+    stdout: str
+    stderr: str
+    stdout_bytes: int
+    stderr_bytes: int
+    truncated: bool
+    message: str | None
+    services: list[ServiceInfo] | None
+    finished_at: float | None
+
+
+class CommandInfo(msgspec.Struct):
+    id: str
+    user: str
+    created_at: float
+    kind: str
+    command: str | list[str] | None
+    service: ServiceRequest | None
+    timeout: float
+    targets: Targets
+    expires_at: float | None
+    status: str
+    runs: list[CommandRunInfo]
+
+
+class CommandListQuery(msgspec.Struct, forbid_unknown_fields=True):
+    limit: Annotated[int, Meta(ge=1, le=500)] = 50
+
+
+class CommandList(msgspec.Struct):
+    commands: list[CommandInfo]
+
+
+class ServiceActionQuery(msgspec.Struct, forbid_unknown_fields=True):
+    timeout: Annotated[float, Meta(gt=0, le=300)] = 30.0
+
+
+class ServiceList(msgspec.Struct):
+    node_id: int
+    services: list[ServiceInfo]

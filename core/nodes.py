@@ -13,7 +13,7 @@ import msgspec
 from core.auth import NODE_CRED_PREFIX, new_secret, token_hash
 from core.bus import Bus
 from core.db import Database
-from core.protocol import CloseCode, HostFacts, NodeInfo, NodeRemoved, NodeStatus, NodeUpdated, Sample
+from core.protocol import CloseCode, Frame, HostFacts, NodeInfo, NodeRemoved, NodeStatus, NodeUpdated, Sample
 from core.samples import SampleStore
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,8 @@ class AgentLink(Protocol):
     """What the registry needs of a live agent socket."""
 
     async def close(self, code: int, reason: str) -> None: ...
+
+    async def send(self, frame: Frame) -> None: ...
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -25,8 +26,9 @@ def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:
     for r in routes:
         op: dict[str, Any] = {"summary": r.summary, "tags": [r.tag], "operationId": r.handler.__name__}
         params: list[dict[str, Any]] = []
-        if "{id}" in r.path:
-            params.append({"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}})
+        for name in re.findall(r"{(\w+)}", r.path):
+            kind = "integer" if name == "id" else "string"
+            params.append({"name": name, "in": "path", "required": True, "schema": {"type": kind}})
         if r.query is not None:
             for f in msgspec.structs.fields(r.query):
                 params.append(

@@ -162,6 +162,7 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     login_max_failures: int = 5
     login_window: float = 300.0
     metrics_auth: bool = True
+    commands_per_minute: int = 30
 
     __doc_fields__ = {
         "listen": "HOST:PORT the HTTP and WebSocket server binds",
@@ -184,6 +185,7 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         "login_max_failures": "failed logins per user and address before refusing more",
         "login_window": "window for counting failed logins",
         "metrics_auth": "require a bearer token on GET /metrics",
+        "commands_per_minute": "commands and service actions one user may start per minute",
     }
 
     def validate(self) -> None:

@@ -15,7 +15,7 @@ from tests.helpers.wait import wait_until
 
 
 def _concrete(path: str) -> str:
-    return path.replace("{id}", "1")
+    return re.sub(r"{\w+}", "1", path)
 
 
 async def test_health_is_open(core_server: RunningCore) -> None:

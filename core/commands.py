@@ -1,0 +1,418 @@
+"""Remote commands: fan-out to online agents, queueing for offline ones, output relay, results and audit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import shlex
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from core import protocol as p
+from core.audit import Audit
+from core.bus import Bus
+from core.db import Database
+from core.nodes import Nodes, NodeState
+
+log = logging.getLogger(__name__)
+
+FINAL = frozenset({"ok", "failed", "timeout", "cancelled", "refused", "error", "offline", "expired", "lost"})
+# The agent truncates each stream at its own max_output; this only guards the core against a rogue agent.
+CORE_OUTPUT_CAP = 4 << 20
+LOST_GRACE = 30.0
+
+
+class Targets(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    nodes: list[int] | None = None
+    group: str | None = None
+    tag: str | None = None
+    all: bool = False
+
+
+@dataclass
+class Run:
+    node_id: int
+    status: str  # queued | sent | one of FINAL
+    stdout: list[str] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+    kept: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+    result: p.CommandResult | None = None
+    finished_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        r = self.result
+        return {
+            "node_id": self.node_id,
+            "status": self.status,
+            "exit_code": r.exit_code if r else None,
+            "signal": r.signal if r else None,
+            "duration": r.duration if r else None,
+            "stdout": "".join(self.stdout),
+            "stderr": "".join(self.stderr),
+            "stdout_bytes": r.stdout_bytes if r else self.kept["stdout"],
+            "stderr_bytes": r.stderr_bytes if r else self.kept["stderr"],
+            "truncated": r.truncated if r else False,
+            "message": r.message if r else None,
+            "services": msgspec.to_builtins(r.services) if r and r.services is not None else None,
+            "finished_at": self.finished_at,
+        }
+
+
+@dataclass
+class LiveCommand:
+    id: str
+    actor: str
+    created_at: float
+    kind: str  # exec | service
+    frame: p.Command
+    targets: Targets
+    expires_at: float | None
+    runs: dict[int, Run]
+    cancelled: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def status(self) -> str:
+        if all(r.status in FINAL for r in self.runs.values()):
+            return "cancelled" if self.cancelled else "done"
+        return "running"
+
+    @property
+    def describe(self) -> str:
+        f = self.frame
+        if f.service is not None:
+            return f"service {f.service.action} {f.service.name or ''}".strip()
+        return f.shell if f.shell is not None else shlex.join(f.argv or [])
+
+    def as_dict(self, with_output: bool = True) -> dict[str, Any]:
+        f = self.frame
+        return {
+            "id": self.id,
+            "user": self.actor,
+            "created_at": self.created_at,
+            "kind": self.kind,
+            "command": f.shell if f.shell is not None else f.argv,
+            "service": msgspec.to_builtins(f.service) if f.service else None,
+            "timeout": f.timeout,
+            "targets": msgspec.to_builtins(self.targets),
+            "expires_at": self.expires_at,
+            "status": self.status,
+            "runs": [
+                r.as_dict() if with_output else {**r.as_dict(), "stdout": "", "stderr": ""}
+                for r in self.runs.values()
+            ],
+        }
+
+
+class TargetError(ValueError):
+    pass
+
+
+class Commands:
+    def __init__(self, db: Database, nodes: Nodes, bus: Bus, audit: Audit) -> None:
+        self.db = db
+        self.nodes = nodes
+        self.bus = bus
+        self.audit = audit
+        self.live: dict[str, LiveCommand] = {}
+
+    def resolve(self, targets: Targets) -> list[NodeState]:
+        """Nodes named by id, group, tag or all; an unknown id or an empty selection is an error."""
+        chosen: dict[int, NodeState] = {}
+        if targets.all:
+            chosen.update(self.nodes.nodes)
+        for nid in targets.nodes or []:
+            st = self.nodes.get(nid)
+            if st is None:
+                raise TargetError(f"no node with id {nid}")
+            chosen[nid] = st
+        if targets.group is not None:
+            chosen.update({n.id: n for n in self.nodes.nodes.values() if n.group == targets.group})
+        if targets.tag is not None:
+            chosen.update({n.id: n for n in self.nodes.nodes.values() if targets.tag in n.tags})
+        if not chosen:
+            raise TargetError("the targets match no node")
+        return [chosen[k] for k in sorted(chosen)]
+
+    async def create(
+        self,
+        actor: str,
+        targets: Targets,
+        frame_args: dict[str, Any],
+        *,
+        queue_offline: bool = False,
+        expires_in: float = 3600.0,
+    ) -> LiveCommand:
+        nodes = self.resolve(targets)
+        cid = secrets.token_hex(8)
+        frame = p.Command(command_id=cid, **frame_args)
+        now = time.time()
+        runs = {
+            n.id: Run(n.id, "sent" if n.online else ("queued" if queue_offline else "offline")) for n in nodes
+        }
+        for r in runs.values():
+            if r.status == "offline":
+                r.finished_at = now
+        cmd = LiveCommand(
+            id=cid,
+            actor=actor,
+            created_at=now,
+            kind="service" if frame.service else "exec",
+            frame=frame,
+            targets=targets,
+            expires_at=now + expires_in if queue_offline else None,
+            runs=runs,
+        )
+        async with self.db.transaction() as con:
+            await con.execute(
+                "INSERT INTO commands (id, actor, created_at, kind, spec, targets, expires_at) VALUES (?,?,?,?,?,?,?)",
+                (
+                    cid,
+                    actor,
+                    now,
+                    cmd.kind,
+                    msgspec.json.encode(frame).decode(),
+                    msgspec.json.encode(targets).decode(),
+                    cmd.expires_at,
+                ),
+            )
+            await con.executemany(
+                "INSERT INTO command_runs (command_id, node_id, status, finished_at) VALUES (?,?,?,?)",
+                [(cid, r.node_id, r.status, r.finished_at) for r in runs.values()],
+            )
+        self.live[cid] = cmd
+        counts = {s: sum(1 for r in runs.values() if r.status == s) for s in ("sent", "queued", "offline")}
+        # The env may carry secrets: the audit keeps its keys, never its values.
+        detail = {
+            "command": cmd.describe,
+            "targets": msgspec.to_builtins(targets),
+            "nodes": sorted(runs),
+            "env_keys": sorted(frame.env),
+            "cwd": frame.cwd,
+            **counts,
+        }
+        action = f"service.{frame.service.action}" if frame.service else "command.run"
+        await self.audit.record(actor, action, _target_label(targets), "dispatched", detail)
+        log.info("command %s by %s: %s on %d node(s) %s", cid, actor, cmd.describe, len(runs), counts)
+        for n in nodes:
+            if runs[n.id].status == "sent":
+                await self._send(n, frame, cmd)
+        self._check_done(cmd)
+        return cmd
+
+    async def _send(self, node: NodeState, frame: p.Frame, cmd: LiveCommand) -> None:
+        link = node.link
+        if link is None:
+            await self._finish(cmd, node.id, "offline", None, "node went offline before the command was sent")
+            return
+        try:
+            await link.send(frame)
+        except ConnectionError:
+            await self._finish(cmd, node.id, "offline", None, "node went offline before the command was sent")
+
+    async def on_output(self, node_id: int, frame: p.CommandOutput) -> None:
+        cmd = self.live.get(frame.command_id)
+        run = cmd.runs.get(node_id) if cmd else None
+        if cmd is None or run is None or run.status in FINAL:
+            log.warning("node %d sent output for unknown or finished command %s", node_id, frame.command_id)
+            return
+        size = len(frame.data)
+        if run.kept[frame.stream] + size <= CORE_OUTPUT_CAP:
+            (run.stdout if frame.stream == "stdout" else run.stderr).append(frame.data)
+        run.kept[frame.stream] += size
+        self.bus.publish(
+            node_id,
+            p.CommandOutput(
+                command_id=frame.command_id, stream=frame.stream, data=frame.data, node_id=node_id
+            ),
+        )
+
+    async def on_result(self, node_id: int, frame: p.CommandResult) -> None:
+        cmd = self.live.get(frame.command_id)
+        if cmd is None or node_id not in cmd.runs or cmd.runs[node_id].status in FINAL:
+            log.warning("node %d sent a result for unknown or finished command %s", node_id, frame.command_id)
+            return
+        await self._finish(cmd, node_id, frame.status, frame, frame.message)
+
+    async def _finish(
+        self, cmd: LiveCommand, node_id: int, status: str, result: p.CommandResult | None, message: str | None
+    ) -> None:
+        run = cmd.runs[node_id]
+        run.status = status
+        run.finished_at = time.time()
+        run.result = result or p.CommandResult(command_id=cmd.id, status="error", message=message)
+        r = run.as_dict()
+        await self.db.execute(
+            "UPDATE command_runs SET status=?, exit_code=?, signal=?, duration=?, stdout=?, stderr=?, stdout_bytes=?, "
+            "stderr_bytes=?, truncated=?, message=?, services=?, finished_at=? WHERE command_id=? AND node_id=?",
+            (
+                status,
+                r["exit_code"],
+                r["signal"],
+                r["duration"],
+                r["stdout"],
+                r["stderr"],
+                r["stdout_bytes"],
+                r["stderr_bytes"],
+                int(r["truncated"]),
+                message,
+                json.dumps(r["services"]) if r["services"] is not None else None,
+                run.finished_at,
+                cmd.id,
+                node_id,
+            ),
+        )
+        outcome = status if r["exit_code"] is None else f"{status} (exit {r['exit_code']})"
+        if r["signal"] is not None:
+            outcome += f" (signal {r['signal']})"
+        await self.audit.record(
+            cmd.actor,
+            "command.result",
+            f"node:{node_id}",
+            outcome,
+            {"command_id": cmd.id, "command": cmd.describe},
+        )
+        self.bus.publish(node_id, msgspec.structs.replace(run.result, node_id=node_id, status=status))
+        self._check_done(cmd)
+
+    def _check_done(self, cmd: LiveCommand) -> None:
+        if cmd.status != "running" and not cmd.done.is_set():
+            cmd.done.set()
+            log.info("command %s finished: %s", cmd.id, {r.node_id: r.status for r in cmd.runs.values()})
+
+    async def cancel(self, cid: str, actor: str) -> LiveCommand | None:
+        cmd = self.live.get(cid)
+        if cmd is None:
+            return None
+        cmd.cancelled = True
+        await self.db.execute("UPDATE commands SET cancelled = 1 WHERE id = ?", (cid,))
+        await self.audit.record(actor, "command.cancel", f"command:{cid}", "ok", {"command": cmd.describe})
+        for run in cmd.runs.values():
+            if run.status == "queued":
+                await self._finish(
+                    cmd, run.node_id, "cancelled", None, "cancelled before it reached the node"
+                )
+            elif run.status == "sent":
+                node = self.nodes.get(run.node_id)
+                if node is not None and node.link is not None:
+                    # The agent kills the process group and answers with a cancelled result.
+                    await node.link.send(p.CommandCancel(command_id=cid))
+        return cmd
+
+    async def node_online(self, node: NodeState) -> None:
+        """Hand a node the commands that were queued for it while it was away."""
+        now = time.time()
+        for cmd in list(self.live.values()):
+            run = cmd.runs.get(node.id)
+            if run is None or run.status != "queued":
+                continue
+            if cmd.expires_at is not None and cmd.expires_at < now:
+                await self._finish(
+                    cmd, node.id, "expired", None, "the node did not come online before expiry"
+                )
+                continue
+            run.status = "sent"
+            await self.db.execute(
+                "UPDATE command_runs SET status='sent' WHERE command_id=? AND node_id=?", (cmd.id, node.id)
+            )
+            await self._send(node, cmd.frame, cmd)
+
+    async def sweep(self) -> None:
+        """Expire queued runs, give up on runs whose agent never answered, and forget finished commands."""
+        now = time.time()
+        for cmd in list(self.live.values()):
+            for run in list(cmd.runs.values()):
+                if run.status == "queued" and cmd.expires_at is not None and cmd.expires_at < now:
+                    await self._finish(
+                        cmd, run.node_id, "expired", None, "the node did not come online before expiry"
+                    )
+                elif (
+                    run.status == "sent"
+                    and now > cmd.created_at + cmd.frame.timeout + LOST_GRACE
+                    and cmd.expires_at is None
+                ):
+                    await self._finish(
+                        cmd, run.node_id, "lost", None, "the agent did not report a result in time"
+                    )
+            if cmd.status != "running" and now - cmd.created_at > 3600:
+                del self.live[cmd.id]
+
+    async def get(self, cid: str) -> dict[str, Any] | None:
+        cmd = self.live.get(cid)
+        if cmd is not None:
+            return cmd.as_dict()
+        row = await self.db.fetchone(
+            "SELECT id, actor, created_at, kind, spec, targets, expires_at, cancelled FROM commands WHERE id = ?",
+            (cid,),
+        )
+        if row is None:
+            return None
+        runs = await self.db.fetchall(
+            "SELECT node_id, status, exit_code, signal, duration, stdout, stderr, stdout_bytes, stderr_bytes, "
+            "truncated, message, services, finished_at FROM command_runs WHERE command_id = ? ORDER BY node_id",
+            (cid,),
+        )
+        frame = msgspec.json.decode(row[4], type=p.Command)
+        statuses = [r[1] for r in runs]
+        return {
+            "id": row[0],
+            "user": row[1],
+            "created_at": row[2],
+            "kind": row[3],
+            "command": frame.shell if frame.shell is not None else frame.argv,
+            "service": msgspec.to_builtins(frame.service) if frame.service else None,
+            "timeout": frame.timeout,
+            "targets": json.loads(row[5]),
+            "expires_at": row[6],
+            # A core restarted mid-command never learns the outcome of runs still open.
+            "status": ("cancelled" if row[7] else "done")
+            if all(s in FINAL for s in statuses)
+            else "interrupted",
+            "runs": [
+                {
+                    "node_id": r[0],
+                    "status": r[1],
+                    "exit_code": r[2],
+                    "signal": r[3],
+                    "duration": r[4],
+                    "stdout": r[5],
+                    "stderr": r[6],
+                    "stdout_bytes": r[7],
+                    "stderr_bytes": r[8],
+                    "truncated": bool(r[9]),
+                    "message": r[10],
+                    "services": json.loads(r[11]) if r[11] else None,
+                    "finished_at": r[12],
+                }
+                for r in runs
+            ],
+        }
+
+    async def recent(self, limit: int) -> list[dict[str, Any]]:
+        rows = await self.db.fetchall("SELECT id FROM commands ORDER BY created_at DESC LIMIT ?", (limit,))
+        out = []
+        for (cid,) in rows:
+            info = await self.get(cid)
+            if info is not None:
+                for r in info["runs"]:
+                    r["stdout"] = r["stderr"] = ""
+                out.append(info)
+        return out
+
+
+def _target_label(t: Targets) -> str:
+    parts = []
+    if t.all:
+        parts.append("all")
+    if t.nodes:
+        parts.append("nodes:" + ",".join(map(str, t.nodes)))
+    if t.group is not None:
+        parts.append(f"group:{t.group}")
+    if t.tag is not None:
+        parts.append(f"tag:{t.tag}")
+    return " ".join(parts)
