@@ -17,12 +17,15 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from agent.collectors import agent_version
 from agent.credentials import Credentials, CredentialStore, StateDirError
+from agent.execution import CommandRunner
 from agent.settings import AgentSettings, normalize_core_url
 from agent.spool import Spool
 from core.protocol import (
     PROTOCOL_VERSION,
     Ack,
     CloseCode,
+    Command,
+    CommandCancel,
     CoreToAgent,
     Error,
     FrameError,
@@ -259,6 +262,7 @@ class Connection:
         stats: Stats | None = None,
         pulse: Pulse | None = None,
         rng: random.Random | None = None,
+        commands: CommandRunner | None = None,
     ) -> None:
         self.settings = settings
         self.url = normalize_core_url(settings.core)  # idempotent; covers hand-built settings
@@ -269,6 +273,11 @@ class Connection:
         self._enroll_token = enroll_token
         self.stats = stats or Stats()
         self.pulse = pulse or Pulse()
+        # Remote operations: the runner answers every command frame, refusing them all unless
+        # [exec] enables and allows them; its outbox is drained by _Stream's command sender.
+        self.commands = commands or CommandRunner(
+            settings.exec, max_frame_bytes=settings.max_frame_bytes, on_change=self.pulse.fire
+        )
         self.backoff = Backoff(settings.backoff_initial, settings.backoff_max, rng)
         self.interval = settings.interval
         self.interval_changed = asyncio.Event()
@@ -540,7 +549,14 @@ class _Stream:
         self.max_bytes = s.max_frame_bytes
 
     async def run(self) -> None:
-        await _race(self._receiver(), self._sender(), self._heartbeat())
+        outbox = self.conn.commands.outbox
+        if outbox.held_results:
+            log.info("sending %d command result(s) held while disconnected", outbox.held_results)
+        outbox.set_online(True)
+        try:
+            await _race(self._receiver(), self._sender(), self._heartbeat(), self._command_sender())
+        finally:
+            outbox.set_online(False)
 
     # ------------------------------------------------------------ sending
 
@@ -608,6 +624,22 @@ class _Stream:
             self.conn.pulse.fire()
             return True
 
+    async def _command_sender(self) -> None:
+        """Command output and results, one frame at a time, in order (a result after its output).
+
+        The send lock is FIFO, so a sample batch waits behind at most one output chunk: a
+        command printing megabytes does not delay the samples.
+        """
+        outbox = self.conn.commands.outbox
+        while True:
+            frame = await outbox.get()
+            try:
+                await self.conn._send(self.ws, encode(frame))
+            except BaseException:
+                outbox.requeue(frame)  # a result is kept for the next connection
+                raise
+            self.conn.pulse.fire()
+
     # ------------------------------------------------------------ receiving
 
     async def _receiver(self) -> None:
@@ -627,6 +659,8 @@ class _Stream:
             elif isinstance(frame, Pong):
                 conn.stats.pongs_received += 1
                 conn.pulse.fire()
+            elif isinstance(frame, Command | CommandCancel):
+                conn.commands.handle(frame)
             elif isinstance(frame, Error):
                 conn._log_core_error(frame)
             elif isinstance(frame, Welcome):

@@ -15,6 +15,7 @@ from typing import Protocol
 from agent.collectors import MetricsCollector, agent_version, host_facts
 from agent.connection import AgentError, Connection, ConnState, Pulse, Stats
 from agent.credentials import CredentialStore, StateDirError, ensure_state_dir
+from agent.execution import CommandRunner
 from agent.settings import AgentSettings
 from agent.spool import SPOOL_FILE, Spool
 from core.protocol import HostFacts, Metrics
@@ -83,6 +84,11 @@ class Agent:
         return self._conn.node_id
 
     @property
+    def commands(self) -> CommandRunner:
+        """The remote-operations runner: running ids, counters, and its outbox."""
+        return self._conn.commands
+
+    @property
     def spool(self) -> Spool:
         return self._spool
 
@@ -121,6 +127,13 @@ class Agent:
             self.interval,
             self._spool.count(),
         )
+        if self.settings.exec.enabled:
+            log.info(
+                "remote execution enabled: %d allow and %d deny pattern(s)%s",
+                len(self.settings.exec.allow),
+                len(self.settings.exec.deny),
+                f", commands run as {self.settings.exec.user}" if self.settings.exec.user else "",
+            )
         sampler = asyncio.create_task(self._sampler(), name="agent-sampler")
         try:
             await self._conn.run()
@@ -128,6 +141,8 @@ class Agent:
             self._stop.set()
             sampler.cancel()
             await asyncio.gather(sampler, return_exceptions=True)
+            # Running commands are killed (group SIGTERM, then SIGKILL) rather than orphaned.
+            await self._conn.commands.shutdown()
 
     def stop(self) -> None:
         """Ask run() to finish: closes the socket with 1001 and stops sampling. Idempotent."""

@@ -57,6 +57,53 @@ def normalize_core_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
+class ExecSettings(msgspec.Struct, kw_only=True):
+    """The [exec] table: remote commands and service control (env SM_AGENT_EXEC_<KEY>).
+
+    Off by default, and even when enabled nothing runs until `allow` names it.
+    """
+
+    enabled: bool = False
+    user: str = ""
+    allow: list[str] = []
+    deny: list[str] = []
+    max_runtime: float = 3600.0
+    max_output: int = 1 << 20
+    max_concurrent: int = 8
+
+    __doc_fields__ = {
+        "enabled": "accept commands and service actions from the core at all (default off)",
+        "user": "run commands as this user (needs the agent to run as root); empty: the agent's own user",
+        "allow": "glob patterns a command line must match to run; empty allows nothing. Lines are the "
+        "shell string, the argv joined with shell quoting, or 'service ACTION NAME' / 'service list'",
+        "deny": "glob patterns that refuse a command even when allowed; deny wins over allow",
+        "max_runtime": "longest a command may run; its own timeout is capped at this",
+        "max_output": "bytes of output kept and sent per stream (stdout, stderr); the rest is only counted",
+        "max_concurrent": "commands running at once; more are refused until one finishes",
+    }
+
+    def validate(self) -> None:
+        # Imported here: execution.py imports this module for ExecSettings.
+        from agent.execution import compile_patterns
+
+        if self.max_runtime <= 0:
+            raise SettingsError("setting exec.max_runtime must be above 0")
+        if self.max_output < 0:
+            raise SettingsError("setting exec.max_output must be 0 or more")
+        if self.max_concurrent < 1:
+            raise SettingsError("setting exec.max_concurrent must be at least 1")
+        self.user = self.user.strip()
+        for key in ("allow", "deny"):
+            patterns = [p.strip() for p in getattr(self, key)]
+            if any(not p for p in patterns):
+                raise SettingsError(f"setting exec.{key}: empty pattern")
+            try:
+                compile_patterns(patterns)
+            except ValueError as exc:
+                raise SettingsError(f"setting exec.{key}: {exc}") from None
+            setattr(self, key, patterns)
+
+
 class AgentSettings(msgspec.Struct, kw_only=True):
     """Settings of the agent daemon (TOML keys; env SM_AGENT_<KEY>)."""
 
@@ -71,6 +118,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
     connect_timeout: float = 10.0
     log_level: str = "INFO"
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    exec: ExecSettings = msgspec.field(default_factory=ExecSettings)
 
     __doc_fields__ = {
         "core": "URL of the core (ws://, wss://, http:// or https://); /ws/agent is appended",
@@ -84,6 +132,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
         "connect_timeout": "seconds allowed for the TCP/TLS/WebSocket opening and the welcome",
         "log_level": "DEBUG, INFO, WARNING or ERROR",
         "max_frame_bytes": "largest WebSocket frame sent or accepted (match the core's)",
+        "exec": "remote commands and service control: the [exec] table (off by default)",
     }
 
     def validate(self) -> None:
@@ -116,6 +165,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
                 f"setting log_level: expected DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}"
             )
         self.log_level = self.log_level.upper()
+        self.exec.validate()
 
     @property
     def state_path(self) -> Path:

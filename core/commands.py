@@ -234,7 +234,8 @@ class Commands:
 
     async def on_result(self, node_id: int, frame: p.CommandResult) -> None:
         cmd = self.live.get(frame.command_id)
-        if cmd is None or node_id not in cmd.runs or cmd.runs[node_id].status in FINAL:
+        # A run given up as lost still takes its real result: the agent may have held it through an outage.
+        if cmd is None or node_id not in cmd.runs or cmd.runs[node_id].status in FINAL - {"lost"}:
             log.warning("node %d sent a result for unknown or finished command %s", node_id, frame.command_id)
             return
         await self._finish(cmd, node_id, frame.status, frame, frame.message)

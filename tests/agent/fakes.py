@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,11 @@ from core.protocol import (
     PROTOCOL_VERSION,
     Ack,
     AgentToCore,
+    Command,
+    CommandCancel,
+    CommandOutput,
+    CommandResult,
+    Frame,
     Hello,
     Metrics,
     Ping,
@@ -31,6 +38,52 @@ from core.protocol import (
 )
 
 ISSUED_CREDENTIAL = "cred-0123456789abcdef"
+
+
+class FakeTool:
+    """A real executable named like a system tool (systemctl, sc.exe, launchctl) for a PATH entry.
+
+    It appends its argv to a log (one line per call, each argument followed by a tab) and then
+    runs `cases`, the body of a shell `case "$*" in ... esac` that prints canned output.
+    """
+
+    def __init__(self, bin_dir: Path, name: str, cases: str) -> None:
+        self.log = bin_dir / f"{name}.calls"
+        self.path = bin_dir / name
+        self.path.write_text(
+            "#!/bin/sh\n"
+            f"{{ for a in \"$@\"; do printf '%s\\t' \"$a\"; done; printf '\\n'; }} >> '{self.log}'\n"
+            f'case "$*" in\n{cases}\nesac\n'
+        )
+        self.path.chmod(0o755)
+
+    @property
+    def calls(self) -> list[list[str]]:
+        if not self.log.exists():
+            return []
+        return [line.split("\t")[:-1] for line in self.log.read_text().splitlines()]
+
+
+def canned(text: str) -> str:
+    """A shell heredoc that prints text exactly, for FakeTool cases."""
+    return f"cat <<'CANNED'\n{text}CANNED\n"
+
+
+def pid_gone(pid: int) -> bool:
+    """The process no longer runs: no such pid, or a zombie nobody reaped yet.
+
+    A killed command's orphaned child is re-parented to init; where init does not reap (some
+    containers and micro-VMs, this test machine included), it lingers as a zombie: dead all the same.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 @dataclass
@@ -61,6 +114,28 @@ class FakeCore:
     connections: int = 0
     pulse: Pulse = field(default_factory=Pulse)
     url: str = ""
+    # remote operations
+    outputs: list[CommandOutput] = field(default_factory=list)
+    results: dict[str, CommandResult] = field(default_factory=dict)
+    frame_log: list[tuple[float, str, str]] = field(default_factory=list)  # (monotonic, type, command id)
+    ws: ServerConnection | None = None  # the latest welcomed connection
+
+    async def send(self, frame: Frame) -> None:
+        """Push a frame (a Command, CommandCancel ...) to the agent on the current connection."""
+        assert self.ws is not None, "no agent connected"
+        await self.ws.send(encode(frame).decode())
+
+    async def run(self, cmd: Command, timeout: float = 10.0) -> CommandResult:
+        """Send a command and wait for its result."""
+        await self.send(cmd)
+        await self.wait_until(lambda: cmd.command_id in self.results, timeout)
+        return self.results[cmd.command_id]
+
+    async def cancel(self, command_id: str) -> None:
+        await self.send(CommandCancel(command_id=command_id))
+
+    def output(self, command_id: str, stream: str = "stdout") -> str:
+        return "".join(o.data for o in self.outputs if o.command_id == command_id and o.stream == stream)
 
     async def handler(self, ws: ServerConnection) -> None:
         self.connections += 1
@@ -87,13 +162,23 @@ class FakeCore:
                     )
                 ).decode()
             )
+            self.ws = ws
             for raw in self.after_welcome:
                 await ws.send(raw)
             async for data in ws:
                 frame = decode(dec, data)
-                if isinstance(frame, Samples):
+                if isinstance(frame, CommandOutput):
+                    self.outputs.append(frame)
+                    self.frame_log.append((time.monotonic(), "output", frame.command_id))
+                    self.pulse.fire()
+                elif isinstance(frame, CommandResult):
+                    self.results[frame.command_id] = frame
+                    self.frame_log.append((time.monotonic(), "result", frame.command_id))
+                    self.pulse.fire()
+                elif isinstance(frame, Samples):
                     seqs = [s.seq for s in frame.samples]
                     self.batches.append(seqs)
+                    self.frame_log.append((time.monotonic(), "samples", ""))
                     self.batch_conn.append(conn_no)
                     self.pulse.fire()
                     if self.drop_first_batch and conn_no == 1:
@@ -116,6 +201,8 @@ class FakeCore:
         except websockets.exceptions.ConnectionClosed:
             pass
         finally:
+            if self.ws is ws:
+                self.ws = None
             rcvd = ws.protocol.close_rcvd
             self.close_codes.append(rcvd.code if rcvd is not None else None)
             self.pulse.fire()

@@ -1,0 +1,976 @@
+"""Remote operations on the agent: the [exec] policy, the command runner and its outbox.
+
+A `Command` from the core is admitted (enabled? well formed? allowed and not denied? under the
+concurrency cap? can we be the configured user?) or answered at once with status "refused" or
+"error". An admitted command runs in its own process group; its stdout and stderr stream back as
+separate, coalesced `CommandOutput` chunks, and one `CommandResult` follows them last.
+
+Frames for the core go through the `Outbox`, which the connection drains between sample batches
+(they share one socket and one send lock, so a sample waits for one output chunk at most).
+While the agent is disconnected, output chunks are dropped (and counted) but results are kept,
+up to a bound, and sent after the next welcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import collections
+import contextlib
+import logging
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+
+from agent.services import ServiceError, ServiceManager, default_service_manager, validate_service_name
+from agent.subproc import (
+    KILL_GRACE,
+    MAX_MESSAGE,
+    kill_group_now,
+    new_group_kwargs,
+    terminate_group,
+    wait_exit,
+)
+from core.protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
+    Command,
+    CommandCancel,
+    CommandOutput,
+    CommandResult,
+    CommandStatus,
+    encode,
+)
+
+if sys.platform != "win32":
+    import pwd
+
+if TYPE_CHECKING:
+    from agent.settings import ExecSettings
+
+log = logging.getLogger(__name__)
+
+# Output is sent in chunks of at most this many bytes of the child's output...
+CHUNK_BYTES = 32 * 1024
+# ...or sooner, once the oldest unsent byte has waited this long.
+FLUSH_INTERVAL = 0.05
+# Output frames waiting for the socket, all commands together; a full outbox makes the pipe
+# readers wait, which makes the children wait on their writes (back-pressure, not buffering).
+MAX_QUEUED_OUTPUT = 64
+# Results kept while disconnected; beyond this the oldest is dropped (and logged).
+MAX_HELD_RESULTS = 256
+# Once a command's own output is cut off, the rest is read (and only counted) this fast.
+DRAIN_READ = 256 * 1024
+# After the main process exits, how long its group may keep stdout/stderr open before it is
+# killed: `daemon &` that forgot to close its output must not hang the command until timeout.
+LINGER = KILL_GRACE
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# On POSIX a wildcard in an allow pattern never stretches over these in a shell command line:
+# `echo *` allows `echo hi`, not `echo hi; rm -rf /`. cmd.exe has its own set.
+SHELL_META_POSIX: Final = ";&|<>()$`\\\n\r"
+SHELL_META_WINDOWS: Final = "&|<>()^%!\n\r"
+_SEGMENT_SPLIT = re.compile(r"\|\||&&|\$\(|[;&|\n\r`()]")
+
+# Variables that change which program runs or what it loads: with them an allowed command line
+# could run anything. Refused in a command's env unless the allow list is `*` (full trust).
+RISKY_ENV: Final = (
+    "PATH",
+    "LD_*",
+    "DYLD_*",
+    "BASH_ENV",
+    "ENV",
+    "BASH_FUNC_*",
+    "IFS",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "CDPATH",
+    "GCONV_PATH",
+    "GLIBC_TUNABLES",
+    "LOCPATH",
+    "NLSPATH",
+    "HOSTALIASES",
+    "PYTHON*",
+    "PERL5*",
+    "PERLLIB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "GIT_SSH*",
+    "GIT_EXEC_PATH",
+    "GIT_CONFIG*",
+)
+
+DISABLED_MESSAGE = "remote execution is disabled in this agent's config ([exec] enabled = false)"
+
+
+# ---------------------------------------------------------------- what a command is called
+
+
+def command_line(cmd: Command) -> str:
+    """The line the [exec] patterns are matched against, and that the log shows.
+
+    A shell command is its string as-is; argv is shlex.join(argv); a service request is
+    `service ACTION NAME` (or `service list`). ValueError if the command is malformed.
+    """
+    given = [
+        k for k, v in (("argv", cmd.argv), ("shell", cmd.shell), ("service", cmd.service)) if v is not None
+    ]
+    if len(given) != 1:
+        what = " and ".join(given) if given else "none of them"
+        raise ValueError(f"a command needs exactly one of argv, shell or service (got {what})")
+    if cmd.argv is not None:
+        if not cmd.argv or not cmd.argv[0]:
+            raise ValueError("argv is empty")
+        if any("\0" in a for a in cmd.argv):
+            raise ValueError("argv contains a NUL character")
+        return shlex.join(cmd.argv)
+    if cmd.shell is not None:
+        if not cmd.shell.strip():
+            raise ValueError("the shell command is empty")
+        if "\0" in cmd.shell:
+            raise ValueError("the shell command contains a NUL character")
+        return cmd.shell
+    assert cmd.service is not None
+    if cmd.service.action == "list":
+        return "service list"
+    return f"service {cmd.service.action} {validate_service_name(cmd.service.name)}"
+
+
+def _short(line: str, limit: int = 300) -> str:
+    """A command line fit for one log line: cut, with line breaks spelled out."""
+    line = line.replace("\r", "\\r").replace("\n", "\\n")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------- policy
+
+
+def _glob_regex(pattern: str, wildcard: str) -> str:
+    """fnmatch syntax (* ? [seq] [!seq]) to a regex whose wildcards match only `wildcard` chars."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            while i < n and pattern[i] == "*":
+                i += 1
+            out.append(f"{wildcard}*")
+        elif c == "?":
+            out.append(wildcard)
+        elif c == "[":
+            j = i
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                out.append(re.escape(c))
+                continue
+            body = pattern[i:j]
+            i = j + 1
+            negate = body.startswith("!")
+            if negate:
+                body = body[1:]
+            body = "".join(ch if ch == "-" else re.escape(ch) for ch in body)
+            if negate:
+                # A negated set must not let a metacharacter through either.
+                excluded = wildcard[3:-1] if wildcard.startswith("[^") else ""
+                out.append(f"[^{body}{excluded}]")
+            else:
+                out.append(f"[{body}]")
+        else:
+            out.append(re.escape(c))
+    return "(?s:" + "".join(out) + r")\Z"
+
+
+def compile_patterns(patterns: Iterable[str], meta: str | None = None) -> list[tuple[str, re.Pattern[str]]]:
+    """Each pattern with its regex: plain fnmatch, or with wildcards that skip `meta` characters."""
+    wildcard = "." if meta is None else "[^" + "".join(re.escape(c) for c in meta) + "]"
+    compiled = []
+    for p in patterns:
+        try:
+            compiled.append((p, re.compile(_glob_regex(p, wildcard))))
+        except re.error as exc:
+            raise ValueError(f"bad pattern {p!r}: {exc}") from None
+    return compiled
+
+
+class Policy:
+    """Allow and deny lists of glob patterns (fnmatch syntax, case-sensitive, whole line).
+
+    - An empty allow list allows nothing. Deny wins over allow.
+    - For a shell command (POSIX sh or cmd.exe), a wildcard in an ALLOW pattern does not match
+      shell metacharacters (; & | < > ( ) $ ` backslash newline; on Windows & | < > ( ) ^ % !),
+      so `systemctl status *` cannot be stretched into `systemctl status x; reboot`. Literal
+      metacharacters in the pattern still match themselves, and the pattern `*` alone allows
+      everything.
+    - A command's env may not set PATH, LD_*, DYLD_*, BASH_ENV, PYTHON* and the like (RISKY_ENV)
+      unless the allow list is `*`: they would make an allowed line run something else.
+    - For a shell command, DENY patterns are also tried against each simple command of the
+      line (split at ; & && | || ` $( ( ) newline), so `rm *` catches `cd /tmp && rm -rf x`.
+      Deny is a guard rail, not a sandbox: a shell can always spell a command another way, so
+      the allow list is what keeps a host safe.
+    """
+
+    def __init__(self, allow: Iterable[str], deny: Iterable[str], *, windows: bool | None = None) -> None:
+        meta = (
+            SHELL_META_WINDOWS
+            if (sys.platform == "win32" if windows is None else windows)
+            else SHELL_META_POSIX
+        )
+        self.allow = list(allow)
+        self.deny = list(deny)
+        self._allow_any = compile_patterns(self.allow)
+        self._allow_shell = compile_patterns(self.allow, meta)
+        self._deny = compile_patterns(self.deny)
+        self._risky_env = compile_patterns(RISKY_ENV)
+        self.unrestricted = "*" in self.allow
+
+    def check_env(self, env: Iterable[str]) -> str | None:
+        """None if a command may set these variables, else why not.
+
+        PATH, LD_PRELOAD and the like would let an allowed command line run something else, so
+        they are refused unless the allow list is `*` (which allows everything anyway).
+        """
+        if self.unrestricted:
+            return None
+        for name in sorted(env):
+            for _, rx in self._risky_env:
+                if rx.match(name.upper()):
+                    return (
+                        f"env variable {name!r} is not allowed: it changes which program runs or what "
+                        "it loads (only an [exec] allow list of '*' permits it)"
+                    )
+        return None
+
+    def check(self, line: str, *, shell: bool = False) -> str | None:
+        """None if `line` may run, else the reason it may not (for the operator)."""
+        candidates = [line]
+        if shell:
+            candidates += [s.strip() for s in _SEGMENT_SPLIT.split(line) if s.strip()]
+        for pattern, rx in self._deny:
+            if any(rx.match(c) for c in candidates):
+                return f"command matches [exec] deny pattern {pattern!r}"
+        if not self.allow:
+            return "command not allowed: the [exec] allow list is empty, so nothing may run"
+        allow = self._allow_shell if shell else self._allow_any
+        for pattern, rx in allow:
+            if pattern == "*" or rx.match(line):
+                return None
+        return "command not allowed by [exec] allow list"
+
+
+# ---------------------------------------------------------------- run as
+
+
+class RefusedError(Exception):
+    """The command cannot run here as configured; the message goes back to the operator."""
+
+
+@dataclass(frozen=True)
+class RunAs:
+    name: str
+    uid: int
+    gid: int
+    groups: list[int]
+    home: str
+
+
+def resolve_run_as(user: str, *, euid: int | None = None) -> RunAs | None:
+    """The account for [exec] user, or None to run as the agent itself; RefusedError if impossible."""
+    user = user.strip()
+    if not user:
+        return None
+    if sys.platform == "win32":
+        raise RefusedError(
+            f"[exec] user = {user!r}, but running commands as another user is not supported on "
+            "Windows; leave [exec] user empty to run them as the agent's own account"
+        )
+    try:
+        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise RefusedError(f"[exec] user {user!r} does not exist on this host") from None
+    me = os.geteuid() if euid is None else euid
+    if pw.pw_uid == me:
+        return None
+    if me != 0:
+        try:
+            my_name = pwd.getpwuid(me).pw_name
+        except KeyError:
+            my_name = str(me)
+        raise RefusedError(
+            f"[exec] user = {user!r}, but this agent runs as {my_name!r} and cannot switch users "
+            "(that needs root); run the agent as root or leave [exec] user empty"
+        )
+    return RunAs(
+        name=pw.pw_name,
+        uid=pw.pw_uid,
+        gid=pw.pw_gid,
+        groups=os.getgrouplist(pw.pw_name, pw.pw_gid),
+        home=pw.pw_dir,
+    )
+
+
+def minimal_env(extra: dict[str, str], run_as: RunAs | None) -> dict[str, str]:
+    """PATH, LANG and HOME (plus what Windows needs to start anything), then the command's env."""
+    if sys.platform == "win32":
+        keep = (
+            "PATH",
+            "PATHEXT",
+            "SYSTEMROOT",
+            "SYSTEMDRIVE",
+            "WINDIR",
+            "COMSPEC",
+            "TEMP",
+            "TMP",
+            "USERPROFILE",
+        )
+        env = {k: os.environ[k] for k in keep if k in os.environ}
+    elif run_as is not None:
+        env = {
+            "PATH": DEFAULT_PATH,
+            "LANG": os.environ.get("LANG") or "C.UTF-8",
+            "HOME": run_as.home,
+            "USER": run_as.name,
+            "LOGNAME": run_as.name,
+        }
+    else:
+        env = {
+            "PATH": os.environ.get("PATH") or DEFAULT_PATH,
+            "LANG": os.environ.get("LANG") or "C.UTF-8",
+            "HOME": _own_home(),
+        }
+    env.update(extra)
+    return env
+
+
+def _own_home() -> str:
+    if sys.platform != "win32":
+        with contextlib.suppress(KeyError):
+            return pwd.getpwuid(os.geteuid()).pw_dir
+    return os.path.expanduser("~")
+
+
+def _default_cwd(run_as: RunAs | None) -> str | None:
+    """Like a login: the user's home when it exists, else / (never the agent's own cwd)."""
+    if sys.platform == "win32":
+        return None
+    home = run_as.home if run_as is not None else _own_home()
+    return home if os.path.isdir(home) else "/"
+
+
+# ---------------------------------------------------------------- outbox
+
+
+Outgoing = CommandOutput | CommandResult
+
+
+class Outbox:
+    """Command frames waiting for the socket, in order; the connection's command sender drains it.
+
+    Output chunks are bounded (MAX_QUEUED_OUTPUT): put_output() waits for room while online,
+    which is the back-pressure on the pipe readers. Offline, output is dropped and counted,
+    queued output is dropped when the connection goes, and results are kept (bounded) for the
+    next connection. A result is always queued behind its command's output.
+    """
+
+    def __init__(self, *, max_output: int = MAX_QUEUED_OUTPUT, max_results: int = MAX_HELD_RESULTS) -> None:
+        self.max_output = max_output
+        self.max_results = max_results
+        self._frames: collections.deque[Outgoing] = collections.deque()
+        self._outputs = 0
+        self._results = 0
+        self._online = False
+        self._event = asyncio.Event()
+        self.outputs_dropped = 0  # chunks not delivered because the agent was disconnected
+        self.results_dropped = 0  # results evicted while disconnected too long with too many
+        self.sent = 0
+
+    @property
+    def online(self) -> bool:
+        return self._online
+
+    @property
+    def held_results(self) -> int:
+        return self._results
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def _fire(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def _changed(self) -> None:
+        await self._event.wait()
+
+    def set_online(self, online: bool) -> None:
+        """The connection is streaming (True) or gone (False); going offline drops queued output."""
+        self._online = online
+        if not online and self._outputs:
+            kept: collections.deque[Outgoing] = collections.deque(
+                f for f in self._frames if isinstance(f, CommandResult)
+            )
+            self.outputs_dropped += self._outputs
+            self._frames, self._outputs = kept, 0
+        self._fire()
+
+    async def put_output(self, frame: CommandOutput) -> bool:
+        """Queue a chunk, waiting for room; False (and counted) if it was dropped as undeliverable."""
+        while self._online and self._outputs >= self.max_output:
+            await self._changed()
+        if not self._online:
+            self.outputs_dropped += 1
+            return False
+        self._frames.append(frame)
+        self._outputs += 1
+        self._fire()
+        return True
+
+    def put_result(self, frame: CommandResult) -> None:
+        """Queue a result behind everything already queued; never waits."""
+        if self._results >= self.max_results:
+            oldest = next(f for f in self._frames if isinstance(f, CommandResult))
+            self._frames.remove(oldest)
+            self._results -= 1
+            self.results_dropped += 1
+            log.warning(
+                "dropped the result of command %s: %d results already wait for the core",
+                oldest.command_id,
+                self.max_results,
+            )
+        self._frames.append(frame)
+        self._results += 1
+        self._fire()
+
+    async def get(self) -> Outgoing:
+        """The next frame to send, once online and there is one."""
+        while not (self._online and self._frames):
+            await self._changed()
+        frame = self._frames.popleft()
+        if isinstance(frame, CommandResult):
+            self._results -= 1
+        else:
+            self._outputs -= 1
+        self.sent += 1
+        self._fire()
+        return frame
+
+    def requeue(self, frame: Outgoing) -> None:
+        """A frame whose send failed: a result goes back to the front, output is dropped."""
+        self.sent -= 1
+        if isinstance(frame, CommandResult):
+            self._frames.appendleft(frame)
+            self._results += 1
+            self._fire()
+        else:
+            self.outputs_dropped += 1
+
+
+# ---------------------------------------------------------------- one output stream
+
+
+class Capture:
+    """One stream of one command: counts every byte, keeps the first `limit`, decodes incrementally.
+
+    A multi-byte UTF-8 character split across reads (or chunks) is decoded whole; invalid bytes
+    become U+FFFD.
+    """
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self.limit = limit
+        self.total = 0
+        self.kept = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending: list[str] = []
+        self.pending_bytes = 0
+        self.pending_since: float | None = None
+        self.eof = asyncio.Event()
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > self.kept
+
+    @property
+    def full(self) -> bool:
+        return self.kept >= self.limit
+
+    def room(self) -> int:
+        return self.limit - self.kept
+
+    def feed(self, data: bytes, now: float) -> None:
+        self.total += len(data)
+        keep = data[: max(0, self.limit - self.kept)]
+        if not keep:
+            return
+        self.kept += len(keep)
+        text = self._decoder.decode(keep)
+        if self.pending_since is None:
+            self.pending_since = now
+        self.pending_bytes += len(keep)
+        if text:
+            self._pending.append(text)
+
+    def finish(self) -> None:
+        tail = self._decoder.decode(b"", final=True)
+        if tail:
+            self._pending.append(tail)
+
+    def take(self) -> tuple[str, int]:
+        text, nbytes = "".join(self._pending), self.pending_bytes
+        self._pending, self.pending_bytes, self.pending_since = [], 0, None
+        return text, nbytes
+
+
+# ---------------------------------------------------------------- the runner
+
+
+@dataclass
+class _Job:
+    command: Command
+    line: str
+    kind: str  # argv, shell or service
+    run_as: RunAs | None
+    started: float  # monotonic
+    timeout: float
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[CommandResult] | None = None
+    undelivered: int = 0
+    note: str | None = None
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.timeout
+
+
+_DEFAULT_SERVICES: Any = object()
+
+
+class CommandRunner:
+    """Admits, runs, cancels and reports commands; results and output go to `outbox`.
+
+    `handle(frame)` is the connection's dispatcher entry: Command -> submit, CommandCancel ->
+    cancel. `execute(command)` runs one command to its result without queueing the result
+    (output chunks are still queued), for callers that want the result themselves.
+
+    At most [exec] max_concurrent commands run at once; one more is refused (not queued), so a
+    fan-out never piles up work with timeouts ticking. A command id that is already running is
+    ignored (its result will come). Cancelling an id that is not running does nothing.
+    """
+
+    def __init__(
+        self,
+        settings: ExecSettings,
+        *,
+        outbox: Outbox | None = None,
+        services: ServiceManager | None = _DEFAULT_SERVICES,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        grace: float = KILL_GRACE,
+        linger: float = LINGER,
+        flush_interval: float = FLUSH_INTERVAL,
+        chunk_bytes: int = CHUNK_BYTES,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox or Outbox()
+        self.services: ServiceManager | None = (
+            default_service_manager() if services is _DEFAULT_SERVICES else services
+        )
+        self.max_frame_bytes = max_frame_bytes
+        # JSON may spell one byte as six (\u0001), plus the frame's own fields: always fits.
+        self.chunk_bytes = max(64, min(chunk_bytes, (max_frame_bytes - 512) // 6))
+        self.grace = grace
+        self.linger = linger
+        self.flush_interval = flush_interval
+        self._on_change = on_change
+        self._jobs: dict[str, _Job] = {}
+        self._policy = Policy(settings.allow, settings.deny)
+        self.received = 0
+        self.refused = 0
+        self.finished = 0
+
+    @property
+    def running(self) -> list[str]:
+        """Ids of the commands running now."""
+        return list(self._jobs)
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
+
+    # ------------------------------------------------------------ dispatch
+
+    def handle(self, frame: Command | CommandCancel) -> None:
+        """The connection hands every command frame here; never blocks the receiver."""
+        if isinstance(frame, Command):
+            self.submit(frame)
+        else:
+            self.cancel(frame.command_id)
+
+    def submit(self, cmd: Command) -> asyncio.Task[CommandResult] | None:
+        """Admit and start `cmd`; its result is queued in the outbox when it ends."""
+        admitted = self._admit(cmd)
+        if admitted is None:
+            return None
+        if isinstance(admitted, CommandResult):
+            self._report(cmd, admitted)
+            self.outbox.put_result(self._fit(admitted))
+            return None
+        job = admitted
+
+        async def run_and_queue() -> CommandResult:
+            result = await self._run_job(job)
+            self.outbox.put_result(result)
+            return result
+
+        job.task = asyncio.create_task(run_and_queue(), name=f"command-{cmd.command_id}")
+        return job.task
+
+    async def execute(self, cmd: Command) -> CommandResult:
+        """Admit and run `cmd` to its result (output chunks go to the outbox, the result does not)."""
+        admitted = self._admit(cmd)
+        if admitted is None:
+            raise ValueError(f"command {cmd.command_id} is already running")
+        if isinstance(admitted, CommandResult):
+            self._report(cmd, admitted)
+            return self._fit(admitted)
+        return await self._run_job(admitted)
+
+    def cancel(self, command_id: str) -> bool:
+        """Ask a running command to stop (its group is killed; status cancelled)."""
+        job = self._jobs.get(command_id)
+        if job is None:
+            log.info("cancel for command %s: not running (finished already or never started)", command_id)
+            return False
+        log.info("command %s: cancel requested", command_id)
+        job.cancel.set()
+        return True
+
+    async def shutdown(self) -> None:
+        """Cancel every running command and wait for them (the agent is stopping)."""
+        jobs = list(self._jobs.values())
+        for job in jobs:
+            job.cancel.set()
+        tasks = [j.task for j in jobs if j.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------ admission
+
+    def _result(self, cmd: Command, status: CommandStatus, message: str | None = None) -> CommandResult:
+        return CommandResult(command_id=cmd.command_id, status=status, message=message)
+
+    def _admit(self, cmd: Command) -> _Job | CommandResult | None:
+        self.received += 1
+        if cmd.command_id in self._jobs:
+            log.warning("command %s is already running; ignoring the duplicate", cmd.command_id)
+            return None
+        s = self.settings
+        if not s.enabled:
+            self.refused += 1
+            return self._result(cmd, "refused", DISABLED_MESSAGE)
+        try:
+            line = command_line(cmd)
+        except ValueError as exc:
+            return self._result(cmd, "error", str(exc))
+        kind = "argv" if cmd.argv is not None else "shell" if cmd.shell is not None else "service"
+        reason = self._policy.check(line, shell=kind == "shell") or self._policy.check_env(cmd.env)
+        if reason is not None:
+            self.refused += 1
+            return self._result(cmd, "refused", reason)
+        if len(self._jobs) >= s.max_concurrent:
+            self.refused += 1
+            return self._result(
+                cmd,
+                "refused",
+                f"{len(self._jobs)} commands are already running on this agent "
+                f"([exec] max_concurrent = {s.max_concurrent}); try again when one has finished",
+            )
+        run_as = None
+        if kind == "service":
+            if self.services is None:
+                return self._result(cmd, "error", f"service control is not supported on {sys.platform}")
+        else:
+            try:
+                run_as = resolve_run_as(s.user)
+            except RefusedError as exc:
+                self.refused += 1
+                return self._result(cmd, "refused", str(exc))
+        timeout = min(cmd.timeout, s.max_runtime) if cmd.timeout > 0 else s.max_runtime
+        job = _Job(cmd, line, kind, run_as, time.monotonic(), timeout)
+        self._jobs[cmd.command_id] = job
+        self._changed()
+        return job
+
+    # ------------------------------------------------------------ running
+
+    async def _run_job(self, job: _Job) -> CommandResult:
+        cmd = job.command
+        log.debug(
+            "command %s started: %s %s%s%s, timeout %gs",
+            cmd.command_id,
+            job.kind,
+            _short(job.line),
+            f" as {job.run_as.name}" if job.run_as else "",
+            f" (env {', '.join(sorted(cmd.env))})" if cmd.env else "",  # names only, never values
+            job.timeout,
+        )
+        try:
+            if job.kind == "service":
+                result = await self._run_service(job)
+            else:
+                result = await self._run_process(job)
+        except Exception as exc:  # a bug must still answer the operator
+            log.exception("command %s failed unexpectedly", cmd.command_id)
+            result = self._result(cmd, "error", f"agent error: {exc!r}")
+        finally:
+            self._jobs.pop(cmd.command_id, None)
+        if job.undelivered:
+            note = f"{job.undelivered} bytes of output were produced while the agent was disconnected and not delivered"
+            job.note = f"{job.note}; {note}" if job.note else note
+        if job.note:
+            message = f"{result.message}; {job.note}" if result.message else job.note
+            result = msgspec.structs.replace(result, message=message)
+        result = msgspec.structs.replace(result, duration=round(time.monotonic() - job.started, 6))
+        self.finished += 1
+        self._report(cmd, result)
+        self._changed()
+        return self._fit(result)
+
+    def _report(self, cmd: Command, r: CommandResult) -> None:
+        """The one log line per command outcome."""
+        try:
+            what = _short(command_line(cmd))
+        except ValueError:
+            what = "(malformed)"
+        user = self.settings.user
+        if user and cmd.service is None and r.status != "refused":
+            what += f" (as {user})"
+        if r.status in ("refused", "error"):
+            log.info("command %s %s: %s: %s", cmd.command_id, what, r.status, r.message)
+            return
+        how = f"exit {r.exit_code}" if r.exit_code is not None else f"signal {r.signal}" if r.signal else "-"
+        log.info(
+            "command %s %s: %s (%s, %.2fs, %d+%d bytes%s)%s",
+            cmd.command_id,
+            what,
+            r.status,
+            how,
+            r.duration,
+            r.stdout_bytes,
+            r.stderr_bytes,
+            ", truncated" if r.truncated else "",
+            f": {r.message}" if r.message else "",
+        )
+
+    def _fit(self, r: CommandResult) -> CommandResult:
+        """Keep a result within one frame: cut the message, then the service list."""
+        if r.message and len(r.message) > MAX_MESSAGE:
+            r = msgspec.structs.replace(r, message=r.message[: MAX_MESSAGE - 3] + "...")
+        budget = self.max_frame_bytes - 1024
+        if r.services and len(encode(r)) > budget:
+            services, total = list(r.services), len(r.services)
+            while services and len(encode(msgspec.structs.replace(r, services=services))) > budget:
+                services = services[: len(services) * 3 // 4]
+            note = f"service list cut to {len(services)} of {total} entries to fit one frame"
+            r = msgspec.structs.replace(
+                r, services=services, message=f"{r.message}; {note}" if r.message else note
+            )
+        return r
+
+    async def _run_service(self, job: _Job) -> CommandResult:
+        cmd = job.command
+        assert self.services is not None and cmd.service is not None
+        action = asyncio.ensure_future(self.services.perform(cmd.service))
+        stop = asyncio.ensure_future(job.cancel.wait())
+        try:
+            await asyncio.wait(
+                [action, stop],
+                timeout=max(0.0, job.deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            stop.cancel()
+            if not action.done():
+                action.cancel()  # run_tool kills the tool's group
+            await asyncio.gather(action, stop, return_exceptions=True)
+        if action.cancelled():
+            status: CommandStatus = "cancelled" if job.cancel.is_set() else "timeout"
+            return self._result(
+                cmd, status, f"service {cmd.service.action} did not finish" if status == "timeout" else None
+            )
+        exc = action.exception()
+        if isinstance(exc, ServiceError):
+            return CommandResult(cmd.command_id, "failed", exit_code=exc.exit_code, message=str(exc))
+        if isinstance(exc, ValueError):
+            return self._result(cmd, "error", str(exc))
+        if isinstance(exc, OSError):  # ToolNotFoundError, or the tool could not start
+            return self._result(cmd, "error", str(exc))
+        if exc is not None:
+            raise exc
+        out = action.result()
+        return CommandResult(
+            cmd.command_id, out.status, exit_code=out.exit_code, message=out.message, services=out.services
+        )
+
+    async def _spawn(self, job: _Job, env: dict[str, str], cwd: str | None) -> asyncio.subprocess.Process:
+        cmd = job.command
+        kwargs: dict[str, Any] = {
+            "stdin": subprocess.DEVNULL,
+            "stdout": subprocess.PIPE,
+            "stderr": subprocess.PIPE,
+            "env": env,
+            "cwd": cwd,
+            "limit": DRAIN_READ,
+            **new_group_kwargs(),
+        }
+        if job.run_as is not None:
+            kwargs.update(user=job.run_as.uid, group=job.run_as.gid, extra_groups=job.run_as.groups)
+        if cmd.shell is not None:
+            if sys.platform == "win32":
+                return await asyncio.create_subprocess_shell(cmd.shell, **kwargs)  # cmd.exe /c
+            return await asyncio.create_subprocess_exec("/bin/sh", "-c", cmd.shell, **kwargs)
+        assert cmd.argv is not None
+        return await asyncio.create_subprocess_exec(*cmd.argv, **kwargs)  # no shell: no injection
+
+    async def _run_process(self, job: _Job) -> CommandResult:
+        cmd = job.command
+        env = minimal_env(cmd.env, job.run_as)
+        cwd = cmd.cwd or await asyncio.to_thread(_default_cwd, job.run_as)
+        if cmd.cwd and not await asyncio.to_thread(os.path.isdir, cmd.cwd):
+            return self._result(cmd, "error", f"cannot start: working directory {cmd.cwd!r} does not exist")
+        try:
+            proc = await self._spawn(job, env, cwd)
+        except OSError as exc:
+            target = "/bin/sh" if cmd.shell is not None else (cmd.argv or ["?"])[0]
+            why = exc.strerror or str(exc)
+            return self._result(cmd, "error", f"cannot start {target!r}: {why}")
+        except (ValueError, subprocess.SubprocessError) as exc:
+            return self._result(cmd, "error", f"cannot start: {exc}")
+        assert proc.stdout is not None and proc.stderr is not None
+        limit = max(0, int(self.settings.max_output))
+        caps = (Capture("stdout", limit), Capture("stderr", limit))
+        pumps = [
+            asyncio.ensure_future(self._pump(job, caps[0], proc.stdout)),
+            asyncio.ensure_future(self._pump(job, caps[1], proc.stderr)),
+        ]
+        eofs = [asyncio.ensure_future(cap.eof.wait()) for cap in caps]
+        exited = asyncio.ensure_future(wait_exit(proc))  # the leader, not its pipes
+        stop = asyncio.ensure_future(job.cancel.wait())
+        status: CommandStatus | None = None
+        sent: int | None = None
+        try:
+            await asyncio.wait(
+                [exited, stop],
+                timeout=max(0.0, job.deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if proc.returncode is None:
+                status = "cancelled" if job.cancel.is_set() else "timeout"
+                sent = await terminate_group(proc, grace=self.grace, also_wait=eofs)
+            else:
+                # The pipes close when the last process holding them exits; a child left running
+                # in the background may still hold them.
+                _, open_pipes = await asyncio.wait(eofs, timeout=self.linger)
+                if open_pipes:
+                    job.note = (
+                        "the command exited but processes it started kept its output open; "
+                        "they were terminated"
+                    )
+                    await terminate_group(proc, grace=self.grace, also_wait=eofs)
+            # Still open now: a process escaped the group (setsid) holding the pipes. Stop reading.
+            _, stuck = await asyncio.wait(eofs, timeout=self.grace)
+            if stuck:
+                for pump, eof in zip(pumps, eofs, strict=True):
+                    if eof in stuck:
+                        pump.cancel()
+                transport = getattr(proc, "_transport", None)
+                if transport is not None:
+                    transport.close()
+            # After EOF a pump only waits for room in the outbox, which drains while online and
+            # drops everything when the connection goes.
+            await asyncio.gather(*pumps, return_exceptions=True)
+            for cap in caps:  # whatever a cancelled pump still held
+                cap.finish()
+                await self._flush(job, cap)
+        except BaseException:
+            kill_group_now(proc)
+            for t in pumps:
+                t.cancel()
+            raise
+        finally:
+            for f in (stop, exited, *eofs):
+                f.cancel()
+        rc = proc.returncode
+        exit_code = rc if rc is not None and rc >= 0 else None
+        signum = -rc if rc is not None and rc < 0 else None
+        if status is None:
+            status = "ok" if rc == 0 else "failed"
+        elif signum is None:
+            signum = sent  # it trapped our signal and exited with a code of its own
+        return CommandResult(
+            command_id=cmd.command_id,
+            status=status,
+            exit_code=exit_code,
+            signal=signum,
+            stdout_bytes=caps[0].total,
+            stderr_bytes=caps[1].total,
+            truncated=caps[0].truncated or caps[1].truncated,
+            message=f"timed out after {job.timeout:g}s" if status == "timeout" else None,
+        )
+
+    async def _pump(self, job: _Job, cap: Capture, reader: asyncio.StreamReader) -> None:
+        """Read one pipe to EOF: keep and send what fits, count the rest, coalesce into chunks."""
+        loop = asyncio.get_running_loop()
+        while True:
+            wait: float | None = None
+            if cap.pending_since is not None:
+                wait = cap.pending_since + self.flush_interval - loop.time()
+                if wait <= 0:
+                    await self._flush(job, cap)
+                    continue
+            # Never more than one chunk pending, so every frame fits max_frame_bytes.
+            size = min(self.chunk_bytes - cap.pending_bytes, cap.room()) if not cap.full else DRAIN_READ
+            try:
+                async with asyncio.timeout(wait):
+                    data = await reader.read(max(size, 1))
+            except TimeoutError:
+                await self._flush(job, cap)
+                continue
+            if not data:
+                cap.eof.set()
+                break
+            cap.feed(data, loop.time())
+            if cap.pending_bytes >= self.chunk_bytes or (cap.full and cap.pending_bytes):
+                await self._flush(job, cap)
+        cap.finish()
+        await self._flush(job, cap)
+
+    async def _flush(self, job: _Job, cap: Capture) -> None:
+        text, nbytes = cap.take()
+        if not text:
+            return
+        frame = CommandOutput(
+            command_id=job.command.command_id,
+            stream="stdout" if cap.name == "stdout" else "stderr",
+            data=text,
+        )
+        if not await self.outbox.put_output(frame):
+            job.undelivered += nbytes
