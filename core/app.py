@@ -121,6 +121,14 @@ def create_app(settings: CoreSettings) -> web.Application:
         for st in list(core.nodes.nodes.values()):
             if st.link is not None:
                 await st.link.close(CloseCode.GOING_AWAY, "core shutting down")
+        # Desktop clients too, or each would hold the shutdown for its whole timeout.
+        await asyncio.gather(
+            *(
+                ws.close(code=CloseCode.GOING_AWAY, message=b"core shutting down")
+                for ws in list(core.clients)
+            ),
+            return_exceptions=True,
+        )
 
     def core_of() -> Core:
         return app[CORE]

@@ -49,9 +49,11 @@ async def client_ws(request: web.Request) -> web.WebSocketResponse:
 
     sub = core.bus.subscribe()
     writer = asyncio.create_task(_pump(ws, sub))
+    core.clients.add(ws)
     try:
         await _serve(core, ws, sub, peer)
     finally:
+        core.clients.discard(ws)
         sub.close()
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):

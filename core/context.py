@@ -31,6 +31,7 @@ class Core:
     commands: Commands
     command_limit: SlidingWindow
     started_at: float = field(default_factory=time.time)
+    clients: set[web.WebSocketResponse] = field(default_factory=set)
 
     def heartbeat_timeout(self, interval: float) -> float:
         """How long a node on this interval may stay silent before it counts as offline."""

@@ -1,0 +1,1 @@
+"""The Server Manager desktop app (Qt via PySide6, asyncio via qasync)."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import aiohttp
 import pytest
 
@@ -84,3 +87,19 @@ async def test_bad_frames_after_auth_get_errors(core_server: RunningCore) -> Non
     assert err.code == "unknown_type"
     snap = await client.subscribe()
     assert snap.nodes == []
+
+
+async def test_shutdown_closes_clients_with_going_away(tmp_path: Path) -> None:
+    server = await RunningCore(tmp_path / "c").start()
+    client = RawClient(server)
+    await client.connect(await server.admin_token())
+    await client.subscribe()
+    assert client.ws is not None
+    # Keep the client session open while the server shuts down.
+    server.http, http = None, server.http
+    stopping = asyncio.create_task(server.stop())
+    msg = await client.ws.receive(timeout=5)
+    assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, p.CloseCode.GOING_AWAY)
+    await stopping
+    assert http is not None
+    await http.close()

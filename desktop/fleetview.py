@@ -1,0 +1,260 @@
+"""The fleet panel: search and filters above a live, sortable table of nodes, with node editing."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QModelIndex, QPoint, Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLineEdit,
+    QMenu,
+    QMessageBox,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.client import CoreError, Session
+from desktop.context import AppContext
+from desktop.dialogs import EditNodeDialog
+from desktop.fleet import Col, FleetFilter, NodeIdRole
+from desktop.themes import icon
+from desktop.widgets import FleetDelegate
+
+VIEWER_HINT = "Your role can only view nodes; editing needs the operator role."
+
+
+class FleetPanel(QWidget):
+    """Everything on the Fleet tab. Takes the app context; the table itself is a plain view."""
+
+    open_node = Signal(int)
+    message = Signal(str)  # a note for the status bar
+
+    def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        self.can_edit = False
+        self.proxy = FleetFilter(self)
+        self.proxy.setSourceModel(ctx.model)
+
+        self.search = QLineEdit()
+        self.search.setObjectName("search")
+        self.search.setPlaceholderText("Search name, group, tag, OS…")
+        self.search.setClearButtonEnabled(True)
+        self.search.addAction(icon("search"), QLineEdit.ActionPosition.LeadingPosition)
+        self.search.textChanged.connect(self.proxy.set_search)
+
+        self.status_filter = QComboBox()
+        self.status_filter.addItem("All statuses", None)
+        self.status_filter.addItem("Online", True)
+        self.status_filter.addItem("Offline", False)
+        self.status_filter.currentIndexChanged.connect(
+            lambda _i: self.proxy.set_status(self.status_filter.currentData())
+        )
+        self.group_filter = QComboBox()
+        self.group_filter.currentIndexChanged.connect(
+            lambda _i: self.proxy.set_group(self.group_filter.currentData())
+        )
+        self.tag_filter = QComboBox()
+        self.tag_filter.currentIndexChanged.connect(
+            lambda _i: self.proxy.set_tag(self.tag_filter.currentData())
+        )
+        for combo in (self.status_filter, self.group_filter, self.tag_filter):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self._fill_facets()
+
+        self.edit_button = QPushButton(icon("edit"), "Edit…")
+        self.edit_button.clicked.connect(self.edit_selected)
+        self.remove_button = QPushButton(icon("remove"), "Remove")
+        self.remove_button.clicked.connect(self.remove_selected)
+
+        bar = QHBoxLayout()
+        bar.addWidget(self.search, 2)
+        bar.addWidget(self.status_filter)
+        bar.addWidget(self.group_filter)
+        bar.addWidget(self.tag_filter)
+        bar.addStretch(1)
+        bar.addWidget(self.edit_button)
+        bar.addWidget(self.remove_button)
+
+        self.table = QTableView()
+        self.table.setObjectName("fleetTable")
+        self.table.setModel(self.proxy)
+        self.table.setItemDelegate(FleetDelegate(self.table))
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(Col.NAME, Qt.SortOrder.AscendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setAlternatingRowColors(True)
+        self.table.setShowGrid(False)
+        self.table.setWordWrap(False)
+        self.table.verticalHeader().hide()
+        self.table.verticalHeader().setDefaultSectionSize(28)
+        header = self.table.horizontalHeader()
+        header.setHighlightSections(False)
+        header.setStretchLastSection(True)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        for col, width in {
+            Col.STATUS: 90,
+            Col.NAME: 150,
+            Col.GROUP: 100,
+            Col.TAGS: 110,
+            Col.OS: 200,
+            Col.CPU: 90,
+            Col.MEM: 90,
+            Col.DISK: 90,
+            Col.NET_IN: 90,
+            Col.NET_OUT: 90,
+            Col.LOAD: 60,
+            Col.UPTIME: 80,
+        }.items():
+            header.resizeSection(col, width)
+        self.table.doubleClicked.connect(self._double_clicked)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._context_menu)
+        self.table.selectionModel().selectionChanged.connect(lambda *_: self._update_buttons())
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.addLayout(bar)
+        layout.addWidget(self.table)
+
+        ctx.model.facets_changed.connect(self._fill_facets)
+        ctx.client.session_changed.connect(self._session_changed)
+        self._session_changed(ctx.client.session)
+
+    # ------------------------------------------------------------ state
+
+    def _session_changed(self, session: Session | None) -> None:
+        self.set_can_edit(session is not None and session.can_edit)
+
+    def set_can_edit(self, can_edit: bool) -> None:
+        self.can_edit = can_edit
+        hint = "" if can_edit else VIEWER_HINT
+        self.edit_button.setToolTip(hint or "Rename, regroup or retag the selected node")
+        self.remove_button.setToolTip(hint or "Remove the selected node and revoke its credential")
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        selected = self.selected_node_id() is not None
+        self.edit_button.setEnabled(self.can_edit and selected)
+        self.remove_button.setEnabled(self.can_edit and selected)
+
+    def _fill_facets(self) -> None:
+        for combo, everything, values in (
+            (self.group_filter, "All groups", self.ctx.model.groups()),
+            (self.tag_filter, "All tags", self.ctx.model.tags()),
+        ):
+            current = combo.currentData()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItem(everything, None)
+            for value in values:
+                combo.addItem(value, value)
+            index = combo.findData(current) if current is not None else 0
+            combo.setCurrentIndex(max(0, index))
+            combo.blockSignals(False)
+            if index < 0:  # the chosen group or tag is gone: show everything again
+                combo.currentIndexChanged.emit(0)
+
+    def selected_node_id(self) -> int | None:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            return None
+        value = rows[0].data(NodeIdRole)
+        return int(value) if value is not None else None
+
+    def select_node(self, node_id: int) -> bool:
+        for row in range(self.proxy.rowCount()):
+            index = self.proxy.index(row, 0)
+            if index.data(NodeIdRole) == node_id:
+                self.table.selectRow(row)
+                return True
+        return False
+
+    # ------------------------------------------------------------ actions
+
+    def _double_clicked(self, index: QModelIndex) -> None:
+        node_id = index.data(NodeIdRole)
+        if node_id is not None:
+            self.open_node.emit(int(node_id))
+
+    def _context_menu(self, pos: QPoint) -> None:
+        index = self.table.indexAt(pos)
+        if not index.isValid():
+            return
+        self.table.selectRow(index.row())
+        menu = QMenu(self)
+        menu.addAction("Open").triggered.connect(lambda: self._double_clicked(index))
+        edit = menu.addAction(icon("edit"), "Edit…")
+        edit.triggered.connect(self.edit_selected)
+        remove = menu.addAction(icon("remove"), "Remove…")
+        remove.triggered.connect(self.remove_selected)
+        edit.setEnabled(self.can_edit)
+        remove.setEnabled(self.can_edit)
+        menu.popup(self.table.viewport().mapToGlobal(pos))
+
+    def edit_selected(self) -> EditNodeDialog | None:
+        node_id = self.selected_node_id()
+        node = self.ctx.model.node(node_id) if node_id is not None else None
+        if node is None or not self.can_edit:
+            return None
+        dialog = EditNodeDialog(node, self.ctx.model.groups(), self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.submitted.connect(
+            lambda nid, name, group, tags: self.ctx.aio.spawn(
+                self._save(dialog, nid, name, group, tags), "edit-node"
+            )
+        )
+        dialog.open()
+        return dialog
+
+    async def _save(
+        self, dialog: EditNodeDialog, node_id: int, name: str, group: str, tags: list[str]
+    ) -> None:
+        try:
+            node = await self.ctx.client.patch_node(node_id, name=name, group=group, tags=tags)
+        except CoreError as exc:
+            dialog.show_error(exc.message)
+            return
+        # The socket will say the same; applying the reply now makes the edit show at once.
+        self.ctx.model.apply_node(node)
+        dialog.accept()
+        self.message.emit(f"Saved {node.name}.")
+
+    def remove_selected(self) -> QMessageBox | None:
+        node_id = self.selected_node_id()
+        node = self.ctx.model.node(node_id) if node_id is not None else None
+        if node is None or not self.can_edit:
+            return None
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "Remove node",
+            f"Remove {node.name}? Its history is deleted and its agent's credential stops working.",
+            QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        remove = box.addButton("Remove", QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.buttonClicked.connect(
+            lambda button: (
+                self.ctx.aio.spawn(self._remove(node.id, node.name), "remove-node")
+                if button is remove
+                else None
+            )
+        )
+        box.open()
+        return box
+
+    async def _remove(self, node_id: int, name: str) -> None:
+        try:
+            await self.ctx.client.delete_node(node_id)
+        except CoreError as exc:
+            self.message.emit(f"Could not remove {name}: {exc.message}")
+            return
+        self.ctx.model.remove_node(node_id)
+        self.message.emit(f"Removed {name}.")

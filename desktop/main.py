@@ -1,0 +1,91 @@
+"""Entry point of `servermanager desktop`: a QApplication, then asyncio on a qasync loop until quit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import qasync
+from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtWidgets import QApplication
+
+from desktop.context import AppContext
+from desktop.themes import icon
+from desktop.window import MainWindow
+
+log = logging.getLogger(__name__)
+
+DEMO_PASSWORD_ENV = "SM_DEMO_PASSWORD"
+
+
+def make_app() -> QApplication:
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
+    configure(app)
+    return app
+
+
+def configure(app: QApplication) -> None:
+    """Names (QSettings' location), icon, and explicit quitting; tests configure their app the same way."""
+    app.setOrganizationName("ServerManager")
+    app.setOrganizationDomain("servermanager.invalid")
+    app.setApplicationName("Server Manager")
+    app.setDesktopFileName("servermanager")
+    app.setWindowIcon(icon("app"))
+    # Closing the window may only hide it (tray); quitting is always an explicit request.
+    app.setQuitOnLastWindowClosed(False)
+
+
+async def run(app: QApplication, args: argparse.Namespace, demo_password: str | None) -> int:
+    quit_event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(*_: object) -> None:
+        loop.call_soon_threadsafe(quit_event.set)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    # Python runs signal handlers only between bytecodes; a idle timer lets it while Qt waits.
+    wake = QTimer()
+    wake.timeout.connect(lambda: None)
+    wake.start(300)
+
+    ctx = AppContext.create(app, QSettings())
+    window = MainWindow(ctx)
+    window.quit_requested.connect(quit_event.set)
+    window.start(core_url=args.core, demo_password=demo_password)
+    try:
+        await quit_event.wait()
+    finally:
+        wake.stop()
+        window.save_state()
+        window.tray.hide()
+        window.hide()
+        await ctx.close()
+        window.deleteLater()
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    # Take the demo password out of the environment at once, so no child process inherits it.
+    demo_password = os.environ.pop(DEMO_PASSWORD_ENV, None) if getattr(args, "demo_login", False) else None
+    if getattr(args, "demo_login", False) and not demo_password:
+        log.warning("--demo-login without %s; asking for the password instead", DEMO_PASSWORD_ENV)
+    app = make_app()
+    # The QApplication must exist before the loop: qasync's loop drives Qt's event loop.
+    with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
+        return runner.run(run(app, args, demo_password))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="servermanager desktop")
+    parser.add_argument("--core")
+    parser.add_argument("--demo-login", action="store_true")
+    sys.exit(main(parser.parse_args()))

@@ -1,0 +1,275 @@
+"""The node view: host facts, current gauges and history charts of one node."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import msgspec
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core import protocol as p
+from desktop.charts import PRESET_RANGES, ChartPanel, ChartRange, preset
+from desktop.client import CoreError
+from desktop.context import AppContext
+from desktop.fleet import NA, fmt_ago, fmt_bytes, fmt_duration, fmt_of, fmt_pct, fmt_rate
+from desktop.widgets import Meter
+
+METER_COLUMNS = 4
+MAX_MOUNTS = 7  # the fullest ones; a host with dozens of mounts would push the charts away
+
+
+def _initial_range(ctx: AppContext) -> ChartRange:
+    key = ctx.settings.get("chart_range")
+    return preset(key) if key in {r.key for r in PRESET_RANGES} else PRESET_RANGES[1]
+
+
+def _when(ts: float | None) -> str:
+    return NA if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+class NodeView(QWidget):
+    """One node in detail; follows the fleet model, so it updates live like the table.
+
+    Facts and gauges take the height they need; the charts get the rest of the tab.
+    """
+
+    def __init__(self, ctx: AppContext, node_id: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        self.node_id = node_id
+        self.core_url = ctx.client.session.url if ctx.client.session else ""
+        self._uptime: float | None = None
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(16, 12, 16, 12)
+        outer.setSpacing(12)
+
+        self.title = QLabel()
+        font = QFont(self.title.font())
+        font.setPointSizeF(font.pointSizeF() * 1.5)
+        font.setBold(True)
+        self.title.setFont(font)
+        self.subtitle = QLabel()
+        self.subtitle.setObjectName("factKey")
+        outer.addWidget(self.title)
+        outer.addWidget(self.subtitle)
+
+        row = QHBoxLayout()
+        row.setSpacing(12)
+        now_box = QGroupBox("Now")
+        self.grid = QGridLayout(now_box)
+        self.grid.setHorizontalSpacing(16)
+        self.grid.setVerticalSpacing(4)
+        self.meters: dict[str, Meter] = {}
+        for i, (key, label) in enumerate(
+            [
+                ("cpu", "CPU"),
+                ("mem", "Memory"),
+                ("swap", "Swap"),
+                ("load", "Load"),
+                ("net_in", "Network in"),
+                ("net_out", "Network out"),
+                ("disk_read", "Disk read"),
+                ("disk_write", "Disk write"),
+                ("procs", "Processes"),
+            ]
+        ):
+            meter = Meter(label)
+            self.meters[key] = meter
+            self.grid.addWidget(meter, i // METER_COLUMNS, i % METER_COLUMNS)
+        # Mounts follow the fixed meters in the same grid, fullest first.
+        self.disk_meters: dict[str, Meter] = {}
+        row.addWidget(now_box, 3)
+
+        host_box = QGroupBox("Host")
+        self.facts = QFormLayout(host_box)
+        self.facts.setLabelAlignment(Qt.AlignmentFlag.AlignLeft)
+        self.facts.setVerticalSpacing(3)
+        self.fact_labels: dict[str, QLabel] = {}
+        for key, label in [
+            ("hostname", "Hostname"),
+            ("os", "System"),
+            ("kernel", "Kernel"),
+            ("cpu", "CPU"),
+            ("mem", "Memory"),
+            ("boot", "Booted"),
+            ("agent", "Agent"),
+            ("enrolled", "Enrolled"),
+        ]:
+            key_label = QLabel(label)
+            key_label.setObjectName("factKey")
+            value = QLabel(NA)
+            value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            value.setWordWrap(True)
+            self.facts.addRow(key_label, value)
+            self.fact_labels[key] = value
+        row.addWidget(host_box, 2)
+        outer.addLayout(row)
+
+        # ---- HISTORY CHARTS -----------------------------------------------------------------
+        # desktop/charts.py (ChartPanel of HistoryChart, dumb pyqtgraph widgets) is placed here by
+        # _build_charts(); it gets history from the core and the live tail from the model.
+        self.charts_box = QGroupBox("History")
+        self.charts_layout = QVBoxLayout(self.charts_box)
+        self._build_charts()
+        outer.addWidget(self.charts_box, 1)
+        # ---- END HISTORY CHARTS -------------------------------------------------------------
+
+        ctx.model.node_changed.connect(self._node_changed)
+        self.refresh()
+
+    def _build_charts(self) -> None:
+        """History from REST for the chosen range, plus the live tail from pushed samples."""
+        self.charts = ChartPanel(dark=self.ctx.themes.dark, initial=_initial_range(self.ctx), columns=3)
+        self.charts.setMinimumHeight(340)
+        self.chart_note = QLabel()
+        self.chart_note.setObjectName("error")
+        self.chart_note.hide()
+        self.charts_layout.addWidget(self.chart_note)
+        self.charts_layout.addWidget(self.charts, 1)
+        self._fields = sorted({f for chart in self.charts.charts.values() for f in chart.fields})
+        self._history: asyncio.Task[None] | None = None
+        self.history_loads = 0  # responses drawn; tests and the screenshot script wait on it
+        self.charts.rangeRequested.connect(self.load_history)
+        self.ctx.themes.theme_changed.connect(self.charts.set_theme)
+        self.ctx.model.sample_received.connect(self._sample)
+        self.load_history(*self.charts.current_request())
+
+    def load_history(self, start: float, end: float, resolution: str) -> None:
+        """Fetch [start, end] at resolution; a newer request supersedes one still in flight."""
+        if self._history is not None:
+            self._history.cancel()
+        self._history = self.ctx.aio.spawn(self._load(start, end, resolution), f"history-{self.node_id}")
+
+    async def _load(self, start: float, end: float, resolution: str) -> None:
+        try:
+            history = await self.ctx.client.history(self.node_id, start, end, resolution, self._fields)
+        except CoreError as exc:
+            self.chart_note.setText(f"History unavailable: {exc.message}")
+            self.chart_note.show()
+            return
+        self.chart_note.hide()
+        # The panel takes the response as the JSON object the core sent ("from", "to", ...).
+        if self.charts.set_history(msgspec.to_builtins(history)):
+            self.history_loads += 1
+
+    def _sample(self, node_id: int, sample: p.Sample) -> None:
+        if node_id == self.node_id:
+            self.charts.append_sample(sample)
+
+    def shutdown(self) -> None:
+        """Stop listening and fetching before the view is deleted."""
+        if self._history is not None:
+            self._history.cancel()
+        for signal, slot in (
+            (self.ctx.model.node_changed, self._node_changed),
+            (self.ctx.model.sample_received, self._sample),
+            (self.ctx.themes.theme_changed, self.charts.set_theme),
+        ):
+            with contextlib.suppress(RuntimeError, TypeError):
+                signal.disconnect(slot)
+
+    @property
+    def node(self) -> p.NodeInfo | None:
+        return self.ctx.model.node(self.node_id)
+
+    def _node_changed(self, node_id: int) -> None:
+        if node_id == self.node_id:
+            self.refresh()
+
+    def refresh(self) -> None:
+        node = self.node
+        if node is None:
+            self.title.setText(self.title.text() or f"Node {self.node_id}")
+            self.subtitle.setText("This node is not in the fleet any more (removed, or not signed in).")
+            for meter in self.meters.values():
+                meter.set_value(None, NA, dim=True)
+            return
+        self.title.setText(node.name)
+        status = "Online" if node.online else f"Offline — last seen {fmt_ago(node.last_seen)}"
+        where = [f"group {node.group}" if node.group else "no group"]
+        if node.tags:
+            where.append("tags " + ", ".join(node.tags))
+        self.subtitle.setText(f"{status}  ·  {'  ·  '.join(where)}  ·  id {node.id}")
+        self._show_metrics(node)
+        self._show_host(node)
+
+    def _show_metrics(self, node: p.NodeInfo) -> None:
+        dim = not node.online
+        m = node.latest.metrics if node.latest is not None else None
+        if m is None:
+            for meter in self.meters.values():
+                meter.set_value(None, "no data yet", dim=True)
+            return
+        set_ = self.meters
+        set_["cpu"].set_value(
+            m.cpu_pct, fmt_pct(m.cpu_pct), detail=f"{len(m.cpu_per_core) or '?'} cores", dim=dim
+        )
+        set_["mem"].set_value(
+            m.mem_pct,
+            fmt_pct(m.mem_pct),
+            detail=fmt_of(m.mem_used, m.mem_total),
+            dim=dim,
+        )
+        if m.swap_total:
+            set_["swap"].set_value(m.swap_pct, fmt_pct(m.swap_pct), detail=fmt_bytes(m.swap_used), dim=dim)
+        else:
+            set_["swap"].set_value(None, "no swap", dim=dim)
+        cores = max(1, len(m.cpu_per_core))
+        # The bar shows the 1-minute load per core: 100 % means every core busy.
+        set_["load"].set_value(
+            min(100.0, m.load1 / cores * 100),
+            f"{m.load1:.2f}",
+            detail=f"{m.load5:.2f} · {m.load15:.2f}",
+            dim=dim,
+        )
+        set_["procs"].set_value(None, str(m.procs), dim=dim)
+        set_["net_in"].set_value(None, fmt_rate(m.net_rx_bps), dim=dim)
+        set_["net_out"].set_value(None, fmt_rate(m.net_tx_bps), dim=dim)
+        set_["disk_read"].set_value(None, fmt_rate(m.disk_read_bps), dim=dim)
+        set_["disk_write"].set_value(None, fmt_rate(m.disk_write_bps), dim=dim)
+        self._show_disks(m.disks, dim)
+        self._uptime = m.uptime
+
+    def _show_disks(self, disks: list[p.DiskUsage], dim: bool) -> None:
+        shown = sorted(disks, key=lambda d: d.pct, reverse=True)[:MAX_MOUNTS]
+        if list(self.disk_meters) != [d.mount for d in shown]:
+            for meter in self.disk_meters.values():
+                self.grid.removeWidget(meter)
+                meter.deleteLater()
+            self.disk_meters = {}
+            for i, disk in enumerate(shown, start=len(self.meters)):
+                meter = Meter(f"Disk {disk.mount}")
+                self.disk_meters[disk.mount] = meter
+                self.grid.addWidget(meter, i // METER_COLUMNS, i % METER_COLUMNS)
+        for disk in shown:
+            self.disk_meters[disk.mount].set_value(
+                disk.pct, fmt_pct(disk.pct), detail=fmt_of(disk.used, disk.total), dim=dim
+            )
+
+    def _show_host(self, node: p.NodeInfo) -> None:
+        h = node.host
+        f = self.fact_labels
+        f["enrolled"].setText(_when(node.created_at))
+        if h is None:
+            return
+        f["hostname"].setText(h.hostname)
+        f["os"].setText(f"{h.os} {h.os_version}")
+        f["kernel"].setText(f"{h.kernel} ({h.arch})")
+        f["cpu"].setText(f"{h.cpu_model} ({h.cpu_count} cores)")
+        f["mem"].setText(fmt_bytes(h.mem_total))
+        up = f" (up {fmt_duration(self._uptime)})" if self._uptime is not None else ""
+        f["boot"].setText(_when(h.boot_time) + up)
+        every = f", every {node.interval:g} s" if node.interval else ""
+        f["agent"].setText(f"{h.agent_version}{every}")

@@ -1,0 +1,282 @@
+"""Screenshots for the docs: a core in-process, simulated nodes, the app in both themes (python -m desktop.screenshots)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import random
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# Without a display, render offscreen; under X11/Wayland the real platform is used.
+if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import aiohttp
+import msgspec
+import qasync
+from aiohttp import web
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication, QWidget
+
+from core import protocol as p
+from core.app import create_app
+from core.settings import CoreSettings
+from desktop.client import LinkState
+from desktop.context import AppContext
+from desktop.fleet import Col
+from desktop.main import make_app
+from desktop.settings import Profile
+from desktop.window import MainWindow
+
+OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+
+# name, group, tags, base cpu %, memory %, disk %, network scale (bytes/s)
+Spec = tuple[str, str, list[str], float, float, float, float]
+FLEET: list[Spec] = [
+    ("web-1", "frontend", ["eu", "prod"], 34.0, 58.0, 41.0, 2.4e6),
+    ("web-2", "frontend", ["eu", "prod"], 41.0, 61.0, 43.0, 2.9e6),
+    ("api-1", "frontend", ["us", "prod"], 63.0, 72.0, 37.0, 5.1e6),
+    ("db-1", "storage", ["eu", "prod"], 22.0, 86.0, 78.0, 9.0e5),
+    ("backup-1", "storage", ["eu"], 8.0, 31.0, 93.0, 3.2e5),
+    ("build-1", "ci", ["runner"], 88.0, 64.0, 55.0, 1.1e6),
+    ("staging-1", "ci", ["staging"], 12.0, 40.0, 22.0, 2.0e5),
+]
+OFFLINE = {"staging-1"}
+HISTORY = 3600.0  # seconds of backfilled history per node
+STEP = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def metrics_at(t: float, cpu: float, mem: float, disk: float, net: float, seed: int) -> p.Metrics:
+    """Plausible readings: slow waves plus noise, so charts have shape."""
+    rnd = random.Random(int(t) * 31 + seed)
+    wave = math.sin(t / 600 + seed) * 0.25 + math.sin(t / 97 + seed * 2) * 0.1
+    c = max(1.0, min(99.0, cpu * (1 + wave) + rnd.uniform(-4, 4)))
+    m = max(5.0, min(97.0, mem + wave * 6 + rnd.uniform(-1, 1)))
+    total = 16 << 30
+    return p.Metrics(
+        cpu_pct=c,
+        cpu_per_core=[max(0.0, min(100.0, c + rnd.uniform(-10, 10))) for _ in range(8)],
+        load1=c / 100 * 8 * 0.9,
+        load5=c / 100 * 8 * 0.8,
+        load15=c / 100 * 8 * 0.7,
+        mem_total=total,
+        mem_used=int(total * m / 100),
+        mem_pct=m,
+        swap_total=4 << 30,
+        swap_used=int((4 << 30) * 0.05),
+        swap_pct=5.0,
+        uptime=t - (time.time() - 12 * 86400 - seed * 7200),
+        procs=180 + seed * 13,
+        disks=[
+            p.DiskUsage(
+                mount="/", fstype="ext4", total=200 << 30, used=int((200 << 30) * disk / 100), pct=disk
+            ),
+            p.DiskUsage(mount="/var/lib", fstype="xfs", total=1 << 40, used=int((1 << 40) * 0.35), pct=35.0),
+        ],
+        disk_read_bps=net * 0.4 * (1 + wave) + rnd.uniform(0, 1e5),
+        disk_write_bps=net * 0.6 * (1 + wave) + rnd.uniform(0, 1e5),
+        disk_read_iops=120.0,
+        disk_write_iops=80.0,
+        nets=[p.NetIface(name="eth0", rx_total=10**12, tx_total=10**11)],
+        net_rx_bps=net * (1 + wave) + rnd.uniform(0, net * 0.1),
+        net_tx_bps=net * 0.4 * (1 + wave) + rnd.uniform(0, net * 0.05),
+    )
+
+
+class SimNode:
+    """A simulated agent on /ws/agent: enrolls, backfills an hour, then sends a sample a second."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, spec: Spec, seed: int) -> None:
+        self.http = http
+        self.url = url
+        self.name, self.group, self.tags, self.cpu, self.mem, self.disk, self.net = spec
+        self.seed = seed
+        self.seq = 0
+        self.node_id = 0
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+
+    def _sample(self, t: float) -> p.Sample:
+        self.seq += 1
+        return p.Sample(
+            seq=self.seq, ts=t, metrics=metrics_at(t, self.cpu, self.mem, self.disk, self.net, self.seed)
+        )
+
+    async def start(self, enroll_token: str) -> None:
+        self.ws = await self.http.ws_connect(self.url.replace("http", "ws") + p.AGENT_WS_PATH)
+        host = p.HostFacts(
+            hostname=self.name,
+            os="Debian GNU/Linux",
+            os_version="12 (bookworm)",
+            kernel="6.1.0-28-amd64",
+            arch="x86_64",
+            cpu_model="AMD EPYC 7302P 16-Core Processor",
+            cpu_count=8,
+            mem_total=16 << 30,
+            agent_version="0.1.0",
+            boot_time=time.time() - 12 * 86400 - self.seed * 7200,
+        )
+        await self.ws.send_bytes(
+            p.encode(p.Hello(protocol=p.PROTOCOL_VERSION, host=host, enroll_token=enroll_token))
+        )
+        welcome = p.decode(p.decoder(p.CoreToAgent), (await self.ws.receive()).data)
+        assert isinstance(welcome, p.Welcome), welcome
+        self.node_id = welcome.node_id
+        now = time.time()
+        t = now - HISTORY
+        batch: list[p.Sample] = []
+        while t < now - 1:
+            batch.append(self._sample(t))
+            t += STEP
+        await self.send(batch)
+
+    async def send(self, samples: list[p.Sample]) -> None:
+        assert self.ws is not None
+        await self.ws.send_bytes(p.encode(p.Samples(samples=samples)))
+        dec = p.decoder(p.CoreToAgent)
+        while True:  # wait for the ack so the samples are stored before anyone looks
+            frame = p.decode(dec, (await self.ws.receive()).data)
+            if isinstance(frame, p.Ack):
+                return
+
+    async def run(self) -> None:
+        while True:
+            await self.send([self._sample(time.time())])
+            await asyncio.sleep(1.0)
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+
+
+async def wait_for(pred: Callable[[], object], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError("screenshot set-up timed out")
+        await asyncio.sleep(0.05)
+
+
+async def settle(seconds: float = 0.4) -> None:
+    """Let layouts, repaints and pyqtgraph's deferred updates happen before grabbing."""
+    await asyncio.sleep(seconds)
+    QApplication.processEvents()
+
+
+def save(widget: QWidget, name: str, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.png"
+    if not widget.grab().save(str(path)):
+        raise RuntimeError(f"could not write {path}")
+    print(f"wrote {path}")
+    return path
+
+
+async def shoot(app: QApplication, workdir: Path, out: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = msgspec.convert(
+        {"data_dir": str(workdir / "core"), "listen": f"127.0.0.1:{port}", "log_level": "WARNING"},
+        CoreSettings,
+    )
+    runner = web.AppRunner(create_app(settings), handle_signals=False, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    http = aiohttp.ClientSession()
+    nodes: list[SimNode] = []
+    feeders: list[asyncio.Task[None]] = []
+    ctx: AppContext | None = None
+    try:
+        password = (workdir / "core" / "initial-admin-password").read_text().strip()
+        async with http.post(
+            url + "/api/v1/auth/login", json={"username": "admin", "password": password}
+        ) as r:
+            admin = (await r.json())["access_token"]
+        auth = {"Authorization": f"Bearer {admin}"}
+        async with http.post(url + "/api/v1/enroll-tokens", json={"uses": len(FLEET)}, headers=auth) as r:
+            enroll = (await r.json())["token"]
+        for seed, spec in enumerate(FLEET):
+            node = SimNode(http, url, spec, seed)
+            await node.start(enroll)
+            async with http.patch(
+                f"{url}/api/v1/nodes/{node.node_id}",
+                json={"group": node.group, "tags": node.tags},
+                headers=auth,
+            ) as r:
+                r.raise_for_status()
+            nodes.append(node)
+        for node in nodes:
+            if node.name in OFFLINE:
+                await node.close()
+            else:
+                feeders.append(asyncio.create_task(node.run()))
+
+        ctx = AppContext.create(app, QSettings(str(workdir / "desktop.ini"), QSettings.Format.IniFormat))
+        window = MainWindow(ctx)
+        window.resize(1400, 860)
+        window.show()
+        await ctx.signin.sign_in(Profile("Production", url, "password", "admin"), password, remember=False)
+        await wait_for(lambda: ctx is not None and ctx.client.state == LinkState.CONNECTED)
+        await wait_for(lambda: ctx is not None and ctx.client.latency_ms is not None)
+        window.fleet.table.sortByColumn(Col.NAME, window.fleet.table.horizontalHeader().sortIndicatorOrder())
+        web1 = next(n for n in nodes if n.name == "api-1")
+        for theme in ("light", "dark"):
+            ctx.settings.set("theme", theme)
+            window.tabs.setCurrentIndex(0)
+            window.fleet.select_node(web1.node_id)
+            await settle()
+            save(window, f"fleet-{theme}", out)
+            view = window.open_node(web1.node_id)
+            await wait_for(lambda: view.history_loads >= 1)  # noqa: B023 - awaited right here
+            await settle(0.8)
+            save(window, f"node-{theme}", out)
+            window.close_node(view.node_id)
+        dialog = window.open_connection()
+        await settle()
+        save(dialog, "connect-" + ctx.settings.get("theme"), out)
+        dialog.reject()
+        settings_dialog = window.open_settings()
+        await settle()
+        save(settings_dialog, "settings-" + ctx.settings.get("theme"), out)
+        settings_dialog.close()
+        window._quitting = True
+        window.close()
+    finally:
+        for task in feeders:
+            task.cancel()
+        await asyncio.gather(*feeders, return_exceptions=True)
+        if ctx is not None:
+            await ctx.close()
+        for node in nodes:
+            await node.close()
+        await http.close()
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m desktop.screenshots", description=__doc__)
+    parser.add_argument("--out", type=Path, default=OUT, help=f"where the PNGs go (default {OUT})")
+    args = parser.parse_args(argv)
+    app = make_app()
+    with (
+        tempfile.TemporaryDirectory(prefix="sm-shots-") as tmp,
+        asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner,
+    ):
+        runner.run(shoot(app, Path(tmp), args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

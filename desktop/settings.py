@@ -1,0 +1,196 @@
+"""Desktop settings: one declarative schema, persisted through QSettings, plus profiles and window state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QObject, QSettings, Signal
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One user setting: the schema the settings dialog is generated from."""
+
+    key: str
+    type: type
+    default: Any
+    description: str
+    # (value, label) pairs when only some values make sense; the dialog shows a combo box.
+    choices: tuple[tuple[Any, str], ...] = ()
+
+    def coerce(self, raw: Any) -> Any:
+        """QSettings hands back strings from INI files; turn them into this setting's type."""
+        if raw is None:
+            return self.default
+        try:
+            if self.type is bool:
+                value: Any = (
+                    raw if isinstance(raw, bool) else str(raw).strip().lower() in ("1", "true", "yes")
+                )
+            else:
+                value = self.type(raw)
+        except (TypeError, ValueError):
+            return self.default
+        if self.choices and value not in {v for v, _ in self.choices}:
+            return self.default
+        return value
+
+
+CHART_RANGES: tuple[tuple[str, str], ...] = (
+    ("live", "Live (5 min)"),
+    ("1h", "1 hour"),
+    ("24h", "24 hours"),
+    ("7d", "7 days"),
+    ("30d", "30 days"),
+)
+
+SCHEMA: tuple[Setting, ...] = (
+    Setting(
+        "theme",
+        str,
+        "system",
+        "Colour theme",
+        (("system", "Follow the system"), ("dark", "Dark"), ("light", "Light")),
+    ),
+    Setting(
+        "refresh_interval",
+        int,
+        10,
+        "While live updates are unavailable, poll the core every",
+        ((0, "Off"), (5, "5 seconds"), (10, "10 seconds"), (15, "15 seconds"), (30, "30 seconds")),
+    ),
+    Setting("notifications", bool, True, "Notify when a node goes offline or comes back"),
+    Setting("start_minimized", bool, False, "Start minimized to the system tray"),
+    Setting("chart_range", str, "1h", "Default range of history charts", CHART_RANGES),
+)
+
+_BY_KEY = {s.key: s for s in SCHEMA}
+
+
+class Settings(QObject):
+    """Typed access to the schema's values; `changed(key, value)` fires on every real change."""
+
+    changed = Signal(str, object)
+
+    def __init__(self, store: QSettings, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+
+    @staticmethod
+    def schema() -> tuple[Setting, ...]:
+        return SCHEMA
+
+    def get(self, key: str) -> Any:
+        spec = _BY_KEY[key]
+        return spec.coerce(self.store.value(f"settings/{key}", spec.default))
+
+    def set(self, key: str, value: Any) -> None:
+        spec = _BY_KEY[key]
+        value = spec.coerce(value)
+        if value == self.get(key):
+            return
+        self.store.setValue(f"settings/{key}", value)
+        self.changed.emit(key, value)
+
+    def reset(self) -> None:
+        for spec in SCHEMA:
+            self.set(spec.key, spec.default)
+
+
+@dataclass
+class Profile:
+    """A core the user connects to. Secrets never live here: tokens go to the OS keyring."""
+
+    name: str
+    url: str
+    auth: str = "password"  # "password" or "token"
+    username: str = ""
+    remember: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def secret_key(self) -> str:
+        """The keyring account name this profile's token is stored under."""
+        who = self.username if self.auth == "password" else "api-token"
+        return f"{who}@{self.url}"
+
+
+class Profiles:
+    """The saved connection profiles and which one was used last."""
+
+    def __init__(self, store: QSettings) -> None:
+        self.store = store
+
+    def all(self) -> list[Profile]:
+        out = []
+        n = self.store.beginReadArray("profiles")
+        for i in range(n):
+            self.store.setArrayIndex(i)
+            out.append(
+                Profile(
+                    name=str(self.store.value("name", "")),
+                    url=str(self.store.value("url", "")),
+                    auth=str(self.store.value("auth", "password")),
+                    username=str(self.store.value("username", "")),
+                    remember=str(self.store.value("remember", "true")).lower() in ("true", "1"),
+                )
+            )
+        self.store.endArray()
+        return [p for p in out if p.name and p.url]
+
+    def save_all(self, profiles: list[Profile]) -> None:
+        self.store.remove("profiles")
+        self.store.beginWriteArray("profiles", len(profiles))
+        for i, prof in enumerate(profiles):
+            self.store.setArrayIndex(i)
+            self.store.setValue("name", prof.name)
+            self.store.setValue("url", prof.url)
+            self.store.setValue("auth", prof.auth)
+            self.store.setValue("username", prof.username)
+            self.store.setValue("remember", prof.remember)
+        self.store.endArray()
+
+    def get(self, name: str) -> Profile | None:
+        return next((p for p in self.all() if p.name == name), None)
+
+    def upsert(self, profile: Profile) -> None:
+        profiles = [p for p in self.all() if p.name != profile.name]
+        profiles.append(profile)
+        self.save_all(sorted(profiles, key=lambda p: p.name.lower()))
+
+    def remove(self, name: str) -> None:
+        self.save_all([p for p in self.all() if p.name != name])
+        if self.last == name:
+            self.store.remove("profiles_last")
+
+    def for_url(self, url: str) -> Profile | None:
+        return next((p for p in self.all() if p.url.rstrip("/") == url.rstrip("/")), None)
+
+    @property
+    def last(self) -> str | None:
+        value = self.store.value("profiles_last")
+        return str(value) if value else None
+
+    @last.setter
+    def last(self, name: str) -> None:
+        self.store.setValue("profiles_last", name)
+
+
+class WindowState:
+    """Window geometry and dock/toolbar state: kept apart from the user's settings."""
+
+    def __init__(self, store: QSettings) -> None:
+        self.store = store
+
+    def load(self) -> tuple[QByteArray | None, QByteArray | None]:
+        geometry = self.store.value("window/geometry")
+        state = self.store.value("window/state")
+        return (
+            geometry if isinstance(geometry, QByteArray) else None,
+            state if isinstance(state, QByteArray) else None,
+        )
+
+    def save(self, geometry: QByteArray, state: QByteArray) -> None:
+        self.store.setValue("window/geometry", geometry)
+        self.store.setValue("window/state", state)

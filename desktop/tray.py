@@ -1,0 +1,166 @@
+"""The system tray: TrayState decides colour, tooltip and notifications; Tray renders it when a tray exists."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QMenu, QSystemTrayIcon
+
+from desktop.client import LinkState
+from desktop.themes import icon
+
+
+class Level(StrEnum):
+    UP = "up"  # connected, every node online
+    DOWN = "down"  # connected, some node offline
+    DISCONNECTED = "disconnected"  # no working link to the core
+
+
+_LIVE = {LinkState.CONNECTED.value, LinkState.POLLING.value}
+
+
+class TrayState(QObject):
+    """Everything the tray shows, computed from the link state, node counts and transitions.
+
+    Pure state: no QSystemTrayIcon here, so it works (and is tested) where no tray exists.
+    Transitions arriving close together are sent as one notification, so a core restart
+    that flips ten nodes does not pop ten bubbles.
+    """
+
+    changed = Signal()  # level or tooltip changed
+    notify = Signal(str, str)  # title, message: a notification to show
+
+    def __init__(self, coalesce_ms: int = 400, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.link = LinkState.IDLE.value
+        self.up = 0
+        self.down = 0
+        self.enabled = True  # the user's "notifications" setting
+        self.paused = False  # the tray menu's "pause notifications"
+        self._pending: list[tuple[str, bool]] = []
+        self._flush = QTimer(self)
+        self._flush.setSingleShot(True)
+        self._flush.setInterval(coalesce_ms)
+        self._flush.timeout.connect(self._send)
+        self.sent: list[tuple[str, str]] = []  # every notification sent, newest last
+
+    @property
+    def level(self) -> Level:
+        if self.link not in _LIVE:
+            return Level.DISCONNECTED
+        return Level.DOWN if self.down else Level.UP
+
+    @property
+    def tooltip(self) -> str:
+        if self.link == LinkState.IDLE.value:
+            return "Server Manager: not signed in"
+        if self.link not in _LIVE:
+            return f"Server Manager: disconnected ({self.link})"
+        text = f"Server Manager: {self.up} online, {self.down} offline"
+        return text + (" (polling)" if self.link == LinkState.POLLING.value else "")
+
+    def set_link(self, state: str) -> None:
+        if state != self.link:
+            self.link = state
+            self.changed.emit()
+
+    def set_counts(self, up: int, down: int) -> None:
+        if (up, down) != (self.up, self.down):
+            self.up, self.down = up, down
+            self.changed.emit()
+
+    def set_enabled(self, enabled: bool) -> None:
+        self.enabled = bool(enabled)
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = bool(paused)
+        if paused:
+            self._pending.clear()
+
+    def node_transition(self, _node_id: int, name: str, online: bool) -> None:
+        """A node went offline or came back: queue a notification unless muted."""
+        if not self.enabled or self.paused:
+            return
+        self._pending.append((name, online))
+        self._flush.start()
+
+    def _send(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        down = [n for n, online in pending if not online]
+        back = [n for n, online in pending if online]
+        if len(pending) == 1:
+            name, online = pending[0]
+            title = f"{name} is back online" if online else f"{name} went offline"
+            message = "It is reporting again." if online else "Server Manager stopped hearing from it."
+        else:
+            title = f"{len(pending)} nodes changed state"
+            parts = []
+            if down:
+                parts.append("Offline: " + ", ".join(down))
+            if back:
+                parts.append("Back online: " + ", ".join(back))
+            message = "\n".join(parts)
+        self.sent.append((title, message))
+        self.notify.emit(title, message)
+
+
+class Tray(QObject):
+    """Renders a TrayState into a QSystemTrayIcon, if the desktop has a tray at all."""
+
+    show_requested = Signal()
+    quit_requested = Signal()
+    pause_toggled = Signal(bool)
+
+    def __init__(self, state: TrayState, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.available = QSystemTrayIcon.isSystemTrayAvailable()
+        self.icon: QSystemTrayIcon | None = None
+        self.pause_action = QAction("Pause notifications", self)
+        self.pause_action.setCheckable(True)
+        self.pause_action.toggled.connect(self._pause)
+        if not self.available:
+            return
+        self.menu = QMenu()
+        show = self.menu.addAction("Show Server Manager")
+        show.triggered.connect(self.show_requested)
+        self.menu.addAction(self.pause_action)
+        self.menu.addSeparator()
+        quit_action = self.menu.addAction("Quit")
+        quit_action.triggered.connect(self.quit_requested)
+        self.icon = QSystemTrayIcon(self)
+        self.icon.setContextMenu(self.menu)
+        self.icon.activated.connect(self._activated)
+        state.changed.connect(self.render)
+        state.notify.connect(self._notify)
+        self.render()
+        self.icon.show()
+
+    def render(self) -> None:
+        if self.icon is None:
+            return
+        self.icon.setIcon(icon(f"tray-{self.state.level.value}"))
+        self.icon.setToolTip(self.state.tooltip)
+
+    def _notify(self, title: str, message: str) -> None:
+        self.show_message(title, message)
+
+    def show_message(self, title: str, message: str) -> None:
+        if self.icon is not None and self.icon.supportsMessages():
+            self.icon.showMessage(title, message, icon(f"tray-{self.state.level.value}"), 8000)
+
+    def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
+        if reason in (QSystemTrayIcon.ActivationReason.Trigger, QSystemTrayIcon.ActivationReason.DoubleClick):
+            self.show_requested.emit()
+
+    def _pause(self, paused: bool) -> None:
+        self.state.set_paused(paused)
+        self.pause_toggled.emit(paused)
+
+    def hide(self) -> None:
+        if self.icon is not None:
+            self.icon.hide()

@@ -1,0 +1,160 @@
+"""Small dumb widgets and painting helpers: in-cell percentage bars, the fleet delegate, meters."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QRectF, QSize, Qt
+from PySide6.QtGui import QColor, QPainter, QPalette, QPen
+from PySide6.QtWidgets import QSizePolicy, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
+
+from desktop.fleet import NA, Col, OnlineRole, PercentRole
+from desktop.themes import BAD, GOOD, MUTED, WARN
+
+Index = QModelIndex | QPersistentModelIndex
+
+
+def level_color(pct: float) -> QColor:
+    """Green below 70 %, amber below 90 %, red above: how worried to be at a glance."""
+    return GOOD if pct < 70 else WARN if pct < 90 else BAD
+
+
+def paint_bar(
+    painter: QPainter, rect: QRect, pct: float | None, text: str, pal: QPalette, *, dim: bool = False
+) -> None:
+    """A rounded track, a fill proportional to pct, and the value text on top."""
+    painter.save()
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    track = QRectF(rect.adjusted(4, 5, -4, -5))
+    base = QColor(pal.color(QPalette.ColorRole.WindowText))
+    base.setAlphaF(0.08)
+    painter.setPen(Qt.PenStyle.NoPen)
+    painter.setBrush(base)
+    painter.drawRoundedRect(track, 3, 3)
+    if pct is not None:
+        fill = QColor(MUTED if dim else level_color(pct))
+        fill.setAlphaF(0.45 if dim else 0.75)
+        width = track.width() * max(0.0, min(100.0, pct)) / 100.0
+        if width > 0:
+            painter.setBrush(fill)
+            painter.drawRoundedRect(QRectF(track.x(), track.y(), width, track.height()), 3, 3)
+    color = pal.color(
+        QPalette.ColorGroup.Disabled if dim else QPalette.ColorGroup.Active, QPalette.ColorRole.Text
+    )
+    painter.setPen(QPen(color))
+    painter.drawText(track.adjusted(4, 0, -4, 0), int(Qt.AlignmentFlag.AlignCenter), text)
+    painter.restore()
+
+
+class FleetDelegate(QStyledItemDelegate):
+    """Paints the fleet table: status dots, percentage bars, and dimmed rows for offline nodes."""
+
+    def initStyleOption(self, option: QStyleOptionViewItem, index: Index) -> None:
+        super().initStyleOption(option, index)
+        if index.data(OnlineRole) is False:
+            # Offline rows read as greyed out, but stay selectable and legible.
+            dim = option.palette.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
+            option.palette.setColor(QPalette.ColorRole.Text, dim)
+            option.palette.setColor(QPalette.ColorRole.HighlightedText, dim.lighter(160))
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: Index) -> None:
+        col = index.column()
+        if col == Col.STATUS:
+            self._paint_status(painter, option, index)
+            return
+        if col in (Col.CPU, Col.MEM, Col.DISK):
+            opt = QStyleOptionViewItem(option)
+            self.initStyleOption(opt, index)
+            opt.text = ""
+            widget = option.widget
+            style = widget.style() if widget is not None else None
+            if style is not None:
+                style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, widget)
+            pct = index.data(PercentRole)
+            paint_bar(
+                painter,
+                option.rect,
+                pct,
+                str(index.data() or ""),
+                option.palette,
+                dim=index.data(OnlineRole) is False,
+            )
+            return
+        super().paint(painter, option, index)
+
+    def _paint_status(self, painter: QPainter, option: QStyleOptionViewItem, index: Index) -> None:
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        online = index.data(OnlineRole) is True
+        rect = opt.rect
+        opt.text = ""
+        widget = opt.widget
+        if widget is not None:
+            widget.style().drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, widget)
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        d = 10
+        dot = QRectF(rect.x() + 8, rect.center().y() - d / 2 + 1, d, d)
+        if online:
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(GOOD)
+        else:
+            painter.setPen(QPen(BAD, 2))
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.drawEllipse(dot.adjusted(1, 1, -1, -1))
+        painter.setPen(opt.palette.color(QPalette.ColorRole.Text))
+        text_rect = rect.adjusted(8 + d + 6, 0, -4, 0)
+        painter.drawText(
+            text_rect,
+            int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft),
+            str(index.data() or ""),
+        )
+        painter.restore()
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: Index) -> QSize:
+        size = super().sizeHint(option, index)
+        if index.column() in (Col.CPU, Col.MEM, Col.DISK):
+            size.setWidth(max(size.width(), 90))
+        if index.column() == Col.STATUS:
+            size.setWidth(size.width() + 24)
+        size.setHeight(max(size.height(), 26))
+        return size
+
+
+class Meter(QWidget):
+    """One gauge of the node view: a label and a detail above a bar with the headline value."""
+
+    def __init__(self, label: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.label = label
+        self.pct: float | None = None
+        self.text = NA
+        self.detail = ""
+        self.dim = False
+        self.setMinimumSize(140, 44)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def set_value(self, pct: float | None, text: str, *, detail: str = "", dim: bool = False) -> None:
+        if (pct, text, detail, dim) != (self.pct, self.text, self.detail, self.dim):
+            self.pct, self.text, self.detail, self.dim = pct, text, detail, dim
+            self.setToolTip(f"{self.label}: {text}" + (f" ({detail})" if detail else ""))
+            self.update()
+
+    def sizeHint(self) -> QSize:
+        return QSize(180, 44)
+
+    def paintEvent(self, _event: object) -> None:
+        painter = QPainter(self)
+        pal = self.palette()
+        painter.setPen(pal.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.WindowText))
+        head = QRect(4, 0, self.width() - 8, 18)
+        left = int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        right = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        metrics = painter.fontMetrics()
+        label_width = metrics.horizontalAdvance(self.label) + 12
+        painter.drawText(head, left, self.label)
+        if self.detail:
+            # The detail gives way (elided) before the label does.
+            room = max(0, head.width() - label_width)
+            detail = metrics.elidedText(self.detail, Qt.TextElideMode.ElideLeft, room)
+            painter.drawText(head, right, detail)
+        paint_bar(painter, QRect(0, 17, self.width(), 27), self.pct, self.text, pal, dim=self.dim)
+        painter.end()

@@ -1,0 +1,327 @@
+"""The main window: fleet and node tabs, toolbar, link status bar, tray, and the dialogs' controller."""
+
+from __future__ import annotations
+
+import logging
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent
+from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget, QToolBar, QToolButton, QWidget
+
+from desktop.client import CoreError, LinkState, Session, normalize_url
+from desktop.context import AppContext
+from desktop.dialogs import ConnectionDialog, SettingsDialog
+from desktop.fleetview import FleetPanel
+from desktop.nodeview import NodeView
+from desktop.secrets import Kept
+from desktop.settings import Profile
+from desktop.themes import icon
+from desktop.tray import Tray, TrayState
+
+log = logging.getLogger(__name__)
+
+LINK_TEXT = {
+    LinkState.IDLE: "Not signed in",
+    LinkState.CONNECTING: "Connecting…",
+    LinkState.CONNECTED: "Live",
+    LinkState.RECONNECTING: "Reconnecting…",
+    LinkState.POLLING: "Polling",
+    LinkState.OFFLINE: "Offline",
+}
+
+
+class MainWindow(QMainWindow):
+    """Owns the panels and opens dialogs; all network work goes through the context's services."""
+
+    quit_requested = Signal()
+
+    def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        self._quitting = False
+        self._told_about_tray = False
+        self.connection_dialog: ConnectionDialog | None = None
+        self.settings_dialog: SettingsDialog | None = None
+        self.node_views: dict[int, NodeView] = {}
+        self.setWindowTitle("Server Manager")
+        self.setWindowIcon(icon("app"))
+        self.resize(1280, 760)
+
+        self.fleet = FleetPanel(ctx)
+        self.fleet.open_node.connect(self.open_node)
+        self.fleet.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.setTabsClosable(True)
+        self.tabs.addTab(self.fleet, "Fleet")
+        self.tabs.tabBar().setTabButton(0, self.tabs.tabBar().ButtonPosition.RightSide, None)
+        self.tabs.tabCloseRequested.connect(self._close_tab)
+        self.setCentralWidget(self.tabs)
+
+        toolbar = QToolBar("Main")
+        toolbar.setObjectName("mainToolbar")
+        toolbar.setMovable(False)
+        toolbar.setIconSize(QSize(18, 18))
+        toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.connect_action = QAction(icon("connect"), "Connect…", self)
+        self.connect_action.triggered.connect(lambda: self.open_connection())
+        self.settings_action = QAction(icon("settings"), "Settings…", self)
+        self.settings_action.triggered.connect(self.open_settings)
+        self.signout_action = QAction(icon("logout"), "Sign out", self)
+        self.signout_action.triggered.connect(self.sign_out)
+        self.signout_action.setEnabled(False)
+        self.quit_action = QAction("Quit", self)
+        self.quit_action.setShortcut("Ctrl+Q")
+        self.quit_action.triggered.connect(self.request_quit)
+        self.addAction(self.quit_action)
+        for action in (self.connect_action, self.settings_action, self.signout_action):
+            toolbar.addAction(action)
+        self.addToolBar(toolbar)
+
+        self.link_icon = QLabel()
+        self.link_label = QLabel()
+        self.link_label.setObjectName("linkStatus")
+        self.retry_button = QToolButton()
+        self.retry_button.setText("Retry now")
+        self.retry_button.setAutoRaise(True)
+        self.retry_button.setToolTip("Try the live connection again without waiting")
+        self.retry_button.clicked.connect(ctx.client.reconnect_now)
+        self.retry_button.hide()
+        self.counts_label = QLabel()
+        self.user_label = QLabel()
+        bar = self.statusBar()
+        bar.addPermanentWidget(self.counts_label)
+        bar.addPermanentWidget(self.user_label)
+        bar.addPermanentWidget(self.retry_button)
+        bar.addPermanentWidget(self.link_icon)
+        bar.addPermanentWidget(self.link_label)
+
+        self.tray_state = TrayState(parent=self)
+        self.tray_state.set_enabled(ctx.settings.get("notifications"))
+        self.tray = Tray(self.tray_state, self)
+        self.tray.show_requested.connect(self.show_normal)
+        self.tray.quit_requested.connect(self.request_quit)
+
+        ctx.client.state_changed.connect(self._link_changed)
+        ctx.client.latency_changed.connect(lambda _ms: self._link_changed(ctx.client.state.value, ""))
+        ctx.client.session_changed.connect(self._session_changed)
+        ctx.model.counts_changed.connect(self._counts_changed)
+        ctx.model.online_changed.connect(self.tray_state.node_transition)
+        ctx.settings.changed.connect(self._setting_changed)
+        ctx.signin.needs_login.connect(lambda message: self.open_connection(message))
+        ctx.signin.signed_out.connect(self._signed_out)
+        ctx.signin.warning.connect(lambda text: self.statusBar().showMessage(text, 15000))
+        self._link_changed(ctx.client.state.value, "")
+        self._counts_changed(*ctx.model.counts())
+        self.restore_state()
+
+    # ------------------------------------------------------------ start-up
+
+    def start(self, core_url: str | None = None, demo_password: str | None = None) -> None:
+        """Show the window (or only the tray) and sign in: demo, kept token, or ask."""
+        if self.ctx.settings.get("start_minimized") and self.tray.available:
+            self.statusBar().showMessage("Started minimized to the tray")
+        else:
+            self.show()
+        self.ctx.aio.spawn(self._startup(core_url, demo_password), "startup")
+
+    async def _startup(self, core_url: str | None, demo_password: str | None) -> None:
+        profiles = self.ctx.profiles
+        if demo_password is not None and core_url:
+            demo = Profile("Demo", normalize_url(core_url), "password", "admin", remember=False)
+            try:
+                await self.ctx.signin.sign_in(demo, demo_password, remember=False, session_only=True)
+            except CoreError as exc:
+                self.open_connection(exc.message, demo.name)
+            return
+        if core_url:
+            profile = profiles.for_url(normalize_url(core_url))
+        else:
+            profile = profiles.get(profiles.last) if profiles.last else None
+        if profile is None:
+            self.open_connection(selected=core_url)
+            return
+        try:
+            session = await self.ctx.signin.resume(profile)
+        except CoreError as exc:
+            self.open_connection(exc.message, profile.name)
+            return
+        if session is None:
+            self.open_connection(selected=profile.name)
+
+    # ------------------------------------------------------------ dialogs
+
+    def open_connection(self, message: str = "", selected: str | None = None) -> ConnectionDialog:
+        if self.connection_dialog is not None:
+            self.connection_dialog.show_error(message)
+            self.connection_dialog.raise_()
+            return self.connection_dialog
+        current = self.ctx.signin.profile
+        secrets = self.ctx.secrets
+        dialog = ConnectionDialog(
+            self.ctx.profiles.all(),
+            selected=selected or (current.name if current else None) or self.ctx.profiles.last,
+            keyring_ok=secrets.persistent,
+            keyring_reason=secrets.unavailable_reason(),
+            message=message,
+            parent=self if self.isVisible() else None,
+        )
+        dialog.submitted.connect(
+            lambda prof, secret, remember, session_only: self.ctx.aio.spawn(
+                self._connect(dialog, prof, secret, remember, session_only), "sign-in"
+            )
+        )
+        dialog.profile_deleted.connect(self._delete_profile)
+        dialog.finished.connect(self._connection_closed)
+        self.connection_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def _connection_closed(self) -> None:
+        if self.connection_dialog is not None:
+            self.connection_dialog.deleteLater()
+        self.connection_dialog = None
+
+    async def _connect(
+        self, dialog: ConnectionDialog, profile: Profile, secret: str, remember: bool, session_only: bool
+    ) -> None:
+        try:
+            await self.ctx.signin.sign_in(profile, secret, remember=remember, session_only=session_only)
+        except CoreError as exc:
+            dialog.show_error(exc.message)
+            return
+        if self.ctx.signin.kept == Kept.SESSION:
+            self.statusBar().showMessage("Signed in; your sign-in is kept until you quit.", 10000)
+        dialog.accept()
+
+    def _delete_profile(self, name: str) -> None:
+        profile = self.ctx.profiles.get(name)
+        self.ctx.profiles.remove(name)
+        if profile is not None:
+            self.ctx.aio.spawn(self.ctx.secrets.delete(profile.secret_key), "forget-profile-token")
+
+    def open_settings(self) -> SettingsDialog:
+        if self.settings_dialog is None:
+            self.settings_dialog = SettingsDialog(self.ctx.settings, self)
+        self.settings_dialog.show()
+        self.settings_dialog.raise_()
+        return self.settings_dialog
+
+    def sign_out(self) -> None:
+        self.ctx.aio.spawn(self._sign_out(), "sign-out")
+
+    async def _sign_out(self) -> None:
+        await self.ctx.signin.sign_out()
+        self.open_connection()
+
+    # ------------------------------------------------------------ node views
+
+    def open_node(self, node_id: int) -> NodeView:
+        view = self.node_views.get(node_id)
+        if view is None:
+            view = NodeView(self.ctx, node_id)
+            self.node_views[node_id] = view
+            node = self.ctx.model.node(node_id)
+            self.tabs.addTab(view, node.name if node else f"Node {node_id}")
+        self.tabs.setCurrentWidget(view)
+        return view
+
+    def close_node(self, node_id: int) -> None:
+        view = self.node_views.get(node_id)
+        if view is not None:
+            self._close_tab(self.tabs.indexOf(view))
+
+    def _close_tab(self, index: int) -> None:
+        view = self.tabs.widget(index)
+        if isinstance(view, NodeView):
+            self.tabs.removeTab(index)
+            self.node_views.pop(view.node_id, None)
+            view.shutdown()
+            view.deleteLater()
+
+    # ------------------------------------------------------------ status
+
+    def _link_changed(self, state: str, detail: str) -> None:
+        link = LinkState(state)
+        text = LINK_TEXT[link]
+        client = self.ctx.client
+        if link == LinkState.CONNECTED and client.latency_ms is not None:
+            ms = client.latency_ms
+            text += f" · {ms:.0f} ms" if ms >= 1 else " · <1 ms"
+        elif link == LinkState.POLLING:
+            text = f"Polling every {client.poll_interval:g} s"
+        self.link_label.setText(text)
+        self.link_icon.setPixmap(
+            icon(f"link-{'idle' if link == LinkState.CONNECTING else link.value}").pixmap(14, 14)
+        )
+        if detail:
+            self.link_label.setToolTip(detail)
+            self.link_icon.setToolTip(detail)
+        self.retry_button.setVisible(link in (LinkState.RECONNECTING, LinkState.POLLING, LinkState.OFFLINE))
+        self.tray_state.set_link(state)
+
+    def _counts_changed(self, up: int, down: int) -> None:
+        self.counts_label.setText(f"{up} online · {down} offline" if up + down else "")
+        self.tray_state.set_counts(up, down)
+
+    def _session_changed(self, session: Session | None) -> None:
+        self.signout_action.setEnabled(session is not None)
+        if session is None:
+            self.user_label.setText("")
+            self.setWindowTitle("Server Manager")
+            return
+        if self.node_views and any(v.core_url != session.url for v in self.node_views.values()):
+            self._signed_out()  # node ids are per core: another core's node 3 is another machine
+        profile = self.ctx.signin.profile
+        where = profile.name if profile else session.url
+        self.user_label.setText(f"{session.user} ({session.role})")
+        self.setWindowTitle(f"Server Manager — {where}")
+
+    def _signed_out(self) -> None:
+        for node_id in list(self.node_views):
+            view = self.node_views.pop(node_id)
+            self.tabs.removeTab(self.tabs.indexOf(view))
+            view.shutdown()
+            view.deleteLater()
+
+    def _setting_changed(self, key: str, value: object) -> None:
+        if key == "notifications":
+            self.tray_state.set_enabled(bool(value))
+
+    # ------------------------------------------------------------ window life
+
+    def show_normal(self) -> None:
+        self.show()
+        self.setWindowState(self.windowState() & ~Qt.WindowState.WindowMinimized)
+        self.raise_()
+        self.activateWindow()
+
+    def restore_state(self) -> None:
+        geometry, state = self.ctx.window_state.load()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state)
+
+    def save_state(self) -> None:
+        self.ctx.window_state.save(self.saveGeometry(), self.saveState())
+
+    def request_quit(self) -> None:
+        self._quitting = True
+        self.save_state()
+        self.tray.hide()
+        self.quit_requested.emit()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.save_state()
+        if not self._quitting and self.tray.available:
+            # With a tray, closing hides: the app keeps watching the fleet.
+            event.ignore()
+            self.hide()
+            if not self._told_about_tray:
+                self._told_about_tray = True
+                self.tray.show_message("Server Manager is still running", "It keeps watching from the tray.")
+            return
+        event.accept()
+        if not self._quitting:
+            self.request_quit()
