@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import secrets
@@ -43,6 +44,7 @@ class Run:
     kept: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
     result: p.CommandResult | None = None
     finished_at: float | None = None
+    finishing: bool = False  # a result is being stored; later ones for this run are ignored
 
     def as_dict(self) -> dict[str, Any]:
         r = self.result
@@ -244,10 +246,13 @@ class Commands:
         self, cmd: LiveCommand, node_id: int, status: str, result: p.CommandResult | None, message: str | None
     ) -> None:
         run = cmd.runs[node_id]
-        run.status = status
-        run.finished_at = time.time()
-        run.result = result or p.CommandResult(command_id=cmd.id, status="error", message=message)
-        r = run.as_dict()
+        if run.finishing:
+            return
+        run.finishing = True
+        final = result or p.CommandResult(command_id=cmd.id, status="error", message=message)
+        # Stored and audited first, shown second: whoever sees the run final also finds its rows.
+        staged = dataclasses.replace(run, status=status, result=final, finished_at=time.time())
+        r = staged.as_dict()
         await self.db.execute(
             "UPDATE command_runs SET status=?, exit_code=?, signal=?, duration=?, stdout=?, stderr=?, stdout_bytes=?, "
             "stderr_bytes=?, truncated=?, message=?, services=?, finished_at=? WHERE command_id=? AND node_id=?",
@@ -263,7 +268,7 @@ class Commands:
                 int(r["truncated"]),
                 message,
                 json.dumps(r["services"]) if r["services"] is not None else None,
-                run.finished_at,
+                staged.finished_at,
                 cmd.id,
                 node_id,
             ),
@@ -278,7 +283,9 @@ class Commands:
             outcome,
             {"command_id": cmd.id, "command": cmd.describe},
         )
-        self.bus.publish(node_id, msgspec.structs.replace(run.result, node_id=node_id, status=status))
+        run.status, run.result, run.finished_at = status, final, staged.finished_at
+        run.finishing = False
+        self.bus.publish(node_id, msgspec.structs.replace(final, node_id=node_id, status=status))
         self._check_done(cmd)
 
     def _check_done(self, cmd: LiveCommand) -> None:
