@@ -9,7 +9,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
-import platformdirs
 
 from core.protocol import AGENT_WS_PATH, DEFAULT_MAX_FRAME_BYTES
 from core.settings import SettingsError, load_settings
@@ -23,6 +22,8 @@ _SCHEMES = {"ws": "ws", "http": "ws", "wss": "wss", "https": "wss"}
 
 
 def default_state_dir() -> str:
+    import platformdirs  # only when no state dir is configured: it costs the agent RSS
+
     return os.path.join(platformdirs.user_state_dir("servermanager"), "agent")
 
 

@@ -8,12 +8,12 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
+import core
 from core import models as m
 from core.auth import Principal, Role, TokenKind
 from core.commands import LiveCommand, TargetError, Targets
@@ -22,10 +22,7 @@ from core.protocol import PROTOCOL_VERSION, SCALAR_FIELDS, ServiceRequest
 
 log = logging.getLogger(__name__)
 
-try:
-    VERSION = version("servermanager")
-except PackageNotFoundError:  # running from a source tree
-    VERSION = "0.0.0+dev"
+VERSION = core.__version__
 
 
 class ApiError(Exception):
