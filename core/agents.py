@@ -91,16 +91,21 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
     session = AgentSession(ws, peer)
     # The core's setting wins when set; otherwise each agent keeps its own interval (never under 1 s).
     node.interval = s.agent_interval or max(1.0, hello.interval)
-    await session.send(
-        p.Welcome(
-            protocol=p.PROTOCOL_VERSION,
-            node_id=node.id,
-            interval=s.agent_interval or None,
-            heartbeat_timeout=core.heartbeat_timeout(node.interval),
-            credential=credential,
-            last_seq=node.last_seq,
+    try:
+        await session.send(
+            p.Welcome(
+                protocol=p.PROTOCOL_VERSION,
+                node_id=node.id,
+                interval=s.agent_interval or None,
+                heartbeat_timeout=core.heartbeat_timeout(node.interval),
+                credential=credential,
+                last_seq=node.last_seq,
+            )
         )
-    )
+    except ConnectionError:
+        # The agent gave up waiting (an overloaded core); it will redial, with the credential if it got one.
+        log.warning("agent %s went away before its welcome (node %d)", peer, node.id)
+        return ws
     await core.nodes.attach(node, session, hello.host, hello.spool_dropped)
     await core.commands.node_online(node)
     try:

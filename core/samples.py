@@ -76,10 +76,14 @@ class SampleStore:
             # Let other agents' batches join this commit: one transaction per tick, not per sample.
             await asyncio.sleep(self.flush_every)
             self._wake.clear()
-            while self._queue:
+            # Commit only what was queued by now; what arrives meanwhile waits for the next tick,
+            # so a busy core makes fewer, larger commits instead of many small ones.
+            pending = len(self._queue)
+            while pending > 0:
                 batch, rows = [], 0
-                while self._queue and rows < self.max_rows:
+                while pending > 0 and rows < self.max_rows:
                     p = self._queue.popleft()
+                    pending -= 1
                     batch.append(p)
                     rows += len(p.samples)
                 await self._commit(batch)
