@@ -176,6 +176,8 @@ class CoreClient(QObject):
     node_updated = Signal(object)  # p.NodeInfo
     node_removed = Signal(int)
     sample = Signal(int, object)  # node id, p.Sample
+    command_output = Signal(object)  # p.CommandOutput (node_id filled in by the core)
+    command_result = Signal(object)  # p.CommandResult
 
     def __init__(
         self,
@@ -427,6 +429,59 @@ class CoreClient(QObject):
         assert result is not None
         return result
 
+    # ------------------------------------------------------------ remote operations
+
+    async def run_command(
+        self, node_ids: list[int], command: str | list[str], timeout: float
+    ) -> m.CommandInfo:
+        """Start a command (a shell string, or an argv list run without a shell) on these nodes."""
+        body = {"targets": {"nodes": node_ids}, "command": command, "timeout": timeout}
+        info = await self._call("POST", "/commands", m.CommandInfo, json=body)
+        assert info is not None
+        return info
+
+    async def command(self, command_id: str) -> m.CommandInfo:
+        info = await self._call("GET", f"/commands/{command_id}", m.CommandInfo)
+        assert info is not None
+        return info
+
+    async def cancel_command(self, command_id: str) -> m.CommandInfo:
+        info = await self._call("POST", f"/commands/{command_id}/cancel", m.CommandInfo)
+        assert info is not None
+        return info
+
+    async def services(self, node_id: int) -> list[p.ServiceInfo]:
+        result = await self._call("GET", f"/nodes/{node_id}/services", m.ServiceList)
+        assert result is not None
+        return result.services
+
+    async def service_action(self, node_id: int, name: str, action: str) -> m.CommandInfo:
+        info = await self._call("POST", f"/nodes/{node_id}/services/{name}/{action}", m.CommandInfo)
+        assert info is not None
+        return info
+
+    async def audit(
+        self,
+        *,
+        user: str | None = None,
+        action: str | None = None,
+        node: int | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        limit: int = 500,
+    ) -> list[m.AuditEntry]:
+        params = {"limit": str(limit)}
+        for key, value in (("user", user), ("action", action), ("node", node)):
+            if value not in (None, ""):
+                params[key] = str(value)
+        if start is not None:
+            params["from"] = f"{start:.3f}"
+        if end is not None:
+            params["to"] = f"{end:.3f}"
+        result = await self._call("GET", "/audit", m.AuditList, params=params)
+        assert result is not None
+        return result.entries
+
     # ------------------------------------------------------------ live socket
 
     @property
@@ -589,6 +644,10 @@ class CoreClient(QObject):
                 self.node_updated.emit(node)
             case p.NodeRemoved(node_id=nid):
                 self.node_removed.emit(nid)
+            case p.CommandOutput():
+                self.command_output.emit(frame)
+            case p.CommandResult():
+                self.command_result.emit(frame)
             case p.Pong(ts=ts):
                 self.latency_ms = max(0.0, (time.monotonic() - ts) * 1000.0)
                 self.latency_changed.emit(self.latency_ms)

@@ -31,6 +31,7 @@ class FleetPanel(QWidget):
     """Everything on the Fleet tab. Takes the app context; the table itself is a plain view."""
 
     open_node = Signal(int)
+    run_command = Signal(list)  # node ids: open the console with these targets
     message = Signal(str)  # a note for the status bar
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
@@ -70,6 +71,8 @@ class FleetPanel(QWidget):
         self.edit_button.clicked.connect(self.edit_selected)
         self.remove_button = QPushButton(icon("remove"), "Remove")
         self.remove_button.clicked.connect(self.remove_selected)
+        self.run_button = QPushButton("Run command…")
+        self.run_button.clicked.connect(self.run_on_selected)
 
         bar = QHBoxLayout()
         bar.addWidget(self.search, 2)
@@ -77,6 +80,7 @@ class FleetPanel(QWidget):
         bar.addWidget(self.group_filter)
         bar.addWidget(self.tag_filter)
         bar.addStretch(1)
+        bar.addWidget(self.run_button)
         bar.addWidget(self.edit_button)
         bar.addWidget(self.remove_button)
 
@@ -87,7 +91,7 @@ class FleetPanel(QWidget):
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(Col.NAME, Qt.SortOrder.AscendingOrder)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setAlternatingRowColors(True)
         self.table.setShowGrid(False)
         self.table.setWordWrap(False)
@@ -139,9 +143,15 @@ class FleetPanel(QWidget):
         self._update_buttons()
 
     def _update_buttons(self) -> None:
-        selected = self.selected_node_id() is not None
-        self.edit_button.setEnabled(self.can_edit and selected)
-        self.remove_button.setEnabled(self.can_edit and selected)
+        count = len(self.selected_node_ids())
+        self.edit_button.setEnabled(self.can_edit and count == 1)
+        self.remove_button.setEnabled(self.can_edit and count == 1)
+        self.run_button.setEnabled(self.can_edit and count > 0)
+        self.run_button.setToolTip(
+            "Run a command on the selected nodes"
+            if self.can_edit
+            else "Running commands needs the operator role."
+        )
 
     def _fill_facets(self) -> None:
         for combo, everything, values in (
@@ -167,6 +177,24 @@ class FleetPanel(QWidget):
         value = rows[0].data(NodeIdRole)
         return int(value) if value is not None else None
 
+    def selected_node_ids(self) -> list[int]:
+        ids = [r.data(NodeIdRole) for r in self.table.selectionModel().selectedRows()]
+        return [int(i) for i in ids if i is not None]
+
+    def select_nodes(self, node_ids: list[int]) -> None:
+        """Select exactly these rows (as Ctrl+click would)."""
+        selection = self.table.selectionModel()
+        selection.clearSelection()
+        flags = selection.SelectionFlag.Select | selection.SelectionFlag.Rows
+        for row in range(self.proxy.rowCount()):
+            index = self.proxy.index(row, 0)
+            if index.data(NodeIdRole) in node_ids:
+                selection.select(index, flags)
+
+    def run_on_selected(self) -> None:
+        if self.can_edit:
+            self.run_command.emit(self.selected_node_ids())
+
     def select_node(self, node_id: int) -> bool:
         for row in range(self.proxy.rowCount()):
             index = self.proxy.index(row, 0)
@@ -186,9 +214,13 @@ class FleetPanel(QWidget):
         index = self.table.indexAt(pos)
         if not index.isValid():
             return
-        self.table.selectRow(index.row())
+        if not self.table.selectionModel().isRowSelected(index.row(), QModelIndex()):
+            self.table.selectRow(index.row())
         menu = QMenu(self)
         menu.addAction("Open").triggered.connect(lambda: self._double_clicked(index))
+        run = menu.addAction("Run command…")
+        run.triggered.connect(self.run_on_selected)
+        run.setEnabled(self.can_edit)
         edit = menu.addAction(icon("edit"), "Edit…")
         edit.triggered.connect(self.edit_selected)
         remove = menu.addAction(icon("remove"), "Remove…")

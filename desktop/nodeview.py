@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -24,6 +25,7 @@ from desktop.charts import PRESET_RANGES, ChartPanel, ChartRange, preset
 from desktop.client import CoreError
 from desktop.context import AppContext
 from desktop.fleet import NA, fmt_ago, fmt_bytes, fmt_duration, fmt_of, fmt_pct, fmt_rate
+from desktop.services import ServicesPanel
 from desktop.widgets import Meter
 
 METER_COLUMNS = 4
@@ -123,8 +125,15 @@ class NodeView(QWidget):
         self.charts_box = QGroupBox("History")
         self.charts_layout = QVBoxLayout(self.charts_box)
         self._build_charts()
-        outer.addWidget(self.charts_box, 1)
         # ---- END HISTORY CHARTS -------------------------------------------------------------
+        # History and Services share the rest of the tab; services load when first shown.
+        self.services = ServicesPanel(ctx, node_id)
+        self.sections = QTabWidget()
+        self.sections.setDocumentMode(True)
+        self.sections.addTab(self.charts_box, "History")
+        self.sections.addTab(self.services, "Services")
+        self.sections.currentChanged.connect(self._section_changed)
+        outer.addWidget(self.sections, 1)
 
         ctx.model.node_changed.connect(self._node_changed)
         self.refresh()
@@ -170,6 +179,7 @@ class NodeView(QWidget):
 
     def shutdown(self) -> None:
         """Stop listening and fetching before the view is deleted."""
+        self.services.shutdown()
         if self._history is not None:
             self._history.cancel()
         for signal, slot in (
@@ -179,6 +189,18 @@ class NodeView(QWidget):
         ):
             with contextlib.suppress(RuntimeError, TypeError):
                 signal.disconnect(slot)
+
+    def show_services(self) -> ServicesPanel:
+        self.sections.setCurrentWidget(self.services)
+        return self.services
+
+    def _section_changed(self, index: int) -> None:
+        if (
+            self.sections.widget(index) is self.services
+            and self.services.loads == 0
+            and not self.services.busy
+        ):
+            self.services.refresh()
 
     @property
     def node(self) -> p.NodeInfo | None:

@@ -150,6 +150,35 @@ class SimNode:
             frame = p.decode(dec, (await self.ws.receive()).data)
             if isinstance(frame, p.Ack):
                 return
+            if isinstance(frame, p.Command):
+                await self.answer(frame)
+
+    async def answer(self, cmd: p.Command) -> None:
+        """Canned output for the console screenshot: a df-like table, and a warning on stderr."""
+        assert self.ws is not None
+        out = (
+            "Filesystem      Size  Used Avail Use% Mounted on\n"
+            f"/dev/sda1        80G   {int(self.disk * 0.8)}G   {80 - int(self.disk * 0.8)}G  {int(self.disk)}% /\n"
+        )
+        chunks = [("stdout", out)]
+        if self.disk > 70:
+            chunks.append(("stderr", f"warning: / is {int(self.disk)}% full\n"))
+        for stream, data in chunks:
+            await self.ws.send_bytes(
+                p.encode(p.CommandOutput(command_id=cmd.command_id, stream=stream, data=data))  # type: ignore[arg-type]
+            )
+        code = 1 if self.disk > 70 else 0
+        await self.ws.send_bytes(
+            p.encode(
+                p.CommandResult(
+                    command_id=cmd.command_id,
+                    status="failed" if code else "ok",
+                    exit_code=code,
+                    duration=0.04,
+                    stdout_bytes=len(out),
+                )
+            )
+        )
 
     async def run(self) -> None:
         while True:
@@ -243,6 +272,17 @@ async def shoot(app: QApplication, workdir: Path, out: Path) -> None:
             await settle(0.8)
             save(window, f"node-{theme}", out)
             window.close_node(view.node_id)
+        storage = [n.node_id for n in nodes if n.group == "storage"]
+        window.fleet.select_nodes(storage)
+        console = window.open_console()
+        assert console is not None
+        console.command.setText("df -h /")
+        console.run()
+        await wait_for(lambda: not console.running and console.command_id is not None)
+        console.tabs.setCurrentIndex(len(storage) - 1)
+        console.command.setText("uptime")
+        await settle()
+        save(window, "console-" + ctx.settings.get("theme"), out)
         dialog = window.open_connection()
         await settle()
         save(dialog, "connect-" + ctx.settings.get("theme"), out)

@@ -8,7 +8,9 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget, QToolBar, QToolButton, QWidget
 
+from desktop.audit import AuditPanel
 from desktop.client import CoreError, LinkState, Session, normalize_url
+from desktop.console import ConsolePanel
 from desktop.context import AppContext
 from desktop.dialogs import ConnectionDialog, SettingsDialog
 from desktop.fleetview import FleetPanel
@@ -43,12 +45,15 @@ class MainWindow(QMainWindow):
         self.connection_dialog: ConnectionDialog | None = None
         self.settings_dialog: SettingsDialog | None = None
         self.node_views: dict[int, NodeView] = {}
+        self.console: ConsolePanel | None = None
+        self.audit: AuditPanel | None = None
         self.setWindowTitle("Server Manager")
         self.setWindowIcon(icon("app"))
         self.resize(1280, 760)
 
         self.fleet = FleetPanel(ctx)
         self.fleet.open_node.connect(self.open_node)
+        self.fleet.run_command.connect(self.open_console)
         self.fleet.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
@@ -70,12 +75,20 @@ class MainWindow(QMainWindow):
         self.signout_action = QAction(icon("logout"), "Sign out", self)
         self.signout_action.triggered.connect(self.sign_out)
         self.signout_action.setEnabled(False)
+        self.console_action = QAction("Console", self)
+        self.console_action.setToolTip("Run a command on the nodes selected in the fleet table")
+        self.console_action.triggered.connect(lambda: self.open_console())
+        self.audit_action = QAction("Audit log", self)
+        self.audit_action.triggered.connect(lambda: self.open_audit())
         self.quit_action = QAction("Quit", self)
         self.quit_action.setShortcut("Ctrl+Q")
         self.quit_action.triggered.connect(self.request_quit)
         self.addAction(self.quit_action)
         for action in (self.connect_action, self.settings_action, self.signout_action):
             toolbar.addAction(action)
+        toolbar.addSeparator()
+        toolbar.addAction(self.console_action)
+        toolbar.addAction(self.audit_action)
         self.addToolBar(toolbar)
 
         self.link_icon = QLabel()
@@ -112,6 +125,7 @@ class MainWindow(QMainWindow):
         ctx.signin.signed_out.connect(self._signed_out)
         ctx.signin.warning.connect(lambda text: self.statusBar().showMessage(text, 15000))
         self._link_changed(ctx.client.state.value, "")
+        self._session_changed(ctx.client.session)
         self._counts_changed(*ctx.model.counts())
         self.restore_state()
 
@@ -226,6 +240,34 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(view)
         return view
 
+    def open_console(self, node_ids: list[int] | None = None) -> ConsolePanel | None:
+        """The console tab, targeting node_ids (default: the fleet table's selection)."""
+        session = self.ctx.client.session
+        if session is None or not session.can_edit:
+            return None
+        if self.console is None:
+            self.console = ConsolePanel(self.ctx)
+            self.console.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+            self.tabs.addTab(self.console, "Console")
+        if node_ids is None:
+            node_ids = self.fleet.selected_node_ids()
+        if node_ids or not self.console.targets:
+            self.console.set_targets(node_ids)
+        self.tabs.setCurrentWidget(self.console)
+        self.console.command.setFocus()
+        return self.console
+
+    def open_audit(self) -> AuditPanel | None:
+        session = self.ctx.client.session
+        if session is None or not session.can_edit:
+            return None
+        if self.audit is None:
+            self.audit = AuditPanel(self.ctx)
+            self.tabs.addTab(self.audit, "Audit log")
+        self.tabs.setCurrentWidget(self.audit)
+        self.audit.refresh()
+        return self.audit
+
     def close_node(self, node_id: int) -> None:
         view = self.node_views.get(node_id)
         if view is not None:
@@ -236,6 +278,14 @@ class MainWindow(QMainWindow):
         if isinstance(view, NodeView):
             self.tabs.removeTab(index)
             self.node_views.pop(view.node_id, None)
+            view.shutdown()
+            view.deleteLater()
+        elif isinstance(view, ConsolePanel | AuditPanel):
+            self.tabs.removeTab(index)
+            if view is self.console:
+                self.console = None
+            if view is self.audit:
+                self.audit = None
             view.shutdown()
             view.deleteLater()
 
@@ -266,6 +316,12 @@ class MainWindow(QMainWindow):
 
     def _session_changed(self, session: Session | None) -> None:
         self.signout_action.setEnabled(session is not None)
+        operator = session is not None and session.can_edit
+        hint = "" if operator or session is None else " (needs the operator role)"
+        self.console_action.setEnabled(operator)
+        self.console_action.setToolTip("Run a command on the nodes selected in the fleet table" + hint)
+        self.audit_action.setEnabled(operator)
+        self.audit_action.setToolTip("Who did what, when" + hint)
         if session is None:
             self.user_label.setText("")
             self.setWindowTitle("Server Manager")

@@ -1,0 +1,177 @@
+"""The audit log: a table model of entries and the panel with user/action/node/time filters."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core import models as m
+from desktop.client import CoreError, Session
+from desktop.context import AppContext
+
+COLUMNS = ("Time", "User", "Action", "Target", "Result", "Detail")
+RANGES = (("Last hour", 3600.0), ("Last 24 hours", 86400.0), ("Last 7 days", 7 * 86400.0), ("All", None))
+VIEWER_HINT = "The audit log needs the operator role."
+
+Index = QModelIndex | QPersistentModelIndex
+
+
+def _detail(detail: dict[str, Any] | None) -> str:
+    if not detail:
+        return ""
+    return json.dumps(detail, ensure_ascii=False, separators=(", ", ": "), default=str)
+
+
+class AuditModel(QAbstractTableModel):
+    """Audit entries, newest first, as the core returns them."""
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.entries: list[m.AuditEntry] = []
+
+    def set_entries(self, entries: list[m.AuditEntry]) -> None:
+        self.beginResetModel()
+        self.entries = list(entries)
+        self.endResetModel()
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.entries)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self.entries):
+            return None
+        e = self.entries[index.row()]
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
+            return (
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts)),
+                e.actor,
+                e.action,
+                e.target or "",
+                e.result,
+                _detail(e.detail),
+            )[index.column()]
+        return None
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return COLUMNS[section] if 0 <= section < len(COLUMNS) else None
+        return None
+
+
+class AuditPanel(QWidget):
+    """The Audit log tab; operators and admins only."""
+
+    def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        self.can_view = False
+        self.loads = 0  # completed loads; tests wait on it
+        self._generation = 0
+        self.model = AuditModel(self)
+
+        self.user = QLineEdit()
+        self.user.setPlaceholderText("User")
+        self.action = QLineEdit()
+        self.action.setPlaceholderText("Action, e.g. command.run")
+        self.node = QLineEdit()
+        self.node.setPlaceholderText("Node id")
+        self.range = QComboBox()
+        for label, seconds in RANGES:
+            self.range.addItem(label, seconds)
+        self.range.setCurrentIndex(1)
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.clicked.connect(self.refresh)
+        for edit in (self.user, self.action, self.node):
+            edit.setClearButtonEnabled(True)
+            edit.returnPressed.connect(self.refresh)
+        self.range.currentIndexChanged.connect(lambda _i: self.refresh())
+        bar = QHBoxLayout()
+        bar.addWidget(self.user)
+        bar.addWidget(self.action)
+        bar.addWidget(self.node)
+        bar.addWidget(self.range)
+        bar.addWidget(self.refresh_button)
+        self.status = QLabel()
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setWordWrap(False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.addLayout(bar)
+        layout.addWidget(self.status)
+        layout.addWidget(self.table, 1)
+
+        ctx.client.session_changed.connect(self._session_changed)
+        self._session_changed(ctx.client.session)
+
+    def _session_changed(self, session: Session | None) -> None:
+        self.can_view = session is not None and session.can_edit
+        for w in (self.user, self.action, self.node, self.range, self.refresh_button):
+            w.setEnabled(self.can_view)
+        if not self.can_view:
+            self.model.set_entries([])
+            self.status.setText(VIEWER_HINT if session is not None else "Not signed in.")
+
+    def refresh(self) -> None:
+        if not self.can_view:
+            return
+        node_text = self.node.text().strip()
+        node: int | None = None
+        if node_text:
+            if not node_text.isdigit():
+                self.status.setText("The node filter takes a node id (a number).")
+                return
+            node = int(node_text)
+        seconds = self.range.currentData()
+        start = time.time() - float(seconds) if seconds is not None else None
+        self._generation += 1
+        self.status.setText("Loading…")
+        self.ctx.aio.spawn(
+            self._load(self._generation, self.user.text().strip(), self.action.text().strip(), node, start),
+            "audit-log",
+        )
+
+    async def _load(
+        self, generation: int, user: str, action: str, node: int | None, start: float | None
+    ) -> None:
+        try:
+            entries = await self.ctx.client.audit(
+                user=user or None, action=action or None, node=node, start=start
+            )
+        except CoreError as exc:
+            if generation == self._generation:
+                self.status.setText(f"Could not load the audit log: {exc.message}")
+                self.loads += 1
+            return
+        if generation != self._generation:
+            return  # a newer request replaced this one
+        self.model.set_entries(entries)
+        self.status.setText(f"{len(entries)} entries")
+        self.loads += 1
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(RuntimeError, TypeError):
+            self.ctx.client.session_changed.disconnect(self._session_changed)
