@@ -12,7 +12,10 @@ async def test_fan_out_to_100_simulated_agents(core_server: RunningCore) -> None
     async with Fleet(core_server.url, await core_server.enroll_token(uses=100), 100, interval=1.0) as fleet:
         assert fleet.enrolled == 100
         status, info = await core_server.request(
-            "POST", "/api/v1/commands", token, json={"targets": {"all": True}, "command": "true", "timeout": 10}
+            "POST",
+            "/api/v1/commands",
+            token,
+            json={"targets": {"all": True}, "command": "true", "timeout": 10},
         )
         assert status == 202
         assert len(info["runs"]) == 100
