@@ -12,6 +12,7 @@ from aiohttp import WSMsgType, web
 from core import protocol as p
 from core.context import CORE, Core
 from core.nodes import EnrollError, NodeState
+from core.sockets import accept_first, refuse
 
 log = logging.getLogger(__name__)
 
@@ -39,36 +40,17 @@ class AgentSession:
             await self.ws.send_str(p.encode_str(frame))
 
 
-async def _refuse(ws: web.WebSocketResponse, peer: str, code: int, reason: str) -> web.WebSocketResponse:
-    log.warning("agent %s refused: %s (close %d)", peer, reason, code)
-    await ws.close(code=code, message=reason.encode()[:120])
-    return ws
-
-
 async def agent_ws(request: web.Request) -> web.WebSocketResponse:
     core = request.app[CORE]
     s = core.settings
     peer = request.remote or "?"
-    ws = web.WebSocketResponse(max_msg_size=s.max_frame_bytes, autoping=True, timeout=5.0)
-    await ws.prepare(request)
-
-    try:
-        msg = await ws.receive(timeout=s.hello_timeout)
-    except TimeoutError:
-        return await _refuse(ws, peer, p.CloseCode.UNAUTHORIZED, f"no hello within {s.hello_timeout:g}s")
-    if msg.type == WSMsgType.ERROR:
-        log.warning("agent %s: %s", peer, msg.data)  # aiohttp already closed it (1009 for oversize)
+    ws, hello = await accept_first(request, f"agent {peer}", _hello, "hello", timeout=5.0)
+    if hello is None:
         return ws
-    if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-        return ws
-    try:
-        hello: p.Hello = p.decode(_hello, msg.data)
-    except p.FrameError as exc:
-        return await _refuse(ws, peer, p.CloseCode.UNAUTHORIZED, f"expected hello: {exc}")
     if hello.protocol != p.PROTOCOL_VERSION:
-        return await _refuse(
+        return await refuse(
             ws,
-            peer,
+            f"agent {peer}",
             p.CloseCode.UNSUPPORTED_PROTOCOL,
             f"protocol {hello.protocol} unsupported, core speaks {p.PROTOCOL_VERSION}",
         )
@@ -78,15 +60,19 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
     if hello.credential:
         node = await core.nodes.by_credential(hello.credential)
         if node is None:
-            return await _refuse(ws, peer, p.CloseCode.UNAUTHORIZED, "unknown or revoked node credential")
+            return await refuse(
+                ws, f"agent {peer}", p.CloseCode.UNAUTHORIZED, "unknown or revoked node credential"
+            )
     elif hello.enroll_token:
         try:
             node, credential = await core.nodes.enroll(hello.enroll_token, hello.host)
         except EnrollError as exc:
-            return await _refuse(ws, peer, p.CloseCode.UNAUTHORIZED, str(exc))
+            return await refuse(ws, f"agent {peer}", p.CloseCode.UNAUTHORIZED, str(exc))
         await core.audit.record("agent@" + peer, "node.enroll", f"node:{node.id}", "ok", {"name": node.name})
     else:
-        return await _refuse(ws, peer, p.CloseCode.UNAUTHORIZED, "hello carries neither credential nor token")
+        return await refuse(
+            ws, f"agent {peer}", p.CloseCode.UNAUTHORIZED, "hello carries neither credential nor token"
+        )
 
     session = AgentSession(ws, peer)
     # The core's setting wins when set; otherwise each agent keeps its own interval (never under 1 s).

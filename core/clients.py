@@ -12,6 +12,7 @@ from core import protocol as p
 from core.auth import TokenKind
 from core.bus import Subscription
 from core.context import CORE, Core
+from core.sockets import accept_first, refuse
 
 log = logging.getLogger(__name__)
 
@@ -19,31 +20,15 @@ _auth = p.decoder(p.Auth)
 _from_client = p.decoder(p.ClientToCore)
 
 
-async def _refuse(ws: web.WebSocketResponse, peer: str, code: int, reason: str) -> web.WebSocketResponse:
-    log.warning("client %s refused: %s (close %d)", peer, reason, code)
-    await ws.close(code=code, message=reason.encode()[:120])
-    return ws
-
-
 async def client_ws(request: web.Request) -> web.WebSocketResponse:
     core = request.app[CORE]
-    s = core.settings
     peer = request.remote or "?"
-    ws = web.WebSocketResponse(max_msg_size=s.max_frame_bytes, autoping=True, heartbeat=30.0)
-    await ws.prepare(request)
-    try:
-        msg = await ws.receive(timeout=s.hello_timeout)
-    except TimeoutError:
-        return await _refuse(ws, peer, p.CloseCode.UNAUTHORIZED, f"no auth within {s.hello_timeout:g}s")
-    if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+    ws, auth = await accept_first(request, f"client {peer}", _auth, "auth", heartbeat=30.0)
+    if auth is None:
         return ws
-    try:
-        auth: p.Auth = p.decode(_auth, msg.data)
-    except p.FrameError as exc:
-        return await _refuse(ws, peer, p.CloseCode.UNAUTHORIZED, f"expected auth: {exc}")
     who = await core.users.resolve(auth.token, (TokenKind.ACCESS, TokenKind.API))
     if who is None:
-        return await _refuse(ws, peer, p.CloseCode.UNAUTHORIZED, "invalid or expired token")
+        return await refuse(ws, f"client {peer}", p.CloseCode.UNAUTHORIZED, "invalid or expired token")
     await ws.send_str(p.encode_str(p.AuthOk(protocol=p.PROTOCOL_VERSION, user=who.name, role=who.role.value)))
     log.info("client %s connected as %s", peer, who.name)
 
