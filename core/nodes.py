@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import msgspec
@@ -42,7 +42,6 @@ class NodeState:
     link: AgentLink | None = None
     last_frame: float = 0.0  # monotonic time of the last frame from the agent
     interval: float | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def online(self) -> bool:
