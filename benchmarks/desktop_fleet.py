@@ -45,7 +45,7 @@ def _api(url: str, path: str, body: object = None, token: str | None = None) -> 
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())  # type: ignore[no-any-return]
+        return json.loads(r.read())
 
 
 def _start_fleet(base: Path, nodes: int, duration: float) -> tuple[str, str, list[subprocess.Popen[bytes]]]:

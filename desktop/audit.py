@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -23,8 +23,8 @@ from PySide6.QtWidgets import (
 from core import models as m
 from desktop.client import CoreError, Session
 from desktop.context import AppContext
+from desktop.tables import RecordsModel
 
-COLUMNS = ("Time", "User", "Action", "Target", "Result", "Detail")
 RANGES = (("Last hour", 3600.0), ("Last 24 hours", 86400.0), ("Last 7 days", 7 * 86400.0), ("All", None))
 VIEWER_HINT = "The audit log needs the operator role."
 
@@ -37,45 +37,20 @@ def _detail(detail: dict[str, Any] | None) -> str:
     return json.dumps(detail, ensure_ascii=False, separators=(", ", ": "), default=str)
 
 
-class AuditModel(QAbstractTableModel):
+class AuditModel(RecordsModel[m.AuditEntry]):
     """Audit entries, newest first, as the core returns them."""
 
-    def __init__(self, parent: Any = None) -> None:
-        super().__init__(parent)
-        self.entries: list[m.AuditEntry] = []
+    columns = (
+        ("Time", lambda e: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts))),
+        ("User", lambda e: e.actor),
+        ("Action", lambda e: e.action),
+        ("Target", lambda e: e.target or ""),
+        ("Result", lambda e: e.result),
+        ("Detail", lambda e: _detail(e.detail)),
+    )
 
     def set_entries(self, entries: list[m.AuditEntry]) -> None:
-        self.beginResetModel()
-        self.entries = list(entries)
-        self.endResetModel()
-
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.entries)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self.entries):
-            return None
-        e = self.entries[index.row()]
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
-            return (
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts)),
-                e.actor,
-                e.action,
-                e.target or "",
-                e.result,
-                _detail(e.detail),
-            )[index.column()]
-        return None
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section] if 0 <= section < len(COLUMNS) else None
-        return None
+        self.set_records(entries)
 
 
 class AuditPanel(QWidget):

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QModelIndex,
     QPersistentModelIndex,
     QSortFilterProxyModel,
@@ -29,49 +27,29 @@ from PySide6.QtWidgets import (
 from core import protocol as p
 from desktop.client import CoreError, Session
 from desktop.context import AppContext
+from desktop.tables import RecordsModel
 
 ACTIONS = ("start", "stop", "restart", "enable", "disable")
-COLUMNS = ("Name", "Active", "Enabled", "Description")
 VIEWER_HINT = "Managing services needs the operator role."
 
 Index = QModelIndex | QPersistentModelIndex
 
 
-class ServicesModel(QAbstractTableModel):
+class ServicesModel(RecordsModel[p.ServiceInfo]):
     """Rows of p.ServiceInfo: name, active, enabled, description."""
 
-    def __init__(self, parent: Any = None) -> None:
-        super().__init__(parent)
-        self.services: list[p.ServiceInfo] = []
+    columns = (
+        ("Name", lambda s: s.name),
+        ("Active", lambda s: s.active),
+        ("Enabled", lambda s: s.enabled or ""),
+        ("Description", lambda s: s.description),
+    )
 
     def set_services(self, services: list[p.ServiceInfo]) -> None:
-        self.beginResetModel()
-        self.services = sorted(services, key=lambda s: s.name)
-        self.endResetModel()
-
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.services)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self.services):
-            return None
-        s = self.services[index.row()]
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
-            return (s.name, s.active, s.enabled or "", s.description)[index.column()]
-        return None
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section] if 0 <= section < len(COLUMNS) else None
-        return None
+        self.set_records(sorted(services, key=lambda s: s.name))
 
     def service(self, row: int) -> p.ServiceInfo | None:
-        return self.services[row] if 0 <= row < len(self.services) else None
+        return self.record(row)
 
 
 class ServicesPanel(QWidget):
