@@ -239,6 +239,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     core_dir, state_dir = base / "core", base / "agent"
     procs: list[subprocess.Popen[bytes]] = []
+    desktop: subprocess.Popen[bytes] | None = None
     try:
         core = subprocess.Popen([*exe, "core", "--data-dir", str(core_dir), "--listen", args.listen], env=env)
         procs.append(core)
@@ -267,20 +268,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "    Ctrl-C stops everything.\n",
             flush=True,
         )
-        desktop = None
-        if not args.no_desktop and _desktop_available():
+        why_not = _why_no_desktop(args)
+        if why_not:
+            print(f"  Not opening the desktop app: {why_not}.\n", flush=True)
+        else:
             # The password travels in the child's environment only: never argv (ps shows it), never a file.
             desktop = subprocess.Popen(
                 [*exe, "desktop", "--core", url, "--demo-login"], env=dict(env, SM_DEMO_PASSWORD=password)
             )
-            procs.append(desktop)
-        while all(p.poll() is None for p in procs):
+        daemons = list(procs)
+        while all(p.poll() is None for p in daemons):
+            if desktop is not None and desktop.poll() is not None:
+                if desktop.returncode == 0:
+                    return 0  # quitting the app ends the demo
+                print(
+                    f"\n  The desktop app exited with code {desktop.returncode}; the core and the agent keep "
+                    "running. Ctrl-C stops them.\n",
+                    flush=True,
+                )
+                desktop = None
             time.sleep(0.5)
-        # Quitting the desktop app ends the demo normally; any other exit is a failure.
-        return 0 if desktop is not None and desktop.returncode == 0 else 1
+        return 1  # the core or the agent died: their logs above say why
     except KeyboardInterrupt:
         return 0
     finally:
+        if desktop is not None:
+            procs.append(desktop)
         for p in reversed(procs):
             if p.poll() is None:
                 p.terminate()
@@ -293,12 +306,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
             shutil.rmtree(base, ignore_errors=True)
 
 
-def _desktop_available() -> bool:
+def _why_no_desktop(args: argparse.Namespace) -> str | None:
+    """Why the demo runs without the app, or None: a headless server should still get core and agent."""
+    if args.no_desktop:
+        return "--no-desktop was given"
     try:
         import desktop.main  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
     except ImportError:
-        return False
-    return True
+        return "it is not installed (pip install 'servermanager[desktop]')"
+    headless = sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")
+    )
+    if headless:
+        return "there is no display (DISPLAY and WAYLAND_DISPLAY are unset)"
+    return None
 
 
 # ---------------------------------------------------------------- parser

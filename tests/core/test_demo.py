@@ -1,0 +1,65 @@
+"""`servermanager demo` on a headless machine: core and agent run, the app is skipped with a reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.core import free_port
+from tests.helpers.procs import CLI
+from tests.helpers.wait import wait_sync
+
+pytestmark = pytest.mark.slow
+
+
+def test_headless_demo_runs_core_and_agent(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        demo = subprocess.Popen(
+            [*CLI, "demo", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "demo")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        password_file = tmp_path / "demo" / "core" / "initial-admin-password"
+        wait_sync(password_file.exists, what="the demo core")
+        url = f"http://127.0.0.1:{port}"
+
+        def node_online() -> bool:
+            login = urllib.request.Request(
+                url + "/api/v1/auth/login",
+                data=json.dumps(
+                    {"username": "admin", "password": password_file.read_text().strip()}
+                ).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(login, timeout=5) as r:
+                    token = json.loads(r.read())["access_token"]
+                req = urllib.request.Request(
+                    url + "/api/v1/nodes", headers={"Authorization": f"Bearer {token}"}
+                )
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    nodes = json.loads(r.read())["nodes"]
+            except OSError:  # the file is written just before the core starts listening
+                return False
+            return bool(nodes) and nodes[0]["online"] and nodes[0]["latest"] is not None
+
+        wait_sync(node_online, what="the demo agent's first sample")
+        assert demo.poll() is None, log.read_text()
+        assert "Not opening the desktop app: there is no display" in log.read_text()
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=30) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
