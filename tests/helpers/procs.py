@@ -24,7 +24,27 @@ def cli(
     return subprocess.run([*CLI, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60)
 
 
-class CoreProcess:
+class Daemon:
+    """A `servermanager` daemon in a subprocess, its output in a log file."""
+
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+class CoreProcess(Daemon):
     """`servermanager core` on a loopback port, its log captured to a file."""
 
     def __init__(self, data_dir: Path, port: int | None = None, **env: str) -> None:
@@ -32,7 +52,6 @@ class CoreProcess:
         self.port = port or free_port()
         self.env = {**os.environ, "SM_CORE_FLUSH_EVERY": "0.01", "SM_CORE_AGENT_INTERVAL": "1", **env}
         self.log_path = data_dir.parent / f"core-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -60,23 +79,10 @@ class CoreProcess:
         except OSError:
             return False
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
-
-    def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=20)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
 
     def api(self, method: str, path: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
@@ -101,7 +107,7 @@ class CoreProcess:
         return str(body["access_token"])
 
 
-class AgentProcess:
+class AgentProcess(Daemon):
     """`servermanager agent` with its own state dir."""
 
     def __init__(
@@ -122,7 +128,6 @@ class AgentProcess:
             str(interval),
         ]
         self.log_path = state_dir.parent / f"agent-{state_dir.name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, uid: int | None = None) -> AgentProcess:
         """uid: run as that (unprivileged) user; the caller must be root."""
@@ -137,16 +142,3 @@ class AgentProcess:
                 extra_groups=[] if uid is not None else None,
             )
         return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=20)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
