@@ -288,6 +288,7 @@ class Connection:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()  # new samples or a freed in-flight slot: the sender may act
         self._send_lock = asyncio.Lock()
+        self.last_sent = 0.0  # monotonic time of the last frame sent, for idle-only pings
 
     # ------------------------------------------------------------ state
 
@@ -382,6 +383,9 @@ class Connection:
                 open_timeout=self.settings.connect_timeout,
                 # One liveness mechanism, the protocol's ping/pong, rather than two.
                 ping_interval=None,
+                # Sample frames are small; per-message deflate would cost a zlib state each way
+                # (hundreds of KB of RSS) and CPU on both ends for little saved bandwidth.
+                compression=None,
                 close_timeout=CLOSE_TIMEOUT,
                 user_agent_header=f"servermanager-agent/{agent_version()}",
                 logger=_ws_log,
@@ -435,6 +439,7 @@ class Connection:
         # Sender, heartbeat and pong replies share the socket; one complete frame at a time.
         async with self._send_lock:
             await ws.send(data, text=True)
+            self.last_sent = time.monotonic()
 
     async def _session(self, ws: ClientConnection) -> None:
         creds = self.credentials
@@ -710,8 +715,11 @@ class _Stream:
         conn = self.conn
         while True:
             await asyncio.sleep(conn.interval)
-            await conn._send(self.ws, encode(Ping(ts=time.time())))
-            conn.stats.pings_sent += 1
+            # Any frame tells the core this agent lives; a ping is only for an agent with nothing
+            # else to say, which halves the frames a streaming fleet sends.
+            if time.monotonic() - conn.last_sent >= conn.interval:
+                await conn._send(self.ws, encode(Ping(ts=time.time())))
+                conn.stats.pings_sent += 1
             if self.inflight:
                 oldest = min(b.sent_at for b in self.inflight.values())
                 limit = max(MIN_ACK_TIMEOUT, conn.dead_after)

@@ -46,9 +46,11 @@ async def run(agents: int, rounds: int) -> list[float]:
                         cid = (await r.json())["id"]
                     while seen < agents:
                         msg = await ws.receive(timeout=60)
-                        frame = p.decode(dec, msg.data)
-                        if isinstance(frame, p.CommandResult) and frame.command_id == cid:
-                            seen += 1
+                        seen += sum(
+                            1
+                            for frame in p.decode_all(dec, msg.data)
+                            if isinstance(frame, p.CommandResult) and frame.command_id == cid
+                        )
                     times.append(time.perf_counter() - t0)
                     info = await core.request("GET", f"/api/v1/commands/{cid}")
                     assert info["status"] == "done", info["status"]

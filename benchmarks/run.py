@@ -419,6 +419,7 @@ class _PushSample(msgspec.Struct):
 class _PushEvent(msgspec.Struct):
     type: str
     sample: _PushSample | None = None
+    frames: list[msgspec.Raw] | None = None  # a batch
 
 
 class PushClient:
@@ -484,12 +485,14 @@ class PushClient:
                 continue
             t = now()
             ev = dec.decode(msg.data)
-            if ev.type == "sample" and ev.sample is not None:
-                self.samples_total += 1
-                if self.recording:
-                    self.events += 1
-                    if len(self.latencies) < 5_000_000:
-                        self.latencies.append(t - ev.sample.ts)
+            events = [dec.decode(raw) for raw in ev.frames] if ev.frames is not None else [ev]
+            for ev in events:
+                if ev.type == "sample" and ev.sample is not None:
+                    self.samples_total += 1
+                    if self.recording:
+                        self.events += 1
+                        if len(self.latencies) < 5_000_000:
+                            self.latencies.append(t - ev.sample.ts)
 
     def begin(self) -> None:
         self.latencies, self.events, self.window_drops, self.recording = [], 0, 0, True
@@ -659,7 +662,7 @@ async def bench_load(args: argparse.Namespace, count: int, workdir: Path) -> dic
                 "--core", core.url, "--token", token, "--count", str(n), "--interval", str(args.interval),
                 "--prefix", f"sim{i}", "--duration", str(upper), "--start-timeout", str(args.start_timeout),
                 "--connect-timeout", str(args.connect_timeout), "--allow-partial",
-                *(["--ping-interval", str(args.ping_interval)] if args.ping_interval is not None else []),
+                "--ping-interval", str(args.ping_interval),
                 "--seed", str(1000 + i),
             ]  # fmt: skip
             proc = await stack.enter_async_context(spawned(cmd, workdir / f"fleet{i}.log", pipes=True))
@@ -670,7 +673,7 @@ async def bench_load(args: argparse.Namespace, count: int, workdir: Path) -> dic
         ready = await asyncio.gather(*(f.expect("ready", args.start_timeout + 30) for f in fleets))
         out["enroll_seconds"] = round(time.monotonic() - t_enroll, 1)
         out["enrolled"] = sum(r["nodes"] for r in ready)
-        out["ping_interval_s"] = args.interval if args.ping_interval is None else args.ping_interval
+        out["ping_interval_s"] = args.ping_interval
         log(f"{count} agents enrolled in {out['enroll_seconds']}s ({[r['enroll_seconds'] for r in ready]}); "
             f"warming up {args.load_warmup:g}s")  # fmt: skip
         await asyncio.sleep(args.load_warmup)
@@ -1200,7 +1203,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--start-timeout", type=float, default=180.0, help="seconds allowed to enroll a fleet")
     ap.add_argument(
-        "--ping-interval", type=float, default=None, help="simulated agents' ping period (default: interval)"
+        "--ping-interval",
+        type=float,
+        default=0.0,
+        help="simulated agents' extra ping period (default 0: none, as a streaming agent sends none)",
     )
     ap.add_argument("--connect-timeout", type=float, default=10.0, help="simulated agents' handshake timeout")
     ap.add_argument("--storage-agents", type=int, default=1000, help="agents of the storage part's own run")

@@ -22,13 +22,44 @@ MAX_BAD_FRAMES = 20
 
 
 class AgentSession:
-    """One live agent socket; the registry closes it when a newer one arrives or the node is deleted."""
+    """One live agent socket; the registry closes it when a newer one arrives or the node is deleted.
+
+    Acks are sent by one task per session, fed by the store's commit loop: no task or future per
+    sample batch, which at thousands of batches a second is a large share of the core's time.
+    """
 
     def __init__(self, ws: web.WebSocketResponse, peer: str) -> None:
         self.ws = ws
         self.peer = peer
-        self.tasks: set[asyncio.Task[None]] = set()
         self.closer: asyncio.Task[bool] | None = None
+        self._acks: list[p.Ack] = []
+        self._acks_ready = asyncio.Event()
+        self.storage_failed = False
+
+    def committed(self, node: NodeState, ack: p.Ack, last_seq: int, exc: BaseException | None) -> None:
+        """The store's verdict on one batch; runs inside the commit loop, so it must not block."""
+        if exc is not None:
+            # Not acknowledged, so the agent keeps them and resends after reconnecting.
+            self.storage_failed = True
+            self._acks_ready.set()
+            return
+        node.last_seq = max(node.last_seq, last_seq)
+        self._acks.append(ack)
+        self._acks_ready.set()
+
+    async def send_acks(self) -> None:
+        """Runs for the life of the session."""
+        while True:
+            await self._acks_ready.wait()
+            self._acks_ready.clear()
+            if self.storage_failed:
+                await self.close(p.CloseCode.INTERNAL_ERROR, "storage error; resend later")
+                return
+            acks, self._acks = self._acks, []
+            # If the socket is gone the agent resends, and the store ignores the duplicates.
+            with contextlib.suppress(ConnectionError):
+                for ack in acks:
+                    await self.send(ack)
 
     async def close(self, code: int, reason: str) -> None:
         """Start the close handshake without waiting for the peer: callers may be other requests."""
@@ -37,14 +68,15 @@ class AgentSession:
 
     async def send(self, frame: p.Frame) -> None:
         if not self.ws.closed:
-            await self.ws.send_str(p.encode_str(frame))
+            await self.ws.send_frame(p.encode(frame), WSMsgType.TEXT)
 
 
 async def agent_ws(request: web.Request) -> web.WebSocketResponse:
     core = request.app[CORE]
     s = core.settings
     peer = request.remote or "?"
-    ws, hello = await accept_first(request, f"agent {peer}", _hello, "hello", timeout=5.0)
+    # No permessage-deflate: small frames gain little, and each socket would hold two zlib states.
+    ws, hello = await accept_first(request, f"agent {peer}", _hello, "hello", timeout=5.0, compress=False)
     if hello is None:
         return ws
     if hello.protocol != p.PROTOCOL_VERSION:
@@ -94,14 +126,14 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
         return ws
     await core.nodes.attach(node, session, hello.host, hello.spool_dropped)
     await core.commands.node_online(node)
+    acker = asyncio.create_task(session.send_acks())
     try:
         await _serve(core, node, session)
     finally:
+        acker.cancel()
         if session.closer is not None:
             await asyncio.gather(session.closer, return_exceptions=True)
-        for t in list(session.tasks):
-            # Let commits already under way finish: their rows are durable either way.
-            await asyncio.gather(t, return_exceptions=True)
+        await asyncio.gather(acker, return_exceptions=True)
         await core.nodes.detach(node, session)
     return ws
 
@@ -109,17 +141,10 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
 async def _serve(core: Core, node: NodeState, session: AgentSession) -> None:
     ws = session.ws
     bad = 0
-    assert node.interval is not None
-    silence = core.heartbeat_timeout(node.interval)
     while not ws.closed:
-        try:
-            msg = await ws.receive(timeout=silence)
-        except TimeoutError:
-            log.warning("node %d silent for %.0fs, closing", node.id, silence)
-            # Offline now: a dead peer never answers the close handshake we are about to wait on.
-            await core.nodes.detach(node, session)
-            await session.close(p.CloseCode.TIMEOUT, "heartbeat timeout")
-            return
+        # No per-frame timeout: Nodes.watchdog closes links that fell silent, which costs one sweep
+        # a tick instead of a timer armed and cancelled for every frame.
+        msg = await ws.receive()
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
             return
         if msg.type == WSMsgType.ERROR:
@@ -180,22 +205,8 @@ async def _on_samples(core: Core, node: NodeState, session: AgentSession, frame:
             core.bus.publish(node.id, p.SampleEvent(node_id=node.id, sample=sample))
     seqs = [x.seq for x in frame.samples]
     ack = p.Ack(upto_seq=max(seqs), from_seq=min(seqs), rejected=rejected)
-    task = asyncio.create_task(_commit_then_ack(core, node, session, accepted, ack))
-    session.tasks.add(task)
-    task.add_done_callback(session.tasks.discard)
-
-
-async def _commit_then_ack(
-    core: Core, node: NodeState, session: AgentSession, accepted: list[p.Sample], ack: p.Ack
-) -> None:
-    try:
-        if accepted:
-            await core.store.store(node.id, accepted)
-            node.last_seq = max(node.last_seq, max(x.seq for x in accepted))
-    except Exception:
-        # Not acknowledged, so the agent keeps them and resends after reconnecting.
-        await session.close(p.CloseCode.INTERNAL_ERROR, "storage error; resend later")
+    if not accepted:
+        session.committed(node, ack, 0, None)
         return
-    # If the socket is gone the agent resends, and the store ignores the duplicates.
-    with contextlib.suppress(ConnectionError):
-        await session.send(ack)
+    last_seq = max(x.seq for x in accepted)
+    core.store.submit(node.id, accepted, lambda exc: session.committed(node, ack, last_seq, exc))

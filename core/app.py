@@ -146,6 +146,11 @@ def create_app(settings: CoreSettings) -> web.Application:
     )
     app.cleanup_ctx.append(_job(lambda: 30.0, lambda: core_of().nodes.persist_last_seen(), "last-seen"))
     app.cleanup_ctx.append(_job(lambda: 1.0, lambda: core_of().commands.sweep(), "command-sweep"))
+    app.cleanup_ctx.append(
+        _job(
+            lambda: 0.25, lambda: core_of().nodes.watchdog(core_of().heartbeat_timeout), "heartbeat-watchdog"
+        )
+    )
     app.cleanup_ctx.append(_job(lambda: 3600.0, lambda: core_of().users.purge_expired(), "token-purge"))
     app.on_shutdown.append(close_sockets)
 

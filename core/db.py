@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from core.protocol import SCALAR_FIELDS
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DB_FILENAME = "servermanager.db"
 ROLLUP_TABLES = {"1m": ("samples_1m", 60_000), "1h": ("samples_1h", 3_600_000)}
@@ -226,8 +228,52 @@ class Database:
             await con.executemany(sql, rows)
 
 
+# Rows per multi-row statement: a power of two whose parameters fit SQLite's variable limit
+# (32766 since 3.32, 999 before) at the widest table, samples_raw's 20 columns.
+MAX_ROWS_PER_STATEMENT = 512 if sqlite3.sqlite_version_info >= (3, 32) else 32
+
+
+@functools.lru_cache(maxsize=256)
+def _values_sql(template: str, ncols: int, nrows: int) -> str:
+    row = "(" + ",".join("?" * ncols) + ")"
+    return template.replace("{values}", ",".join([row] * nrows))
+
+
+def _pieces(n: int) -> list[int]:
+    """Split n rows into full statements plus power-of-two remainders: few distinct SQL texts."""
+    out = [MAX_ROWS_PER_STATEMENT] * (n // MAX_ROWS_PER_STATEMENT)
+    bit = MAX_ROWS_PER_STATEMENT >> 1
+    while bit:
+        if n & bit:
+            out.append(bit)
+        bit >>= 1
+    return out
+
+
+async def execute_values(con: aiosqlite.Connection, template: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Run `template` with "{values}" standing for many "(?, ...)" rows, a statement per chunk.
+
+    executemany steps once per row and sqlite3 gives up the GIL around every step; beside a busy
+    event loop each step then waits for the GIL to come back (up to the switch interval), which
+    turned a 5,000-row commit into seconds. One statement binds a whole chunk under one hold.
+    """
+    if not rows:
+        return
+    ncols = len(rows[0])
+    i = 0
+    for size in _pieces(len(rows)):
+        chunk = rows[i : i + size]
+        i += size
+        await con.execute(_values_sql(template, ncols, size), [v for row in chunk for v in row])
+
+
 class _Transaction:
-    """BEGIN IMMEDIATE .. COMMIT on the writer, rolled back whole on any error."""
+    """BEGIN IMMEDIATE .. COMMIT on the writer, rolled back whole on any error.
+
+    BEGIN, COMMIT and ROLLBACK run to completion even when the awaiting task is cancelled (the
+    core's shutdown cancels its jobs mid-commit): the statement runs in aiosqlite's thread
+    regardless, and a cancelled await must not leave the lock released over an open transaction.
+    """
 
     def __init__(self, con: aiosqlite.Connection, lock: asyncio.Lock) -> None:
         self.con = con
@@ -236,17 +282,37 @@ class _Transaction:
     async def __aenter__(self) -> aiosqlite.Connection:
         await self.lock.acquire()
         try:
-            await self.con.execute("BEGIN IMMEDIATE")
+            await _to_completion(self.con.execute("BEGIN IMMEDIATE"))
         except BaseException:
-            self.lock.release()
+            try:
+                if self.con.in_transaction:
+                    await _to_completion(self.con.execute("ROLLBACK"))
+            finally:
+                self.lock.release()
             raise
         return self.con
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             if exc_type is None:
-                await self.con.execute("COMMIT")
-            else:
-                await self.con.execute("ROLLBACK")
+                try:
+                    await _to_completion(self.con.execute("COMMIT"))
+                except BaseException:
+                    if self.con.in_transaction:
+                        await _to_completion(self.con.execute("ROLLBACK"))
+                    raise
+            elif self.con.in_transaction:
+                await _to_completion(self.con.execute("ROLLBACK"))
         finally:
             self.lock.release()
+
+
+async def _to_completion(aw: Awaitable[T]) -> T:
+    """Await `aw` to its end even if this task is cancelled meanwhile; the cancel is re-raised after."""
+    fut = asyncio.ensure_future(aw)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        if not fut.done():
+            await asyncio.wait({fut})
+        raise

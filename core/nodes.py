@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -149,6 +150,27 @@ class Nodes:
     def seen(self, st: NodeState) -> None:
         st.last_frame = time.monotonic()
         st.last_seen = time.time()
+
+    async def watchdog(self, timeout_for: Callable[[float], float]) -> int:
+        """Take offline every node whose agent fell silent for its heartbeat timeout; returns how many.
+
+        One sweep a tick over the online nodes replaces a receive timer per frame.
+        """
+        now = time.monotonic()
+        silent = [
+            st
+            for st in self.nodes.values()
+            if st.link is not None and now - st.last_frame > timeout_for(st.interval or 1.0)
+        ]
+        for st in silent:
+            link = st.link
+            if link is None:  # an earlier detach in this sweep let another task in
+                continue
+            log.warning("node %d silent for %.1fs, closing", st.id, now - st.last_frame)
+            # Offline first: a dead peer never answers the close handshake started next.
+            await self.detach(st, link)
+            await link.close(CloseCode.TIMEOUT, "heartbeat timeout")
+        return len(silent)
 
     async def persist_last_seen(self) -> None:
         rows = [(st.last_seen, st.id) for st in self.nodes.values() if st.online]

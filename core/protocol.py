@@ -36,6 +36,7 @@ class MsgType(enum.StrEnum):
     NODE_UPDATED = "node_updated"
     NODE_REMOVED = "node_removed"
     SAMPLE = "sample"
+    BATCH = "batch"  # several queued events in one frame, each as it would travel alone
     # both directions
     ERROR = "error"
 
@@ -268,6 +269,18 @@ class SampleEvent(Frame, tag=MsgType.SAMPLE.value):
     sample: Sample
 
 
+class Batch(Frame, tag=MsgType.BATCH.value):
+    """Events that queued up for one client, sent as one frame: a frame per event costs the core a
+    send each, which at fleet scale is most of its time. Order within `frames` is delivery order."""
+
+    frames: list[msgspec.Raw]
+
+
+def batch_bytes(frames: list[bytes]) -> bytes:
+    """A Batch of already-encoded frames, without decoding them again."""
+    return b'{"type":"batch","frames":[' + b",".join(frames) + b"]}"
+
+
 # ---------------------------------------------------------------- remote operations
 
 ServiceAction = Literal["list", "status", "start", "stop", "restart", "enable", "disable"]
@@ -337,6 +350,7 @@ CoreToClient = (
     | NodeUpdated
     | NodeRemoved
     | SampleEvent
+    | Batch
     | CommandOutput
     | CommandResult
     | Ping
@@ -367,7 +381,18 @@ def decoder(union: Any) -> msgspec.json.Decoder[Any]:
     return msgspec.json.Decoder(union)
 
 
-def decode(dec: msgspec.json.Decoder[Any], data: bytes | str) -> Any:
+def decode_all(dec: msgspec.json.Decoder[Any], data: bytes | str) -> list[Any]:
+    """The frames one message carries: itself, or a batch's frames in order (never nested)."""
+    frame = decode(dec, data)
+    if not isinstance(frame, Batch):
+        return [frame]
+    inner = [decode(dec, raw) for raw in frame.frames]
+    if any(isinstance(f, Batch) for f in inner):
+        raise FrameError("invalid_frame", "a batch may not contain a batch")
+    return inner
+
+
+def decode(dec: msgspec.json.Decoder[Any], data: bytes | str | msgspec.Raw) -> Any:
     """Decode one frame, turning every failure into a FrameError with a precise message."""
     try:
         return dec.decode(data)

@@ -6,13 +6,13 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from core.db import ROLLUP_TABLES, Database
+from core.db import ROLLUP_TABLES, Database, execute_values
 from core.protocol import SCALAR_FIELDS, Metrics, Sample, scalar_values
 
 log = logging.getLogger(__name__)
@@ -23,10 +23,10 @@ _COLUMN_FIELDS = tuple(f for f in SCALAR_FIELDS if f in Metrics.__struct_fields_
 _msgpack = msgspec.msgpack.Encoder()
 _unpack = msgspec.msgpack.Decoder(dict[str, Any])
 
-_RAW_INSERT = (
-    f"INSERT OR IGNORE INTO samples_raw (node_id, ts, seq, {', '.join(SCALAR_FIELDS)}, detail) "
-    f"VALUES ({', '.join('?' * (len(SCALAR_FIELDS) + 4))})"
-)
+_RAW_INSERT = f"INSERT OR IGNORE INTO samples_raw (node_id, ts, seq, {', '.join(SCALAR_FIELDS)}, detail) VALUES {{values}}"
+_DIRTY_INSERT = "INSERT OR IGNORE INTO rollup_dirty (res, node_id, ts) VALUES {values}"
+# UPDATE .. FROM (SQLite 3.33+): every node's high-water seq in one statement.
+_LAST_SEQ_UPDATE = "UPDATE nodes SET last_seq = max(last_seq, v.column2) FROM (VALUES {values}) AS v WHERE nodes.id = v.column1"
 
 
 def _to_row(node_id: int, s: Sample) -> tuple[Any, ...]:
@@ -43,11 +43,15 @@ def sample_from_row(seq: int, ts_ms: int, values: Sequence[Any], detail: bytes) 
     return Sample(seq=seq, ts=ts_ms / 1000, metrics=msgspec.convert(metrics, Metrics, strict=False))
 
 
-@dataclass
+# Called once per submitted batch from the commit loop: None once durable, else the failure.
+Done = Callable[[BaseException | None], None]
+
+
+@dataclass(slots=True)
 class _Pending:
     node_id: int
     samples: list[Sample]
-    done: asyncio.Future[None]
+    done: Done
 
 
 class SampleStore:
@@ -62,11 +66,28 @@ class SampleStore:
         self.commits = 0
         self.rows_written = 0
 
+    def submit(self, node_id: int, samples: list[Sample], done: Done) -> None:
+        """Queue samples for the next group commit; `done` hears the outcome.
+
+        A callback rather than a future per batch: at thousands of batches a second the
+        gateway's ack needs no task of its own (see agents.AgentSession).
+        """
+        self._queue.append(_Pending(node_id, samples, done))
+        self._wake.set()
+
     async def store(self, node_id: int, samples: list[Sample]) -> None:
         """Returns once the samples are committed; raises if the commit failed."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(node_id, samples, fut))
-        self._wake.set()
+
+        def done(exc: BaseException | None) -> None:
+            if fut.done():
+                return
+            if exc is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(exc)
+
+        self.submit(node_id, samples, done)
         await fut
 
     async def run(self) -> None:
@@ -108,25 +129,25 @@ class SampleStore:
                 last_seq[p.node_id] = max(last_seq.get(p.node_id, 0), max(s.seq for s in p.samples))
         try:
             async with self.db.transaction() as con:
-                await con.executemany(_RAW_INSERT, rows)
-                await con.executemany(
-                    "INSERT OR IGNORE INTO rollup_dirty (res, node_id, ts) VALUES (?,?,?)", dirty
-                )
-                await con.executemany(
-                    "UPDATE nodes SET last_seq = max(last_seq, ?) WHERE id = ?",
-                    [(seq, nid) for nid, seq in last_seq.items()],
-                )
+                await execute_values(con, _RAW_INSERT, rows)
+                await execute_values(con, _DIRTY_INSERT, list(dirty))
+                await execute_values(con, _LAST_SEQ_UPDATE, list(last_seq.items()))
         except Exception as exc:
             log.exception("sample commit failed (%d rows); agents will resend", len(rows))
-            for p in batch:
-                if not p.done.done():
-                    p.done.set_exception(exc)
+            self._tell(batch, exc)
             return
         self.commits += 1
         self.rows_written += len(rows)
+        self._tell(batch, None)
+
+    @staticmethod
+    def _tell(batch: list[_Pending], exc: BaseException | None) -> None:
         for p in batch:
-            if not p.done.done():
-                p.done.set_result(None)
+            try:
+                p.done(exc)
+            except Exception:
+                # One broken listener must not keep the rest of the batch from hearing.
+                log.exception("sample commit listener failed")
 
     # ------------------------------------------------------------ reads
 

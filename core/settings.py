@@ -163,6 +163,7 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     login_window: float = 300.0
     metrics_auth: bool = True
     commands_per_minute: int = 30
+    uvloop: bool = True
 
     __doc_fields__ = {
         "listen": "HOST:PORT the HTTP and WebSocket server binds",
@@ -186,6 +187,7 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         "login_window": "window for counting failed logins",
         "metrics_auth": "require a bearer token on GET /metrics",
         "commands_per_minute": "commands and service actions one user may start per minute",
+        "uvloop": "run on uvloop's event loop where it is installed (Linux, macOS); false: plain asyncio",
     }
 
     def validate(self) -> None:

@@ -608,7 +608,13 @@ class CoreClient(QObject):
                 if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     break
                 frame = self._decode(msg.data)
-                if frame is not None:
+                if isinstance(frame, p.Batch):
+                    for raw in frame.frames:
+                        inner = self._decode(raw)
+                        # The core never nests batches; one that did would be a broken peer.
+                        if inner is not None and not isinstance(inner, p.Batch):
+                            await self._dispatch(ws, inner)
+                elif frame is not None:
                     await self._dispatch(ws, frame)
             if ws.close_code == p.CloseCode.UNAUTHORIZED:
                 raise _SocketRefused
@@ -619,7 +625,7 @@ class CoreClient(QObject):
                 pinger.cancel()
             await ws.close()
 
-    def _decode(self, data: bytes | str) -> Any:
+    def _decode(self, data: bytes | str | msgspec.Raw) -> Any:
         try:
             return p.decode(self._dec, data)
         except p.FrameError as exc:

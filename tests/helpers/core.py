@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,7 @@ class RawClient:
         self.core = core
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self._dec = p.decoder(p.CoreToClient)
+        self._pending: deque[Any] = deque()
 
     async def connect(self, token: str) -> p.AuthOk:
         assert self.core.http is not None
@@ -256,10 +258,14 @@ class RawClient:
         return await self.recv_type(p.Snapshot)
 
     async def recv(self, timeout: float = 5.0) -> Any:
+        """The next frame, a batch's frames one at a time; the WSMessage once the socket ends."""
         assert self.ws is not None
+        if self._pending:
+            return self._pending.popleft()
         msg = await self.ws.receive(timeout=timeout)
         if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-            return p.decode(self._dec, msg.data)
+            self._pending.extend(p.decode_all(self._dec, msg.data))
+            return self._pending.popleft()
         return msg
 
     async def recv_type(self, cls: type, timeout: float = 5.0, where: Any = None) -> Any:
