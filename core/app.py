@@ -112,6 +112,10 @@ def create_app(settings: CoreSettings) -> web.Application:
         with contextlib.suppress(asyncio.CancelledError):
             await writer
         await store.drain()
+        try:
+            await store.settle()
+        except Exception:  # the head stays queryable and settles on the next start's first rollup
+            log.exception("could not settle the sample head at shutdown")
         await core.nodes.persist_last_seen()
         await db.close()
 

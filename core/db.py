@@ -135,6 +135,17 @@ CREATE TABLE command_runs (
 ) WITHOUT ROWID;
 CREATE INDEX audit_target ON audit(target);
 """,
+    # 4: the head of the raw series, in arrival (time) order; see SampleStore.settle
+    f"""
+CREATE TABLE samples_head (
+    ts INTEGER NOT NULL,
+    node_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    {_RAW_COLS},
+    detail BLOB,
+    PRIMARY KEY (ts, node_id)
+) WITHOUT ROWID;
+""",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

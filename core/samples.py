@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -13,7 +14,7 @@ from typing import Any
 import msgspec
 
 from core.db import ROLLUP_TABLES, Database, execute_values
-from core.protocol import SCALAR_FIELDS, Metrics, Sample, scalar_values
+from core.protocol import SCALAR_FIELDS, Metrics, Sample
 
 log = logging.getLogger(__name__)
 
@@ -23,16 +24,26 @@ _COLUMN_FIELDS = tuple(f for f in SCALAR_FIELDS if f in Metrics.__struct_fields_
 _msgpack = msgspec.msgpack.Encoder()
 _unpack = msgspec.msgpack.Decoder(dict[str, Any])
 
-_RAW_INSERT = f"INSERT OR IGNORE INTO samples_raw (node_id, ts, seq, {', '.join(SCALAR_FIELDS)}, detail) VALUES {{values}}"
+_COLS = f"node_id, ts, seq, {', '.join(SCALAR_FIELDS)}, detail"
+# New rows go to samples_head, clustered by time, so a commit appends to a few pages; samples_raw
+# is clustered by node for history reads, and a commit there would rewrite one page per node.
+# settle() moves the head over in node order, touching each node's page once per run.
+_HEAD_INSERT = f"INSERT OR IGNORE INTO samples_head ({_COLS}) VALUES {{values}}"
+_SETTLE = f"INSERT OR IGNORE INTO samples_raw ({_COLS}) SELECT {_COLS} FROM samples_head ORDER BY node_id, ts"
 _DIRTY_INSERT = "INSERT OR IGNORE INTO rollup_dirty (res, node_id, ts) VALUES {values}"
 # UPDATE .. FROM (SQLite 3.33+): every node's high-water seq in one statement.
 _LAST_SEQ_UPDATE = "UPDATE nodes SET last_seq = max(last_seq, v.column2) FROM (VALUES {values}) AS v WHERE nodes.id = v.column1"
 
 
+# attrgetter fetches many attributes in one C call: this runs for every sample the core receives.
+_scalars = operator.attrgetter(*SCALAR_FIELDS)
+_details = operator.attrgetter(*_DETAIL_FIELDS)
+
+
 def _to_row(node_id: int, s: Sample) -> tuple[Any, ...]:
     m = s.metrics
-    detail = _msgpack.encode({f: getattr(m, f) for f in _DETAIL_FIELDS})
-    return (node_id, round(s.ts * 1000), s.seq, *scalar_values(m), detail)
+    detail = _msgpack.encode(dict(zip(_DETAIL_FIELDS, _details(m), strict=True)))
+    return (node_id, round(s.ts * 1000), s.seq, *_scalars(m), detail)
 
 
 def sample_from_row(seq: int, ts_ms: int, values: Sequence[Any], detail: bytes) -> Sample:
@@ -50,7 +61,8 @@ Done = Callable[[BaseException | None], None]
 @dataclass(slots=True)
 class _Pending:
     node_id: int
-    samples: list[Sample]
+    rows: list[tuple[Any, ...]]
+    last_seq: int
     done: Done
 
 
@@ -72,7 +84,10 @@ class SampleStore:
         A callback rather than a future per batch: at thousands of batches a second the
         gateway's ack needs no task of its own (see agents.AgentSession).
         """
-        self._queue.append(_Pending(node_id, samples, done))
+        # Rows are built here, spread over arrivals, rather than all at once in the commit loop,
+        # which would stall the event loop for the whole batch.
+        rows = [_to_row(node_id, s) for s in samples]
+        self._queue.append(_Pending(node_id, rows, max((s.seq for s in samples), default=0), done))
         self._wake.set()
 
     async def store(self, node_id: int, samples: list[Sample]) -> None:
@@ -106,7 +121,7 @@ class SampleStore:
                     p = self._queue.popleft()
                     pending -= 1
                     batch.append(p)
-                    rows += len(p.samples)
+                    rows += len(p.rows)
                 await self._commit(batch)
 
     async def drain(self) -> None:
@@ -121,15 +136,14 @@ class SampleStore:
         last_seq: dict[int, int] = {}
         step = ROLLUP_TABLES["1m"][1]
         for p in batch:
-            for s in p.samples:
-                row = _to_row(p.node_id, s)
+            for row in p.rows:
                 rows.append(row)
                 dirty.add(("1m", p.node_id, row[1] // step * step))
-            if p.samples:
-                last_seq[p.node_id] = max(last_seq.get(p.node_id, 0), max(s.seq for s in p.samples))
+            if p.rows:
+                last_seq[p.node_id] = max(last_seq.get(p.node_id, 0), p.last_seq)
         try:
             async with self.db.transaction() as con:
-                await execute_values(con, _RAW_INSERT, rows)
+                await execute_values(con, _HEAD_INSERT, rows)
                 await execute_values(con, _DIRTY_INSERT, list(dirty))
                 await execute_values(con, _LAST_SEQ_UPDATE, list(last_seq.items()))
         except Exception as exc:
@@ -152,18 +166,23 @@ class SampleStore:
     # ------------------------------------------------------------ reads
 
     async def latest(self, node_id: int) -> Sample | None:
+        cols = f"seq, ts, {', '.join(SCALAR_FIELDS)}, detail"
         row = await self.db.fetchone(
-            f"SELECT seq, ts, {', '.join(SCALAR_FIELDS)}, detail FROM samples_raw "
-            "WHERE node_id = ? ORDER BY ts DESC LIMIT 1",
-            (node_id,),
+            f"SELECT * FROM (SELECT {cols} FROM samples_head WHERE node_id = ? ORDER BY ts DESC LIMIT 1) "
+            f"UNION ALL SELECT * FROM (SELECT {cols} FROM samples_raw WHERE node_id = ? ORDER BY ts DESC LIMIT 1) "
+            "ORDER BY ts DESC LIMIT 1",
+            (node_id, node_id),
         )
         if row is None:
             return None
         return sample_from_row(row[0], row[1], row[2:-1], row[-1])
 
     async def seqs(self, node_id: int) -> list[int]:
+        """Every stored seq of the node, once each (a resent sample may sit in both tiers until settled)."""
         rows = await self.db.fetchall(
-            "SELECT seq FROM samples_raw WHERE node_id = ? ORDER BY seq", (node_id,)
+            "SELECT seq FROM samples_raw WHERE node_id = ? UNION SELECT seq FROM samples_head WHERE node_id = ? "
+            "ORDER BY seq",
+            (node_id, node_id),
         )
         return [r[0] for r in rows]
 
@@ -173,8 +192,11 @@ class SampleStore:
         """Columnar series: ts plus avg (the value, for raw) and, for rollups, min and max."""
         lo, hi = round(start * 1000), round(end * 1000)
         if resolution == "raw":
-            sql = f"SELECT ts, {', '.join(fields)} FROM samples_raw WHERE node_id = ? AND ts >= ? AND ts <= ? ORDER BY ts"
-            rows = await self.db.fetchall(sql, (node_id, lo, hi))
+            cols = ", ".join(("ts", *fields))
+            where = "WHERE node_id = ? AND ts >= ? AND ts <= ?"
+            # UNION, not UNION ALL: a resent sample can be in both tiers until the next settle.
+            sql = f"SELECT {cols} FROM samples_raw {where} UNION SELECT {cols} FROM samples_head {where} ORDER BY ts"
+            rows = await self.db.fetchall(sql, (node_id, lo, hi) * 2)
             cols = list(zip(*rows, strict=True)) if rows else [()] * (len(fields) + 1)
             return {
                 "ts": [t / 1000 for t in cols[0]],
@@ -194,8 +216,20 @@ class SampleStore:
 
     # ------------------------------------------------------------ background jobs
 
+    async def settle(self) -> int:
+        """Move the head into samples_raw, in node order; returns the rows moved (duplicates dropped)."""
+        async with self.db.transaction() as con:
+            cur = await con.execute(_SETTLE)
+            moved = cur.rowcount
+            await con.execute("DELETE FROM samples_head")
+        return moved
+
     async def rollup(self) -> int:
-        """Recompute every bucket touched since the last run (late backfill included); returns buckets done."""
+        """Recompute every bucket touched since the last run (late backfill included); returns buckets done.
+
+        Settles the head first, so the 1m buckets read complete rows from samples_raw alone.
+        """
+        await self.settle()
         done = 0
         for res, src, parent in (("1m", "raw", "1h"), ("1h", "1m", None)):
             table, step = ROLLUP_TABLES[res]
@@ -258,6 +292,6 @@ class SampleStore:
 
     async def delete_node(self, node_id: int) -> None:
         async with self.db.transaction() as con:
-            for table in ("samples_raw", "samples_1m", "samples_1h"):
+            for table in ("samples_head", "samples_raw", "samples_1m", "samples_1h"):
                 await con.execute(f"DELETE FROM {table} WHERE node_id = ?", (node_id,))
             await con.execute("DELETE FROM rollup_dirty WHERE node_id = ?", (node_id,))

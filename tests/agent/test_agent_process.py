@@ -31,7 +31,12 @@ def core(tmp_path: Path) -> Iterator[CoreProcess]:
 
 def _rows(core: CoreProcess) -> int:
     with sqlite3.connect(f"file:{core.data_dir / DB_FILENAME}?mode=ro", uri=True) as con:
-        return int(con.execute("SELECT count(*) FROM samples_raw").fetchone()[0])
+        # Both tiers: the head holds what the core committed since its last settle.
+        return int(
+            con.execute(
+                "SELECT (SELECT count(*) FROM samples_raw) + (SELECT count(*) FROM samples_head)"
+            ).fetchone()[0]
+        )
 
 
 @contextlib.contextmanager
