@@ -70,6 +70,8 @@ class HistoryQuery(msgspec.Struct, forbid_unknown_fields=True):
     to: float | None = None
     resolution: Resolution = "auto"
     fields: str | None = None
+    # At most this many points per series; adjacent rows are merged (see SampleStore.history).
+    points: Annotated[int, Meta(ge=10, le=100_000)] | None = None
 
 
 class History(msgspec.Struct):
@@ -80,6 +82,7 @@ class History(msgspec.Struct):
     fields: list[str]
     ts: list[float]
     avg: dict[str, list[float | None]]
+    step: float | None = None  # seconds per merged point, when `points` merged rows
     min: dict[str, list[float | None]] | None = None
     max: dict[str, list[float | None]] | None = None
 

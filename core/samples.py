@@ -187,31 +187,77 @@ class SampleStore:
         return [r[0] for r in rows]
 
     async def history(
-        self, node_id: int, start: float, end: float, resolution: str, fields: Sequence[str]
+        self,
+        node_id: int,
+        start: float,
+        end: float,
+        resolution: str,
+        fields: Sequence[str],
+        points: int | None = None,
     ) -> dict[str, Any]:
-        """Columnar series: ts plus avg (the value, for raw) and, for rollups, min and max."""
+        """Columnar series: ts plus avg (the value, for unmerged raw), min and max, and step.
+
+        With `points`, rows are merged into at most that many equal-width buckets: avg weighted
+        by sample count, min of minimums, max of maximums, ts the first row's; step is the bucket
+        width in seconds (None when nothing was merged). A chart is a few
+        thousand pixels wide; 30 days of 1-minute rows for every field is 2 million numbers.
+        """
         lo, hi = round(start * 1000), round(end * 1000)
+        native = ROLLUP_TABLES[resolution][1] if resolution != "raw" else 0
+        width = 0
+        if points:
+            # Whole rollup rows (or seconds, for raw) per bucket, and buckets aligned to the epoch
+            # rather than to `start`, so a chart refreshing its moving window sees stable points.
+            # Aligned buckets can straddle both ends, hence points - 1 spans for at most points.
+            unit = native or 1000
+            width = -(-(hi - lo + 1) // max(1, points - 1))
+            width = -(-width // unit) * unit
+        merge = width > native
         if resolution == "raw":
             cols = ", ".join(("ts", *fields))
             where = "WHERE node_id = ? AND ts >= ? AND ts <= ?"
             # UNION, not UNION ALL: a resent sample can be in both tiers until the next settle.
-            sql = f"SELECT {cols} FROM samples_raw {where} UNION SELECT {cols} FROM samples_head {where} ORDER BY ts"
-            rows = await self.db.fetchall(sql, (node_id, lo, hi) * 2)
-            cols = list(zip(*rows, strict=True)) if rows else [()] * (len(fields) + 1)
-            return {
-                "ts": [t / 1000 for t in cols[0]],
-                "avg": {f: list(cols[i + 1]) for i, f in enumerate(fields)},
-            }
-        table = ROLLUP_TABLES[resolution][0]
-        exprs = ", ".join(f"{f}_avg, {f}_min, {f}_max" for f in fields)
-        sql = f"SELECT ts, {exprs} FROM {table} WHERE node_id = ? AND ts >= ? AND ts <= ? ORDER BY ts"
-        rows = await self.db.fetchall(sql, (node_id, lo, hi))
-        cols = list(zip(*rows, strict=True)) if rows else [()] * (3 * len(fields) + 1)
-        out: dict[str, Any] = {"ts": [t / 1000 for t in cols[0]], "avg": {}, "min": {}, "max": {}}
+            src = f"SELECT {cols} FROM samples_raw {where} UNION SELECT {cols} FROM samples_head {where}"
+            params: tuple[Any, ...] = (node_id, lo, hi) * 2
+            if not merge:
+                rows = await self.db.fetchall(src + " ORDER BY ts", params)
+                data = list(zip(*rows, strict=True)) if rows else [()] * (len(fields) + 1)
+                return {
+                    "ts": [t / 1000 for t in data[0]],
+                    "avg": {f: list(data[i + 1]) for i, f in enumerate(fields)},
+                    "step": None,
+                }
+            exprs = ", ".join(f"avg({f}), min({f}), max({f})" for f in fields)
+        else:
+            table = ROLLUP_TABLES[resolution][0]
+            src = f"SELECT * FROM {table} WHERE node_id = ? AND ts >= ? AND ts <= ?"
+            params = (node_id, lo, hi)
+            if merge:
+                # Weight each row's mean by its sample count, as the 1h rollup does.
+                exprs = ", ".join(
+                    f"sum({f}_avg * cnt) / nullif(sum(CASE WHEN {f}_avg IS NULL THEN 0 ELSE cnt END), 0), "
+                    f"min({f}_min), max({f}_max)"
+                    for f in fields
+                )
+            else:
+                exprs = ", ".join(f"{f}_avg, {f}_min, {f}_max" for f in fields)
+        if merge:
+            sql = f"SELECT min(ts), {exprs} FROM ({src}) GROUP BY ts / ? ORDER BY 1"
+            rows = await self.db.fetchall(sql, (*params, width))
+        else:
+            rows = await self.db.fetchall(f"SELECT ts, {exprs} FROM ({src}) ORDER BY ts", params)
+        data = list(zip(*rows, strict=True)) if rows else [()] * (3 * len(fields) + 1)
+        out: dict[str, Any] = {
+            "ts": [t / 1000 for t in data[0]],
+            "avg": {},
+            "min": {},
+            "max": {},
+            "step": width / 1000 if merge else None,
+        }
         for i, f in enumerate(fields):
-            out["avg"][f] = list(cols[1 + 3 * i])
-            out["min"][f] = list(cols[2 + 3 * i])
-            out["max"][f] = list(cols[3 + 3 * i])
+            out["avg"][f] = list(data[1 + 3 * i])
+            out["min"][f] = list(data[2 + 3 * i])
+            out["max"][f] = list(data[3 + 3 * i])
         return out
 
     # ------------------------------------------------------------ background jobs

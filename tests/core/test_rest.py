@@ -201,6 +201,24 @@ async def test_history_raw_after_ack(core_server: RunningCore) -> None:
     assert node["latest"]["seq"] == 10 and node["online"] is True
 
 
+async def test_history_points_caps_the_answer(core_server: RunningCore) -> None:
+    agent = RawAgent(core_server)
+    welcome = await agent.hello(token=await core_server.enroll_token())
+    now = time.time()
+    await agent.send_samples(agent.make(60, ts=now - 60, cpu=10.0))
+    token = await core_server.admin_token()
+    base = f"/api/v1/nodes/{welcome.node_id}/metrics?from={now - 61}&to={now}&resolution=raw&fields=cpu_pct"
+    status, body = await core_server.request("GET", base + "&points=10", token)
+    assert status == 200, body
+    assert 1 <= len(body["ts"]) <= 10 and body["step"] >= 6.0
+    assert body["avg"]["cpu_pct"] == [10.0] * len(body["ts"])
+    assert body["min"]["cpu_pct"] == body["max"]["cpu_pct"] == [10.0] * len(body["ts"])
+    status, body = await core_server.request("GET", base, token)
+    assert len(body["ts"]) == 60 and body.get("step") is None
+    status, body = await core_server.request("GET", base + "&points=5", token)
+    assert status == 400 and "points" in body["error"]["message"]
+
+
 async def test_openapi_is_generated_from_models(core_server: RunningCore) -> None:
     status, _ = await core_server.request("GET", "/api/v1/openapi.json")
     assert status == 401

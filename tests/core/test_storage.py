@@ -129,7 +129,32 @@ async def test_retention_per_resolution(store: SampleStore) -> None:
         "avg": {"cpu_pct": []},
         "min": {"cpu_pct": []},
         "max": {"cpu_pct": []},
+        "step": None,
     }
+
+
+async def test_points_merge_rows_exactly(store: SampleStore) -> None:
+    t0 = 1_700_000_040.0 - (1_700_000_040.0 % 3600)
+    # Four minutes: 60 samples at cpu 10, 30 at cpu 40, 60 at 0..59, 60 at 90.
+    await _write(store, 1, _samples(t0, 60, 1.0, cpu=[10.0] * 60))
+    await _write(store, 1, _samples(t0 + 60, 30, 2.0, cpu=[40.0] * 30, seq0=61))
+    await _write(store, 1, _samples(t0 + 120, 60, 1.0, cpu=[float(i) for i in range(60)], seq0=91))
+    await _write(store, 1, _samples(t0 + 180, 60, 1.0, cpu=[90.0] * 60, seq0=151))
+    await store.rollup()
+    full = await store.history(1, t0, t0 + 239, "1m", ["cpu_pct"])
+    assert len(full["ts"]) == 4 and full["step"] is None
+    # Two points of two minutes each: avg weighted by sample count, min of mins, max of maxes.
+    two = await store.history(1, t0, t0 + 239, "1m", ["cpu_pct"], points=3)
+    assert two["ts"] == [t0, t0 + 120]
+    assert two["step"] == 120.0
+    assert two["avg"]["cpu_pct"] == pytest.approx([(60 * 10 + 30 * 40) / 90, (60 * 29.5 + 60 * 90) / 120])
+    assert two["min"]["cpu_pct"] == [10.0, 0.0]
+    assert two["max"]["cpu_pct"] == [40.0, 90.0]
+    # More points than rows asks for nothing to merge: the rows come back as stored.
+    assert await store.history(1, t0, t0 + 239, "1m", ["cpu_pct"], points=100) == full
+    # Raw rows merge too, into avg/min/max of the raw values.
+    raw = await store.history(1, t0, t0 + 59.999, "raw", ["cpu_pct"], points=2)
+    assert raw["ts"] == [t0] and raw["avg"]["cpu_pct"] == [10.0] and raw["max"]["cpu_pct"] == [10.0]
 
 
 def _tier_counts(store: SampleStore) -> tuple[int, int]:
