@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import getpass
+import importlib.util
 import logging
 import os
 import shutil
@@ -347,15 +348,14 @@ def _why_no_desktop(args: argparse.Namespace) -> str | None:
     """Why the demo runs without the app, or None: a headless server should still get core and agent."""
     if args.no_desktop:
         return "--no-desktop was given"
-    try:
-        import desktop.main  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
-    except ImportError:
-        return "it is not installed (pip install 'servermanager[desktop]')"
     headless = sys.platform.startswith("linux") and not (
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")
     )
     if headless:
         return "there is no display (DISPLAY and WAYLAND_DISPLAY are unset)"
+    # Look for the packages without importing them: importing Qt takes seconds on a busy machine.
+    if any(importlib.util.find_spec(name) is None for name in ("PySide6", "qasync", "pyqtgraph")):
+        return "it is not installed (pip install 'servermanager[desktop]')"
     return None
 
 

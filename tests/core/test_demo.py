@@ -58,7 +58,11 @@ def test_headless_demo_runs_core_and_agent(tmp_path: Path) -> None:
         assert demo.poll() is None, log.read_text()
         assert "Not opening the desktop app: there is no display" in log.read_text()
         demo.send_signal(signal.SIGINT)
-        assert demo.wait(timeout=30) == 0
+        try:
+            code = demo.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the demo did not stop within 30 s of Ctrl-C; its output:\n" + log.read_text())
+        assert code == 0, log.read_text()
     finally:
         if demo.poll() is None:
             demo.kill()
