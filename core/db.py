@@ -319,11 +319,16 @@ class _Transaction:
 
 
 async def _to_completion(aw: Awaitable[T]) -> T:
-    """Await `aw` to its end even if this task is cancelled meanwhile; the cancel is re-raised after."""
+    """Await `aw` to its end however often this task is cancelled meanwhile; one cancel is re-raised after."""
     fut = asyncio.ensure_future(aw)
-    try:
-        return await asyncio.shield(fut)
-    except asyncio.CancelledError:
-        if not fut.done():
+    cancelled = False
+    while not fut.done():
+        try:
             await asyncio.wait({fut})
-        raise
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not fut.cancelled():
+            fut.exception()  # retrieved: the cancel, not the statement's error, is what the caller hears
+        raise asyncio.CancelledError
+    return fut.result()

@@ -1,0 +1,174 @@
+"""The desktop client's live socket unpacks batch frames: every event inside reaches its signal, in order."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from core import protocol as p
+from desktop.aio import Aio
+from desktop.client import CoreClient, LinkState, Session
+from desktop.context import AppContext
+from desktop.fleet import Col
+from tests.desktop.conftest import Run, enrolled, sign_in, until
+from tests.helpers.core import RunningCore, free_port, metrics
+
+_dec = p.decoder(p.CoreToClient)
+
+
+class Observer:
+    """A second, bare /ws/client socket: it shows whether the core really sent a batch."""
+
+    def __init__(self, core: RunningCore) -> None:
+        self.core = core
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+
+    async def start(self) -> None:
+        assert self.core.http is not None
+        self.ws = await self.core.http.ws_connect(self.core.client_ws)
+        await self.ws.send_bytes(p.encode(p.Auth(token=await self.core.admin_token())))
+        assert isinstance(p.decode(_dec, (await self.ws.receive(timeout=5)).data), p.AuthOk)
+        await self.ws.send_bytes(p.encode(p.Subscribe(all=True)))
+        assert isinstance(p.decode(_dec, (await self.ws.receive(timeout=5)).data), p.Snapshot)
+
+    async def next_message(self) -> Any:
+        assert self.ws is not None
+        msg = await self.ws.receive(timeout=5)
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        return p.decode(_dec, msg.data)
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+
+
+def test_samples_inside_a_batch_reach_the_sample_signal(ctx: AppContext, core: RunningCore, run: Run) -> None:
+    agent = run(enrolled(core, "web-1", cpu=1.0))
+    node_id = agent.node_id
+    assert node_id is not None
+    run(sign_in(ctx, core))
+    observer = Observer(core)
+    run(observer.start())
+    got: list[tuple[int, p.Sample]] = []
+    ctx.client.sample.connect(lambda nid, sample: got.append((nid, sample)))
+
+    # One agent frame of 40 newer samples: the core queues 40 events for each client in one go,
+    # and its pump sends what queued up as a single batch frame.
+    # Each newer than the one sent at enrollment (older ones would be backfill, never pushed).
+    t0 = time.time()
+    samples = []
+    for i in range(40):
+        agent.seq += 1
+        samples.append(p.Sample(seq=agent.seq, ts=t0 + i * 0.01, metrics=metrics(cpu=float(i + 10))))
+    run(agent.send_samples(samples))
+
+    seen = run(observer.next_message())
+    assert isinstance(seen, p.Batch) and len(seen.frames) == 40, "the core did not batch this burst"
+    run(until(lambda: len(got) >= 40, "40 samples on the signal"))
+    assert [nid for nid, _ in got] == [node_id] * 40
+    assert [s for _, s in got] == samples  # each once, in the order sent, intact
+    # And the app acts on them: the fleet table shows the newest.
+    row = ctx.model.row_of(node_id)
+    assert row is not None
+    run(until(lambda: ctx.model.index(row, Col.CPU).data() == "49%", "the last sample in the table"))
+    assert ctx.client.state == LinkState.CONNECTED
+    run(observer.close())
+
+
+# ------------------------------------------------------------------ a peer that misbehaves
+#
+# The real core never nests batches nor puts a frame it cannot encode inside one, so only a stand-in
+# peer can show what the client does with them: drop just the bad frame and keep the rest.
+
+
+def _event(node_id: int, seq: int, cpu: float) -> bytes:
+    return p.encode(
+        p.SampleEvent(node_id=node_id, sample=p.Sample(seq=seq, ts=1000.0 + seq, metrics=metrics(cpu=cpu)))
+    )
+
+
+class FakeCore:
+    """Speaks just enough of /ws/client: auth_ok, a snapshot, then the frames it was given."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self.frames = frames
+        self.port = free_port()
+        self.got: list[Any] = []
+        app = web.Application()
+        app.router.add_get(p.CLIENT_WS_PATH, self._ws)
+        self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.3)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        dec = p.decoder(p.ClientToCore)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        auth = p.decode(dec, (await ws.receive()).data)
+        assert isinstance(auth, p.Auth)
+        await ws.send_bytes(p.encode(p.AuthOk(protocol=p.PROTOCOL_VERSION, user="admin", role="admin")))
+        sub = p.decode(dec, (await ws.receive()).data)
+        assert isinstance(sub, p.Subscribe) and sub.all
+        await ws.send_bytes(p.encode(p.Snapshot(nodes=[])))
+        for frame in self.frames:
+            await ws.send_str(frame.decode())
+        async for msg in ws:  # the client's pings, until it hangs up
+            self.got.append(p.decode(dec, msg.data))
+        return ws
+
+
+@pytest.fixture
+def client(run: Run) -> Iterator[CoreClient]:
+    aio = Aio()
+    c = CoreClient(aio, backoff=(0.1, 0.5), ping_every=0.3, request_timeout=3.0)
+    try:
+        yield c
+    finally:
+        run(c.close())
+        run(aio.close())
+
+
+def test_client_drops_only_the_bad_frames_of_a_batch(client: CoreClient, run: Run) -> None:
+    status = p.encode(p.NodeStatus(node_id=7, online=False, last_seen=5.0))
+    batch = p.batch_bytes(
+        [
+            _event(7, 1, 11.0),
+            p.batch_bytes([_event(7, 99, 99.0)]),  # nested: refused
+            b'{"type":"no_such_frame"}',  # unknown type: refused
+            b'{"type":"sample","node_id":"seven"}',  # wrong field type: refused
+            _event(7, 2, 22.0),
+            status,
+        ]
+    )
+    fake = FakeCore([batch, _event(7, 3, 33.0)])
+    run(fake.start())
+    try:
+        samples: list[tuple[int, int, float]] = []
+        statuses: list[p.NodeStatus] = []
+        client.sample.connect(lambda nid, s: samples.append((nid, s.seq, s.metrics.cpu_pct)))
+        client.node_status.connect(statuses.append)
+        client.session = Session(url=fake.url, access_token="sma_fake", user="admin", role="admin")
+        client.start_live()
+        run(until(lambda: len(samples) >= 3, "the three good samples"))
+        assert samples == [(7, 1, 11.0), (7, 2, 22.0), (7, 3, 33.0)]
+        assert statuses == [p.NodeStatus(node_id=7, online=False, last_seen=5.0)]
+        # The bad frames cost nothing else: the link is up and still talking.
+        assert client.state == LinkState.CONNECTED
+        run(until(lambda: any(isinstance(f, p.Ping) for f in fake.got), "a ping after the batch"))
+        run(client.stop_live())
+    finally:
+        run(fake.stop())
