@@ -13,7 +13,7 @@ import msgspec
 
 from core.auth import NODE_CRED_PREFIX, new_secret, token_hash
 from core.bus import Bus
-from core.db import Database
+from core.db import Database, execute_values
 from core.protocol import CloseCode, Frame, HostFacts, NodeInfo, NodeRemoved, NodeStatus, NodeUpdated, Sample
 from core.samples import SampleStore
 
@@ -173,9 +173,14 @@ class Nodes:
         return len(silent)
 
     async def persist_last_seen(self) -> None:
-        rows = [(st.last_seen, st.id) for st in self.nodes.values() if st.online]
+        rows = [(st.id, st.last_seen) for st in self.nodes.values() if st.online]
         if rows:
-            await self.db.executemany("UPDATE nodes SET last_seen = ? WHERE id = ?", rows)
+            async with self.db.transaction() as con:
+                await execute_values(
+                    con,
+                    "UPDATE nodes SET last_seen = v.column2 FROM (VALUES {values}) AS v WHERE nodes.id = v.column1",
+                    rows,
+                )
 
     async def update(
         self, node_id: int, name: str | None, group: str | None, tags: list[str] | None

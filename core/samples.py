@@ -273,46 +273,47 @@ class SampleStore:
     async def rollup(self) -> int:
         """Recompute every bucket touched since the last run (late backfill included); returns buckets done.
 
-        Settles the head first, so the 1m buckets read complete rows from samples_raw alone.
+        Settles the head first, so the 1m buckets read complete rows from samples_raw alone. Each
+        step is one statement joining rollup_dirty to its source: SQLite does the whole job
+        without handing rows to Python, which beside a busy event loop costs a GIL hand-off each.
         """
         await self.settle()
         done = 0
         for res, src, parent in (("1m", "raw", "1h"), ("1h", "1m", None)):
             table, step = ROLLUP_TABLES[res]
+            if src == "raw":
+                aggs = ", ".join(f"avg(s.{f}), min(s.{f}), max(s.{f})" for f in SCALAR_FIELDS)
+                count, src_table = "count(*)", "samples_raw"
+            else:
+                # Weight each child's mean by its sample count so the parent mean is exact.
+                aggs = ", ".join(
+                    f"sum(s.{f}_avg * s.cnt) / nullif(sum(CASE WHEN s.{f}_avg IS NULL THEN 0 ELSE s.cnt END), 0), "
+                    f"min(s.{f}_min), max(s.{f}_max)"
+                    for f in SCALAR_FIELDS
+                )
+                count, src_table = "sum(s.cnt)", ROLLUP_TABLES[src][0]
             async with self.db.transaction() as con:
-                async with con.execute("SELECT node_id, ts FROM rollup_dirty WHERE res = ?", (res,)) as cur:
-                    buckets = list(await cur.fetchall())
-                if not buckets:
+                async with con.execute("SELECT count(*) FROM rollup_dirty WHERE res = ?", (res,)) as cur:
+                    row = await cur.fetchone()
+                n = int(row[0]) if row else 0
+                if not n:
                     continue
-                await con.execute("DELETE FROM rollup_dirty WHERE res = ?", (res,))
-                if src == "raw":
-                    aggs = ", ".join(f"avg({f}), min({f}), max({f})" for f in SCALAR_FIELDS)
-                    select = (
-                        f"SELECT node_id, ? AS b, count(*), {aggs} FROM samples_raw "
-                        "WHERE node_id = ? AND ts >= ? AND ts < ? GROUP BY node_id"
-                    )
-                else:
-                    src_table = ROLLUP_TABLES[src][0]
-                    # Weight each child's mean by its sample count so the parent mean is exact.
-                    aggs = ", ".join(
-                        f"sum({f}_avg * cnt) / nullif(sum(CASE WHEN {f}_avg IS NULL THEN 0 ELSE cnt END), 0), "
-                        f"min({f}_min), max({f}_max)"
-                        for f in SCALAR_FIELDS
-                    )
-                    select = (
-                        f"SELECT node_id, ? AS b, sum(cnt), {aggs} FROM {src_table} "
-                        "WHERE node_id = ? AND ts >= ? AND ts < ? GROUP BY node_id"
-                    )
-                await con.executemany(
-                    f"INSERT OR REPLACE INTO {table} {select}", [(b, nid, b, b + step) for nid, b in buckets]
+                await con.execute(
+                    f"INSERT OR REPLACE INTO {table} SELECT d.node_id, d.ts, {count}, {aggs} "
+                    f"FROM rollup_dirty AS d JOIN {src_table} AS s "
+                    "ON s.node_id = d.node_id AND s.ts >= d.ts AND s.ts < d.ts + ? "
+                    "WHERE d.res = ? GROUP BY d.node_id, d.ts",
+                    (step, res),
                 )
                 if parent is not None:
                     pstep = ROLLUP_TABLES[parent][1]
-                    await con.executemany(
-                        "INSERT OR IGNORE INTO rollup_dirty (res, node_id, ts) VALUES (?, ?, ?)",
-                        {(parent, nid, b // pstep * pstep) for nid, b in buckets},
+                    await con.execute(
+                        "INSERT OR IGNORE INTO rollup_dirty (res, node_id, ts) "
+                        "SELECT ?, node_id, ts / ? * ? FROM rollup_dirty WHERE res = ?",
+                        (parent, pstep, pstep, res),
                     )
-                done += len(buckets)
+                await con.execute("DELETE FROM rollup_dirty WHERE res = ?", (res,))
+                done += n
         return done
 
     async def prune(self, retention: dict[str, float], now: float | None = None, chunk: int = 50_000) -> int:

@@ -256,3 +256,18 @@ async def test_agent_keeps_its_interval_unless_core_imposes_one(tmp_path: Path) 
         assert server.core.nodes.get(welcome.node_id).interval == 2.0  # type: ignore[union-attr]
     finally:
         await server.stop()
+
+
+async def test_last_seen_of_online_nodes_is_persisted(core_server: RunningCore) -> None:
+    agents = [RawAgent(core_server) for _ in range(3)]
+    ids = [(await a.hello(token=await core_server.enroll_token())).node_id for a in agents]
+    core = core_server.core
+    for i, nid in enumerate(ids):
+        st = core.nodes.get(nid)
+        assert st is not None
+        st.last_seen = 1_800_000_000.0 + i
+    await core.nodes.persist_last_seen()
+    rows = await core.db.fetchall(
+        f"SELECT id, last_seen FROM nodes WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id", ids
+    )
+    assert [tuple(r) for r in rows] == [(nid, 1_800_000_000.0 + i) for i, nid in enumerate(sorted(ids))]
