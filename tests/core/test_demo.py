@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,6 +29,8 @@ def test_headless_demo_runs_core_and_agent(tmp_path: Path) -> None:
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
+            # Its own process group, so a failed test can stop the core and agent it started too.
+            start_new_session=True,
         )
     try:
         password_file = tmp_path / "demo" / "core" / "initial-admin-password"
@@ -64,6 +67,6 @@ def test_headless_demo_runs_core_and_agent(tmp_path: Path) -> None:
             pytest.fail("the demo did not stop within 30 s of Ctrl-C; its output:\n" + log.read_text())
         assert code == 0, log.read_text()
     finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(demo.pid, signal.SIGKILL)
+        demo.wait()
