@@ -16,8 +16,8 @@ import websockets.exceptions
 from websockets.asyncio.client import ClientConnection, connect
 
 from agent.collectors import agent_version
+from agent.commands import Runner, make_runner
 from agent.credentials import Credentials, CredentialStore, StateDirError
-from agent.execution import CommandRunner
 from agent.settings import AgentSettings, normalize_core_url
 from agent.spool import Spool
 from core.protocol import (
@@ -50,6 +50,11 @@ _ws_log.setLevel(logging.INFO)
 HEARTBEAT_SLACK = 5.0
 # A batch the core has not acknowledged after this long means a stuck core; reconnecting resends.
 MIN_ACK_TIMEOUT = 30.0
+# Any frame tells the core this agent lives, so an agent sending a batch every interval needs no
+# pings. One goes out after an interval plus this grace (half an interval, at most this many
+# seconds) without any frame: enough to absorb the jitter of a batch's send time, and the longest
+# silence stays within the core's heartbeat timeout (heartbeat_misses x interval + 1 s).
+MAX_PING_GRACE = 0.5
 CLOSE_TIMEOUT = 3.0
 
 _SAMPLES_PREFIX = b'{"type":"samples","samples":['
@@ -262,7 +267,7 @@ class Connection:
         stats: Stats | None = None,
         pulse: Pulse | None = None,
         rng: random.Random | None = None,
-        commands: CommandRunner | None = None,
+        commands: Runner | None = None,
     ) -> None:
         self.settings = settings
         self.url = normalize_core_url(settings.core)  # idempotent; covers hand-built settings
@@ -275,7 +280,8 @@ class Connection:
         self.pulse = pulse or Pulse()
         # Remote operations: the runner answers every command frame, refusing them all unless
         # [exec] enables and allows them; its outbox is drained by _Stream's command sender.
-        self.commands = commands or CommandRunner(
+        # With [exec] disabled it is a RefusingRunner, and the executing code is never imported.
+        self.commands: Runner = commands or make_runner(
             settings.exec, max_frame_bytes=settings.max_frame_bytes, on_change=self.pulse.fire
         )
         self.backoff = Backoff(settings.backoff_initial, settings.backoff_max, rng)
@@ -714,10 +720,11 @@ class _Stream:
     async def _heartbeat(self) -> None:
         conn = self.conn
         while True:
-            await asyncio.sleep(conn.interval)
-            # Any frame tells the core this agent lives; a ping is only for an agent with nothing
-            # else to say, which halves the frames a streaming fleet sends.
-            if time.monotonic() - conn.last_sent >= conn.interval:
+            # A ping is only for an agent with nothing else to say (samples stopped, in-flight
+            # window full), which halves the frames a streaming fleet sends. The deadline follows
+            # the last frame sent, so a batch that comes a little late does not add a ping.
+            quiet_limit = conn.interval + min(conn.interval / 2, MAX_PING_GRACE)
+            if time.monotonic() - conn.last_sent >= quiet_limit:
                 await conn._send(self.ws, encode(Ping(ts=time.time())))
                 conn.stats.pings_sent += 1
             if self.inflight:
@@ -725,3 +732,6 @@ class _Stream:
                 limit = max(MIN_ACK_TIMEOUT, conn.dead_after)
                 if time.monotonic() - oldest > limit:
                     raise _ConnectionDead(f"no ack from the core for {limit:.0f}s")
+            # Until the silence would reach the limit, and at least once an interval for the acks.
+            quiet_left = conn.last_sent + quiet_limit - time.monotonic()
+            await asyncio.sleep(max(0.0, min(quiet_left, conn.interval)))

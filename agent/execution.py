@@ -1,21 +1,23 @@
-"""Remote operations on the agent: the [exec] policy, the command runner and its outbox.
+"""Remote operations on the agent: the [exec] policy and the command runner.
 
 A `Command` from the core is admitted (enabled? well formed? allowed and not denied? under the
 concurrency cap? can we be the configured user?) or answered at once with status "refused" or
 "error". An admitted command runs in its own process group; its stdout and stderr stream back as
 separate, coalesced `CommandOutput` chunks, and one `CommandResult` follows them last.
 
-Frames for the core go through the `Outbox`, which the connection drains between sample batches
-(they share one socket and one send lock, so a sample waits for one output chunk at most).
-While the agent is disconnected, output chunks are dropped (and counted) but results are kept,
-up to a bound, and sent after the next welcome.
+Frames for the core go through the `Outbox` (agent.commands), which the connection drains
+between sample batches (they share one socket and one send lock, so a sample waits for one output
+chunk at most). While the agent is disconnected, output chunks are dropped (and counted) but
+results are kept, up to a bound, and sent after the next welcome.
+
+Only an agent with [exec] enabled imports this module (agent.commands.make_runner); a disabled
+one refuses commands with agent.commands.RefusingRunner and never pays for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
-import collections
 import contextlib
 import logging
 import os
@@ -30,6 +32,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
+# The light half, shared with an agent whose [exec] is disabled (and re-exported from here).
+from agent.commands import DISABLED_MESSAGE, Outbox, _short, compile_patterns
 from agent.services import ServiceError, ServiceManager, default_service_manager, validate_service_name
 from agent.subproc import (
     KILL_GRACE,
@@ -61,11 +65,6 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 32 * 1024
 # ...or sooner, once the oldest unsent byte has waited this long.
 FLUSH_INTERVAL = 0.05
-# Output frames waiting for the socket, all commands together; a full outbox makes the pipe
-# readers wait, which makes the children wait on their writes (back-pressure, not buffering).
-MAX_QUEUED_OUTPUT = 64
-# Results kept while disconnected; beyond this the oldest is dropped (and logged).
-MAX_HELD_RESULTS = 256
 # Once a command's own output is cut off, the rest is read (and only counted) this fast.
 DRAIN_READ = 256 * 1024
 # After the main process exits, how long its group may keep stdout/stderr open before it is
@@ -113,9 +112,6 @@ RISKY_ENV: Final = (
     "GIT_CONFIG*",
 )
 
-DISABLED_MESSAGE = "remote execution is disabled in this agent's config ([exec] enabled = false)"
-
-
 # ---------------------------------------------------------------- what a command is called
 
 
@@ -149,66 +145,7 @@ def command_line(cmd: Command) -> str:
     return f"service {cmd.service.action} {validate_service_name(cmd.service.name)}"
 
 
-def _short(line: str, limit: int = 300) -> str:
-    """A command line fit for one log line: cut, with line breaks spelled out."""
-    line = line.replace("\r", "\\r").replace("\n", "\\n")
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 # ---------------------------------------------------------------- policy
-
-
-def _glob_regex(pattern: str, wildcard: str) -> str:
-    """fnmatch syntax (* ? [seq] [!seq]) to a regex whose wildcards match only `wildcard` chars."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        i += 1
-        if c == "*":
-            while i < n and pattern[i] == "*":
-                i += 1
-            out.append(f"{wildcard}*")
-        elif c == "?":
-            out.append(wildcard)
-        elif c == "[":
-            j = i
-            if j < n and pattern[j] == "!":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 1
-            if j >= n:
-                out.append(re.escape(c))
-                continue
-            body = pattern[i:j]
-            i = j + 1
-            negate = body.startswith("!")
-            if negate:
-                body = body[1:]
-            body = "".join(ch if ch == "-" else re.escape(ch) for ch in body)
-            if negate:
-                # A negated set must not let a metacharacter through either.
-                excluded = wildcard[3:-1] if wildcard.startswith("[^") else ""
-                out.append(f"[^{body}{excluded}]")
-            else:
-                out.append(f"[{body}]")
-        else:
-            out.append(re.escape(c))
-    return "(?s:" + "".join(out) + r")\Z"
-
-
-def compile_patterns(patterns: Iterable[str], meta: str | None = None) -> list[tuple[str, re.Pattern[str]]]:
-    """Each pattern with its regex: plain fnmatch, or with wildcards that skip `meta` characters."""
-    wildcard = "." if meta is None else "[^" + "".join(re.escape(c) for c in meta) + "]"
-    compiled = []
-    for p in patterns:
-        try:
-            compiled.append((p, re.compile(_glob_regex(p, wildcard))))
-        except re.error as exc:
-            raise ValueError(f"bad pattern {p!r}: {exc}") from None
-    return compiled
 
 
 class Policy:
@@ -373,114 +310,6 @@ def _default_cwd(run_as: RunAs | None) -> str | None:
         return None
     home = run_as.home if run_as is not None else _own_home()
     return home if os.path.isdir(home) else "/"
-
-
-# ---------------------------------------------------------------- outbox
-
-
-Outgoing = CommandOutput | CommandResult
-
-
-class Outbox:
-    """Command frames waiting for the socket, in order; the connection's command sender drains it.
-
-    Output chunks are bounded (MAX_QUEUED_OUTPUT): put_output() waits for room while online,
-    which is the back-pressure on the pipe readers. Offline, output is dropped and counted,
-    queued output is dropped when the connection goes, and results are kept (bounded) for the
-    next connection. A result is always queued behind its command's output.
-    """
-
-    def __init__(self, *, max_output: int = MAX_QUEUED_OUTPUT, max_results: int = MAX_HELD_RESULTS) -> None:
-        self.max_output = max_output
-        self.max_results = max_results
-        self._frames: collections.deque[Outgoing] = collections.deque()
-        self._outputs = 0
-        self._results = 0
-        self._online = False
-        self._event = asyncio.Event()
-        self.outputs_dropped = 0  # chunks not delivered because the agent was disconnected
-        self.results_dropped = 0  # results evicted while disconnected too long with too many
-        self.sent = 0
-
-    @property
-    def online(self) -> bool:
-        return self._online
-
-    @property
-    def held_results(self) -> int:
-        return self._results
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-    def _fire(self) -> None:
-        event, self._event = self._event, asyncio.Event()
-        event.set()
-
-    async def _changed(self) -> None:
-        await self._event.wait()
-
-    def set_online(self, online: bool) -> None:
-        """The connection is streaming (True) or gone (False); going offline drops queued output."""
-        self._online = online
-        if not online and self._outputs:
-            kept: collections.deque[Outgoing] = collections.deque(
-                f for f in self._frames if isinstance(f, CommandResult)
-            )
-            self.outputs_dropped += self._outputs
-            self._frames, self._outputs = kept, 0
-        self._fire()
-
-    async def put_output(self, frame: CommandOutput) -> bool:
-        """Queue a chunk, waiting for room; False (and counted) if it was dropped as undeliverable."""
-        while self._online and self._outputs >= self.max_output:
-            await self._changed()
-        if not self._online:
-            self.outputs_dropped += 1
-            return False
-        self._frames.append(frame)
-        self._outputs += 1
-        self._fire()
-        return True
-
-    def put_result(self, frame: CommandResult) -> None:
-        """Queue a result behind everything already queued; never waits."""
-        if self._results >= self.max_results:
-            oldest = next(f for f in self._frames if isinstance(f, CommandResult))
-            self._frames.remove(oldest)
-            self._results -= 1
-            self.results_dropped += 1
-            log.warning(
-                "dropped the result of command %s: %d results already wait for the core",
-                oldest.command_id,
-                self.max_results,
-            )
-        self._frames.append(frame)
-        self._results += 1
-        self._fire()
-
-    async def get(self) -> Outgoing:
-        """The next frame to send, once online and there is one."""
-        while not (self._online and self._frames):
-            await self._changed()
-        frame = self._frames.popleft()
-        if isinstance(frame, CommandResult):
-            self._results -= 1
-        else:
-            self._outputs -= 1
-        self.sent += 1
-        self._fire()
-        return frame
-
-    def requeue(self, frame: Outgoing) -> None:
-        """A frame whose send failed: a result goes back to the front, output is dropped."""
-        self.sent -= 1
-        if isinstance(frame, CommandResult):
-            self._frames.appendleft(frame)
-            self._results += 1
-            self._fire()
-        else:
-            self.outputs_dropped += 1
 
 
 # ---------------------------------------------------------------- one output stream

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 from agent.collectors import MetricsCollector, agent_version, host_facts
+from agent.commands import Runner
 from agent.connection import AgentError, Connection, ConnState, Pulse, Stats
 from agent.credentials import CredentialStore, StateDirError, ensure_state_dir
-from agent.execution import CommandRunner
 from agent.settings import AgentSettings
 from agent.spool import SPOOL_FILE, Spool
 from core.protocol import HostFacts, Metrics
@@ -84,8 +84,11 @@ class Agent:
         return self._conn.node_id
 
     @property
-    def commands(self) -> CommandRunner:
-        """The remote-operations runner: running ids, counters, and its outbox."""
+    def commands(self) -> Runner:
+        """The remote-operations runner: running ids, counters, and its outbox.
+
+        A CommandRunner (agent.execution) with [exec] enabled, else a RefusingRunner.
+        """
         return self._conn.commands
 
     @property

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+# The pattern syntax only: the runner (agent.execution) is imported when [exec] is enabled.
+from agent.commands import compile_patterns
 from core.protocol import AGENT_WS_PATH, DEFAULT_MAX_FRAME_BYTES
 from core.settings import SettingsError, load_settings
 
@@ -84,9 +86,6 @@ class ExecSettings(msgspec.Struct, kw_only=True):
     }
 
     def validate(self) -> None:
-        # Imported here: execution.py imports this module for ExecSettings.
-        from agent.execution import compile_patterns
-
         if self.max_runtime <= 0:
             raise SettingsError("setting exec.max_runtime must be above 0")
         if self.max_output < 0:

@@ -530,6 +530,13 @@ async def _sample_every_second(
 # ---------------------------------------------------------------- part a: agent overhead
 
 
+def py_compile_tree(folder: Path) -> None:
+    """Write the __pycache__ files an installed package has (compileall ignores PYTHONDONTWRITEBYTECODE)."""
+    import compileall
+
+    compileall.compile_dir(str(folder), quiet=1)
+
+
 async def bench_agent(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"duration_s": args.agent_duration, "interval_s": 1.0}
     if shutil.which(NODE_EXPORTER) is None:
@@ -548,6 +555,10 @@ async def bench_agent(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
         state.mkdir(mode=0o700)
         os.chmod(state, 0o700)
         agent_env = {**os.environ, "SM_AGENT_ENROLL_TOKEN": token}
+        # Measure the agent as installed: pip byte-compiles a wheel, while a source tree run with
+        # PYTHONDONTWRITEBYTECODE set would compile every module at each start (about 0.8 MB more).
+        for pkg in ("core", "agent"):
+            py_compile_tree(REPO / pkg)
         agent_log = workdir / "agent.log"
         cmd = [
             *servermanager_cmd(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import secrets
@@ -52,6 +53,10 @@ async def _first_admin(core: Core, folder: Path) -> None:
         "Log in, then delete that file or set a new password.",
         path,
     )
+
+
+# The rollup job refreshes 1h buckets on every sixth pass (each minute at the default rollup_every).
+HOURLY_EVERY = 6
 
 
 def _job(
@@ -138,7 +143,13 @@ def create_app(settings: CoreSettings) -> web.Application:
         return app[CORE]
 
     app.cleanup_ctx.append(services)
-    app.cleanup_ctx.append(_job(lambda: settings.rollup_every, lambda: core_of().store.rollup(), "rollup"))
+    passes = itertools.count()
+
+    def rollup() -> Awaitable[int]:
+        # The 1h level every HOURLY_EVERY-th pass: an hour bucket changes little from one pass to the next.
+        return core_of().store.rollup(hours=next(passes) % HOURLY_EVERY == 0)
+
+    app.cleanup_ctx.append(_job(lambda: settings.rollup_every, rollup, "rollup"))
     app.cleanup_ctx.append(
         _job(
             lambda: settings.prune_every,

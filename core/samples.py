@@ -270,8 +270,12 @@ class SampleStore:
             await con.execute("DELETE FROM samples_head")
         return moved
 
-    async def rollup(self) -> int:
+    async def rollup(self, hours: bool = True) -> int:
         """Recompute every bucket touched since the last run (late backfill included); returns buckets done.
+
+        `hours=False` does the 1m level only and leaves the 1h buckets marked for a later run:
+        an hour bucket aggregates 60 minute rows, and recomputing every node's current hour on
+        every pass was the largest single cost of the job at fleet scale.
 
         Settles the head first, so the 1m buckets read complete rows from samples_raw alone. Each
         step is one statement joining rollup_dirty to its source: SQLite does the whole job
@@ -279,7 +283,8 @@ class SampleStore:
         """
         await self.settle()
         done = 0
-        for res, src, parent in (("1m", "raw", "1h"), ("1h", "1m", None)):
+        levels = [("1m", "raw", "1h"), ("1h", "1m", None)] if hours else [("1m", "raw", "1h")]
+        for res, src, parent in levels:
             table, step = ROLLUP_TABLES[res]
             if src == "raw":
                 aggs = ", ".join(f"avg(s.{f}), min(s.{f}), max(s.{f})" for f in SCALAR_FIELDS)

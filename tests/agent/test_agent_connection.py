@@ -26,7 +26,7 @@ from agent.connection import (
 from agent.credentials import CredentialStore
 from agent.main import Agent
 from agent.spool import SPOOL_FILE, Spool
-from core.protocol import AgentToCore, CloseCode, Error, Ping, decode, decoder, encode_str
+from core.protocol import AgentToCore, CloseCode, Error, Metrics, Ping, decode, decoder, encode_str
 from tests.agent.fakes import ISSUED_CREDENTIAL, AgentRunner, FakeCore, fast_settings, metrics
 
 TOKEN = "enroll-token-abcdef123456"
@@ -257,8 +257,43 @@ async def test_core_interval_last_seq_and_pings(
     assert agent.interval == 1.0
     assert agent.spool.last_seq >= 1000
     async with asyncio.timeout(10):
-        await fake_core.wait_until(lambda: fake_core.pings >= 1 and len(fake_core.batches) >= 1)
+        await fake_core.wait_until(lambda: len(fake_core.batches) >= 1)
     assert fake_core.batches[0][0] > 1000  # seq continues above what the core already holds
+
+
+class SwitchableCollector:
+    """Real-looking readings until switched off; then every tick fails, so no sample is spooled."""
+
+    def __init__(self) -> None:
+        self.on = True
+
+    def collect(self) -> Metrics:
+        if not self.on:
+            raise RuntimeError("collector switched off by the test")
+        return metrics()
+
+
+async def test_pings_only_when_no_samples_flow(
+    tmp_path: Path, fake_core: FakeCore, runner: AgentRunner
+) -> None:
+    collector = SwitchableCollector()
+    settings = fast_settings(tmp_path / "state", fake_core.url, interval=0.2)
+    agent = Agent(settings, enroll_token=TOKEN, collector=collector)
+    runner.start(agent)
+    async with asyncio.timeout(10):
+        await agent.wait_until(lambda: agent.stats.samples_acked >= 1)
+    # Streaming: a batch every interval tells the core this agent lives; a ping would be waste.
+    pings, batches = fake_core.pings, len(fake_core.batches)
+    async with asyncio.timeout(10):
+        await fake_core.wait_until(lambda: len(fake_core.batches) >= batches + 12)
+    assert fake_core.pings == pings, "pinged while a batch went out every interval"
+    # Samples stop: nothing else is sent, so pings keep the link alive, and the core answers them.
+    collector.on = False
+    async with asyncio.timeout(10):
+        await agent.wait_until(lambda: agent.stats.pongs_received >= 3)
+    assert fake_core.pings >= 3
+    assert agent.stats.sample_errors >= 1
+    assert agent.state is ConnState.STREAMING and fake_core.connections == 1
 
 
 async def test_too_small_core_interval_is_ignored(

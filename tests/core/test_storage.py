@@ -268,3 +268,13 @@ async def test_background_jobs_roll_up_and_prune(tmp_path: Path) -> None:
         assert 20.0 in body["avg"]["cpu_pct"]
     finally:
         await server.stop()
+
+
+async def test_minute_only_pass_keeps_hours_marked_for_later(store: SampleStore) -> None:
+    t0 = 1_700_000_040.0 - (1_700_000_040.0 % 3600)
+    await _write(store, 1, _samples(t0, 60, 1.0, cpu=[20.0] * 60))
+    await store.rollup(hours=False)
+    assert (await store.history(1, t0, t0 + 60, "1m", ["cpu_pct"]))["avg"]["cpu_pct"] == [20.0]
+    assert (await store.history(1, t0, t0 + 3600, "1h", ["cpu_pct"]))["ts"] == []
+    await store.rollup(hours=True)
+    assert (await store.history(1, t0, t0 + 3600, "1h", ["cpu_pct"]))["avg"]["cpu_pct"] == [20.0]

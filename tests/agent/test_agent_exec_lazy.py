@@ -1,0 +1,103 @@
+"""An agent with [exec] disabled never imports the code that runs commands (0.3-1.4 MB of RSS)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.commands import DISABLED_MESSAGE, RefusingRunner, make_runner
+from agent.execution import CommandRunner
+from agent.settings import ExecSettings
+from core.protocol import Command, CommandCancel
+from tests.agent.fakes import FakeCore
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "enroll-token-lazy-exec-12345"
+# Remote execution proper: policy, process groups, run-as, service managers.
+EXEC_MODULES = ("agent.execution", "agent.services", "agent.subproc")
+
+# The real `servermanager agent` entry in a process of its own; at exit it writes down which
+# agent modules it had imported, after a whole run: settings, enrollment, streaming, a command.
+AGENT_ENTRY = """
+import atexit, json, sys
+
+def report() -> None:
+    with open(sys.argv[1], "w") as f:
+        json.dump(sorted(m for m in sys.modules if m == "agent" or m.startswith("agent.")), f)
+
+atexit.register(report)
+from core.cli import main
+
+sys.exit(main(["agent", *sys.argv[2:]]))
+"""
+
+
+@pytest.mark.parametrize("enabled", [False, True], ids=["exec-disabled", "exec-enabled"])
+async def test_exec_code_is_imported_only_when_exec_is_enabled(
+    tmp_path: Path, fake_core: FakeCore, enabled: bool
+) -> None:
+    modules_file = tmp_path / "modules.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
+    # Enabled with an empty allow list: every command is refused by the policy, nothing runs.
+    env.update(SM_AGENT_ENROLL_TOKEN=TOKEN, SM_AGENT_EXEC_ENABLED="true" if enabled else "false")
+    args = ["--core", fake_core.url, "--state-dir", str(tmp_path / "state"), "--interval", "1s"]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        AGENT_ENTRY,
+        str(modules_file),
+        *args,
+        cwd=REPO,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(30):
+            await fake_core.wait_until(lambda: fake_core.ws is not None and len(fake_core.batches) >= 1, 30)
+            result = await fake_core.run(Command("c1", 10, shell="reboot"))
+            proc.send_signal(signal.SIGTERM)
+            assert proc.stderr is not None
+            log = (await proc.stderr.read()).decode()
+            code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 0, log
+    assert result.status == "refused"
+    modules = set(json.loads(modules_file.read_text()))
+    assert {"agent.main", "agent.connection", "agent.commands"} <= modules, modules
+    if enabled:
+        assert result.message == "command not allowed: the [exec] allow list is empty, so nothing may run"
+        assert set(EXEC_MODULES) <= modules
+    else:
+        assert result.message == DISABLED_MESSAGE
+        assert "command c1 reboot: refused: remote execution is disabled" in log
+        assert not set(EXEC_MODULES) & modules, (
+            f"imported with [exec] disabled: {set(EXEC_MODULES) & modules}"
+        )
+
+
+async def test_make_runner_picks_the_refusing_runner_when_disabled() -> None:
+    assert isinstance(make_runner(ExecSettings(enabled=True)), CommandRunner)
+    runner = make_runner(ExecSettings())
+    assert isinstance(runner, RefusingRunner)
+    runner.handle(Command("c1", 10, argv=["uptime"]))
+    runner.handle(Command("c2", 10))  # malformed (nothing to run): refused all the same
+    runner.handle(CommandCancel("c1"))  # nothing runs, so nothing to cancel
+    assert (runner.received, runner.refused, runner.finished, runner.running) == (2, 2, 0, [])
+    runner.outbox.set_online(True)
+    results = [await runner.outbox.get() for _ in range(2)]
+    assert [(r.command_id, r.status, r.message) for r in results] == [
+        ("c1", "refused", DISABLED_MESSAGE),
+        ("c2", "refused", DISABLED_MESSAGE),
+    ]
+    await runner.shutdown()
