@@ -58,8 +58,12 @@ class CloseCode(enum.IntEnum):
 
 # ---------------------------------------------------------------- metrics
 
+# Wire structs are plain trees of values that never refer back to themselves, so they opt out of
+# the cycle collector (gc=False): thousands arrive every second at a busy core, and tracking them
+# made each young-generation collection walk every sample in flight.
 
-class DiskUsage(msgspec.Struct, frozen=True):
+
+class DiskUsage(msgspec.Struct, frozen=True, gc=False):
     mount: str
     fstype: str
     total: int  # bytes
@@ -67,7 +71,7 @@ class DiskUsage(msgspec.Struct, frozen=True):
     pct: float
 
 
-class NetIface(msgspec.Struct, frozen=True):
+class NetIface(msgspec.Struct, frozen=True, gc=False):
     name: str
     rx_total: int  # bytes since boot
     tx_total: int
@@ -75,19 +79,19 @@ class NetIface(msgspec.Struct, frozen=True):
     tx_bps: float | None = None
 
 
-class Temperature(msgspec.Struct, frozen=True):
+class Temperature(msgspec.Struct, frozen=True, gc=False):
     sensor: str
     label: str
     current: float  # degrees Celsius
 
 
-class Battery(msgspec.Struct, frozen=True):
+class Battery(msgspec.Struct, frozen=True, gc=False):
     pct: float
     plugged: bool | None = None
     secs_left: float | None = None
 
 
-class Metrics(msgspec.Struct, frozen=True, omit_defaults=True):
+class Metrics(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """One reading of a host. Rates are None when there is no previous reading to diff."""
 
     cpu_pct: float
@@ -146,13 +150,13 @@ def scalar_values(m: Metrics) -> tuple[float | None, ...]:
     return tuple(getattr(m, f) for f in SCALAR_FIELDS)
 
 
-class Sample(msgspec.Struct, frozen=True):
+class Sample(msgspec.Struct, frozen=True, gc=False):
     seq: int  # per-node, strictly increasing, survives agent restarts
     ts: float  # unix seconds, agent clock
     metrics: Metrics
 
 
-class HostFacts(msgspec.Struct, frozen=True):
+class HostFacts(msgspec.Struct, frozen=True, gc=False):
     hostname: str
     os: str
     os_version: str
@@ -168,7 +172,7 @@ class HostFacts(msgspec.Struct, frozen=True):
 # ---------------------------------------------------------------- frames
 
 
-class Frame(msgspec.Struct, tag_field="type", forbid_unknown_fields=False):
+class Frame(msgspec.Struct, tag_field="type", forbid_unknown_fields=False, gc=False):
     """Base of every frame; the tag is the MsgType value."""
 
 
@@ -230,7 +234,7 @@ class Subscribe(Frame, tag=MsgType.SUBSCRIBE.value):
     all: bool = False
 
 
-class NodeInfo(msgspec.Struct):
+class NodeInfo(msgspec.Struct, gc=False):
     """A node as REST and the client socket present it."""
 
     id: int
@@ -287,12 +291,12 @@ ServiceAction = Literal["list", "status", "start", "stop", "restart", "enable", 
 CommandStatus = Literal["ok", "failed", "timeout", "cancelled", "refused", "error"]
 
 
-class ServiceRequest(msgspec.Struct, frozen=True):
+class ServiceRequest(msgspec.Struct, frozen=True, gc=False):
     action: ServiceAction
     name: str | None = None  # required for every action but list
 
 
-class ServiceInfo(msgspec.Struct, frozen=True):
+class ServiceInfo(msgspec.Struct, frozen=True, gc=False):
     name: str
     active: str  # active, inactive, failed, activating, unknown ...
     enabled: str | None = None  # enabled, disabled, static ...; None where the platform has no such notion
