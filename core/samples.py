@@ -29,12 +29,7 @@ _COLS = f"node_id, ts, seq, {', '.join(SCALAR_FIELDS)}, detail"
 # is clustered by node for history reads, and a commit there would rewrite one page per node.
 # settle() moves the head over in node order, touching each node's page once per run.
 _HEAD_INSERT = f"INSERT OR IGNORE INTO samples_head ({_COLS}) VALUES {{values}}"
-_SETTLE = (
-    f"INSERT OR IGNORE INTO samples_raw ({_COLS}) SELECT {_COLS} FROM samples_head "
-    "WHERE node_id BETWEEN ? AND ? ORDER BY node_id, ts"
-)
-# Settle and rollups work on this many node ids per transaction.
-NODES_PER_STEP = 500
+_SETTLE = f"INSERT OR IGNORE INTO samples_raw ({_COLS}) SELECT {_COLS} FROM samples_head ORDER BY node_id, ts"
 _DIRTY_INSERT = "INSERT OR IGNORE INTO rollup_dirty (res, node_id, ts) VALUES {values}"
 # UPDATE .. FROM (SQLite 3.33+): every node's high-water seq in one statement.
 _LAST_SEQ_UPDATE = "UPDATE nodes SET last_seq = max(last_seq, v.column2) FROM (VALUES {values}) AS v WHERE nodes.id = v.column1"
@@ -267,26 +262,12 @@ class SampleStore:
 
     # ------------------------------------------------------------ background jobs
 
-    async def _spans(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[int, int]]:
-        """Node-id ranges of NODES_PER_STEP covering [min, max] as `sql` reports them."""
-        row = await self.db.fetchone(sql, params)
-        if not row or row[0] is None:
-            return []
-        lo, hi = int(row[0]), int(row[1])
-        return [(a, min(hi, a + NODES_PER_STEP - 1)) for a in range(lo, hi + 1, NODES_PER_STEP)]
-
     async def settle(self) -> int:
-        """Move the head into samples_raw, in node order; returns the rows moved (duplicates dropped).
-
-        A transaction per range of nodes, so sample commits get the write lock between them
-        instead of waiting for the whole head (seconds at thousands of nodes).
-        """
-        moved = 0
-        for a, b in await self._spans("SELECT min(node_id), max(node_id) FROM samples_head"):
-            async with self.db.transaction() as con:
-                cur = await con.execute(_SETTLE, (a, b))
-                moved += cur.rowcount
-                await con.execute("DELETE FROM samples_head WHERE node_id BETWEEN ? AND ?", (a, b))
+        """Move the head into samples_raw, in node order; returns the rows moved (duplicates dropped)."""
+        async with self.db.transaction() as con:
+            cur = await con.execute(_SETTLE)
+            moved = cur.rowcount
+            await con.execute("DELETE FROM samples_head")
         return moved
 
     async def rollup(self, hours: bool = True) -> int:
@@ -297,9 +278,8 @@ class SampleStore:
         every pass was the largest single cost of the job at fleet scale.
 
         Settles the head first, so the 1m buckets read complete rows from samples_raw alone. Each
-        step is one statement joining rollup_dirty to its source, per range of nodes: SQLite does
-        the work without handing rows to Python (beside a busy event loop each row would cost a
-        GIL hand-off), and sample commits interleave with the ranges.
+        step is one statement joining rollup_dirty to its source: SQLite does the whole job
+        without handing rows to Python, which beside a busy event loop costs a GIL hand-off each.
         """
         await self.settle()
         done = 0
@@ -317,33 +297,28 @@ class SampleStore:
                     for f in SCALAR_FIELDS
                 )
                 count, src_table = "sum(s.cnt)", ROLLUP_TABLES[src][0]
-            dirty = "rollup_dirty WHERE res = ? AND node_id BETWEEN ? AND ?"
-            spans = await self._spans(
-                "SELECT min(node_id), max(node_id) FROM rollup_dirty WHERE res = ?", (res,)
-            )
-            for a, b in spans:
-                async with self.db.transaction() as con:
-                    async with con.execute(f"SELECT count(*) FROM {dirty}", (res, a, b)) as cur:
-                        row = await cur.fetchone()
-                    n = int(row[0]) if row else 0
-                    if not n:
-                        continue
+            async with self.db.transaction() as con:
+                async with con.execute("SELECT count(*) FROM rollup_dirty WHERE res = ?", (res,)) as cur:
+                    row = await cur.fetchone()
+                n = int(row[0]) if row else 0
+                if not n:
+                    continue
+                await con.execute(
+                    f"INSERT OR REPLACE INTO {table} SELECT d.node_id, d.ts, {count}, {aggs} "
+                    f"FROM rollup_dirty AS d JOIN {src_table} AS s "
+                    "ON s.node_id = d.node_id AND s.ts >= d.ts AND s.ts < d.ts + ? "
+                    "WHERE d.res = ? GROUP BY d.node_id, d.ts",
+                    (step, res),
+                )
+                if parent is not None:
+                    pstep = ROLLUP_TABLES[parent][1]
                     await con.execute(
-                        f"INSERT OR REPLACE INTO {table} SELECT d.node_id, d.ts, {count}, {aggs} "
-                        f"FROM rollup_dirty AS d JOIN {src_table} AS s "
-                        "ON s.node_id = d.node_id AND s.ts >= d.ts AND s.ts < d.ts + ? "
-                        "WHERE d.res = ? AND d.node_id BETWEEN ? AND ? GROUP BY d.node_id, d.ts",
-                        (step, res, a, b),
+                        "INSERT OR IGNORE INTO rollup_dirty (res, node_id, ts) "
+                        "SELECT ?, node_id, ts / ? * ? FROM rollup_dirty WHERE res = ?",
+                        (parent, pstep, pstep, res),
                     )
-                    if parent is not None:
-                        pstep = ROLLUP_TABLES[parent][1]
-                        await con.execute(
-                            "INSERT OR IGNORE INTO rollup_dirty (res, node_id, ts) "
-                            f"SELECT ?, node_id, ts / ? * ? FROM {dirty}",
-                            (parent, pstep, pstep, res, a, b),
-                        )
-                    await con.execute(f"DELETE FROM {dirty}", (res, a, b))
-                    done += n
+                await con.execute("DELETE FROM rollup_dirty WHERE res = ?", (res,))
+                done += n
         return done
 
     async def prune(self, retention: dict[str, float], now: float | None = None, chunk: int = 50_000) -> int:

@@ -278,23 +278,3 @@ async def test_minute_only_pass_keeps_hours_marked_for_later(store: SampleStore)
     assert (await store.history(1, t0, t0 + 3600, "1h", ["cpu_pct"]))["ts"] == []
     await store.rollup(hours=True)
     assert (await store.history(1, t0, t0 + 3600, "1h", ["cpu_pct"]))["avg"]["cpu_pct"] == [20.0]
-
-
-async def test_settle_and_rollup_work_through_node_ranges(
-    store: SampleStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import core.samples
-
-    monkeypatch.setattr(core.samples, "NODES_PER_STEP", 2)
-    t0 = 1_700_000_040.0 - (1_700_000_040.0 % 3600)
-    for node in range(1, 6):
-        await _write(store, node, _samples(t0, 3, 1.0, cpu=[float(node)] * 3))
-    assert await store.settle() == 15  # ranges 1-2, 3-4, 5
-    assert _tier_counts(store) == (0, 15)
-    for node in range(1, 6):
-        await _write(store, node, _samples(t0 + 3, 1, 1.0, cpu=[float(node)], seq0=4))
-    assert await store.rollup() == 10  # five 1m buckets, then five 1h buckets
-    for node in range(1, 6):
-        h = await store.history(node, t0, t0 + 3600, "1h", ["cpu_pct"])
-        assert h["avg"]["cpu_pct"] == [float(node)]
-    assert await store.rollup() == 0  # nothing left marked
