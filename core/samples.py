@@ -54,6 +54,14 @@ def sample_from_row(seq: int, ts_ms: int, values: Sequence[Any], detail: bytes) 
     return Sample(seq=seq, ts=ts_ms / 1000, metrics=msgspec.convert(metrics, Metrics, strict=False))
 
 
+_column = msgspec.json.Decoder(list[float | None])
+
+
+def _aliased(exprs: Sequence[str]) -> str:
+    """`e0 AS c0, e1 AS c1, ...`: positional names for _columns."""
+    return ", ".join(f"{e} AS c{i}" for i, e in enumerate(exprs))
+
+
 # Called once per submitted batch from the commit loop: None once durable, else the failure.
 Done = Callable[[BaseException | None], None]
 
@@ -240,45 +248,60 @@ class SampleStore:
             src = f"SELECT {cols} FROM samples_raw {where} UNION SELECT {cols} FROM samples_head {where}"
             params: tuple[Any, ...] = (node_id, lo, hi) * 2
             if not merge:
-                rows = await self.db.fetchall(src + " ORDER BY ts", params)
-                data = list(zip(*rows, strict=True)) if rows else [()] * (len(fields) + 1)
-                return {
-                    "ts": [t / 1000 for t in data[0]],
-                    "avg": {f: list(data[i + 1]) for i, f in enumerate(fields)},
-                    "step": None,
-                }
-            exprs = ", ".join(f"avg({f}), min({f}), max({f})" for f in fields)
+                exprs = ["ts / 1000.0", *fields]
+                data = await self._columns(
+                    f"SELECT {_aliased(exprs)} FROM ({src}) ORDER BY c0", params, len(exprs)
+                )
+                return {"ts": data[0], "avg": dict(zip(fields, data[1:], strict=True)), "step": None}
+            aggs = [f"{agg}({f})" for f in fields for agg in ("avg", "min", "max")]
         else:
             table = ROLLUP_TABLES[resolution][0]
             src = f"SELECT * FROM {table} WHERE node_id = ? AND ts >= ? AND ts <= ?"
             params = (node_id, lo, hi)
             if merge:
                 # Weight each row's mean by its sample count, as the 1h rollup does.
-                exprs = ", ".join(
-                    f"sum({f}_avg * cnt) / nullif(sum(CASE WHEN {f}_avg IS NULL THEN 0 ELSE cnt END), 0), "
-                    f"min({f}_min), max({f}_max)"
+                aggs = [
+                    expr
                     for f in fields
-                )
+                    for expr in (
+                        f"sum({f}_avg * cnt) / nullif(sum(CASE WHEN {f}_avg IS NULL THEN 0 ELSE cnt END), 0)",
+                        f"min({f}_min)",
+                        f"max({f}_max)",
+                    )
+                ]
             else:
-                exprs = ", ".join(f"{f}_avg, {f}_min, {f}_max" for f in fields)
+                aggs = [f"{f}_{agg}" for f in fields for agg in ("avg", "min", "max")]
+        n = 1 + len(aggs)
         if merge:
-            sql = f"SELECT min(ts), {exprs} FROM ({src}) GROUP BY ts / ? ORDER BY 1"
-            rows = await self.db.fetchall(sql, (*params, width))
+            inner = f"SELECT {_aliased(['min(ts) / 1000.0', *aggs])} FROM ({src}) GROUP BY ts / ? ORDER BY c0"
+            data = await self._columns(inner, (*params, width), n)
         else:
-            rows = await self.db.fetchall(f"SELECT ts, {exprs} FROM ({src}) ORDER BY ts", params)
-        data = list(zip(*rows, strict=True)) if rows else [()] * (3 * len(fields) + 1)
+            data = await self._columns(
+                f"SELECT {_aliased(['ts / 1000.0', *aggs])} FROM ({src}) ORDER BY c0", params, n
+            )
         out: dict[str, Any] = {
-            "ts": [t / 1000 for t in data[0]],
+            "ts": data[0],
             "avg": {},
             "min": {},
             "max": {},
             "step": width / 1000 if merge else None,
         }
         for i, f in enumerate(fields):
-            out["avg"][f] = list(data[1 + 3 * i])
-            out["min"][f] = list(data[2 + 3 * i])
-            out["max"][f] = list(data[3 + 3 * i])
+            out["avg"][f] = data[1 + 3 * i]
+            out["min"][f] = data[2 + 3 * i]
+            out["max"][f] = data[3 + 3 * i]
         return out
+
+    async def _columns(self, inner: str, params: Sequence[Any], n: int) -> list[list[float | None]]:
+        """The n columns c0..c(n-1) of `inner`'s rows, in its order, as lists.
+
+        SQLite builds each column as one JSON array and the answer is one row: a single statement
+        step. Fetching row by row costs a GIL hand-off per row (sqlite3 releases the GIL around each
+        step), which beside a busy event loop made a long history take seconds.
+        """
+        aggs = ", ".join(f"json_group_array(c{i})" for i in range(n))
+        row = await self.db.fetchone(f"SELECT {aggs} FROM ({inner})", params)
+        return [_column.decode(x) for x in row]
 
     # ------------------------------------------------------------ background jobs
 

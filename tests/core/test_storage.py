@@ -278,3 +278,15 @@ async def test_minute_only_pass_keeps_hours_marked_for_later(store: SampleStore)
     assert (await store.history(1, t0, t0 + 3600, "1h", ["cpu_pct"]))["ts"] == []
     await store.rollup(hours=True)
     assert (await store.history(1, t0, t0 + 3600, "1h", ["cpu_pct"]))["avg"]["cpu_pct"] == [20.0]
+
+
+async def test_history_is_in_time_order_across_both_tiers(store: SampleStore) -> None:
+    t0 = 1_700_000_000.0
+    late = _samples(t0 + 5, 5, 1.0, cpu=[float(5 + i) for i in range(5)], seq0=6)
+    await _write(store, 1, late)
+    await store.settle()
+    # An agent backfilling its spool: older samples arrive after newer ones were settled.
+    await _write(store, 1, _samples(t0, 5, 1.0, cpu=[float(i) for i in range(5)]))
+    m = await store.history(1, t0, t0 + 10, "raw", ["cpu_pct"])
+    assert m["ts"] == [t0 + i for i in range(10)]
+    assert m["avg"]["cpu_pct"] == [float(i) for i in range(10)]
