@@ -558,7 +558,7 @@ async def bench_agent(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
         # Measure the agent as installed: pip byte-compiles a wheel, while a source tree run with
         # PYTHONDONTWRITEBYTECODE set would compile every module at each start (about 0.8 MB more).
         for pkg in ("core", "agent"):
-            py_compile_tree(REPO / pkg)
+            await asyncio.to_thread(py_compile_tree, REPO / pkg)
         agent_log = workdir / "agent.log"
         cmd = [
             *servermanager_cmd(),

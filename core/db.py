@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 import sqlite3
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -233,10 +233,6 @@ class Database:
 
     def transaction(self) -> _Transaction:
         return _Transaction(self.writer, self._write_lock)
-
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        async with self.transaction() as con:
-            await con.executemany(sql, rows)
 
 
 # Rows per multi-row statement: a power of two whose parameters fit SQLite's variable limit

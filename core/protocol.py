@@ -145,11 +145,6 @@ SCALAR_FIELDS: tuple[str, ...] = (
 )
 
 
-def scalar_values(m: Metrics) -> tuple[float | None, ...]:
-    """The SCALAR_FIELDS of one reading, in column order."""
-    return tuple(getattr(m, f) for f in SCALAR_FIELDS)
-
-
 class Sample(msgspec.Struct, frozen=True, gc=False):
     seq: int  # per-node, strictly increasing, survives agent restarts
     ts: float  # unix seconds, agent clock

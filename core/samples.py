@@ -57,6 +57,17 @@ def sample_from_row(seq: int, ts_ms: int, values: Sequence[Any], detail: bytes) 
 _column = msgspec.json.Decoder(list[float | None])
 
 
+def _merged(field: str, table: str = "") -> tuple[str, str, str]:
+    """avg, min and max of rollup rows merged into one: each row's mean weighted by its sample
+    count, so the merged mean is exact (the 1h rollup and history's `points` both use it)."""
+    t = table
+    return (
+        f"sum({t}{field}_avg * {t}cnt) / nullif(sum(CASE WHEN {t}{field}_avg IS NULL THEN 0 ELSE {t}cnt END), 0)",
+        f"min({t}{field}_min)",
+        f"max({t}{field}_max)",
+    )
+
+
 def _aliased(exprs: Sequence[str]) -> str:
     """`e0 AS c0, e1 AS c1, ...`: positional names for _columns."""
     return ", ".join(f"{e} AS c{i}" for i, e in enumerate(exprs))
@@ -259,16 +270,7 @@ class SampleStore:
             src = f"SELECT * FROM {table} WHERE node_id = ? AND ts >= ? AND ts <= ?"
             params = (node_id, lo, hi)
             if merge:
-                # Weight each row's mean by its sample count, as the 1h rollup does.
-                aggs = [
-                    expr
-                    for f in fields
-                    for expr in (
-                        f"sum({f}_avg * cnt) / nullif(sum(CASE WHEN {f}_avg IS NULL THEN 0 ELSE cnt END), 0)",
-                        f"min({f}_min)",
-                        f"max({f}_max)",
-                    )
-                ]
+                aggs = [expr for f in fields for expr in _merged(f)]
             else:
                 aggs = [f"{f}_{agg}" for f in fields for agg in ("avg", "min", "max")]
         n = 1 + len(aggs)
@@ -333,12 +335,7 @@ class SampleStore:
                 aggs = ", ".join(f"avg(s.{f}), min(s.{f}), max(s.{f})" for f in SCALAR_FIELDS)
                 count, src_table = "count(*)", "samples_raw"
             else:
-                # Weight each child's mean by its sample count so the parent mean is exact.
-                aggs = ", ".join(
-                    f"sum(s.{f}_avg * s.cnt) / nullif(sum(CASE WHEN s.{f}_avg IS NULL THEN 0 ELSE s.cnt END), 0), "
-                    f"min(s.{f}_min), max(s.{f}_max)"
-                    for f in SCALAR_FIELDS
-                )
+                aggs = ", ".join(expr for f in SCALAR_FIELDS for expr in _merged(f, "s."))
                 count, src_table = "sum(s.cnt)", ROLLUP_TABLES[src][0]
             async with self.db.transaction() as con:
                 async with con.execute("SELECT count(*) FROM rollup_dirty WHERE res = ?", (res,)) as cur:

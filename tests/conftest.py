@@ -1,4 +1,4 @@
-"""Shared fixtures: a real core on loopback with a real SQLite file."""
+"""Shared fixtures: a real core on loopback with a real SQLite file, or just its database."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from core.db import Database
 from tests.helpers.core import RunningCore
 
 
@@ -17,3 +18,14 @@ async def core_server(tmp_path: Path) -> AsyncIterator[RunningCore]:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """The core's database, migrated and open, on a file of its own."""
+    database = Database(tmp_path / "core.db")
+    await database.open()
+    try:
+        yield database
+    finally:
+        await database.close()

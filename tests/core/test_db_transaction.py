@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Awaitable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,16 +21,6 @@ from core.db import Database
 from tests.helpers.wait import wait_for
 
 INSERT = "INSERT INTO audit (ts, actor, action, result) VALUES (?, 'test', 'tx', 'ok')"
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(tmp_path / "tx.db")
-    await database.open()
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 class Gate:

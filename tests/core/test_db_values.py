@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,16 +14,6 @@ from core.protocol import SCALAR_FIELDS
 # that MAX_ROWS_PER_STATEMENT guards against is reached here first.
 RAW_COLUMNS = ("node_id", "ts", "seq", *SCALAR_FIELDS, "detail")
 RAW_TEMPLATE = f"INSERT INTO samples_raw ({', '.join(RAW_COLUMNS)}) VALUES {{values}}"
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(tmp_path / "values.db")
-    await database.open()
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 def _raw_row(node_id: int, i: int) -> tuple[Any, ...]:
