@@ -94,3 +94,31 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     r = cli("core", "--config", str(cfg), "--data-dir", str(tmp_path / "d"))
     assert r.returncode == 2
     assert "retention_raw" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_core_event_loop_is_uvloop_unless_switched_off() -> None:
+    import asyncio
+
+    import uvloop
+
+    from core.cli import new_event_loop
+
+    fast, plain = new_event_loop(prefer_uvloop=True), new_event_loop(prefer_uvloop=False)
+    try:
+        assert isinstance(fast, uvloop.Loop)
+        assert not isinstance(plain, uvloop.Loop) and isinstance(plain, asyncio.AbstractEventLoop)
+    finally:
+        fast.close()
+        plain.close()
+
+
+def test_uvloop_setting_takes_booleans_only() -> None:
+    from core.settings import CoreSettings, SettingsError, load_settings
+
+    def load(value: str) -> CoreSettings:
+        return load_settings(CoreSettings, env_prefix="SM_CORE_", environ={"SM_CORE_UVLOOP": value})
+
+    assert load("false").uvloop is False
+    assert load("true").uvloop is True
+    with pytest.raises(SettingsError, match="uvloop"):
+        load("maybe")
