@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
 import random
+import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,6 +249,19 @@ def _describe_code(code: int | None) -> str:
 # ---------------------------------------------------------------- the machine
 
 
+def proxy_configured(environ: Mapping[str, str] | None = None, platform: str = sys.platform) -> bool:
+    """Whether websockets' proxy lookup could find a proxy: as it does, from `*_proxy` variables.
+
+    On Linux urllib.request.getproxies() reads only the environment, so with no such variable the
+    lookup (and the import of urllib.request for it) is skipped. Elsewhere it also reads system
+    settings (macOS configuration, the Windows registry), so there the lookup always runs.
+    """
+    if not platform.startswith("linux"):
+        return True
+    env = os.environ if environ is None else environ
+    return any(k.lower().endswith("_proxy") and v for k, v in env.items())
+
+
 class Connection:
     """Dials the core, authenticates, streams the spool, and reconnects with jittered backoff.
 
@@ -393,6 +408,7 @@ class Connection:
                 # (hundreds of KB of RSS) and CPU on both ends for little saved bandwidth.
                 compression=None,
                 close_timeout=CLOSE_TIMEOUT,
+                proxy=True if proxy_configured() else None,
                 user_agent_header=f"servermanager-agent/{agent_version()}",
                 logger=_ws_log,
             )

@@ -537,6 +537,19 @@ def py_compile_tree(folder: Path) -> None:
     compileall.compile_dir(str(folder), quiet=1)
 
 
+def install_agent_venv(venv: Path) -> None:
+    """A fresh venv holding the agent exactly as installed on a server (wheel build, byte-compiled)."""
+    import subprocess
+    import venv as venv_module
+
+    venv_module.EnvBuilder(with_pip=True, clear=True).create(venv)
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         f"{REPO}[agent]"],
+        check=True,
+    )  # fmt: skip
+
+
 async def bench_agent(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"duration_s": args.agent_duration, "interval_s": 1.0}
     if shutil.which(NODE_EXPORTER) is None:
@@ -555,13 +568,22 @@ async def bench_agent(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
         state.mkdir(mode=0o700)
         os.chmod(state, 0o700)
         agent_env = {**os.environ, "SM_AGENT_ENROLL_TOKEN": token}
-        # Measure the agent as installed: pip byte-compiles a wheel, while a source tree run with
-        # PYTHONDONTWRITEBYTECODE set would compile every module at each start (about 0.8 MB more).
-        for pkg in ("core", "agent"):
-            await asyncio.to_thread(py_compile_tree, REPO / pkg)
         agent_log = workdir / "agent.log"
+        if args.agent_from == "venv":
+            # Measure the agent as a server gets it: `pip install servermanager[agent]` in a venv of
+            # its own. The dev venv's editable install adds an import hook (pathlib, re, urllib.parse
+            # at every start), and a source tree run with PYTHONDONTWRITEBYTECODE set would compile
+            # every module at each start; neither is what ships.
+            venv = workdir / "agent-venv"
+            out["installed_with"] = f"python -m venv; pip install '{REPO.name}[agent]' (non-editable)"
+            await asyncio.to_thread(install_agent_venv, venv)
+            exe = [str(venv / "bin" / "servermanager")]
+        else:
+            for pkg in ("core", "agent"):
+                await asyncio.to_thread(py_compile_tree, REPO / pkg)
+            exe = servermanager_cmd()
         cmd = [
-            *servermanager_cmd(),
+            *exe,
             "agent",
             "--core",
             core.url,
@@ -1224,6 +1246,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connect-timeout", type=float, default=10.0, help="simulated agents' handshake timeout")
     ap.add_argument("--storage-agents", type=int, default=1000, help="agents of the storage part's own run")
     ap.add_argument("--agent-duration", type=float, default=60.0, help="seconds of the agent measurement")
+    ap.add_argument(
+        "--agent-from",
+        choices=("venv", "tree"),
+        default="venv",
+        help="venv: pip-install the agent into a fresh venv, as on a server (default); tree: run this checkout",
+    )
     ap.add_argument("--agent-warmup", type=float, default=10.0, help="seconds after the agent's first sample")
     ap.add_argument("--history-days", type=int, default=30)
     ap.add_argument("--history-reps", type=int, default=20)

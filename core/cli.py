@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import getpass
 import importlib.util
 import logging
 import os
@@ -13,14 +12,15 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from agent.cli import add_arguments as agent_arguments
 from core.settings import CoreSettings, SettingsError, load_settings, parse_duration
+
+# A module that only one subcommand needs (getpass, tempfile, urllib.request) is imported
+# inside it: `servermanager agent` starts here too, and every import stays in the agent's RSS.
 
 log = logging.getLogger("servermanager")
 
@@ -126,6 +126,8 @@ def _admin_core(args: argparse.Namespace) -> Any:
 def _read_password(args: argparse.Namespace) -> str:
     if not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\n")
+    import getpass
+
     first = getpass.getpass("Password: ")
     if getpass.getpass("Again: ") != first:
         raise SystemExit("passwords differ")
@@ -253,6 +255,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _wait_health(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    import urllib.request
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -268,6 +272,8 @@ def _wait_health(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0)
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Core + one local agent on a throwaway data dir; the desktop app joins once it exists."""
+    import tempfile
+
     setup_logging("INFO")
     base = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="servermanager-demo-"))
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
