@@ -286,7 +286,7 @@ async def node_history(c: Call) -> m.History:
     if unknown:
         raise ApiError(400, "invalid_query", f"unknown field(s) {unknown}; known: {', '.join(SCALAR_FIELDS)}")
     res = q.resolution if q.resolution != "auto" else choose_resolution(c.core, start, end, now)
-    data = await c.core.store.history(nid, start, end, res, fields, q.points)
+    data = await c.core.store.history(nid, start, end, res, fields, q.points, encoded=True)
     return m.History(node_id=nid, resolution=res, from_=start, to=end, fields=fields, **data)  # type: ignore[arg-type]
 
 

@@ -90,7 +90,9 @@ def create_app(settings: CoreSettings) -> web.Application:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         db = Database(folder / DB_FILENAME)
         await db.open()
-        store = SampleStore(db, settings.flush_every)
+        store = SampleStore(
+            db, settings.flush_every, day_cache_bytes=int(settings.history_cache_mb * (1 << 20))
+        )
         bus = Bus()
         nodes = Nodes(db, store, bus)
         audit = Audit(db)

@@ -6,8 +6,8 @@ import asyncio
 import logging
 import operator
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +73,16 @@ def _aliased(exprs: Sequence[str]) -> str:
     return ", ".join(f"{e} AS c{i}" for i, e in enumerate(exprs))
 
 
+def _rollup_select(table: str, exprs: Sequence[str]) -> str:
+    """exprs of one node's rollup rows with ts in [?, ?], in time order.
+
+    Rollup buckets start on whole minutes, so `ts / 1000` is integer seconds, which SQLite writes
+    out at a third of the cost of a REAL. ORDER BY ts, not c0: the primary key's order, where an
+    expression would make SQLite sort.
+    """
+    return f"SELECT {_aliased(exprs)} FROM {table} WHERE node_id = ? AND ts >= ? AND ts <= ? ORDER BY ts"
+
+
 # Called once per submitted batch from the commit loop: None once durable, else the failure.
 Done = Callable[[BaseException | None], None]
 
@@ -96,11 +106,85 @@ class _Pending:
     done: Done
 
 
+DAY_MS = 86_400_000
+# Bookkeeping per cached fragment (key tuple, dict slot, bytes header), counted against the bound.
+_ENTRY_OVERHEAD = 200
+
+
+class DayCache:
+    """JSON array bodies of whole past days of 1-minute rollups, per node, day and column.
+
+    SQLite writes a REAL out as text at about 0.6 µs: one field's 30 days (172,800 numbers) cost
+    around 100 ms each time they are asked for, and a chart asks again every time its window moves.
+    Past days rarely change, so their text is kept, under a byte bound, least recently used first
+    out. Whatever rewrites a past day's rows (a late backfill's rollup, pruning, deleting a node)
+    drops that day, and bumps `generation` so that a fill read before the change is not stored.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.generation = 0
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict[tuple[int, int, str], str] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, node_id: int, day: int, column: str) -> str | None:
+        text = self._items.get((node_id, day, column))
+        if text is None:
+            self.misses += 1
+            return None
+        self._items.move_to_end((node_id, day, column))
+        self.hits += 1
+        return text
+
+    def put(self, node_id: int, day: int, column: str, text: str, generation: int) -> None:
+        """Keep `text`, unless a day changed since `generation` was read (the text may predate it)."""
+        cost = len(text) + _ENTRY_OVERHEAD
+        if generation != self.generation or cost > self.max_bytes:
+            return
+        old = self._items.pop((node_id, day, column), None)
+        if old is not None:
+            self.size -= len(old) + _ENTRY_OVERHEAD
+        self._items[(node_id, day, column)] = text
+        self.size += cost
+        while self.size > self.max_bytes:
+            _, dropped = self._items.popitem(last=False)
+            self.size -= len(dropped) + _ENTRY_OVERHEAD
+
+    def forget_days(self, days: Collection[tuple[int, int]]) -> None:
+        """These (node_id, day) pairs changed."""
+        self._drop(lambda node_id, day: (node_id, day) in days)
+
+    def forget_until(self, last_day: int) -> None:
+        """Every node's days up to last_day (pruning) changed."""
+        self._drop(lambda node_id, day: day <= last_day)
+
+    def forget_node(self, node_id: int) -> None:
+        self._drop(lambda nid, day: nid == node_id)
+
+    def _drop(self, changed: Callable[[int, int], bool]) -> None:
+        # Fills in flight read before the change: the new generation keeps them out.
+        self.generation += 1
+        for key in [k for k in self._items if changed(k[0], k[1])]:
+            self.size -= len(self._items.pop(key)) + _ENTRY_OVERHEAD
+
+
 class SampleStore:
     """Group-commits samples from every agent; a caller's future resolves once its rows are durable."""
 
-    def __init__(self, db: Database, flush_every: float = 0.05, max_rows_per_commit: int = 20_000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        flush_every: float = 0.05,
+        max_rows_per_commit: int = 20_000,
+        day_cache_bytes: int = 64 << 20,
+    ) -> None:
         self.db = db
+        self.days = DayCache(day_cache_bytes)
         self.flush_every = flush_every
         self.max_rows = max_rows_per_commit
         self._queue: deque[_Pending] = deque()
@@ -233,8 +317,13 @@ class SampleStore:
         resolution: str,
         fields: Sequence[str],
         points: int | None = None,
+        encoded: bool = False,
     ) -> dict[str, Any]:
         """Columnar series: ts plus avg (the value, for unmerged raw), min and max, and step.
+
+        With `encoded`, each column is the JSON array SQLite built, as msgspec.Raw, for an answer
+        that goes straight out as JSON: decoding 2 million numbers to encode them again costs as
+        much as building them.
 
         With `points`, rows are merged into at most that many equal-width buckets: avg weighted
         by sample count, min of minimums, max of maximums, ts the first row's; step is the bucket
@@ -261,7 +350,7 @@ class SampleStore:
             if not merge:
                 exprs = ["ts / 1000.0", *fields]
                 data = await self._columns(
-                    f"SELECT {_aliased(exprs)} FROM ({src}) ORDER BY c0", params, len(exprs)
+                    f"SELECT {_aliased(exprs)} FROM ({src}) ORDER BY ts", params, len(exprs), encoded
                 )
                 return {"ts": data[0], "avg": dict(zip(fields, data[1:], strict=True)), "step": None}
             aggs = [f"{agg}({f})" for f in fields for agg in ("avg", "min", "max")]
@@ -275,12 +364,13 @@ class SampleStore:
                 aggs = [f"{f}_{agg}" for f in fields for agg in ("avg", "min", "max")]
         n = 1 + len(aggs)
         if merge:
-            inner = f"SELECT {_aliased(['min(ts) / 1000.0', *aggs])} FROM ({src}) GROUP BY ts / ? ORDER BY c0"
-            data = await self._columns(inner, (*params, width), n)
+            first = "min(ts) / 1000.0" if resolution == "raw" else "min(ts) / 1000"
+            inner = f"SELECT {_aliased([first, *aggs])} FROM ({src}) GROUP BY ts / ? ORDER BY c0"
+            data = await self._columns(inner, (*params, width), n, encoded)
+        elif encoded and resolution == "1m" and self.days.max_bytes > 0:
+            data = await self._cached_columns(node_id, lo, hi, ["ts / 1000", *aggs])
         else:
-            data = await self._columns(
-                f"SELECT {_aliased(['ts / 1000.0', *aggs])} FROM ({src}) ORDER BY c0", params, n
-            )
+            data = await self._columns(_rollup_select(table, ["ts / 1000", *aggs]), params, n, encoded)
         out: dict[str, Any] = {
             "ts": data[0],
             "avg": {},
@@ -294,8 +384,47 @@ class SampleStore:
             out["max"][f] = data[3 + 3 * i]
         return out
 
-    async def _columns(self, inner: str, params: Sequence[Any], n: int) -> list[list[float | None]]:
-        """The n columns c0..c(n-1) of `inner`'s rows, in its order, as lists.
+    async def _cached_columns(self, node_id: int, lo: int, hi: int, exprs: list[str]) -> list[msgspec.Raw]:
+        """_columns(encoded=True) of samples_1m, whole past days from the DayCache.
+
+        The partial days at either end and the current day are read every time; each whole past
+        day not in the cache is read with one statement, and kept.
+        """
+        first = -(-lo // DAY_MS)  # the first day starting at or after lo
+        stop = min((hi + 1) // DAY_MS, int(time.time() * 1000) // DAY_MS)  # whole and over
+        pieces: list[list[str]] = [[] for _ in exprs]
+        select = _rollup_select("samples_1m", exprs)
+
+        async def read(a: int, b: int) -> list[str]:
+            row = await self._column_texts(select, (node_id, a, b), len(exprs))
+            return [text[1:-1] for text in row]  # the bodies, without [ ]
+
+        def add(texts: Sequence[str]) -> None:
+            for column, text in zip(pieces, texts, strict=True):
+                if text:
+                    column.append(text)
+
+        if first >= stop:
+            add(await read(lo, hi))
+        else:
+            if lo < first * DAY_MS:
+                add(await read(lo, first * DAY_MS - 1))
+            for day in range(first, stop):
+                cached = [self.days.get(node_id, day, e) for e in exprs]
+                if None in cached:
+                    generation = self.days.generation
+                    texts = await read(day * DAY_MS, (day + 1) * DAY_MS - 1)
+                    for e, text in zip(exprs, texts, strict=True):
+                        self.days.put(node_id, day, e, text, generation)
+                    add(texts)
+                else:
+                    add(cached)  # type: ignore[arg-type]
+            if stop * DAY_MS <= hi:
+                add(await read(stop * DAY_MS, hi))
+        return [msgspec.Raw(f"[{','.join(column)}]".encode()) for column in pieces]
+
+    async def _column_texts(self, inner: str, params: Sequence[Any], n: int) -> list[str]:
+        """The n columns c0..c(n-1) of `inner`'s rows, in its order, each as SQLite's JSON array text.
 
         SQLite builds each column as one JSON array and the answer is one row: a single statement
         step. Fetching row by row costs a GIL hand-off per row (sqlite3 releases the GIL around each
@@ -303,6 +432,13 @@ class SampleStore:
         """
         aggs = ", ".join(f"json_group_array(c{i})" for i in range(n))
         row = await self.db.fetchone(f"SELECT {aggs} FROM ({inner})", params)
+        return list(row)
+
+    async def _columns(self, inner: str, params: Sequence[Any], n: int, encoded: bool = False) -> list[Any]:
+        """The n columns c0..c(n-1) of `inner`'s rows, in its order, as lists (or msgspec.Raw JSON)."""
+        row = await self._column_texts(inner, params, n)
+        if encoded:
+            return [msgspec.Raw(x.encode()) for x in row]
         return [_column.decode(x) for x in row]
 
     # ------------------------------------------------------------ background jobs
@@ -328,6 +464,7 @@ class SampleStore:
         """
         await self.settle()
         done = 0
+        rewritten: set[tuple[int, int]] = set()
         levels = [("1m", "raw", "1h"), ("1h", "1m", None)] if hours else [("1m", "raw", "1h")]
         for res, src, parent in levels:
             table, step = ROLLUP_TABLES[res]
@@ -343,6 +480,14 @@ class SampleStore:
                 n = int(row[0]) if row else 0
                 if not n:
                     continue
+                if res == "1m" and self.days.max_bytes > 0:
+                    # Past days this pass rewrites (a late backfill): cached text of them goes.
+                    today = int(time.time() * 1000) // DAY_MS * DAY_MS
+                    async with con.execute(
+                        "SELECT DISTINCT node_id, ts / ? FROM rollup_dirty WHERE res = '1m' AND ts < ?",
+                        (DAY_MS, today),
+                    ) as cur:
+                        rewritten = {(r[0], r[1]) for r in await cur.fetchall()}
                 await con.execute(
                     f"INSERT OR REPLACE INTO {table} SELECT d.node_id, d.ts, {count}, {aggs} "
                     f"FROM rollup_dirty AS d JOIN {src_table} AS s "
@@ -359,6 +504,10 @@ class SampleStore:
                     )
                 await con.execute("DELETE FROM rollup_dirty WHERE res = ?", (res,))
                 done += n
+            if rewritten:
+                # After the commit: dropped before it, a fill could read the old rows after the drop.
+                self.days.forget_days(rewritten)
+                rewritten = set()
         return done
 
     async def prune(self, retention: dict[str, float], now: float | None = None, chunk: int = 50_000) -> int:
@@ -378,6 +527,8 @@ class SampleStore:
                     (cutoff, chunk),
                 )
                 removed += n
+                if table == "samples_1m" and n:
+                    self.days.forget_until(cutoff // DAY_MS)
                 if n < chunk:
                     break
         return removed
@@ -387,3 +538,4 @@ class SampleStore:
             for table in ("samples_head", "samples_raw", "samples_1m", "samples_1h"):
                 await con.execute(f"DELETE FROM {table} WHERE node_id = ?", (node_id,))
             await con.execute("DELETE FROM rollup_dirty WHERE node_id = ?", (node_id,))
+        self.days.forget_node(node_id)

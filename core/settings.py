@@ -157,6 +157,7 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     rollup_every: float = 10.0
     prune_every: float = 300.0
     flush_every: float = 0.05
+    history_cache_mb: float = 64.0
     access_token_ttl: float = 900.0
     refresh_token_ttl: float = 30 * 86400.0
     login_max_failures: int = 5
@@ -181,6 +182,7 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         "rollup_every": "how often the rollup job runs",
         "prune_every": "how often the retention job runs",
         "flush_every": "longest time a received sample waits before its batch is committed",
+        "history_cache_mb": "memory for past days of 1-minute history kept as ready JSON; 0 turns it off",
         "access_token_ttl": "lifetime of an access token from login",
         "refresh_token_ttl": "lifetime of a refresh token",
         "login_max_failures": "failed logins per user and address before refusing more",
@@ -198,6 +200,8 @@ class CoreSettings(msgspec.Struct, kw_only=True):
             raise SettingsError("setting heartbeat_misses must be at least 1")
         if self.agent_interval and self.agent_interval < 1:
             raise SettingsError("setting agent_interval must be 0 (agent decides) or at least 1 second")
+        if self.history_cache_mb < 0:
+            raise SettingsError("setting history_cache_mb must be 0 (off) or more")
         if self.sample_max_age >= self.retention_raw:
             raise SettingsError("setting sample_max_age must be below retention_raw")
 
