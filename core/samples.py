@@ -18,6 +18,8 @@ from core.protocol import SCALAR_FIELDS, Metrics, Sample
 
 log = logging.getLogger(__name__)
 
+DAY_MS = 86_400_000
+
 # Fields of Metrics that are not scalar columns travel in the detail blob.
 _DETAIL_FIELDS = tuple(f for f in Metrics.__struct_fields__ if f not in SCALAR_FIELDS)
 _COLUMN_FIELDS = tuple(f for f in SCALAR_FIELDS if f in Metrics.__struct_fields__)
@@ -73,6 +75,30 @@ def _aliased(exprs: Sequence[str]) -> str:
     return ", ".join(f"{e} AS c{i}" for i, e in enumerate(exprs))
 
 
+# Bucket widths for `points`, in ms: each divides a day or is whole days, so a bucket never
+# straddles midnight (a day's merged points can be cached) and the steps are the ones a chart's
+# time axis shows.
+_WIDTHS = sorted(
+    {s * 1000 for s in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)}
+    | {m * 60_000 for m in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 240, 360, 480, 720)}
+    | {d * DAY_MS for d in (1, 2, 3, 4, 5, 6, 7, 10, 14, 15, 30, 60, 90, 180, 365)}
+)
+
+
+def _bucket_width(span: int, points: int, unit: int) -> int:
+    """The narrowest bucket width (ms) of _WIDTHS, a multiple of `unit`, giving at most `points`.
+
+    Buckets are aligned to the epoch rather than to the range's start, so a chart refreshing
+    its moving window sees stable points; aligned buckets can straddle both ends, hence
+    points - 1 spans for at most `points` buckets.
+    """
+    want = -(-span // max(1, points - 1))
+    for width in _WIDTHS:
+        if width >= want and width % unit == 0:
+            return width
+    return -(-want // DAY_MS) * DAY_MS
+
+
 def _rollup_select(table: str, exprs: Sequence[str]) -> str:
     """exprs of one node's rollup rows with ts in [?, ?], in time order.
 
@@ -106,7 +132,6 @@ class _Pending:
     done: Done
 
 
-DAY_MS = 86_400_000
 # Bookkeeping per cached fragment (key tuple, dict slot, bytes header), counted against the bound.
 _ENTRY_OVERHEAD = 200
 
@@ -127,12 +152,12 @@ class DayCache:
         self.generation = 0
         self.hits = 0
         self.misses = 0
-        self._items: OrderedDict[tuple[int, int, str], str] = OrderedDict()
+        self._items: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def get(self, node_id: int, day: int, column: str) -> str | None:
+    def get(self, node_id: int, day: int, column: str) -> bytes | None:
         text = self._items.get((node_id, day, column))
         if text is None:
             self.misses += 1
@@ -141,7 +166,7 @@ class DayCache:
         self.hits += 1
         return text
 
-    def put(self, node_id: int, day: int, column: str, text: str, generation: int) -> None:
+    def put(self, node_id: int, day: int, column: str, text: bytes, generation: int) -> None:
         """Keep `text`, unless a day changed since `generation` was read (the text may predate it)."""
         cost = len(text) + _ENTRY_OVERHEAD
         if generation != self.generation or cost > self.max_bytes:
@@ -334,12 +359,7 @@ class SampleStore:
         native = ROLLUP_TABLES[resolution][1] if resolution != "raw" else 0
         width = 0
         if points:
-            # Whole rollup rows (or seconds, for raw) per bucket, and buckets aligned to the epoch
-            # rather than to `start`, so a chart refreshing its moving window sees stable points.
-            # Aligned buckets can straddle both ends, hence points - 1 spans for at most points.
-            unit = native or 1000
-            width = -(-(hi - lo + 1) // max(1, points - 1))
-            width = -(-width // unit) * unit
+            width = _bucket_width(hi - lo + 1, points, native or 1000)
         merge = width > native
         if resolution == "raw":
             cols = ", ".join(("ts", *fields))
@@ -363,11 +383,15 @@ class SampleStore:
             else:
                 aggs = [f"{f}_{agg}" for f in fields for agg in ("avg", "min", "max")]
         n = 1 + len(aggs)
+        cached = encoded and resolution == "1m" and self.days.max_bytes > 0
         if merge:
             first = "min(ts) / 1000.0" if resolution == "raw" else "min(ts) / 1000"
-            inner = f"SELECT {_aliased([first, *aggs])} FROM ({src}) GROUP BY ts / ? ORDER BY c0"
-            data = await self._columns(inner, (*params, width), n, encoded)
-        elif encoded and resolution == "1m" and self.days.max_bytes > 0:
+            if cached and DAY_MS % width == 0:
+                data = await self._cached_columns(node_id, lo, hi, [first, *aggs], width)
+            else:
+                inner = f"SELECT {_aliased([first, *aggs])} FROM ({src}) GROUP BY ts / ? ORDER BY c0"
+                data = await self._columns(inner, (*params, width), n, encoded)
+        elif cached:
             data = await self._cached_columns(node_id, lo, hi, ["ts / 1000", *aggs])
         else:
             data = await self._columns(_rollup_select(table, ["ts / 1000", *aggs]), params, n, encoded)
@@ -384,22 +408,32 @@ class SampleStore:
             out["max"][f] = data[3 + 3 * i]
         return out
 
-    async def _cached_columns(self, node_id: int, lo: int, hi: int, exprs: list[str]) -> list[msgspec.Raw]:
+    async def _cached_columns(
+        self, node_id: int, lo: int, hi: int, exprs: list[str], width: int | None = None
+    ) -> list[msgspec.Raw]:
         """_columns(encoded=True) of samples_1m, whole past days from the DayCache.
 
         The partial days at either end and the current day are read every time; each whole past
-        day not in the cache is read with one statement, and kept.
+        day not in the cache is read with one statement, and kept. With `width` (which divides a
+        day), rows are merged into buckets of that many ms, as for `points`.
         """
         first = -(-lo // DAY_MS)  # the first day starting at or after lo
         stop = min((hi + 1) // DAY_MS, int(time.time() * 1000) // DAY_MS)  # whole and over
-        pieces: list[list[str]] = [[] for _ in exprs]
-        select = _rollup_select("samples_1m", exprs)
+        pieces: list[list[bytes]] = [[] for _ in exprs]
+        if width is None:
+            select, keys = _rollup_select("samples_1m", exprs), exprs
+        else:
+            select = (
+                f"SELECT {_aliased(exprs)} FROM samples_1m WHERE node_id = ? AND ts >= ? AND ts <= ? "
+                f"GROUP BY ts / {int(width)} ORDER BY c0"
+            )
+            keys = [f"{e} per {width}" for e in exprs]
 
-        async def read(a: int, b: int) -> list[str]:
+        async def read(a: int, b: int) -> list[bytes]:
             row = await self._column_texts(select, (node_id, a, b), len(exprs))
-            return [text[1:-1] for text in row]  # the bodies, without [ ]
+            return [text[1:-1].encode() for text in row]  # the bodies, without [ ]
 
-        def add(texts: Sequence[str]) -> None:
+        def add(texts: Sequence[bytes]) -> None:
             for column, text in zip(pieces, texts, strict=True):
                 if text:
                     column.append(text)
@@ -410,18 +444,18 @@ class SampleStore:
             if lo < first * DAY_MS:
                 add(await read(lo, first * DAY_MS - 1))
             for day in range(first, stop):
-                cached = [self.days.get(node_id, day, e) for e in exprs]
+                cached = [self.days.get(node_id, day, k) for k in keys]
                 if None in cached:
                     generation = self.days.generation
                     texts = await read(day * DAY_MS, (day + 1) * DAY_MS - 1)
-                    for e, text in zip(exprs, texts, strict=True):
-                        self.days.put(node_id, day, e, text, generation)
+                    for k, text in zip(keys, texts, strict=True):
+                        self.days.put(node_id, day, k, text, generation)
                     add(texts)
                 else:
                     add(cached)  # type: ignore[arg-type]
             if stop * DAY_MS <= hi:
                 add(await read(stop * DAY_MS, hi))
-        return [msgspec.Raw(f"[{','.join(column)}]".encode()) for column in pieces]
+        return [msgspec.Raw(b"[" + b",".join(column) + b"]") for column in pieces]
 
     async def _column_texts(self, inner: str, params: Sequence[Any], n: int) -> list[str]:
         """The n columns c0..c(n-1) of `inner`'s rows, in its order, each as SQLite's JSON array text.

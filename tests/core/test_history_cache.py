@@ -12,7 +12,7 @@ import pytest
 
 from core.db import Database
 from core.protocol import Sample
-from core.samples import _ENTRY_OVERHEAD, DAY_MS, DayCache, SampleStore
+from core.samples import _ENTRY_OVERHEAD, DAY_MS, DayCache, SampleStore, _bucket_width
 from tests.helpers.core import metrics
 
 DAY = DAY_MS / 1000
@@ -43,7 +43,7 @@ async def _write(store: SampleStore, samples: list[Sample]) -> None:
 
 def _decoded(answer: dict[str, Any]) -> dict[str, Any]:
     """An encoded answer's Raw columns as lists."""
-    return msgspec.json.decode(msgspec.json.encode(answer))  # type: ignore[no-any-return]
+    return msgspec.json.decode(msgspec.json.encode(answer))
 
 
 async def test_cached_days_give_sqlites_answer_and_are_read_once(db: Database) -> None:
@@ -131,21 +131,21 @@ def test_a_fill_read_before_a_change_is_not_kept() -> None:
     cache = DayCache(1 << 20)
     generation = cache.generation
     cache.forget_days({(1, 20_000)})
-    cache.put(1, 20_000, "ts / 1000", "1,2,3", generation)
+    cache.put(1, 20_000, "ts / 1000", b"1,2,3", generation)
     assert len(cache) == 0
-    cache.put(1, 20_000, "ts / 1000", "1,2,3", cache.generation)
-    assert cache.get(1, 20_000, "ts / 1000") == "1,2,3"
+    cache.put(1, 20_000, "ts / 1000", b"1,2,3", cache.generation)
+    assert cache.get(1, 20_000, "ts / 1000") == b"1,2,3"
 
 
 def test_the_byte_bound_drops_the_least_recently_used() -> None:
     cache = DayCache(3 * (_ENTRY_OVERHEAD + 10))
     for day in range(3):
-        cache.put(1, day, "c", str(day) * 10, cache.generation)
-    assert cache.get(1, 0, "c") == "0" * 10  # day 0 is now the most recently used
-    cache.put(1, 3, "c", "3" * 10, cache.generation)
+        cache.put(1, day, "c", str(day).encode() * 10, cache.generation)
+    assert cache.get(1, 0, "c") == b"0" * 10  # day 0 is now the most recently used
+    cache.put(1, 3, "c", b"3" * 10, cache.generation)
     assert [day for _, day, _ in cache._items] == [2, 0, 3]
     assert cache.size == 3 * (_ENTRY_OVERHEAD + 10)
-    cache.put(1, 4, "c", "x" * (cache.max_bytes + 1), cache.generation)  # larger than the bound
+    cache.put(1, 4, "c", b"x" * (cache.max_bytes + 1), cache.generation)  # larger than the bound
     assert cache.get(1, 4, "c") is None and len(cache) == 3
 
 
@@ -159,3 +159,35 @@ def test_history_cache_setting_takes_sizes_of_zero_or_more() -> None:
     assert load("8.5").history_cache_mb == 8.5
     with pytest.raises(SettingsError, match="history_cache_mb"):
         load("-1")
+
+
+async def test_merged_points_of_cached_days_match_one_merge_over_the_range(db: Database) -> None:
+    store, base = await _store_with_days(db)
+    lo, hi = base + 0.25 * DAY, base + 3.5 * DAY
+    expected = await store.history(1, lo, hi, "1m", FIELDS, points=50)
+    assert expected["step"] == 7200.0 and len(expected["ts"]) == 27
+    for _ in range(2):
+        assert _decoded(await store.history(1, lo, hi, "1m", FIELDS, points=50, encoded=True)) == expected
+    assert (store.days.hits, store.days.misses) == (2 * COLUMNS, 2 * COLUMNS)
+    # Wider buckets: many rows per point, and other keys than the unmerged columns'.
+    wide = await store.history(1, lo, hi, "1m", FIELDS, points=10)
+    assert wide["step"] == 12 * 3600.0
+    assert wide["avg"]["cpu_pct"][0] == pytest.approx((2 + 3) / 2)
+    assert _decoded(await store.history(1, lo, hi, "1m", FIELDS, points=10, encoded=True)) == wide
+
+
+@pytest.mark.parametrize(
+    ("span", "points", "unit", "width"),
+    [
+        (30 * DAY_MS, 2000, 60_000, 30 * 60_000),  # 21.6 min wanted: the next step, 30 min
+        (240_000, 3, 60_000, 120_000),
+        (60_000, 2, 1000, 60_000),
+        (10_000, 100, 1000, 1000),  # never below the resolution's own step
+        (4 * 3_600_000, 100, 3_600_000, 3_600_000),
+        (2 * 365 * DAY_MS, 100, 3_600_000, 10 * DAY_MS),  # 7.4 days wanted
+        (40 * 365 * DAY_MS, 10, 3_600_000, 1623 * DAY_MS),  # beyond the table: whole days
+    ],
+)
+def test_points_buckets_are_steps_that_tile_a_day(span: int, points: int, unit: int, width: int) -> None:
+    assert _bucket_width(span, points, unit) == width
+    assert width % unit == 0 and (DAY_MS % width == 0 or width % DAY_MS == 0)
