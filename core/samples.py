@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aiosqlite
 import msgspec
 
 from core.db import ROLLUP_TABLES, Database, execute_values
@@ -19,6 +20,9 @@ from core.protocol import SCALAR_FIELDS, Metrics, Sample
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
+# How long after a minute ends its bucket waits for the last samples before being rolled up.
+ROLLUP_GRACE_MS = 2_000
+_NO_LIMIT = 1 << 62
 
 # Fields of Metrics that are not scalar columns travel in the detail blob.
 _DETAIL_FIELDS = tuple(f for f in Metrics.__struct_fields__ if f not in SCALAR_FIELDS)
@@ -97,6 +101,13 @@ def _bucket_width(span: int, points: int, unit: int) -> int:
         if width >= want and width % unit == 0:
             return width
     return -(-want // DAY_MS) * DAY_MS
+
+
+async def _settle(con: aiosqlite.Connection) -> int:
+    cur = await con.execute(_SETTLE)
+    moved = cur.rowcount
+    await con.execute("DELETE FROM samples_head")
+    return int(moved)
 
 
 def _rollup_select(table: str, exprs: Sequence[str]) -> str:
@@ -480,28 +491,34 @@ class SampleStore:
     async def settle(self) -> int:
         """Move the head into samples_raw, in node order; returns the rows moved (duplicates dropped)."""
         async with self.db.transaction() as con:
-            cur = await con.execute(_SETTLE)
-            moved = cur.rowcount
-            await con.execute("DELETE FROM samples_head")
-        return moved
+            return await _settle(con)
 
-    async def rollup(self, hours: bool = True) -> int:
+    async def rollup(self, hours: bool = True, now: float | None = None) -> int:
         """Recompute every bucket touched since the last run (late backfill included); returns buckets done.
+
+        A minute bucket waits until its minute is over (plus ROLLUP_GRACE_MS) as of `now`
+        (default: the clock), so 1m history ends at the last whole minute; raw covers the rest.
 
         `hours=False` does the 1m level only and leaves the 1h buckets marked for a later run:
         an hour bucket aggregates 60 minute rows, and recomputing every node's current hour on
         every pass was the largest single cost of the job at fleet scale.
 
-        Settles the head first, so the 1m buckets read complete rows from samples_raw alone. Each
-        step is one statement joining rollup_dirty to its source: SQLite does the whole job
-        without handing rows to Python, which beside a busy event loop costs a GIL hand-off each.
+        Settles the head first, in the same transaction as the 1m step, so the 1m buckets read
+        complete rows from samples_raw alone: a commit that took the writer between the two would
+        have marked buckets whose rows were still in the head, and lost them. Each step is one
+        statement joining rollup_dirty to its source: SQLite does the whole job without handing
+        rows to Python, which beside a busy event loop costs a GIL hand-off each.
         """
-        await self.settle()
         done = 0
         rewritten: set[tuple[int, int]] = set()
         levels = [("1m", "raw", "1h"), ("1h", "1m", None)] if hours else [("1m", "raw", "1h")]
+        now_ms = int((time.time() if now is None else now) * 1000)
         for res, src, parent in levels:
             table, step = ROLLUP_TABLES[res]
+            # Minutes are rolled up once they are over (and ROLLUP_GRACE has passed for the last
+            # samples to land): the current minute, recomputed on every pass, was 3 times the
+            # work. The current hour is kept fresh, from the minutes done.
+            upto = now_ms - ROLLUP_GRACE_MS - step if res == "1m" else _NO_LIMIT
             if src == "raw":
                 aggs = ", ".join(f"avg(s.{f}), min(s.{f}), max(s.{f})" for f in SCALAR_FIELDS)
                 count, src_table = "count(*)", "samples_raw"
@@ -509,34 +526,38 @@ class SampleStore:
                 aggs = ", ".join(expr for f in SCALAR_FIELDS for expr in _merged(f, "s."))
                 count, src_table = "sum(s.cnt)", ROLLUP_TABLES[src][0]
             async with self.db.transaction() as con:
-                async with con.execute("SELECT count(*) FROM rollup_dirty WHERE res = ?", (res,)) as cur:
+                if src == "raw":
+                    await _settle(con)
+                async with con.execute(
+                    "SELECT count(*) FROM rollup_dirty WHERE res = ? AND ts <= ?", (res, upto)
+                ) as cur:
                     row = await cur.fetchone()
                 n = int(row[0]) if row else 0
                 if not n:
                     continue
                 if res == "1m" and self.days.max_bytes > 0:
                     # Past days this pass rewrites (a late backfill): cached text of them goes.
-                    today = int(time.time() * 1000) // DAY_MS * DAY_MS
+                    today = now_ms // DAY_MS * DAY_MS
                     async with con.execute(
-                        "SELECT DISTINCT node_id, ts / ? FROM rollup_dirty WHERE res = '1m' AND ts < ?",
-                        (DAY_MS, today),
+                        "SELECT DISTINCT node_id, ts / ? FROM rollup_dirty WHERE res = '1m' AND ts < ? AND ts <= ?",
+                        (DAY_MS, today, upto),
                     ) as cur:
                         rewritten = {(r[0], r[1]) for r in await cur.fetchall()}
                 await con.execute(
                     f"INSERT OR REPLACE INTO {table} SELECT d.node_id, d.ts, {count}, {aggs} "
                     f"FROM rollup_dirty AS d JOIN {src_table} AS s "
                     "ON s.node_id = d.node_id AND s.ts >= d.ts AND s.ts < d.ts + ? "
-                    "WHERE d.res = ? GROUP BY d.node_id, d.ts",
-                    (step, res),
+                    "WHERE d.res = ? AND d.ts <= ? GROUP BY d.node_id, d.ts",
+                    (step, res, upto),
                 )
                 if parent is not None:
                     pstep = ROLLUP_TABLES[parent][1]
                     await con.execute(
                         "INSERT OR IGNORE INTO rollup_dirty (res, node_id, ts) "
-                        "SELECT ?, node_id, ts / ? * ? FROM rollup_dirty WHERE res = ?",
-                        (parent, pstep, pstep, res),
+                        "SELECT ?, node_id, ts / ? * ? FROM rollup_dirty WHERE res = ? AND ts <= ?",
+                        (parent, pstep, pstep, res, upto),
                     )
-                await con.execute("DELETE FROM rollup_dirty WHERE res = ?", (res,))
+                await con.execute("DELETE FROM rollup_dirty WHERE res = ? AND ts <= ?", (res, upto))
                 done += n
             if rewritten:
                 # After the commit: dropped before it, a fill could read the old rows after the drop.

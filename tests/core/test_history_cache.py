@@ -32,13 +32,13 @@ async def _store_with_days(db: Database, cache_bytes: int = 1 << 20) -> tuple[Sa
     return store, base
 
 
-async def _write(store: SampleStore, samples: list[Sample]) -> None:
+async def _write(store: SampleStore, samples: list[Sample], now: float | None = None) -> None:
     runner = asyncio.create_task(store.run())
     try:
         await store.store(1, samples)
     finally:
         runner.cancel()
-    await store.rollup()
+    await store.rollup(now=now)
 
 
 def _decoded(answer: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +98,10 @@ async def test_rollups_of_today_keep_the_cached_days(db: Database) -> None:
     store, base = await _store_with_days(db)
     await store.history(1, base, base + 3 * DAY - 0.001, "1m", FIELDS, encoded=True)
     cached, generation = len(store.days), store.days.generation
-    await _write(store, [Sample(seq=200, ts=time.time() - 5, metrics=metrics(cpu=1.0))])
+    today = time.time() // DAY * DAY
+    # Today's first minute, rolled up as it would be a minute later (whatever the time now).
+    await _write(store, [Sample(seq=200, ts=today + 5, metrics=metrics(cpu=1.0))], now=today + 70)
+    assert (await store.history(1, today, today + 60, "1m", ["cpu_pct"]))["avg"]["cpu_pct"] == [1.0]
     assert (len(store.days), store.days.generation) == (cached, generation)
 
 

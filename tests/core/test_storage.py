@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
-from core.db import SCHEMA_VERSION, Database, migrate_sync
+from core.db import SCHEMA_VERSION, Database, execute_values, migrate_sync
 from core.protocol import Sample
-from core.samples import SampleStore
+from core.samples import _DIRTY_INSERT, _HEAD_INSERT, ROLLUP_GRACE_MS, SampleStore, _to_row
 from tests.helpers.core import RawAgent, RunningCore, metrics
 
 
@@ -116,7 +117,7 @@ async def test_retention_per_resolution(store: SampleStore) -> None:
     now = 1_800_000_000.0
     old = now - 3 * 86400
     await _write(store, 1, _samples(old, 5, 1.0) + _samples(now - 10, 5, 1.0, seq0=6))
-    await store.rollup()
+    await store.rollup(now=now)
     removed = await store.prune({"raw": 48 * 3600, "1m": 30 * 86400, "1h": 730 * 86400}, now=now)
     assert removed == 5
     assert await store.seqs(1) == [6, 7, 8, 9, 10]
@@ -252,7 +253,7 @@ async def test_background_jobs_roll_up_and_prune(tmp_path: Path) -> None:
         welcome = await agent.hello(token=await server.enroll_token())
         now = time.time()
         await agent.send_samples(agent.make(5, ts=now - 3400, cpu=20.0))  # soon past raw retention
-        await agent.send_samples(agent.make(5, ts=now - 5, cpu=40.0))
+        await agent.send_samples(agent.make(5, ts=now - 125, cpu=40.0))  # a minute that is over
         token = await server.admin_token()
         path = f"/api/v1/nodes/{welcome.node_id}/metrics?from={now - 3500}&to={now + 60}&resolution=1m&fields=cpu_pct"
         _, body = await wait_until(
@@ -268,6 +269,20 @@ async def test_background_jobs_roll_up_and_prune(tmp_path: Path) -> None:
         assert 20.0 in body["avg"]["cpu_pct"]
     finally:
         await server.stop()
+
+
+async def test_a_minute_is_rolled_up_once_it_is_over(store: SampleStore) -> None:
+    t0 = 1_700_000_040.0 - (1_700_000_040.0 % 3600)
+    await _write(store, 1, _samples(t0, 30, 1.0, cpu=[20.0] * 30))
+    # Mid-minute, and within the grace after it: the bucket stays marked, nothing is written.
+    for now in (t0 + 30, t0 + 60 + ROLLUP_GRACE_MS / 1000 - 0.5):
+        assert await store.rollup(now=now) == 0
+        assert (await store.history(1, t0, t0 + 60, "1m", ["cpu_pct"]))["ts"] == []
+    await _write(store, 1, _samples(t0 + 30, 30, 1.0, cpu=[40.0] * 30, seq0=31))
+    assert await store.rollup(now=t0 + 60 + ROLLUP_GRACE_MS / 1000) == 2  # the minute, then its hour
+    m = await store.history(1, t0, t0 + 60, "1m", ["cpu_pct"])
+    assert m["avg"]["cpu_pct"] == [30.0] and m["min"]["cpu_pct"] == [20.0]
+    assert (await store.history(1, t0, t0 + 3600, "1h", ["cpu_pct"]))["avg"]["cpu_pct"] == [30.0]
 
 
 async def test_minute_only_pass_keeps_hours_marked_for_later(store: SampleStore) -> None:
@@ -290,3 +305,46 @@ async def test_history_is_in_time_order_across_both_tiers(store: SampleStore) ->
     m = await store.history(1, t0, t0 + 10, "raw", ["cpu_pct"])
     assert m["ts"] == [t0 + i for i in range(10)]
     assert m["avg"]["cpu_pct"] == [float(i) for i in range(10)]
+
+
+class _CommitBetween(Database):
+    """A real database that commits a late batch just before its `at`-th transaction begins.
+
+    The commit loop and the rollup job share the writer, and a commit may take it between any
+    two of the job's transactions; this makes that happen at one chosen point.
+    """
+
+    def __init__(self, path: Path, late: list[Sample]) -> None:
+        super().__init__(path)
+        self.late, self.opened = late, 0
+        self.at: int | None = None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self):  # type: ignore[no-untyped-def,override]
+        self.opened += 1
+        if self.opened == self.at:
+            rows = [_to_row(1, x) for x in self.late]
+            async with super().transaction() as con:
+                await execute_values(con, _HEAD_INSERT, rows)
+                await execute_values(con, _DIRTY_INSERT, [("1m", 1, r[1] // 60_000 * 60_000) for r in rows])
+        async with super().transaction() as con:
+            yield con
+
+
+@pytest.mark.parametrize("at", [1, 2], ids=["before-the-pass", "between-its-steps"])
+async def test_a_commit_between_rollup_steps_is_rolled_up(tmp_path: Path, at: int) -> None:
+    t0 = 1_700_000_040.0 - (1_700_000_040.0 % 3600)
+    db = _CommitBetween(tmp_path / "s.db", _samples(t0 - 120, 5, 1.0, cpu=[70.0] * 5, seq0=100))
+    await db.open()
+    try:
+        await db.execute("INSERT INTO nodes (id, name, cred_hash, created_at) VALUES (1, 'n', x'00', 0)")
+        store = SampleStore(db, flush_every=0.001)
+        await _write(store, 1, _samples(t0, 5, 1.0, cpu=[10.0] * 5))
+        db.at, db.opened = at, 0  # count the rollup pass's transactions from here
+        await store.rollup()
+        assert db.opened >= at, "the late batch was never committed"
+        await store.rollup()  # whatever the first pass could not see, the next one does
+        m = await store.history(1, t0 - 120, t0 + 59, "1m", ["cpu_pct"])
+        assert m["ts"] == [t0 - 120, t0] and m["avg"]["cpu_pct"] == [70.0, 10.0]
+    finally:
+        await db.close()
