@@ -543,11 +543,13 @@ def install_agent_venv(venv: Path) -> None:
     import venv as venv_module
 
     venv_module.EnvBuilder(with_pip=True, clear=True).create(venv)
-    subprocess.run(
+    done = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
          f"{REPO}[agent]"],
-        check=True,
+        capture_output=True, text=True,
     )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"pip install of the agent failed:\n{done.stdout}\n{done.stderr}")
 
 
 async def bench_agent(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
