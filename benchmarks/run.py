@@ -577,7 +577,7 @@ async def bench_agent(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
             # at every start), and a source tree run with PYTHONDONTWRITEBYTECODE set would compile
             # every module at each start; neither is what ships.
             venv = workdir / "agent-venv"
-            out["installed_with"] = f"python -m venv; pip install '{REPO.name}[agent]' (non-editable)"
+            out["installed_with"] = "python -m venv, then pip install '<this checkout>[agent]' (non-editable)"
             await asyncio.to_thread(install_agent_venv, venv)
             exe = [str(venv / "bin" / "servermanager")]
         else:
