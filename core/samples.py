@@ -110,14 +110,18 @@ async def _settle(con: aiosqlite.Connection) -> int:
     return int(moved)
 
 
-def _rollup_select(table: str, exprs: Sequence[str]) -> str:
-    """exprs of one node's rollup rows with ts in [?, ?], in time order.
+def _rollup_select(table: str, exprs: Sequence[str], width: int | None = None) -> str:
+    """exprs of one node's rollup rows with ts in [?, ?], in time order; with `width` (ms), of
+    the rows merged into epoch-aligned buckets that wide.
 
     Rollup buckets start on whole minutes, so `ts / 1000` is integer seconds, which SQLite writes
-    out at a third of the cost of a REAL. ORDER BY ts, not c0: the primary key's order, where an
-    expression would make SQLite sort.
+    out at a third of the cost of a REAL. Unmerged, ORDER BY ts, not c0: the primary key's order,
+    where an expression would make SQLite sort.
     """
-    return f"SELECT {_aliased(exprs)} FROM {table} WHERE node_id = ? AND ts >= ? AND ts <= ? ORDER BY ts"
+    rows = f"SELECT {_aliased(exprs)} FROM {table} WHERE node_id = ? AND ts >= ? AND ts <= ?"
+    if width is None:
+        return f"{rows} ORDER BY ts"
+    return f"{rows} GROUP BY ts / {int(width)} ORDER BY c0"
 
 
 # Called once per submitted batch from the commit loop: None once durable, else the failure.
@@ -377,35 +381,29 @@ class SampleStore:
             where = "WHERE node_id = ? AND ts >= ? AND ts <= ?"
             # UNION, not UNION ALL: a resent sample can be in both tiers until the next settle.
             src = f"SELECT {cols} FROM samples_raw {where} UNION SELECT {cols} FROM samples_head {where}"
-            params: tuple[Any, ...] = (node_id, lo, hi) * 2
+            params = (node_id, lo, hi) * 2
             if not merge:
                 exprs = ["ts / 1000.0", *fields]
                 data = await self._columns(
                     f"SELECT {_aliased(exprs)} FROM ({src}) ORDER BY ts", params, len(exprs), encoded
                 )
                 return {"ts": data[0], "avg": dict(zip(fields, data[1:], strict=True)), "step": None}
-            aggs = [f"{agg}({f})" for f in fields for agg in ("avg", "min", "max")]
+            exprs = ["min(ts) / 1000.0", *(f"{agg}({f})" for f in fields for agg in ("avg", "min", "max"))]
+            inner = f"SELECT {_aliased(exprs)} FROM ({src}) GROUP BY ts / ? ORDER BY c0"
+            data = await self._columns(inner, (*params, width), len(exprs), encoded)
         else:
-            table = ROLLUP_TABLES[resolution][0]
-            src = f"SELECT * FROM {table} WHERE node_id = ? AND ts >= ? AND ts <= ?"
-            params = (node_id, lo, hi)
             if merge:
-                aggs = [expr for f in fields for expr in _merged(f)]
+                exprs = ["min(ts) / 1000", *(expr for f in fields for expr in _merged(f))]
             else:
-                aggs = [f"{f}_{agg}" for f in fields for agg in ("avg", "min", "max")]
-        n = 1 + len(aggs)
-        cached = encoded and resolution == "1m" and self.days.max_bytes > 0
-        if merge:
-            first = "min(ts) / 1000.0" if resolution == "raw" else "min(ts) / 1000"
-            if cached and DAY_MS % width == 0:
-                data = await self._cached_columns(node_id, lo, hi, [first, *aggs], width)
+                exprs = ["ts / 1000", *(f"{f}_{agg}" for f in fields for agg in ("avg", "min", "max"))]
+            group = width if merge else None
+            # Cached by day, so buckets must tile a day; wider ones (whole days) are read from SQLite.
+            tiles_days = group is None or DAY_MS % group == 0
+            if encoded and resolution == "1m" and self.days.max_bytes > 0 and tiles_days:
+                data = await self._cached_columns(node_id, lo, hi, exprs, group)
             else:
-                inner = f"SELECT {_aliased([first, *aggs])} FROM ({src}) GROUP BY ts / ? ORDER BY c0"
-                data = await self._columns(inner, (*params, width), n, encoded)
-        elif cached:
-            data = await self._cached_columns(node_id, lo, hi, ["ts / 1000", *aggs])
-        else:
-            data = await self._columns(_rollup_select(table, ["ts / 1000", *aggs]), params, n, encoded)
+                select = _rollup_select(ROLLUP_TABLES[resolution][0], exprs, group)
+                data = await self._columns(select, (node_id, lo, hi), len(exprs), encoded)
         out: dict[str, Any] = {
             "ts": data[0],
             "avg": {},
@@ -431,14 +429,8 @@ class SampleStore:
         first = -(-lo // DAY_MS)  # the first day starting at or after lo
         stop = min((hi + 1) // DAY_MS, int(time.time() * 1000) // DAY_MS)  # whole and over
         pieces: list[list[bytes]] = [[] for _ in exprs]
-        if width is None:
-            select, keys = _rollup_select("samples_1m", exprs), exprs
-        else:
-            select = (
-                f"SELECT {_aliased(exprs)} FROM samples_1m WHERE node_id = ? AND ts >= ? AND ts <= ? "
-                f"GROUP BY ts / {int(width)} ORDER BY c0"
-            )
-            keys = [f"{e} per {width}" for e in exprs]
+        select = _rollup_select("samples_1m", exprs, width)
+        keys = exprs if width is None else [f"{e} per {width}" for e in exprs]
 
         async def read(a: int, b: int) -> list[bytes]:
             row = await self._column_texts(select, (node_id, a, b), len(exprs))
