@@ -126,7 +126,8 @@ class LoadCollector:
             l1, l5, l15 = psutil.getloadavg()
         except (OSError, AttributeError):
             return LoadReading(0.0, 0.0, 0.0)
-        return LoadReading(float(l1), float(l5), float(l15))
+        # The kernel keeps load in fixed point; /proc/loadavg shows it to 0.01, and so do we.
+        return LoadReading(round(l1, 2), round(l5, 2), round(l15, 2))
 
 
 class MemoryReading(NamedTuple):
@@ -298,7 +299,7 @@ class SystemCollector:
         self._boot = psutil.boot_time()
 
     def collect(self) -> SystemReading:
-        return SystemReading(max(0.0, time.time() - self._boot), len(psutil.pids()))
+        return SystemReading(float(max(0, round(time.time() - self._boot))), len(psutil.pids()))
 
 
 class SensorsReading(NamedTuple):

@@ -958,8 +958,13 @@ def build_history_db(path: Path, days: int, seed: int = 7) -> tuple[int, int, in
             for f in p.SCALAR_FIELDS:
                 s = scale.get(f, 30.0)
                 level[f] = min(max(level[f] + rng.gauss(0, s * 0.02), 0.0), s * 3)
-                avg = level[f]
-                vals += [avg, avg * rng.uniform(0.7, 1.0), avg * rng.uniform(1.0, 1.3)]
+                avg, d = level[f], p.FIELD_DECIMALS[f]
+                # Rounded as the core's rollup stores them.
+                vals += [
+                    round(avg, d),
+                    round(avg * rng.uniform(0.7, 1.0), d),
+                    round(avg * rng.uniform(1.0, 1.3), d),
+                ]
             rows.append((node_id, ts, 60, *vals))
         con.executemany(sql, rows)
         # One hourly row per hour (values of the hour's last minute): enough for resolution=auto.

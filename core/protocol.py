@@ -124,25 +124,30 @@ class Metrics(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
         return max((d.pct for d in self.disks), default=None)
 
 
-# Scalar series stored per sample and rolled up (avg/min/max). Order is the column order.
-SCALAR_FIELDS: tuple[str, ...] = (
-    "cpu_pct",
-    "load1",
-    "load5",
-    "load15",
-    "mem_pct",
-    "mem_used",
-    "swap_pct",
-    "disk_pct",
-    "disk_read_bps",
-    "disk_write_bps",
-    "disk_read_iops",
-    "disk_write_iops",
-    "net_rx_bps",
-    "net_tx_bps",
-    "procs",
-    "uptime",
-)
+# Scalar series stored per sample and rolled up (avg/min/max), in column order, with the decimal
+# places a rollup keeps: what the source measures, and no more. psutil gives percentages to 0.1
+# and the kernel load to 0.01; bytes and seconds are whole; a minute's average of a rate or a
+# count keeps hundredths. The fifteen digits of a raw average are noise, and made every history
+# answer twice the size it needs to be.
+FIELD_DECIMALS: dict[str, int] = {
+    "cpu_pct": 2,
+    "load1": 2,
+    "load5": 2,
+    "load15": 2,
+    "mem_pct": 2,
+    "mem_used": 0,
+    "swap_pct": 2,
+    "disk_pct": 2,
+    "disk_read_bps": 0,
+    "disk_write_bps": 0,
+    "disk_read_iops": 2,
+    "disk_write_iops": 2,
+    "net_rx_bps": 0,
+    "net_tx_bps": 0,
+    "procs": 1,
+    "uptime": 0,
+}
+SCALAR_FIELDS: tuple[str, ...] = tuple(FIELD_DECIMALS)
 
 
 class Sample(msgspec.Struct, frozen=True, gc=False):

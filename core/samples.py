@@ -15,7 +15,7 @@ import aiosqlite
 import msgspec
 
 from core.db import ROLLUP_TABLES, Database, execute_values
-from core.protocol import SCALAR_FIELDS, Metrics, Sample
+from core.protocol import FIELD_DECIMALS, SCALAR_FIELDS, Metrics, Sample
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +63,29 @@ def sample_from_row(seq: int, ts_ms: int, values: Sequence[Any], detail: bytes) 
 _column = msgspec.json.Decoder(list[float | None])
 
 
+def _rounded(field: str, expr: str) -> str:
+    """expr rounded to the field's FIELD_DECIMALS: what rollups store and merged points show."""
+    return f"round({expr}, {FIELD_DECIMALS[field]})"
+
+
+def _shown(field: str, expr: str) -> str:
+    """expr as history writes it: a field kept in whole units as an integer, because SQLite's JSON
+    writes a whole REAL as `4000000000.0`."""
+    return f"CAST({expr} AS INTEGER)" if FIELD_DECIMALS[field] == 0 else expr
+
+
 def _merged(field: str, table: str = "") -> tuple[str, str, str]:
     """avg, min and max of rollup rows merged into one: each row's mean weighted by its sample
-    count, so the merged mean is exact (the 1h rollup and history's `points` both use it)."""
+    count, so the merged mean is exact (the 1h rollup and history's `points` both use it), then
+    rounded to the field's decimals."""
     t = table
     return (
-        f"sum({t}{field}_avg * {t}cnt) / nullif(sum(CASE WHEN {t}{field}_avg IS NULL THEN 0 ELSE {t}cnt END), 0)",
-        f"min({t}{field}_min)",
-        f"max({t}{field}_max)",
+        _rounded(
+            field,
+            f"sum({t}{field}_avg * {t}cnt) / nullif(sum(CASE WHEN {t}{field}_avg IS NULL THEN 0 ELSE {t}cnt END), 0)",
+        ),
+        _rounded(field, f"min({t}{field}_min)"),
+        _rounded(field, f"max({t}{field}_max)"),
     )
 
 
@@ -383,19 +398,25 @@ class SampleStore:
             src = f"SELECT {cols} FROM samples_raw {where} UNION SELECT {cols} FROM samples_head {where}"
             params = (node_id, lo, hi) * 2
             if not merge:
-                exprs = ["ts / 1000.0", *fields]
+                exprs = ["ts / 1000.0", *(_shown(f, f) for f in fields)]
                 data = await self._columns(
                     f"SELECT {_aliased(exprs)} FROM ({src}) ORDER BY ts", params, len(exprs), encoded
                 )
                 return {"ts": data[0], "avg": dict(zip(fields, data[1:], strict=True)), "step": None}
-            exprs = ["min(ts) / 1000.0", *(f"{agg}({f})" for f in fields for agg in ("avg", "min", "max"))]
+            exprs = [
+                "min(ts) / 1000.0",
+                *(_shown(f, _rounded(f, f"{agg}({f})")) for f in fields for agg in ("avg", "min", "max")),
+            ]
             inner = f"SELECT {_aliased(exprs)} FROM ({src}) GROUP BY ts / ? ORDER BY c0"
             data = await self._columns(inner, (*params, width), len(exprs), encoded)
         else:
             if merge:
-                exprs = ["min(ts) / 1000", *(expr for f in fields for expr in _merged(f))]
+                exprs = ["min(ts) / 1000", *(_shown(f, expr) for f in fields for expr in _merged(f))]
             else:
-                exprs = ["ts / 1000", *(f"{f}_{agg}" for f in fields for agg in ("avg", "min", "max"))]
+                exprs = [
+                    "ts / 1000",
+                    *(_shown(f, f"{f}_{agg}") for f in fields for agg in ("avg", "min", "max")),
+                ]
             group = width if merge else None
             # Cached by day, so buckets must tile a day; wider ones (whole days) are read from SQLite.
             tiles_days = group is None or DAY_MS % group == 0
@@ -512,7 +533,9 @@ class SampleStore:
             # work. The current hour is kept fresh, from the minutes done.
             upto = now_ms - ROLLUP_GRACE_MS - step if res == "1m" else _NO_LIMIT
             if src == "raw":
-                aggs = ", ".join(f"avg(s.{f}), min(s.{f}), max(s.{f})" for f in SCALAR_FIELDS)
+                aggs = ", ".join(
+                    _rounded(f, f"{agg}(s.{f})") for f in SCALAR_FIELDS for agg in ("avg", "min", "max")
+                )
                 count, src_table = "count(*)", "samples_raw"
             else:
                 aggs = ", ".join(expr for f in SCALAR_FIELDS for expr in _merged(f, "s."))

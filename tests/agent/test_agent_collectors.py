@@ -16,7 +16,18 @@ from agent.collectors import (
     agent_version,
     host_facts,
 )
-from core.protocol import AgentToCore, Hello, HostFacts, Metrics, Sample, Samples, decode, decoder, encode
+from core.protocol import (
+    SCALAR_FIELDS,
+    AgentToCore,
+    Hello,
+    HostFacts,
+    Metrics,
+    Sample,
+    Samples,
+    decode,
+    decoder,
+    encode,
+)
 
 
 def _busy() -> float:
@@ -77,6 +88,11 @@ def test_metrics_are_sane_and_encode() -> None:
             second.disk_write_iops,
         ):
             assert rate is not None and rate >= 0
+    # Every series carries the precision it is measured with (hundredths at most), not a tail
+    # of clock noise: the digits would be stored and sent with every history answer.
+    for f in SCALAR_FIELDS:
+        value = getattr(second, f)
+        assert value is None or value == round(value, 2), (f, value)
     # The wire format round-trips through the core's own decoder.
     frame = encode(
         Samples(samples=[Sample(seq=1, ts=1.0, metrics=first), Sample(seq=2, ts=2.0, metrics=second)])

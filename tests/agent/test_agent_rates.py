@@ -65,3 +65,11 @@ def test_retain_forgets_vanished_keys() -> None:
     assert "veth1" not in tracker
     clock.t += 1
     assert tracker.rate("veth1", 5) is None  # a returning name starts over
+
+
+def test_rates_are_kept_to_a_hundredth() -> None:
+    clock = FakeClock()
+    tracker = RateTracker(clock)
+    tracker.rate("rx", 0)
+    clock.t += 3.0
+    assert tracker.rate("rx", 1_000) == 333.33  # not 333.3333333333333

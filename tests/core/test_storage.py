@@ -158,6 +158,28 @@ async def test_points_merge_rows_exactly(store: SampleStore) -> None:
     assert raw["ts"] == [t0] and raw["avg"]["cpu_pct"] == [10.0] and raw["max"]["cpu_pct"] == [10.0]
 
 
+async def test_rollups_keep_each_fields_decimals(store: SampleStore) -> None:
+    t0 = 1_700_000_040.0 - (1_700_000_040.0 % 3600)
+    cpu = [10.0, 10.0, 10.1]  # mean 10.0333..., kept to hundredths
+    mem = [1000, 1001, 1001]  # mean 1000.666..., bytes: whole
+    rx = [0.2, 0.5, 0.51]  # rates: mean 0.40333..., whole bytes/s
+    samples = [
+        Sample(seq=i + 1, ts=t0 + i, metrics=metrics(cpu=c, mem_used=m, net_rx_bps=r))
+        for i, (c, m, r) in enumerate(zip(cpu, mem, rx, strict=True))
+    ]
+    await _write(store, 1, samples)
+    await store.rollup()
+    fields = ["cpu_pct", "mem_used", "net_rx_bps"]
+    for res, points in (("1m", None), ("1h", None), ("1m", 10), ("raw", 2)):
+        h = await store.history(1, t0, t0 + 59, res, fields, points=points)
+        assert h["avg"] == {"cpu_pct": [10.03], "mem_used": [1001], "net_rx_bps": [0]}, (res, points)
+        assert h["max"] == {"cpu_pct": [10.1], "mem_used": [1001], "net_rx_bps": [1]}, (res, points)
+    # Whole-unit fields go out as JSON integers, not `1001.0`.
+    raw = await store.history(1, t0, t0 + 59, "1m", fields, encoded=True)
+    assert bytes(raw["avg"]["mem_used"]) == b"[1001]"
+    assert bytes(raw["min"]["net_rx_bps"]) == b"[0]" and bytes(raw["avg"]["cpu_pct"]) == b"[10.03]"
+
+
 def _tier_counts(store: SampleStore) -> tuple[int, int]:
     with sqlite3.connect(store.db.path) as con:
         head = con.execute("SELECT count(*) FROM samples_head").fetchone()[0]
