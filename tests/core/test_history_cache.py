@@ -55,20 +55,39 @@ async def test_cached_days_give_sqlites_answer_and_are_read_once(db: Database) -
 
     first = _decoded(await store.history(1, lo, hi, "1m", FIELDS, encoded=True))
     assert first == expected
-    assert (store.days.hits, store.days.misses, len(store.days)) == (0, 2 * COLUMNS, 2 * COLUMNS)
+    # All four days are read whole and kept; the partial ones are cut to the range.
+    assert (store.days.hits, store.days.misses, len(store.days)) == (0, 4 * COLUMNS, 4 * COLUMNS)
 
     again = _decoded(await store.history(1, lo, hi, "1m", FIELDS, encoded=True))
     assert again == expected
-    assert (store.days.hits, store.days.misses) == (2 * COLUMNS, 2 * COLUMNS)
+    assert (store.days.hits, store.days.misses) == (4 * COLUMNS, 4 * COLUMNS)
     # A subset of the fields comes from the same cached columns.
     cpu = _decoded(await store.history(1, lo, hi, "1m", ["cpu_pct"], encoded=True))
     assert cpu["avg"] == {"cpu_pct": expected["avg"]["cpu_pct"]}
     assert cpu["max"] == {"cpu_pct": expected["max"]["cpu_pct"]}
     assert cpu["ts"] == expected["ts"]
-    assert (store.days.hits, store.days.misses) == (2 * COLUMNS + 2 * 4, 2 * COLUMNS)
+    assert (store.days.hits, store.days.misses) == (4 * COLUMNS + 4 * 4, 4 * COLUMNS)
 
 
-async def test_a_range_within_one_day_or_reaching_today_is_read_from_sqlite(db: Database) -> None:
+async def test_partial_days_are_cut_at_the_right_rows(db: Database) -> None:
+    store, base = await _store_with_days(db)
+    # Every edge: on a row's minute, just after it, just before the next, and a whole day's edge.
+    row = [base + i * 3 * 3600 + 7 for i in range(32)]
+    for lo, hi in [
+        (row[3] - 7, row[12] - 7),
+        (row[3] - 6, row[12] - 8),
+        (row[3] + 60, row[12] + 60),
+        (base + DAY, row[20]),
+        (row[5], base + 3 * DAY - 0.001),
+        (row[9] - 7, row[9] - 7),  # one row
+        (row[9] + 100, row[10] - 100),  # no rows
+    ]:
+        expected = await store.history(1, lo, hi, "1m", FIELDS)
+        assert _decoded(await store.history(1, lo, hi, "1m", FIELDS, encoded=True)) == expected, (lo, hi)
+    assert store.days.hits > 0
+
+
+async def test_a_range_within_one_past_day_is_cut_from_it_and_today_read_from_sqlite(db: Database) -> None:
     store, base = await _store_with_days(db)
     inside = await store.history(1, base + 1.1 * DAY, base + 1.9 * DAY, "1m", FIELDS, encoded=True)
     assert _decoded(inside)["ts"] == [
