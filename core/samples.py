@@ -440,9 +440,10 @@ class SampleStore:
                     *(_shown(f, f"{f}_{agg}") for f in fields for agg in ("avg", "min", "max")),
                 ]
             group = width if merge else None
-            # Cached by day, so buckets must tile a day; wider ones (whole days) are read from SQLite.
+            # Read and cached by day, so buckets must tile a day; wider ones (whole days) are read
+            # in one statement.
             tiles_days = group is None or DAY_MS % group == 0
-            if encoded and resolution == "1m" and self.days.max_bytes > 0 and tiles_days:
+            if encoded and resolution == "1m" and tiles_days:
                 data = await self._cached_columns(node_id, lo, hi, exprs, group)
             else:
                 select = _rollup_select(ROLLUP_TABLES[resolution][0], exprs, group)
@@ -463,16 +464,16 @@ class SampleStore:
     async def _cached_columns(
         self, node_id: int, lo: int, hi: int, exprs: list[str], width: int | None = None
     ) -> list[msgspec.Raw]:
-        """_columns(encoded=True) of samples_1m, past days from the DayCache.
+        """_columns(encoded=True) of samples_1m, read by day: past days from the DayCache.
 
         A past day not in the cache is read whole with one statement, and kept; a past day the
         range only partly covers is cut out of the whole one. The current day is read every time.
-        With `width` (which divides a day), rows are merged into buckets of that many ms, as for
-        `points`; a bucket at a partial day's edge must merge only rows in range, so merged
-        partial days are read every time too.
+        The reads run at once, one per reader connection. With `width` (which divides a day),
+        rows are merged into buckets of that many ms, as for `points`; a bucket at a partial
+        day's edge must merge only rows in range, so merged partial days are read every time, as
+        is every partial day with the cache off.
         """
         today = int(time.time() * 1000) // DAY_MS
-        pieces: list[list[bytes]] = [[] for _ in exprs]
         select = _rollup_select("samples_1m", exprs, width)
         keys = exprs if width is None else [f"{e} per {width}" for e in exprs]
 
@@ -480,27 +481,43 @@ class SampleStore:
             row = await self._column_texts(select, (node_id, a, b), len(exprs))
             return [text[1:-1].encode() for text in row]  # the bodies, without [ ]
 
-        def add(texts: Sequence[bytes]) -> None:
+        async def fill(day: int) -> list[bytes]:
+            generation = self.days.generation
+            texts = await read(day * DAY_MS, (day + 1) * DAY_MS - 1)
+            for k, text in zip(keys, texts, strict=True):
+                self.days.put(node_id, day, k, text, generation)
+            return texts
+
+        # Each day's bodies, or the read that gets them: the reads run at once, so a cold month
+        # takes the time of one read in sequence divided by the readers (and cores).
+        parts: list[list[bytes] | asyncio.Future[list[bytes]]] = []
+        cuts: dict[int, tuple[int, int]] = {}
+        for day in range(lo // DAY_MS, min(hi // DAY_MS + 1, today)):
+            a, b = max(lo, day * DAY_MS), min(hi, (day + 1) * DAY_MS - 1)
+            if b - a < DAY_MS - 1:
+                if width is not None or not self.days.max_bytes:
+                    parts.append(asyncio.ensure_future(read(a, b)))
+                    continue
+                cuts[len(parts)] = (a, b)
+            cached = [self.days.get(node_id, day, k) for k in keys] if self.days.max_bytes else []
+            texts = [t for t in cached if t is not None]
+            parts.append(texts if len(texts) == len(keys) else asyncio.ensure_future(fill(day)))
+        if hi >= today * DAY_MS:
+            parts.append(asyncio.ensure_future(read(max(lo, today * DAY_MS), hi)))
+        pending = [p for p in parts if isinstance(p, asyncio.Future)]
+        try:
+            await asyncio.gather(*pending)
+        finally:
+            for task in pending:
+                task.cancel()
+        pieces: list[list[bytes]] = [[] for _ in exprs]
+        for i, part in enumerate(parts):
+            texts = part.result() if isinstance(part, asyncio.Future) else part
+            if i in cuts:
+                texts = _cut(texts, *cuts[i])
             for column, text in zip(pieces, texts, strict=True):
                 if text:
                     column.append(text)
-
-        for day in range(lo // DAY_MS, min(hi // DAY_MS + 1, today)):
-            a, b = max(lo, day * DAY_MS), min(hi, (day + 1) * DAY_MS - 1)
-            whole = b - a == DAY_MS - 1
-            if not whole and width is not None:
-                add(await read(a, b))
-                continue
-            cached = [self.days.get(node_id, day, k) for k in keys]
-            texts = [t for t in cached if t is not None]
-            if len(texts) < len(keys):
-                generation = self.days.generation
-                texts = await read(day * DAY_MS, (day + 1) * DAY_MS - 1)
-                for k, text in zip(keys, texts, strict=True):
-                    self.days.put(node_id, day, k, text, generation)
-            add(texts if whole else _cut(texts, a, b))
-        if hi >= today * DAY_MS:
-            add(await read(max(lo, today * DAY_MS), hi))
         return [_array(column) for column in pieces]
 
     async def _column_texts(self, inner: str, params: Sequence[Any], n: int) -> list[str]:

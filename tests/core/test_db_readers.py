@@ -1,0 +1,69 @@
+"""Database's reader pool: a long read holds up no other read, and a cancelled one gives its
+connection back."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+from core.db import Database
+from tests.helpers.wait import wait_for
+
+
+class Gate:
+    """`SELECT gate()` parks the reader thread running it until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.entered = threading.Event()
+
+    def __call__(self) -> int:
+        self.entered.set()
+        return int(self.event.wait(30))
+
+
+async def _gated(tmp_path: Path, readers: int) -> tuple[Database, Gate]:
+    db = Database(tmp_path / "r.db", readers=readers)
+    await db.open()
+    gate = Gate()
+    for _ in range(readers):
+        async with db.reader() as con:
+            await con.create_function("gate", 0, gate)
+    return db, gate
+
+
+async def test_a_parked_read_holds_up_no_other_read(tmp_path: Path) -> None:
+    db, gate = await _gated(tmp_path, readers=2)
+    try:
+        parked = asyncio.ensure_future(db.fetchone("SELECT gate()"))
+        await wait_for(gate.entered.is_set, 5, "a reader thread to reach the gate")
+        async with asyncio.timeout(5):
+            assert tuple(await db.fetchone("SELECT 40 + 2")) == (42,)
+        assert not parked.done()
+        gate.event.set()
+        assert tuple(await parked) == (1,)
+    finally:
+        gate.event.set()
+        await db.close()
+
+
+async def test_a_cancelled_read_gives_its_connection_back(tmp_path: Path) -> None:
+    db, gate = await _gated(tmp_path, readers=1)
+    try:
+        parked = asyncio.ensure_future(db.fetchone("SELECT gate()"))
+        await wait_for(gate.entered.is_set, 5, "the reader thread to reach the gate")
+        parked.cancel()
+        await asyncio.gather(parked, return_exceptions=True)
+        # The one connection is back; its next statement runs once the parked one ends.
+        waiting = asyncio.ensure_future(db.fetchone("SELECT 7"))
+        gate.event.set()
+        async with asyncio.timeout(5):
+            assert tuple(await waiting) == (7,)
+    finally:
+        gate.event.set()
+        await db.close()
+
+
+def test_the_pool_defaults_to_the_cores_between_two_and_four(tmp_path: Path) -> None:
+    assert 2 <= Database(tmp_path / "d.db").readers <= 4
