@@ -4,23 +4,11 @@ connection back."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 
 from core.db import Database
+from tests.helpers.gate import Gate
 from tests.helpers.wait import wait_for
-
-
-class Gate:
-    """`SELECT gate()` parks the reader thread running it until the test opens the gate."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.entered = threading.Event()
-
-    def __call__(self) -> int:
-        self.entered.set()
-        return int(self.event.wait(30))
 
 
 async def _gated(tmp_path: Path, readers: int) -> tuple[Database, Gate]:
@@ -41,10 +29,10 @@ async def test_a_parked_read_holds_up_no_other_read(tmp_path: Path) -> None:
         async with asyncio.timeout(5):
             assert tuple(await db.fetchone("SELECT 40 + 2")) == (42,)
         assert not parked.done()
-        gate.event.set()
+        gate.open()
         assert tuple(await parked) == (1,)
     finally:
-        gate.event.set()
+        gate.open()
         await db.close()
 
 
@@ -57,11 +45,11 @@ async def test_a_cancelled_read_gives_its_connection_back(tmp_path: Path) -> Non
         await asyncio.gather(parked, return_exceptions=True)
         # The one connection is back; its next statement runs once the parked one ends.
         waiting = asyncio.ensure_future(db.fetchone("SELECT 7"))
-        gate.event.set()
+        gate.open()
         async with asyncio.timeout(5):
             assert tuple(await waiting) == (7,)
     finally:
-        gate.event.set()
+        gate.open()
         await db.close()
 
 

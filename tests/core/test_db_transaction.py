@@ -11,28 +11,20 @@ cannot finish until the test opens the gate.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
 
 from core.db import Database
+from tests.helpers.gate import Gate
 from tests.helpers.wait import wait_for
 
 INSERT = "INSERT INTO audit (ts, actor, action, result) VALUES (?, 'test', 'tx', 'ok')"
 
 
-class Gate:
+class WriterGate(Gate):
     """Blocks the writer connection's thread inside `SELECT gate()` until opened."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.entered = threading.Event()
-
-    def __call__(self) -> int:
-        self.entered.set()
-        return int(self.event.wait(30))
 
     async def install(self, db: Database) -> None:
         await db.writer.create_function("gate", 0, self)
@@ -43,13 +35,10 @@ class Gate:
         await wait_for(self.entered.is_set, 5, "the writer thread to reach the gate")
         return parked
 
-    def open(self) -> None:
-        self.event.set()
-
 
 @pytest.fixture
-async def gate(db: Database) -> AsyncIterator[Gate]:
-    g = Gate()
+async def gate(db: Database) -> AsyncIterator[WriterGate]:
+    g = WriterGate()
     await g.install(db)
     try:
         yield g
@@ -118,7 +107,7 @@ async def test_cancel_right_after_starting_a_transaction(db: Database) -> None:
 
 # A second cancel: e.g. a shutdown cancelling a job that a wait_for had already cancelled.
 @pytest.mark.parametrize("cancels", [1, 2])
-async def test_cancel_while_begin_is_in_flight(db: Database, gate: Gate, cancels: int) -> None:
+async def test_cancel_while_begin_is_in_flight(db: Database, gate: WriterGate, cancels: int) -> None:
     parked = await gate.close_on(db)
 
     async def writer() -> None:
@@ -141,7 +130,7 @@ async def test_cancel_while_begin_is_in_flight(db: Database, gate: Gate, cancels
 
 
 @pytest.mark.parametrize("cancels", [1, 2])
-async def test_cancel_while_commit_is_in_flight(db: Database, gate: Gate, cancels: int) -> None:
+async def test_cancel_while_commit_is_in_flight(db: Database, gate: WriterGate, cancels: int) -> None:
     """COMMIT runs to its end despite the cancel: the write is durable and nothing is left open."""
     committing = asyncio.Event()
     parked: list[asyncio.Future[Any]] = []
