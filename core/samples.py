@@ -474,6 +474,9 @@ class SampleStore:
         is every partial day with the cache off.
         """
         today = int(time.time() * 1000) // DAY_MS
+        # Days before the node's first row hold nothing: a range from 1970 must not read 20,000.
+        first = await self.db.fetchone("SELECT min(ts) FROM samples_1m WHERE node_id = ?", (node_id,))
+        lo = max(lo, hi if first[0] is None else first[0])
         select = _rollup_select("samples_1m", exprs, width)
         keys = exprs if width is None else [f"{e} per {width}" for e in exprs]
 

@@ -87,6 +87,17 @@ async def test_partial_days_are_cut_at_the_right_rows(db: Database) -> None:
     assert store.days.hits > 0
 
 
+async def test_a_range_from_long_before_the_first_row_reads_only_days_with_rows(db: Database) -> None:
+    store, base = await _store_with_days(db)
+    since_1970 = await store.history(1, 0, time.time(), "1m", FIELDS, encoded=True)
+    assert _decoded(since_1970) == await store.history(1, 0, time.time(), "1m", FIELDS)
+    assert len(_decoded(since_1970)["ts"]) == 32
+    assert {day for _, day, _ in store.days._items} == {int(base // DAY) + d for d in range(5)}
+    nothing = SampleStore(db, day_cache_bytes=1 << 20)
+    await db.execute("DELETE FROM samples_1m")
+    assert _decoded(await nothing.history(1, 0, time.time(), "1m", FIELDS, encoded=True))["ts"] == []
+
+
 async def test_a_range_within_one_past_day_is_cut_from_it_and_today_read_from_sqlite(db: Database) -> None:
     store, base = await _store_with_days(db)
     inside = await store.history(1, base + 1.1 * DAY, base + 1.9 * DAY, "1m", FIELDS, encoded=True)
