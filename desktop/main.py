@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 import qasync
-from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtCore import QLibraryInfo, QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
 from desktop.context import AppContext
@@ -20,6 +22,35 @@ from desktop.window import MainWindow
 log = logging.getLogger(__name__)
 
 DEMO_PASSWORD_ENV = "SM_DEMO_PASSWORD"
+
+
+# Debian and Ubuntu packages of the X11 libraries Qt's xcb platform plugin loads ("Qt for X11
+# Requirements"); a desktop install has them, a minimal one or a server with Xvfb may not.
+XCB_PACKAGES = (
+    "libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 "
+    "libxcb-shape0 libxcb-xfixes0 libxcb-xkb1 libxkbcommon-x11-0"
+)
+
+
+def xcb_problem(env: dict[str, str] | None = None, plugin: Path | None = None) -> str | None:
+    """Why Qt's X11 (xcb) platform plugin cannot load here, or None.
+
+    Without its libraries Qt aborts the process, with a hint that names libxcb-cursor0 whichever
+    library is missing; loading the plugin first gives the loader's own message, which names it.
+    """
+    env = dict(os.environ) if env is None else env
+    wayland = env.get("WAYLAND_DISPLAY") and env.get("XDG_SESSION_TYPE") == "wayland"
+    platform = env.get("QT_QPA_PLATFORM") or ("" if wayland else "xcb")
+    if not sys.platform.startswith("linux") or not platform.startswith("xcb"):
+        return None
+    if plugin is None:
+        plugins = Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath))
+        plugin = plugins / "platforms" / "libqxcb.so"
+    try:
+        ctypes.CDLL(str(plugin))
+    except OSError as exc:
+        return f"Qt's X11 platform plugin cannot load: {exc}. On Debian or Ubuntu: apt-get install {XCB_PACKAGES}"
+    return None
 
 
 def make_app() -> QApplication:
@@ -78,6 +109,10 @@ def main(args: argparse.Namespace) -> int:
     demo_password = os.environ.pop(DEMO_PASSWORD_ENV, None) if getattr(args, "demo_login", False) else None
     if getattr(args, "demo_login", False) and not demo_password:
         log.warning("--demo-login without %s; asking for the password instead", DEMO_PASSWORD_ENV)
+    problem = xcb_problem() if QApplication.instance() is None else None
+    if problem:
+        log.error("%s", problem)
+        return 1
     app = make_app()
     # The QApplication must exist before the loop: qasync's loop drives Qt's event loop.
     with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
