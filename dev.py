@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -33,16 +34,26 @@ def ensure_venv(extras: str) -> None:
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> int:
+    """Run cmd to its end. SIGTERM and SIGHUP are passed on to it, and on Ctrl-C (which the
+    terminal sends it too) this waits for it: either way it stops what it started first."""
     print("+", " ".join(cmd), flush=True)
-    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), lambda signum, frame: proc.send_signal(signum))
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting for a clean stop
+            proc.kill()
+            return proc.wait()
 
 
 def cmd_run(args: list[str]) -> int:
     ensure_venv("all")
-    try:
-        return run([str(BIN / "servermanager"), "demo", *args])
-    except KeyboardInterrupt:
-        return 0
+    return run([str(BIN / "servermanager"), "demo", *args])
 
 
 def cmd_test(args: list[str]) -> int:

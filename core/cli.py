@@ -272,8 +272,17 @@ def _wait_health(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0)
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Core + one local agent on a throwaway data dir; the desktop app joins once it exists."""
+    import signal
     import tempfile
 
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # the cleanup below stops the children, as on Ctrl-C
+
+    # SIGTERM (kill, a service manager) and SIGHUP (the terminal closed) would otherwise end the
+    # demo alone and leave its core and agent running.
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), stop)
     setup_logging("INFO")
     base = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="servermanager-demo-"))
     base.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -10,6 +10,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.helpers.core import free_port
@@ -19,7 +20,8 @@ from tests.helpers.wait import wait_sync
 pytestmark = pytest.mark.slow
 
 
-def test_headless_demo_runs_core_and_agent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_headless_demo_runs_core_and_agent(tmp_path: Path, stop: signal.Signals) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
     log = tmp_path / "demo.log"
@@ -60,12 +62,17 @@ def test_headless_demo_runs_core_and_agent(tmp_path: Path) -> None:
         wait_sync(node_online, what="the demo agent's first sample")
         assert demo.poll() is None, log.read_text()
         assert "Not opening the desktop app: there is no display" in log.read_text()
-        demo.send_signal(signal.SIGINT)
+        children = psutil.Process(demo.pid).children()
+        assert len(children) == 2, children  # the core and the agent
+        # To the demo alone: a signal from kill or a service manager, not a terminal's to its group.
+        demo.send_signal(stop)
         try:
             code = demo.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            pytest.fail("the demo did not stop within 30 s of Ctrl-C; its output:\n" + log.read_text())
+            pytest.fail(f"the demo did not stop within 30 s of {stop.name}; its output:\n" + log.read_text())
         assert code == 0, log.read_text()
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"left running after {stop.name}: {alive}"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(demo.pid, signal.SIGKILL)
