@@ -71,8 +71,9 @@ def _rounded(field: str, expr: str) -> str:
 
 def _shown(field: str, expr: str) -> str:
     """expr as history writes it: a field kept in whole units as an integer, because SQLite's JSON
-    writes a whole REAL as `4000000000.0`."""
-    return f"CAST({expr} AS INTEGER)" if FIELD_DECIMALS[field] == 0 else expr
+    writes a whole REAL as `4000000000.0` (rounded first: raw rows are as the agent sent them, and
+    CAST truncates)."""
+    return f"CAST(round({expr}) AS INTEGER)" if FIELD_DECIMALS[field] == 0 else expr
 
 
 def _merged(field: str, table: str = "") -> tuple[str, str, str]:

@@ -178,6 +178,12 @@ async def test_rollups_keep_each_fields_decimals(store: SampleStore) -> None:
     raw = await store.history(1, t0, t0 + 59, "1m", fields, encoded=True)
     assert bytes(raw["avg"]["mem_used"]) == b"[1001]"
     assert bytes(raw["min"]["net_rx_bps"]) == b"[0]" and bytes(raw["avg"]["cpu_pct"]) == b"[10.03]"
+    # Raw rows too, rounded (not truncated) to whole units: 0.2, 0.5 and 0.51 bytes/s.
+    rows = await store.history(1, t0, t0 + 59, "raw", fields, encoded=True)
+    assert (
+        bytes(rows["avg"]["net_rx_bps"]) == b"[0,1,1]"
+        and bytes(rows["avg"]["mem_used"]) == b"[1000,1001,1001]"
+    )
 
 
 def _tier_counts(store: SampleStore) -> tuple[int, int]:
