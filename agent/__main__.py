@@ -1,5 +1,5 @@
-"""`python -m agent`: the same as `servermanager agent`."""
+"""`python -m servermanager.agent`: the same as `servermanager agent`."""
 
-from agent.cli import cli
+from servermanager.agent.cli import cli
 
 raise SystemExit(cli())

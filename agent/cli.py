@@ -87,9 +87,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Load settings from file, environment and the parsed flags, then main()."""
     defer_imports()
     # Imported here: psutil and websockets are only needed once the agent really runs.
-    from agent.main import main
-    from agent.settings import enroll_token_from, load_agent_settings
-    from core.settings import SettingsError
+    from servermanager.agent.main import main
+    from servermanager.agent.settings import enroll_token_from, load_agent_settings
+    from servermanager.common.settings import SettingsError
 
     try:
         settings = load_agent_settings(

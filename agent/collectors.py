@@ -14,9 +14,9 @@ from typing import Any, NamedTuple, TypeVar
 
 import psutil
 
-import core
-from agent.rates import RateTracker
-from core.protocol import Battery, DiskUsage, HostFacts, Metrics, NetIface, Temperature
+from servermanager.agent.rates import RateTracker
+from servermanager.common import __version__
+from servermanager.common.metrics import Battery, DiskUsage, HostFacts, Metrics, NetIface, Temperature
 
 log = logging.getLogger(__name__)
 
@@ -417,7 +417,7 @@ class MetricsCollector:
 
 def agent_version() -> str:
     # Not importlib.metadata: it costs the agent about 1 MB of RSS for one string.
-    return core.__version__
+    return __version__
 
 
 def _cpu_model() -> str:

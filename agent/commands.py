@@ -18,10 +18,16 @@ import shlex
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
-from core.protocol import DEFAULT_MAX_FRAME_BYTES, Command, CommandCancel, CommandOutput, CommandResult
+from servermanager.common.protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
+    Command,
+    CommandCancel,
+    CommandOutput,
+    CommandResult,
+)
 
 if TYPE_CHECKING:
-    from agent.settings import ExecSettings
+    from servermanager.agent.settings import ExecSettings
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +68,9 @@ def make_runner(
     """The agent's runner: a CommandRunner if [exec] is enabled, else a RefusingRunner."""
     if not settings.enabled:
         return RefusingRunner()
-    from agent.execution import CommandRunner  # the heavy half: only an agent that runs commands
+    from servermanager.agent.execution import (
+        CommandRunner,  # the heavy half: only an agent that runs commands
+    )
 
     return CommandRunner(settings, max_frame_bytes=max_frame_bytes, on_change=on_change)
 

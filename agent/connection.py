@@ -17,12 +17,14 @@ from typing import Any
 import websockets.exceptions
 from websockets.asyncio.client import ClientConnection, connect
 
-from agent.collectors import agent_version
-from agent.commands import Runner, make_runner
-from agent.credentials import Credentials, CredentialStore, StateDirError
-from agent.settings import AgentSettings, normalize_core_url
-from agent.spool import Spool
-from core.protocol import (
+from servermanager.agent.collectors import agent_version
+from servermanager.agent.commands import Runner, make_runner
+from servermanager.agent.credentials import Credentials, CredentialStore, StateDirError
+from servermanager.agent.settings import AgentSettings, normalize_core_url
+from servermanager.agent.spool import Spool
+from servermanager.common.backoff import Backoff
+from servermanager.common.metrics import HostFacts
+from servermanager.common.protocol import (
     PROTOCOL_VERSION,
     Ack,
     CloseCode,
@@ -32,7 +34,6 @@ from core.protocol import (
     Error,
     FrameError,
     Hello,
-    HostFacts,
     Ping,
     Pong,
     Welcome,
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 
 # websockets logs every frame at DEBUG, and the hello/welcome frames carry the credential or the
 # enrollment token. Its logger gets a floor of INFO so no log level setting can leak them.
-_ws_log = logging.getLogger("agent.connection.wire")
+_ws_log = logging.getLogger("servermanager.agent.connection.wire")
 _ws_log.setLevel(logging.INFO)
 
 # Silence allowed from the core, on top of 3 intervals: covers a GC pause or a busy core.
@@ -103,37 +104,6 @@ class StateWaitError(RuntimeError):
 
 class _ConnectionDead(Exception):
     """The core went silent or stopped acknowledging; the socket is abandoned and redialled."""
-
-
-# ---------------------------------------------------------------- backoff
-
-
-def backoff_ceiling(attempt: int, initial: float, cap: float) -> float:
-    """initial * 2**attempt, capped; the exponent is bounded so a long outage cannot overflow."""
-    return min(cap, initial * 2.0 ** min(max(attempt, 0), 64))
-
-
-def backoff_delay(attempt: int, initial: float, cap: float, rng: random.Random | None = None) -> float:
-    """Full jitter: uniform over [0, ceiling], so a fleet that lost the core at once spreads out."""
-    return (rng or random).uniform(0.0, backoff_ceiling(attempt, initial, cap))
-
-
-class Backoff:
-    """Attempt counter for reconnects; reset after a welcome, not after a mere TCP connect."""
-
-    def __init__(self, initial: float, cap: float, rng: random.Random | None = None) -> None:
-        self.initial = initial
-        self.cap = cap
-        self.attempt = 0
-        self._rng = rng
-
-    def next(self) -> float:
-        delay = backoff_delay(self.attempt, self.initial, self.cap, self._rng)
-        self.attempt += 1
-        return delay
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 # ---------------------------------------------------------------- observation

@@ -33,9 +33,14 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 # The light half, shared with an agent whose [exec] is disabled (and re-exported from here).
-from agent.commands import DISABLED_MESSAGE, Outbox, _short, compile_patterns
-from agent.services import ServiceError, ServiceManager, default_service_manager, validate_service_name
-from agent.subproc import (
+from servermanager.agent.commands import DISABLED_MESSAGE, Outbox, _short, compile_patterns
+from servermanager.agent.services import (
+    ServiceError,
+    ServiceManager,
+    default_service_manager,
+    validate_service_name,
+)
+from servermanager.agent.subproc import (
     KILL_GRACE,
     MAX_MESSAGE,
     kill_group_now,
@@ -43,7 +48,7 @@ from agent.subproc import (
     terminate_group,
     wait_exit,
 )
-from core.protocol import (
+from servermanager.common.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     Command,
     CommandCancel,
@@ -57,7 +62,7 @@ if sys.platform != "win32":
     import pwd
 
 if TYPE_CHECKING:
-    from agent.settings import ExecSettings
+    from servermanager.agent.settings import ExecSettings
 
 log = logging.getLogger(__name__)
 

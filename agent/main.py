@@ -12,14 +12,14 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from agent.collectors import MetricsCollector, agent_version, host_facts
-from agent.commands import Runner
-from agent.connection import AgentError, Connection, ConnState, Pulse, Stats
-from agent.credentials import CredentialStore, StateDirError, ensure_state_dir
-from agent.settings import AgentSettings
-from agent.spool import SPOOL_FILE, Spool
-from core.protocol import HostFacts, Metrics
-from core.settings import SettingsError
+from servermanager.agent.collectors import MetricsCollector, agent_version, host_facts
+from servermanager.agent.commands import Runner
+from servermanager.agent.connection import AgentError, Connection, ConnState, Pulse, Stats
+from servermanager.agent.credentials import CredentialStore, StateDirError, ensure_state_dir
+from servermanager.agent.settings import AgentSettings
+from servermanager.agent.spool import SPOOL_FILE, Spool
+from servermanager.common.metrics import HostFacts, Metrics
+from servermanager.common.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def setup_logging(level: str) -> None:
             level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
         )
     # The agent's own loggers follow log_level even when the embedding program set up the root.
-    logging.getLogger("agent").setLevel(level.upper())
+    logging.getLogger("servermanager.agent").setLevel(level.upper())
 
 
 async def _run_until_signal(agent: Agent) -> None:

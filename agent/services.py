@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from agent.subproc import ToolRun, run_tool
-from core.protocol import CommandStatus, ServiceInfo, ServiceRequest
+from servermanager.agent.subproc import ToolRun, run_tool
+from servermanager.common.protocol import CommandStatus, ServiceInfo, ServiceRequest
 
 # Letters, digits and . _ @ : + - (systemd templates, launchd labels, Windows names);
 # no whitespace, quotes, slashes or shell metacharacters, and no leading '-' (not an option).

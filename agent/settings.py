@@ -11,9 +11,9 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 # The pattern syntax only: the runner (agent.execution) is imported when [exec] is enabled.
-from agent.commands import compile_patterns
-from core.protocol import AGENT_WS_PATH, DEFAULT_MAX_FRAME_BYTES
-from core.settings import SettingsError, load_settings
+from servermanager.agent.commands import compile_patterns
+from servermanager.common.protocol import AGENT_WS_PATH, DEFAULT_MAX_FRAME_BYTES
+from servermanager.common.settings import SettingsError, load_settings
 
 ENV_PREFIX = "SM_AGENT_"
 # The enrollment token is a secret, so it is deliberately not a settings field: it can come only

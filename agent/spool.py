@@ -12,7 +12,7 @@ from types import TracebackType
 
 import msgspec
 
-from core.protocol import Metrics, Sample
+from servermanager.common.metrics import Metrics, Sample
 
 log = logging.getLogger(__name__)
 

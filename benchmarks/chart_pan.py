@@ -30,7 +30,7 @@ import pyqtgraph as pg
 import PySide6
 from PySide6.QtWidgets import QApplication
 
-from desktop.charts import ChartFamily, HistoryChart, Unit
+from servermanager.desktop.charts import ChartFamily, HistoryChart, Unit
 
 SECTION = "## Desktop chart panning"
 INTRO = """\

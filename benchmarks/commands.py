@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.fleet import Fleet, raise_nofile_limit
 from benchmarks.run import CoreProc
-from core import protocol as p
+from servermanager.common import protocol as p
 
 
 async def run(agents: int, rounds: int) -> list[float]:

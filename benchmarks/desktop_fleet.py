@@ -59,7 +59,7 @@ def _start_fleet(base: Path, nodes: int, duration: float) -> tuple[str, str, lis
             [
                 sys.executable,
                 "-m",
-                "core.cli",
+                "servermanager",
                 "core",
                 "--data-dir",
                 str(base / "core"),
@@ -114,9 +114,9 @@ async def _measure(url: str, password: str, nodes: int, window: float, t_setup: 
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
-    from desktop.context import AppContext
-    from desktop.settings import Profile
-    from desktop.window import MainWindow
+    from servermanager.desktop.context import AppContext
+    from servermanager.desktop.settings import Profile
+    from servermanager.desktop.window import MainWindow
 
     app = QApplication.instance()
     assert isinstance(app, QApplication)

@@ -44,8 +44,9 @@ import aiohttp
 import msgspec
 from aiohttp import WSMsgType
 
-from core import protocol as p
-from core.cli import new_event_loop
+from servermanager.common import metrics as mt
+from servermanager.common import protocol as p
+from servermanager.core.runtime import new_event_loop
 
 SIM_AGENT_VERSION = "sim-0.1"
 # Close codes after which a virtual agent gives up instead of reconnecting.
@@ -216,7 +217,7 @@ class SimAgent:
         self.rx_total = r.randint(10**6, 10**12)
         self.tx_total = r.randint(10**6, 10**12)
         self.lo_total = r.randint(10**5, 10**9)
-        self.facts = p.HostFacts(
+        self.facts = mt.HostFacts(
             hostname=self.name,
             os="Linux",
             os_version="12",
@@ -236,13 +237,13 @@ class SimAgent:
     def _frame(self, seq: int, ts: float) -> bytes:
         """One samples frame: a pooled reading spliced in, or a fresh one when the pool is off."""
         if not self._readings:
-            return p.encode(p.Samples(samples=[p.Sample(seq=seq, ts=ts, metrics=self.metrics())]))
+            return p.encode(p.Samples(samples=[mt.Sample(seq=seq, ts=ts, metrics=self.metrics())]))
         reading = self._readings[seq % len(self._readings)]
         return b"".join(
             (_FRAME_HEAD, str(seq).encode(), b',"ts":', repr(ts).encode(), b',"metrics":', reading, b"}]}")
         )
 
-    def metrics(self) -> p.Metrics:
+    def metrics(self) -> mt.Metrics:
         """The next reading: a bounded random walk, so series look like a real host's."""
         r = self._rng
         dt = self.fleet.interval
@@ -267,7 +268,7 @@ class SimAgent:
         mem_used = int(self.mem_used)
         swap_used = int(self.swap_used)
         disk_used = int(self.disk_used)
-        return p.Metrics(
+        return mt.Metrics(
             cpu_pct=round(self.cpu, 1),
             cpu_per_core=per_core,
             load1=round(self.load[0], 2),
@@ -282,7 +283,7 @@ class SimAgent:
             uptime=round(time.time() - self.boot_time, 1),
             procs=self.procs,
             disks=[
-                p.DiskUsage(
+                mt.DiskUsage(
                     mount="/",
                     fstype="ext4",
                     total=self.disk_total,
@@ -295,10 +296,10 @@ class SimAgent:
             disk_read_iops=round(r.expovariate(1 / 20), 1),
             disk_write_iops=round(r.expovariate(1 / 60), 1),
             nets=[
-                p.NetIface(
+                mt.NetIface(
                     name="eth0", rx_total=self.rx_total, tx_total=self.tx_total, rx_bps=rx_bps, tx_bps=tx_bps
                 ),
-                p.NetIface(
+                mt.NetIface(
                     name="lo", rx_total=self.lo_total, tx_total=self.lo_total, rx_bps=lo_bps, tx_bps=lo_bps
                 ),
             ],

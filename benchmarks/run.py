@@ -48,7 +48,8 @@ import msgspec
 import psutil
 
 from benchmarks.fleet import percentiles, raise_nofile_limit
-from core import protocol as p
+from servermanager.common import metrics as mt
+from servermanager.common import protocol as p
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -74,7 +75,7 @@ def free_port() -> int:
 
 def servermanager_cmd() -> list[str]:
     exe = Path(sys.executable).parent / "servermanager"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "core.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "servermanager"]
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -932,7 +933,7 @@ def storage_stats(db: Path) -> dict[str, Any]:
 
 def build_history_db(path: Path, days: int, seed: int = 7) -> tuple[int, int, int]:
     """One node with `days` x 1440 one-minute rollups (and the matching 1h rows); returns id, from, to (ms)."""
-    from core.db import migrate_sync
+    from servermanager.core.db import migrate_sync
 
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     migrate_sync(path)
@@ -946,19 +947,21 @@ def build_history_db(path: Path, days: int, seed: int = 7) -> tuple[int, int, in
             ("history-bench", secrets.token_bytes(32), start / 1000),
         )
         node_id = int(cur.lastrowid or 0)
-        cols = ["node_id", "ts", "cnt"] + [f"{f}_{a}" for f in p.SCALAR_FIELDS for a in ("avg", "min", "max")]
+        cols = ["node_id", "ts", "cnt"] + [
+            f"{f}_{a}" for f in mt.SCALAR_FIELDS for a in ("avg", "min", "max")
+        ]
         sql = f"INSERT INTO samples_1m ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         scale = {"mem_used": 4e9, "procs": 200, "uptime": 1e6, "disk_read_bps": 4e5, "disk_write_bps": 9e5,
                  "net_rx_bps": 2.5e5, "net_tx_bps": 1.2e5, "disk_read_iops": 20, "disk_write_iops": 60}  # fmt: skip
-        level = {f: scale.get(f, 30.0) for f in p.SCALAR_FIELDS}
+        level = {f: scale.get(f, 30.0) for f in mt.SCALAR_FIELDS}
         rows = []
         for i in range(days * 1440):
             ts = start + (i + 1) * 60_000
             vals: list[float] = []
-            for f in p.SCALAR_FIELDS:
+            for f in mt.SCALAR_FIELDS:
                 s = scale.get(f, 30.0)
                 level[f] = min(max(level[f] + rng.gauss(0, s * 0.02), 0.0), s * 3)
-                avg, d = level[f], p.FIELD_DECIMALS[f]
+                avg, d = level[f], mt.FIELD_DECIMALS[f]
                 # Rounded as the core's rollup stores them.
                 vals += [
                     round(avg, d),
@@ -1064,7 +1067,7 @@ def _sql_timing(db: Path, node_id: int, start: int, end: int, reps: int) -> dict
     out = {}
     con = sqlite3.connect(db)
     try:
-        for name, fields in (("1m_all_fields", p.SCALAR_FIELDS), ("1m_cpu_pct", ("cpu_pct",))):
+        for name, fields in (("1m_all_fields", mt.SCALAR_FIELDS), ("1m_cpu_pct", ("cpu_pct",))):
             exprs = ", ".join(f"{f}_avg, {f}_min, {f}_max" for f in fields)
             sql = f"SELECT ts, {exprs} FROM samples_1m WHERE node_id = ? AND ts >= ? AND ts <= ? ORDER BY ts"
             times = []

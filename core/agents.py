@@ -10,10 +10,10 @@ import time
 
 from aiohttp import WSMsgType, web
 
-from core import protocol as p
-from core.context import CORE, Core
-from core.nodes import EnrollError, NodeState
-from core.sockets import accept_first, refuse
+from servermanager.common import protocol as p
+from servermanager.core.context import CORE, Core
+from servermanager.core.nodes import EnrollError, NodeState
+from servermanager.core.sockets import accept_first, refuse
 
 log = logging.getLogger(__name__)
 

@@ -13,16 +13,19 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-import core
-from core import models as m
-from core.auth import Principal, Role, TokenKind
-from core.commands import LiveCommand, TargetError, Targets
-from core.context import CORE, Core
-from core.protocol import PROTOCOL_VERSION, SCALAR_FIELDS, ServiceRequest
+from servermanager.common import __version__
+from servermanager.common import rest as m
+from servermanager.common.history import choose_resolution
+from servermanager.common.metrics import SCALAR_FIELDS
+from servermanager.common.protocol import PROTOCOL_VERSION, ServiceRequest
+from servermanager.common.rest import Targets
+from servermanager.core.auth import Principal, Role, TokenKind
+from servermanager.core.commands import LiveCommand, TargetError
+from servermanager.core.context import CORE, Core
 
 log = logging.getLogger(__name__)
 
-VERSION = core.__version__
+VERSION = __version__
 
 
 class ApiError(Exception):
@@ -260,17 +263,6 @@ async def delete_node(c: Call) -> None:
         raise ApiError(404, "not_found", "no such node")
 
 
-def choose_resolution(core: Core, start: float, end: float, now: float) -> str:
-    """The finest resolution that still holds the whole range and keeps the point count sane."""
-    s = core.settings
-    span = end - start
-    if span <= 6 * 3600 and start >= now - s.retention_raw:
-        return "raw"
-    if span <= 8 * 86400 and start >= now - s.retention_1m:
-        return "1m"
-    return "1h"
-
-
 async def node_history(c: Call) -> m.History:
     nid = _node_id(c)
     if c.core.nodes.get(nid) is None:
@@ -285,9 +277,13 @@ async def node_history(c: Call) -> m.History:
     unknown = [f for f in fields if f not in SCALAR_FIELDS]
     if unknown:
         raise ApiError(400, "invalid_query", f"unknown field(s) {unknown}; known: {', '.join(SCALAR_FIELDS)}")
-    res = q.resolution if q.resolution != "auto" else choose_resolution(c.core, start, end, now)
+    res = (
+        q.resolution
+        if q.resolution != "auto"
+        else choose_resolution(start, end, now, c.core.settings.retention_raw, c.core.settings.retention_1m)
+    )
     data = await c.core.store.history(nid, start, end, res, fields, q.points, encoded=True)
-    return m.History(node_id=nid, resolution=res, from_=start, to=end, fields=fields, **data)  # type: ignore[arg-type]
+    return m.History(node_id=nid, resolution=res, from_=start, to=end, fields=fields, **data)
 
 
 async def list_users(c: Call) -> m.UserList:
@@ -428,7 +424,7 @@ async def service_action(c: Call) -> m.CommandInfo:
 
 
 async def openapi(c: Call) -> web.Response:
-    from core.openapi import build_openapi
+    from servermanager.core.openapi import build_openapi
 
     return json_response(build_openapi(ROUTES, VERSION))
 

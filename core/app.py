@@ -14,20 +14,20 @@ from pathlib import Path
 import platformdirs
 from aiohttp import web
 
-from core.agents import agent_ws
-from core.api import add_routes, errors_middleware
-from core.audit import Audit
-from core.auth import EnrollTokens, LoginThrottle, Role, SlidingWindow, Users
-from core.bus import Bus
-from core.clients import client_ws
-from core.commands import Commands
-from core.context import CORE, Core
-from core.db import DB_FILENAME, Database
-from core.nodes import Nodes
-from core.prometheus import metrics_handler
-from core.protocol import AGENT_WS_PATH, CLIENT_WS_PATH, CloseCode
-from core.samples import SampleStore
-from core.settings import CoreSettings
+from servermanager.common.protocol import AGENT_WS_PATH, CLIENT_WS_PATH, CloseCode
+from servermanager.core.agents import agent_ws
+from servermanager.core.api import add_routes, errors_middleware
+from servermanager.core.audit import Audit
+from servermanager.core.auth import EnrollTokens, LoginThrottle, Role, SlidingWindow, Users
+from servermanager.core.bus import Bus
+from servermanager.core.clients import client_ws
+from servermanager.core.commands import Commands
+from servermanager.core.context import CORE, Core
+from servermanager.core.db import DB_FILENAME, Database
+from servermanager.core.nodes import Nodes
+from servermanager.core.prometheus import metrics_handler
+from servermanager.core.samples import SampleStore
+from servermanager.core.settings import CoreSettings
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from core.db import Database
+from servermanager.core.db import Database
 
 
 class Audit:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from core.protocol import Frame, encode
+from servermanager.common.protocol import Frame, encode
 
 log = logging.getLogger(__name__)
 

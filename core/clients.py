@@ -8,11 +8,11 @@ import logging
 
 from aiohttp import WSMsgType, web
 
-from core import protocol as p
-from core.auth import TokenKind
-from core.bus import Subscription
-from core.context import CORE, Core
-from core.sockets import accept_first, refuse
+from servermanager.common import protocol as p
+from servermanager.core.auth import TokenKind
+from servermanager.core.bus import Subscription
+from servermanager.core.context import CORE, Core
+from servermanager.core.sockets import accept_first, refuse
 
 log = logging.getLogger(__name__)
 

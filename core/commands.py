@@ -14,25 +14,19 @@ from typing import Any
 
 import msgspec
 
-from core import protocol as p
-from core.audit import Audit
-from core.bus import Bus
-from core.db import Database
-from core.nodes import Nodes, NodeState
+from servermanager.common import protocol as p
+from servermanager.common.rest import Targets
+from servermanager.common.status import FINAL
+from servermanager.core.audit import Audit
+from servermanager.core.bus import Bus
+from servermanager.core.db import Database
+from servermanager.core.nodes import Nodes, NodeState
 
 log = logging.getLogger(__name__)
 
-FINAL = frozenset({"ok", "failed", "timeout", "cancelled", "refused", "error", "offline", "expired", "lost"})
 # The agent truncates each stream at its own max_output; this only guards the core against a rogue agent.
 CORE_OUTPUT_CAP = 4 << 20
 LOST_GRACE = 30.0
-
-
-class Targets(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    nodes: list[int] | None = None
-    group: str | None = None
-    tag: str | None = None
-    all: bool = False
 
 
 @dataclass

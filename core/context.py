@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from core.audit import Audit
-from core.auth import EnrollTokens, LoginThrottle, SlidingWindow, Users
-from core.bus import Bus
-from core.commands import Commands
-from core.db import Database
-from core.nodes import Nodes
-from core.samples import SampleStore
-from core.settings import CoreSettings
+from servermanager.core.audit import Audit
+from servermanager.core.auth import EnrollTokens, LoginThrottle, SlidingWindow, Users
+from servermanager.core.bus import Bus
+from servermanager.core.commands import Commands
+from servermanager.core.db import Database
+from servermanager.core.nodes import Nodes
+from servermanager.core.samples import SampleStore
+from servermanager.core.settings import CoreSettings
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from core.protocol import SCALAR_FIELDS
+from servermanager.common.metrics import SCALAR_FIELDS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -11,11 +11,12 @@ from typing import Protocol
 
 import msgspec
 
-from core.auth import NODE_CRED_PREFIX, new_secret, token_hash
-from core.bus import Bus
-from core.db import Database, execute_values
-from core.protocol import CloseCode, Frame, HostFacts, NodeInfo, NodeRemoved, NodeStatus, NodeUpdated, Sample
-from core.samples import SampleStore
+from servermanager.common.metrics import HostFacts, Sample
+from servermanager.common.protocol import CloseCode, Frame, NodeInfo, NodeRemoved, NodeStatus, NodeUpdated
+from servermanager.core.auth import NODE_CRED_PREFIX, new_secret, token_hash
+from servermanager.core.bus import Bus
+from servermanager.core.db import Database, execute_values
+from servermanager.core.samples import SampleStore
 
 log = logging.getLogger(__name__)
 

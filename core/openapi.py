@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from core import models as m
+from servermanager.common import rest as m
 
 if TYPE_CHECKING:
-    from core.api import Route
+    from servermanager.core.api import Route
 
 _REF = "#/components/schemas/{name}"
 

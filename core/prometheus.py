@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from core.api import ApiError, authenticate, error_response
-from core.auth import Role
-from core.context import CORE
-from core.protocol import SCALAR_FIELDS
+from servermanager.common.metrics import SCALAR_FIELDS
+from servermanager.core.api import ApiError, authenticate, error_response
+from servermanager.core.auth import Role
+from servermanager.core.context import CORE
 
 
 def _label(value: str) -> str:

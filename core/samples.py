@@ -15,8 +15,8 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from core.db import ROLLUP_TABLES, Database, execute_values
-from core.protocol import FIELD_DECIMALS, SCALAR_FIELDS, Metrics, Sample
+from servermanager.common.metrics import FIELD_DECIMALS, SCALAR_FIELDS, Metrics, Sample
+from servermanager.core.db import ROLLUP_TABLES, Database, execute_values
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
-from core import protocol as p
-from core.context import CORE
+from servermanager.common import protocol as p
+from servermanager.core.context import CORE
 
 log = logging.getLogger(__name__)
 

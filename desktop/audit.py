@@ -20,10 +20,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core import models as m
-from desktop.client import CoreError, Session
-from desktop.context import AppContext
-from desktop.tables import RecordsModel
+from servermanager.common import rest as m
+from servermanager.desktop.client import CoreError, Session
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.tables import RecordsModel
 
 RANGES = (("Last hour", 3600.0), ("Last 24 hours", 86400.0), ("Last 7 days", 7 * 86400.0), ("All", None))
 VIEWER_HINT = "The audit log needs the operator role."

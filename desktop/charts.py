@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -29,15 +29,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.protocol import Sample
+from servermanager.common.history import Resolution, choose_resolution
+from servermanager.common.metrics import Sample
 
 __all__ = [
     "DARK",
     "DEFAULT_FAMILIES",
     "LIGHT",
     "PRESET_RANGES",
-    "RETENTION_1M",
-    "RETENTION_RAW",
     "BandItem",
     "ChartFamily",
     "ChartPanel",
@@ -57,15 +56,6 @@ __all__ = [
 ]
 
 FloatArray = NDArray[np.float64]
-Resolution = Literal["raw", "1m", "1h"]
-
-# The core's default retention (core/settings.py); the core refuses nothing for a too-old range, it
-# just returns no rows, so picking a coarser resolution for old ranges is what keeps charts filled.
-RETENTION_RAW = 48 * 3600.0
-RETENTION_1M = 30 * 86400.0
-# Same thresholds as core.api.choose_resolution: they bound the point count a chart has to draw.
-RAW_MAX_SPAN = 6 * 3600.0
-ONE_MINUTE_MAX_SPAN = 8 * 86400.0
 
 LIVE_WINDOW = 300.0
 _LABEL_SLACK_PX = 10
@@ -111,22 +101,6 @@ def preset(key: str) -> ChartRange:
         return _PRESETS_BY_KEY[key]
     except KeyError:
         raise KeyError(f"no chart range {key!r}; known: {', '.join(_PRESETS_BY_KEY)}") from None
-
-
-def choose_resolution(
-    start: float,
-    end: float,
-    now: float,
-    retention_raw: float = RETENTION_RAW,
-    retention_1m: float = RETENTION_1M,
-) -> Resolution:
-    """The finest stored resolution that holds [start, end]; mirrors core.api.choose_resolution."""
-    span = end - start
-    if span <= RAW_MAX_SPAN and start >= now - retention_raw:
-        return "raw"
-    if span <= ONE_MINUTE_MAX_SPAN and start >= now - retention_1m:
-        return "1m"
-    return "1h"
 
 
 def request_for(rng: ChartRange, now: float) -> tuple[float, float, Resolution]:

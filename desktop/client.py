@@ -16,9 +16,9 @@ import aiohttp
 import msgspec
 from PySide6.QtCore import QObject, Signal
 
-from core import models as m
-from core import protocol as p
-from desktop.aio import Aio
+from servermanager.common import protocol as p
+from servermanager.common import rest as m
+from servermanager.desktop.aio import Aio
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class CoreClient(QObject):
     node_status = Signal(object)  # p.NodeStatus
     node_updated = Signal(object)  # p.NodeInfo
     node_removed = Signal(int)
-    sample = Signal(int, object)  # node id, p.Sample
+    sample = Signal(int, object)  # node id, mt.Sample
     command_output = Signal(object)  # p.CommandOutput (node_id filled in by the core)
     command_result = Signal(object)  # p.CommandResult
 

@@ -21,12 +21,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core import models as m
-from core import protocol as p
-from desktop.client import CoreError, Session
-from desktop.context import AppContext
+from servermanager.common import protocol as p
+from servermanager.common import rest as m
+from servermanager.common.status import FINAL
+from servermanager.desktop.client import CoreError, Session
+from servermanager.desktop.context import AppContext
 
-FINAL = frozenset({"ok", "failed", "timeout", "cancelled", "refused", "error", "offline", "expired", "lost"})
 VIEWER_HINT = "Running commands needs the operator role."
 STDERR_COLOUR = QColor("#d64545")
 POLL_EVERY = 2.0  # seconds between REST checks of a running command (fills in missed socket events)

@@ -8,13 +8,13 @@ from typing import Any
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
-from desktop.aio import Aio
-from desktop.client import CoreClient, Session
-from desktop.fleet import NodesModel
-from desktop.secrets import TokenStore
-from desktop.session import SignIn
-from desktop.settings import Profiles, Settings, WindowState
-from desktop.themes import ThemeManager
+from servermanager.desktop.aio import Aio
+from servermanager.desktop.client import CoreClient, Session
+from servermanager.desktop.fleet import NodesModel
+from servermanager.desktop.secrets import TokenStore
+from servermanager.desktop.session import SignIn
+from servermanager.desktop.settings import Profiles, Settings, WindowState
+from servermanager.desktop.themes import ThemeManager
 
 
 @dataclass

@@ -28,9 +28,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core import protocol as p
-from desktop.client import normalize_url
-from desktop.settings import Profile, Settings
+from servermanager.common import protocol as p
+from servermanager.desktop.client import normalize_url
+from servermanager.desktop.settings import Profile, Settings
 
 NEW_PROFILE = "New profile…"
 _TAG = re.compile(r"^[A-Za-z0-9_.:/-]{1,32}$")

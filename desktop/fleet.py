@@ -17,7 +17,8 @@ from PySide6.QtCore import (
     Signal,
 )
 
-from core import protocol as p
+from servermanager.common import metrics as mt
+from servermanager.common import protocol as p
 
 Index = QModelIndex | QPersistentModelIndex
 
@@ -182,7 +183,7 @@ class NodesModel(QAbstractTableModel):
     online_changed = Signal(int, str, bool)  # node id, name, online: real transitions only
     counts_changed = Signal(int, int)  # online, offline
     node_changed = Signal(int)  # anything about this node changed
-    sample_received = Signal(int, object)  # node id, p.Sample: the live tail for charts
+    sample_received = Signal(int, object)  # node id, mt.Sample: the live tail for charts
     facets_changed = Signal()  # the set of groups or tags changed
 
     def __init__(self, parent: QObject | None = None, tick_ms: int = 5000) -> None:
@@ -299,7 +300,7 @@ class NodesModel(QAbstractTableModel):
         self._replace(row, new)
         self._after_change(counts)
 
-    def apply_sample(self, node_id: int, sample: p.Sample) -> None:
+    def apply_sample(self, node_id: int, sample: mt.Sample) -> None:
         row = self._row_of.get(node_id)
         if row is None:
             return

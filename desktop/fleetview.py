@@ -17,12 +17,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.client import CoreError, Session
-from desktop.context import AppContext
-from desktop.dialogs import EditNodeDialog
-from desktop.fleet import Col, FleetFilter, NodeIdRole
-from desktop.themes import icon
-from desktop.widgets import FleetDelegate
+from servermanager.desktop.client import CoreError, Session
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.dialogs import EditNodeDialog
+from servermanager.desktop.fleet import Col, FleetFilter, NodeIdRole
+from servermanager.desktop.themes import icon
+from servermanager.desktop.widgets import FleetDelegate
 
 VIEWER_HINT = "Your role can only view nodes; editing needs the operator role."
 

@@ -15,9 +15,9 @@ import qasync
 from PySide6.QtCore import QLibraryInfo, QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
-from desktop.context import AppContext
-from desktop.themes import icon
-from desktop.window import MainWindow
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.themes import icon
+from servermanager.desktop.window import MainWindow
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core import protocol as p
-from desktop.charts import PRESET_RANGES, ChartPanel, ChartRange, preset
-from desktop.client import CoreError
-from desktop.context import AppContext
-from desktop.fleet import NA, fmt_ago, fmt_bytes, fmt_duration, fmt_of, fmt_pct, fmt_rate
-from desktop.services import ServicesPanel
-from desktop.widgets import Meter
+from servermanager.common import metrics as mt
+from servermanager.common import protocol as p
+from servermanager.desktop.charts import PRESET_RANGES, ChartPanel, ChartRange, preset
+from servermanager.desktop.client import CoreError
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.fleet import NA, fmt_ago, fmt_bytes, fmt_duration, fmt_of, fmt_pct, fmt_rate
+from servermanager.desktop.services import ServicesPanel
+from servermanager.desktop.widgets import Meter
 
 METER_COLUMNS = 4
 MAX_MOUNTS = 7  # the fullest ones; a host with dozens of mounts would push the charts away
@@ -173,7 +174,7 @@ class NodeView(QWidget):
         if self.charts.set_history(msgspec.to_builtins(history)):
             self.history_loads += 1
 
-    def _sample(self, node_id: int, sample: p.Sample) -> None:
+    def _sample(self, node_id: int, sample: mt.Sample) -> None:
         if node_id == self.node_id:
             self.charts.append_sample(sample)
 
@@ -264,7 +265,7 @@ class NodeView(QWidget):
         self._show_disks(m.disks, dim)
         self._uptime = m.uptime
 
-    def _show_disks(self, disks: list[p.DiskUsage], dim: bool) -> None:
+    def _show_disks(self, disks: list[mt.DiskUsage], dim: bool) -> None:
         shown = sorted(disks, key=lambda d: d.pct, reverse=True)[:MAX_MOUNTS]
         if list(self.disk_meters) != [d.mount for d in shown]:
             for meter in self.disk_meters.values():

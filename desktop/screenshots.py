@@ -25,15 +25,16 @@ from aiohttp import web
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication, QWidget
 
-from core import protocol as p
-from core.app import create_app
-from core.settings import CoreSettings
-from desktop.client import LinkState
-from desktop.context import AppContext
-from desktop.fleet import Col
-from desktop.main import make_app
-from desktop.settings import Profile
-from desktop.window import MainWindow
+from servermanager.common import metrics as mt
+from servermanager.common import protocol as p
+from servermanager.core.app import create_app
+from servermanager.core.settings import CoreSettings
+from servermanager.desktop.client import LinkState
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.fleet import Col
+from servermanager.desktop.main import make_app
+from servermanager.desktop.settings import Profile
+from servermanager.desktop.window import MainWindow
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
@@ -59,14 +60,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def metrics_at(t: float, cpu: float, mem: float, disk: float, net: float, seed: int) -> p.Metrics:
+def metrics_at(t: float, cpu: float, mem: float, disk: float, net: float, seed: int) -> mt.Metrics:
     """Plausible readings: slow waves plus noise, so charts have shape."""
     rnd = random.Random(int(t) * 31 + seed)
     wave = math.sin(t / 600 + seed) * 0.25 + math.sin(t / 97 + seed * 2) * 0.1
     c = max(1.0, min(99.0, cpu * (1 + wave) + rnd.uniform(-4, 4)))
     m = max(5.0, min(97.0, mem + wave * 6 + rnd.uniform(-1, 1)))
     total = 16 << 30
-    return p.Metrics(
+    return mt.Metrics(
         cpu_pct=c,
         cpu_per_core=[max(0.0, min(100.0, c + rnd.uniform(-10, 10))) for _ in range(8)],
         load1=c / 100 * 8 * 0.9,
@@ -81,16 +82,16 @@ def metrics_at(t: float, cpu: float, mem: float, disk: float, net: float, seed: 
         uptime=t - (time.time() - 12 * 86400 - seed * 7200),
         procs=180 + seed * 13,
         disks=[
-            p.DiskUsage(
+            mt.DiskUsage(
                 mount="/", fstype="ext4", total=200 << 30, used=int((200 << 30) * disk / 100), pct=disk
             ),
-            p.DiskUsage(mount="/var/lib", fstype="xfs", total=1 << 40, used=int((1 << 40) * 0.35), pct=35.0),
+            mt.DiskUsage(mount="/var/lib", fstype="xfs", total=1 << 40, used=int((1 << 40) * 0.35), pct=35.0),
         ],
         disk_read_bps=net * 0.4 * (1 + wave) + rnd.uniform(0, 1e5),
         disk_write_bps=net * 0.6 * (1 + wave) + rnd.uniform(0, 1e5),
         disk_read_iops=120.0,
         disk_write_iops=80.0,
-        nets=[p.NetIface(name="eth0", rx_total=10**12, tx_total=10**11)],
+        nets=[mt.NetIface(name="eth0", rx_total=10**12, tx_total=10**11)],
         net_rx_bps=net * (1 + wave) + rnd.uniform(0, net * 0.1),
         net_tx_bps=net * 0.4 * (1 + wave) + rnd.uniform(0, net * 0.05),
     )
@@ -108,15 +109,15 @@ class SimNode:
         self.node_id = 0
         self.ws: aiohttp.ClientWebSocketResponse | None = None
 
-    def _sample(self, t: float) -> p.Sample:
+    def _sample(self, t: float) -> mt.Sample:
         self.seq += 1
-        return p.Sample(
+        return mt.Sample(
             seq=self.seq, ts=t, metrics=metrics_at(t, self.cpu, self.mem, self.disk, self.net, self.seed)
         )
 
     async def start(self, enroll_token: str) -> None:
         self.ws = await self.http.ws_connect(self.url.replace("http", "ws") + p.AGENT_WS_PATH)
-        host = p.HostFacts(
+        host = mt.HostFacts(
             hostname=self.name,
             os="Debian GNU/Linux",
             os_version="12 (bookworm)",
@@ -136,13 +137,13 @@ class SimNode:
         self.node_id = welcome.node_id
         now = time.time()
         t = now - HISTORY
-        batch: list[p.Sample] = []
+        batch: list[mt.Sample] = []
         while t < now - 1:
             batch.append(self._sample(t))
             t += STEP
         await self.send(batch)
 
-    async def send(self, samples: list[p.Sample]) -> None:
+    async def send(self, samples: list[mt.Sample]) -> None:
         assert self.ws is not None
         await self.ws.send_bytes(p.encode(p.Samples(samples=samples)))
         dec = p.decoder(p.CoreToAgent)

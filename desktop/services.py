@@ -24,10 +24,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core import protocol as p
-from desktop.client import CoreError, Session
-from desktop.context import AppContext
-from desktop.tables import RecordsModel
+from servermanager.common import protocol as p
+from servermanager.desktop.client import CoreError, Session
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.tables import RecordsModel
 
 ACTIONS = ("start", "stop", "restart", "enable", "disable")
 VIEWER_HINT = "Managing services needs the operator role."

@@ -6,10 +6,10 @@ import logging
 
 from PySide6.QtCore import QObject, Signal
 
-from desktop.aio import Aio
-from desktop.client import CoreClient, CoreError, Session
-from desktop.secrets import Kept, SecretsError, TokenStore
-from desktop.settings import Profile, Profiles
+from servermanager.desktop.aio import Aio
+from servermanager.desktop.client import CoreClient, CoreError, Session
+from servermanager.desktop.secrets import Kept, SecretsError, TokenStore
+from servermanager.desktop.settings import Profile, Profiles
 
 log = logging.getLogger(__name__)
 

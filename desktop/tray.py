@@ -8,8 +8,8 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
-from desktop.client import LinkState
-from desktop.themes import icon
+from servermanager.desktop.client import LinkState
+from servermanager.desktop.themes import icon
 
 
 class Level(StrEnum):

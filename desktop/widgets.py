@@ -6,8 +6,8 @@ from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QRectF, QS
 from PySide6.QtGui import QColor, QPainter, QPalette, QPen
 from PySide6.QtWidgets import QSizePolicy, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
-from desktop.fleet import NA, Col, OnlineRole, PercentRole
-from desktop.themes import BAD, GOOD, MUTED, WARN
+from servermanager.desktop.fleet import NA, Col, OnlineRole, PercentRole
+from servermanager.desktop.themes import BAD, GOOD, MUTED, WARN
 
 Index = QModelIndex | QPersistentModelIndex
 

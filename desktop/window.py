@@ -8,17 +8,17 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget, QToolBar, QToolButton, QWidget
 
-from desktop.audit import AuditPanel
-from desktop.client import CoreError, LinkState, Session, normalize_url
-from desktop.console import ConsolePanel
-from desktop.context import AppContext
-from desktop.dialogs import ConnectionDialog, SettingsDialog
-from desktop.fleetview import FleetPanel
-from desktop.nodeview import NodeView
-from desktop.secrets import Kept
-from desktop.settings import Profile
-from desktop.themes import icon
-from desktop.tray import Tray, TrayState
+from servermanager.desktop.audit import AuditPanel
+from servermanager.desktop.client import CoreError, LinkState, Session, normalize_url
+from servermanager.desktop.console import ConsolePanel
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.dialogs import ConnectionDialog, SettingsDialog
+from servermanager.desktop.fleetview import FleetPanel
+from servermanager.desktop.nodeview import NodeView
+from servermanager.desktop.secrets import Kept
+from servermanager.desktop.settings import Profile
+from servermanager.desktop.themes import icon
+from servermanager.desktop.tray import Tray, TrayState
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.settings import AgentSettings
-from core.settings import CoreSettings
+from servermanager.agent.settings import AgentSettings
+from servermanager.core.settings import CoreSettings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -14,10 +14,11 @@ from typing import Any
 import websockets.exceptions
 from websockets.asyncio.server import ServerConnection
 
-from agent.connection import Pulse
-from agent.main import Agent
-from agent.settings import AgentSettings
-from core.protocol import (
+from servermanager.agent.connection import Pulse
+from servermanager.agent.main import Agent
+from servermanager.agent.settings import AgentSettings
+from servermanager.common.metrics import Metrics
+from servermanager.common.protocol import (
     PROTOCOL_VERSION,
     Ack,
     AgentToCore,
@@ -27,7 +28,6 @@ from core.protocol import (
     CommandResult,
     Frame,
     Hello,
-    Metrics,
     Ping,
     Pong,
     Samples,

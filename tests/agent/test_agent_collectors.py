@@ -7,7 +7,7 @@ import math
 import msgspec
 import psutil
 
-from agent.collectors import (
+from servermanager.agent.collectors import (
     CpuCollector,
     DiskCollector,
     MetricsCollector,
@@ -16,18 +16,8 @@ from agent.collectors import (
     agent_version,
     host_facts,
 )
-from core.protocol import (
-    SCALAR_FIELDS,
-    AgentToCore,
-    Hello,
-    HostFacts,
-    Metrics,
-    Sample,
-    Samples,
-    decode,
-    decoder,
-    encode,
-)
+from servermanager.common.metrics import SCALAR_FIELDS, HostFacts, Metrics, Sample
+from servermanager.common.protocol import AgentToCore, Hello, Samples, decode, decoder, encode
 
 
 def _busy() -> float:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.credentials import Credentials, CredentialStore, StateDirError, ensure_state_dir
+from servermanager.agent.credentials import Credentials, CredentialStore, StateDirError, ensure_state_dir
 
 
 def mode(p: Path) -> int:

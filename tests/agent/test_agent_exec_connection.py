@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from agent.connection import ConnState
-from agent.main import Agent
-from agent.settings import ExecSettings
-from core.protocol import Command, ServiceInfo, ServiceRequest
+from servermanager.agent.connection import ConnState
+from servermanager.agent.main import Agent
+from servermanager.agent.settings import ExecSettings
+from servermanager.common.protocol import Command, ServiceInfo, ServiceRequest
 from tests.agent.fakes import AgentRunner, FakeCore, FakeTool, canned, fast_settings, pid_gone
 from tests.helpers.wait import wait_for
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.execution import (
+from servermanager.agent.execution import (
     DISABLED_MESSAGE,
     Capture,
     Outbox,
@@ -20,9 +20,9 @@ from agent.execution import (
     compile_patterns,
     resolve_run_as,
 )
-from agent.settings import AgentSettings, ExecSettings, load_agent_settings
-from core.protocol import Command, CommandOutput, CommandResult, ServiceRequest
-from core.settings import SettingsError
+from servermanager.agent.settings import AgentSettings, ExecSettings, load_agent_settings
+from servermanager.common.protocol import Command, CommandOutput, CommandResult, ServiceRequest
+from servermanager.common.settings import SettingsError
 
 # ---------------------------------------------------------------- settings
 

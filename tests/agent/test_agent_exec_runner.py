@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from agent.execution import CommandRunner
-from agent.settings import ExecSettings
-from core.protocol import Command, CommandOutput, CommandResult, encode
+from servermanager.agent.execution import CommandRunner
+from servermanager.agent.settings import ExecSettings
+from servermanager.common.protocol import Command, CommandOutput, CommandResult, encode
 from tests.agent.fakes import pid_gone
 from tests.helpers.wait import wait_for
 
@@ -339,12 +339,12 @@ async def test_unknown_run_as_user_is_refused(make: Any) -> None:
 async def test_one_log_line_per_command_and_no_env_values(
     make: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="agent.execution")
+    caplog.set_level("INFO", logger="servermanager.agent.execution")
     runner, _ = make(settings(deny=["rm *"]))
     await runner.execute(Command("c1", 10, argv=["true"], env={"API_KEY": "supersecret-value"}))
     await runner.execute(Command("c2", 10, shell="rm -rf /tmp/nothing"))
     await runner.execute(Command("c3", 10, shell="echo a\necho b"))
-    lines = [r.getMessage() for r in caplog.records if r.name == "agent.execution"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "servermanager.agent.execution"]
     assert re.fullmatch(r"command c1 true: ok \(exit 0, \d+\.\d\ds, 0\+0 bytes\)", lines[0]), lines[0]
     assert lines[1] == "command c2 rm -rf /tmp/nothing: refused: command matches [exec] deny pattern 'rm *'"
     assert lines[2].startswith("command c3 echo a\\necho b: ok")  # one line, even for a multi-line script

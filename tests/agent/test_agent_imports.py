@@ -17,20 +17,24 @@ from pathlib import Path
 
 import pytest
 
-from agent.commands import DISABLED_MESSAGE, RefusingRunner, make_runner
-from agent.connection import proxy_configured
-from agent.execution import CommandRunner
-from agent.settings import ExecSettings
-from core.protocol import Command, CommandCancel
+from servermanager.agent.commands import DISABLED_MESSAGE, RefusingRunner, make_runner
+from servermanager.agent.connection import proxy_configured
+from servermanager.agent.execution import CommandRunner
+from servermanager.agent.settings import ExecSettings
+from servermanager.common.protocol import Command, CommandCancel
 from tests.agent.fakes import FakeCore
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "enroll-token-lazy-exec-12345"
 # Remote execution proper: policy, process groups, run-as, service managers.
-EXEC_MODULES = ("agent.execution", "agent.services", "agent.subproc")
+EXEC_MODULES = (
+    "servermanager.agent.execution",
+    "servermanager.agent.services",
+    "servermanager.agent.subproc",
+)
 
 # Loaded for real, each of these means a deferral failed: importlib.metadata's and urllib.request's
-# own imports, and the modules only other subcommands of core/cli.py need.
+# own imports, and the modules only other subcommands of the servermanager CLI need.
 UNUSED_STDLIB = ("importlib.metadata", "urllib.request", "email", "http.client", "zipfile", "csv",
                  "getpass", "tempfile")  # fmt: skip
 
@@ -46,7 +50,7 @@ def report() -> None:
         json.dump(real, f)
 
 atexit.register(report)
-from core.cli import main
+from servermanager.cli import main
 
 sys.exit(main(["agent", *sys.argv[2:]]))
 """
@@ -91,9 +95,12 @@ async def test_exec_code_is_imported_only_when_exec_is_enabled(
     assert code == 0, log
     assert result.status == "refused"
     modules = set(json.loads(modules_file.read_text()))
-    assert {"agent.main", "agent.connection", "agent.commands", "websockets.asyncio.client"} <= modules, (
-        modules
-    )
+    assert {
+        "servermanager.agent.main",
+        "servermanager.agent.connection",
+        "servermanager.agent.commands",
+        "websockets.asyncio.client",
+    } <= modules, modules
     assert not set(UNUSED_STDLIB) & modules, f"imported for real: {set(UNUSED_STDLIB) & modules}"
     if enabled:
         assert result.message == "command not allowed: the [exec] allow list is empty, so nothing may run"
@@ -126,7 +133,7 @@ async def test_make_runner_picks_the_refusing_runner_when_disabled() -> None:
 # Deferral in a fresh interpreter: the test process has long imported everything for real.
 DEFERRAL = """
 import importlib, json, sys
-from agent.cli import defer_imports
+from servermanager.agent.cli import defer_imports
 
 already = sys.modules["json"]
 defer_imports(["importlib.metadata", "urllib.request", "json", "no_such_module_here"])

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.credentials import CredentialStore
-from agent.main import EXIT_FATAL, EXIT_OK, main
-from agent.spool import SPOOL_FILE, Spool
-from core.protocol import CloseCode
+from servermanager.agent.credentials import CredentialStore
+from servermanager.agent.main import EXIT_FATAL, EXIT_OK, main
+from servermanager.agent.spool import SPOOL_FILE, Spool
+from servermanager.common.protocol import CloseCode
 from tests.agent.fakes import ISSUED_CREDENTIAL, FakeCore, fast_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ TOKEN = "enroll-token-main-0987654321"
 @pytest.fixture
 def agent_log_level() -> Iterator[None]:
     # main() sets the "agent" logger's level from settings; give the next test a clean slate.
-    logger = logging.getLogger("agent")
+    logger = logging.getLogger("servermanager.agent")
     before = logger.level
     yield
     logger.setLevel(before)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.rates import RateTracker
+from servermanager.agent.rates import RateTracker
 
 
 class FakeClock:

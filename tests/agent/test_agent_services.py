@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.execution import CommandRunner
-from agent.services import (
+from servermanager.agent.execution import CommandRunner
+from servermanager.agent.services import (
     LaunchdManager,
     ServiceError,
     SystemdManager,
@@ -27,9 +27,9 @@ from agent.services import (
     systemd_unit,
     validate_service_name,
 )
-from agent.settings import ExecSettings
-from agent.subproc import ToolNotFoundError
-from core.protocol import Command, ServiceInfo, ServiceRequest, encode
+from servermanager.agent.settings import ExecSettings
+from servermanager.agent.subproc import ToolNotFoundError
+from servermanager.common.protocol import Command, ServiceInfo, ServiceRequest, encode
 from tests.agent.fakes import FakeTool, canned
 from tests.helpers.wait import wait_for
 

@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.settings import AgentSettings, enroll_token_from, load_agent_settings, normalize_core_url
-from core.settings import SettingsError
+from servermanager.agent.settings import (
+    AgentSettings,
+    enroll_token_from,
+    load_agent_settings,
+    normalize_core_url,
+)
+from servermanager.common.settings import SettingsError
 
 
 def test_defaults(tmp_path: Path) -> None:

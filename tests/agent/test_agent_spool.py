@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.spool import Spool, SpoolClosedError
-from core.protocol import AgentToCore, Sample, decode, decoder
+from servermanager.agent.spool import Spool, SpoolClosedError
+from servermanager.common.metrics import Sample
+from servermanager.common.protocol import AgentToCore, decode, decoder
 from tests.agent.fakes import metrics
 
 

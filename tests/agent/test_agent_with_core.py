@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.connection import AuthFailedError, ConnState
-from agent.main import Agent
+from servermanager.agent.connection import AuthFailedError, ConnState
+from servermanager.agent.main import Agent
 from tests.agent.fakes import AgentRunner, fast_settings
 from tests.helpers.core import RunningCore
 from tests.helpers.wait import wait_until

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from benchmarks.fleet import Fleet, SimAgent
-from core import protocol as p
+from servermanager.common import protocol as p
 
 
 def _agent(pool: int) -> SimAgent:

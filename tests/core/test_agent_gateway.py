@@ -8,7 +8,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from core import protocol as p
+from servermanager.common import metrics as mt
+from servermanager.common import protocol as p
 from tests.helpers.core import RawAgent, RawClient, RunningCore, host_facts
 from tests.helpers.wait import wait_for
 
@@ -39,7 +40,7 @@ async def test_enroll_token_use_count_and_expiry(core_server: RunningCore) -> No
         p.encode(
             p.Hello(
                 protocol=p.PROTOCOL_VERSION,
-                host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""),
+                host=mt.HostFacts("h", "", "", "", "", "", 1, 1, ""),
                 enroll_token=token,
             )
         )
@@ -57,7 +58,7 @@ async def test_enroll_token_use_count_and_expiry(core_server: RunningCore) -> No
         p.encode(
             p.Hello(
                 protocol=p.PROTOCOL_VERSION,
-                host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""),
+                host=mt.HostFacts("h", "", "", "", "", "", 1, 1, ""),
                 enroll_token=expired,
             )
         )
@@ -89,7 +90,7 @@ async def test_bad_credential_closes_4401(core_server: RunningCore) -> None:
     ws = await agent.connect()
     await ws.send_bytes(
         p.encode(
-            p.Hello(protocol=1, host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""), credential="smn_forged")
+            p.Hello(protocol=1, host=mt.HostFacts("h", "", "", "", "", "", 1, 1, ""), credential="smn_forged")
         )
     )
     await ws.receive(timeout=5)
@@ -108,7 +109,7 @@ async def test_silent_socket_closed_after_hello_timeout(core_server: RunningCore
 async def test_protocol_mismatch_closes_4426(core_server: RunningCore) -> None:
     ws = await RawAgent(core_server).connect()
     await ws.send_bytes(
-        p.encode(p.Hello(protocol=99, host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""), credential="x"))
+        p.encode(p.Hello(protocol=99, host=mt.HostFacts("h", "", "", "", "", "", 1, 1, ""), credential="x"))
     )
     await ws.receive(timeout=5)
     assert ws.close_code == p.CloseCode.UNSUPPORTED_PROTOCOL
@@ -230,7 +231,9 @@ async def test_deleting_node_revokes_credential(core_server: RunningCore) -> Non
     await ws.send_bytes(
         p.encode(
             p.Hello(
-                protocol=1, host=p.HostFacts("h", "", "", "", "", "", 1, 1, ""), credential=welcome.credential
+                protocol=1,
+                host=mt.HostFacts("h", "", "", "", "", "", 1, 1, ""),
+                credential=welcome.credential,
             )
         )
     )

@@ -101,7 +101,7 @@ def test_core_event_loop_is_uvloop_unless_switched_off() -> None:
 
     import uvloop
 
-    from core.cli import new_event_loop
+    from servermanager.core.runtime import new_event_loop
 
     fast, plain = new_event_loop(prefer_uvloop=True), new_event_loop(prefer_uvloop=False)
     try:
@@ -113,7 +113,8 @@ def test_core_event_loop_is_uvloop_unless_switched_off() -> None:
 
 
 def test_uvloop_setting_takes_booleans_only() -> None:
-    from core.settings import CoreSettings, SettingsError, load_settings
+    from servermanager.common.settings import SettingsError, load_settings
+    from servermanager.core.settings import CoreSettings
 
     def load(value: str) -> CoreSettings:
         return load_settings(CoreSettings, env_prefix="SM_CORE_", environ={"SM_CORE_UVLOOP": value})

@@ -13,7 +13,8 @@ import aiohttp
 import msgspec
 import pytest
 
-from core import protocol as p
+from servermanager.common import metrics as mt
+from servermanager.common import protocol as p
 from tests.helpers.core import RawAgent, RunningCore, metrics
 
 _dec = p.decoder(p.CoreToClient)
@@ -112,7 +113,7 @@ async def test_events_queued_during_one_step_go_out_as_one_batch(
     # task gets to run, so they are all queued when it wakes.
     samples = agent.make(50, ts=time.time() - 60, step=0.5)
     for i, s in enumerate(samples):
-        samples[i] = p.Sample(seq=s.seq, ts=s.ts, metrics=metrics(cpu=float(i)))
+        samples[i] = mt.Sample(seq=s.seq, ts=s.ts, metrics=metrics(cpu=float(i)))
     await agent.send_samples(samples)
     wire = await plain.read_until(lambda w: len(w.samples()) >= 50)
     assert wire.batches == [0]
@@ -183,7 +184,7 @@ async def test_a_lone_event_is_sent_bare(core_server: RunningCore, plain: PlainC
 
 
 def _sample_event(node_id: int, seq: int) -> p.SampleEvent:
-    return p.SampleEvent(node_id=node_id, sample=p.Sample(seq=seq, ts=1000.0 + seq, metrics=metrics()))
+    return p.SampleEvent(node_id=node_id, sample=mt.Sample(seq=seq, ts=1000.0 + seq, metrics=metrics()))
 
 
 def test_batch_round_trips_through_batch_bytes_and_decode_all() -> None:

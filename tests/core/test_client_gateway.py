@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from core import protocol as p
+from servermanager.common import protocol as p
 from tests.helpers.core import RawAgent, RawClient, RunningCore
 
 

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from core import protocol as p
+from servermanager.common import protocol as p
 from tests.helpers.core import RawAgent, RawClient, RunningCore
 from tests.helpers.wait import wait_until
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from core.db import MAX_ROWS_PER_STATEMENT, Database, _pieces, execute_values
-from core.protocol import SCALAR_FIELDS
+from servermanager.common.metrics import SCALAR_FIELDS
+from servermanager.core.db import MAX_ROWS_PER_STATEMENT, Database, _pieces, execute_values
 
 # samples_raw is the widest table the core writes this way (20 columns): the statement size limit
 # that MAX_ROWS_PER_STATEMENT guards against is reached here first.

@@ -10,9 +10,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from core.db import Database
-from core.protocol import Sample
-from core.samples import _ENTRY_OVERHEAD, DAY_MS, DayCache, SampleStore, _bucket_width
+from servermanager.common.metrics import Sample
+from servermanager.core.db import Database
+from servermanager.core.samples import _ENTRY_OVERHEAD, DAY_MS, DayCache, SampleStore, _bucket_width
 from tests.helpers.core import metrics
 
 DAY = DAY_MS / 1000
@@ -183,7 +183,8 @@ def test_the_byte_bound_drops_the_least_recently_used() -> None:
 
 
 def test_history_cache_setting_takes_sizes_of_zero_or_more() -> None:
-    from core.settings import CoreSettings, SettingsError, load_settings
+    from servermanager.common.settings import SettingsError, load_settings
+    from servermanager.core.settings import CoreSettings
 
     def load(value: str) -> CoreSettings:
         return load_settings(CoreSettings, env_prefix="SM_CORE_", environ={"SM_CORE_HISTORY_CACHE_MB": value})

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core.api import ROUTES
-from core.auth import Role
+from servermanager.core.api import ROUTES
+from servermanager.core.auth import Role
 from tests.helpers.core import RawAgent, RunningCore
 from tests.helpers.wait import wait_until
 

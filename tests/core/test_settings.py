@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import CoreSettings, SettingsError, load_settings, parse_duration
+from servermanager.common.settings import SettingsError, load_settings, parse_duration
+from servermanager.core.settings import CoreSettings
 
 
 def test_precedence_file_env_flags(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from core.db import SCHEMA_VERSION, Database, execute_values, migrate_sync
-from core.protocol import Sample
-from core.samples import _DIRTY_INSERT, _HEAD_INSERT, ROLLUP_GRACE_MS, SampleStore, _to_row
+from servermanager.common.metrics import Sample
+from servermanager.core.db import SCHEMA_VERSION, Database, execute_values, migrate_sync
+from servermanager.core.samples import _DIRTY_INSERT, _HEAD_INSERT, ROLLUP_GRACE_MS, SampleStore, _to_row
 from tests.helpers.core import RawAgent, RunningCore, metrics
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from core import protocol as p
-from core.nodes import NodeState
+from servermanager.common import protocol as p
+from servermanager.core.nodes import NodeState
 from tests.helpers.core import RawAgent, RawClient, RunningCore
 
 

@@ -23,12 +23,12 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
-from core import protocol as p
-from desktop.client import LinkState, Session
-from desktop.context import AppContext
-from desktop.main import configure
-from desktop.settings import Profile
-from desktop.window import MainWindow
+from servermanager.common import protocol as p
+from servermanager.desktop.client import LinkState, Session
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.main import configure
+from servermanager.desktop.settings import Profile
+from servermanager.desktop.window import MainWindow
 from tests.helpers.core import RawAgent, RunningCore
 
 T = TypeVar("T")

@@ -9,7 +9,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import math
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -19,15 +18,11 @@ from PySide6.QtGui import QColor, QImage, QWheelEvent
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
-from core.api import choose_resolution as core_choose_resolution
-from core.protocol import DiskUsage, Metrics, Sample
-from core.settings import CoreSettings
-from desktop.charts import (
+from servermanager.common.metrics import DiskUsage, Metrics, Sample
+from servermanager.desktop.charts import (
     DARK,
     DEFAULT_FAMILIES,
     LIGHT,
-    RETENTION_1M,
-    RETENTION_RAW,
     ChartPanel,
     ChartRange,
     HistoryChart,
@@ -154,19 +149,6 @@ def test_request_for_presets(key: str, span: float, resolution: str) -> None:
 )
 def test_request_for_custom_by_span_and_age(start: float, end: float, resolution: str) -> None:
     assert request_for(ChartRange.custom(start, end), NOW) == (start, end, resolution)
-
-
-def test_resolution_matches_the_cores_auto_choice() -> None:
-    settings = CoreSettings()
-    assert (settings.retention_raw, settings.retention_1m) == (RETENTION_RAW, RETENTION_1M)
-    core: Any = SimpleNamespace(settings=settings)
-    spans = [60.0, 3600.0, 6 * 3600.0, 6 * 3600.0 + 1, 86400.0, 8 * 86400.0, 8 * 86400.0 + 1, 60 * 86400.0]
-    ages = [0.0, 3600.0, 47 * 3600.0, 49 * 3600.0, 29 * 86400.0, 31 * 86400.0]
-    for span in spans:
-        for age in ages:
-            start, end = NOW - age - span, NOW - age
-            got = request_for(ChartRange.custom(start, end), NOW)[2]
-            assert got == core_choose_resolution(core, start, end, NOW), (span, age)
 
 
 def test_custom_range_must_end_after_start_and_presets_are_known() -> None:

@@ -10,11 +10,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from core import protocol as p
-from desktop.aio import Aio
-from desktop.client import CoreClient, LinkState, Session
-from desktop.context import AppContext
-from desktop.fleet import Col
+from servermanager.common import metrics as mt
+from servermanager.common import protocol as p
+from servermanager.desktop.aio import Aio
+from servermanager.desktop.client import CoreClient, LinkState, Session
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.fleet import Col
 from tests.desktop.conftest import Run, enrolled, sign_in, until
 from tests.helpers.core import RunningCore, free_port, metrics
 
@@ -54,7 +55,7 @@ def test_samples_inside_a_batch_reach_the_sample_signal(ctx: AppContext, core: R
     run(sign_in(ctx, core))
     observer = Observer(core)
     run(observer.start())
-    got: list[tuple[int, p.Sample]] = []
+    got: list[tuple[int, mt.Sample]] = []
     ctx.client.sample.connect(lambda nid, sample: got.append((nid, sample)))
 
     # One agent frame of 40 newer samples: the core queues 40 events for each client in one go,
@@ -64,7 +65,7 @@ def test_samples_inside_a_batch_reach_the_sample_signal(ctx: AppContext, core: R
     samples = []
     for i in range(40):
         agent.seq += 1
-        samples.append(p.Sample(seq=agent.seq, ts=t0 + i * 0.01, metrics=metrics(cpu=float(i + 10))))
+        samples.append(mt.Sample(seq=agent.seq, ts=t0 + i * 0.01, metrics=metrics(cpu=float(i + 10))))
     run(agent.send_samples(samples))
 
     seen = run(observer.next_message())
@@ -88,7 +89,7 @@ def test_samples_inside_a_batch_reach_the_sample_signal(ctx: AppContext, core: R
 
 def _event(node_id: int, seq: int, cpu: float) -> bytes:
     return p.encode(
-        p.SampleEvent(node_id=node_id, sample=p.Sample(seq=seq, ts=1000.0 + seq, metrics=metrics(cpu=cpu)))
+        p.SampleEvent(node_id=node_id, sample=mt.Sample(seq=seq, ts=1000.0 + seq, metrics=metrics(cpu=cpu)))
     )
 
 

@@ -9,12 +9,12 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
-from core import protocol as p
-from desktop.audit import AuditPanel
-from desktop.client import LinkState
-from desktop.console import ConsolePanel, NodeOutput
-from desktop.context import AppContext
-from desktop.window import MainWindow
+from servermanager.common import protocol as p
+from servermanager.desktop.audit import AuditPanel
+from servermanager.desktop.client import LinkState
+from servermanager.desktop.console import ConsolePanel, NodeOutput
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import Run, enrolled, profile_for, sign_in, until
 from tests.helpers.core import RawAgent, RunningCore
 

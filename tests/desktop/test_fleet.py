@@ -6,11 +6,11 @@ from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt
 
-from desktop.client import LinkState
-from desktop.context import AppContext
-from desktop.fleet import Col, NodeIdRole, PercentRole, SortRole
-from desktop.fleetview import VIEWER_HINT
-from desktop.window import MainWindow
+from servermanager.desktop.client import LinkState
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.fleet import Col, NodeIdRole, PercentRole, SortRole
+from servermanager.desktop.fleetview import VIEWER_HINT
+from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import Run, enrolled, profile_for, sign_in, until
 from tests.helpers.core import RunningCore
 

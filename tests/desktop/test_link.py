@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from desktop.client import LinkState
-from desktop.context import AppContext
-from desktop.fleet import Col
-from desktop.window import MainWindow
+from servermanager.desktop.client import LinkState
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.fleet import Col
+from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import Cores, Run, enrolled, reconnected, sign_in, until
 
 

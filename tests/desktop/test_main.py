@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes.util
 from pathlib import Path
 
-from desktop.main import XCB_PACKAGES, xcb_problem
+from servermanager.desktop.main import XCB_PACKAGES, xcb_problem
 
 
 def test_a_plugin_that_cannot_load_is_named_with_the_packages(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from desktop.context import AppContext
-from desktop.window import MainWindow
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import Cores, Run, enrolled, sign_in, until
 
 

@@ -9,12 +9,12 @@ from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QApplication, QComboBox
 from pytestqt.qtbot import QtBot
 
-from desktop.client import LinkState
-from desktop.context import AppContext
-from desktop.settings import SCHEMA, Settings
-from desktop.themes import DARK, LIGHT
-from desktop.tray import Level, TrayState
-from desktop.window import MainWindow
+from servermanager.desktop.client import LinkState
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.settings import SCHEMA, Settings
+from servermanager.desktop.themes import DARK, LIGHT
+from servermanager.desktop.tray import Level, TrayState
+from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import Cores, Run, enrolled, make_ctx, reconnected, sign_in, until
 
 

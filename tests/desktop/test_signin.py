@@ -11,11 +11,11 @@ import pytest
 from aiohttp import web
 from pytestqt.qtbot import QtBot
 
-from desktop.client import CoreError, LinkState
-from desktop.context import AppContext
-from desktop.secrets import SERVICE, Kept, SecretsError
-from desktop.settings import Profile
-from desktop.window import MainWindow
+from servermanager.desktop.client import CoreError, LinkState
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.secrets import SERVICE, Kept, SecretsError
+from servermanager.desktop.settings import Profile
+from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import (
     CORE_SETTINGS,
     MemoryKeyring,

@@ -12,10 +12,11 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
-from core import protocol as p
-from core.app import create_app
-from core.context import CORE, Core
-from core.settings import CoreSettings
+from servermanager.common import metrics as mt
+from servermanager.common import protocol as p
+from servermanager.core.app import create_app
+from servermanager.core.context import CORE, Core
+from servermanager.core.settings import CoreSettings
 
 FAST = {
     "hello_timeout": 0.5,
@@ -33,8 +34,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def host_facts(name: str = "test-host") -> p.HostFacts:
-    return p.HostFacts(
+def host_facts(name: str = "test-host") -> mt.HostFacts:
+    return mt.HostFacts(
         hostname=name,
         os="Linux",
         os_version="12",
@@ -47,7 +48,7 @@ def host_facts(name: str = "test-host") -> p.HostFacts:
     )
 
 
-def metrics(cpu: float = 10.0, **over: Any) -> p.Metrics:
+def metrics(cpu: float = 10.0, **over: Any) -> mt.Metrics:
     base: dict[str, Any] = dict(
         cpu_pct=cpu,
         cpu_per_core=[cpu, cpu],
@@ -62,17 +63,17 @@ def metrics(cpu: float = 10.0, **over: Any) -> p.Metrics:
         swap_pct=0.0,
         uptime=1000.0,
         procs=100,
-        disks=[p.DiskUsage(mount="/", fstype="ext4", total=100, used=40, pct=40.0)],
+        disks=[mt.DiskUsage(mount="/", fstype="ext4", total=100, used=40, pct=40.0)],
         disk_read_bps=1.0,
         disk_write_bps=2.0,
         disk_read_iops=3.0,
         disk_write_iops=4.0,
-        nets=[p.NetIface(name="eth0", rx_total=10, tx_total=20, rx_bps=5.0, tx_bps=6.0)],
+        nets=[mt.NetIface(name="eth0", rx_total=10, tx_total=20, rx_bps=5.0, tx_bps=6.0)],
         net_rx_bps=5.0,
         net_tx_bps=6.0,
     )
     base.update(over)
-    return p.Metrics(**base)
+    return mt.Metrics(**base)
 
 
 class RunningCore:
@@ -216,15 +217,15 @@ class RawAgent:
             if isinstance(frame, aiohttp.WSMessage):
                 raise AssertionError(f"socket ended while waiting for {cls.__name__}: {frame}")
 
-    def make(self, n: int = 1, ts: float | None = None, step: float = 1.0, **over: Any) -> list[p.Sample]:
+    def make(self, n: int = 1, ts: float | None = None, step: float = 1.0, **over: Any) -> list[mt.Sample]:
         out = []
         t0 = time.time() if ts is None else ts
         for i in range(n):
             self.seq += 1
-            out.append(p.Sample(seq=self.seq, ts=t0 + i * step, metrics=metrics(**over)))
+            out.append(mt.Sample(seq=self.seq, ts=t0 + i * step, metrics=metrics(**over)))
         return out
 
-    async def send_samples(self, samples: list[p.Sample]) -> p.Ack:
+    async def send_samples(self, samples: list[mt.Sample]) -> p.Ack:
         assert self.ws is not None
         await self.ws.send_bytes(p.encode(p.Samples(samples=samples)))
         ack: p.Ack = await self.recv_type(p.Ack)

@@ -15,7 +15,7 @@ from typing import Any
 from tests.helpers.core import free_port
 from tests.helpers.wait import wait_sync
 
-CLI = [sys.executable, "-m", "core.cli"]
+CLI = [sys.executable, "-m", "servermanager"]
 
 
 def cli(

@@ -1,4 +1,4 @@
-"""Typed REST request and response bodies; handlers validate with them and OpenAPI is built from them."""
+"""Typed REST request and response bodies: the core validates with them, OpenAPI is built from them, the desktop decodes them."""
 
 from __future__ import annotations
 
@@ -7,14 +7,22 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from core.commands import Targets
-from core.protocol import NodeInfo, ServiceInfo, ServiceRequest
+from servermanager.common.protocol import NodeInfo, ServiceInfo, ServiceRequest
 
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
 Group = Annotated[str, Meta(max_length=64)]
 Tag = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.:/-]+$")]
 RoleName = Literal["viewer", "operator", "admin"]
 Resolution = Literal["auto", "raw", "1m", "1h"]
+
+
+class Targets(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Which nodes a command (or, later, an alert rule) is for: listed ids, a group, a tag or all."""
+
+    nodes: list[int] | None = None
+    group: str | None = None
+    tag: str | None = None
+    all: bool = False
 
 
 class ErrorDetail(msgspec.Struct):

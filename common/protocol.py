@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from servermanager.common.metrics import HostFacts, Sample
+
 PROTOCOL_VERSION = 1
 AGENT_WS_PATH = "/ws/agent"
 CLIENT_WS_PATH = "/ws/client"
@@ -54,119 +56,6 @@ class CloseCode(enum.IntEnum):
     TIMEOUT = 4408
     REPLACED = 4409
     UNSUPPORTED_PROTOCOL = 4426
-
-
-# ---------------------------------------------------------------- metrics
-
-# Wire structs are plain trees of values that never refer back to themselves, so they opt out of
-# the cycle collector (gc=False): thousands arrive every second at a busy core, and tracking them
-# made each young-generation collection walk every sample in flight.
-
-
-class DiskUsage(msgspec.Struct, frozen=True, gc=False):
-    mount: str
-    fstype: str
-    total: int  # bytes
-    used: int  # bytes
-    pct: float
-
-
-class NetIface(msgspec.Struct, frozen=True, gc=False):
-    name: str
-    rx_total: int  # bytes since boot
-    tx_total: int
-    rx_bps: float | None = None  # bytes/s; None until a second reading exists
-    tx_bps: float | None = None
-
-
-class Temperature(msgspec.Struct, frozen=True, gc=False):
-    sensor: str
-    label: str
-    current: float  # degrees Celsius
-
-
-class Battery(msgspec.Struct, frozen=True, gc=False):
-    pct: float
-    plugged: bool | None = None
-    secs_left: float | None = None
-
-
-class Metrics(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
-    """One reading of a host. Rates are None when there is no previous reading to diff."""
-
-    cpu_pct: float
-    cpu_per_core: list[float]
-    load1: float
-    load5: float
-    load15: float
-    mem_total: int
-    mem_used: int
-    mem_pct: float
-    swap_total: int
-    swap_used: int
-    swap_pct: float
-    uptime: float  # seconds
-    procs: int
-    disks: list[DiskUsage] = []
-    disk_read_bps: float | None = None
-    disk_write_bps: float | None = None
-    disk_read_iops: float | None = None
-    disk_write_iops: float | None = None
-    nets: list[NetIface] = []
-    net_rx_bps: float | None = None
-    net_tx_bps: float | None = None
-    temps: list[Temperature] = []
-    battery: Battery | None = None
-
-    @property
-    def disk_pct(self) -> float | None:
-        """The fullest mount's usage: what an operator worries about first."""
-        return max((d.pct for d in self.disks), default=None)
-
-
-# Scalar series stored per sample and rolled up (avg/min/max), in column order, with the decimal
-# places a rollup keeps: what the source measures, and no more. psutil gives percentages to 0.1
-# and the kernel load to 0.01; bytes and seconds are whole; a minute's average of a rate or a
-# count keeps hundredths. The fifteen digits of a raw average are noise, and made every history
-# answer twice the size it needs to be.
-FIELD_DECIMALS: dict[str, int] = {
-    "cpu_pct": 2,
-    "load1": 2,
-    "load5": 2,
-    "load15": 2,
-    "mem_pct": 2,
-    "mem_used": 0,
-    "swap_pct": 2,
-    "disk_pct": 2,
-    "disk_read_bps": 0,
-    "disk_write_bps": 0,
-    "disk_read_iops": 2,
-    "disk_write_iops": 2,
-    "net_rx_bps": 0,
-    "net_tx_bps": 0,
-    "procs": 1,
-    "uptime": 0,
-}
-SCALAR_FIELDS: tuple[str, ...] = tuple(FIELD_DECIMALS)
-
-
-class Sample(msgspec.Struct, frozen=True, gc=False):
-    seq: int  # per-node, strictly increasing, survives agent restarts
-    ts: float  # unix seconds, agent clock
-    metrics: Metrics
-
-
-class HostFacts(msgspec.Struct, frozen=True, gc=False):
-    hostname: str
-    os: str
-    os_version: str
-    kernel: str
-    arch: str
-    cpu_model: str
-    cpu_count: int
-    mem_total: int
-    agent_version: str
-    boot_time: float | None = None
 
 
 # ---------------------------------------------------------------- frames

@@ -1,0 +1,165 @@
+"""Admin actions on the core's data dir, run with no server: users, tokens, backup and restore."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+from servermanager.common.settings import load_settings, parse_duration
+from servermanager.core.settings import CoreSettings
+
+
+def core_settings(args: argparse.Namespace) -> CoreSettings:
+    """The core's settings from --config, --data-dir and --listen (where given), env and defaults."""
+    return load_settings(
+        CoreSettings,
+        env_prefix="SM_CORE_",
+        config_file=args.config,
+        overrides={"data_dir": args.data_dir, "listen": getattr(args, "listen", None)},
+    )
+
+
+def _admin_core(args: argparse.Namespace) -> Any:
+    """Open the core's services on its data dir for one admin action (no server started)."""
+    from servermanager.core.app import data_dir
+    from servermanager.core.auth import EnrollTokens, Users
+    from servermanager.core.db import DB_FILENAME, Database
+
+    settings = core_settings(args)
+    folder = data_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = Database(folder / DB_FILENAME)
+    return settings, db, Users, EnrollTokens
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise SystemExit("passwords differ")
+    return first
+
+
+def cmd_create_user(args: argparse.Namespace) -> int:
+    from servermanager.core.auth import Role
+
+    settings, db, users_cls, _ = _admin_core(args)
+    password = _read_password(args)
+
+    async def run() -> int:
+        await db.open()
+        try:
+            users = users_cls(db, settings.access_token_ttl, settings.refresh_token_ttl)
+            await users.create(args.name, password, Role(args.role))
+        finally:
+            await db.close()
+        return 0
+
+    try:
+        asyncio.run(run())
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"user {args.name!r} created with role {args.role}")
+    return 0
+
+
+def cmd_enroll_token(args: argparse.Namespace) -> int:
+    _, db, _, enroll_cls = _admin_core(args)
+    ttl = parse_duration(args.ttl)
+
+    async def run() -> str:
+        await db.open()
+        try:
+            return str(await enroll_cls(db).create(ttl, args.uses))
+        finally:
+            await db.close()
+
+    print(asyncio.run(run()))
+    return 0
+
+
+def cmd_api_token(args: argparse.Namespace) -> int:
+    """A script's token belongs to a service user of its own, so its role is its own too."""
+    import secrets
+
+    from servermanager.core.auth import Role, TokenKind
+
+    settings, db, users_cls, _ = _admin_core(args)
+
+    async def run() -> str:
+        await db.open()
+        try:
+            users = users_cls(db, settings.access_token_ttl, settings.refresh_token_ttl)
+            row = await db.fetchone("SELECT id, role FROM users WHERE name = ?", (args.name,))
+            if row is None:
+                uid = await users.create(args.name, secrets.token_urlsafe(24), Role(args.role))
+            elif row[1] != args.role:
+                raise ValueError(f"user {args.name!r} exists with role {row[1]}, not {args.role}")
+            else:
+                uid = row[0]
+            token, _ = await users.issue(uid, TokenKind.API, args.name)
+            return str(token)
+        finally:
+            await db.close()
+
+    try:
+        print(asyncio.run(run()))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from servermanager.core.app import data_dir
+    from servermanager.core.db import DB_FILENAME
+
+    src = data_dir(core_settings(args)) / DB_FILENAME
+    if not src.exists():
+        print(f"error: no database at {src}", file=sys.stderr)
+        return 1
+    dest = Path(args.file)
+    # SQLite's online backup copies a consistent snapshot while the core keeps writing.
+    with sqlite3.connect(src) as s, sqlite3.connect(dest) as d:
+        s.backup(d)
+    os.chmod(dest, 0o600)
+    print(f"backup written to {dest}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from servermanager.core.app import data_dir
+    from servermanager.core.db import DB_FILENAME, SCHEMA_VERSION, migrate_sync
+
+    src = Path(args.file)
+    try:
+        with sqlite3.connect(f"file:{src}?mode=ro", uri=True) as con:
+            ok = con.execute("PRAGMA integrity_check").fetchone()[0]
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        print(f"error: {src} is not a usable backup: {exc}", file=sys.stderr)
+        return 1
+    if ok != "ok" or version > SCHEMA_VERSION:
+        print(f"error: {src} failed its check ({ok}, schema {version})", file=sys.stderr)
+        return 1
+    folder = data_dir(core_settings(args))
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    dest = folder / DB_FILENAME
+    tmp = folder / (DB_FILENAME + ".restore")
+    with sqlite3.connect(src) as s, sqlite3.connect(tmp) as d:
+        s.backup(d)
+    for suffix in ("-wal", "-shm"):
+        Path(str(dest) + suffix).unlink(missing_ok=True)
+    os.replace(tmp, dest)
+    migrate_sync(dest)
+    print(f"restored {src} into {dest}; start the core again")
+    return 0

@@ -1,0 +1,1 @@
+"""Server Manager: the installed namespace; `servermanager.cli` is the product's command line."""

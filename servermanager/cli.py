@@ -1,0 +1,129 @@
+"""The `servermanager` command: its parser and the dispatch to core, agent, desktop, demo and admin."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from servermanager.agent.cli import add_arguments as agent_arguments
+from servermanager.common import __version__
+from servermanager.common.settings import SettingsError
+
+# Each subcommand imports what it needs when it runs: `servermanager agent` starts here too, and
+# every import stays in the agent's RSS.
+
+
+def cmd_core(args: argparse.Namespace) -> int:
+    from servermanager.core.admin import core_settings
+    from servermanager.core.runtime import serve
+
+    return serve(core_settings(args))
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from servermanager.agent.cli import run_from_args
+
+    return run_from_args(args)
+
+
+def cmd_desktop(args: argparse.Namespace) -> int:
+    try:
+        from servermanager.desktop.main import main as desktop_main
+    except ImportError as exc:
+        print(f"the desktop app is not available in this install: {exc}", file=sys.stderr)
+        return 2
+    return int(desktop_main(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from servermanager.demo import run_demo
+
+    return run_demo(args)
+
+
+def _admin(name: str) -> Callable[[argparse.Namespace], int]:
+    """An admin subcommand, imported from core.admin only when it runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        from servermanager.core import admin
+
+        return int(getattr(admin, name)(args))
+
+    return run
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="servermanager", description="Server Manager: fleet monitoring and operations"
+    )
+    ap.add_argument("--version", action="version", version=f"servermanager {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def core_opts(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="TOML config file (env SM_CORE_CONFIG)")
+        p.add_argument("--data-dir", help="directory of the core's database")
+
+    p = sub.add_parser("core", help="run the core daemon")
+    core_opts(p)
+    p.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:8760)")
+    p.set_defaults(fn=cmd_core)
+
+    p = sub.add_parser("agent", help="run the agent daemon")
+    agent_arguments(p)
+    p.set_defaults(fn=cmd_agent)
+
+    p = sub.add_parser("desktop", help="open the desktop app")
+    p.add_argument("--core", help="core URL to connect to")
+    p.add_argument("--demo-login", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(fn=cmd_desktop)
+
+    p = sub.add_parser("demo", help="core, a local agent and the desktop app on a throwaway data dir")
+    p.add_argument("--listen", default="127.0.0.1:8760")
+    p.add_argument("--data-dir", help="keep the demo's data here instead of a temporary dir")
+    p.add_argument("--no-desktop", action="store_true", help="do not open the desktop app")
+    p.set_defaults(fn=cmd_demo)
+
+    adm = sub.add_parser("admin", help="administer the core's data dir").add_subparsers(
+        dest="admin", required=True
+    )
+    p = adm.add_parser("create-user", help="create a user; the password comes from stdin or a prompt")
+    core_opts(p)
+    p.add_argument("name")
+    p.add_argument("--role", choices=["admin", "operator", "viewer"], required=True)
+    p.set_defaults(fn=_admin("cmd_create_user"))
+    p = adm.add_parser("enroll-token", help="print a new agent enrollment token")
+    core_opts(p)
+    p.add_argument("--ttl", default="1h", help="lifetime, e.g. 30m, 1h, 7d")
+    p.add_argument("--uses", type=int, default=1, help="how many agents may enroll with it")
+    p.set_defaults(fn=_admin("cmd_enroll_token"))
+    p = adm.add_parser("api-token", help="print a long-lived API token for scripts")
+    core_opts(p)
+    p.add_argument("name")
+    p.add_argument("--role", choices=["admin", "operator", "viewer"], required=True)
+    p.set_defaults(fn=_admin("cmd_api_token"))
+    p = adm.add_parser("backup", help="online backup of the database to FILE")
+    core_opts(p)
+    p.add_argument("file")
+    p.set_defaults(fn=_admin("cmd_backup"))
+    p = adm.add_parser("restore", help="restore the database from FILE (stop the core first)")
+    core_opts(p)
+    p.add_argument("file")
+    p.set_defaults(fn=_admin("cmd_restore"))
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except SettingsError as exc:
+        print(f"servermanager: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
