@@ -34,7 +34,7 @@ from benchmarks.harness import (
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How the simulated fleet behaves and how long the core is watched (defaults: the CLI's flags)."""
+    """How the simulated fleet behaves and how long the core is watched; benchmarks.run fills it from its flags."""
 
     interval: float  # simulated agents' sample interval (s)
     per_process: int  # simulated agents per simulator process
