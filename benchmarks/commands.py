@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from benchmarks.fleet import Fleet, raise_nofile_limit
-from benchmarks.run import CoreProc
+from benchmarks.harness import CoreProc
 from servermanager.common import protocol as p
 
 

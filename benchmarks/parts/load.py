@@ -1,0 +1,314 @@
+"""Benchmark part b: a real core under thousands of simulated agents (benchmarks.fleet processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import shutil
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from benchmarks.harness import (
+    REPO,
+    RESULTS,
+    CoreProc,
+    ProcWatch,
+    PushClient,
+    SystemCpu,
+    log,
+    pcts_ms,
+    sample_every_second,
+    spawned,
+    terminate,
+)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How the simulated fleet behaves and how long the core is watched; benchmarks.run fills it from its flags."""
+
+    interval: float  # simulated agents' sample interval (s)
+    per_process: int  # simulated agents per simulator process
+    warmup: float  # seconds after enrollment before measuring
+    duration: float  # seconds of the core measurement window
+    start_timeout: float  # seconds allowed to enroll a fleet
+    connect_timeout: float  # simulated agents' handshake timeout
+    ping_interval: float  # simulated agents' extra ping period (0: none)
+    profile: bool  # py-spy the core during the window
+
+
+class FleetProc:
+    """`python -m benchmarks.fleet --control` in a process of its own, driven over stdin/stdout."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, name: str) -> None:
+        self.proc = proc
+        self.name = name
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.lines: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while True:
+            line = await self.proc.stdout.readline()
+            if not line:
+                await self.events.put({"event": "eof"})
+                return
+            text = line.decode(errors="replace").strip()
+            self.lines = [*self.lines[-20:], text]
+            with contextlib.suppress(json.JSONDecodeError):
+                await self.events.put(json.loads(text))
+
+    async def expect(self, event: str, timeout: float) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                ev = await self.events.get()
+                if ev.get("event") == event:
+                    return ev
+                if ev.get("event") in ("failed", "eof"):
+                    raise RuntimeError(f"fleet {self.name} ended: {ev} / {self.lines[-3:]}")
+
+    async def command(self, cmd: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(cmd.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    def close(self) -> None:
+        self._reader.cancel()
+
+
+async def bench_load(opts: LoadOptions, count: int, workdir: Path) -> dict[str, Any]:
+    nprocs = max(1, math.ceil(count / opts.per_process))
+    sizes = [count // nprocs + (1 if i < count % nprocs else 0) for i in range(nprocs)]
+    out: dict[str, Any] = {
+        "agents": count,
+        "interval_s": opts.interval,
+        "target_rate": round(count / opts.interval, 1),
+        "simulator_processes": nprocs,
+        "warmup_s": opts.warmup,
+        "window_s": opts.duration,
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        core = await stack.enter_async_context(CoreProc(workdir))
+        assert core.proc is not None and core.token is not None
+        # Headroom: an agent whose welcome is lost (handshake timeout under overload) enrolls again
+        # and spends another use; the orphaned nodes are counted below.
+        token = await core.enroll_token(count + max(100, count // 2))
+        client = PushClient(core.url, core.token)
+        await client.start()
+        stack.push_async_callback(client.stop)
+
+        fleets: list[FleetProc] = []
+        upper = opts.start_timeout + opts.warmup + opts.duration + 180
+        t_enroll = time.monotonic()
+        for i, n in enumerate(sizes):
+            cmd = [
+                sys.executable, "-m", "benchmarks.fleet", "--control",
+                "--core", core.url, "--token", token, "--count", str(n), "--interval", str(opts.interval),
+                "--prefix", f"sim{i}", "--duration", str(upper), "--start-timeout", str(opts.start_timeout),
+                "--connect-timeout", str(opts.connect_timeout), "--allow-partial",
+                "--ping-interval", str(opts.ping_interval),
+                "--seed", str(1000 + i),
+            ]  # fmt: skip
+            proc = await stack.enter_async_context(spawned(cmd, workdir / f"fleet{i}.log", pipes=True))
+            fleet = FleetProc(proc, f"fleet{i}")
+            stack.callback(fleet.close)
+            fleets.append(fleet)
+        log(f"{count} agents: enrolling in {nprocs} simulator process(es)")
+        ready = await asyncio.gather(*(f.expect("ready", opts.start_timeout + 30) for f in fleets))
+        out["enroll_seconds"] = round(time.monotonic() - t_enroll, 1)
+        out["enrolled"] = sum(r["nodes"] for r in ready)
+        out["ping_interval_s"] = opts.ping_interval
+        log(f"{count} agents enrolled in {out['enroll_seconds']}s ({[r['enroll_seconds'] for r in ready]}); "
+            f"warming up {opts.warmup:g}s")  # fmt: skip
+        await asyncio.sleep(opts.warmup)
+
+        c0 = await core.counters()
+        watches = [ProcWatch(core.proc.pid, "core")] + [ProcWatch(f.proc.pid, f.name) for f in fleets]
+        me = ProcWatch(os.getpid(), "observer", children=False)
+        system = SystemCpu()
+        for f in fleets:
+            await f.command("begin")
+        await asyncio.gather(*(f.expect("begin", 30) for f in fleets))
+        for w in [*watches, me]:
+            w.begin()
+        system.begin()
+        client.begin()
+        profile = None
+        if opts.profile:
+            profile = await start_profile(core.proc.pid, opts.duration, workdir / f"profile-{count}.txt")
+        health: list[float] = []
+
+        async def probe() -> None:
+            # How long the core takes to answer its cheapest request: its event loop's backlog.
+            assert core.http is not None
+            t = time.perf_counter()
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with core.http.get(
+                    core.url + "/api/v1/health", timeout=aiohttp.ClientTimeout(total=10)
+                ) as r:
+                    await r.read()
+                    health.append(time.perf_counter() - t)
+
+        log(f"measuring the core for {opts.duration:g}s")
+        await sample_every_second(watches, opts.duration, probe)
+        client.end()
+        sys_cpu = system.end()
+        res = [w.end() for w in watches]
+        observer = me.end()
+        for f in fleets:
+            await f.command("report")
+        reports = await asyncio.gather(*(f.expect("report", 30) for f in fleets))
+        c1 = await core.counters()
+        if profile is not None:
+            out["profile"] = await finish_profile(profile, workdir / f"profile-{count}.txt", count)
+
+        window = res[0]["seconds"]
+        sent = sum(r["samples_sent"] for r in reports)
+        acked = sum(r["samples_acked"] for r in reports)
+        written = c1.get("sm_core_samples_written_total", 0) - c0.get("sm_core_samples_written_total", 0)
+        commits = c1.get("sm_core_commits_total", 0) - c0.get("sm_core_commits_total", 0)
+        out["core"] = res[0]
+        out["core"]["samples_written_per_s"] = round(written / window, 1)
+        out["core"]["commits_per_s"] = round(commits / window, 2)
+        out["simulator"] = {
+            "processes": [
+                {**res[i + 1], **{k: reports[i][k] for k in ("agents", "connected", "send_rate", "ack_rate")}}
+                for i in range(nprocs)
+            ],
+            "achieved_send_rate": round(sent / window, 1),
+            "achieved_ack_rate": round(acked / window, 1),
+            "achieved_fraction_of_target": round(sent / window / out["target_rate"], 3),
+            "ticks_missed": sum(r["ticks_missed"] for r in reports),
+            "reconnects": sum(r["reconnects"] for r in reports),
+            "error_frames": sum(r["error_frames"] for r in reports),
+            "connected_at_end": sum(r["connected"] for r in reports),
+            "send_lag_ms_p99": max((r["send_lag_ms"]["p99"] or 0) for r in reports),
+            "ack_latency_ms": _merge_pcts([r["ack_latency_ms"] for r in reports]),
+            "last_error": next((r["last_error"] for r in reports if r["last_error"]), None),
+        }
+        out["push"] = {
+            "events_per_s": round(client.events / window, 1),
+            "latency_ms": pcts_ms(client.latencies),
+            "client_dropped_in_window": client.window_drops,
+            "client_drops": client.drops[:20],
+        }
+        out["core"]["health_ms"] = pcts_ms(health, (50, 99))
+        ours = sum(r["cpu_pct"] for r in res) + observer["cpu_pct"]
+        sys_cpu["others_pct_of_one_core"] = round(
+            max(0.0, sys_cpu["busy_pct_of_all_cores"] * sys_cpu["cores"] - ours), 1
+        )
+        out["machine_cpu"] = sys_cpu
+        out["observer"] = observer
+        log(
+            f"{count} agents: core cpu {res[0]['cpu_pct']}% rss {res[0]['rss_mb_max']} MB, "
+            f"sent {out['simulator']['achieved_send_rate']}/s, push p50 {out['push']['latency_ms']['p50']} ms "
+            f"p99 {out['push']['latency_ms']['p99']} ms"
+        )
+
+        log("stopping the simulator and the core")
+        for f in fleets:
+            with contextlib.suppress(Exception):
+                await f.command("stop")
+        for f in fleets:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(f.proc.wait(), 40)
+        await client.stop()
+        out["core_exit_code"] = await core.stop()
+    out["core_log"] = core_log_counts(core.log)
+    out["nodes_created"] = _count_rows(core.db_path, "nodes")
+    out["db_path"] = str(core.db_path)
+    return out
+
+
+def _count_rows(db: Path, table: str) -> int:
+    con = sqlite3.connect(db)
+    try:
+        return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    finally:
+        con.close()
+
+
+def core_log_counts(path: Path) -> dict[str, int]:
+    """Trouble the core logged during the whole run (enrollment and shutdown included)."""
+    marks = {
+        "heartbeat_timeouts": "silent for",
+        "replaced_connections": "replaces the old one",
+        "commit_failures": "sample commit failed",
+        "errors": " ERROR ",
+    }
+    counts = dict.fromkeys(marks, 0)
+    with contextlib.suppress(OSError), path.open(errors="replace") as fh:
+        for line in fh:
+            for key, mark in marks.items():
+                if mark in line:
+                    counts[key] += 1
+    return counts
+
+
+def _merge_pcts(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several processes' percentiles: the worst of each (an upper bound), and the total n."""
+    keys = [k for k in items[0] if k != "n"] if items else []
+    merged: dict[str, Any] = {k: max((i[k] for i in items if i[k] is not None), default=None) for k in keys}
+    merged["n"] = sum(i["n"] for i in items)
+    return merged
+
+
+async def start_profile(pid: int, seconds: float, path: Path) -> asyncio.subprocess.Process | None:
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        log("py-spy not installed in the venv; --profile skipped")
+        return None
+    cmd = [str(spy), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "50",
+           "--format", "raw", "--threads", "--nonblocking", "--output", str(path)]  # fmt: skip
+    return await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+
+
+async def finish_profile(proc: asyncio.subprocess.Process, path: Path, count: int) -> dict[str, Any]:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), 60)
+    await terminate(proc)
+    return _keep_profile(path, count)
+
+
+def _keep_profile(path: Path, count: int) -> dict[str, Any]:
+    if not path.exists():
+        return {"error": "py-spy wrote nothing"}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    keep = RESULTS / f"profile-core-{count}.txt"
+    shutil.copy(path, keep)
+    return {"collapsed_stacks": str(keep.relative_to(REPO)), **summarize_profile(path)}
+
+
+def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive sample shares per function from py-spy's collapsed ('raw') output."""
+    self_n: dict[str, int] = {}
+    incl_n: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        k = int(n)
+        total += k
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"
+                  if " (" in f else f for f in stack.split(";")]  # fmt: skip
+        self_n[frames[-1]] = self_n.get(frames[-1], 0) + k
+        for f in set(frames):
+            incl_n[f] = incl_n.get(f, 0) + k
+
+    def share(d: dict[str, int]) -> list[tuple[str, float]]:
+        return [(f, round(100 * n / total, 1)) for f, n in sorted(d.items(), key=lambda x: -x[1])[:top]]
+
+    return {"samples": total, "self_pct": share(self_n), "inclusive_pct": share(incl_n)}
