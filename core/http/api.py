@@ -225,26 +225,26 @@ async def create_command(c: Call) -> m.CommandInfo:
     else:
         args["argv"] = body.command
     cmd = await _start(c, body.targets, args, queue_offline=body.queue_offline, expires_in=body.expires_in)
-    return msgspec.convert(cmd.as_dict(), m.CommandInfo)
+    return cmd.info()
 
 
 async def list_commands(c: Call) -> m.CommandList:
     q: m.CommandListQuery = c.query
-    return m.CommandList([msgspec.convert(x, m.CommandInfo) for x in await c.core.commands.recent(q.limit)])
+    return m.CommandList(await c.core.commands.recent(q.limit))
 
 
 async def get_command(c: Call) -> m.CommandInfo:
     info = await c.core.commands.get(c.request.match_info["cid"])
     if info is None:
         raise ApiError(404, "not_found", "no such command")
-    return msgspec.convert(info, m.CommandInfo)
+    return info
 
 
 async def cancel_command(c: Call) -> m.CommandInfo:
     cmd = await c.core.commands.cancel(c.request.match_info["cid"], c.actor)
     if cmd is None:
         raise ApiError(404, "not_found", "no such command, or it finished long ago")
-    return msgspec.convert(cmd.as_dict(), m.CommandInfo)
+    return cmd.info()
 
 
 async def _service_call(c: Call, nid: int, request: ServiceRequest, timeout: float) -> LiveCommand:
@@ -286,7 +286,7 @@ async def service_action(c: Call) -> m.CommandInfo:
         raise ApiError(400, "invalid_path", f"not a valid service name: {name!r}")
     q: m.ServiceActionQuery = c.query
     cmd = await _service_call(c, nid, ServiceRequest(action=action, name=name), q.timeout)  # type: ignore[arg-type]
-    return msgspec.convert(cmd.as_dict(), m.CommandInfo)
+    return cmd.info()
 
 
 async def openapi(c: Call) -> web.Response:
