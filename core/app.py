@@ -15,19 +15,20 @@ import platformdirs
 from aiohttp import web
 
 from servermanager.common.protocol import AGENT_WS_PATH, CLIENT_WS_PATH, CloseCode
-from servermanager.core.agents import agent_ws
-from servermanager.core.api import add_routes, errors_middleware
 from servermanager.core.audit import Audit
 from servermanager.core.auth import EnrollTokens, LoginThrottle, Role, SlidingWindow, Users
 from servermanager.core.bus import Bus
-from servermanager.core.clients import client_ws
 from servermanager.core.commands import Commands
 from servermanager.core.context import CORE, Core
 from servermanager.core.db import DB_FILENAME, Database
+from servermanager.core.http.api import ROUTES
+from servermanager.core.http.prometheus import metrics_handler
+from servermanager.core.http.routing import add_routes, errors_middleware
 from servermanager.core.nodes import Nodes
-from servermanager.core.prometheus import metrics_handler
 from servermanager.core.samples import SampleStore
 from servermanager.core.settings import CoreSettings
+from servermanager.core.ws.agent_gateway import agent_ws
+from servermanager.core.ws.client_gateway import client_ws
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def create_app(settings: CoreSettings) -> web.Application:
     app.cleanup_ctx.append(_job(lambda: 3600.0, lambda: core_of().users.purge_expired(), "token-purge"))
     app.on_shutdown.append(close_sockets)
 
-    add_routes(app)
+    add_routes(app, ROUTES)
     app.router.add_get(AGENT_WS_PATH, agent_ws)
     app.router.add_get(CLIENT_WS_PATH, client_ws)
     app.router.add_get("/metrics", metrics_handler)

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from servermanager.common import protocol as p
-from servermanager.common.rest import Targets
+from servermanager.common.rest import CommandInfo, CommandRunInfo, Targets
 from servermanager.common.status import FINAL
 from servermanager.core.audit import Audit
 from servermanager.core.bus import Bus
@@ -40,23 +40,23 @@ class Run:
     finished_at: float | None = None
     finishing: bool = False  # a result is being stored; later ones for this run are ignored
 
-    def as_dict(self) -> dict[str, Any]:
+    def info(self) -> CommandRunInfo:
         r = self.result
-        return {
-            "node_id": self.node_id,
-            "status": self.status,
-            "exit_code": r.exit_code if r else None,
-            "signal": r.signal if r else None,
-            "duration": r.duration if r else None,
-            "stdout": "".join(self.stdout),
-            "stderr": "".join(self.stderr),
-            "stdout_bytes": r.stdout_bytes if r else self.kept["stdout"],
-            "stderr_bytes": r.stderr_bytes if r else self.kept["stderr"],
-            "truncated": r.truncated if r else False,
-            "message": r.message if r else None,
-            "services": msgspec.to_builtins(r.services) if r and r.services is not None else None,
-            "finished_at": self.finished_at,
-        }
+        return CommandRunInfo(
+            node_id=self.node_id,
+            status=self.status,
+            exit_code=r.exit_code if r else None,
+            signal=r.signal if r else None,
+            duration=r.duration if r else None,
+            stdout="".join(self.stdout),
+            stderr="".join(self.stderr),
+            stdout_bytes=r.stdout_bytes if r else self.kept["stdout"],
+            stderr_bytes=r.stderr_bytes if r else self.kept["stderr"],
+            truncated=r.truncated if r else False,
+            message=r.message if r else None,
+            services=r.services if r else None,
+            finished_at=self.finished_at,
+        )
 
 
 @dataclass
@@ -85,24 +85,21 @@ class LiveCommand:
             return f"service {f.service.action} {f.service.name or ''}".strip()
         return f.shell if f.shell is not None else shlex.join(f.argv or [])
 
-    def as_dict(self, with_output: bool = True) -> dict[str, Any]:
+    def info(self) -> CommandInfo:
         f = self.frame
-        return {
-            "id": self.id,
-            "user": self.actor,
-            "created_at": self.created_at,
-            "kind": self.kind,
-            "command": f.shell if f.shell is not None else f.argv,
-            "service": msgspec.to_builtins(f.service) if f.service else None,
-            "timeout": f.timeout,
-            "targets": msgspec.to_builtins(self.targets),
-            "expires_at": self.expires_at,
-            "status": self.status,
-            "runs": [
-                r.as_dict() if with_output else {**r.as_dict(), "stdout": "", "stderr": ""}
-                for r in self.runs.values()
-            ],
-        }
+        return CommandInfo(
+            id=self.id,
+            user=self.actor,
+            created_at=self.created_at,
+            kind=self.kind,
+            command=f.shell if f.shell is not None else f.argv,
+            service=f.service,
+            timeout=f.timeout,
+            targets=self.targets,
+            expires_at=self.expires_at,
+            status=self.status,
+            runs=[r.info() for r in self.runs.values()],
+        )
 
 
 class TargetError(ValueError):
@@ -246,30 +243,30 @@ class Commands:
         final = result or p.CommandResult(command_id=cmd.id, status="error", message=message)
         # Stored and audited first, shown second: whoever sees the run final also finds its rows.
         staged = dataclasses.replace(run, status=status, result=final, finished_at=time.time())
-        r = staged.as_dict()
+        r = staged.info()
         await self.db.execute(
             "UPDATE command_runs SET status=?, exit_code=?, signal=?, duration=?, stdout=?, stderr=?, stdout_bytes=?, "
             "stderr_bytes=?, truncated=?, message=?, services=?, finished_at=? WHERE command_id=? AND node_id=?",
             (
                 status,
-                r["exit_code"],
-                r["signal"],
-                r["duration"],
-                r["stdout"],
-                r["stderr"],
-                r["stdout_bytes"],
-                r["stderr_bytes"],
-                int(r["truncated"]),
+                r.exit_code,
+                r.signal,
+                r.duration,
+                r.stdout,
+                r.stderr,
+                r.stdout_bytes,
+                r.stderr_bytes,
+                int(r.truncated),
                 message,
-                json.dumps(r["services"]) if r["services"] is not None else None,
+                json.dumps(msgspec.to_builtins(r.services)) if r.services is not None else None,
                 staged.finished_at,
                 cmd.id,
                 node_id,
             ),
         )
-        outcome = status if r["exit_code"] is None else f"{status} (exit {r['exit_code']})"
-        if r["signal"] is not None:
-            outcome += f" (signal {r['signal']})"
+        outcome = status if r.exit_code is None else f"{status} (exit {r.exit_code})"
+        if r.signal is not None:
+            outcome += f" (signal {r.signal})"
         await self.audit.record(
             cmd.actor,
             "command.result",
@@ -344,10 +341,10 @@ class Commands:
             if cmd.status != "running" and now - cmd.created_at > 3600:
                 del self.live[cmd.id]
 
-    async def get(self, cid: str) -> dict[str, Any] | None:
+    async def get(self, cid: str) -> CommandInfo | None:
         cmd = self.live.get(cid)
         if cmd is not None:
-            return cmd.as_dict()
+            return cmd.info()
         row = await self.db.fetchone(
             "SELECT id, actor, created_at, kind, spec, targets, expires_at, cancelled FROM commands WHERE id = ?",
             (cid,),
@@ -361,49 +358,49 @@ class Commands:
         )
         frame = msgspec.json.decode(row[4], type=p.Command)
         statuses = [r[1] for r in runs]
-        return {
-            "id": row[0],
-            "user": row[1],
-            "created_at": row[2],
-            "kind": row[3],
-            "command": frame.shell if frame.shell is not None else frame.argv,
-            "service": msgspec.to_builtins(frame.service) if frame.service else None,
-            "timeout": frame.timeout,
-            "targets": json.loads(row[5]),
-            "expires_at": row[6],
+        return CommandInfo(
+            id=row[0],
+            user=row[1],
+            created_at=row[2],
+            kind=row[3],
+            command=frame.shell if frame.shell is not None else frame.argv,
+            service=frame.service,
+            timeout=frame.timeout,
+            targets=msgspec.json.decode(row[5], type=Targets),
+            expires_at=row[6],
             # A core restarted mid-command never learns the outcome of runs still open.
-            "status": ("cancelled" if row[7] else "done")
+            status=("cancelled" if row[7] else "done")
             if all(s in FINAL for s in statuses)
             else "interrupted",
-            "runs": [
-                {
-                    "node_id": r[0],
-                    "status": r[1],
-                    "exit_code": r[2],
-                    "signal": r[3],
-                    "duration": r[4],
-                    "stdout": r[5],
-                    "stderr": r[6],
-                    "stdout_bytes": r[7],
-                    "stderr_bytes": r[8],
-                    "truncated": bool(r[9]),
-                    "message": r[10],
-                    "services": json.loads(r[11]) if r[11] else None,
-                    "finished_at": r[12],
-                }
+            runs=[
+                CommandRunInfo(
+                    node_id=r[0],
+                    status=r[1],
+                    exit_code=r[2],
+                    signal=r[3],
+                    duration=r[4],
+                    stdout=r[5],
+                    stderr=r[6],
+                    stdout_bytes=r[7],
+                    stderr_bytes=r[8],
+                    truncated=bool(r[9]),
+                    message=r[10],
+                    services=msgspec.json.decode(r[11], type=list[p.ServiceInfo]) if r[11] else None,
+                    finished_at=r[12],
+                )
                 for r in runs
             ],
-        }
+        )
 
-    async def recent(self, limit: int) -> list[dict[str, Any]]:
+    async def recent(self, limit: int) -> list[CommandInfo]:
+        """The newest commands first, without their output (GET /commands/{id} has it)."""
         rows = await self.db.fetchall("SELECT id FROM commands ORDER BY created_at DESC LIMIT ?", (limit,))
         out = []
         for (cid,) in rows:
             info = await self.get(cid)
             if info is not None:
-                for r in info["runs"]:
-                    r["stdout"] = r["stderr"] = ""
-                out.append(info)
+                runs = [msgspec.structs.replace(r, stdout="", stderr="") for r in info.runs]
+                out.append(msgspec.structs.replace(info, runs=runs))
         return out
 
 

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
@@ -68,23 +67,6 @@ async def test_enroll_token_use_count_and_expiry(core_server: RunningCore) -> No
     assert "expired" in msg.extra
 
 
-@pytest.mark.parametrize(
-    "first",
-    [
-        b'{"type":"ping","ts":1}',
-        b"not json",
-        b'{"type":"hello","protocol":1,"host":{"hostname":"x"}}',
-    ],
-)
-async def test_bad_first_frame_closes_4401(core_server: RunningCore, first: bytes) -> None:
-    agent = RawAgent(core_server)
-    ws = await agent.connect()
-    await ws.send_bytes(first)
-    msg = await ws.receive(timeout=5)
-    assert msg.type == aiohttp.WSMsgType.CLOSE
-    assert ws.close_code == p.CloseCode.UNAUTHORIZED
-
-
 async def test_bad_credential_closes_4401(core_server: RunningCore) -> None:
     agent = RawAgent(core_server)
     ws = await agent.connect()
@@ -95,15 +77,6 @@ async def test_bad_credential_closes_4401(core_server: RunningCore) -> None:
     )
     await ws.receive(timeout=5)
     assert ws.close_code == p.CloseCode.UNAUTHORIZED
-
-
-async def test_silent_socket_closed_after_hello_timeout(core_server: RunningCore) -> None:
-    ws = await RawAgent(core_server).connect()
-    started = time.monotonic()
-    msg = await ws.receive(timeout=5)
-    assert msg.type == aiohttp.WSMsgType.CLOSE
-    assert ws.close_code == p.CloseCode.UNAUTHORIZED
-    assert time.monotonic() - started >= core_server.settings.hello_timeout * 0.9
 
 
 async def test_protocol_mismatch_closes_4426(core_server: RunningCore) -> None:

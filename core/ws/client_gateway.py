@@ -12,7 +12,7 @@ from servermanager.common import protocol as p
 from servermanager.core.auth import TokenKind
 from servermanager.core.bus import Subscription
 from servermanager.core.context import CORE, Core
-from servermanager.core.sockets import accept_first, refuse
+from servermanager.core.ws.handshake import accept_first, refuse
 
 log = logging.getLogger(__name__)
 

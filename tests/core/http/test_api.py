@@ -1,84 +1,18 @@
-"""The REST API against a real core: auth, roles, validation, history and the OpenAPI document."""
+"""The REST handlers against a real core: login and tokens, node edits with audit, and history."""
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
-import pytest
-
-from servermanager.core.api import ROUTES
-from servermanager.core.auth import Role
 from tests.helpers.core import RawAgent, RunningCore
 from tests.helpers.wait import wait_until
-
-
-def _concrete(path: str) -> str:
-    return re.sub(r"{\w+}", "1", path)
 
 
 async def test_health_is_open(core_server: RunningCore) -> None:
     status, body = await core_server.request("GET", "/api/v1/health")
     assert status == 200
     assert body["status"] == "ok" and body["version"]
-
-
-async def test_every_other_route_needs_a_token(core_server: RunningCore) -> None:
-    open_routes = {r.path for r in ROUTES if r.role is None}
-    # Only health, and the two calls that obtain a token, work without one.
-    assert open_routes == {"/api/v1/health", "/api/v1/auth/login", "/api/v1/auth/refresh"}
-    protected = [r for r in ROUTES if r.role is not None]
-    assert len(protected) >= 10
-    for r in protected:
-        status, body = await core_server.request(r.method, _concrete(r.path))
-        assert status == 401, (r.path, body)
-        assert body["error"]["code"] == "unauthorized"
-        status, body = await core_server.request(r.method, _concrete(r.path), token="sma_not-a-real-token")
-        assert status == 401, r.path
-    status, _ = await core_server.request("GET", "/metrics")
-    assert status == 401
-
-
-async def test_roles_are_enforced(core_server: RunningCore) -> None:
-    viewer = await core_server.user_token("vera", "viewer")
-    operator = await core_server.user_token("otto", "operator")
-    for r in ROUTES:
-        if r.role in (Role.OPERATOR, Role.ADMIN):
-            status, body = await core_server.request(r.method, _concrete(r.path), viewer, json={})
-            assert status == 403, (r.path, status, body)
-            assert "needs the" in body["error"]["message"]
-        if r.role is Role.ADMIN:
-            status, _ = await core_server.request(r.method, _concrete(r.path), operator, json={})
-            assert status == 403, r.path
-    status, body = await core_server.request("GET", "/api/v1/nodes", viewer)
-    assert status == 200 and body == {"nodes": []}
-
-
-async def test_malformed_body_names_the_field(core_server: RunningCore) -> None:
-    admin = await core_server.admin_token()
-    status, body = await core_server.request(
-        "POST", "/api/v1/users", admin, json={"name": "x", "password": "longenough", "role": "god"}
-    )
-    assert status == 400
-    assert "$.role" in body["error"]["message"]
-    status, body = await core_server.request("POST", "/api/v1/auth/login", data=b"{not json")
-    assert status == 400 and body["error"]["code"] == "malformed_json"
-    status, body = await core_server.request("POST", "/api/v1/auth/login", json={"username": "a"})
-    assert status == 400 and "password" in body["error"]["message"]
-    status, body = await core_server.request("POST", "/api/v1/enroll-tokens", admin, json={"uses": "many"})
-    assert status == 400 and "$.uses" in body["error"]["message"]
-
-
-@pytest.mark.parametrize("param", ["token", "access_token"])
-async def test_token_in_query_string_is_refused(core_server: RunningCore, param: str) -> None:
-    admin = await core_server.admin_token()
-    status, body = await core_server.request("GET", f"/api/v1/nodes?{param}={admin}")
-    assert status == 400
-    assert body["error"]["code"] == "token_in_query"
-    # Refused even alongside a valid header: the URL has already leaked it into logs and history.
-    status, _ = await core_server.request("GET", f"/api/v1/nodes?{param}={admin}", admin)
-    assert status == 400
 
 
 async def test_login_refresh_logout(core_server: RunningCore) -> None:
@@ -217,33 +151,3 @@ async def test_history_points_caps_the_answer(core_server: RunningCore) -> None:
     assert len(body["ts"]) == 60 and body.get("step") is None
     status, body = await core_server.request("GET", base + "&points=5", token)
     assert status == 400 and "points" in body["error"]["message"]
-
-
-async def test_openapi_is_generated_from_models(core_server: RunningCore) -> None:
-    status, _ = await core_server.request("GET", "/api/v1/openapi.json")
-    assert status == 401
-    status, doc = await core_server.request("GET", "/api/v1/openapi.json", await core_server.admin_token())
-    assert status == 200
-    assert doc["openapi"].startswith("3.")
-    for r in ROUTES:
-        assert r.method.lower() in doc["paths"][r.path], r.path
-    schemas = doc["components"]["schemas"]
-    login = schemas["LoginRequest"]
-    assert set(login["required"]) == {"username", "password"}
-    patch = schemas["NodePatch"]["properties"]["tags"]
-    assert "pattern" in str(patch)
-    history = doc["paths"]["/api/v1/nodes/{id}/metrics"]["get"]
-    names = {prm["name"] for prm in history["parameters"]}
-    assert {"id", "from", "to", "resolution", "fields"} <= names
-    assert re.match(r"^\d+\.\d+", doc["info"]["version"])
-
-
-async def test_prometheus_export(core_server: RunningCore) -> None:
-    agent = RawAgent(core_server, "prom-host")
-    await agent.hello(token=await core_server.enroll_token())
-    await agent.send_samples(agent.make(1, cpu=12.5))
-    status, body = await core_server.request("GET", "/metrics", await core_server.admin_token())
-    assert status == 200
-    text = body.decode()
-    assert 'sm_node_up{node_id="1",node="prom-host",group=""} 1' in text
-    assert 'sm_node_cpu_pct{node_id="1",node="prom-host",group=""} 12.5' in text

@@ -13,7 +13,7 @@ from aiohttp import WSMsgType, web
 from servermanager.common import protocol as p
 from servermanager.core.context import CORE, Core
 from servermanager.core.nodes import EnrollError, NodeState
-from servermanager.core.sockets import accept_first, refuse
+from servermanager.core.ws.handshake import accept_first, refuse
 
 log = logging.getLogger(__name__)
 

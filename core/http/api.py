@@ -1,4 +1,4 @@
-"""REST API under /api/v1: one route table with roles and typed models, shared with OpenAPI."""
+"""The REST API under /api/v1: its handlers and the one route table, with roles and typed models."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -21,144 +19,12 @@ from servermanager.common.protocol import PROTOCOL_VERSION, ServiceRequest
 from servermanager.common.rest import Targets
 from servermanager.core.auth import Principal, Role, TokenKind
 from servermanager.core.commands import LiveCommand, TargetError
-from servermanager.core.context import CORE, Core
+from servermanager.core.http.openapi import build_openapi
+from servermanager.core.http.routing import ApiError, Call, Route, bearer, json_response
 
 log = logging.getLogger(__name__)
 
 VERSION = __version__
-
-
-class ApiError(Exception):
-    """Raised by handlers; rendered as {"error": {"code", "message"}} with the HTTP status."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """What a handler gets besides the request: the services, the caller and validated inputs."""
-
-    core: Core
-    who: Principal | None
-    body: Any
-    query: Any
-    request: web.Request
-
-    @property
-    def actor(self) -> str:
-        return self.who.name if self.who else "anonymous"
-
-
-Handler = Callable[[Call], Awaitable[Any]]
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    role: Role | None  # None: open without auth
-    body: type | None = None
-    query: type | None = None
-    response: type | None = None
-    status: int = 200
-    tag: str = "core"
-
-
-_json = msgspec.json.Encoder()
-
-
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=_json.encode(data), status=status, content_type="application/json", headers=headers
-    )
-
-
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    return json_response(m.ErrorBody(m.ErrorDetail(code, message)), status, headers)
-
-
-def bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
-
-
-async def authenticate(core: Core, request: web.Request, role: Role) -> Principal:
-    token = bearer(request)
-    if token is None:
-        raise ApiError(401, "unauthorized", "missing 'Authorization: Bearer <token>' header")
-    who = await core.users.resolve(token, (TokenKind.ACCESS, TokenKind.API))
-    if who is None:
-        raise ApiError(401, "unauthorized", "invalid or expired token")
-    if not who.role.allows(role):
-        raise ApiError(403, "forbidden", f"this needs the {role.value} role; you are {who.role.value}")
-    return who
-
-
-def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    async def handle(request: web.Request) -> web.StreamResponse:
-        core = request.app[CORE]
-        who = await authenticate(core, request, route.role) if route.role is not None else None
-        body: Any = None
-        query: Any = None
-        if route.body is not None:
-            raw = await request.read()
-            if not raw:
-                raise ApiError(400, "invalid_body", "request body is empty; expected a JSON object")
-            try:
-                body = msgspec.json.decode(raw, type=route.body)
-            except msgspec.ValidationError as exc:
-                raise ApiError(400, "invalid_body", str(exc)) from None
-            except msgspec.DecodeError as exc:
-                raise ApiError(400, "malformed_json", str(exc)) from None
-        if route.query is not None:
-            try:
-                query = msgspec.convert(dict(request.query), route.query, strict=False)
-            except msgspec.ValidationError as exc:
-                raise ApiError(400, "invalid_query", str(exc).replace("$.", "query parameter ")) from None
-        result = await route.handler(Call(core, who, body, query, request))
-        if isinstance(result, web.StreamResponse):
-            return result
-        if result is None:
-            return web.Response(status=204)
-        return json_response(result, route.status)
-
-    return handle
-
-
-@web.middleware
-async def errors_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Every error is JSON; a token in the query string is refused before anything else looks at it."""
-    if any(
-        k.lower() in ("token", "access_token", "api_token", "auth", "refresh_token") for k in request.query
-    ):
-        log.warning("refused %s %s: token in query string", request.method, request.path)
-        return error_response(
-            400, "token_in_query", "tokens must be sent in the Authorization header, never in the URL"
-        )
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        if exc.status >= 400:
-            log.info("%s %s -> %d %s", request.method, request.path, exc.status, exc.code)
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, None)
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response(500, "internal", "internal error; see the core log")
 
 
 # ---------------------------------------------------------------- handlers
@@ -359,26 +225,26 @@ async def create_command(c: Call) -> m.CommandInfo:
     else:
         args["argv"] = body.command
     cmd = await _start(c, body.targets, args, queue_offline=body.queue_offline, expires_in=body.expires_in)
-    return msgspec.convert(cmd.as_dict(), m.CommandInfo)
+    return cmd.info()
 
 
 async def list_commands(c: Call) -> m.CommandList:
     q: m.CommandListQuery = c.query
-    return m.CommandList([msgspec.convert(x, m.CommandInfo) for x in await c.core.commands.recent(q.limit)])
+    return m.CommandList(await c.core.commands.recent(q.limit))
 
 
 async def get_command(c: Call) -> m.CommandInfo:
     info = await c.core.commands.get(c.request.match_info["cid"])
     if info is None:
         raise ApiError(404, "not_found", "no such command")
-    return msgspec.convert(info, m.CommandInfo)
+    return info
 
 
 async def cancel_command(c: Call) -> m.CommandInfo:
     cmd = await c.core.commands.cancel(c.request.match_info["cid"], c.actor)
     if cmd is None:
         raise ApiError(404, "not_found", "no such command, or it finished long ago")
-    return msgspec.convert(cmd.as_dict(), m.CommandInfo)
+    return cmd.info()
 
 
 async def _service_call(c: Call, nid: int, request: ServiceRequest, timeout: float) -> LiveCommand:
@@ -420,78 +286,91 @@ async def service_action(c: Call) -> m.CommandInfo:
         raise ApiError(400, "invalid_path", f"not a valid service name: {name!r}")
     q: m.ServiceActionQuery = c.query
     cmd = await _service_call(c, nid, ServiceRequest(action=action, name=name), q.timeout)  # type: ignore[arg-type]
-    return msgspec.convert(cmd.as_dict(), m.CommandInfo)
+    return cmd.info()
 
 
 async def openapi(c: Call) -> web.Response:
-    from servermanager.core.openapi import build_openapi
-
     return json_response(build_openapi(ROUTES, VERSION))
 
 
 V = "/api/v1"
 ROUTES: list[Route] = [
-    Route("GET", f"{V}/health", health, "Liveness and version", None, response=m.Health),
+    # core
+    Route("GET", f"{V}/health", health, summary="Liveness and version", role=None, response=m.Health),
+    # auth
     Route(
         "POST",
         f"{V}/auth/login",
         login,
-        "Log in with a password",
-        None,
-        m.LoginRequest,
-        None,
-        m.TokenPair,
+        summary="Log in with a password",
+        role=None,
+        body=m.LoginRequest,
+        response=m.TokenPair,
         tag="auth",
     ),
     Route(
         "POST",
         f"{V}/auth/refresh",
         refresh,
-        "Exchange a refresh token",
-        None,
-        m.RefreshRequest,
-        None,
-        m.TokenPair,
+        summary="Exchange a refresh token",
+        role=None,
+        body=m.RefreshRequest,
+        response=m.TokenPair,
         tag="auth",
     ),
     Route(
         "POST",
         f"{V}/auth/logout",
         logout,
-        "Revoke the caller's tokens",
-        Role.VIEWER,
-        None,
+        summary="Revoke the caller's tokens",
+        role=Role.VIEWER,
         status=204,
         tag="auth",
     ),
-    Route("GET", f"{V}/auth/me", me, "Who the token belongs to", Role.VIEWER, response=m.Me, tag="auth"),
+    Route(
+        "GET",
+        f"{V}/auth/me",
+        me,
+        summary="Who the token belongs to",
+        role=Role.VIEWER,
+        response=m.Me,
+        tag="auth",
+    ),
+    # nodes
     Route(
         "GET",
         f"{V}/nodes",
         list_nodes,
-        "All nodes with status and latest sample",
-        Role.VIEWER,
+        summary="All nodes with status and latest sample",
+        role=Role.VIEWER,
         response=m.NodeList,
         tag="nodes",
     ),
-    Route("GET", f"{V}/nodes/{{id}}", get_node, "One node", Role.VIEWER, response=m.NodeInfo, tag="nodes"),
+    Route(
+        "GET",
+        f"{V}/nodes/{{id}}",
+        get_node,
+        summary="One node",
+        role=Role.VIEWER,
+        response=m.NodeInfo,
+        tag="nodes",
+    ),
     Route(
         "PATCH",
         f"{V}/nodes/{{id}}",
         patch_node,
-        "Rename, regroup or retag a node",
-        Role.OPERATOR,
-        m.NodePatch,
-        None,
-        m.NodeInfo,
+        summary="Rename, regroup or retag a node",
+        role=Role.OPERATOR,
+        body=m.NodePatch,
+        response=m.NodeInfo,
         tag="nodes",
     ),
     Route(
         "DELETE",
         f"{V}/nodes/{{id}}",
         delete_node,
-        "Delete a node and revoke its credential",
-        Role.OPERATOR,
+        summary="Delete a node and revoke its credential",
+        role=Role.OPERATOR,
         status=204,
         tag="nodes",
     ),
@@ -499,90 +378,93 @@ ROUTES: list[Route] = [
         "GET",
         f"{V}/nodes/{{id}}/metrics",
         node_history,
-        "Metric history",
-        Role.VIEWER,
-        None,
-        m.HistoryQuery,
-        m.History,
+        summary="Metric history",
+        role=Role.VIEWER,
+        query=m.HistoryQuery,
+        response=m.History,
         tag="nodes",
     ),
-    Route("GET", f"{V}/users", list_users, "List users", Role.ADMIN, response=m.UserList, tag="admin"),
+    # admin
+    Route(
+        "GET",
+        f"{V}/users",
+        list_users,
+        summary="List users",
+        role=Role.ADMIN,
+        response=m.UserList,
+        tag="admin",
+    ),
     Route(
         "POST",
         f"{V}/users",
         create_user,
-        "Create a user",
-        Role.ADMIN,
-        m.UserCreate,
-        None,
-        m.User,
-        201,
+        summary="Create a user",
+        role=Role.ADMIN,
+        body=m.UserCreate,
+        response=m.User,
+        status=201,
         tag="admin",
     ),
     Route(
         "POST",
         f"{V}/tokens",
         create_api_token,
-        "Create a long-lived API token for the caller",
-        Role.VIEWER,
-        m.ApiTokenCreate,
-        None,
-        m.ApiToken,
-        201,
+        summary="Create a long-lived API token for the caller",
+        role=Role.VIEWER,
+        body=m.ApiTokenCreate,
+        response=m.ApiToken,
+        status=201,
         tag="auth",
     ),
     Route(
         "POST",
         f"{V}/enroll-tokens",
         create_enroll_token,
-        "Create an agent enrollment token",
-        Role.ADMIN,
-        m.EnrollTokenCreate,
-        None,
-        m.EnrollToken,
-        201,
+        summary="Create an agent enrollment token",
+        role=Role.ADMIN,
+        body=m.EnrollTokenCreate,
+        response=m.EnrollToken,
+        status=201,
         tag="admin",
     ),
     Route(
         "GET",
         f"{V}/audit",
         audit_log,
-        "The audit trail",
-        Role.OPERATOR,
-        None,
-        m.AuditQuery,
-        m.AuditList,
+        summary="The audit trail",
+        role=Role.OPERATOR,
+        query=m.AuditQuery,
+        response=m.AuditList,
         tag="admin",
     ),
+    # operations
     Route(
         "POST",
         f"{V}/commands",
         create_command,
-        "Run a command on nodes",
-        Role.OPERATOR,
-        m.CommandCreate,
-        None,
-        m.CommandInfo,
-        202,
+        summary="Run a command on nodes",
+        role=Role.OPERATOR,
+        body=m.CommandCreate,
+        response=m.CommandInfo,
+        status=202,
         tag="operations",
     ),
     Route(
         "GET",
         f"{V}/commands",
         list_commands,
-        "Recent commands",
-        Role.OPERATOR,
-        None,
-        m.CommandListQuery,
-        m.CommandList,
+        summary="Recent commands",
+        role=Role.OPERATOR,
+        query=m.CommandListQuery,
+        response=m.CommandList,
         tag="operations",
     ),
     Route(
         "GET",
         f"{V}/commands/{{cid}}",
         get_command,
-        "A command's status and per-node results",
-        Role.OPERATOR,
+        summary="A command's status and per-node results",
+        role=Role.OPERATOR,
         response=m.CommandInfo,
         tag="operations",
     ),
@@ -590,8 +472,8 @@ ROUTES: list[Route] = [
         "POST",
         f"{V}/commands/{{cid}}/cancel",
         cancel_command,
-        "Cancel a command",
-        Role.OPERATOR,
+        summary="Cancel a command",
+        role=Role.OPERATOR,
         response=m.CommandInfo,
         tag="operations",
     ),
@@ -599,28 +481,21 @@ ROUTES: list[Route] = [
         "GET",
         f"{V}/nodes/{{id}}/services",
         list_services,
-        "A node's services",
-        Role.OPERATOR,
-        None,
-        m.ServiceActionQuery,
-        m.ServiceList,
+        summary="A node's services",
+        role=Role.OPERATOR,
+        query=m.ServiceActionQuery,
+        response=m.ServiceList,
         tag="operations",
     ),
     Route(
         "POST",
         f"{V}/nodes/{{id}}/services/{{name}}/{{action}}",
         service_action,
-        "Start, stop, restart, enable or disable a service",
-        Role.OPERATOR,
-        None,
-        m.ServiceActionQuery,
-        m.CommandInfo,
+        summary="Start, stop, restart, enable or disable a service",
+        role=Role.OPERATOR,
+        query=m.ServiceActionQuery,
+        response=m.CommandInfo,
         tag="operations",
     ),
-    Route("GET", f"{V}/openapi.json", openapi, "This document", Role.VIEWER, tag="core"),
+    Route("GET", f"{V}/openapi.json", openapi, summary="This document", role=Role.VIEWER, tag="core"),
 ]
-
-
-def add_routes(app: web.Application) -> None:
-    for r in ROUTES:
-        app.router.add_route(r.method, r.path, _wrap(r))

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from servermanager.common import rest as m
-
-if TYPE_CHECKING:
-    from servermanager.core.api import Route
+from servermanager.core.http.routing import Route
 
 _REF = "#/components/schemas/{name}"
 

@@ -1,0 +1,160 @@
+"""The small web framework under the REST API: routes, the call a handler gets, auth and JSON errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import KW_ONLY, dataclass
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from servermanager.common import rest as m
+from servermanager.core.auth import Principal, Role, TokenKind
+from servermanager.core.context import CORE, Core
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """Raised by handlers; rendered as {"error": {"code", "message"}} with the HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a handler gets besides the request: the services, the caller and validated inputs."""
+
+    core: Core
+    who: Principal | None
+    body: Any
+    query: Any
+    request: web.Request
+
+    @property
+    def actor(self) -> str:
+        return self.who.name if self.who else "anonymous"
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint: where it is, who may call it, and the models it reads and answers with."""
+
+    method: str
+    path: str
+    handler: Handler
+    _: KW_ONLY
+    summary: str
+    role: Role | None  # None: open without auth; no default, so an open route says so
+    body: type | None = None
+    query: type | None = None
+    response: type | None = None
+    status: int = 200
+    tag: str = "core"
+
+
+_json = msgspec.json.Encoder()
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=_json.encode(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return json_response(m.ErrorBody(m.ErrorDetail(code, message)), status, headers)
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def authenticate(core: Core, request: web.Request, role: Role) -> Principal:
+    token = bearer(request)
+    if token is None:
+        raise ApiError(401, "unauthorized", "missing 'Authorization: Bearer <token>' header")
+    who = await core.users.resolve(token, (TokenKind.ACCESS, TokenKind.API))
+    if who is None:
+        raise ApiError(401, "unauthorized", "invalid or expired token")
+    if not who.role.allows(role):
+        raise ApiError(403, "forbidden", f"this needs the {role.value} role; you are {who.role.value}")
+    return who
+
+
+def aiohttp_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The route's handler as aiohttp calls it: auth, then body and query validation, then JSON out."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        core = request.app[CORE]
+        who = await authenticate(core, request, route.role) if route.role is not None else None
+        body: Any = None
+        query: Any = None
+        if route.body is not None:
+            raw = await request.read()
+            if not raw:
+                raise ApiError(400, "invalid_body", "request body is empty; expected a JSON object")
+            try:
+                body = msgspec.json.decode(raw, type=route.body)
+            except msgspec.ValidationError as exc:
+                raise ApiError(400, "invalid_body", str(exc)) from None
+            except msgspec.DecodeError as exc:
+                raise ApiError(400, "malformed_json", str(exc)) from None
+        if route.query is not None:
+            try:
+                query = msgspec.convert(dict(request.query), route.query, strict=False)
+            except msgspec.ValidationError as exc:
+                raise ApiError(400, "invalid_query", str(exc).replace("$.", "query parameter ")) from None
+        result = await route.handler(Call(core, who, body, query, request))
+        if isinstance(result, web.StreamResponse):
+            return result
+        if result is None:
+            return web.Response(status=204)
+        return json_response(result, route.status)
+
+    return handle
+
+
+def add_routes(app: web.Application, routes: Iterable[Route]) -> None:
+    for r in routes:
+        app.router.add_route(r.method, r.path, aiohttp_handler(r))
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error is JSON; a token in the query string is refused before anything else looks at it."""
+    if any(
+        k.lower() in ("token", "access_token", "api_token", "auth", "refresh_token") for k in request.query
+    ):
+        log.warning("refused %s %s: token in query string", request.method, request.path)
+        return error_response(
+            400, "token_in_query", "tokens must be sent in the Authorization header, never in the URL"
+        )
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        if exc.status >= 400:
+            log.info("%s %s -> %d %s", request.method, request.path, exc.status, exc.code)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, None)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error; see the core log")

@@ -1,0 +1,1 @@
+"""The core's WebSocket endpoints: the shared handshake, the agent gateway and the client gateway."""
