@@ -9,10 +9,11 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import qasync
-from PySide6.QtCore import QLibraryInfo, QSettings, QTimer
+from PySide6.QtCore import QLibraryInfo, QSettings, QTimer, qVersion
 from PySide6.QtWidgets import QApplication
 
 from servermanager.desktop.context import AppContext
@@ -22,6 +23,8 @@ from servermanager.desktop.window import MainWindow
 log = logging.getLogger(__name__)
 
 DEMO_PASSWORD_ENV = "SM_DEMO_PASSWORD"
+# How long --self-test waits for the window: seconds on a desktop, more on a loaded CI machine.
+SELF_TEST_TIMEOUT = 30.0
 
 
 # Debian and Ubuntu packages of the X11 libraries Qt's xcb platform plugin loads ("Qt for X11
@@ -101,6 +104,39 @@ async def run(app: QApplication, args: argparse.Namespace, demo_password: str | 
     return 0
 
 
+async def self_test(app: QApplication, timeout: float = SELF_TEST_TIMEOUT) -> str | None:
+    """Open the main window as a start does, on throwaway settings, and close it once it is shown.
+
+    It proves that this install runs the app (Qt and its platform plugin, qasync, the keyring,
+    every module the window imports) with no core, display or saved sign-in. Returns what went
+    wrong, or None.
+    """
+    loop = asyncio.get_running_loop()
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="servermanager-self-test-") as folder:
+        # Not the user's settings: no saved profile to sign in with, and nothing written back.
+        store = QSettings(str(Path(folder) / "desktop.ini"), QSettings.Format.IniFormat)
+        ctx = AppContext.create(app, store)
+        ctx.aio.on_error(lambda name, exc: failures.append(f"task {name} failed: {exc!r}"))
+        window = MainWindow(ctx)
+        try:
+            window.start(core_url=None)
+            deadline = loop.time() + timeout
+            while not (window.isVisible() and (handle := window.windowHandle()) and handle.isExposed()):
+                if loop.time() > deadline:
+                    failures.append(f"the main window was not shown within {timeout:g} s")
+                    break
+                await asyncio.sleep(0.02)
+            # A few more turns of the loop for the start-up sign-in (no profile: it asks for one).
+            await asyncio.sleep(0.2)
+        finally:
+            window.tray.hide()
+            window.hide()
+            await ctx.close()
+            window.deleteLater()
+    return failures[0] if failures else None
+
+
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
@@ -109,6 +145,10 @@ def main(args: argparse.Namespace) -> int:
     demo_password = os.environ.pop(DEMO_PASSWORD_ENV, None) if getattr(args, "demo_login", False) else None
     if getattr(args, "demo_login", False) and not demo_password:
         log.warning("--demo-login without %s; asking for the password instead", DEMO_PASSWORD_ENV)
+    testing = getattr(args, "self_test", False)
+    if testing:
+        # A check of the install, not of the display: it needs none, but keeps a platform asked for.
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     problem = xcb_problem() if QApplication.instance() is None else None
     if problem:
         log.error("%s", problem)
@@ -116,6 +156,17 @@ def main(args: argparse.Namespace) -> int:
     app = make_app()
     # The QApplication must exist before the loop: qasync's loop drives Qt's event loop.
     with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
+        if testing:
+            try:
+                failure = runner.run(self_test(app))
+            except Exception as exc:
+                failure = f"{type(exc).__name__}: {exc}"
+            if failure:
+                print(f"servermanager desktop --self-test failed: {failure}", file=sys.stderr)
+                return 1
+            shown = f"main window shown ({app.platformName()}, Qt {qVersion()})"
+            print(f"servermanager desktop --self-test ok: {shown}")
+            return 0
         return runner.run(run(app, args, demo_password))
 
 
@@ -123,4 +174,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="servermanager desktop")
     parser.add_argument("--core")
     parser.add_argument("--demo-login", action="store_true")
+    parser.add_argument("--self-test", action="store_true")
     sys.exit(main(parser.parse_args()))

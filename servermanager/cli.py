@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("desktop", help="open the desktop app")
     p.add_argument("--core", help="core URL to connect to")
     p.add_argument("--demo-login", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--self-test",
+        action="store_true",
+        help="open the main window offscreen, then quit: exit 0 when this install can run the app",
+    )
     p.set_defaults(fn=cmd_desktop)
 
     p = sub.add_parser("demo", help="core, a local agent and the desktop app on a throwaway data dir")
