@@ -1,27 +1,40 @@
-"""Host readings from psutil, one collector per metric family, combined into core Metrics."""
+"""Host readings from psutil, one collector per metric family, combined and rounded into Metrics."""
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import platform
-import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, TypeVar
 
+import msgspec
 import psutil
 
 from servermanager.agent.rates import RateTracker
-from servermanager.common import __version__
-from servermanager.common.metrics import Battery, DiskUsage, HostFacts, Metrics, NetIface, Temperature
+from servermanager.common.metrics import (
+    FIELDS,
+    Battery,
+    DiskUsage,
+    Field,
+    Metrics,
+    MetricsBase,
+    NetIface,
+    Temperature,
+)
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 T = TypeVar("T")
+ScalarCollector = Callable[[], float | None]
+
+# Collectors of the metric table's rows that are not built-in fields of MetricsBase, by row name.
+# Such a row is an optional float field of Metrics already (common.metrics), so adding a scalar
+# metric is its row in FIELDS plus its entry here. Each runs once per sample, like an optional
+# family: one that fails is logged once and its value sent as None.
+SCALAR_COLLECTORS: dict[str, ScalarCollector] = {}
 
 # File systems that never hold user data or are always "100% full" by design (snap squashfs, ISO
 # images); reporting them would make disk_pct, the fullest mount, permanently alarming.
@@ -83,7 +96,7 @@ def _cpu_pct(before: Any, after: Any) -> float:
     busy, total = _busy_and_total(deltas)
     if total <= 0:
         return 0.0
-    return round(min(100.0, max(0.0, busy / total * 100.0)), 1)
+    return min(100.0, max(0.0, busy / total * 100.0))
 
 
 class CpuCollector:
@@ -126,8 +139,7 @@ class LoadCollector:
             l1, l5, l15 = psutil.getloadavg()
         except (OSError, AttributeError):
             return LoadReading(0.0, 0.0, 0.0)
-        # The kernel keeps load in fixed point; /proc/loadavg shows it to 0.01, and so do we.
-        return LoadReading(round(l1, 2), round(l5, 2), round(l15, 2))
+        return LoadReading(l1, l5, l15)
 
 
 class MemoryReading(NamedTuple):
@@ -299,7 +311,7 @@ class SystemCollector:
         self._boot = psutil.boot_time()
 
     def collect(self) -> SystemReading:
-        return SystemReading(float(max(0, round(time.time() - self._boot))), len(psutil.pids()))
+        return SystemReading(max(0.0, time.time() - self._boot), len(psutil.pids()))
 
 
 class SensorsReading(NamedTuple):
@@ -354,9 +366,29 @@ class SensorsCollector:
 
 
 class MetricsCollector:
-    """All families combined into one core Metrics. Blocking: call collect() via to_thread."""
+    """All families combined into one core Metrics, rounded by the metric table. Blocking: call
+    collect() via to_thread.
 
-    def __init__(self, clock: Clock = time.monotonic) -> None:
+    `scalars` (default: SCALAR_COLLECTORS) are the collectors of the table's added rows;
+    `fields` and `metrics_type` are the table and the struct it made (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        clock: Clock = time.monotonic,
+        *,
+        scalars: Mapping[str, ScalarCollector] | None = None,
+        fields: Iterable[Field] = FIELDS,
+        metrics_type: type[MetricsBase] = Metrics,
+    ) -> None:
+        self._decimals = {f.name: f.decimals for f in fields}
+        self._scalars = dict(SCALAR_COLLECTORS if scalars is None else scalars)
+        for name in self._scalars:
+            if name not in self._decimals:
+                raise ValueError(f"scalar collector {name!r}: the metric table has no such row")
+            if name in MetricsBase.__struct_fields__ or name not in metrics_type.__struct_fields__:
+                raise ValueError(f"scalar collector {name!r}: not an added field of {metrics_type.__name__}")
+        self._metrics_type = metrics_type
         self.cpu = CpuCollector()
         self.load = LoadCollector()
         self.memory = MemoryCollector()
@@ -375,6 +407,21 @@ class MetricsCollector:
                 log.warning("collector %s failed, sending samples without it: %r", family, exc)
             return default
 
+    def _scalar(self, name: str, fn: ScalarCollector) -> float | None:
+        value = self._optional(name, fn, None)
+        if value is None:
+            return None
+        value = float(value)
+        # msgspec would write NaN or infinity as null, and it has no digits to round.
+        return value if math.isfinite(value) else None
+
+    def _round(self, name: str, value: Any) -> Any:
+        """A value to its table row's decimals; whole-unit rows become ints (sent without ".0")."""
+        decimals = self._decimals.get(name)
+        if decimals is None or not isinstance(value, float):
+            return value
+        return round(value) if decimals == 0 else round(value, decimals)
+
     def collect(self) -> Metrics:
         cpu = self.cpu.collect()
         load = self.load.collect()
@@ -385,88 +432,41 @@ class MetricsCollector:
         disks = self._optional("disks", self.disks.collect, DiskReading([], None, None, None, None))
         net = self._optional("network", self.net.collect, NetReading([], None, None))
         sensors = self._optional("sensors", self.sensors.collect, SensorsReading([], None))
-        return Metrics(
-            cpu_pct=cpu.pct,
-            cpu_per_core=cpu.per_core,
-            load1=load.load1,
-            load5=load.load5,
-            load15=load.load15,
-            mem_total=mem.mem_total,
-            mem_used=mem.mem_used,
-            mem_pct=mem.mem_pct,
-            swap_total=mem.swap_total,
-            swap_used=mem.swap_used,
-            swap_pct=mem.swap_pct,
-            uptime=system.uptime,
-            procs=system.procs,
+        scalars: dict[str, Any] = {
+            "cpu_pct": cpu.pct,
+            "load1": load.load1,
+            "load5": load.load5,
+            "load15": load.load15,
+            "mem_total": mem.mem_total,
+            "mem_used": mem.mem_used,
+            "mem_pct": mem.mem_pct,
+            "swap_total": mem.swap_total,
+            "swap_used": mem.swap_used,
+            "swap_pct": mem.swap_pct,
+            "uptime": system.uptime,
+            "procs": system.procs,
+            "disk_read_bps": disks.read_bps,
+            "disk_write_bps": disks.write_bps,
+            "disk_read_iops": disks.read_iops,
+            "disk_write_iops": disks.write_iops,
+            "net_rx_bps": net.rx_bps,
+            "net_tx_bps": net.tx_bps,
+        }
+        for name, fn in self._scalars.items():
+            scalars[name] = self._scalar(name, fn)
+        # The one place the agent's numbers get their digits: each scalar its row's decimals, and
+        # the per-core and per-interface details those of the row they add up to. Digits beyond
+        # them are clock jitter, not measurement, and would be stored and sent forever.
+        return self._metrics_type(
+            cpu_per_core=[self._round("cpu_pct", p) for p in cpu.per_core],
             disks=disks.disks,
-            disk_read_bps=disks.read_bps,
-            disk_write_bps=disks.write_bps,
-            disk_read_iops=disks.read_iops,
-            disk_write_iops=disks.write_iops,
-            nets=net.nets,
-            net_rx_bps=net.rx_bps,
-            net_tx_bps=net.tx_bps,
+            nets=[
+                msgspec.structs.replace(
+                    n, rx_bps=self._round("net_rx_bps", n.rx_bps), tx_bps=self._round("net_tx_bps", n.tx_bps)
+                )
+                for n in net.nets
+            ],
             temps=sensors.temps,
             battery=sensors.battery,
+            **{name: self._round(name, value) for name, value in scalars.items()},
         )
-
-
-# ---------------------------------------------------------------- host facts
-
-
-def agent_version() -> str:
-    # Not importlib.metadata: it costs the agent about 1 MB of RSS for one string.
-    return __version__
-
-
-def _cpu_model() -> str:
-    if sys.platform.startswith("linux"):
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-                for line in fh:
-                    key, sep, value = line.partition(":")
-                    # x86 says "model name"; many ARM kernels only say "Hardware" or "Processor".
-                    if sep and key.strip() in ("model name", "Hardware", "Processor") and value.strip():
-                        return value.strip()
-        except OSError:
-            pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def _os_name_version() -> tuple[str, str]:
-    system = platform.system() or sys.platform
-    if system == "Linux":
-        try:
-            rel = platform.freedesktop_os_release()
-        except OSError:
-            rel = {}
-        name = rel.get("NAME") or "Linux"
-        version = rel.get("VERSION") or rel.get("VERSION_ID") or rel.get("BUILD_ID") or platform.version()
-        return name, version
-    if system == "Darwin":
-        return "macOS", platform.mac_ver()[0] or platform.release()
-    if system == "Windows":
-        return "Windows", platform.version()
-    return system, platform.version()
-
-
-def host_facts() -> HostFacts:
-    """What the core shows about a host; blocking (reads /proc), so call it via to_thread."""
-    os_name, os_version = _os_name_version()
-    try:
-        boot: float | None = psutil.boot_time()
-    except OSError:
-        boot = None
-    return HostFacts(
-        hostname=socket.gethostname() or platform.node() or "unknown",
-        os=os_name or "unknown",
-        os_version=os_version or "unknown",
-        kernel=platform.release() or "unknown",
-        arch=platform.machine() or "unknown",
-        cpu_model=_cpu_model(),
-        cpu_count=psutil.cpu_count() or os.cpu_count() or 1,
-        mem_total=int(psutil.virtual_memory().total),
-        agent_version=agent_version(),
-        boot_time=boot,
-    )

@@ -1,4 +1,4 @@
-"""The agent daemon: a sampler filling the spool and a connection draining it, plus its CLI entry."""
+"""The agent daemon: a sampler filling the spool, a link draining it, a runner for commands; and main()."""
 
 from __future__ import annotations
 
@@ -12,12 +12,15 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from servermanager.agent.collectors import MetricsCollector, agent_version, host_facts
-from servermanager.agent.commands import Runner
-from servermanager.agent.connection import AgentError, Connection, ConnState, Pulse, Stats
+from servermanager.agent.collectors import MetricsCollector
 from servermanager.agent.credentials import CredentialStore, StateDirError, ensure_state_dir
+from servermanager.agent.exec import make_runner
+from servermanager.agent.exec.outbox import Runner
+from servermanager.agent.hostfacts import agent_version, host_facts
+from servermanager.agent.link.connection import AgentError, Connection, ConnState
 from servermanager.agent.settings import AgentSettings
 from servermanager.agent.spool import SPOOL_FILE, Spool
+from servermanager.agent.stats import Pulse, Stats
 from servermanager.common.metrics import HostFacts, Metrics
 from servermanager.common.settings import SettingsError
 
@@ -60,6 +63,12 @@ class Agent:
             raise
         self.stats = Stats()
         self._pulse = Pulse()
+        # Remote operations: the runner answers every command frame, refusing them all unless
+        # [exec] enables and allows them. With [exec] disabled it is a RefusingRunner, and the
+        # executing code is never imported. The link only hands it frames and drains its outbox.
+        self._runner: Runner = make_runner(
+            settings.exec, max_frame_bytes=settings.max_frame_bytes, on_change=self._pulse.fire
+        )
         self._conn = Connection(
             settings,
             self._spool,
@@ -67,6 +76,8 @@ class Agent:
             facts,
             credentials=credentials,
             enroll_token=enroll_token,
+            outbox=self._runner.outbox,
+            dispatch=self._runner.handle,
             stats=self.stats,
             pulse=self._pulse,
         )
@@ -87,9 +98,9 @@ class Agent:
     def commands(self) -> Runner:
         """The remote-operations runner: running ids, counters, and its outbox.
 
-        A CommandRunner (agent.execution) with [exec] enabled, else a RefusingRunner.
+        A CommandRunner (exec.runner) with [exec] enabled, else a RefusingRunner.
         """
-        return self._conn.commands
+        return self._runner
 
     @property
     def spool(self) -> Spool:
@@ -145,7 +156,7 @@ class Agent:
             sampler.cancel()
             await asyncio.gather(sampler, return_exceptions=True)
             # Running commands are killed (group SIGTERM, then SIGKILL) rather than orphaned.
-            await self._conn.commands.shutdown()
+            await self._runner.shutdown()
 
     def stop(self) -> None:
         """Ask run() to finish: closes the socket with 1001 and stops sampling. Idempotent."""

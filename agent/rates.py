@@ -24,8 +24,10 @@ class RateTracker:
         return self._clock()
 
     def rate(self, key: str, value: float, now: float | None = None) -> float | None:
-        """Units per second of `key` since its previous reading, to a hundredth, or None when there
-        is none. Digits past the hundredth come from clock jitter, not from the counter."""
+        """Units per second of `key` since its previous reading, or None when there is none.
+
+        Unrounded: the collector rounds every value by its metric table row, in one place.
+        """
         t = self._clock() if now is None else now
         prev = self._last.get(key)
         self._last[key] = (value, t)
@@ -37,7 +39,7 @@ class RateTracker:
             # Two readings at the same instant carry no rate; a smaller value means the counter
             # restarted, and the new value becomes the baseline for the next reading.
             return None
-        return round((value - prev_value) / elapsed, 2)
+        return (value - prev_value) / elapsed
 
     def retain(self, keys: Iterable[str]) -> None:
         """Forget keys not in `keys`, so churning names (veth interfaces) cannot grow memory."""

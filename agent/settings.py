@@ -10,8 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
-# The pattern syntax only: the runner (agent.execution) is imported when [exec] is enabled.
-from servermanager.agent.commands import compile_patterns
+# The pattern syntax only: the runner (exec.runner) is imported when [exec] is enabled.
+from servermanager.agent.exec.policy import compile_patterns
 from servermanager.common.protocol import AGENT_WS_PATH, DEFAULT_MAX_FRAME_BYTES
 from servermanager.common.settings import SettingsError, load_settings
 

@@ -14,9 +14,9 @@ from typing import Any
 import websockets.exceptions
 from websockets.asyncio.server import ServerConnection
 
-from servermanager.agent.connection import Pulse
 from servermanager.agent.main import Agent
 from servermanager.agent.settings import AgentSettings
+from servermanager.agent.stats import Pulse
 from servermanager.common.metrics import Metrics
 from servermanager.common.protocol import (
     PROTOCOL_VERSION,

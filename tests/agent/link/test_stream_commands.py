@@ -1,4 +1,4 @@
-"""Remote operations over the agent's real connection, against the scriptable fake core."""
+"""Command frames over the stream: dispatched to the runner, its outbox drained between batches."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from servermanager.agent.connection import ConnState
+from servermanager.agent.link.connection import ConnState
 from servermanager.agent.main import Agent
 from servermanager.agent.settings import ExecSettings
 from servermanager.common.protocol import Command, ServiceInfo, ServiceRequest

@@ -1,4 +1,4 @@
-"""AgentSettings: defaults, environment, validation and URL normalisation."""
+"""AgentSettings and its [exec] table: defaults, environment, validation and URL normalisation."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from servermanager.agent.exec.outbox import DISABLED_MESSAGE
 from servermanager.agent.settings import (
     AgentSettings,
+    ExecSettings,
     enroll_token_from,
     load_agent_settings,
     normalize_core_url,
@@ -115,3 +117,59 @@ def test_other_validation() -> None:
 
 def test_doc_fields_cover_every_field() -> None:
     assert set(AgentSettings.__doc_fields__) == set(AgentSettings.__struct_fields__)
+
+
+# ---------------------------------------------------------------- the [exec] table
+
+
+def test_exec_defaults_are_secure() -> None:
+    s = load_agent_settings(environ={})
+    assert s.exec.enabled is False
+    assert s.exec.allow == [] and s.exec.deny == []
+    assert s.exec.user == ""
+    assert s.exec.max_runtime == 3600.0
+    assert s.exec.max_output == 1 << 20
+    assert s.exec.max_concurrent == 8
+    assert "disabled" in DISABLED_MESSAGE and "[exec] enabled = false" in DISABLED_MESSAGE
+
+
+def test_exec_from_toml_table_and_environment(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        '[exec]\nenabled = true\nallow = ["uptime", "service restart *"]\ndeny = ["rm *"]\n'
+        'max_runtime = "10m"\nmax_output = 4096\n'
+    )
+    s = load_agent_settings(
+        config_file=cfg, environ={"SM_AGENT_EXEC_DENY": "reboot*, shutdown*", "SM_AGENT_EXEC_USER": "nobody"}
+    )
+    assert s.exec.enabled is True
+    assert s.exec.allow == ["uptime", "service restart *"]
+    assert s.exec.deny == ["reboot*", "shutdown*"]  # env beats file
+    assert s.exec.max_runtime == 600.0
+    assert s.exec.max_output == 4096
+    assert s.exec.user == "nobody"
+    env_only = load_agent_settings(environ={"SM_AGENT_EXEC_ENABLED": "yes", "SM_AGENT_EXEC_ALLOW": "df -h"})
+    assert env_only.exec.enabled and env_only.exec.allow == ["df -h"]
+
+
+@pytest.mark.parametrize(
+    ("toml", "why"),
+    [
+        ("[exec]\nmax_runtime = 0\n", "exec.max_runtime must be above 0"),
+        ("[exec]\nmax_concurrent = 0\n", "exec.max_concurrent must be at least 1"),
+        ("[exec]\nmax_output = -1\n", "exec.max_output must be 0 or more"),
+        ('[exec]\nallow = [" "]\n', "exec.allow: empty pattern"),
+        ('[exec]\ndeny = ["[z-a]"]\n', "exec.deny: bad pattern"),
+        ("[exec]\nsudo = true\n", "unknown setting exec.'sudo'"),
+    ],
+)
+def test_exec_validation(tmp_path: Path, toml: str, why: str) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(toml)
+    with pytest.raises(SettingsError, match=why.replace("(", r"\(").replace("[", r"\[")):
+        load_agent_settings(config_file=cfg, environ={})
+
+
+def test_exec_doc_fields_cover_every_field() -> None:
+    assert set(ExecSettings.__doc_fields__) == set(ExecSettings.__struct_fields__)
+    assert "exec" in AgentSettings.__doc_fields__

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from servermanager.agent.subproc import ToolRun, run_tool
+from servermanager.agent.exec.subproc import ToolRun, run_tool
 from servermanager.common.protocol import CommandStatus, ServiceInfo, ServiceRequest
 
 # Letters, digits and . _ @ : + - (systemd templates, launchd labels, Windows names);

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from servermanager.agent.execution import CommandRunner
-from servermanager.agent.services import (
+from servermanager.agent.exec.runner import CommandRunner
+from servermanager.agent.exec.services import (
     LaunchdManager,
     ServiceError,
     SystemdManager,
@@ -27,8 +27,8 @@ from servermanager.agent.services import (
     systemd_unit,
     validate_service_name,
 )
+from servermanager.agent.exec.subproc import ToolNotFoundError
 from servermanager.agent.settings import ExecSettings
-from servermanager.agent.subproc import ToolNotFoundError
 from servermanager.common.protocol import Command, ServiceInfo, ServiceRequest, encode
 from tests.agent.fakes import FakeTool, canned
 from tests.helpers.wait import wait_for

@@ -2,7 +2,7 @@
 
 With [exec] disabled it never imports the code that runs commands (0.3-1.4 MB), and the stdlib
 modules its libraries import but never use (importlib.metadata, urllib.request: 2.9 MB) stay
-placeholders until something reads them.
+placeholders until something reads them (agent.lazyimports).
 """
 
 from __future__ import annotations
@@ -11,26 +11,26 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from servermanager.agent.commands import DISABLED_MESSAGE, RefusingRunner, make_runner
-from servermanager.agent.connection import proxy_configured
-from servermanager.agent.execution import CommandRunner
+from servermanager.agent.exec import make_runner
+from servermanager.agent.exec.outbox import DISABLED_MESSAGE, RefusingRunner
+from servermanager.agent.exec.runner import CommandRunner
 from servermanager.agent.settings import ExecSettings
 from servermanager.common.protocol import Command, CommandCancel
 from tests.agent.fakes import FakeCore
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "enroll-token-lazy-exec-12345"
-# Remote execution proper: policy, process groups, run-as, service managers.
+# Remote execution proper: the runner, run-as, process groups, service managers.
 EXEC_MODULES = (
-    "servermanager.agent.execution",
-    "servermanager.agent.services",
-    "servermanager.agent.subproc",
+    "servermanager.agent.exec.runner",
+    "servermanager.agent.exec.runas",
+    "servermanager.agent.exec.services",
+    "servermanager.agent.exec.subproc",
 )
 
 # Loaded for real, each of these means a deferral failed: importlib.metadata's and urllib.request's
@@ -97,8 +97,11 @@ async def test_exec_code_is_imported_only_when_exec_is_enabled(
     modules = set(json.loads(modules_file.read_text()))
     assert {
         "servermanager.agent.main",
-        "servermanager.agent.connection",
-        "servermanager.agent.commands",
+        "servermanager.agent.link.connection",
+        "servermanager.agent.link.stream",
+        "servermanager.agent.exec",
+        "servermanager.agent.exec.outbox",
+        "servermanager.agent.exec.policy",  # the settings check their patterns with it
         "websockets.asyncio.client",
     } <= modules, modules
     assert not set(UNUSED_STDLIB) & modules, f"imported for real: {set(UNUSED_STDLIB) & modules}"
@@ -128,65 +131,3 @@ async def test_make_runner_picks_the_refusing_runner_when_disabled() -> None:
         ("c2", "refused", DISABLED_MESSAGE),
     ]
     await runner.shutdown()
-
-
-# Deferral in a fresh interpreter: the test process has long imported everything for real.
-DEFERRAL = """
-import importlib, json, sys
-from servermanager.agent.cli import defer_imports
-
-already = sys.modules["json"]
-defer_imports(["importlib.metadata", "urllib.request", "json", "no_such_module_here"])
-out = {"json_kept": sys.modules["json"] is already, "unknown_absent": "no_such_module_here" not in sys.modules}
-import importlib.metadata          # the import statement alone must not load it
-import urllib.request
-out["after_import"] = [m in sys.modules for m in ("email", "http.client")]
-stub = importlib.metadata
-from importlib.metadata import version   # the first attribute read loads it whole
-out["version"] = version("msgspec")
-out["email_loaded"] = "email" in sys.modules
-out["real_in_place"] = type(sys.modules["importlib.metadata"]).__name__ == "module"
-out["parent_has_real"] = importlib.metadata is sys.modules["importlib.metadata"]
-out["stub_sees_real"] = stub.version is version
-out["proxies"] = urllib.request.getproxies()
-print(json.dumps(out))
-"""
-
-
-def test_deferred_modules_load_on_first_attribute_read() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env["https_proxy"] = "http://proxy.invalid:3128"
-    done = subprocess.run(
-        [sys.executable, "-c", DEFERRAL], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    import msgspec
-
-    assert json.loads(done.stdout) == {
-        "json_kept": True,
-        "unknown_absent": True,
-        "after_import": [False, False],
-        "version": msgspec.__version__,
-        "email_loaded": True,
-        "real_in_place": True,
-        "parent_has_real": True,
-        "stub_sees_real": True,
-        "proxies": {"https": "http://proxy.invalid:3128"},
-    }
-
-
-@pytest.mark.parametrize(
-    ("environ", "platform", "expected"),
-    [
-        ({}, "linux", False),
-        ({"PATH": "/bin", "no_proxy": ""}, "linux", False),
-        ({"HTTPS_PROXY": "http://p:3128"}, "linux", True),
-        ({"all_proxy": "socks5://p:1080"}, "linux", True),
-        ({}, "darwin", True),  # system settings may name one
-        ({}, "win32", True),
-    ],
-)
-def test_proxy_lookup_runs_only_when_a_proxy_can_be_configured(
-    environ: dict[str, str], platform: str, expected: bool
-) -> None:
-    assert proxy_configured(environ, platform) is expected

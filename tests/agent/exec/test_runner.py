@@ -1,4 +1,5 @@
-"""The command runner with real processes: output, exit codes, timeouts, cancel, groups, limits."""
+"""The command runner: command lines, output capture, and real processes (output, exit codes,
+timeouts, cancel, groups, limits)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,67 @@ from typing import Any
 
 import pytest
 
-from servermanager.agent.execution import CommandRunner
+from servermanager.agent.exec.runner import Capture, CommandRunner, command_line
 from servermanager.agent.settings import ExecSettings
-from servermanager.common.protocol import Command, CommandOutput, CommandResult, encode
+from servermanager.common.protocol import Command, CommandOutput, CommandResult, ServiceRequest, encode
 from tests.agent.fakes import pid_gone
 from tests.helpers.wait import wait_for
+
+# ---------------------------------------------------------------- command lines
+
+
+def test_command_lines() -> None:
+    assert (
+        command_line(Command("a", 5, argv=["echo", "hello world", "it's"]))
+        == "echo 'hello world' 'it'\"'\"'s'"
+    )
+    assert command_line(Command("a", 5, shell="ls -l | wc -l")) == "ls -l | wc -l"
+    assert (
+        command_line(Command("a", 5, service=ServiceRequest("restart", "nginx"))) == "service restart nginx"
+    )
+    assert command_line(Command("a", 5, service=ServiceRequest("list"))) == "service list"
+
+
+@pytest.mark.parametrize(
+    ("cmd", "why"),
+    [
+        (Command("a", 5), "exactly one of argv, shell or service"),
+        (Command("a", 5, argv=["ls"], shell="ls"), "exactly one of argv, shell or service"),
+        (Command("a", 5, argv=[]), "argv is empty"),
+        (Command("a", 5, shell="  "), "shell command is empty"),
+        (Command("a", 5, service=ServiceRequest("start")), "service name is required"),
+        (Command("a", 5, service=ServiceRequest("start", "x;reboot")), "invalid service name"),
+        (Command("a", 5, service=ServiceRequest("stop", "--force")), "must not start with '-'"),
+        (Command("a", 5, service=ServiceRequest("stop", "a b")), "invalid service name"),
+    ],
+)
+def test_malformed_commands(cmd: Command, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        command_line(cmd)
+
+
+# ---------------------------------------------------------------- capture
+
+
+async def test_capture_keeps_limit_counts_all_and_decodes_split_characters() -> None:
+    cap = Capture("stdout", limit=8)
+    snowman = "☃".encode()  # 3 bytes
+    cap.feed(b"ab" + snowman[:1], 0.0)
+    cap.feed(snowman[1:] + b"cd", 0.0)
+    assert cap.take() == ("ab☃cd", 7)
+    cap.feed(b"ef" * 1000, 0.0)
+    cap.finish()
+    text, n = cap.take()
+    assert (text, n) == ("e", 1)
+    assert cap.total == 7 + 2000 and cap.kept == 8 and cap.truncated
+
+
+async def test_capture_cut_inside_a_character_becomes_a_replacement_char() -> None:
+    cap = Capture("stderr", limit=4)
+    cap.feed(b"abc" + "é".encode(), 0.0)
+    cap.finish()
+    assert cap.take()[0] == "abc\ufffd"
+    assert cap.truncated
 
 
 class Collector:
@@ -339,12 +396,12 @@ async def test_unknown_run_as_user_is_refused(make: Any) -> None:
 async def test_one_log_line_per_command_and_no_env_values(
     make: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="servermanager.agent.execution")
+    caplog.set_level("INFO", logger="servermanager.agent.exec.runner")
     runner, _ = make(settings(deny=["rm *"]))
     await runner.execute(Command("c1", 10, argv=["true"], env={"API_KEY": "supersecret-value"}))
     await runner.execute(Command("c2", 10, shell="rm -rf /tmp/nothing"))
     await runner.execute(Command("c3", 10, shell="echo a\necho b"))
-    lines = [r.getMessage() for r in caplog.records if r.name == "servermanager.agent.execution"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "servermanager.agent.exec.runner"]
     assert re.fullmatch(r"command c1 true: ok \(exit 0, \d+\.\d\ds, 0\+0 bytes\)", lines[0]), lines[0]
     assert lines[1] == "command c2 rm -rf /tmp/nothing: refused: command matches [exec] deny pattern 'rm *'"
     assert lines[2].startswith("command c3 echo a\\necho b: ok")  # one line, even for a multi-line script

@@ -1,46 +1,44 @@
-"""Remote operations on the agent: the [exec] policy and the command runner.
+"""The command runner: admits a Command by the [exec] policy, runs it, streams its output, reports."""
 
-A `Command` from the core is admitted (enabled? well formed? allowed and not denied? under the
-concurrency cap? can we be the configured user?) or answered at once with status "refused" or
-"error". An admitted command runs in its own process group; its stdout and stderr stream back as
-separate, coalesced `CommandOutput` chunks, and one `CommandResult` follows them last.
-
-Frames for the core go through the `Outbox` (agent.commands), which the connection drains
-between sample batches (they share one socket and one send lock, so a sample waits for one output
-chunk at most). While the agent is disconnected, output chunks are dropped (and counted) but
-results are kept, up to a bound, and sent after the next welcome.
-
-Only an agent with [exec] enabled imports this module (agent.commands.make_runner); a disabled
-one refuses commands with agent.commands.RefusingRunner and never pays for it.
-"""
+# A Command from the core is admitted (enabled? well formed? allowed and not denied? under the
+# concurrency cap? can we be the configured user?) or answered at once with status "refused" or
+# "error". An admitted command runs in its own process group; its stdout and stderr stream back as
+# separate, coalesced CommandOutput chunks, and one CommandResult follows them last.
+#
+# Frames for the core go through the Outbox (exec.outbox), which the link drains between sample
+# batches (they share one socket and one send lock, so a sample waits for one output chunk at
+# most). While the agent is disconnected, output chunks are dropped (and counted) but results are
+# kept, up to a bound, and sent after the next welcome.
+#
+# Only an agent with [exec] enabled imports this module (exec.make_runner); a disabled one refuses
+# commands with exec.outbox.RefusingRunner and never pays for it.
 
 from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import logging
 import os
-import re
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-# The light half, shared with an agent whose [exec] is disabled (and re-exported from here).
-from servermanager.agent.commands import DISABLED_MESSAGE, Outbox, _short, compile_patterns
-from servermanager.agent.services import (
+from servermanager.agent.exec.outbox import DISABLED_MESSAGE, Outbox, shorten
+from servermanager.agent.exec.policy import Policy
+from servermanager.agent.exec.runas import RefusedError, RunAs, default_cwd, minimal_env, resolve_run_as
+from servermanager.agent.exec.services import (
     ServiceError,
     ServiceManager,
     default_service_manager,
     validate_service_name,
 )
-from servermanager.agent.subproc import (
+from servermanager.agent.exec.subproc import (
     KILL_GRACE,
     MAX_MESSAGE,
     kill_group_now,
@@ -58,9 +56,6 @@ from servermanager.common.protocol import (
     encode,
 )
 
-if sys.platform != "win32":
-    import pwd
-
 if TYPE_CHECKING:
     from servermanager.agent.settings import ExecSettings
 
@@ -76,46 +71,6 @@ DRAIN_READ = 256 * 1024
 # killed: `daemon &` that forgot to close its output must not hang the command until timeout.
 LINGER = KILL_GRACE
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# On POSIX a wildcard in an allow pattern never stretches over these in a shell command line:
-# `echo *` allows `echo hi`, not `echo hi; rm -rf /`. cmd.exe has its own set.
-SHELL_META_POSIX: Final = ";&|<>()$`\\\n\r"
-SHELL_META_WINDOWS: Final = "&|<>()^%!\n\r"
-_SEGMENT_SPLIT = re.compile(r"\|\||&&|\$\(|[;&|\n\r`()]")
-
-# Variables that change which program runs or what it loads: with them an allowed command line
-# could run anything. Refused in a command's env unless the allow list is `*` (full trust).
-RISKY_ENV: Final = (
-    "PATH",
-    "LD_*",
-    "DYLD_*",
-    "BASH_ENV",
-    "ENV",
-    "BASH_FUNC_*",
-    "IFS",
-    "SHELLOPTS",
-    "BASHOPTS",
-    "PS4",
-    "PROMPT_COMMAND",
-    "CDPATH",
-    "GCONV_PATH",
-    "GLIBC_TUNABLES",
-    "LOCPATH",
-    "NLSPATH",
-    "HOSTALIASES",
-    "PYTHON*",
-    "PERL5*",
-    "PERLLIB",
-    "RUBYOPT",
-    "RUBYLIB",
-    "NODE_OPTIONS",
-    "NODE_PATH",
-    "JAVA_TOOL_OPTIONS",
-    "_JAVA_OPTIONS",
-    "GIT_SSH*",
-    "GIT_EXEC_PATH",
-    "GIT_CONFIG*",
-)
 
 # ---------------------------------------------------------------- what a command is called
 
@@ -148,173 +103,6 @@ def command_line(cmd: Command) -> str:
     if cmd.service.action == "list":
         return "service list"
     return f"service {cmd.service.action} {validate_service_name(cmd.service.name)}"
-
-
-# ---------------------------------------------------------------- policy
-
-
-class Policy:
-    """Allow and deny lists of glob patterns (fnmatch syntax, case-sensitive, whole line).
-
-    - An empty allow list allows nothing. Deny wins over allow.
-    - For a shell command (POSIX sh or cmd.exe), a wildcard in an ALLOW pattern does not match
-      shell metacharacters (; & | < > ( ) $ ` backslash newline; on Windows & | < > ( ) ^ % !),
-      so `systemctl status *` cannot be stretched into `systemctl status x; reboot`. Literal
-      metacharacters in the pattern still match themselves, and the pattern `*` alone allows
-      everything.
-    - A command's env may not set PATH, LD_*, DYLD_*, BASH_ENV, PYTHON* and the like (RISKY_ENV)
-      unless the allow list is `*`: they would make an allowed line run something else.
-    - For a shell command, DENY patterns are also tried against each simple command of the
-      line (split at ; & && | || ` $( ( ) newline), so `rm *` catches `cd /tmp && rm -rf x`.
-      Deny is a guard rail, not a sandbox: a shell can always spell a command another way, so
-      the allow list is what keeps a host safe.
-    """
-
-    def __init__(self, allow: Iterable[str], deny: Iterable[str], *, windows: bool | None = None) -> None:
-        meta = (
-            SHELL_META_WINDOWS
-            if (sys.platform == "win32" if windows is None else windows)
-            else SHELL_META_POSIX
-        )
-        self.allow = list(allow)
-        self.deny = list(deny)
-        self._allow_any = compile_patterns(self.allow)
-        self._allow_shell = compile_patterns(self.allow, meta)
-        self._deny = compile_patterns(self.deny)
-        self._risky_env = compile_patterns(RISKY_ENV)
-        self.unrestricted = "*" in self.allow
-
-    def check_env(self, env: Iterable[str]) -> str | None:
-        """None if a command may set these variables, else why not.
-
-        PATH, LD_PRELOAD and the like would let an allowed command line run something else, so
-        they are refused unless the allow list is `*` (which allows everything anyway).
-        """
-        if self.unrestricted:
-            return None
-        for name in sorted(env):
-            for _, rx in self._risky_env:
-                if rx.match(name.upper()):
-                    return (
-                        f"env variable {name!r} is not allowed: it changes which program runs or what "
-                        "it loads (only an [exec] allow list of '*' permits it)"
-                    )
-        return None
-
-    def check(self, line: str, *, shell: bool = False) -> str | None:
-        """None if `line` may run, else the reason it may not (for the operator)."""
-        candidates = [line]
-        if shell:
-            candidates += [s.strip() for s in _SEGMENT_SPLIT.split(line) if s.strip()]
-        for pattern, rx in self._deny:
-            if any(rx.match(c) for c in candidates):
-                return f"command matches [exec] deny pattern {pattern!r}"
-        if not self.allow:
-            return "command not allowed: the [exec] allow list is empty, so nothing may run"
-        allow = self._allow_shell if shell else self._allow_any
-        for pattern, rx in allow:
-            if pattern == "*" or rx.match(line):
-                return None
-        return "command not allowed by [exec] allow list"
-
-
-# ---------------------------------------------------------------- run as
-
-
-class RefusedError(Exception):
-    """The command cannot run here as configured; the message goes back to the operator."""
-
-
-@dataclass(frozen=True)
-class RunAs:
-    name: str
-    uid: int
-    gid: int
-    groups: list[int]
-    home: str
-
-
-def resolve_run_as(user: str, *, euid: int | None = None) -> RunAs | None:
-    """The account for [exec] user, or None to run as the agent itself; RefusedError if impossible."""
-    user = user.strip()
-    if not user:
-        return None
-    if sys.platform == "win32":
-        raise RefusedError(
-            f"[exec] user = {user!r}, but running commands as another user is not supported on "
-            "Windows; leave [exec] user empty to run them as the agent's own account"
-        )
-    try:
-        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-    except KeyError:
-        raise RefusedError(f"[exec] user {user!r} does not exist on this host") from None
-    me = os.geteuid() if euid is None else euid
-    if pw.pw_uid == me:
-        return None
-    if me != 0:
-        try:
-            my_name = pwd.getpwuid(me).pw_name
-        except KeyError:
-            my_name = str(me)
-        raise RefusedError(
-            f"[exec] user = {user!r}, but this agent runs as {my_name!r} and cannot switch users "
-            "(that needs root); run the agent as root or leave [exec] user empty"
-        )
-    return RunAs(
-        name=pw.pw_name,
-        uid=pw.pw_uid,
-        gid=pw.pw_gid,
-        groups=os.getgrouplist(pw.pw_name, pw.pw_gid),
-        home=pw.pw_dir,
-    )
-
-
-def minimal_env(extra: dict[str, str], run_as: RunAs | None) -> dict[str, str]:
-    """PATH, LANG and HOME (plus what Windows needs to start anything), then the command's env."""
-    if sys.platform == "win32":
-        keep = (
-            "PATH",
-            "PATHEXT",
-            "SYSTEMROOT",
-            "SYSTEMDRIVE",
-            "WINDIR",
-            "COMSPEC",
-            "TEMP",
-            "TMP",
-            "USERPROFILE",
-        )
-        env = {k: os.environ[k] for k in keep if k in os.environ}
-    elif run_as is not None:
-        env = {
-            "PATH": DEFAULT_PATH,
-            "LANG": os.environ.get("LANG") or "C.UTF-8",
-            "HOME": run_as.home,
-            "USER": run_as.name,
-            "LOGNAME": run_as.name,
-        }
-    else:
-        env = {
-            "PATH": os.environ.get("PATH") or DEFAULT_PATH,
-            "LANG": os.environ.get("LANG") or "C.UTF-8",
-            "HOME": _own_home(),
-        }
-    env.update(extra)
-    return env
-
-
-def _own_home() -> str:
-    if sys.platform != "win32":
-        with contextlib.suppress(KeyError):
-            return pwd.getpwuid(os.geteuid()).pw_dir
-    return os.path.expanduser("~")
-
-
-def _default_cwd(run_as: RunAs | None) -> str | None:
-    """Like a login: the user's home when it exists, else / (never the agent's own cwd)."""
-    if sys.platform == "win32":
-        return None
-    home = run_as.home if run_as is not None else _own_home()
-    return home if os.path.isdir(home) else "/"
 
 
 # ---------------------------------------------------------------- one output stream
@@ -400,8 +188,8 @@ _DEFAULT_SERVICES: Any = object()
 class CommandRunner:
     """Admits, runs, cancels and reports commands; results and output go to `outbox`.
 
-    `handle(frame)` is the connection's dispatcher entry: Command -> submit, CommandCancel ->
-    cancel. `execute(command)` runs one command to its result without queueing the result
+    `handle(frame)` is the dispatcher the agent hands its link: Command -> submit, CommandCancel
+    -> cancel. `execute(command)` runs one command to its result without queueing the result
     (output chunks are still queued), for callers that want the result themselves.
 
     At most [exec] max_concurrent commands run at once; one more is refused (not queued), so a
@@ -561,7 +349,7 @@ class CommandRunner:
             "command %s started: %s %s%s%s, timeout %gs",
             cmd.command_id,
             job.kind,
-            _short(job.line),
+            shorten(job.line),
             f" as {job.run_as.name}" if job.run_as else "",
             f" (env {', '.join(sorted(cmd.env))})" if cmd.env else "",  # names only, never values
             job.timeout,
@@ -591,7 +379,7 @@ class CommandRunner:
     def _report(self, cmd: Command, r: CommandResult) -> None:
         """The one log line per command outcome."""
         try:
-            what = _short(command_line(cmd))
+            what = shorten(command_line(cmd))
         except ValueError:
             what = "(malformed)"
         user = self.settings.user
@@ -687,7 +475,7 @@ class CommandRunner:
     async def _run_process(self, job: _Job) -> CommandResult:
         cmd = job.command
         env = minimal_env(cmd.env, job.run_as)
-        cwd = cmd.cwd or await asyncio.to_thread(_default_cwd, job.run_as)
+        cwd = cmd.cwd or await asyncio.to_thread(default_cwd, job.run_as)
         if cmd.cwd and not await asyncio.to_thread(os.path.isdir, cmd.cwd):
             return self._result(cmd, "error", f"cannot start: working directory {cmd.cwd!r} does not exist")
         try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from servermanager.agent.connection import AuthFailedError, ConnState
+from servermanager.agent.link.connection import AuthFailedError, ConnState
 from servermanager.agent.main import Agent
 from tests.agent.fakes import AgentRunner, fast_settings
 from tests.helpers.core import RunningCore

@@ -1,33 +1,14 @@
-"""What every agent needs of remote operations, [exec] enabled or not: the outbox, the refusal
-of an agent with [exec] disabled, and the pattern syntax its settings are checked with.
-
-The runner that really executes commands and controls services lives in agent.execution, with
-the policy, process-group, run-as and service-manager code: 0.3 MB of the agent's RSS with
-bytecode caches, 1.4 MB when compiled from source at start. `make_runner()` imports it only when
-[exec] enabled = true; a disabled agent gets a `RefusingRunner`, which answers every command
-"refused" (the core audits it) without it.
-"""
+"""The outbox of command frames for the core, the Runner protocol, and the runner of a disabled [exec]."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import logging
-import re
 import shlex
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from servermanager.common.protocol import (
-    DEFAULT_MAX_FRAME_BYTES,
-    Command,
-    CommandCancel,
-    CommandOutput,
-    CommandResult,
-)
-
-if TYPE_CHECKING:
-    from servermanager.agent.settings import ExecSettings
+from servermanager.common.protocol import Command, CommandCancel, CommandOutput, CommandResult
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +25,8 @@ DISABLED_MESSAGE = "remote execution is disabled in this agent's config ([exec] 
 
 
 class Runner(Protocol):
-    """What the connection and the agent use of a command runner (CommandRunner, RefusingRunner)."""
+    """What the agent uses of a command runner (CommandRunner, RefusingRunner); the link gets only
+    its outbox and its handle()."""
 
     outbox: Outbox
     received: int  # command frames handed in
@@ -57,22 +39,6 @@ class Runner(Protocol):
     def handle(self, frame: Command | CommandCancel) -> None: ...
 
     async def shutdown(self) -> None: ...
-
-
-def make_runner(
-    settings: ExecSettings,
-    *,
-    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-    on_change: Callable[[], None] | None = None,
-) -> Runner:
-    """The agent's runner: a CommandRunner if [exec] is enabled, else a RefusingRunner."""
-    if not settings.enabled:
-        return RefusingRunner()
-    from servermanager.agent.execution import (
-        CommandRunner,  # the heavy half: only an agent that runs commands
-    )
-
-    return CommandRunner(settings, max_frame_bytes=max_frame_bytes, on_change=on_change)
 
 
 class RefusingRunner:
@@ -98,7 +64,7 @@ class RefusingRunner:
             return
         self.received += 1
         self.refused += 1
-        log.info("command %s %s: refused: %s", frame.command_id, _short(describe(frame)), DISABLED_MESSAGE)
+        log.info("command %s %s: refused: %s", frame.command_id, shorten(describe(frame)), DISABLED_MESSAGE)
         self.outbox.put_result(
             CommandResult(command_id=frame.command_id, status="refused", message=DISABLED_MESSAGE)
         )
@@ -108,7 +74,7 @@ class RefusingRunner:
 
 
 def describe(cmd: Command) -> str:
-    """A command for a log line, as given (agent.execution.command_line also validates it)."""
+    """A command for a log line, as given (exec.runner.command_line also validates it)."""
     if cmd.argv is not None:
         return shlex.join(cmd.argv)
     if cmd.shell is not None:
@@ -118,66 +84,10 @@ def describe(cmd: Command) -> str:
     return "(malformed)"
 
 
-def _short(line: str, limit: int = 300) -> str:
+def shorten(line: str, limit: int = 300) -> str:
     """A command line fit for one log line: cut, with line breaks spelled out."""
     line = line.replace("\r", "\\r").replace("\n", "\\n")
     return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-# ---------------------------------------------------------------- patterns
-
-
-def _glob_regex(pattern: str, wildcard: str) -> str:
-    """fnmatch syntax (* ? [seq] [!seq]) to a regex whose wildcards match only `wildcard` chars."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        i += 1
-        if c == "*":
-            while i < n and pattern[i] == "*":
-                i += 1
-            out.append(f"{wildcard}*")
-        elif c == "?":
-            out.append(wildcard)
-        elif c == "[":
-            j = i
-            if j < n and pattern[j] == "!":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 1
-            if j >= n:
-                out.append(re.escape(c))
-                continue
-            body = pattern[i:j]
-            i = j + 1
-            negate = body.startswith("!")
-            if negate:
-                body = body[1:]
-            body = "".join(ch if ch == "-" else re.escape(ch) for ch in body)
-            if negate:
-                # A negated set must not let a metacharacter through either.
-                excluded = wildcard[3:-1] if wildcard.startswith("[^") else ""
-                out.append(f"[^{body}{excluded}]")
-            else:
-                out.append(f"[{body}]")
-        else:
-            out.append(re.escape(c))
-    return "(?s:" + "".join(out) + r")\Z"
-
-
-def compile_patterns(patterns: Iterable[str], meta: str | None = None) -> list[tuple[str, re.Pattern[str]]]:
-    """Each pattern with its regex: plain fnmatch, or with wildcards that skip `meta` characters."""
-    wildcard = "." if meta is None else "[^" + "".join(re.escape(c) for c in meta) + "]"
-    compiled = []
-    for p in patterns:
-        try:
-            compiled.append((p, re.compile(_glob_regex(p, wildcard))))
-        except re.error as exc:
-            raise ValueError(f"bad pattern {p!r}: {exc}") from None
-    return compiled
 
 
 # ---------------------------------------------------------------- outbox
@@ -187,7 +97,7 @@ Outgoing = CommandOutput | CommandResult
 
 
 class Outbox:
-    """Command frames waiting for the socket, in order; the connection's command sender drains it.
+    """Command frames waiting for the socket, in order; the link's stream drains it.
 
     Output chunks are bounded (MAX_QUEUED_OUTPUT): put_output() waits for room while online,
     which is the back-pressure on the pipe readers. Offline, output is dropped and counted,

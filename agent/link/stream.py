@@ -1,0 +1,335 @@
+"""Streaming over one welcomed socket: sample batches out, acks and commands in, and the heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from servermanager.agent.exec.outbox import Outbox
+from servermanager.agent.stats import Stats
+from servermanager.common.protocol import (
+    Ack,
+    Command,
+    CommandCancel,
+    CoreToAgent,
+    Ping,
+    Pong,
+    Welcome,
+    encode,
+)
+
+log = logging.getLogger(__name__)
+
+# Silence allowed from the core, on top of 3 intervals: covers a GC pause or a busy core.
+HEARTBEAT_SLACK = 5.0
+# A batch the core has not acknowledged after this long means a stuck core; reconnecting resends.
+MIN_ACK_TIMEOUT = 30.0
+# Any frame tells the core this agent lives, so an agent sending a batch every interval needs no
+# pings. One goes out after an interval plus this grace (half an interval, at most this many
+# seconds) without any frame: enough to absorb the jitter of a batch's send time, and the longest
+# silence stays within the core's heartbeat timeout (heartbeat_misses x interval + 1 s).
+MAX_PING_GRACE = 0.5
+
+_SAMPLES_PREFIX = b'{"type":"samples","samples":['
+_SAMPLES_SUFFIX = b"]}"
+
+
+class ConnectionDead(Exception):
+    """The core went silent or stopped acknowledging; the socket is abandoned and redialled."""
+
+
+def dead_after(interval: float) -> float:
+    """How long the core may stay silent before the link gives it up."""
+    return 3 * interval + HEARTBEAT_SLACK
+
+
+def build_samples_frame(rows: list[tuple[int, bytes]], max_bytes: int) -> tuple[bytes, int, list[int]]:
+    """The longest prefix of `rows` that fits one `samples` frame of at most max_bytes.
+
+    The spool stores each Sample already encoded, so the frame is spliced from those bytes rather
+    than decoded and re-encoded. Returns (frame, rows used, seqs that can never fit on their
+    own). A row too big alone is skipped only while nothing was taken yet, so the batch stays
+    one contiguous seq range.
+    """
+    budget = max_bytes - len(_SAMPLES_PREFIX) - len(_SAMPLES_SUFFIX)
+    parts: list[bytes] = []
+    size = 0
+    used = 0
+    oversize: list[int] = []
+    for seq, data in rows:
+        if len(data) > budget:
+            if parts:
+                break  # let the next batch start with it (and discard it there)
+            oversize.append(seq)
+            used += 1
+            continue
+        extra = len(data) + (1 if parts else 0)  # the comma
+        if size + extra > budget:
+            break
+        parts.append(data)
+        size += extra
+        used += 1
+    frame = _SAMPLES_PREFIX + b",".join(parts) + _SAMPLES_SUFFIX if parts else b""
+    return frame, used, oversize
+
+
+async def race(*coros: Coroutine[Any, Any, Any]) -> None:
+    """Run until the first finishes; cancel the rest; re-raise the first one's exception."""
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for t in tasks:
+        if t in done and not t.cancelled():
+            exc = t.exception()
+            if exc is not None:
+                raise exc
+
+
+class FrameSocket(Protocol):
+    """The socket as a stream uses it (link.wire.Wire): whole frames out, decoded frames in."""
+
+    last_sent: float  # monotonic time of the last frame sent
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def recv(self) -> CoreToAgent | None: ...
+
+
+class SampleSource(Protocol):
+    """What a stream does to the spool: read encoded samples, forget the delivered and undeliverable."""
+
+    def read_raw(
+        self, limit: int, after_seq: int = 0, upto_seq: int | None = None
+    ) -> list[tuple[int, bytes]]: ...
+
+    def delete_range(self, from_seq: int, upto_seq: int) -> int: ...
+
+    def discard(self, seqs: list[int]) -> int: ...
+
+
+@dataclass(frozen=True)
+class StreamContext:
+    """What a stream needs of the agent around it, and nothing more; the connection builds it once."""
+
+    spool: SampleSource
+    outbox: Outbox  # command output and results, sent between sample batches
+    dispatch: Callable[[Command | CommandCancel], None]  # where command frames from the core go
+    stats: Stats
+    changed: Callable[[], None]  # something observable changed (Pulse.fire)
+    wake: asyncio.Event  # set on new samples (by the sampler) and on a freed in-flight slot
+    interval: Callable[[], float]  # the sampling interval in force
+    batch_size: int
+    max_inflight: int
+    max_frame_bytes: int
+
+
+@dataclass
+class _Batch:
+    from_seq: int
+    upto_seq: int
+    count: int
+    sent_at: float  # monotonic
+
+
+class Stream:
+    """Streaming over one welcomed socket: sender, receiver, command sender and heartbeat tasks.
+
+    Samples with seq <= boundary were spooled before this connection: the backlog, sent oldest
+    first. Newer ones are live. The sender alternates between the two so a long backfill never
+    delays live samples by more than one batch. Each batch is one contiguous seq range of the
+    spool, which is exactly what the core's ack names and what delete_range removes.
+    """
+
+    def __init__(self, ctx: StreamContext, wire: FrameSocket, boundary: int) -> None:
+        self.ctx = ctx
+        self.wire = wire
+        self.backlog_after = 0
+        self.backlog_upto = boundary
+        self.live_after = boundary
+        self.inflight: dict[int, _Batch] = {}  # by upto_seq, which the ack names
+        self.live_turn = True
+
+    async def run(self) -> None:
+        """Stream until the socket fails or the core is declared dead (ConnectionDead)."""
+        outbox = self.ctx.outbox
+        if outbox.held_results:
+            log.info("sending %d command result(s) held while disconnected", outbox.held_results)
+        outbox.set_online(True)
+        try:
+            await race(self._receiver(), self._sender(), self._heartbeat(), self._command_sender())
+        finally:
+            outbox.set_online(False)
+
+    # ------------------------------------------------------------ sending
+
+    async def _sender(self) -> None:
+        wake = self.ctx.wake
+        while True:
+            # Clear before looking, so a sample appended meanwhile re-sets it and is not missed.
+            wake.clear()
+            sent = len(self.inflight) < self.ctx.max_inflight and await self._send_one()
+            if not sent:
+                await wake.wait()
+
+    async def _send_one(self) -> bool:
+        kinds = ("live", "backlog") if self.live_turn else ("backlog", "live")
+        for kind in kinds:
+            if await self._send_batch(kind):
+                self.live_turn = kind == "backlog"
+                return True
+        return False
+
+    async def _send_batch(self, kind: str) -> bool:
+        ctx = self.ctx
+        spool = ctx.spool
+        while True:
+            if kind == "backlog":
+                if self.backlog_after >= self.backlog_upto:
+                    return False
+                rows = await asyncio.to_thread(
+                    spool.read_raw, ctx.batch_size, self.backlog_after, self.backlog_upto
+                )
+                if not rows:
+                    self.backlog_after = self.backlog_upto
+                    return False
+            else:
+                rows = await asyncio.to_thread(spool.read_raw, ctx.batch_size, self.live_after)
+                if not rows:
+                    return False
+            frame, used, oversize = build_samples_frame(rows, ctx.max_frame_bytes)
+            last = rows[used - 1][0]
+            if kind == "backlog":
+                self.backlog_after = last
+            else:
+                self.live_after = last
+            if oversize:
+                n = await asyncio.to_thread(spool.discard, oversize)
+                ctx.stats.samples_discarded += n
+                log.warning(
+                    "dropped %d sample(s) larger than max_frame_bytes=%d (seq %d..%d)",
+                    len(oversize),
+                    ctx.max_frame_bytes,
+                    oversize[0],
+                    oversize[-1],
+                )
+            if not frame:
+                continue  # only oversize rows: look again past them
+            sent_rows = [seq for seq, _ in rows[:used] if seq not in oversize]
+            batch = _Batch(sent_rows[0], sent_rows[-1], len(sent_rows), time.monotonic())
+            self.inflight[batch.upto_seq] = batch
+            await self.wire.send(frame)
+            st = ctx.stats
+            st.batches_sent += 1
+            st.samples_sent += batch.count
+            log.debug(
+                "sent %s batch seq %d..%d (%d samples)", kind, batch.from_seq, batch.upto_seq, batch.count
+            )
+            ctx.changed()
+            return True
+
+    async def _command_sender(self) -> None:
+        """Command output and results, one frame at a time, in order (a result after its output).
+
+        The send lock is FIFO, so a sample batch waits behind at most one output chunk: a
+        command printing megabytes does not delay the samples.
+        """
+        outbox = self.ctx.outbox
+        while True:
+            frame = await outbox.get()
+            try:
+                await self.wire.send(encode(frame))
+            except BaseException:
+                outbox.requeue(frame)  # a result is kept for the next connection
+                raise
+            self.ctx.changed()
+
+    # ------------------------------------------------------------ receiving
+
+    async def _receiver(self) -> None:
+        ctx = self.ctx
+        while True:
+            limit = dead_after(ctx.interval())
+            try:
+                async with asyncio.timeout(limit):
+                    frame = await self.wire.recv()
+            except TimeoutError:
+                raise ConnectionDead(f"no frame from the core for {limit:.0f}s") from None
+            if isinstance(frame, Ack):
+                await self._on_ack(frame)
+            elif isinstance(frame, Ping):
+                await self.wire.send(encode(Pong(ts=frame.ts)))
+            elif isinstance(frame, Pong):
+                ctx.stats.pongs_received += 1
+                ctx.changed()
+            elif isinstance(frame, Command | CommandCancel):
+                ctx.dispatch(frame)
+            elif isinstance(frame, Welcome):
+                log.warning("ignoring a second welcome from the core")
+
+    async def _on_ack(self, ack: Ack) -> None:
+        ctx = self.ctx
+        spool = ctx.spool
+        batch = self.inflight.pop(ack.upto_seq, None)
+        if batch is None and not ack.from_seq:
+            # Without from_seq an unknown upto could span batches still in flight; deleting on
+            # a guess could lose samples, keeping them only costs a resend after reconnect.
+            log.warning("ignoring ack for seq %d: no batch in flight ends there", ack.upto_seq)
+            return
+        lo = ack.from_seq or (batch.from_seq if batch else ack.upto_seq)
+        if batch is not None and ack.from_seq and ack.from_seq != batch.from_seq:
+            log.warning(
+                "ack names seq %d..%d but the batch was %d..%d",
+                lo,
+                ack.upto_seq,
+                batch.from_seq,
+                batch.upto_seq,
+            )
+        deleted = await asyncio.to_thread(spool.delete_range, lo, ack.upto_seq)
+        rejected = sorted(set(ack.rejected))
+        outside = [s for s in rejected if not lo <= s <= ack.upto_seq]
+        for seq in outside:
+            deleted += await asyncio.to_thread(spool.delete_range, seq, seq)
+        if rejected:
+            log.warning(
+                "core rejected %d sample(s) (seq %s), dropped them; check this host's clock",
+                len(rejected),
+                ", ".join(map(str, rejected[:10])) + (", ..." if len(rejected) > 10 else ""),
+            )
+        st = ctx.stats
+        st.batches_acked += 1
+        st.samples_rejected += len(rejected)
+        committed = (batch.count if batch is not None else deleted) - (len(rejected) - len(outside))
+        st.samples_acked += max(0, committed)
+        st.last_acked_seq = max(st.last_acked_seq, ack.upto_seq)
+        ctx.wake.set()  # a slot is free
+        ctx.changed()
+
+    # ------------------------------------------------------------ heartbeat
+
+    async def _heartbeat(self) -> None:
+        ctx, wire = self.ctx, self.wire
+        while True:
+            interval = ctx.interval()
+            # A ping is only for an agent with nothing else to say (samples stopped, in-flight
+            # window full), which halves the frames a streaming fleet sends. The deadline follows
+            # the last frame sent, so a batch that comes a little late does not add a ping.
+            quiet_limit = interval + min(interval / 2, MAX_PING_GRACE)
+            if time.monotonic() - wire.last_sent >= quiet_limit:
+                await wire.send(encode(Ping(ts=time.time())))
+                ctx.stats.pings_sent += 1
+            if self.inflight:
+                oldest = min(b.sent_at for b in self.inflight.values())
+                limit = max(MIN_ACK_TIMEOUT, dead_after(interval))
+                if time.monotonic() - oldest > limit:
+                    raise ConnectionDead(f"no ack from the core for {limit:.0f}s")
+            # Until the silence would reach the limit, and at least once an interval for the acks.
+            quiet_left = wire.last_sent + quiet_limit - time.monotonic()
+            await asyncio.sleep(max(0.0, min(quiet_left, interval)))
