@@ -1,0 +1,94 @@
+"""Adding a scalar metric is one row in the metric table plus its collector: shown end to end.
+
+A fresh interpreter appends one row to `FIELDS` and registers one agent collector, then runs the
+unchanged product: a real core on a real SQLite file, a real agent over a real WebSocket, the REST
+history API, `GET /metrics`, and the desktop's charts, fleet table and node view (offscreen).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = r"""
+import asyncio, json, sys
+from pathlib import Path
+
+# ---- the whole change a contributor makes: one row ...
+from servermanager.common import metric_table as table
+
+table.FIELDS = (
+    *table.FIELDS,
+    table.Field("runq", table.Unit.PLAIN, 2, "Run queue", "Tasks waiting for a CPU",
+                family="load", legend="Run queue", column="Run q", meter=True),
+)
+
+# ---- ... plus its collector.
+from servermanager.agent import collectors
+
+collectors.SCALAR_COLLECTORS["runq"] = lambda: 3.14159
+
+# ---- everything below is the product as it is.
+from servermanager.agent.main import Agent
+from tests.agent.fakes import fast_settings
+from tests.helpers.core import RunningCore
+
+out = {}
+
+
+async def core_and_agent(tmp: Path) -> None:
+    server = await RunningCore(tmp / "core", agent_interval=0.0).start()
+    agent = Agent(fast_settings(tmp / "agent", server.url), await server.enroll_token())
+    task = asyncio.create_task(agent.run())
+    try:
+        async with asyncio.timeout(20):
+            await agent.wait_until(lambda: agent.stats.samples_acked >= 3)
+        nid = agent.node_id
+        token = await server.admin_token()
+        status, hist = await server.request(
+            "GET", f"/api/v1/nodes/{nid}/metrics?fields=runq,cpu_pct&resolution=raw", token
+        )
+        out["history_status"] = status
+        out["history"] = hist["avg"]["runq"] if status == 200 else hist
+        status, text = await server.request("GET", "/metrics", token)
+        out["prometheus"] = [line for line in text.decode().splitlines() if "sm_node_runq" in line]
+        out["latest"] = server.core.nodes.get(nid).latest.metrics.runq
+        node = (await server.request("GET", f"/api/v1/nodes/{nid}", token))[1]
+        out["node"] = node
+    finally:
+        agent.stop()
+        await task
+        agent.close()
+        await server.stop()
+
+
+asyncio.run(core_and_agent(Path(sys.argv[1])))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_one_row_and_a_collector_flow_to_storage_history_metrics_and_the_desktop(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "QT_QPA_PLATFORM": "offscreen"}
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    # The agent sent it, rounded to the row's two decimals; the core holds it as the latest value.
+    assert got["latest"] == 3.14
+    # Stored in its own column and answered by the history API like any built-in field.
+    assert got["history_status"] == 200, got["history"]
+    assert len(got["history"]) >= 3 and set(got["history"]) == {3.14}
+    # Exported with the row's help text.
+    assert "# HELP sm_node_runq Tasks waiting for a CPU" in got["prometheus"]
+    assert "# TYPE sm_node_runq gauge" in got["prometheus"]
+    assert any(line.startswith("sm_node_runq{") and line.endswith(" 3.14") for line in got["prometheus"])
