@@ -933,7 +933,7 @@ def storage_stats(db: Path) -> dict[str, Any]:
 
 def build_history_db(path: Path, days: int, seed: int = 7) -> tuple[int, int, int]:
     """One node with `days` x 1440 one-minute rollups (and the matching 1h rows); returns id, from, to (ms)."""
-    from servermanager.core.db import migrate_sync
+    from servermanager.core.store.schema import migrate_sync
 
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     migrate_sync(path)
