@@ -1,4 +1,4 @@
-"""DayCache: the JSON text of whole past days of 1-minute history, per node, day and column, LRU under a byte bound."""
+"""DayCache: past days of 1-minute history as JSON text, per node, day and column, under a byte bound."""
 
 from __future__ import annotations
 

@@ -36,6 +36,7 @@ class Database:
         self._write_lock = asyncio.Lock()
 
     async def open(self) -> None:
+        """Bring the file's schema up to date (see schema.migrate_sync), then connect."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         migrate_sync(self.path)
         self._w = await aiosqlite.connect(self.path, isolation_level=None)
@@ -94,4 +95,5 @@ class Database:
             return cur.lastrowid
 
     def transaction(self) -> Transaction:
+        """`async with db.transaction() as con:` one write transaction on the writer, the others waiting."""
         return Transaction(self.writer, self._write_lock)

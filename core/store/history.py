@@ -1,4 +1,4 @@
-"""History reads: a node's latest sample and stored seqs, and columnar series of any resolution, merged into points."""
+"""History reads: a node's latest sample, its stored seqs, and columnar series at any resolution."""
 
 from __future__ import annotations
 

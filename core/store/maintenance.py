@@ -1,4 +1,4 @@
-"""Upkeep of the sample tables: settling the head, rolling up, pruning past retention, deleting a node's rows."""
+"""Upkeep of the sample tables: settling the head, rollups, pruning past retention, deleting a node."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A Sample as a table row and back: the metric columns, plus the rest of the reading as a msgpack blob."""
+"""A Sample as a table row and back: a column per metric, the rest of the reading as a msgpack blob."""
 
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ from typing import Any
 import aiosqlite
 
 # Rows per multi-row statement: a power of two whose parameters fit SQLite's variable limit
-# (32766 since 3.32, 999 before) at the widest table, samples_raw's 20 columns.
+# (32766 since 3.32, 999 before) at the widest table, samples_raw: 4 columns plus one per metric,
+# 20 now. Rows of up to 63 (31 before 3.32) columns fit; test_values writes full statements of it.
 MAX_ROWS_PER_STATEMENT = 512 if sqlite3.sqlite_version_info >= (3, 32) else 32
 
 

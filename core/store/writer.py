@@ -1,4 +1,4 @@
-"""The sample writer: batches from every agent group-committed to samples_head, each told once its rows are durable."""
+"""The sample writer: every agent's batches group-committed to samples_head, each told once durable."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ _LAST_SEQ_UPDATE = "UPDATE nodes SET last_seq = max(last_seq, v.column2) FROM (V
 Done = Callable[[BaseException | None], None]
 
 
+# Listeners told per turn of the event loop (see Writer._tell).
 TELL_SLICE = 256
 
 
@@ -43,6 +44,8 @@ def _tell_one(p: _Pending, exc: BaseException | None) -> None:
 
 @dataclass(slots=True)
 class _Pending:
+    """One submitted batch, its rows built, waiting for a commit."""
+
     node_id: int
     rows: list[tuple[Any, ...]]
     last_seq: int

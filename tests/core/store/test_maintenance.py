@@ -12,7 +12,7 @@ import pytest
 
 from servermanager.common.metrics import Sample
 from servermanager.core.store.db import Database
-from servermanager.core.store.maintenance import ROLLUP_GRACE_MS
+from servermanager.core.store.maintenance import HOURLY_EVERY, ROLLUP_GRACE_MS
 from servermanager.core.store.rows import to_row
 from servermanager.core.store.samples import SampleStore
 from servermanager.core.store.values import execute_values
@@ -204,6 +204,28 @@ async def test_minute_only_pass_keeps_hours_marked_for_later(store: SampleStore)
     assert (await store.history(1, t0, t0 + 3600, "1h", ["cpu_pct"]))["ts"] == []
     await store.rollup(hours=True)
     assert (await store.history(1, t0, t0 + 3600, "1h", ["cpu_pct"]))["avg"]["cpu_pct"] == [20.0]
+
+
+async def test_the_periodic_pass_refreshes_hours_every_sixth_pass(store: SampleStore) -> None:
+    t0 = 1_700_000_040.0 - (1_700_000_040.0 % 3600)
+    grace = ROLLUP_GRACE_MS / 1000
+
+    async def minute(k: int, cpu: float) -> int:
+        """Write minute k of the hour, then run one pass once it is over; returns buckets done."""
+        await write_samples(store, 1, make_samples(t0 + 60 * k, 60, 1.0, cpu=[cpu] * 60, seq0=60 * k + 1))
+        return await store.rollup_pass(now=t0 + 60 * (k + 1) + grace)
+
+    async def hour() -> list[float]:
+        return (await store.history(1, t0, t0 + 3599, "1h", ["cpu_pct"]))["avg"]["cpu_pct"]
+
+    assert await minute(0, 20.0) == 2  # the first pass does both levels
+    assert await hour() == [20.0]
+    for k in range(1, HOURLY_EVERY):
+        assert await minute(k, 80.0) == 1, k  # the minute only: its hour stays marked
+        assert len((await store.history(1, t0, t0 + 3599, "1m", ["cpu_pct"]))["ts"]) == k + 1
+        assert await hour() == [20.0], k
+    assert await store.rollup_pass(now=t0 + 3600) == 1  # the sixth pass after the first: the hour
+    assert await hour() == [(20.0 + 80.0 * (HOURLY_EVERY - 1)) / HOURLY_EVERY]
 
 
 class _CommitBetween(Database):
