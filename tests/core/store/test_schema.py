@@ -117,19 +117,20 @@ _STORE_MODULES = (
 )
 
 
-def _store_with(monkeypatch: pytest.MonkeyPatch, row: mt.Field, derive: Any = None) -> dict[str, ModuleType]:
-    """core.store's modules as a core whose metric table ends in `row` imports them.
+def _store_with(
+    monkeypatch: pytest.MonkeyPatch, fields: tuple[mt.Field, ...], derived: dict[str, Any] | None = None
+) -> dict[str, ModuleType]:
+    """core.store's modules as a core whose metric table is `fields` (and `derived`) imports them.
 
     The table is read when they are imported (columns, statements, the row codec), as in a real
     core, so they are imported afresh beside the test session's own, which come back after.
     """
-    fields = (*mt.FIELDS, row)
     monkeypatch.setattr(mt, "FIELDS", fields)
     monkeypatch.setattr(mt, "FIELDS_BY_NAME", {f.name: f for f in fields})
     monkeypatch.setattr(mt, "SCALAR_FIELDS", tuple(f.name for f in fields))
     monkeypatch.setattr(mt, "FIELD_DECIMALS", {f.name: f.decimals for f in fields})
-    if derive is not None:
-        monkeypatch.setitem(mt.DERIVED, row.name, derive)
+    for name, derive in (derived or {}).items():
+        monkeypatch.setitem(mt.DERIVED, name, derive)
     monkeypatch.setattr(mt, "Metrics", mt._with_table_fields(mt.MetricsBase))
     package = importlib.import_module("servermanager.core.store")
     for name in _STORE_MODULES:
@@ -158,12 +159,14 @@ async def test_a_metric_added_to_the_table_is_stored_and_rolled_up_in_an_existin
         row = mt.Field(
             name, mt.Unit.PER_S, 1, "Context switches", "Context switches per second", mt.Kind.RATE
         )
-        store_modules = _store_with(monkeypatch, row)
+        store_modules = _store_with(monkeypatch, (*mt.FIELDS, row))
         readings = [metrics(cpu=1.0, ctx_switches=v) for v in values]
     else:
         name, values = "disk_used_max", [100, 201, 300]
         row = mt.Field(name, mt.Unit.BYTES, 0, "Disk used", "Bytes used on the fullest disk")
-        store_modules = _store_with(monkeypatch, row, lambda m: max((d.used for d in m.disks), default=None))
+        store_modules = _store_with(
+            monkeypatch, (*mt.FIELDS, row), {name: lambda m: max((d.used for d in m.disks), default=None)}
+        )
         readings = [
             metrics(cpu=1.0, disks=[mt.DiskUsage(mount="/", fstype="ext4", total=1000, used=v, pct=v / 10)])
             for v in values
@@ -192,5 +195,36 @@ async def test_a_metric_added_to_the_table_is_stored_and_rolled_up_in_an_existin
         assert (m["min"][name], m["max"][name]) == ([None, min(values)], [None, max(values)])
         h = await store.history(1, t0, t0 + 3599, "1h", [name])
         assert (h["avg"][name], h["min"][name], h["max"][name]) == ([mean], [min(values)], [max(values)])
+    finally:
+        await db.close()
+
+
+async def test_a_metric_dropped_from_the_table_keeps_its_column_and_the_rest_roll_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "core.db"
+    migrate_sync(path)
+    before = {t: _columns(path, t) for t in ("samples_raw", "samples_1m")}
+    # A core without the load5 row: it travels in the detail blob, and its column stays, unused.
+    store_modules = _store_with(monkeypatch, tuple(f for f in mt.FIELDS if f.name != "load5"))
+    db = store_modules["db"].Database(path)
+    await db.open()
+    try:
+        assert {t: _columns(path, t) for t in before} == before
+        await db.execute("INSERT INTO nodes (id, name, cred_hash, created_at) VALUES (1, 'n', x'00', 0)")
+        store = store_modules["samples"].SampleStore(db, flush_every=0.001)
+        t0 = 1_700_000_040.0 - (1_700_000_040.0 % 3600)
+        samples = make_samples(t0, 3, 1.0, cpu=[10.0, 20.0, 30.0])
+        await write_samples(store, 1, samples)
+        assert await store.latest(1) == samples[-1]
+        # Each aggregate lands in its own column, though the table's columns no longer line up.
+        assert await store.rollup(now=t0 + 3600) == 2
+        m = await store.history(1, t0, t0 + 59, "1m", ["cpu_pct", "load15", "uptime"])
+        assert m["avg"] == {"cpu_pct": [20.0], "load15": [0.3], "uptime": [1000]}
+        assert (m["min"]["cpu_pct"], m["max"]["cpu_pct"]) == ([10.0], [30.0])
+        h = await store.history(1, t0, t0 + 3599, "1h", ["cpu_pct", "load15", "uptime"])
+        assert h["avg"] == m["avg"]
+        with sqlite3.connect(path) as con:
+            assert con.execute("SELECT load5_avg FROM samples_1m").fetchall() == [(None,)]
     finally:
         await db.close()
