@@ -28,7 +28,7 @@ def _admin_core(args: argparse.Namespace) -> Any:
     """Open the core's services on its data dir for one admin action (no server started)."""
     from servermanager.core.app import data_dir
     from servermanager.core.auth import EnrollTokens, Users
-    from servermanager.core.db import DB_FILENAME, Database
+    from servermanager.core.store.db import DB_FILENAME, Database
 
     settings = core_settings(args)
     folder = data_dir(settings)
@@ -121,7 +121,7 @@ def cmd_api_token(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     from servermanager.core.app import data_dir
-    from servermanager.core.db import DB_FILENAME
+    from servermanager.core.store.db import DB_FILENAME
 
     src = data_dir(core_settings(args)) / DB_FILENAME
     if not src.exists():
@@ -138,7 +138,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     from servermanager.core.app import data_dir
-    from servermanager.core.db import DB_FILENAME, SCHEMA_VERSION, migrate_sync
+    from servermanager.core.store.db import DB_FILENAME
+    from servermanager.core.store.schema import SCHEMA_VERSION, migrate_sync
 
     src = Path(args.file)
     try:

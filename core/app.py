@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
 import secrets
@@ -20,13 +19,13 @@ from servermanager.core.auth import EnrollTokens, LoginThrottle, Role, SlidingWi
 from servermanager.core.bus import Bus
 from servermanager.core.commands import Commands
 from servermanager.core.context import CORE, Core
-from servermanager.core.db import DB_FILENAME, Database
 from servermanager.core.http.api import ROUTES
 from servermanager.core.http.prometheus import metrics_handler
 from servermanager.core.http.routing import add_routes, errors_middleware
 from servermanager.core.nodes import Nodes
-from servermanager.core.samples import SampleStore
 from servermanager.core.settings import CoreSettings
+from servermanager.core.store.db import DB_FILENAME, Database
+from servermanager.core.store.samples import SampleStore
 from servermanager.core.ws.agent_gateway import agent_ws
 from servermanager.core.ws.client_gateway import client_ws
 
@@ -54,10 +53,6 @@ async def _first_admin(core: Core, folder: Path) -> None:
         "Log in, then delete that file or set a new password.",
         path,
     )
-
-
-# The rollup job refreshes 1h buckets on every sixth pass (each minute at the default rollup_every).
-HOURLY_EVERY = 6
 
 
 def _job(
@@ -146,13 +141,9 @@ def create_app(settings: CoreSettings) -> web.Application:
         return app[CORE]
 
     app.cleanup_ctx.append(services)
-    passes = itertools.count()
-
-    def rollup() -> Awaitable[int]:
-        # The 1h level every HOURLY_EVERY-th pass: an hour bucket changes little from one pass to the next.
-        return core_of().store.rollup(hours=next(passes) % HOURLY_EVERY == 0)
-
-    app.cleanup_ctx.append(_job(lambda: settings.rollup_every, rollup, "rollup"))
+    app.cleanup_ctx.append(
+        _job(lambda: settings.rollup_every, lambda: core_of().store.rollup_pass(), "rollup")
+    )
     app.cleanup_ctx.append(
         _job(
             lambda: settings.prune_every,

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from servermanager.core.db import Database
+from servermanager.core.store.db import Database
 
 
 class Audit:

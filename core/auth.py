@@ -11,7 +11,7 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 
-from servermanager.core.db import Database
+from servermanager.core.store.db import Database
 
 
 class Role(enum.StrEnum):

@@ -19,8 +19,8 @@ from servermanager.common.rest import CommandInfo, CommandRunInfo, Targets
 from servermanager.common.status import FINAL
 from servermanager.core.audit import Audit
 from servermanager.core.bus import Bus
-from servermanager.core.db import Database
 from servermanager.core.nodes import Nodes, NodeState
+from servermanager.core.store.db import Database
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from servermanager.core.audit import Audit
 from servermanager.core.auth import EnrollTokens, LoginThrottle, SlidingWindow, Users
 from servermanager.core.bus import Bus
 from servermanager.core.commands import Commands
-from servermanager.core.db import Database
 from servermanager.core.nodes import Nodes
-from servermanager.core.samples import SampleStore
 from servermanager.core.settings import CoreSettings
+from servermanager.core.store.db import Database
+from servermanager.core.store.samples import SampleStore
 
 
 @dataclass

@@ -15,8 +15,9 @@ from servermanager.common.metrics import HostFacts, Sample
 from servermanager.common.protocol import CloseCode, Frame, NodeInfo, NodeRemoved, NodeStatus, NodeUpdated
 from servermanager.core.auth import NODE_CRED_PREFIX, new_secret, token_hash
 from servermanager.core.bus import Bus
-from servermanager.core.db import Database, execute_values
-from servermanager.core.samples import SampleStore
+from servermanager.core.store.db import Database
+from servermanager.core.store.samples import SampleStore
+from servermanager.core.store.values import execute_values
 
 log = logging.getLogger(__name__)
 

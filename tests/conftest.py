@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from servermanager.core.db import Database
+from servermanager.core.store.db import Database
 from tests.helpers.core import RunningCore
 
 

@@ -19,7 +19,7 @@ P50_MS_TARGET = 100.0
 
 def build_history_db(path: Path, days: int, seed: int = 7) -> tuple[int, int, int]:
     """One node with `days` x 1440 one-minute rollups (and the matching 1h rows); returns id, from, to (ms)."""
-    from servermanager.core.db import migrate_sync
+    from servermanager.core.store.schema import migrate_sync
 
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     migrate_sync(path)

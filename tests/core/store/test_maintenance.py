@@ -1,4 +1,5 @@
-"""Storage on a real SQLite file: migrations, batched commits, rollups, retention and resolution choice."""
+"""Upkeep on a real SQLite file: settling the head, rollups (late backfill, decimals, the minute's grace,
+the hourly cadence), retention, and commits that land between a rollup's steps."""
 
 from __future__ import annotations
 
@@ -10,84 +11,21 @@ from pathlib import Path
 import pytest
 
 from servermanager.common.metrics import Sample
-from servermanager.core.db import SCHEMA_VERSION, Database, execute_values, migrate_sync
-from servermanager.core.samples import _DIRTY_INSERT, _HEAD_INSERT, ROLLUP_GRACE_MS, SampleStore, _to_row
+from servermanager.core.store.db import Database
+from servermanager.core.store.maintenance import HOURLY_EVERY, ROLLUP_GRACE_MS
+from servermanager.core.store.rows import to_row
+from servermanager.core.store.samples import SampleStore
+from servermanager.core.store.values import execute_values
+from servermanager.core.store.writer import _DIRTY_INSERT, _HEAD_INSERT
 from tests.helpers.core import RawAgent, RunningCore, metrics
-
-
-def test_older_database_is_upgraded_in_place(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    assert migrate_sync(path, upto=1) == 1
-    with sqlite3.connect(path) as con:
-        con.execute("INSERT INTO users (name, role, pw_hash, created_at) VALUES ('old', 'admin', 'x', 1.0)")
-        assert con.execute("SELECT name FROM sqlite_master WHERE name = 'audit'").fetchone() is None
-    assert migrate_sync(path) == SCHEMA_VERSION
-    with sqlite3.connect(path) as con:
-        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert con.execute("SELECT name FROM users").fetchall() == [("old",)]
-        assert con.execute("SELECT name FROM sqlite_master WHERE name = 'audit'").fetchone() is not None
-        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-def test_newer_database_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "future.db"
-    with sqlite3.connect(path) as con:
-        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(RuntimeError, match="newer than this core"):
-        migrate_sync(path)
-
-
-@pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    db = Database(tmp_path / "s.db")
-    await db.open()
-    await db.execute(
-        "INSERT INTO nodes (id, name, cred_hash, created_at) VALUES (1, 'n', x'00', 0), (2, 'm', x'01', 0)"
-    )
-    yield SampleStore(db, flush_every=0.001)
-    await db.close()
-
-
-def _samples(
-    start_ts: float, n: int, step: float, cpu: list[float] | None = None, seq0: int = 1
-) -> list[Sample]:
-    return [
-        Sample(seq=seq0 + i, ts=start_ts + i * step, metrics=metrics(cpu=cpu[i] if cpu else float(i)))
-        for i in range(n)
-    ]
-
-
-async def _write(store: SampleStore, node: int, samples: list[Sample]) -> None:
-    import asyncio
-
-    runner = asyncio.create_task(store.run())
-    try:
-        await store.store(node, samples)
-    finally:
-        runner.cancel()
-
-
-async def test_many_batches_share_one_commit(store: SampleStore) -> None:
-    import asyncio
-
-    runner = asyncio.create_task(store.run())
-    try:
-        t0 = 1_700_000_000.0
-        await asyncio.gather(
-            *(store.store(1, _samples(t0 + i * 10, 5, 1.0, seq0=i * 5 + 1)) for i in range(20))
-        )
-    finally:
-        runner.cancel()
-    assert store.rows_written == 100
-    assert store.commits < 20
-    assert await store.seqs(1) == list(range(1, 101))
+from tests.helpers.store import make_samples, write_samples
 
 
 async def test_rollups_avg_min_max_and_weighted_hours(store: SampleStore) -> None:
     t0 = 1_700_000_040.0 - (1_700_000_040.0 % 3600)  # an hour boundary
     # Minute 0: 60 samples of cpu 0..59; minute 1: 30 samples of cpu 100.
-    await _write(store, 1, _samples(t0, 60, 1.0, cpu=[float(i) for i in range(60)]))
-    await _write(store, 1, _samples(t0 + 60, 30, 2.0, cpu=[100.0] * 30, seq0=61))
+    await write_samples(store, 1, make_samples(t0, 60, 1.0, cpu=[float(i) for i in range(60)]))
+    await write_samples(store, 1, make_samples(t0 + 60, 30, 2.0, cpu=[100.0] * 30, seq0=61))
     await store.rollup()
     m = await store.history(1, t0, t0 + 3600, "1m", ["cpu_pct"])
     assert m["ts"] == [t0, t0 + 60]
@@ -103,10 +41,10 @@ async def test_rollups_avg_min_max_and_weighted_hours(store: SampleStore) -> Non
 
 async def test_late_backfill_recomputes_its_buckets(store: SampleStore) -> None:
     t0 = 1_700_000_000.0 - (1_700_000_000.0 % 60)
-    await _write(store, 1, _samples(t0, 10, 1.0, cpu=[10.0] * 10))
+    await write_samples(store, 1, make_samples(t0, 10, 1.0, cpu=[10.0] * 10))
     await store.rollup()
     # Samples for the same minute arrive after it was rolled up (agent backfilling a spool).
-    await _write(store, 1, _samples(t0 + 30, 10, 1.0, cpu=[50.0] * 10, seq0=11))
+    await write_samples(store, 1, make_samples(t0 + 30, 10, 1.0, cpu=[50.0] * 10, seq0=11))
     await store.rollup()
     m = await store.history(1, t0, t0 + 60, "1m", ["cpu_pct"])
     assert m["avg"]["cpu_pct"] == [30.0]
@@ -116,7 +54,7 @@ async def test_late_backfill_recomputes_its_buckets(store: SampleStore) -> None:
 async def test_retention_per_resolution(store: SampleStore) -> None:
     now = 1_800_000_000.0
     old = now - 3 * 86400
-    await _write(store, 1, _samples(old, 5, 1.0) + _samples(now - 10, 5, 1.0, seq0=6))
+    await write_samples(store, 1, make_samples(old, 5, 1.0) + make_samples(now - 10, 5, 1.0, seq0=6))
     await store.rollup(now=now)
     removed = await store.prune({"raw": 48 * 3600, "1m": 30 * 86400, "1h": 730 * 86400}, now=now)
     assert removed == 5
@@ -134,30 +72,6 @@ async def test_retention_per_resolution(store: SampleStore) -> None:
     }
 
 
-async def test_points_merge_rows_exactly(store: SampleStore) -> None:
-    t0 = 1_700_000_040.0 - (1_700_000_040.0 % 3600)
-    # Four minutes: 60 samples at cpu 10, 30 at cpu 40, 60 at 0..59, 60 at 90.
-    await _write(store, 1, _samples(t0, 60, 1.0, cpu=[10.0] * 60))
-    await _write(store, 1, _samples(t0 + 60, 30, 2.0, cpu=[40.0] * 30, seq0=61))
-    await _write(store, 1, _samples(t0 + 120, 60, 1.0, cpu=[float(i) for i in range(60)], seq0=91))
-    await _write(store, 1, _samples(t0 + 180, 60, 1.0, cpu=[90.0] * 60, seq0=151))
-    await store.rollup()
-    full = await store.history(1, t0, t0 + 239, "1m", ["cpu_pct"])
-    assert len(full["ts"]) == 4 and full["step"] is None
-    # Two points of two minutes each: avg weighted by sample count, min of mins, max of maxes.
-    two = await store.history(1, t0, t0 + 239, "1m", ["cpu_pct"], points=3)
-    assert two["ts"] == [t0, t0 + 120]
-    assert two["step"] == 120.0
-    assert two["avg"]["cpu_pct"] == pytest.approx([(60 * 10 + 30 * 40) / 90, (60 * 29.5 + 60 * 90) / 120])
-    assert two["min"]["cpu_pct"] == [10.0, 0.0]
-    assert two["max"]["cpu_pct"] == [40.0, 90.0]
-    # More points than rows asks for nothing to merge: the rows come back as stored.
-    assert await store.history(1, t0, t0 + 239, "1m", ["cpu_pct"], points=100) == full
-    # Raw rows merge too, into avg/min/max of the raw values.
-    raw = await store.history(1, t0, t0 + 59.999, "raw", ["cpu_pct"], points=2)
-    assert raw["ts"] == [t0] and raw["avg"]["cpu_pct"] == [10.0] and raw["max"]["cpu_pct"] == [10.0]
-
-
 async def test_rollups_keep_each_fields_decimals(store: SampleStore) -> None:
     t0 = 1_700_000_040.0 - (1_700_000_040.0 % 3600)
     cpu = [10.0, 10.0, 10.1]  # mean 10.0333..., kept to hundredths
@@ -167,7 +81,7 @@ async def test_rollups_keep_each_fields_decimals(store: SampleStore) -> None:
         Sample(seq=i + 1, ts=t0 + i, metrics=metrics(cpu=c, mem_used=m, net_rx_bps=r))
         for i, (c, m, r) in enumerate(zip(cpu, mem, rx, strict=True))
     ]
-    await _write(store, 1, samples)
+    await write_samples(store, 1, samples)
     await store.rollup()
     fields = ["cpu_pct", "mem_used", "net_rx_bps"]
     for res, points in (("1m", None), ("1h", None), ("1m", 10), ("raw", 2)):
@@ -195,8 +109,8 @@ def _tier_counts(store: SampleStore) -> tuple[int, int]:
 
 async def test_commits_land_in_the_head_and_settle_moves_them_in_node_order(store: SampleStore) -> None:
     t0 = 1_700_000_000.0
-    await _write(store, 1, _samples(t0, 5, 1.0, cpu=[1.0] * 5))
-    await _write(store, 2, _samples(t0, 3, 1.0, cpu=[2.0] * 3))
+    await write_samples(store, 1, make_samples(t0, 5, 1.0, cpu=[1.0] * 5))
+    await write_samples(store, 2, make_samples(t0, 3, 1.0, cpu=[2.0] * 3))
     assert _tier_counts(store) == (8, 0)
     # Readers see head rows before any settle: history, seqs and the latest sample.
     m = await store.history(1, t0, t0 + 10, "raw", ["cpu_pct"])
@@ -212,11 +126,11 @@ async def test_commits_land_in_the_head_and_settle_moves_them_in_node_order(stor
 
 async def test_a_resend_in_both_tiers_is_read_and_settled_once(store: SampleStore) -> None:
     t0 = 1_700_000_000.0
-    first = _samples(t0, 4, 1.0)
-    await _write(store, 1, first)
+    first = make_samples(t0, 4, 1.0)
+    await write_samples(store, 1, first)
     await store.settle()
     # The agent never heard the ack and resends the last two, plus a new one.
-    await _write(store, 1, first[2:] + _samples(t0 + 4, 1, 1.0, seq0=5))
+    await write_samples(store, 1, first[2:] + make_samples(t0 + 4, 1, 1.0, seq0=5))
     assert _tier_counts(store) == (3, 4)
     assert await store.seqs(1) == [1, 2, 3, 4, 5]
     m = await store.history(1, t0, t0 + 10, "raw", ["cpu_pct", "procs"])
@@ -227,47 +141,13 @@ async def test_a_resend_in_both_tiers_is_read_and_settled_once(store: SampleStor
 
 async def test_rollup_settles_first_so_buckets_see_every_row(store: SampleStore) -> None:
     t0 = 1_700_000_040.0 - (1_700_000_040.0 % 60)
-    await _write(store, 1, _samples(t0, 10, 1.0, cpu=[10.0] * 10))
+    await write_samples(store, 1, make_samples(t0, 10, 1.0, cpu=[10.0] * 10))
     await store.settle()
-    await _write(store, 1, _samples(t0 + 10, 10, 1.0, cpu=[30.0] * 10, seq0=11))
+    await write_samples(store, 1, make_samples(t0 + 10, 10, 1.0, cpu=[30.0] * 10, seq0=11))
     await store.rollup()
     m = await store.history(1, t0, t0 + 60, "1m", ["cpu_pct"])
     assert m["avg"]["cpu_pct"] == [20.0]
     assert _tier_counts(store) == (0, 20)
-
-
-async def test_round_trip_keeps_detail(store: SampleStore) -> None:
-    s = _samples(1_700_000_000.0, 1, 1.0)
-    await _write(store, 2, s)
-    latest = await store.latest(2)
-    assert latest == s[0]
-
-
-async def test_auto_resolution_follows_range(core_server: RunningCore) -> None:
-    agent = RawAgent(core_server)
-    welcome = await agent.hello(token=await core_server.enroll_token())
-    token = await core_server.admin_token()
-    now = time.time()
-    expect = {
-        600: "raw",
-        3 * 3600: "raw",
-        24 * 3600: "1m",
-        7 * 86400: "1m",
-        30 * 86400: "1h",
-        365 * 86400: "1h",
-    }
-    for span, res in expect.items():
-        status, body = await core_server.request(
-            "GET", f"/api/v1/nodes/{welcome.node_id}/metrics?from={now - span}&to={now}&fields=cpu_pct", token
-        )
-        assert status == 200
-        assert body["resolution"] == res, span
-    # A short range that lies beyond raw retention comes from the rollups.
-    start = now - 5 * 86400
-    status, body = await core_server.request(
-        "GET", f"/api/v1/nodes/{welcome.node_id}/metrics?from={start}&to={start + 600}", token
-    )
-    assert body["resolution"] == "1m"
 
 
 async def test_background_jobs_roll_up_and_prune(tmp_path: Path) -> None:
@@ -304,12 +184,12 @@ async def test_background_jobs_roll_up_and_prune(tmp_path: Path) -> None:
 
 async def test_a_minute_is_rolled_up_once_it_is_over(store: SampleStore) -> None:
     t0 = 1_700_000_040.0 - (1_700_000_040.0 % 3600)
-    await _write(store, 1, _samples(t0, 30, 1.0, cpu=[20.0] * 30))
+    await write_samples(store, 1, make_samples(t0, 30, 1.0, cpu=[20.0] * 30))
     # Mid-minute, and within the grace after it: the bucket stays marked, nothing is written.
     for now in (t0 + 30, t0 + 60 + ROLLUP_GRACE_MS / 1000 - 0.5):
         assert await store.rollup(now=now) == 0
         assert (await store.history(1, t0, t0 + 60, "1m", ["cpu_pct"]))["ts"] == []
-    await _write(store, 1, _samples(t0 + 30, 30, 1.0, cpu=[40.0] * 30, seq0=31))
+    await write_samples(store, 1, make_samples(t0 + 30, 30, 1.0, cpu=[40.0] * 30, seq0=31))
     assert await store.rollup(now=t0 + 60 + ROLLUP_GRACE_MS / 1000) == 2  # the minute, then its hour
     m = await store.history(1, t0, t0 + 60, "1m", ["cpu_pct"])
     assert m["avg"]["cpu_pct"] == [30.0] and m["min"]["cpu_pct"] == [20.0]
@@ -318,7 +198,7 @@ async def test_a_minute_is_rolled_up_once_it_is_over(store: SampleStore) -> None
 
 async def test_minute_only_pass_keeps_hours_marked_for_later(store: SampleStore) -> None:
     t0 = 1_700_000_040.0 - (1_700_000_040.0 % 3600)
-    await _write(store, 1, _samples(t0, 60, 1.0, cpu=[20.0] * 60))
+    await write_samples(store, 1, make_samples(t0, 60, 1.0, cpu=[20.0] * 60))
     await store.rollup(hours=False)
     assert (await store.history(1, t0, t0 + 60, "1m", ["cpu_pct"]))["avg"]["cpu_pct"] == [20.0]
     assert (await store.history(1, t0, t0 + 3600, "1h", ["cpu_pct"]))["ts"] == []
@@ -326,16 +206,26 @@ async def test_minute_only_pass_keeps_hours_marked_for_later(store: SampleStore)
     assert (await store.history(1, t0, t0 + 3600, "1h", ["cpu_pct"]))["avg"]["cpu_pct"] == [20.0]
 
 
-async def test_history_is_in_time_order_across_both_tiers(store: SampleStore) -> None:
-    t0 = 1_700_000_000.0
-    late = _samples(t0 + 5, 5, 1.0, cpu=[float(5 + i) for i in range(5)], seq0=6)
-    await _write(store, 1, late)
-    await store.settle()
-    # An agent backfilling its spool: older samples arrive after newer ones were settled.
-    await _write(store, 1, _samples(t0, 5, 1.0, cpu=[float(i) for i in range(5)]))
-    m = await store.history(1, t0, t0 + 10, "raw", ["cpu_pct"])
-    assert m["ts"] == [t0 + i for i in range(10)]
-    assert m["avg"]["cpu_pct"] == [float(i) for i in range(10)]
+async def test_the_periodic_pass_refreshes_hours_every_sixth_pass(store: SampleStore) -> None:
+    t0 = 1_700_000_040.0 - (1_700_000_040.0 % 3600)
+    grace = ROLLUP_GRACE_MS / 1000
+
+    async def minute(k: int, cpu: float) -> int:
+        """Write minute k of the hour, then run one pass once it is over; returns buckets done."""
+        await write_samples(store, 1, make_samples(t0 + 60 * k, 60, 1.0, cpu=[cpu] * 60, seq0=60 * k + 1))
+        return await store.rollup_pass(now=t0 + 60 * (k + 1) + grace)
+
+    async def hour() -> list[float]:
+        return (await store.history(1, t0, t0 + 3599, "1h", ["cpu_pct"]))["avg"]["cpu_pct"]
+
+    assert await minute(0, 20.0) == 2  # the first pass does both levels
+    assert await hour() == [20.0]
+    for k in range(1, HOURLY_EVERY):
+        assert await minute(k, 80.0) == 1, k  # the minute only: its hour stays marked
+        assert len((await store.history(1, t0, t0 + 3599, "1m", ["cpu_pct"]))["ts"]) == k + 1
+        assert await hour() == [20.0], k
+    assert await store.rollup_pass(now=t0 + 3600) == 1  # the sixth pass after the first: the hour
+    assert await hour() == [(20.0 + 80.0 * (HOURLY_EVERY - 1)) / HOURLY_EVERY]
 
 
 class _CommitBetween(Database):
@@ -354,7 +244,7 @@ class _CommitBetween(Database):
     async def transaction(self):  # type: ignore[no-untyped-def,override]
         self.opened += 1
         if self.opened == self.at:
-            rows = [_to_row(1, x) for x in self.late]
+            rows = [to_row(1, x) for x in self.late]
             async with super().transaction() as con:
                 await execute_values(con, _HEAD_INSERT, rows)
                 await execute_values(con, _DIRTY_INSERT, [("1m", 1, r[1] // 60_000 * 60_000) for r in rows])
@@ -365,12 +255,12 @@ class _CommitBetween(Database):
 @pytest.mark.parametrize("at", [1, 2], ids=["before-the-pass", "between-its-steps"])
 async def test_a_commit_between_rollup_steps_is_rolled_up(tmp_path: Path, at: int) -> None:
     t0 = 1_700_000_040.0 - (1_700_000_040.0 % 3600)
-    db = _CommitBetween(tmp_path / "s.db", _samples(t0 - 120, 5, 1.0, cpu=[70.0] * 5, seq0=100))
+    db = _CommitBetween(tmp_path / "s.db", make_samples(t0 - 120, 5, 1.0, cpu=[70.0] * 5, seq0=100))
     await db.open()
     try:
         await db.execute("INSERT INTO nodes (id, name, cred_hash, created_at) VALUES (1, 'n', x'00', 0)")
         store = SampleStore(db, flush_every=0.001)
-        await _write(store, 1, _samples(t0, 5, 1.0, cpu=[10.0] * 5))
+        await write_samples(store, 1, make_samples(t0, 5, 1.0, cpu=[10.0] * 5))
         db.at, db.opened = at, 0  # count the rollup pass's transactions from here
         await store.rollup()
         assert db.opened >= at, "the late batch was never committed"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from servermanager.core.db import Database
+from servermanager.core.store.db import Database
 from tests.helpers.gate import Gate
 from tests.helpers.wait import wait_for
 

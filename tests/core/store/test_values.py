@@ -1,4 +1,4 @@
-"""Multi-row inserts (core.db.execute_values) on a real SQLite file: every row lands, in few statements."""
+"""Multi-row inserts (core.store.values.execute_values) on a real SQLite file: every row lands, in few statements."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from servermanager.common.metrics import SCALAR_FIELDS
-from servermanager.core.db import MAX_ROWS_PER_STATEMENT, Database, _pieces, execute_values
+from servermanager.core.store.db import Database
+from servermanager.core.store.values import MAX_ROWS_PER_STATEMENT, _pieces, execute_values
 
 # samples_raw is the widest table the core writes this way (20 columns): the statement size limit
 # that MAX_ROWS_PER_STATEMENT guards against is reached here first.

@@ -11,8 +11,9 @@ import msgspec
 import pytest
 
 from servermanager.common.metrics import Sample
-from servermanager.core.db import Database
-from servermanager.core.samples import _ENTRY_OVERHEAD, DAY_MS, DayCache, SampleStore, _bucket_width
+from servermanager.core.store.daycache import _ENTRY_OVERHEAD, DAY_MS, DayCache
+from servermanager.core.store.db import Database
+from servermanager.core.store.samples import SampleStore
 from tests.helpers.core import metrics
 
 DAY = DAY_MS / 1000
@@ -208,20 +209,3 @@ async def test_merged_points_of_cached_days_match_one_merge_over_the_range(db: D
     assert wide["step"] == 12 * 3600.0
     assert wide["avg"]["cpu_pct"][0] == pytest.approx((2 + 3) / 2)
     assert _decoded(await store.history(1, lo, hi, "1m", FIELDS, points=10, encoded=True)) == wide
-
-
-@pytest.mark.parametrize(
-    ("span", "points", "unit", "width"),
-    [
-        (30 * DAY_MS, 2000, 60_000, 30 * 60_000),  # 21.6 min wanted: the next step, 30 min
-        (240_000, 3, 60_000, 120_000),
-        (60_000, 2, 1000, 60_000),
-        (10_000, 100, 1000, 1000),  # never below the resolution's own step
-        (4 * 3_600_000, 100, 3_600_000, 3_600_000),
-        (2 * 365 * DAY_MS, 100, 3_600_000, 10 * DAY_MS),  # 7.4 days wanted
-        (40 * 365 * DAY_MS, 10, 3_600_000, 1623 * DAY_MS),  # beyond the table: whole days
-    ],
-)
-def test_points_buckets_are_steps_that_tile_a_day(span: int, points: int, unit: int, width: int) -> None:
-    assert _bucket_width(span, points, unit) == width
-    assert width % unit == 0 and (DAY_MS % width == 0 or width % DAY_MS == 0)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from servermanager.core.db import Database
+from servermanager.core.store.db import Database
 from tests.helpers.gate import Gate
 from tests.helpers.wait import wait_for
 

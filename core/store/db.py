@@ -1,0 +1,99 @@
+"""SQLite through aiosqlite: one writer connection and a pool of readers on one WAL file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from servermanager.core.store.schema import migrate_sync
+from servermanager.core.store.transaction import Transaction
+
+DB_FILENAME = "servermanager.db"
+
+
+class Database:
+    """A writer and a pool of reader connections on one WAL file; all writes go through the writer.
+
+    WAL lets readers run beside the writer and beside each other: with several, one long
+    history read (a cold month of every field is half a second of SQLite's time) holds up no
+    other read, and a long read split by day runs on as many cores as there are readers.
+    """
+
+    def __init__(self, path: Path, readers: int = 0) -> None:
+        self.path = path
+        self.readers = readers or max(2, min(4, os.cpu_count() or 1))
+        self._w: aiosqlite.Connection | None = None
+        self._r: list[aiosqlite.Connection] = []
+        self._idle: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        # One writer connection serves every task, so transactions must not interleave.
+        self._write_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Bring the file's schema up to date (see schema.migrate_sync), then connect."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        migrate_sync(self.path)
+        self._w = await aiosqlite.connect(self.path, isolation_level=None)
+        self._r = [await aiosqlite.connect(self.path, isolation_level=None) for _ in range(self.readers)]
+        for con in (self._w, *self._r):
+            await con.execute("PRAGMA foreign_keys=ON")
+            await con.execute("PRAGMA busy_timeout=5000")
+        for con in self._r:
+            self._idle.put_nowait(con)
+        # NORMAL in WAL mode survives a process kill -9: only an OS crash can lose the last commits.
+        await self._w.execute("PRAGMA synchronous=NORMAL")
+
+    async def close(self) -> None:
+        for con in (self._w, *self._r):
+            if con is not None:
+                await con.close()
+        self._w, self._r = None, []
+        self._idle = asyncio.Queue()
+
+    @property
+    def writer(self) -> aiosqlite.Connection:
+        assert self._w is not None, "database not open"
+        return self._w
+
+    @contextlib.asynccontextmanager
+    async def reader(self) -> AsyncIterator[aiosqlite.Connection]:
+        """An idle reader connection, held for the block."""
+        assert self._r, "database not open"
+        con = await self._idle.get()
+        try:
+            yield con
+        finally:
+            # A cancelled read may still be running in the connection's thread; the next user's
+            # statement queues behind it there, so the connection can go back at once.
+            self._idle.put_nowait(con)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self.reader() as con, con.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self.reader() as con, con.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One write in its own transaction; returns the rowcount."""
+        async with self.transaction() as con:
+            cur = await con.execute(sql, params)
+            return cur.rowcount
+
+    async def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One INSERT in its own transaction; returns the new rowid."""
+        async with self.transaction() as con:
+            cur = await con.execute(sql, params)
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def transaction(self) -> Transaction:
+        """`async with db.transaction() as con:` one write transaction on the writer, the others waiting."""
+        return Transaction(self.writer, self._write_lock)

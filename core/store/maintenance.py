@@ -1,0 +1,160 @@
+"""Upkeep of the sample tables: settling the head, rollups, pruning past retention, deleting a node."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import aiosqlite
+
+from servermanager.common.metrics import SCALAR_FIELDS
+from servermanager.core.store.aggregates import merged, rounded
+from servermanager.core.store.daycache import DAY_MS, DayCache
+from servermanager.core.store.db import Database
+from servermanager.core.store.rows import COLUMNS
+from servermanager.core.store.schema import ROLLUP_TABLES, metric_columns
+
+# How long after a minute ends its bucket waits for the last samples before being rolled up.
+ROLLUP_GRACE_MS = 2_000
+_NO_LIMIT = 1 << 62
+# The periodic rollup pass refreshes 1h buckets on every sixth pass (each minute at the default
+# rollup_every): an hour bucket changes little from one pass to the next.
+HOURLY_EVERY = 6
+
+# The head's rows into samples_raw in node order (writer.py says why new rows go to the head).
+_SETTLE = (
+    f"INSERT OR IGNORE INTO samples_raw ({COLUMNS}) SELECT {COLUMNS} FROM samples_head ORDER BY node_id, ts"
+)
+
+
+async def _settle(con: aiosqlite.Connection) -> int:
+    """Move the head into samples_raw within the caller's transaction; returns the rows moved."""
+    cur = await con.execute(_SETTLE)
+    moved = cur.rowcount
+    await con.execute("DELETE FROM samples_head")
+    return int(moved)
+
+
+class Maintenance:
+    """The background jobs on the sample tables, and a node's deletion; keeps `days` in step with them."""
+
+    def __init__(self, db: Database, days: DayCache) -> None:
+        self.db = db
+        self.days = days
+        self._passes = itertools.count()
+
+    async def rollup_pass(self, now: float | None = None) -> int:
+        """One pass of the periodic rollup job: rollup(), with the 1h level every HOURLY_EVERY-th pass."""
+        return await self.rollup(hours=next(self._passes) % HOURLY_EVERY == 0, now=now)
+
+    async def settle(self) -> int:
+        """Move the head into samples_raw, in node order; returns the rows moved (duplicates dropped)."""
+        async with self.db.transaction() as con:
+            return await _settle(con)
+
+    async def rollup(self, hours: bool = True, now: float | None = None) -> int:
+        """Recompute every bucket touched since the last run (late backfill included); returns buckets done.
+
+        A minute bucket waits until its minute is over (plus ROLLUP_GRACE_MS) as of `now`
+        (default: the clock), so 1m history ends at the last whole minute; raw covers the rest.
+
+        `hours=False` does the 1m level only and leaves the 1h buckets marked for a later run:
+        an hour bucket aggregates 60 minute rows, and recomputing every node's current hour on
+        every pass was the largest single cost of the job at fleet scale.
+
+        Settles the head first, in the same transaction as the 1m step, so the 1m buckets read
+        complete rows from samples_raw alone: a commit that took the writer between the two would
+        have marked buckets whose rows were still in the head, and lost them. Each step is one
+        statement joining rollup_dirty to its source: SQLite does the whole job without handing
+        rows to Python, which beside a busy event loop costs a GIL hand-off each.
+        """
+        done = 0
+        rewritten: set[tuple[int, int]] = set()
+        levels = [("1m", "raw", "1h"), ("1h", "1m", None)] if hours else [("1m", "raw", "1h")]
+        now_ms = int((time.time() if now is None else now) * 1000)
+        for res, src, parent in levels:
+            table, step = ROLLUP_TABLES[res]
+            # Minutes are rolled up once they are over (and ROLLUP_GRACE has passed for the last
+            # samples to land): the current minute, recomputed on every pass, was 3 times the
+            # work. The current hour is kept fresh, from the minutes done.
+            upto = now_ms - ROLLUP_GRACE_MS - step if res == "1m" else _NO_LIMIT
+            if src == "raw":
+                aggs = ", ".join(
+                    rounded(f, f"{agg}(s.{f})") for f in SCALAR_FIELDS for agg in ("avg", "min", "max")
+                )
+                count, src_table = "count(*)", "samples_raw"
+            else:
+                aggs = ", ".join(expr for f in SCALAR_FIELDS for expr in merged(f, "s."))
+                count, src_table = "sum(s.cnt)", ROLLUP_TABLES[src][0]
+            # Named, not positional: a metric added since the table was made is a column at its end.
+            columns = ", ".join(("node_id", "ts", "cnt", *metric_columns(table, SCALAR_FIELDS)))
+            async with self.db.transaction() as con:
+                if src == "raw":
+                    await _settle(con)
+                async with con.execute(
+                    "SELECT count(*) FROM rollup_dirty WHERE res = ? AND ts <= ?", (res, upto)
+                ) as cur:
+                    row = await cur.fetchone()
+                n = int(row[0]) if row else 0
+                if not n:
+                    continue
+                if res == "1m" and self.days.max_bytes > 0:
+                    # Past days this pass rewrites (a late backfill): cached text of them goes.
+                    today = now_ms // DAY_MS * DAY_MS
+                    async with con.execute(
+                        "SELECT DISTINCT node_id, ts / ? FROM rollup_dirty WHERE res = '1m' AND ts < ? AND ts <= ?",
+                        (DAY_MS, today, upto),
+                    ) as cur:
+                        rewritten = {(r[0], r[1]) for r in await cur.fetchall()}
+                await con.execute(
+                    f"INSERT OR REPLACE INTO {table} ({columns}) SELECT d.node_id, d.ts, {count}, {aggs} "
+                    f"FROM rollup_dirty AS d JOIN {src_table} AS s "
+                    "ON s.node_id = d.node_id AND s.ts >= d.ts AND s.ts < d.ts + ? "
+                    "WHERE d.res = ? AND d.ts <= ? GROUP BY d.node_id, d.ts",
+                    (step, res, upto),
+                )
+                if parent is not None:
+                    pstep = ROLLUP_TABLES[parent][1]
+                    await con.execute(
+                        "INSERT OR IGNORE INTO rollup_dirty (res, node_id, ts) "
+                        "SELECT ?, node_id, ts / ? * ? FROM rollup_dirty WHERE res = ? AND ts <= ?",
+                        (parent, pstep, pstep, res, upto),
+                    )
+                await con.execute("DELETE FROM rollup_dirty WHERE res = ? AND ts <= ?", (res, upto))
+                done += n
+            if rewritten:
+                # After the commit: dropped before it, a fill could read the old rows after the drop.
+                self.days.forget_days(rewritten)
+                rewritten = set()
+        return done
+
+    async def prune(self, retention: dict[str, float], now: float | None = None, chunk: int = 50_000) -> int:
+        """Delete rows past each resolution's retention, in chunks so writers are never blocked long."""
+        now = time.time() if now is None else now
+        removed = 0
+        for table, keep in (
+            ("samples_raw", retention["raw"]),
+            ("samples_1m", retention["1m"]),
+            ("samples_1h", retention["1h"]),
+        ):
+            cutoff = round((now - keep) * 1000)
+            while True:
+                n = await self.db.execute(
+                    f"DELETE FROM {table} WHERE (node_id, ts) IN "
+                    f"(SELECT node_id, ts FROM {table} WHERE ts < ? LIMIT ?)",
+                    (cutoff, chunk),
+                )
+                removed += n
+                if table == "samples_1m" and n:
+                    self.days.forget_until(cutoff // DAY_MS)
+                if n < chunk:
+                    break
+        return removed
+
+    async def delete_node(self, node_id: int) -> None:
+        """Every stored row of the node, in every tier and resolution, and its cached days."""
+        async with self.db.transaction() as con:
+            for table in ("samples_head", "samples_raw", "samples_1m", "samples_1h"):
+                await con.execute(f"DELETE FROM {table} WHERE node_id = ?", (node_id,))
+            await con.execute("DELETE FROM rollup_dirty WHERE node_id = ?", (node_id,))
+        self.days.forget_node(node_id)

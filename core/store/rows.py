@@ -1,0 +1,53 @@
+"""A Sample as a table row and back: a column per metric, the rest of the reading as a msgpack blob."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from servermanager.common.metrics import DERIVED, SCALAR_FIELDS, Metrics, Sample
+
+# Fields of Metrics that are not scalar columns travel in the detail blob.
+_DETAIL_FIELDS = tuple(f for f in Metrics.__struct_fields__ if f not in SCALAR_FIELDS)
+# Columns read back into the struct; a derived row's column is computed again from the detail.
+_COLUMN_FIELDS = tuple(f for f in SCALAR_FIELDS if f in Metrics.__struct_fields__)
+_msgpack = msgspec.msgpack.Encoder()
+_unpack = msgspec.msgpack.Decoder(dict[str, Any])
+
+# A raw row, as samples_head and samples_raw hold it (see to_row).
+COLUMNS = f"node_id, ts, seq, {', '.join(SCALAR_FIELDS)}, detail"
+# What sample_from_row takes, in order.
+SAMPLE_COLUMNS = f"seq, ts, {', '.join(SCALAR_FIELDS)}, detail"
+
+# attrgetter fetches many attributes in one C call: this runs for every sample the core receives.
+# The rows a reading sends are fetched so; a DERIVED row is computed (as scalar() does) and put in
+# its place in table order.
+_sent = operator.attrgetter(*(f for f in SCALAR_FIELDS if f not in DERIVED))
+_derived = tuple((i, DERIVED[f]) for i, f in enumerate(SCALAR_FIELDS) if f in DERIVED)
+_details = operator.attrgetter(*_DETAIL_FIELDS)
+
+
+def _scalars(m: Metrics) -> list[Any]:
+    values = list(_sent(m))
+    for i, derive in _derived:
+        values.insert(i, derive(m))
+    return values
+
+
+def to_row(node_id: int, s: Sample) -> tuple[Any, ...]:
+    """The row of COLUMNS for one sample of the node."""
+    m = s.metrics
+    detail = _msgpack.encode(dict(zip(_DETAIL_FIELDS, _details(m), strict=True)))
+    return (node_id, round(s.ts * 1000), s.seq, *_scalars(m), detail)
+
+
+def sample_from_row(seq: int, ts_ms: int, values: Sequence[Any], detail: bytes) -> Sample:
+    """The sample of one row of SAMPLE_COLUMNS: `values` are its metric columns."""
+    data = dict(zip(SCALAR_FIELDS, values, strict=True))
+    metrics = {f: data[f] for f in _COLUMN_FIELDS}
+    metrics.update(_unpack.decode(detail))
+    # REAL columns hand back floats for int fields; strict=False converts integral floats back.
+    return Sample(seq=seq, ts=ts_ms / 1000, metrics=msgspec.convert(metrics, Metrics, strict=False))

@@ -1,0 +1,215 @@
+"""The database's tables: versioned migrations, plus the metric columns the metric table names."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from servermanager.common.metrics import SCALAR_FIELDS
+
+log = logging.getLogger(__name__)
+
+# Resolution -> (table, bucket width in ms).
+ROLLUP_TABLES = {"1m": ("samples_1m", 60_000), "1h": ("samples_1h", 3_600_000)}
+
+
+def _rollup_table(name: str) -> str:
+    cols = ",\n    ".join(f"{f}_avg REAL, {f}_min REAL, {f}_max REAL" for f in SCALAR_FIELDS)
+    return f"""
+CREATE TABLE {name} (
+    node_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    cnt INTEGER NOT NULL,
+    {cols},
+    PRIMARY KEY (node_id, ts)
+) WITHOUT ROWID;"""
+
+
+_RAW_COLS = ",\n    ".join(f"{f} REAL" for f in SCALAR_FIELDS)
+
+# Append only: a released migration never changes, a newer core adds one at the end.
+MIGRATIONS: list[str] = [
+    # 1: users, tokens, nodes, samples and their rollups
+    f"""
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    pw_hash TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE tokens (
+    hash BLOB PRIMARY KEY,
+    kind TEXT NOT NULL,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT,
+    expires_at REAL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE enroll_tokens (
+    hash BLOB PRIMARY KEY,
+    expires_at REAL NOT NULL,
+    uses_left INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE nodes (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    grp TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '[]',
+    cred_hash BLOB NOT NULL UNIQUE,
+    host TEXT,
+    created_at REAL NOT NULL,
+    last_seen REAL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    spool_dropped INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE samples_raw (
+    node_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    {_RAW_COLS},
+    detail BLOB,
+    PRIMARY KEY (node_id, ts)
+) WITHOUT ROWID;
+{_rollup_table("samples_1m")}
+{_rollup_table("samples_1h")}
+CREATE TABLE rollup_dirty (
+    res TEXT NOT NULL,
+    node_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (res, node_id, ts)
+) WITHOUT ROWID;
+""",
+    # 2: audit trail of every mutating action
+    """
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    detail TEXT,
+    result TEXT NOT NULL
+);
+CREATE INDEX audit_ts ON audit(ts);
+CREATE INDEX tokens_user ON tokens(user_id);
+""",
+    # 3: remote commands and their per-node runs, output included
+    """
+CREATE TABLE commands (
+    id TEXT PRIMARY KEY,
+    actor TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    targets TEXT NOT NULL,
+    expires_at REAL,
+    cancelled INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX commands_created ON commands(created_at);
+CREATE TABLE command_runs (
+    command_id TEXT NOT NULL REFERENCES commands(id) ON DELETE CASCADE,
+    node_id INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    signal INTEGER,
+    duration REAL,
+    stdout TEXT NOT NULL DEFAULT '',
+    stderr TEXT NOT NULL DEFAULT '',
+    stdout_bytes INTEGER NOT NULL DEFAULT 0,
+    stderr_bytes INTEGER NOT NULL DEFAULT 0,
+    truncated INTEGER NOT NULL DEFAULT 0,
+    message TEXT,
+    services TEXT,
+    finished_at REAL,
+    PRIMARY KEY (command_id, node_id)
+) WITHOUT ROWID;
+CREATE INDEX audit_target ON audit(target);
+""",
+    # 4: the head of the raw series, in arrival (time) order; see SampleStore.settle
+    f"""
+CREATE TABLE samples_head (
+    ts INTEGER NOT NULL,
+    node_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    {_RAW_COLS},
+    detail BLOB,
+    PRIMARY KEY (ts, node_id)
+) WITHOUT ROWID;
+""",
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# The tables with a column per metric, and the columns each holds for one.
+RAW_TABLES = ("samples_raw", "samples_head")
+ROLLUP_AGGREGATES = ("avg", "min", "max")
+
+
+def metric_columns(table: str, fields: Sequence[str]) -> list[str]:
+    """The columns `table` holds for the metrics `fields`, in order: the value, or its rollup aggregates."""
+    if table in RAW_TABLES:
+        return list(fields)
+    return [f"{f}_{agg}" for f in fields for agg in ROLLUP_AGGREGATES]
+
+
+def add_metric_columns(con: sqlite3.Connection, fields: Sequence[str]) -> list[str]:
+    """Add every column of `fields` a sample table lacks, in one transaction; returns them as table.column.
+
+    The migrations create the sample tables with the metric table (FIELDS) of their day, so a row
+    added to it since has no column in an existing database; ADD COLUMN appends it, which is why
+    every statement names its columns. A table a migration has not created yet is left to it.
+    Looked for before the write lock is taken: nearly every open finds nothing to add, and must
+    not wait for a running core's writer (an admin command opens the database beside one).
+    """
+    tables = (*RAW_TABLES, *(name for name, _ in ROLLUP_TABLES.values()))
+
+    def missing() -> list[tuple[str, str]]:
+        out = []
+        for table in tables:
+            have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
+            if have:
+                out += [(table, c) for c in metric_columns(table, fields) if c not in have]
+        return out
+
+    if not missing():
+        return []
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        todo = missing()  # again under the lock: another process may have added them meanwhile
+        for table, column in todo:
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {column} REAL")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    added = [f"{table}.{column}" for table, column in todo]
+    log.info("database: added metric column(s) %s", ", ".join(added))
+    return added
+
+
+def migrate_sync(path: Path, upto: int | None = None) -> int:
+    """Bring the file at `path` up to `upto` (default: newest), with a column for every metric the
+    table names; returns the version reached."""
+    target = SCHEMA_VERSION if upto is None else upto
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"database {path} has schema {version}, newer than this core ({SCHEMA_VERSION}); upgrade the core"
+            )
+        while version < target:
+            script = MIGRATIONS[version]
+            version += 1
+            # executescript commits first, so wrap the step and its version bump in one transaction.
+            con.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+            log.info("database migrated to schema %d", version)
+        add_metric_columns(con, SCALAR_FIELDS)
+        return version
+    finally:
+        con.close()
