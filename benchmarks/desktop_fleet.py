@@ -26,6 +26,8 @@ import tempfile  # noqa: E402
 import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from servermanager.core.datadir import initial_admin_password  # noqa: E402
+
 if not os.environ.get("DISPLAY"):
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -76,7 +78,7 @@ def _start_fleet(base: Path, nodes: int, duration: float) -> tuple[str, str, lis
             break
         except OSError:
             time.sleep(0.1)
-    password = (base / "core" / "initial-admin-password").read_text().strip()
+    password = initial_admin_password(base / "core")
     token = str(_api(url, "/api/v1/auth/login", {"username": "admin", "password": password})["access_token"])
     enroll = str(_api(url, "/api/v1/enroll-tokens", {"uses": nodes, "ttl": 3600}, token)["token"])
     flog = (base / "fleet.log").open("wb")

@@ -22,6 +22,7 @@ import psutil
 
 from benchmarks.fleet import percentiles, raise_nofile_limit
 from servermanager.common import protocol as p
+from servermanager.core.datadir import initial_admin_password
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -304,7 +305,7 @@ class CoreProc:
             self.proc = await self._stack.enter_async_context(spawned(cmd, self.log, self.env))
             self.http = await self._stack.enter_async_context(aiohttp.ClientSession())
             await self._wait_health()
-            password = (self.data_dir / "initial-admin-password").read_text().strip()
+            password = initial_admin_password(self.data_dir)
             body = await self.request(
                 "POST", "/api/v1/auth/login", json={"username": "admin", "password": password}
             )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from servermanager.common.settings import load_settings, parse_duration
+from servermanager.core.datadir import DB_FILENAME, data_dir
 from servermanager.core.settings import CoreSettings
 
 
@@ -26,9 +27,8 @@ def core_settings(args: argparse.Namespace) -> CoreSettings:
 
 def _admin_core(args: argparse.Namespace) -> Any:
     """Open the core's services on its data dir for one admin action (no server started)."""
-    from servermanager.core.app import data_dir
     from servermanager.core.auth import EnrollTokens, Users
-    from servermanager.core.store.db import DB_FILENAME, Database
+    from servermanager.core.store.db import Database
 
     settings = core_settings(args)
     folder = data_dir(settings)
@@ -120,8 +120,6 @@ def cmd_api_token(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from servermanager.core.app import data_dir
-    from servermanager.core.store.db import DB_FILENAME
 
     src = data_dir(core_settings(args)) / DB_FILENAME
     if not src.exists():
@@ -137,8 +135,6 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from servermanager.core.app import data_dir
-    from servermanager.core.store.db import DB_FILENAME
     from servermanager.core.store.schema import SCHEMA_VERSION, migrate_sync
 
     src = Path(args.file)

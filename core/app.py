@@ -10,7 +10,6 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import platformdirs
 from aiohttp import web
 
 from servermanager.common.protocol import AGENT_WS_PATH, CLIENT_WS_PATH, CloseCode
@@ -19,23 +18,18 @@ from servermanager.core.auth import EnrollTokens, LoginThrottle, Role, SlidingWi
 from servermanager.core.bus import Bus
 from servermanager.core.commands import Commands
 from servermanager.core.context import CORE, Core
+from servermanager.core.datadir import DB_FILENAME, INITIAL_PASSWORD_FILE, data_dir
 from servermanager.core.http.api import ROUTES
 from servermanager.core.http.prometheus import metrics_handler
 from servermanager.core.http.routing import add_routes, errors_middleware
 from servermanager.core.nodes import Nodes
 from servermanager.core.settings import CoreSettings
-from servermanager.core.store.db import DB_FILENAME, Database
+from servermanager.core.store.db import Database
 from servermanager.core.store.samples import SampleStore
 from servermanager.core.ws.agent_gateway import agent_ws
 from servermanager.core.ws.client_gateway import client_ws
 
 log = logging.getLogger(__name__)
-
-INITIAL_PASSWORD_FILE = "initial-admin-password"
-
-
-def data_dir(settings: CoreSettings) -> Path:
-    return Path(settings.data_dir or platformdirs.user_data_dir("servermanager")).expanduser()
 
 
 async def _first_admin(core: Core, folder: Path) -> None:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from servermanager.core.datadir import initial_admin_password
 from servermanager.core.runtime import setup_logging
 
 
@@ -71,7 +72,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 env=agent_env,
             )
         )
-        password = (core_dir / "initial-admin-password").read_text().strip()
+        password = initial_admin_password(core_dir)
         print(
             "\n  Server Manager demo is running.\n"
             f"    core:     {url}   (data in {base})\n"

@@ -15,8 +15,6 @@ import aiosqlite
 from servermanager.core.store.schema import migrate_sync
 from servermanager.core.store.transaction import Transaction
 
-DB_FILENAME = "servermanager.db"
-
 
 class Database:
     """A writer and a pool of reader connections on one WAL file; all writes go through the writer.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from servermanager.core.store.db import DB_FILENAME
+from servermanager.core.datadir import DB_FILENAME
 from tests.helpers.procs import AgentProcess, CoreProcess, cli
 from tests.helpers.wait import wait_sync
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from servermanager.core.datadir import INITIAL_PASSWORD_FILE
 from tests.helpers.procs import CoreProcess, cli
 
 pytestmark = pytest.mark.slow
@@ -42,12 +43,12 @@ def test_admin_commands_then_core(core_proc: CoreProcess) -> None:
     status, me = core_proc.api("GET", "/api/v1/auth/me", api_token)
     assert (status, me["name"], me["role"]) == (200, "ci-bot", "viewer")
     # No admin is created when users already exist, so no password file appears.
-    assert not (core_proc.data_dir / "initial-admin-password").exists()
+    assert not (core_proc.data_dir / INITIAL_PASSWORD_FILE).exists()
 
 
 def test_first_start_admin_and_clean_sigterm(core_proc: CoreProcess) -> None:
     core_proc.start()
-    pw_file = core_proc.data_dir / "initial-admin-password"
+    pw_file = core_proc.data_dir / INITIAL_PASSWORD_FILE
     assert pw_file.stat().st_mode & 0o077 == 0
     token = core_proc.admin_token()
     assert core_proc.terminate() == 0

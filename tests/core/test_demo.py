@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from servermanager.core.datadir import INITIAL_PASSWORD_FILE
 from tests.helpers.core import free_port
 from tests.helpers.procs import CLI
 from tests.helpers.wait import wait_sync
@@ -35,7 +36,7 @@ def test_headless_demo_runs_core_and_agent(tmp_path: Path, stop: signal.Signals)
             start_new_session=True,
         )
     try:
-        password_file = tmp_path / "demo" / "core" / "initial-admin-password"
+        password_file = tmp_path / "demo" / "core" / INITIAL_PASSWORD_FILE
         wait_sync(password_file.exists, what="the demo core")
         url = f"http://127.0.0.1:{port}"
 

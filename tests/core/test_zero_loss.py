@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from servermanager.agent.spool import SPOOL_FILE
-from servermanager.core.store.db import DB_FILENAME
+from servermanager.core.datadir import DB_FILENAME
 from tests.helpers.procs import AgentProcess, CoreProcess
 from tests.helpers.wait import wait_sync
 

@@ -16,6 +16,7 @@ from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
 from servermanager.core.app import create_app
 from servermanager.core.context import CORE, Core
+from servermanager.core.datadir import initial_admin_password
 from servermanager.core.settings import CoreSettings
 
 FAST = {
@@ -132,7 +133,7 @@ class RunningCore:
 
     async def admin_token(self) -> str:
         if self._admin is None:
-            password = (self.data_dir / "initial-admin-password").read_text().strip()
+            password = initial_admin_password(self.data_dir)
             status, body = await self.request(
                 "POST", "/api/v1/auth/login", json={"username": "admin", "password": password}
             )

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from servermanager.core.datadir import initial_admin_password
 from tests.helpers.core import free_port
 from tests.helpers.wait import wait_sync
 
@@ -99,7 +100,7 @@ class CoreProcess(Daemon):
             return e.code, json.loads(e.read() or b"null")
 
     def admin_token(self) -> str:
-        password = (self.data_dir / "initial-admin-password").read_text().strip()
+        password = initial_admin_password(self.data_dir)
         status, body = self.api(
             "POST", "/api/v1/auth/login", body={"username": "admin", "password": password}
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from servermanager.core.datadir import initial_admin_password
 from tests.helpers.core import RawAgent, RunningCore
 from tests.helpers.wait import wait_until
 
@@ -47,7 +48,7 @@ async def test_failed_logins_are_rate_limited(core_server: RunningCore) -> None:
             "POST", "/api/v1/auth/login", json={"username": "admin", "password": "wrong"}
         )
         assert status == 401 and body["error"]["code"] == "bad_credentials"
-    password = (core_server.data_dir / "initial-admin-password").read_text().strip()
+    password = initial_admin_password(core_server.data_dir)
     status, body = await core_server.request(
         "POST", "/api/v1/auth/login", json={"username": "admin", "password": password}
     )
