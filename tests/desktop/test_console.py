@@ -11,9 +11,9 @@ from pytestqt.qtbot import QtBot
 
 from servermanager.common import protocol as p
 from servermanager.desktop.audit import AuditPanel
-from servermanager.desktop.client import LinkState
 from servermanager.desktop.console import ConsolePanel, NodeOutput
 from servermanager.desktop.context import AppContext
+from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import Run, enrolled, profile_for, sign_in, until
 from tests.helpers.core import RawAgent, RunningCore
@@ -115,7 +115,7 @@ def test_console_fills_in_output_the_socket_missed(
     assert console is not None
     console.poll_every = 0.2
     # Output frames lost on the way: the result fetches the core's full record.
-    ctx.client.command_output.disconnect(console._event)
+    ctx.live.command_output.disconnect(console._event)
     console.command.setText("df")
     console.run_button.click()
     run(_answer(web, stdout="lots\n", stderr="warn\n"))
@@ -123,7 +123,7 @@ def test_console_fills_in_output_the_socket_missed(
     run(until(lambda: out.text.toPlainText() == "lots\nwarn\n", "the output from REST"))
     assert out.badge.text() == "ok"
     # No live events at all: the REST check while it runs brings the result.
-    ctx.client.command_result.disconnect(console._event)
+    ctx.live.command_result.disconnect(console._event)
     console.command.setText("df -h")
     console.run_button.click()
     run(_answer(web, stdout="more\n", code=2))
@@ -289,7 +289,7 @@ def test_viewer_gets_no_remote_operations(
     web = run(enrolled(core, "web-1"))
     run(core.user_token("vera", "viewer"))
     run(ctx.signin.sign_in(profile_for(core, "vera"), "password123"))
-    run(until(lambda: ctx.client.state == LinkState.CONNECTED, "live link"))
+    run(until(lambda: ctx.live.state == LinkState.CONNECTED, "live link"))
     window.show()
     assert web.node_id is not None
     assert not window.console_action.isEnabled() and not window.audit_action.isEnabled()

@@ -9,8 +9,8 @@ from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QApplication, QComboBox
 from pytestqt.qtbot import QtBot
 
-from servermanager.desktop.client import LinkState
 from servermanager.desktop.context import AppContext
+from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.settings import SCHEMA, Settings
 from servermanager.desktop.themes import DARK, LIGHT
 from servermanager.desktop.tray import Level, TrayState
@@ -101,7 +101,7 @@ def test_settings_persist_and_geometry_is_kept_apart(
     ctx.settings.set("chart_range", "7d")
     ctx.settings.set("refresh_interval", 7)  # not offered: falls back to the default
     assert seen == [("refresh_interval", 30), ("chart_range", "7d"), ("refresh_interval", 10)]
-    assert ctx.client.poll_interval == 10
+    assert ctx.live.poll_interval == 10
 
     win = MainWindow(ctx)
     win.setGeometry(QRect(40, 50, 700, 500))
@@ -144,7 +144,7 @@ def test_demo_login_signs_in_without_a_dialog(
 ) -> None:
     password = (cores.c.data_dir / "initial-admin-password").read_text().strip()
     window.start(core_url=cores.c.url, demo_password=password)
-    run(until(lambda: ctx.client.state == LinkState.CONNECTED, "demo sign-in"))
+    run(until(lambda: ctx.live.state == LinkState.CONNECTED, "demo sign-in"))
     assert window.connection_dialog is None
     assert window.user_label.text() == "admin (admin)"
     assert ctx.signin.profile is not None and ctx.signin.profile.name == "Demo"
