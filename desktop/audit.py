@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from servermanager.common import rest as m
 from servermanager.desktop.context import AppContext
+from servermanager.desktop.format import fmt_time
 from servermanager.desktop.models.records import RecordsModel
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.net.rest import Session
@@ -42,7 +43,7 @@ class AuditModel(RecordsModel[m.AuditEntry]):
     """Audit entries, newest first, as the core returns them."""
 
     columns = (
-        ("Time", lambda e: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts))),
+        ("Time", lambda e: fmt_time(e.ts, seconds=True)),
         ("User", lambda e: e.actor),
         ("Action", lambda e: e.action),
         ("Target", lambda e: e.target or ""),

@@ -87,6 +87,13 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
+def fmt_time(ts: float | None, *, seconds: bool = False) -> str:
+    """A local date and time, 2025-06-15 17:46; with seconds where events are told apart by them."""
+    if ts is None:
+        return NA
+    return time.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M", time.localtime(ts))
+
+
 def fmt_ago(ts: float | None, now: float | None = None) -> str:
     """How long ago a time was: 'just now', '5m 2s ago'; 'never' for no time at all."""
     if ts is None:

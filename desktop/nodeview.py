@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFont
@@ -23,7 +22,7 @@ from servermanager.common import protocol as p
 from servermanager.desktop.charts.panel import ChartPanel
 from servermanager.desktop.charts.ranges import PRESET_RANGES, ChartRange, HistoryRequest, preset
 from servermanager.desktop.context import AppContext
-from servermanager.desktop.format import NA, fmt_ago, fmt_bytes, fmt_duration
+from servermanager.desktop.format import NA, fmt_ago, fmt_bytes, fmt_duration, fmt_time
 from servermanager.desktop.meters import MeterBox
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.services import ServicesPanel
@@ -32,10 +31,6 @@ from servermanager.desktop.services import ServicesPanel
 def _initial_range(ctx: AppContext) -> ChartRange:
     key = ctx.settings.get("chart_range")
     return preset(key) if key in {r.key for r in PRESET_RANGES} else PRESET_RANGES[1]
-
-
-def _when(ts: float | None) -> str:
-    return NA if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
 class NodeView(QWidget):
@@ -214,7 +209,7 @@ class NodeView(QWidget):
     def _show_host(self, node: p.NodeInfo) -> None:
         h = node.host
         f = self.fact_labels
-        f["enrolled"].setText(_when(node.created_at))
+        f["enrolled"].setText(fmt_time(node.created_at))
         if h is None:
             return
         f["hostname"].setText(h.hostname)
@@ -223,6 +218,6 @@ class NodeView(QWidget):
         f["cpu"].setText(f"{h.cpu_model} ({h.cpu_count} cores)")
         f["mem"].setText(fmt_bytes(h.mem_total))
         up = f" (up {fmt_duration(self._uptime)})" if self._uptime is not None else ""
-        f["boot"].setText(_when(h.boot_time) + up)
+        f["boot"].setText(fmt_time(h.boot_time) + up)
         every = f", every {node.interval:g} s" if node.interval else ""
         f["agent"].setText(f"{h.agent_version}{every}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -18,7 +17,7 @@ from servermanager.desktop.charts.families import ChartFamily
 from servermanager.desktop.charts.items import BandItem, UnitAxisItem
 from servermanager.desktop.charts.ranges import LIVE_WINDOW
 from servermanager.desktop.charts.theme import DARK, chart_theme
-from servermanager.desktop.format import format_value
+from servermanager.desktop.format import fmt_time, format_value
 
 
 class HistoryChart(QWidget):
@@ -249,7 +248,7 @@ class HistoryChart(QWidget):
             vals: list[float | None] = [float(ys[k, i]) for k in range(len(self.fields))]
         else:
             at, vals = x, [None] * len(self.fields)
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+        when = fmt_time(at, seconds=True)
         th = self._theme
         rows = [f'<span style="color:{th.foreground}; font-weight:600">{when}</span>']
         plain = [when]

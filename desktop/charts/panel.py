@@ -35,6 +35,7 @@ from servermanager.desktop.charts.ranges import (
     request_for,
 )
 from servermanager.desktop.charts.theme import chart_theme
+from servermanager.desktop.format import fmt_time
 
 
 class CustomRangeDialog(QDialog):
@@ -208,11 +209,7 @@ class ChartPanel(QWidget):
     def _update_range_label(self) -> None:
         res = self._pending.resolution if self._pending else ""
         if self._range.is_custom and self._range.start is not None and self._range.end is not None:
-            fmt = "%Y-%m-%d %H:%M"
-            text = (
-                f"{time.strftime(fmt, time.localtime(self._range.start))} to "
-                f"{time.strftime(fmt, time.localtime(self._range.end))}"
-            )
+            text = f"{fmt_time(self._range.start)} to {fmt_time(self._range.end)}"
         else:
             text = self._range.label
         self.range_label.setText(f"{text} · {res}" if res else text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 
@@ -16,6 +17,7 @@ from servermanager.desktop.format import (
     fmt_of,
     fmt_pct,
     fmt_rate,
+    fmt_time,
     format_value,
 )
 
@@ -71,3 +73,10 @@ def test_sizes_parts_durations_and_ages() -> None:
     assert fmt_ago(None) == "never"
     assert fmt_ago(1000.0, now=1003.0) == "just now"
     assert fmt_ago(1000.0, now=1000.0 + 125) == "2m 5s ago"
+
+
+def test_times_are_local_with_or_without_seconds() -> None:
+    ts = 1_750_000_000.0
+    assert fmt_time(ts) == time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+    assert fmt_time(ts, seconds=True) == time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    assert fmt_time(None) == NA
