@@ -106,7 +106,7 @@ def fleet_columns(
 
 
 class NodesModel(QAbstractTableModel):
-    """The fleet: one row per node, fed by the client's snapshot, events and polls.
+    """The fleet: one row per node, fed by the live link's snapshot, events and polls.
 
     Updates change rows in place (dataChanged for the cells that changed); rows are inserted or
     removed only when a node really appears or disappears, so views keep selection and scroll.
