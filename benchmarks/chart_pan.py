@@ -30,7 +30,9 @@ import pyqtgraph as pg
 import PySide6
 from PySide6.QtWidgets import QApplication
 
-from servermanager.desktop.charts import ChartFamily, HistoryChart, Unit
+from servermanager.common.metrics import Unit
+from servermanager.desktop.charts.chart import HistoryChart
+from servermanager.desktop.charts.families import ChartFamily
 
 SECTION = "## Desktop chart panning"
 INTRO = """\

@@ -21,9 +21,11 @@ from PySide6.QtWidgets import (
 )
 
 from servermanager.common import rest as m
-from servermanager.desktop.client import CoreError, Session
 from servermanager.desktop.context import AppContext
-from servermanager.desktop.tables import RecordsModel
+from servermanager.desktop.format import fmt_time
+from servermanager.desktop.models.records import RecordsModel
+from servermanager.desktop.net.errors import CoreError
+from servermanager.desktop.net.rest import Session
 
 RANGES = (("Last hour", 3600.0), ("Last 24 hours", 86400.0), ("Last 7 days", 7 * 86400.0), ("All", None))
 VIEWER_HINT = "The audit log needs the operator role."
@@ -41,7 +43,7 @@ class AuditModel(RecordsModel[m.AuditEntry]):
     """Audit entries, newest first, as the core returns them."""
 
     columns = (
-        ("Time", lambda e: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts))),
+        ("Time", lambda e: fmt_time(e.ts, seconds=True)),
         ("User", lambda e: e.actor),
         ("Action", lambda e: e.action),
         ("Target", lambda e: e.target or ""),
@@ -99,8 +101,8 @@ class AuditPanel(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.table, 1)
 
-        ctx.client.session_changed.connect(self._session_changed)
-        self._session_changed(ctx.client.session)
+        ctx.rest.session_changed.connect(self._session_changed)
+        self._session_changed(ctx.rest.session)
 
     def _session_changed(self, session: Session | None) -> None:
         self.can_view = session is not None and session.can_edit
@@ -133,7 +135,7 @@ class AuditPanel(QWidget):
         self, generation: int, user: str, action: str, node: int | None, start: float | None
     ) -> None:
         try:
-            entries = await self.ctx.client.audit(
+            entries = await self.ctx.rest.audit(
                 user=user or None, action=action or None, node=node, start=start
             )
         except CoreError as exc:
@@ -149,4 +151,4 @@ class AuditPanel(QWidget):
 
     def shutdown(self) -> None:
         with contextlib.suppress(RuntimeError, TypeError):
-            self.ctx.client.session_changed.disconnect(self._session_changed)
+            self.ctx.rest.session_changed.disconnect(self._session_changed)

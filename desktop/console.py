@@ -24,8 +24,9 @@ from PySide6.QtWidgets import (
 from servermanager.common import protocol as p
 from servermanager.common import rest as m
 from servermanager.common.status import FINAL
-from servermanager.desktop.client import CoreError, Session
 from servermanager.desktop.context import AppContext
+from servermanager.desktop.net.errors import CoreError
+from servermanager.desktop.net.rest import Session
 
 VIEWER_HINT = "Running commands needs the operator role."
 STDERR_COLOUR = QColor("#d64545")
@@ -194,10 +195,10 @@ class ConsolePanel(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.tabs, 1)
 
-        ctx.client.command_output.connect(self._event)
-        ctx.client.command_result.connect(self._event)
-        ctx.client.session_changed.connect(self._session_changed)
-        self._session_changed(ctx.client.session)
+        ctx.live.command_output.connect(self._event)
+        ctx.live.command_result.connect(self._event)
+        ctx.rest.session_changed.connect(self._session_changed)
+        self._session_changed(ctx.rest.session)
         self.set_targets([])
 
     # ------------------------------------------------------------ state
@@ -274,7 +275,7 @@ class ConsolePanel(QWidget):
 
     async def _run(self, node_ids: list[int], command: str | list[str], timeout: float) -> None:
         try:
-            info = await self.ctx.client.run_command(node_ids, command, timeout)
+            info = await self.ctx.rest.run_command(node_ids, command, timeout)
         except CoreError as exc:
             self.status.setText(exc.message)
             for out in self.outputs.values():
@@ -296,11 +297,11 @@ class ConsolePanel(QWidget):
             if self.command_id != command_id:
                 return
             with contextlib.suppress(CoreError):
-                self._apply(await self.ctx.client.command(command_id), fill=True)
+                self._apply(await self.ctx.rest.command(command_id), fill=True)
 
     async def _fetch(self, command_id: str) -> None:
         with contextlib.suppress(CoreError):
-            info = await self.ctx.client.command(command_id)
+            info = await self.ctx.rest.command(command_id)
             if self.command_id == command_id:
                 self._apply(info, fill=True)
 
@@ -343,7 +344,7 @@ class ConsolePanel(QWidget):
 
     async def _cancel(self, command_id: str) -> None:
         try:
-            info = await self.ctx.client.cancel_command(command_id)
+            info = await self.ctx.rest.cancel_command(command_id)
         except CoreError as exc:
             self.status.setText(f"Could not cancel: {exc.message}")
             self._update_buttons()
@@ -361,9 +362,9 @@ class ConsolePanel(QWidget):
         if self._watch is not None:
             self._watch.cancel()
         for signal, slot in (
-            (self.ctx.client.command_output, self._event),
-            (self.ctx.client.command_result, self._event),
-            (self.ctx.client.session_changed, self._session_changed),
+            (self.ctx.live.command_output, self._event),
+            (self.ctx.live.command_result, self._event),
+            (self.ctx.rest.session_changed, self._session_changed),
         ):
             with contextlib.suppress(RuntimeError, TypeError):
                 signal.disconnect(slot)

@@ -1,4 +1,4 @@
-"""AppContext: the services every panel is handed (settings, tasks, client, fleet model, secrets, themes)."""
+"""AppContext: the services every panel is handed (settings, tasks, REST and live link, fleet model, secrets, themes)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
 from servermanager.desktop.aio import Aio
-from servermanager.desktop.client import CoreClient, Session
-from servermanager.desktop.fleet import NodesModel
+from servermanager.desktop.models.fleet import NodesModel
+from servermanager.desktop.net.live import LiveLink
+from servermanager.desktop.net.rest import RestClient, Session
+from servermanager.desktop.net.signin import SignIn
 from servermanager.desktop.secrets import TokenStore
-from servermanager.desktop.session import SignIn
 from servermanager.desktop.settings import Profiles, Settings, WindowState
 from servermanager.desktop.themes import ThemeManager
 
@@ -25,7 +26,8 @@ class AppContext:
     profiles: Profiles
     window_state: WindowState
     aio: Aio
-    client: CoreClient
+    rest: RestClient
+    live: LiveLink
     secrets: TokenStore
     model: NodesModel
     signin: SignIn
@@ -33,11 +35,20 @@ class AppContext:
     fleet_url: str | None = field(default=None, init=False)  # the core the model's rows came from
 
     @classmethod
-    def create(cls, app: QApplication, store: QSettings, **client_options: Any) -> AppContext:
-        """Wire the services together; client_options tune timings (tests use short ones)."""
+    def create(
+        cls,
+        app: QApplication,
+        store: QSettings,
+        *,
+        backoff: tuple[float, float] = (1.0, 30.0),
+        ping_every: float = 10.0,
+        request_timeout: float = 10.0,
+    ) -> AppContext:
+        """Wire the services together; the keywords tune the link's timings (tests use short ones)."""
         settings = Settings(store)
         aio = Aio()
-        client = CoreClient(aio, **client_options)
+        rest = RestClient(request_timeout=request_timeout)
+        live = LiveLink(rest, aio, backoff=backoff, ping_every=ping_every, request_timeout=request_timeout)
         secrets = TokenStore()
         profiles = Profiles(store)
         model = NodesModel()
@@ -46,21 +57,22 @@ class AppContext:
             profiles=profiles,
             window_state=WindowState(store),
             aio=aio,
-            client=client,
+            rest=rest,
+            live=live,
             secrets=secrets,
             model=model,
-            signin=SignIn(client, secrets, profiles, aio),
+            signin=SignIn(rest, live, secrets, profiles, aio),
             themes=ThemeManager(app),
         )
-        client.snapshot.connect(model.apply_snapshot)
-        client.polled.connect(model.apply_snapshot)
-        client.node_status.connect(model.apply_status)
-        client.sample.connect(model.apply_sample)
-        client.node_updated.connect(model.apply_node)
-        client.node_removed.connect(model.remove_node)
+        live.snapshot.connect(model.apply_snapshot)
+        live.polled.connect(model.apply_snapshot)
+        live.node_status.connect(model.apply_status)
+        live.sample.connect(model.apply_sample)
+        live.node_updated.connect(model.apply_node)
+        live.node_removed.connect(model.remove_node)
         ctx.signin.signed_out.connect(model.clear)
-        client.session_changed.connect(ctx._session_changed)
-        client.set_poll_interval(settings.get("refresh_interval"))
+        rest.session_changed.connect(ctx._session_changed)
+        live.set_poll_interval(settings.get("refresh_interval"))
         settings.changed.connect(ctx._setting_changed)
         ctx.themes.apply(settings.get("theme"))
         return ctx
@@ -75,11 +87,12 @@ class AppContext:
         if key == "theme":
             self.themes.apply(value)
         elif key == "refresh_interval":
-            self.client.set_poll_interval(value)
+            self.live.set_poll_interval(value)
 
     async def close(self) -> None:
         """Stop the live link and every task, close the HTTP session; call before the loop ends."""
-        await self.client.close()
+        await self.live.stop()
+        await self.rest.close()
         await self.aio.close()
         self.store_sync()
 

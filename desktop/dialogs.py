@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from servermanager.common import protocol as p
-from servermanager.desktop.client import normalize_url
+from servermanager.desktop.net.rest import normalize_url
 from servermanager.desktop.settings import Profile, Settings
 
 NEW_PROFILE = "New profile…"

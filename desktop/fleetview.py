@@ -17,10 +17,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from servermanager.desktop.client import CoreError, Session
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.dialogs import EditNodeDialog
-from servermanager.desktop.fleet import Col, FleetFilter, NodeIdRole
+from servermanager.desktop.models.fleet import FleetFilter, NodeIdRole
+from servermanager.desktop.net.errors import CoreError
+from servermanager.desktop.net.rest import Session
 from servermanager.desktop.themes import icon
 from servermanager.desktop.widgets import FleetDelegate
 
@@ -89,7 +90,7 @@ class FleetPanel(QWidget):
         self.table.setModel(self.proxy)
         self.table.setItemDelegate(FleetDelegate(self.table))
         self.table.setSortingEnabled(True)
-        self.table.sortByColumn(Col.NAME, Qt.SortOrder.AscendingOrder)
+        self.table.sortByColumn(ctx.model.column("name"), Qt.SortOrder.AscendingOrder)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setAlternatingRowColors(True)
@@ -101,21 +102,9 @@ class FleetPanel(QWidget):
         header.setHighlightSections(False)
         header.setStretchLastSection(True)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in {
-            Col.STATUS: 90,
-            Col.NAME: 150,
-            Col.GROUP: 100,
-            Col.TAGS: 110,
-            Col.OS: 200,
-            Col.CPU: 90,
-            Col.MEM: 90,
-            Col.DISK: 90,
-            Col.NET_IN: 90,
-            Col.NET_OUT: 90,
-            Col.LOAD: 60,
-            Col.UPTIME: 80,
-        }.items():
-            header.resizeSection(col, width)
+        for i, column in enumerate(ctx.model.columns):
+            if column.width is not None:
+                header.resizeSection(i, column.width)
         self.table.doubleClicked.connect(self._double_clicked)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._context_menu)
@@ -127,8 +116,8 @@ class FleetPanel(QWidget):
         layout.addWidget(self.table)
 
         ctx.model.facets_changed.connect(self._fill_facets)
-        ctx.client.session_changed.connect(self._session_changed)
-        self._session_changed(ctx.client.session)
+        ctx.rest.session_changed.connect(self._session_changed)
+        self._session_changed(ctx.rest.session)
 
     # ------------------------------------------------------------ state
 
@@ -248,7 +237,7 @@ class FleetPanel(QWidget):
         self, dialog: EditNodeDialog, node_id: int, name: str, group: str, tags: list[str]
     ) -> None:
         try:
-            node = await self.ctx.client.patch_node(node_id, name=name, group=group, tags=tags)
+            node = await self.ctx.rest.patch_node(node_id, name=name, group=group, tags=tags)
         except CoreError as exc:
             dialog.show_error(exc.message)
             return
@@ -284,7 +273,7 @@ class FleetPanel(QWidget):
 
     async def _remove(self, node_id: int, name: str) -> None:
         try:
-            await self.ctx.client.delete_node(node_id)
+            await self.ctx.rest.delete_node(node_id)
         except CoreError as exc:
             self.message.emit(f"Could not remove {name}: {exc.message}")
             return

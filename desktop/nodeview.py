@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
-import msgspec
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QFormLayout,
-    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -22,24 +19,18 @@ from PySide6.QtWidgets import (
 
 from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
-from servermanager.desktop.charts import PRESET_RANGES, ChartPanel, ChartRange, preset
-from servermanager.desktop.client import CoreError
+from servermanager.desktop.charts.panel import ChartPanel
+from servermanager.desktop.charts.ranges import PRESET_RANGES, ChartRange, HistoryRequest, preset
 from servermanager.desktop.context import AppContext
-from servermanager.desktop.fleet import NA, fmt_ago, fmt_bytes, fmt_duration, fmt_of, fmt_pct, fmt_rate
+from servermanager.desktop.format import NA, fmt_ago, fmt_bytes, fmt_duration, fmt_time
+from servermanager.desktop.meters import MeterBox
+from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.services import ServicesPanel
-from servermanager.desktop.widgets import Meter
-
-METER_COLUMNS = 4
-MAX_MOUNTS = 7  # the fullest ones; a host with dozens of mounts would push the charts away
 
 
 def _initial_range(ctx: AppContext) -> ChartRange:
     key = ctx.settings.get("chart_range")
     return preset(key) if key in {r.key for r in PRESET_RANGES} else PRESET_RANGES[1]
-
-
-def _when(ts: float | None) -> str:
-    return NA if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
 class NodeView(QWidget):
@@ -52,7 +43,7 @@ class NodeView(QWidget):
         super().__init__(parent)
         self.ctx = ctx
         self.node_id = node_id
-        self.core_url = ctx.client.session.url if ctx.client.session else ""
+        self.core_url = ctx.rest.session.url if ctx.rest.session else ""
         self._uptime: float | None = None
         outer = QVBoxLayout(self)
         outer.setContentsMargins(16, 12, 16, 12)
@@ -70,30 +61,9 @@ class NodeView(QWidget):
 
         row = QHBoxLayout()
         row.setSpacing(12)
-        now_box = QGroupBox("Now")
-        self.grid = QGridLayout(now_box)
-        self.grid.setHorizontalSpacing(16)
-        self.grid.setVerticalSpacing(4)
-        self.meters: dict[str, Meter] = {}
-        for i, (key, label) in enumerate(
-            [
-                ("cpu", "CPU"),
-                ("mem", "Memory"),
-                ("swap", "Swap"),
-                ("load", "Load"),
-                ("net_in", "Network in"),
-                ("net_out", "Network out"),
-                ("disk_read", "Disk read"),
-                ("disk_write", "Disk write"),
-                ("procs", "Processes"),
-            ]
-        ):
-            meter = Meter(label)
-            self.meters[key] = meter
-            self.grid.addWidget(meter, i // METER_COLUMNS, i % METER_COLUMNS)
-        # Mounts follow the fixed meters in the same grid, fullest first.
-        self.disk_meters: dict[str, Meter] = {}
-        row.addWidget(now_box, 3)
+        self.now = MeterBox()
+        self.meters = self.now.meters  # by metric row name
+        row.addWidget(self.now, 3)
 
         host_box = QGroupBox("Host")
         self.facts = QFormLayout(host_box)
@@ -121,7 +91,7 @@ class NodeView(QWidget):
         outer.addLayout(row)
 
         # ---- HISTORY CHARTS -----------------------------------------------------------------
-        # desktop/charts.py (ChartPanel of HistoryChart, dumb pyqtgraph widgets) is placed here by
+        # desktop/charts/ (ChartPanel of HistoryChart, dumb pyqtgraph widgets) is placed here by
         # _build_charts(); it gets history from the core and the live tail from the model.
         self.charts_box = QGroupBox("History")
         self.charts_layout = QVBoxLayout(self.charts_box)
@@ -154,24 +124,25 @@ class NodeView(QWidget):
         self.charts.rangeRequested.connect(self.load_history)
         self.ctx.themes.theme_changed.connect(self.charts.set_theme)
         self.ctx.model.sample_received.connect(self._sample)
-        self.load_history(*self.charts.current_request())
+        self.load_history(self.charts.current_request())
 
-    def load_history(self, start: float, end: float, resolution: str) -> None:
-        """Fetch [start, end] at resolution; a newer request supersedes one still in flight."""
+    def load_history(self, request: HistoryRequest) -> None:
+        """Fetch what request asks for; a newer request supersedes one still in flight."""
         if self._history is not None:
             self._history.cancel()
-        self._history = self.ctx.aio.spawn(self._load(start, end, resolution), f"history-{self.node_id}")
+        self._history = self.ctx.aio.spawn(self._load(request), f"history-{self.node_id}")
 
-    async def _load(self, start: float, end: float, resolution: str) -> None:
+    async def _load(self, r: HistoryRequest) -> None:
         try:
-            history = await self.ctx.client.history(self.node_id, start, end, resolution, self._fields)
+            history = await self.ctx.rest.history(
+                self.node_id, r.start, r.end, r.resolution, self._fields, points=r.points
+            )
         except CoreError as exc:
             self.chart_note.setText(f"History unavailable: {exc.message}")
             self.chart_note.show()
             return
         self.chart_note.hide()
-        # The panel takes the response as the JSON object the core sent ("from", "to", ...).
-        if self.charts.set_history(msgspec.to_builtins(history)):
+        if self.charts.set_history(history):
             self.history_loads += 1
 
     def _sample(self, node_id: int, sample: mt.Sample) -> None:
@@ -216,8 +187,7 @@ class NodeView(QWidget):
         if node is None:
             self.title.setText(self.title.text() or f"Node {self.node_id}")
             self.subtitle.setText("This node is not in the fleet any more (removed, or not signed in).")
-            for meter in self.meters.values():
-                meter.set_value(None, NA, dim=True)
+            self.now.show_missing()
             return
         self.title.setText(node.name)
         status = "Online" if node.online else f"Offline — last seen {fmt_ago(node.last_seen)}"
@@ -229,62 +199,17 @@ class NodeView(QWidget):
         self._show_host(node)
 
     def _show_metrics(self, node: p.NodeInfo) -> None:
-        dim = not node.online
         m = node.latest.metrics if node.latest is not None else None
         if m is None:
-            for meter in self.meters.values():
-                meter.set_value(None, "no data yet", dim=True)
+            self.now.show_missing("no data yet")
             return
-        set_ = self.meters
-        set_["cpu"].set_value(
-            m.cpu_pct, fmt_pct(m.cpu_pct), detail=f"{len(m.cpu_per_core) or '?'} cores", dim=dim
-        )
-        set_["mem"].set_value(
-            m.mem_pct,
-            fmt_pct(m.mem_pct),
-            detail=fmt_of(m.mem_used, m.mem_total),
-            dim=dim,
-        )
-        if m.swap_total:
-            set_["swap"].set_value(m.swap_pct, fmt_pct(m.swap_pct), detail=fmt_bytes(m.swap_used), dim=dim)
-        else:
-            set_["swap"].set_value(None, "no swap", dim=dim)
-        cores = max(1, len(m.cpu_per_core))
-        # The bar shows the 1-minute load per core: 100 % means every core busy.
-        set_["load"].set_value(
-            min(100.0, m.load1 / cores * 100),
-            f"{m.load1:.2f}",
-            detail=f"{m.load5:.2f} · {m.load15:.2f}",
-            dim=dim,
-        )
-        set_["procs"].set_value(None, str(m.procs), dim=dim)
-        set_["net_in"].set_value(None, fmt_rate(m.net_rx_bps), dim=dim)
-        set_["net_out"].set_value(None, fmt_rate(m.net_tx_bps), dim=dim)
-        set_["disk_read"].set_value(None, fmt_rate(m.disk_read_bps), dim=dim)
-        set_["disk_write"].set_value(None, fmt_rate(m.disk_write_bps), dim=dim)
-        self._show_disks(m.disks, dim)
+        self.now.show_reading(m, dim=not node.online)
         self._uptime = m.uptime
-
-    def _show_disks(self, disks: list[mt.DiskUsage], dim: bool) -> None:
-        shown = sorted(disks, key=lambda d: d.pct, reverse=True)[:MAX_MOUNTS]
-        if list(self.disk_meters) != [d.mount for d in shown]:
-            for meter in self.disk_meters.values():
-                self.grid.removeWidget(meter)
-                meter.deleteLater()
-            self.disk_meters = {}
-            for i, disk in enumerate(shown, start=len(self.meters)):
-                meter = Meter(f"Disk {disk.mount}")
-                self.disk_meters[disk.mount] = meter
-                self.grid.addWidget(meter, i // METER_COLUMNS, i % METER_COLUMNS)
-        for disk in shown:
-            self.disk_meters[disk.mount].set_value(
-                disk.pct, fmt_pct(disk.pct), detail=fmt_of(disk.used, disk.total), dim=dim
-            )
 
     def _show_host(self, node: p.NodeInfo) -> None:
         h = node.host
         f = self.fact_labels
-        f["enrolled"].setText(_when(node.created_at))
+        f["enrolled"].setText(fmt_time(node.created_at))
         if h is None:
             return
         f["hostname"].setText(h.hostname)
@@ -293,6 +218,6 @@ class NodeView(QWidget):
         f["cpu"].setText(f"{h.cpu_model} ({h.cpu_count} cores)")
         f["mem"].setText(fmt_bytes(h.mem_total))
         up = f" (up {fmt_duration(self._uptime)})" if self._uptime is not None else ""
-        f["boot"].setText(_when(h.boot_time) + up)
+        f["boot"].setText(fmt_time(h.boot_time) + up)
         every = f", every {node.interval:g} s" if node.interval else ""
         f["agent"].setText(f"{h.agent_version}{every}")

@@ -25,9 +25,10 @@ from PySide6.QtWidgets import (
 )
 
 from servermanager.common import protocol as p
-from servermanager.desktop.client import CoreError, Session
 from servermanager.desktop.context import AppContext
-from servermanager.desktop.tables import RecordsModel
+from servermanager.desktop.models.records import RecordsModel
+from servermanager.desktop.net.errors import CoreError
+from servermanager.desktop.net.rest import Session
 
 ACTIONS = ("start", "stop", "restart", "enable", "disable")
 VIEWER_HINT = "Managing services needs the operator role."
@@ -103,8 +104,8 @@ class ServicesPanel(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.table, 1)
 
-        ctx.client.session_changed.connect(self._session_changed)
-        self._session_changed(ctx.client.session)
+        ctx.rest.session_changed.connect(self._session_changed)
+        self._session_changed(ctx.rest.session)
 
     def _session_changed(self, session: Session | None) -> None:
         self.can_edit = session is not None and session.can_edit
@@ -142,7 +143,7 @@ class ServicesPanel(QWidget):
 
     async def _load(self) -> None:
         try:
-            services = await self.ctx.client.services(self.node_id)
+            services = await self.ctx.rest.services(self.node_id)
         except CoreError as exc:
             self.status.setText(f"Could not list services: {exc.message}")
         else:
@@ -183,7 +184,7 @@ class ServicesPanel(QWidget):
 
     async def _act(self, action: str, name: str) -> None:
         try:
-            info = await self.ctx.client.service_action(self.node_id, name, action)
+            info = await self.ctx.rest.service_action(self.node_id, name, action)
         except CoreError as exc:
             text = f"{action.capitalize()} {name} failed: {exc.message}"
         else:
@@ -200,4 +201,4 @@ class ServicesPanel(QWidget):
 
     def shutdown(self) -> None:
         with contextlib.suppress(RuntimeError, TypeError):
-            self.ctx.client.session_changed.disconnect(self._session_changed)
+            self.ctx.rest.session_changed.disconnect(self._session_changed)

@@ -7,6 +7,8 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QObject, QSettings, Signal
 
+from servermanager.desktop.charts.ranges import PRESET_RANGES
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -37,13 +39,8 @@ class Setting:
         return value
 
 
-CHART_RANGES: tuple[tuple[str, str], ...] = (
-    ("live", "Live (5 min)"),
-    ("1h", "1 hour"),
-    ("24h", "24 hours"),
-    ("7d", "7 days"),
-    ("30d", "30 days"),
-)
+# The default chart range is one of the chart panel's presets.
+CHART_RANGES: tuple[tuple[str, str], ...] = tuple((r.key, r.title) for r in PRESET_RANGES)
 
 SCHEMA: tuple[Setting, ...] = (
     Setting(

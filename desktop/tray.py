@@ -8,7 +8,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
-from servermanager.desktop.client import LinkState
+from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.themes import icon
 
 

@@ -6,7 +6,8 @@ from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QRectF, QS
 from PySide6.QtGui import QColor, QPainter, QPalette, QPen
 from PySide6.QtWidgets import QSizePolicy, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
-from servermanager.desktop.fleet import NA, Col, OnlineRole, PercentRole
+from servermanager.desktop.format import NA
+from servermanager.desktop.models.fleet import ColumnRole, OnlineRole, PercentRole
 from servermanager.desktop.themes import BAD, GOOD, MUTED, WARN
 
 Index = QModelIndex | QPersistentModelIndex
@@ -56,11 +57,11 @@ class FleetDelegate(QStyledItemDelegate):
             option.palette.setColor(QPalette.ColorRole.HighlightedText, dim.lighter(160))
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: Index) -> None:
-        col = index.column()
-        if col == Col.STATUS:
+        column = index.data(ColumnRole)
+        if column is not None and column.key == "status":
             self._paint_status(painter, option, index)
             return
-        if col in (Col.CPU, Col.MEM, Col.DISK):
+        if column is not None and column.bar:
             opt = QStyleOptionViewItem(option)
             self.initStyleOption(opt, index)
             opt.text = ""
@@ -111,9 +112,10 @@ class FleetDelegate(QStyledItemDelegate):
 
     def sizeHint(self, option: QStyleOptionViewItem, index: Index) -> QSize:
         size = super().sizeHint(option, index)
-        if index.column() in (Col.CPU, Col.MEM, Col.DISK):
+        column = index.data(ColumnRole)
+        if column is not None and column.bar:
             size.setWidth(max(size.width(), 90))
-        if index.column() == Col.STATUS:
+        if column is not None and column.key == "status":
             size.setWidth(size.width() + 24)
         size.setHeight(max(size.height(), 26))
         return size

@@ -9,11 +9,13 @@ from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget, QToolBar, QToolButton, QWidget
 
 from servermanager.desktop.audit import AuditPanel
-from servermanager.desktop.client import CoreError, LinkState, Session, normalize_url
 from servermanager.desktop.console import ConsolePanel
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.dialogs import ConnectionDialog, SettingsDialog
 from servermanager.desktop.fleetview import FleetPanel
+from servermanager.desktop.net.errors import CoreError
+from servermanager.desktop.net.live import LinkState
+from servermanager.desktop.net.rest import Session, normalize_url
 from servermanager.desktop.nodeview import NodeView
 from servermanager.desktop.secrets import Kept
 from servermanager.desktop.settings import Profile
@@ -98,7 +100,7 @@ class MainWindow(QMainWindow):
         self.retry_button.setText("Retry now")
         self.retry_button.setAutoRaise(True)
         self.retry_button.setToolTip("Try the live connection again without waiting")
-        self.retry_button.clicked.connect(ctx.client.reconnect_now)
+        self.retry_button.clicked.connect(ctx.live.reconnect_now)
         self.retry_button.hide()
         self.counts_label = QLabel()
         self.user_label = QLabel()
@@ -115,17 +117,17 @@ class MainWindow(QMainWindow):
         self.tray.show_requested.connect(self.show_normal)
         self.tray.quit_requested.connect(self.request_quit)
 
-        ctx.client.state_changed.connect(self._link_changed)
-        ctx.client.latency_changed.connect(lambda _ms: self._link_changed(ctx.client.state.value, ""))
-        ctx.client.session_changed.connect(self._session_changed)
+        ctx.live.state_changed.connect(self._link_changed)
+        ctx.live.latency_changed.connect(lambda _ms: self._link_changed(ctx.live.state.value, ""))
+        ctx.rest.session_changed.connect(self._session_changed)
         ctx.model.counts_changed.connect(self._counts_changed)
         ctx.model.online_changed.connect(self.tray_state.node_transition)
         ctx.settings.changed.connect(self._setting_changed)
         ctx.signin.needs_login.connect(lambda message: self.open_connection(message))
         ctx.signin.signed_out.connect(self._signed_out)
         ctx.signin.warning.connect(lambda text: self.statusBar().showMessage(text, 15000))
-        self._link_changed(ctx.client.state.value, "")
-        self._session_changed(ctx.client.session)
+        self._link_changed(ctx.live.state.value, "")
+        self._session_changed(ctx.rest.session)
         self._counts_changed(*ctx.model.counts())
         self.restore_state()
 
@@ -242,7 +244,7 @@ class MainWindow(QMainWindow):
 
     def open_console(self, node_ids: list[int] | None = None) -> ConsolePanel | None:
         """The console tab, targeting node_ids (default: the fleet table's selection)."""
-        session = self.ctx.client.session
+        session = self.ctx.rest.session
         if session is None or not session.can_edit:
             return None
         if self.console is None:
@@ -258,7 +260,7 @@ class MainWindow(QMainWindow):
         return self.console
 
     def open_audit(self) -> AuditPanel | None:
-        session = self.ctx.client.session
+        session = self.ctx.rest.session
         if session is None or not session.can_edit:
             return None
         if self.audit is None:
@@ -294,12 +296,12 @@ class MainWindow(QMainWindow):
     def _link_changed(self, state: str, detail: str) -> None:
         link = LinkState(state)
         text = LINK_TEXT[link]
-        client = self.ctx.client
-        if link == LinkState.CONNECTED and client.latency_ms is not None:
-            ms = client.latency_ms
+        live = self.ctx.live
+        if link == LinkState.CONNECTED and live.latency_ms is not None:
+            ms = live.latency_ms
             text += f" · {ms:.0f} ms" if ms >= 1 else " · <1 ms"
         elif link == LinkState.POLLING:
-            text = f"Polling every {client.poll_interval:g} s"
+            text = f"Polling every {live.poll_interval:g} s"
         self.link_label.setText(text)
         self.link_icon.setPixmap(
             icon(f"link-{'idle' if link == LinkState.CONNECTING else link.value}").pixmap(14, 14)

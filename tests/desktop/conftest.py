@@ -23,10 +23,12 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
+from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
-from servermanager.desktop.client import LinkState, Session
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.main import configure
+from servermanager.desktop.net.live import LinkState
+from servermanager.desktop.net.rest import Session
 from servermanager.desktop.settings import Profile
 from servermanager.desktop.window import MainWindow
 from tests.helpers.core import RawAgent, RunningCore
@@ -140,11 +142,13 @@ class Cores:
         self.data_dir = data_dir
         self.core: RunningCore | None = None
         self.block_ws = False
+        self.requests: list[str] = []  # path and query of every request the core got, in order
 
     @web.middleware
     async def _gate(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        self.requests.append(request.path_qs)
         # Like a proxy that does not pass WebSockets: REST works, the live socket does not.
         if self.block_ws and request.path == p.CLIENT_WS_PATH:
             raise web.HTTPBadGateway(text="websockets blocked by the test")
@@ -234,7 +238,7 @@ def profile_for(core: RunningCore, username: str = "admin", name: str = "Test co
 async def sign_in(ctx: AppContext, core: RunningCore, *, remember: bool = True) -> Session:
     """Sign in as admin and wait until the live socket has delivered its snapshot."""
     session = await ctx.signin.sign_in(profile_for(core), admin_password(core), remember=remember)
-    await until(lambda: ctx.client.state == LinkState.CONNECTED, "the live socket")
+    await until(lambda: ctx.live.state == LinkState.CONNECTED, "the live socket")
     return session
 
 
@@ -262,3 +266,24 @@ async def reconnected(core: RunningCore, agent: RawAgent) -> RawAgent:
 async def close_agents() -> None:
     while _AGENTS:
         await _AGENTS.pop().close()
+
+
+# ------------------------------------------------------------------ one more row of the metric table
+#
+# What adding a scalar metric looks like to the desktop: a table row that names a chart family, a
+# fleet column and a meter, and readings from an agent that sends it.
+
+GPU = mt.Field(
+    "gpu_pct", mt.Unit.PERCENT, 2, "GPU", "GPU busy, percent", family="cpu", column="GPU", meter=True
+)
+WITH_GPU = (*mt.FIELDS, GPU)
+
+
+class GpuMetrics(mt.Metrics, frozen=True, gc=False):
+    """A reading from an agent that knows the extra row."""
+
+    gpu_pct: float | None = None
+
+
+def with_gpu(m: mt.MetricsBase, gpu_pct: float | None) -> GpuMetrics:
+    return GpuMetrics(**{f: getattr(m, f) for f in mt.Metrics.__struct_fields__}, gpu_pct=gpu_pct)

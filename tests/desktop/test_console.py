@@ -1,9 +1,8 @@
-"""Remote operations in the desktop app against a real core, with RawAgents playing the agents."""
+"""The command console against a real core, with RawAgents playing the agents; what a viewer may not do."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
@@ -11,15 +10,15 @@ from pytestqt.qtbot import QtBot
 
 from servermanager.common import protocol as p
 from servermanager.desktop.audit import AuditPanel
-from servermanager.desktop.client import LinkState
 from servermanager.desktop.console import ConsolePanel, NodeOutput
 from servermanager.desktop.context import AppContext
+from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import Run, enrolled, profile_for, sign_in, until
 from tests.helpers.core import RawAgent, RunningCore
 
 
-async def _answer(
+async def answer(
     agent: RawAgent, stdout: str = "", stderr: str = "", code: int = 0, status: str | None = None
 ) -> p.Command:
     """Play the agent's part for one command: output chunks, then the result."""
@@ -70,9 +69,7 @@ def test_console_streams_output_per_node_with_badges(
     console.timeout.setValue(5)
     console.run_button.click()
     cmd_web, _ = run(
-        asyncio.gather(
-            _answer(web, stdout="up 1 day\n", stderr="oops\n"), _answer(db, stderr="boom\n", code=3)
-        )
+        asyncio.gather(answer(web, stdout="up 1 day\n", stderr="oops\n"), answer(db, stderr="boom\n", code=3))
     )
     assert cmd_web.shell == "uptime; echo oops >&2" and cmd_web.timeout == 5
     out_web, out_db = _tab(console, web.node_id), _tab(console, db.node_id)
@@ -99,7 +96,7 @@ def test_console_streams_output_per_node_with_badges(
     console.argv.setChecked(True)
     console.command.setText("ls -l 'My Files'")
     console.run_button.click()
-    cmd_web, _ = run(asyncio.gather(_answer(web, stdout="x\n"), _answer(db, code=0)))
+    cmd_web, _ = run(asyncio.gather(answer(web, stdout="x\n"), answer(db, code=0)))
     assert cmd_web.argv == ["ls", "-l", "My Files"] and cmd_web.shell is None
     run(until(lambda: not console.running, "second command done"))
 
@@ -115,18 +112,18 @@ def test_console_fills_in_output_the_socket_missed(
     assert console is not None
     console.poll_every = 0.2
     # Output frames lost on the way: the result fetches the core's full record.
-    ctx.client.command_output.disconnect(console._event)
+    ctx.live.command_output.disconnect(console._event)
     console.command.setText("df")
     console.run_button.click()
-    run(_answer(web, stdout="lots\n", stderr="warn\n"))
+    run(answer(web, stdout="lots\n", stderr="warn\n"))
     out = _tab(console, web.node_id)
     run(until(lambda: out.text.toPlainText() == "lots\nwarn\n", "the output from REST"))
     assert out.badge.text() == "ok"
     # No live events at all: the REST check while it runs brings the result.
-    ctx.client.command_result.disconnect(console._event)
+    ctx.live.command_result.disconnect(console._event)
     console.command.setText("df -h")
     console.run_button.click()
-    run(_answer(web, stdout="more\n", code=2))
+    run(answer(web, stdout="more\n", code=2))
     out = _tab(console, web.node_id)
     run(until(lambda: out.done, "the polled result"))
     assert out.badge.text() == "failed exit 2" and out.stdout == "more\n"
@@ -160,7 +157,7 @@ def test_console_cancel_and_history(
     for text in ("echo one", "echo two"):
         console.command.setText(text)
         console.run_button.click()
-        run(_answer(web))
+        run(answer(web))
         run(until(lambda: not console.running, f"{text} done"))
     assert console.command.text() == ""
     console.command.setText("draft")
@@ -180,116 +177,13 @@ def test_console_cancel_and_history(
     assert console.command.history == ["sleep 100", "echo one", "echo two"]
 
 
-def test_services_list_and_confirmed_restart(
-    window: MainWindow, ctx: AppContext, core: RunningCore, run: Run, qtmodeltester: Any
-) -> None:
-    web = run(enrolled(core, "web-1"))
-    run(sign_in(ctx, core))
-    window.show()
-    assert web.node_id is not None
-    view = window.open_node(web.node_id)
-    panel = view.show_services()  # the first show loads the list
-    listing: p.Command = run(web.recv_type(p.Command))
-    assert listing.service == p.ServiceRequest(action="list")
-    assert web.ws is not None
-    services = [
-        p.ServiceInfo("nginx", "active", "enabled", "A web server"),
-        p.ServiceInfo("cron", "inactive", "disabled", "Job scheduler"),
-        p.ServiceInfo("ssh", "active", "enabled", "OpenSSH"),
-    ]
-    run(
-        web.ws.send_bytes(
-            p.encode(p.CommandResult(command_id=listing.command_id, status="ok", services=services))
-        )
-    )
-    run(until(lambda: panel.loads == 1, "the service list"))
-    assert panel.model.rowCount() == 3
-    assert [panel.proxy.index(r, 0).data() for r in range(3)] == ["cron", "nginx", "ssh"]
-    qtmodeltester.check(panel.model)
-    panel.filter.setText("web")
-    assert panel.proxy.rowCount() == 1
-    panel.filter.setText("")
-
-    assert not panel.buttons["restart"].isEnabled()  # nothing selected yet
-    assert panel.select("nginx")
-    assert panel.buttons["restart"].isEnabled()
-    box = panel.ask("restart")
-    assert box is not None and box.isVisible()
-    assert not web.ws.closed
-    [confirm] = [b for b in box.buttons() if b.text() == "Restart"]
-    confirm.click()
-    cmd: p.Command = run(web.recv_type(p.Command))
-    assert cmd.service == p.ServiceRequest(action="restart", name="nginx")
-    run(web.ws.send_bytes(p.encode(p.CommandResult(command_id=cmd.command_id, status="ok", exit_code=0))))
-    run(until(lambda: "done" in panel.status.text(), "the restart outcome"))
-    assert panel.status.text() == "Restart nginx: done."
-
-    # A cancelled confirmation sends nothing; a refusal is shown with the agent's words.
-    box = panel.ask("stop")
-    assert box is not None
-    box.button(box.StandardButton.Cancel).click()
-    box = panel.ask("disable")
-    assert box is not None
-    [confirm] = [b for b in box.buttons() if b.text() == "Disable"]
-    confirm.click()
-    cmd = run(web.recv_type(p.Command))
-    assert cmd.service == p.ServiceRequest(action="disable", name="nginx")
-    run(
-        web.ws.send_bytes(
-            p.encode(p.CommandResult(command_id=cmd.command_id, status="refused", message="not allowed here"))
-        )
-    )
-    run(until(lambda: "failed" in panel.status.text(), "the refusal"))
-    assert "not allowed here" in panel.status.text()
-
-
-def test_audit_view_shows_actions_and_filters(
-    window: MainWindow, ctx: AppContext, core: RunningCore, run: Run, qtmodeltester: Any
-) -> None:
-    web = run(enrolled(core, "web-1"))
-    run(sign_in(ctx, core))
-    window.show()
-    assert web.node_id is not None
-    console = window.open_console([web.node_id])
-    assert console is not None
-    console.command.setText("hostname")
-    console.run_button.click()
-    run(_answer(web, stdout="web-1\n"))
-    run(until(lambda: not console.running, "the command"))
-
-    audit = window.open_audit()
-    assert isinstance(audit, AuditPanel)
-    run(until(lambda: audit.loads >= 1, "the audit log"))
-    actions = {audit.model.index(r, 2).data() for r in range(audit.model.rowCount())}
-    assert "command.run" in actions and len(actions) > 1
-    qtmodeltester.check(audit.model)
-
-    audit.action.setText("command.run")
-    audit.refresh()
-    run(until(lambda: audit.loads >= 2, "the filtered log"))
-    assert audit.model.rowCount() == 1
-    assert audit.model.index(0, 1).data() == "admin"
-    assert "hostname" in audit.model.index(0, 5).data()
-
-    audit.action.setText("")
-    audit.node.setText(str(web.node_id))
-    audit.range.setCurrentIndex(0)  # last hour; changing the range reloads
-    run(until(lambda: audit.loads >= 3, "the node's log"))
-    assert audit.model.rowCount() >= 1
-    assert all(str(web.node_id) in audit.model.index(r, 3).data() for r in range(audit.model.rowCount()))
-    audit.user.setText("nobody")
-    audit.refresh()
-    run(until(lambda: audit.loads >= 4, "no one's log"))
-    assert audit.model.rowCount() == 0
-
-
 def test_viewer_gets_no_remote_operations(
     window: MainWindow, ctx: AppContext, core: RunningCore, run: Run
 ) -> None:
     web = run(enrolled(core, "web-1"))
     run(core.user_token("vera", "viewer"))
     run(ctx.signin.sign_in(profile_for(core, "vera"), "password123"))
-    run(until(lambda: ctx.client.state == LinkState.CONNECTED, "live link"))
+    run(until(lambda: ctx.live.state == LinkState.CONNECTED, "live link"))
     window.show()
     assert web.node_id is not None
     assert not window.console_action.isEnabled() and not window.audit_action.isEnabled()

@@ -1,4 +1,4 @@
-"""Read-only table models over a list of records, one cell function per column."""
+"""Read-only table models over a list of records, one cell function per column (services, audit entries)."""
 
 from __future__ import annotations
 

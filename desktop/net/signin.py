@@ -1,4 +1,4 @@
-"""Signing in and out of a profile: the client's tokens, where they are kept, and starting live updates."""
+"""Signing in and out of a profile: the session's tokens, where they are kept, and starting live updates."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import logging
 from PySide6.QtCore import QObject, Signal
 
 from servermanager.desktop.aio import Aio
-from servermanager.desktop.client import CoreClient, CoreError, Session
+from servermanager.desktop.net.errors import CoreError
+from servermanager.desktop.net.live import LiveLink
+from servermanager.desktop.net.rest import RestClient, Session
 from servermanager.desktop.secrets import Kept, SecretsError, TokenStore
 from servermanager.desktop.settings import Profile, Profiles
 
@@ -22,16 +24,19 @@ class SignIn(QObject):
     warning = Signal(str)  # signed in, but something the user should know (token not saved)
     needs_login = Signal(str)  # the session is gone; ask again, with this reason
 
-    def __init__(self, client: CoreClient, secrets: TokenStore, profiles: Profiles, aio: Aio) -> None:
+    def __init__(
+        self, rest: RestClient, live: LiveLink, secrets: TokenStore, profiles: Profiles, aio: Aio
+    ) -> None:
         super().__init__()
-        self.client = client
+        self.rest = rest
+        self.live = live
         self.secrets = secrets
         self.profiles = profiles
         self.aio = aio
         self.profile: Profile | None = None
         self.kept = Kept.NOWHERE
-        client.refresh_token_rotated.connect(self._rotated)
-        client.session_expired.connect(self._expired)
+        rest.refresh_token_rotated.connect(self._rotated)
+        rest.session_expired.connect(self._expired)
 
     async def sign_in(
         self, profile: Profile, secret: str, *, remember: bool = True, session_only: bool = False
@@ -42,9 +47,9 @@ class SignIn(QObject):
         this run only, which is what is left when the system has no keyring.
         """
         if profile.auth == "token":
-            session = await self.client.login_token(profile.url, secret.strip())
+            session = await self.rest.login_token(profile.url, secret.strip())
         else:
-            session = await self.client.login(profile.url, profile.username, secret)
+            session = await self.rest.login(profile.url, profile.username, secret)
         # Only now, with the new session in hand: a failed attempt leaves the current one running.
         await self._leave_current()
         profile.url = session.url
@@ -62,7 +67,7 @@ class SignIn(QObject):
                 )
             except SecretsError as exc:
                 self.warning.emit(f"Signed in, but your sign-in will not be remembered: {exc}")
-        self.client.start_live()
+        self.live.start()
         self.signed_in.emit(session)
         return session
 
@@ -77,9 +82,9 @@ class SignIn(QObject):
         kept_before = Kept.SESSION if self.secrets.where(profile.secret_key) == Kept.SESSION else Kept.KEYRING
         try:
             if profile.auth == "token":
-                session = await self.client.login_token(profile.url, token)
+                session = await self.rest.login_token(profile.url, token)
             else:
-                session = await self.client.resume(profile.url, token, profile.username)
+                session = await self.rest.resume(profile.url, token, profile.username)
         except CoreError as exc:
             if exc.kind in ("bad_token", "session_expired", "bad_credentials"):
                 log.info("the kept token for %s was refused; forgetting it", profile.name)
@@ -93,7 +98,7 @@ class SignIn(QObject):
         if session.refresh_token is not None:
             # Resuming spent the kept refresh token; keep its successor in the same place.
             await self._keep(profile, session.refresh_token)
-        self.client.start_live()
+        self.live.start()
         self.signed_in.emit(session)
         return session
 
@@ -106,7 +111,8 @@ class SignIn(QObject):
     async def sign_out(self) -> None:
         """Revoke the tokens on the core and delete the kept one: signing out means forgetting."""
         profile = self.profile
-        await self.client.logout()
+        await self.live.stop(idle=True)
+        await self.rest.logout()
         if profile is not None:
             await self._forget(profile)
         self.profile = None
@@ -115,7 +121,7 @@ class SignIn(QObject):
 
     async def _leave_current(self) -> None:
         """Stop the previous session's live link (a no-op on first sign-in)."""
-        await self.client.stop_live()
+        await self.live.stop()
 
     async def _forget(self, profile: Profile) -> None:
         try:

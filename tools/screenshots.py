@@ -1,4 +1,4 @@
-"""Screenshots for the docs: a core in-process, simulated nodes, the app in both themes (python -m desktop.screenshots)."""
+"""Screenshots for the docs: a core in-process, simulated nodes, the app in both themes (python -m tools.screenshots)."""
 
 from __future__ import annotations
 
@@ -29,10 +29,9 @@ from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
 from servermanager.core.app import create_app
 from servermanager.core.settings import CoreSettings
-from servermanager.desktop.client import LinkState
 from servermanager.desktop.context import AppContext
-from servermanager.desktop.fleet import Col
 from servermanager.desktop.main import make_app
+from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.settings import Profile
 from servermanager.desktop.window import MainWindow
 
@@ -258,9 +257,11 @@ async def shoot(app: QApplication, workdir: Path, out: Path) -> None:
         window.resize(1400, 860)
         window.show()
         await ctx.signin.sign_in(Profile("Production", url, "password", "admin"), password, remember=False)
-        await wait_for(lambda: ctx is not None and ctx.client.state == LinkState.CONNECTED)
-        await wait_for(lambda: ctx is not None and ctx.client.latency_ms is not None)
-        window.fleet.table.sortByColumn(Col.NAME, window.fleet.table.horizontalHeader().sortIndicatorOrder())
+        await wait_for(lambda: ctx is not None and ctx.live.state == LinkState.CONNECTED)
+        await wait_for(lambda: ctx is not None and ctx.live.latency_ms is not None)
+        window.fleet.table.sortByColumn(
+            ctx.model.column("name"), window.fleet.table.horizontalHeader().sortIndicatorOrder()
+        )
         web1 = next(n for n in nodes if n.name == "api-1")
         for theme in ("light", "dark"):
             ctx.settings.set("theme", theme)
@@ -307,7 +308,7 @@ async def shoot(app: QApplication, workdir: Path, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m desktop.screenshots", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.screenshots", description=__doc__)
     parser.add_argument("--out", type=Path, default=OUT, help=f"where the PNGs go (default {OUT})")
     args = parser.parse_args(argv)
     app = make_app()

@@ -1,18 +1,16 @@
-"""Sign-in against a real core: tokens in the keyring only, session-only without one, plain-language errors."""
+"""Sign-in against a real core: tokens in the keyring only, session-only without one, profiles, switching cores."""
 
 from __future__ import annotations
 
-import datetime
-import ssl
 from pathlib import Path
 
 import keyring.backends.fail
 import pytest
-from aiohttp import web
 from pytestqt.qtbot import QtBot
 
-from servermanager.desktop.client import CoreError, LinkState
 from servermanager.desktop.context import AppContext
+from servermanager.desktop.net.errors import CoreError
+from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.secrets import SERVICE, Kept, SecretsError
 from servermanager.desktop.settings import Profile
 from servermanager.desktop.window import MainWindow
@@ -28,7 +26,7 @@ from tests.desktop.conftest import (
     sign_in,
     until,
 )
-from tests.helpers.core import RunningCore, free_port
+from tests.helpers.core import RunningCore
 
 
 def test_login_keeps_token_in_keyring_and_logout_deletes_it(
@@ -46,7 +44,7 @@ def test_login_keeps_token_in_keyring_and_logout_deletes_it(
 
     run(ctx.signin.sign_out())
     assert (SERVICE, key) not in keyring_backend.items
-    assert ctx.client.state == LinkState.IDLE
+    assert ctx.live.state == LinkState.IDLE
     # Signing out also revoked the refresh token on the core.
     status, body = run(core.request("POST", "/api/v1/auth/refresh", json={"refresh_token": kept}))
     assert status == 401, body
@@ -65,12 +63,12 @@ def test_restart_resumes_with_the_kept_token(
     win = MainWindow(ctx)
     try:
         win.start()
-        run(until(lambda: ctx.client.state == LinkState.CONNECTED, "resumed live link"))
+        run(until(lambda: ctx.live.state == LinkState.CONNECTED, "resumed live link"))
         assert win.connection_dialog is None
-        assert ctx.client.session is not None and ctx.client.session.role == "admin"
+        assert ctx.rest.session is not None and ctx.rest.session.role == "admin"
         # Refresh tokens work once; the keyring holds the rotated one.
         new = keyring_backend.items[(SERVICE, profile_for(core).secret_key)]
-        assert new != old and new == ctx.client.session.refresh_token
+        assert new != old and new == ctx.rest.session.refresh_token
     finally:
         win._quitting = True
         win.close()
@@ -94,9 +92,9 @@ def test_api_token_through_the_connection_dialog(
     assert dialog.user_edit.isHidden() and not dialog.token_edit.isHidden()
     dialog.token_edit.setText(token)
     dialog.connect_button.click()
-    run(until(lambda: ctx.client.state == LinkState.CONNECTED, "live link"))
+    run(until(lambda: ctx.live.state == LinkState.CONNECTED, "live link"))
     assert window.connection_dialog is None  # accepted and gone
-    assert ctx.client.session is not None and ctx.client.session.role == "viewer"
+    assert ctx.rest.session is not None and ctx.rest.session.role == "viewer"
     assert keyring_backend.items[(SERVICE, "api-token@" + core.url)] == token
     assert window.user_label.text() == "watcher (viewer)"
 
@@ -124,120 +122,16 @@ def test_no_keyring_offers_session_only(
         dialog.user_edit.setText("admin")
         dialog.password_edit.setText(admin_password(core))
         dialog.connect_button.click()
-        run(until(lambda: ctx.client.state == LinkState.CONNECTED, "live link"))
+        run(until(lambda: ctx.live.state == LinkState.CONNECTED, "live link"))
         profile = ctx.signin.profile
         assert profile is not None
         assert ctx.signin.kept == Kept.SESSION and ctx.secrets.where(profile.secret_key) == Kept.SESSION
-        assert run(ctx.secrets.load(profile.secret_key)) == ctx.client.session.refresh_token  # type: ignore[union-attr]
+        assert run(ctx.secrets.load(profile.secret_key)) == ctx.rest.session.refresh_token  # type: ignore[union-attr]
 
         run(ctx.signin.sign_out())
         assert ctx.secrets.where(profile.secret_key) == Kept.NOWHERE
     finally:
         keyring.set_keyring(previous)
-
-
-def test_wrong_password_and_unreachable_core_read_plainly(
-    window: MainWindow, ctx: AppContext, core: RunningCore, run: Run, keyring_backend: MemoryKeyring
-) -> None:
-    dialog = window.open_connection()
-    dialog.url_edit.setText(core.url)
-    dialog.user_edit.setText("admin")
-    dialog.password_edit.setText("not the password")
-    dialog.connect_button.click()
-    run(until(lambda: not dialog.error.isHidden(), "an error"))
-    assert dialog.error.text() == "Wrong user name or password."
-    assert dialog.connect_button.isEnabled()
-    assert ctx.client.session is None and keyring_backend.items == {}
-
-    port = free_port()
-    dialog.url_edit.setText(f"127.0.0.1:{port}")  # no scheme: http is assumed
-    dialog.password_edit.setText("whatever")
-    dialog.connect_button.click()
-    run(until(lambda: "reach" in dialog.error.text(), "an unreachable error"))
-    assert dialog.error.text() == (
-        f"Cannot reach the core at 127.0.0.1:{port}. Check the address and that the core is running."
-    )
-    assert "Traceback" not in dialog.error.text()
-
-
-def test_expired_session_refreshes_silently_then_asks_again(
-    window: MainWindow, ctx: AppContext, core: RunningCore, run: Run, keyring_backend: MemoryKeyring
-) -> None:
-    session = run(sign_in(ctx, core))
-    run(core.core.users.revoke(session.access_token))
-    nodes = run(ctx.client.nodes())  # 401, refresh, retry: the caller never notices
-    assert nodes == []
-    renewed = ctx.client.session
-    assert renewed is not None and renewed.access_token != session.access_token
-    key = profile_for(core).secret_key
-    run(
-        until(
-            lambda: keyring_backend.items.get((SERVICE, key)) == renewed.refresh_token, "rotated token kept"
-        )
-    )
-
-    assert renewed.refresh_token is not None
-    run(core.core.users.revoke(renewed.access_token))
-    run(core.core.users.revoke(renewed.refresh_token))
-    with pytest.raises(CoreError) as err:
-        run(ctx.client.nodes())
-    assert err.value.kind == "session_expired"
-    assert window.connection_dialog is not None
-    assert window.connection_dialog.error.text() == "Your session has expired. Please sign in again."
-    run(until(lambda: (SERVICE, key) not in keyring_backend.items, "dead token forgotten"))
-    assert ctx.client.state == LinkState.IDLE
-
-
-def _self_signed(tmp: Path) -> ssl.SSLContext:
-    """A certificate for 'other.example' only: connecting to 127.0.0.1 must fail verification."""
-    x509 = pytest.importorskip("cryptography.x509")
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "other.example")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("other.example")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
-    return context
-
-
-def test_certificate_mismatch_reads_plainly(ctx: AppContext, run: Run, tmp_path: Path) -> None:
-    server_ssl = _self_signed(tmp_path)
-    app = web.Application()
-    runner = web.AppRunner(app)
-    port = free_port()
-
-    async def serve() -> None:
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_ssl).start()
-
-    run(serve())
-    try:
-        with pytest.raises(CoreError) as err:
-            run(ctx.client.login(f"https://127.0.0.1:{port}", "admin", "pw"))
-        assert err.value.kind == "certificate"
-        assert err.value.message.startswith(f"The certificate of 127.0.0.1:{port} does not match")
-    finally:
-        run(runner.cleanup())
 
 
 def test_profiles_are_kept_and_deletable(
@@ -278,7 +172,7 @@ def test_switching_profiles_shows_only_the_other_cores_fleet(
 
         prof = Profile("Other", other.url, "password", "admin")
         run(ctx.signin.sign_in(prof, admin_password(other)))
-        run(until(lambda: ctx.client.state == LinkState.CONNECTED, "the other core's live link"))
+        run(until(lambda: ctx.live.state == LinkState.CONNECTED, "the other core's live link"))
         assert sorted(n.name for n in ctx.model.nodes()) == ["there-1", "there-2"]
         # Both cores number their nodes from 1. Diffing one fleet into the other would report the
         # offline here-1 "back online" as there-1, and leave here-1's view showing there-1.
@@ -290,7 +184,7 @@ def test_switching_profiles_shows_only_the_other_cores_fleet(
         assert (SERVICE, profile_for(core).secret_key) in keyring_backend.items  # both stay signed in
     finally:
         run(close_agents())
-        run(ctx.client.stop_live())
+        run(ctx.live.stop())
         run(other.stop())
 
 
@@ -301,7 +195,7 @@ def test_a_failed_sign_in_leaves_the_current_session_running(
     session = run(sign_in(ctx, core))
     with pytest.raises(CoreError, match="Wrong user name or password"):
         run(ctx.signin.sign_in(Profile("Other", core.url, "password", "admin"), "nope"))
-    assert ctx.client.session == session
+    assert ctx.rest.session == session
     assert ctx.signin.profile is not None and ctx.signin.profile.name == "Test core"
     # Live updates still flow.
     run(agent.send_samples(agent.make(1, cpu=66.0)))

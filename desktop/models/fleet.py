@@ -1,9 +1,10 @@
-"""The fleet store as a Qt item model (one row per node), its filter proxy, and value formatting."""
+"""The fleet as a Qt item model (one row per node, a column per fleet row of the metric table) and its filter proxy."""
 
 from __future__ import annotations
 
 import time
-from enum import IntEnum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import (
@@ -19,44 +20,9 @@ from PySide6.QtCore import (
 
 from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
+from servermanager.desktop.format import NA, fmt_ago, format_value
 
 Index = QModelIndex | QPersistentModelIndex
-
-
-class Col(IntEnum):
-    STATUS = 0
-    NAME = 1
-    GROUP = 2
-    TAGS = 3
-    OS = 4
-    CPU = 5
-    MEM = 6
-    DISK = 7
-    NET_IN = 8
-    NET_OUT = 9
-    LOAD = 10
-    UPTIME = 11
-    LAST_SEEN = 12
-
-
-HEADERS: dict[Col, str] = {
-    Col.STATUS: "Status",
-    Col.NAME: "Name",
-    Col.GROUP: "Group",
-    Col.TAGS: "Tags",
-    Col.OS: "OS",
-    Col.CPU: "CPU",
-    Col.MEM: "Memory",
-    Col.DISK: "Disk",
-    Col.NET_IN: "Net in",
-    Col.NET_OUT: "Net out",
-    Col.LOAD: "Load",
-    Col.UPTIME: "Uptime",
-    Col.LAST_SEEN: "Last seen",
-}
-
-PERCENT_COLUMNS = frozenset({Col.CPU, Col.MEM, Col.DISK})
-NUMERIC_COLUMNS = PERCENT_COLUMNS | {Col.NET_IN, Col.NET_OUT, Col.LOAD, Col.UPTIME, Col.LAST_SEEN}
 
 _USER = int(Qt.ItemDataRole.UserRole)
 SortRole = _USER + 1  # the raw value the proxy sorts by
@@ -64,64 +30,22 @@ NodeIdRole = _USER + 2
 OnlineRole = _USER + 3
 PercentRole = _USER + 4  # float 0..100 or None, for the in-cell bar
 NodeRole = _USER + 5  # the whole NodeInfo
+ColumnRole = _USER + 6  # the cell's Column, for the delegate
+
+# Initial widths of the metric columns by unit: a bar needs room, a load average does not.
+_UNIT_WIDTHS = {mt.Unit.PLAIN: 60, mt.Unit.SECONDS: 80}
 
 
-# ---------------------------------------------------------------- formatting
+@dataclass(frozen=True)
+class Column:
+    """One fleet table column: its header, and how a node shows (text) and sorts (key) in it."""
 
-NA = "\N{EN DASH}"  # shown where a value is unknown (no sample yet, no rate yet)
-
-
-def fmt_bytes(n: float | None) -> str:
-    """Sizes in binary units (what `free -h` and `df -h` show)."""
-    if n is None:
-        return NA
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def fmt_of(used: float, total: float) -> str:
-    """'11.7 / 16.0 GiB': a part of a whole, the unit said once when both share it."""
-    a, b = fmt_bytes(used), fmt_bytes(total)
-    unit_a, unit_b = a.rpartition(" ")[2], b.rpartition(" ")[2]
-    return f"{a.rpartition(' ')[0]} / {b}" if unit_a == unit_b else f"{a} / {b}"
-
-
-def fmt_rate(bps: float | None) -> str:
-    """Rates in binary units, as the history charts label them."""
-    return NA if bps is None else fmt_bytes(bps) + "/s"
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return NA
-    s = int(max(0, seconds))
-    days, rest = divmod(s, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
-
-
-def fmt_ago(ts: float | None, now: float | None = None) -> str:
-    if ts is None:
-        return "never"
-    age = (now or time.time()) - ts
-    if age < 5:
-        return "just now"
-    return fmt_duration(age) + " ago"
-
-
-def fmt_pct(value: float | None) -> str:
-    return NA if value is None else f"{value:.0f}%"
+    key: str  # a metric row's name, or the name of a fixed column ("status", "name", ...)
+    header: str
+    cell: Callable[[p.NodeInfo, float], tuple[str, Any]]  # (node, now) -> (display text, sort key)
+    width: int | None = None  # initial width in pixels; None for the last, stretched column
+    numeric: bool = False  # right-aligned
+    bar: bool = False  # drawn as a percentage bar behind the text
 
 
 def os_label(node: p.NodeInfo) -> str:
@@ -130,51 +54,59 @@ def os_label(node: p.NodeInfo) -> str:
     return f"{node.host.os} {node.host.os_version}".strip()
 
 
-def cell(node: p.NodeInfo, col: Col, now: float) -> tuple[str, Any]:
-    """(display text, sort key) of one cell: the one place a node becomes table text."""
-    m = node.latest.metrics if node.latest is not None else None
-    match col:
-        case Col.STATUS:
-            return ("Online" if node.online else "Offline", 0 if node.online else 1)
-        case Col.NAME:
-            return node.name, node.name.lower()
-        case Col.GROUP:
-            return node.group, node.group.lower()
-        case Col.TAGS:
-            text = ", ".join(node.tags)
-            return text, text.lower()
-        case Col.OS:
-            label = os_label(node)
-            return label, label.lower()
-        case Col.CPU:
-            v = m.cpu_pct if m else None
-            return fmt_pct(v), v
-        case Col.MEM:
-            v = m.mem_pct if m else None
-            return fmt_pct(v), v
-        case Col.DISK:
-            v = m.disk_pct if m else None
-            return fmt_pct(v), v
-        case Col.NET_IN:
-            v = m.net_rx_bps if m else None
-            return fmt_rate(v), v
-        case Col.NET_OUT:
-            v = m.net_tx_bps if m else None
-            return fmt_rate(v), v
-        case Col.LOAD:
-            return (f"{m.load1:.2f}", m.load1) if m else (NA, None)
-        case Col.UPTIME:
-            return (fmt_duration(m.uptime), m.uptime) if m else (NA, None)
-        case Col.LAST_SEEN:
-            return fmt_ago(node.last_seen, now), node.last_seen
-    raise AssertionError(col)
+def _text(value: str) -> tuple[str, Any]:
+    return value, value.lower()
 
 
-# ---------------------------------------------------------------- the model
+def _os(node: p.NodeInfo, _now: float) -> tuple[str, Any]:
+    return _text(os_label(node))
+
+
+def _status(node: p.NodeInfo, _now: float) -> tuple[str, Any]:
+    return ("Online" if node.online else "Offline", 0 if node.online else 1)
+
+
+def _last_seen(node: p.NodeInfo, now: float) -> tuple[str, Any]:
+    return fmt_ago(node.last_seen, now), node.last_seen
+
+
+def metric_column(field: mt.Field) -> Column:
+    """A column showing the node's latest value of one metric row, formatted by the row's unit."""
+
+    def cell(node: p.NodeInfo, _now: float) -> tuple[str, Any]:
+        v = mt.scalar(node.latest.metrics, field.name) if node.latest is not None else None
+        return format_value(field.unit, v), v
+
+    percent = field.unit is mt.Unit.PERCENT
+    return Column(field.name, field.column, cell, _UNIT_WIDTHS.get(field.unit, 90), numeric=True, bar=percent)
+
+
+# The columns before the metrics and after them: what a node is, and when it was last heard from.
+LEADING: tuple[Column, ...] = (
+    Column("status", "Status", _status, 90),
+    Column("name", "Name", lambda n, _now: (n.name, n.name.lower()), 150),
+    Column("group", "Group", lambda n, _now: _text(n.group), 100),
+    Column("tags", "Tags", lambda n, _now: _text(", ".join(n.tags)), 110),
+    Column("os", "OS", _os, 200),
+)
+TRAILING: tuple[Column, ...] = (Column("last_seen", "Last seen", _last_seen, numeric=True),)
+
+
+def fleet_columns(
+    rows: Sequence[mt.Field] = mt.FIELDS, families: Sequence[mt.Family] = mt.FAMILIES
+) -> tuple[Column, ...]:
+    """Every column: the fixed ones around a column per table row that names one.
+
+    Metric columns follow the chart order (their rows' families), then rows with no chart, in
+    table order: the table's own order is the database's, where new rows go at the end.
+    """
+    order = {fam.key: i for i, fam in enumerate(families)}
+    metric = sorted((f for f in rows if f.column), key=lambda f: order.get(f.family, len(order)))
+    return (*LEADING, *(metric_column(f) for f in metric), *TRAILING)
 
 
 class NodesModel(QAbstractTableModel):
-    """The fleet: one row per node, fed by the client's snapshot, events and polls.
+    """The fleet: one row per node, fed by the live link's snapshot, events and polls.
 
     Updates change rows in place (dataChanged for the cells that changed); rows are inserted or
     removed only when a node really appears or disappears, so views keep selection and scroll.
@@ -186,8 +118,15 @@ class NodesModel(QAbstractTableModel):
     sample_received = Signal(int, object)  # node id, mt.Sample: the live tail for charts
     facets_changed = Signal()  # the set of groups or tags changed
 
-    def __init__(self, parent: QObject | None = None, tick_ms: int = 5000) -> None:
+    def __init__(
+        self,
+        parent: QObject | None = None,
+        tick_ms: int = 5000,
+        columns: Sequence[Column] | None = None,
+    ) -> None:
         super().__init__(parent)
+        self.columns: tuple[Column, ...] = tuple(columns) if columns is not None else fleet_columns()
+        self._column_of = {c.key: i for i, c in enumerate(self.columns)}
         self._rows: list[p.NodeInfo] = []
         self._row_of: dict[int, int] = {}
         self._facets: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
@@ -196,56 +135,62 @@ class NodesModel(QAbstractTableModel):
         self._ticker.timeout.connect(self._tick)
         self._ticker.start(tick_ms)
 
+    def column(self, key: str) -> int:
+        """The index of the column with this key ("name", "cpu_pct", ...)."""
+        return self._column_of[key]
+
     # ------------------------------------------------------------ Qt API
 
     def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self._rows)
 
     def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(Col)
+        return 0 if parent.isValid() else len(self.columns)
 
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
     ) -> Any:
-        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(Col):
+        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(self.columns):
             return None
         if role == Qt.ItemDataRole.DisplayRole:
-            return HEADERS[Col(section)]
-        if role == Qt.ItemDataRole.TextAlignmentRole and Col(section) in NUMERIC_COLUMNS:
+            return self.columns[section].header
+        if role == Qt.ItemDataRole.TextAlignmentRole and self.columns[section].numeric:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or index.row() >= len(self._rows) or index.column() >= len(Col):
+        if not index.isValid() or index.row() >= len(self._rows) or index.column() >= len(self.columns):
             return None
         node = self._rows[index.row()]
-        col = Col(index.column())
+        col = self.columns[index.column()]
         if role == Qt.ItemDataRole.DisplayRole:
-            return cell(node, col, time.time())[0]
+            return col.cell(node, time.time())[0]
         if role == SortRole:
-            return cell(node, col, time.time())[1]
+            return col.cell(node, time.time())[1]
         if role == NodeIdRole:
             return node.id
         if role == OnlineRole:
             return node.online
         if role == NodeRole:
             return node
+        if role == ColumnRole:
+            return col
         if role == PercentRole:
-            return cell(node, col, time.time())[1] if col in PERCENT_COLUMNS else None
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in NUMERIC_COLUMNS:
+            return col.cell(node, time.time())[1] if col.bar else None
+        if role == Qt.ItemDataRole.TextAlignmentRole and col.numeric:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return self._tooltip(node, col)
+            return self._tooltip(node, col.key)
         return None
 
-    def _tooltip(self, node: p.NodeInfo, col: Col) -> str | None:
-        if col == Col.STATUS:
+    def _tooltip(self, node: p.NodeInfo, key: str) -> str | None:
+        if key == "status":
             seen = fmt_ago(node.last_seen)
             return f"{node.name} is {'online' if node.online else 'offline'}; last heard from {seen}"
-        if col == Col.LOAD and node.latest is not None:
+        if key == "load1" and node.latest is not None:
             m = node.latest.metrics
             return f"Load average 1/5/15 min: {m.load1:.2f} / {m.load5:.2f} / {m.load15:.2f}"
-        if col == Col.OS and node.host is not None:
+        if key == "os" and node.host is not None:
             h = node.host
             return f"{h.os} {h.os_version}, kernel {h.kernel}, {h.arch}"
         return None
@@ -355,9 +300,9 @@ class NodesModel(QAbstractTableModel):
             self.online_changed.emit(new.id, new.name, new.online)
         now = time.time()
         changed = [
-            c
-            for c in Col
-            if cell(old, c, now) != cell(new, c, now) or (c == Col.STATUS and old.online != new.online)
+            i
+            for i, c in enumerate(self.columns)
+            if c.cell(old, now) != c.cell(new, now) or (c.key == "status" and old.online != new.online)
         ]
         # One dataChanged per run of adjacent changed cells: views repaint those cells only.
         for first, last in _runs(changed):
@@ -389,20 +334,21 @@ class NodesModel(QAbstractTableModel):
             self.facets_changed.emit()
 
     def _tick(self) -> None:
-        if self._rows:
-            top = self.index(0, Col.LAST_SEEN)
-            bottom = self.index(len(self._rows) - 1, Col.LAST_SEEN)
+        if self._rows and "last_seen" in self._column_of:
+            col = self._column_of["last_seen"]
+            top = self.index(0, col)
+            bottom = self.index(len(self._rows) - 1, col)
             self.dataChanged.emit(top, bottom, [Qt.ItemDataRole.DisplayRole, SortRole])
 
 
-def _runs(cols: list[Col]) -> list[tuple[int, int]]:
+def _runs(cols: list[int]) -> list[tuple[int, int]]:
     """[1, 2, 3, 7] -> [(1, 3), (7, 7)]"""
     out: list[tuple[int, int]] = []
     for c in cols:
         if out and out[-1][1] == c - 1:
-            out[-1] = (out[-1][0], int(c))
+            out[-1] = (out[-1][0], c)
         else:
-            out.append((int(c), int(c)))
+            out.append((c, c))
     return out
 
 

@@ -1,0 +1,1 @@
+"""Qt item models of what the core reports: the fleet table and plain record lists."""

@@ -1,0 +1,340 @@
+"""Typed REST calls to the core, under a session whose access token is refreshed when it expires."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+import aiohttp
+import msgspec
+from PySide6.QtCore import QObject, Signal
+
+from servermanager.common import protocol as p
+from servermanager.common import rest as m
+from servermanager.desktop.net.errors import CoreError, explain_error, host_of, http_error
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+API = "/api/v1"
+
+
+@dataclass(frozen=True)
+class Session:
+    """Who is signed in where. An API token has no refresh token and never expires by itself."""
+
+    url: str
+    access_token: str
+    user: str
+    role: str
+    refresh_token: str | None = None
+    expires_at: float | None = None
+
+    @property
+    def is_api_token(self) -> bool:
+        return self.refresh_token is None
+
+    @property
+    def can_edit(self) -> bool:
+        return self.role in ("operator", "admin")
+
+
+def normalize_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    if url and "://" not in url:
+        url = "http://" + url
+    return url
+
+
+def _with_pair(s: Session, pair: m.TokenPair) -> Session:
+    return replace(
+        s,
+        access_token=pair.access_token,
+        refresh_token=pair.refresh_token,
+        expires_at=time.time() + pair.expires_in,
+        role=pair.role or s.role,
+    )
+
+
+class RestClient(QObject):
+    """The app's REST side of one core: holds the session, keeps its tokens fresh, never touches a widget."""
+
+    session_changed = Signal(object)  # Session | None
+    session_expired = Signal(str)  # the refresh token failed too: ask the user again
+    refresh_token_rotated = Signal(str)  # store the new one wherever the old one was kept
+
+    def __init__(self, *, request_timeout: float = 10.0, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.request_timeout = request_timeout
+        self.session: Session | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._refresh_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------ plumbing
+
+    def http(self) -> aiohttp.ClientSession:
+        """The HTTP connection pool, shared with the live socket."""
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def set_session(self, session: Session | None) -> None:
+        self.session = session
+        self.session_changed.emit(session)
+
+    def set_role(self, role: str) -> None:
+        """The core says the signed-in user's role is now `role` (the live socket's auth_ok)."""
+        if self.session is not None and role != self.session.role:
+            self.set_session(replace(self.session, role=role))
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        token: str | None = None,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        login: bool = False,
+    ) -> bytes:
+        """One HTTP request; the body of a success, a CoreError in words for anything else."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        data = msgspec.json.encode(json) if json is not None else None
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            async with self.http().request(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                params=params,
+                timeout=aiohttp.ClientTimeout(total=self.request_timeout),
+            ) as r:
+                body = await r.read()
+                status = r.status
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            log.info("%s %s failed: %r", method, url, exc)
+            raise explain_error(exc, url) from None
+        if status >= 400:
+            raise http_error(status, body, url, login=login)
+        return body
+
+    async def call(
+        self, method: str, path: str, type: type[T] | None = None, *, json: Any = None, params: Any = None
+    ) -> T | None:
+        """An authenticated REST call; an expired access token is refreshed once, silently."""
+        for attempt in (1, 2):
+            s = self.session
+            if s is None:
+                raise CoreError("signed_out", "You are not signed in.")
+            try:
+                body = await self.request(
+                    method, s.url + API + path, token=s.access_token, json=json, params=params
+                )
+            except CoreError as exc:
+                if exc.kind == "session_expired" and attempt == 1 and await self.refresh(s):
+                    continue
+                if exc.kind == "session_expired":
+                    self.expire(exc.message)
+                raise
+            if type is None or not body:
+                return None
+            try:
+                return msgspec.json.decode(body, type=type)
+            except msgspec.MsgspecError as exc:
+                raise CoreError(
+                    "bad_reply", f"The core sent a reply this app does not understand: {exc}"
+                ) from None
+        raise AssertionError("unreachable")
+
+    async def refresh(self, stale: Session) -> bool:
+        """Exchange the refresh token of `stale`; concurrent callers share one exchange."""
+        if stale.refresh_token is None:
+            return False
+        async with self._refresh_lock:
+            current = self.session
+            if current is None:
+                return False
+            if current.access_token != stale.access_token:
+                return True  # someone else refreshed while we waited
+            try:
+                pair = await self._token_pair(
+                    current.url, "/auth/refresh", {"refresh_token": stale.refresh_token}
+                )
+            except CoreError as exc:
+                log.info("refresh failed: %s", exc)
+                return False
+            self.set_session(_with_pair(current, pair))
+            assert pair.refresh_token
+            self.refresh_token_rotated.emit(pair.refresh_token)
+            log.info("access token refreshed")
+            return True
+
+    def expire(self, message: str) -> None:
+        """The session is dead (its refresh failed too): drop it, and say why."""
+        if self.session is None:
+            return
+        self.set_session(None)
+        self.session_expired.emit(message)
+
+    async def _token_pair(self, url: str, path: str, body: dict[str, str]) -> m.TokenPair:
+        raw = await self.request("POST", url + API + path, json=body, login=True)
+        try:
+            return msgspec.json.decode(raw, type=m.TokenPair)
+        except msgspec.MsgspecError:
+            raise CoreError("not_core", f"{host_of(url)} does not look like a Server Manager core.") from None
+
+    # ------------------------------------------------------------ sign in / out
+
+    async def login(self, url: str, username: str, password: str) -> Session:
+        url = normalize_url(url)
+        pair = await self._token_pair(url, "/auth/login", {"username": username, "password": password})
+        session = _with_pair(Session(url, pair.access_token, username, pair.role), pair)
+        self.set_session(session)
+        return session
+
+    async def login_token(self, url: str, token: str) -> Session:
+        """Sign in with an API token; the core says whose it is and which role it carries."""
+        url = normalize_url(url)
+        raw = await self.request("GET", url + API + "/auth/me", token=token, login=True)
+        try:
+            me = msgspec.json.decode(raw, type=m.Me)
+        except msgspec.MsgspecError:
+            raise CoreError("not_core", f"{host_of(url)} does not look like a Server Manager core.") from None
+        session = Session(url, token, me.name, me.role)
+        self.set_session(session)
+        return session
+
+    async def resume(self, url: str, refresh_token: str, username: str = "") -> Session:
+        """Sign in again with a remembered refresh token (it rotates: store the new one)."""
+        url = normalize_url(url)
+        pair = await self._token_pair(url, "/auth/refresh", {"refresh_token": refresh_token})
+        session = _with_pair(Session(url, pair.access_token, username, pair.role), pair)
+        self.set_session(session)
+        if not username:
+            me = await self.call("GET", "/auth/me", m.Me)
+            assert me is not None
+            self.set_session(replace(session, user=me.name, role=me.role))
+        return self.session or session
+
+    async def logout(self) -> None:
+        """Drop the session, then revoke its tokens on the core (best effort)."""
+        s = self.session
+        self.set_session(None)
+        if s is None or s.is_api_token:
+            # An API token is shared with scripts; signing out of the app must not kill it.
+            return
+        try:
+            await self.request(
+                "POST",
+                s.url + API + "/auth/logout",
+                token=s.access_token,
+                json={"refresh_token": s.refresh_token},
+            )
+        except CoreError as exc:
+            log.info("logout on the core failed (%s); tokens expire on their own", exc)
+
+    # ------------------------------------------------------------ nodes
+
+    async def nodes(self) -> list[p.NodeInfo]:
+        result = await self.call("GET", "/nodes", m.NodeList)
+        assert result is not None
+        return result.nodes
+
+    async def patch_node(
+        self,
+        node_id: int,
+        *,
+        name: str | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+    ) -> p.NodeInfo:
+        body = m.NodePatch(name=name, group=group, tags=tags)
+        node = await self.call("PATCH", f"/nodes/{node_id}", p.NodeInfo, json=body)
+        assert node is not None
+        return node
+
+    async def delete_node(self, node_id: int) -> None:
+        await self.call("DELETE", f"/nodes/{node_id}")
+
+    async def history(
+        self,
+        node_id: int,
+        start: float,
+        end: float,
+        resolution: str = "auto",
+        fields: list[str] | None = None,
+        points: int | None = None,
+    ) -> m.History:
+        """Columns of [start, end]; with points, rows merged into at most that many (avg, min, max)."""
+        params = {"from": f"{start:.3f}", "to": f"{end:.3f}", "resolution": resolution}
+        if fields:
+            params["fields"] = ",".join(fields)
+        if points is not None:
+            params["points"] = str(points)
+        result = await self.call("GET", f"/nodes/{node_id}/metrics", m.History, params=params)
+        assert result is not None
+        return result
+
+    # ------------------------------------------------------------ remote operations
+
+    async def run_command(
+        self, node_ids: list[int], command: str | list[str], timeout: float
+    ) -> m.CommandInfo:
+        """Start a command (a shell string, or an argv list run without a shell) on these nodes."""
+        body = {"targets": {"nodes": node_ids}, "command": command, "timeout": timeout}
+        info = await self.call("POST", "/commands", m.CommandInfo, json=body)
+        assert info is not None
+        return info
+
+    async def command(self, command_id: str) -> m.CommandInfo:
+        info = await self.call("GET", f"/commands/{command_id}", m.CommandInfo)
+        assert info is not None
+        return info
+
+    async def cancel_command(self, command_id: str) -> m.CommandInfo:
+        info = await self.call("POST", f"/commands/{command_id}/cancel", m.CommandInfo)
+        assert info is not None
+        return info
+
+    async def services(self, node_id: int) -> list[p.ServiceInfo]:
+        result = await self.call("GET", f"/nodes/{node_id}/services", m.ServiceList)
+        assert result is not None
+        return result.services
+
+    async def service_action(self, node_id: int, name: str, action: str) -> m.CommandInfo:
+        info = await self.call("POST", f"/nodes/{node_id}/services/{name}/{action}", m.CommandInfo)
+        assert info is not None
+        return info
+
+    async def audit(
+        self,
+        *,
+        user: str | None = None,
+        action: str | None = None,
+        node: int | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        limit: int = 500,
+    ) -> list[m.AuditEntry]:
+        params = {"limit": str(limit)}
+        for key, value in (("user", user), ("action", action), ("node", node)):
+            if value not in (None, ""):
+                params[key] = str(value)
+        if start is not None:
+            params["from"] = f"{start:.3f}"
+        if end is not None:
+            params["to"] = f"{end:.3f}"
+        result = await self.call("GET", "/audit", m.AuditList, params=params)
+        assert result is not None
+        return result.entries

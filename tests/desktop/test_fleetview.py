@@ -1,0 +1,161 @@
+"""The fleet panel against a real core: search and filters, selection, opening a node, editing by role."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.fleetview import VIEWER_HINT
+from servermanager.desktop.models.fleet import SortRole
+from servermanager.desktop.net.live import LinkState
+from servermanager.desktop.window import MainWindow
+from tests.desktop.conftest import Run, enrolled, profile_for, sign_in, until
+from tests.desktop.models.test_fleet import cell, visible_names
+from tests.helpers.core import RunningCore
+
+
+def test_search_and_filters(window: MainWindow, ctx: AppContext, core: RunningCore, run: Run) -> None:
+    web1 = run(enrolled(core, "web-1"))
+    web2 = run(enrolled(core, "web-2"))
+    db = run(enrolled(core, "db-1"))
+    run(sign_in(ctx, core))
+    assert web1.node_id and web2.node_id and db.node_id
+    run(ctx.rest.patch_node(web1.node_id, group="frontend", tags=["eu", "prod"]))
+    run(ctx.rest.patch_node(web2.node_id, group="frontend", tags=["us"]))
+    run(ctx.rest.patch_node(db.node_id, group="storage", tags=["eu"]))
+    panel = window.fleet
+    run(until(lambda: panel.tag_filter.count() == 4, "tag facets from node_updated events"))
+    assert [panel.group_filter.itemText(i) for i in range(panel.group_filter.count())] == [
+        "All groups",
+        "frontend",
+        "storage",
+    ]
+
+    panel.search.setText("web")
+    assert visible_names(window) == ["web-1", "web-2"]
+    panel.search.setText("eu")  # matches tags too
+    assert visible_names(window) == ["db-1", "web-1"]
+    panel.search.setText("")
+
+    panel.group_filter.setCurrentText("storage")
+    assert visible_names(window) == ["db-1"]
+    panel.group_filter.setCurrentIndex(0)
+    panel.tag_filter.setCurrentText("eu")
+    assert visible_names(window) == ["db-1", "web-1"]
+    panel.tag_filter.setCurrentIndex(0)
+
+    run(web2.close())
+    run(until(lambda: ctx.model.counts() == (2, 1), "web-2 offline"))
+    panel.status_filter.setCurrentText("Offline")
+    assert visible_names(window) == ["web-2"]
+    panel.status_filter.setCurrentText("Online")
+    assert visible_names(window) == ["db-1", "web-1"]
+    panel.status_filter.setCurrentIndex(0)
+    assert visible_names(window) == ["db-1", "web-1", "web-2"]
+
+
+def test_selection_and_scroll_survive_updates_and_resorting(
+    window: MainWindow, ctx: AppContext, core: RunningCore, run: Run
+) -> None:
+    agents = [run(enrolled(core, f"node-{i:02d}", cpu=float(i))) for i in range(40)]
+    run(sign_in(ctx, core))
+    window.show()
+    table = window.fleet.table
+    table.sortByColumn(ctx.model.column("cpu_pct"), Qt.SortOrder.DescendingOrder)
+    target = agents[20]
+    assert target.node_id is not None
+    assert window.fleet.select_node(target.node_id)
+    table.scrollTo(table.selectionModel().selectedRows()[0])
+    scroll = table.verticalScrollBar().value()
+    assert scroll > 0
+
+    # Samples for other nodes change cells but not the order: selection and scroll stay put.
+    for agent in agents[:5]:
+        run(agent.send_samples(agent.make(1, cpu=float(agents.index(agent)) + 0.5)))
+    run(until(lambda: cell(window, agents[4].node_id or 0, "cpu_pct", SortRole) == 4.5, "samples applied"))
+    assert window.fleet.selected_node_id() == target.node_id
+    assert table.verticalScrollBar().value() == scroll
+
+    # The selected node's own update moves it to the top of the CPU sort; it stays selected.
+    run(target.send_samples(target.make(1, cpu=99.0)))
+    name = ctx.model.column("name")
+    run(until(lambda: window.fleet.proxy.index(0, name).data() == "node-20", "resort"))
+    assert window.fleet.selected_node_id() == target.node_id
+
+
+def test_double_click_opens_the_node_view(
+    window: MainWindow, ctx: AppContext, core: RunningCore, run: Run
+) -> None:
+    agent = run(enrolled(core, "web-1", cpu=42.0))
+    run(sign_in(ctx, core))
+    window.show()
+    index = window.fleet.proxy.index(0, ctx.model.column("name"))
+    window.fleet.table.doubleClicked.emit(index)
+    assert agent.node_id is not None
+    view = window.node_views[agent.node_id]
+    assert window.tabs.currentWidget() is view
+    assert view.title.text() == "web-1"
+    assert view.meters["cpu_pct"].text.startswith("42%")
+    assert view.fact_labels["hostname"].text() == "web-1"
+    assert view.fact_labels["cpu"].text() == "Test CPU (2 cores)"
+    run(agent.send_samples(agent.make(1, cpu=64.0)))
+    run(until(lambda: view.meters["cpu_pct"].text.startswith("64%"), "the live gauge"))
+
+
+def test_viewer_sees_edit_controls_disabled(
+    window: MainWindow, ctx: AppContext, core: RunningCore, run: Run
+) -> None:
+    run(enrolled(core, "web-1"))
+    run(core.user_token("vera", "viewer"))
+    run(ctx.signin.sign_in(profile_for(core, "vera"), "password123"))
+    run(until(lambda: ctx.live.state == LinkState.CONNECTED, "live link"))
+    panel = window.fleet
+    window.show()
+    panel.table.selectRow(0)
+    assert panel.selected_node_id() is not None
+    assert not panel.edit_button.isEnabled() and not panel.remove_button.isEnabled()
+    assert panel.edit_button.toolTip() == VIEWER_HINT
+    assert panel.edit_selected() is None and panel.remove_selected() is None
+    assert window.user_label.text() == "vera (viewer)"
+
+
+def test_operator_renames_regroups_tags_and_removes(
+    window: MainWindow, ctx: AppContext, core: RunningCore, run: Run
+) -> None:
+    agent = run(enrolled(core, "web-1"))
+    other = run(enrolled(core, "web-2"))
+    run(sign_in(ctx, core))
+    panel = window.fleet
+    window.show()
+    assert agent.node_id is not None and other.node_id is not None
+    panel.select_node(agent.node_id)
+    assert panel.edit_button.isEnabled()
+    dialog = panel.edit_selected()
+    assert dialog is not None
+    dialog.name_edit.setText("frontend-1")
+    dialog.group_box.setCurrentText("frontend")
+    dialog.tags_edit.setText("eu, prod bad tag!")
+    dialog._submit()
+    assert dialog.error.text().startswith("Tags may hold")
+    dialog.tags_edit.setText("eu, prod")
+    dialog._submit()
+    run(until(lambda: cell(window, agent.node_id or 0, "name") == "frontend-1", "rename"))
+    assert cell(window, agent.node_id, "group") == "frontend"
+    assert cell(window, agent.node_id, "tags") == "eu, prod"
+    status, body = run(core.request("GET", f"/api/v1/nodes/{agent.node_id}", run(core.admin_token())))
+    assert (status, body["name"], body["group"], body["tags"]) == (
+        200,
+        "frontend-1",
+        "frontend",
+        ["eu", "prod"],
+    )
+
+    panel.select_node(other.node_id)
+    box = panel.remove_selected()
+    assert box is not None
+    remove = next(b for b in box.buttons() if b.text() == "Remove")
+    remove.click()
+    run(until(lambda: ctx.model.node(other.node_id or 0) is None, "removal"))
+    status, _ = run(core.request("GET", f"/api/v1/nodes/{other.node_id}", run(core.admin_token())))
+    assert status == 404
+    assert panel.selected_node_id() is None or panel.selected_node_id() == agent.node_id

@@ -1,0 +1,1 @@
+"""Developer tools that sit outside the shipped packages (python -m tools.<name>)."""
