@@ -19,13 +19,13 @@ import asyncio  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from devkit.ports import free_port  # noqa: E402
 from servermanager.core.datadir import initial_admin_password  # noqa: E402
 
 if not os.environ.get("DISPLAY"):
@@ -33,12 +33,6 @@ if not os.environ.get("DISPLAY"):
 
 
 FLEET_CMD = [sys.executable, "-m", "benchmarks.fleet"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _api(url: str, path: str, body: object = None, token: str | None = None) -> dict[str, object]:
@@ -52,7 +46,7 @@ def _api(url: str, path: str, body: object = None, token: str | None = None) -> 
 
 def _start_fleet(base: Path, nodes: int, duration: float) -> tuple[str, str, list[subprocess.Popen[bytes]]]:
     """Core and simulated agents in their own processes; returns (url, admin password, processes)."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     procs: list[subprocess.Popen[bytes]] = []
     log = (base / "core.log").open("wb")

@@ -7,7 +7,6 @@ import contextlib
 import os
 import platform
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import msgspec
 import psutil
 
 from benchmarks.fleet import percentiles, raise_nofile_limit
+from devkit.ports import free_port
 from servermanager.common import protocol as p
 from servermanager.core.datadir import initial_admin_password
 
@@ -32,12 +32,6 @@ MB = 1024 * 1024
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def servermanager_cmd() -> list[str]:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from devkit.cores import RunningCore
 from servermanager.core.store.db import Database
-from tests.helpers.core import RunningCore
 
 
 @pytest.fixture

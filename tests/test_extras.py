@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from devkit.ports import free_port
 
 # Building the venvs takes ~15 s with pip's cache warm; a first download of Qt takes longer.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -108,12 +109,6 @@ def run(
 
 def top_names(modules: list[str]) -> set[str]:
     return {m.partition(".")[0] for m in modules}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import asyncio
 import math
 import os
 import random
-import socket
 import sys
 import tempfile
 import time
@@ -25,9 +24,11 @@ from aiohttp import web
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication, QWidget
 
+from devkit.ports import free_port
 from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
 from servermanager.core.app import create_app
+from servermanager.core.datadir import initial_admin_password
 from servermanager.core.settings import CoreSettings
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.main import make_app
@@ -51,12 +52,6 @@ FLEET: list[Spec] = [
 OFFLINE = {"staging-1"}
 HISTORY = 3600.0  # seconds of backfilled history per node
 STEP = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def metrics_at(t: float, cpu: float, mem: float, disk: float, net: float, seed: int) -> mt.Metrics:
@@ -228,7 +223,7 @@ async def shoot(app: QApplication, workdir: Path, out: Path) -> None:
     feeders: list[asyncio.Task[None]] = []
     ctx: AppContext | None = None
     try:
-        password = (workdir / "core" / "initial-admin-password").read_text().strip()
+        password = initial_admin_password(workdir / "core")
         async with http.post(
             url + "/api/v1/auth/login", json={"username": "admin", "password": password}
         ) as r:

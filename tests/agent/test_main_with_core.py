@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from devkit.cores import RunningCore
 from servermanager.agent.link.connection import AuthFailedError, ConnState
 from servermanager.agent.main import Agent
 from tests.agent.fakes import AgentRunner, fast_settings
-from tests.helpers.core import RunningCore
 from tests.helpers.wait import wait_until
 
 

@@ -38,7 +38,7 @@ collectors.SCALAR_COLLECTORS["runq"] = lambda: 3.14159
 # ---- everything below is the product as it is.
 from servermanager.agent.main import Agent
 from tests.agent.fakes import fast_settings
-from tests.helpers.core import RunningCore
+from devkit.cores import RunningCore
 
 out = {}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.fleet import Fleet
-from tests.helpers.core import RunningCore
+from devkit.cores import RunningCore
 from tests.helpers.wait import wait_until
 
 

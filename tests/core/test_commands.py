@@ -6,8 +6,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from devkit.cores import RunningCore
 from servermanager.common import protocol as p
-from tests.helpers.core import RawAgent, RawClient, RunningCore
+from tests.helpers.core import RawAgent, RawClient
 from tests.helpers.wait import wait_until
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from devkit.ports import free_port
 from servermanager.core.datadir import INITIAL_PASSWORD_FILE
-from tests.helpers.core import free_port
 from tests.helpers.procs import CLI
 from tests.helpers.wait import wait_sync
 

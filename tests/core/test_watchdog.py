@@ -13,9 +13,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from devkit.cores import RunningCore
 from servermanager.common import protocol as p
 from servermanager.core.nodes import NodeState
-from tests.helpers.core import RawAgent, RawClient, RunningCore
+from tests.helpers.core import RawAgent, RawClient
 
 
 async def _enrolled(core: RunningCore, name: str) -> RawAgent:

@@ -23,15 +23,17 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
+from devkit.cores import RunningCore
 from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
+from servermanager.core.datadir import initial_admin_password
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.main import configure
 from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.net.rest import Session
 from servermanager.desktop.settings import Profile
 from servermanager.desktop.window import MainWindow
-from tests.helpers.core import RawAgent, RunningCore
+from tests.helpers.core import RawAgent
 
 T = TypeVar("T")
 Run = Callable[..., Any]
@@ -228,7 +230,7 @@ def window(ctx: AppContext, run: Run) -> Iterator[MainWindow]:
 
 
 def admin_password(core: RunningCore) -> str:
-    return (core.data_dir / "initial-admin-password").read_text().strip()
+    return initial_admin_password(core.data_dir)
 
 
 def profile_for(core: RunningCore, username: str = "admin", name: str = "Test core") -> Profile:

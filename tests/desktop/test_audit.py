@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from devkit.cores import RunningCore
 from servermanager.desktop.audit import AuditPanel
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import Run, enrolled, sign_in, until
 from tests.desktop.test_console import answer
-from tests.helpers.core import RunningCore
 
 
 def test_audit_view_shows_actions_and_filters(

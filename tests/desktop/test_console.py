@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
+from devkit.cores import RunningCore
 from servermanager.common import protocol as p
 from servermanager.desktop.audit import AuditPanel
 from servermanager.desktop.console import ConsolePanel, NodeOutput
@@ -15,7 +16,7 @@ from servermanager.desktop.context import AppContext
 from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import Run, enrolled, profile_for, sign_in, until
-from tests.helpers.core import RawAgent, RunningCore
+from tests.helpers.core import RawAgent
 
 
 async def answer(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 
+from devkit.cores import RunningCore
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.fleetview import VIEWER_HINT
 from servermanager.desktop.models.fleet import SortRole
@@ -11,7 +12,6 @@ from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import Run, enrolled, profile_for, sign_in, until
 from tests.desktop.models.test_fleet import cell, visible_names
-from tests.helpers.core import RunningCore
 
 
 def test_search_and_filters(window: MainWindow, ctx: AppContext, core: RunningCore, run: Run) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from devkit.cores import RunningCore
 from servermanager.common import protocol as p
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import Run, enrolled, sign_in, until
-from tests.helpers.core import RunningCore
 
 
 def test_services_list_and_confirmed_restart(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pytestqt.qtbot import QtBot
 
+from servermanager.core.datadir import initial_admin_password
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.window import MainWindow
@@ -21,7 +22,7 @@ def test_closing_without_a_tray_quits(window: MainWindow, qtbot: QtBot) -> None:
 def test_demo_login_signs_in_without_a_dialog(
     window: MainWindow, ctx: AppContext, cores: Cores, run: Run
 ) -> None:
-    password = (cores.c.data_dir / "initial-admin-password").read_text().strip()
+    password = initial_admin_password(cores.c.data_dir)
     window.start(core_url=cores.c.url, demo_password=password)
     run(until(lambda: ctx.live.state == LinkState.CONNECTED, "demo sign-in"))
     assert window.connection_dialog is None

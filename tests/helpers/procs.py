@@ -12,8 +12,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from devkit.ports import free_port
 from servermanager.core.datadir import initial_admin_password
-from tests.helpers.core import free_port
 from tests.helpers.wait import wait_sync
 
 CLI = [sys.executable, "-m", "servermanager"]

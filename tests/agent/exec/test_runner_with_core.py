@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
+from devkit.cores import RunningCore
 from servermanager.agent.main import Agent
 from servermanager.agent.settings import ExecSettings
 from servermanager.common import protocol as p
 from tests.agent.fakes import AgentRunner, FakeTool, canned, fast_settings, pid_gone
-from tests.helpers.core import RawClient, RunningCore
+from tests.helpers.core import RawClient
 from tests.helpers.wait import wait_for, wait_until
 
 

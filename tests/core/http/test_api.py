@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from devkit.cores import RunningCore
 from servermanager.core.datadir import initial_admin_password
-from tests.helpers.core import RawAgent, RunningCore
+from tests.helpers.core import RawAgent
 from tests.helpers.wait import wait_until
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
+from devkit.cores import RunningCore
 from servermanager.core.http.api import ROUTES
-from tests.helpers.core import RunningCore
 
 
 async def test_openapi_is_generated_from_models(core_server: RunningCore) -> None:

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from devkit.cores import RunningCore
 from servermanager.common import metrics as mt
 from servermanager.core.http import prometheus
-from tests.helpers.core import RawAgent, RunningCore
+from tests.helpers.core import RawAgent
 
 
 @dataclass

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
+from devkit.cores import RunningCore
 from servermanager.core.auth import Role
 from servermanager.core.http.api import ROUTES
-from tests.helpers.core import RunningCore
 
 
 def _concrete(path: str) -> str:

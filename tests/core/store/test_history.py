@@ -6,10 +6,11 @@ import time
 
 import pytest
 
+from devkit.cores import RunningCore
 from servermanager.core.store.daycache import DAY_MS
 from servermanager.core.store.history import _bucket_width
 from servermanager.core.store.samples import SampleStore
-from tests.helpers.core import RawAgent, RunningCore
+from tests.helpers.core import RawAgent
 from tests.helpers.store import make_samples, write_samples
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from devkit.cores import RunningCore
 from servermanager.common.metrics import Sample
 from servermanager.core.store.db import Database
 from servermanager.core.store.maintenance import HOURLY_EVERY, ROLLUP_GRACE_MS
@@ -17,7 +18,7 @@ from servermanager.core.store.rows import to_row
 from servermanager.core.store.samples import SampleStore
 from servermanager.core.store.values import execute_values
 from servermanager.core.store.writer import _DIRTY_INSERT, _HEAD_INSERT
-from tests.helpers.core import RawAgent, RunningCore, metrics
+from tests.helpers.core import RawAgent, metrics
 from tests.helpers.store import make_samples, write_samples
 
 

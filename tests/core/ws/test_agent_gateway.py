@@ -7,9 +7,10 @@ from pathlib import Path
 
 import aiohttp
 
+from devkit.cores import RunningCore
 from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
-from tests.helpers.core import RawAgent, RawClient, RunningCore, host_facts
+from tests.helpers.core import RawAgent, RawClient, host_facts
 from tests.helpers.wait import wait_for
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from devkit.cores import RunningCore
 from servermanager.common import protocol as p
-from tests.helpers.core import RawAgent, RawClient, RunningCore
+from tests.helpers.core import RawAgent, RawClient
 
 
 async def test_snapshot_then_live_samples(core_server: RunningCore) -> None:

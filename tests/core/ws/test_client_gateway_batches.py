@@ -12,9 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from devkit.cores import RunningCore
 from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
-from tests.helpers.core import RawAgent, RunningCore, metrics
+from tests.helpers.core import RawAgent, metrics
 
 _dec = p.decoder(p.CoreToClient)
 

@@ -7,8 +7,9 @@ import time
 import aiohttp
 import pytest
 
+from devkit.cores import RunningCore
 from servermanager.common import protocol as p
-from tests.helpers.core import RawAgent, RunningCore
+from tests.helpers.core import RawAgent
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from typing import Any
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt
 from pytestqt.qtbot import QtBot
 
+from devkit.cores import RunningCore
 from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
 from servermanager.desktop.context import AppContext
@@ -20,7 +21,7 @@ from servermanager.desktop.models.fleet import (
 )
 from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import WITH_GPU, Run, enrolled, sign_in, until, with_gpu
-from tests.helpers.core import RunningCore, host_facts, metrics
+from tests.helpers.core import host_facts, metrics
 
 
 def cell(window: MainWindow, node_id: int, key: str, role: int = Qt.ItemDataRole.DisplayRole) -> Any:

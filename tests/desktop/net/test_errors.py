@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from devkit.cores import RunningCore
+from devkit.ports import free_port
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.net.errors import CoreError, explain_error, host_of, http_error
 from servermanager.desktop.window import MainWindow
@@ -17,7 +19,6 @@ from tests.desktop.conftest import (
     Run,
     until,
 )
-from tests.helpers.core import RunningCore, free_port
 
 
 def test_wrong_password_and_unreachable_core_read_plainly(

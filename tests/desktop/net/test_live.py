@@ -11,6 +11,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from devkit.cores import RunningCore
+from devkit.ports import free_port
 from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
 from servermanager.common.backoff import Backoff
@@ -20,7 +22,7 @@ from servermanager.desktop.net.live import LinkState, LiveLink, ws_url
 from servermanager.desktop.net.rest import RestClient, Session
 from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import Cores, Run, enrolled, reconnected, sign_in, until
-from tests.helpers.core import RunningCore, free_port, metrics
+from tests.helpers.core import metrics
 
 
 class Ceiling(random.Random):

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from devkit.cores import RunningCore
 from servermanager.common.rest import History
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.net.errors import CoreError
@@ -21,7 +22,6 @@ from tests.desktop.conftest import (
     sign_in,
     until,
 )
-from tests.helpers.core import RunningCore
 
 
 def test_expired_session_refreshes_silently_then_asks_again(

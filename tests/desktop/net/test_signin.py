@@ -8,6 +8,7 @@ import keyring.backends.fail
 import pytest
 from pytestqt.qtbot import QtBot
 
+from devkit.cores import RunningCore
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.net.live import LinkState
@@ -26,7 +27,6 @@ from tests.desktop.conftest import (
     sign_in,
     until,
 )
-from tests.helpers.core import RunningCore
 
 
 def test_login_keeps_token_in_keyring_and_logout_deletes_it(

@@ -1,0 +1,113 @@
+"""Real cores for tests, benchmarks and tools: a free loopback port, and the core served in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from devkit.ports import free_port
+from servermanager.common import protocol as p
+from servermanager.core.app import create_app
+from servermanager.core.context import CORE, Core
+from servermanager.core.datadir import initial_admin_password
+from servermanager.core.settings import CoreSettings
+
+# Quick timeouts and no background jobs unless asked for: what a test wants to wait on.
+FAST = {
+    "hello_timeout": 0.5,
+    "flush_every": 0.005,
+    "rollup_every": 3600.0,
+    "prune_every": 3600.0,
+    "agent_interval": 1.0,
+    "heartbeat_misses": 2,
+}
+
+
+class RunningCore:
+    """create_app() served by an AppRunner on 127.0.0.1:<free port>."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, **settings: Any) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        opts = {**FAST, **settings, "data_dir": str(data_dir), "listen": f"127.0.0.1:{self.port}"}
+        self.settings = msgspec.convert(opts, CoreSettings)
+        self.settings.validate()
+        self.app = create_app(self.settings)
+        self.runner = web.AppRunner(self.app, handle_signals=False)
+        self.http: aiohttp.ClientSession | None = None
+        self._admin: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def agent_ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}{p.AGENT_WS_PATH}"
+
+    @property
+    def client_ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}{p.CLIENT_WS_PATH}"
+
+    @property
+    def core(self) -> Core:
+        return self.app[CORE]
+
+    async def start(self) -> RunningCore:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        self.http = aiohttp.ClientSession()
+        return self
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+        await self.runner.cleanup()
+
+    async def request(
+        self, method: str, path: str, token: str | None = None, json: Any = None, data: Any = None, **kw: Any
+    ) -> tuple[int, Any]:
+        assert self.http is not None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.http.request(
+            method, self.url + path, headers=headers, json=json, data=data, **kw
+        ) as r:
+            body = await r.read()
+            return r.status, (
+                msgspec.json.decode(body) if body and r.content_type == "application/json" else body
+            )
+
+    async def admin_token(self) -> str:
+        if self._admin is None:
+            password = initial_admin_password(self.data_dir)
+            status, body = await self.request(
+                "POST", "/api/v1/auth/login", json={"username": "admin", "password": password}
+            )
+            assert status == 200, body
+            self._admin = body["access_token"]
+        return self._admin
+
+    async def user_token(self, name: str, role: str, password: str = "password123") -> str:
+        status, body = await self.request(
+            "POST",
+            "/api/v1/users",
+            await self.admin_token(),
+            json={"name": name, "password": password, "role": role},
+        )
+        assert status == 201, body
+        status, body = await self.request(
+            "POST", "/api/v1/auth/login", json={"username": name, "password": password}
+        )
+        assert status == 200, body
+        return str(body["access_token"])
+
+    async def enroll_token(self, uses: int = 1, ttl: float = 600) -> str:
+        status, body = await self.request(
+            "POST", "/api/v1/enroll-tokens", await self.admin_token(), json={"uses": uses, "ttl": ttl}
+        )
+        assert status == 201, body
+        return str(body["token"])
