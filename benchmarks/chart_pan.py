@@ -36,7 +36,7 @@ from servermanager.desktop.charts.families import ChartFamily
 
 SECTION = "## Desktop chart panning"
 INTRO = """\
-How smoothly the desktop app's history charts (`desktop/charts.py`, pyqtgraph) pan over 30 days of
+How smoothly the desktop app's history charts (`desktop/charts/`, pyqtgraph) pan over 30 days of
 1-minute points, as produced by `benchmarks/chart_pan.py`: each frame moves the x range with
 `setXRange`, repaints synchronously (`repaint()`) and drains the event queue.
 

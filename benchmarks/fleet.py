@@ -3,7 +3,7 @@
 Each virtual agent opens its own WebSocket to the core (aiohttp client, one shared session),
 enrolls with a shared enrollment token, keeps the credential the core hands back in memory and
 presents it on every reconnect. It then sends one `samples` frame per interval holding one
-plausible, slowly varying reading built from `core.protocol` structs, answers the core's pings, and
+plausible, slowly varying reading built from `common.metrics` structs, answers the core's pings, and
 counts acks. Like the real agent it sends no `ping` of its own while it streams (a samples frame
 every interval already proves it alive); `--ping-interval` adds pings for stress runs. Start times
 are staggered evenly over the interval so the load on the core is smooth rather than bursty.

@@ -1,4 +1,4 @@
-"""Real cores for tests, benchmarks and tools: a free loopback port, and the core served in-process."""
+"""Real cores for tests, benchmarks and tools: the core served in-process on a loopback port, with its admin."""
 
 from __future__ import annotations
 

@@ -43,6 +43,38 @@ from devkit.cores import RunningCore
 out = {}
 
 
+def desktop(history_json, nodes_json) -> None:
+    # The app's widgets, fed the REST answers as the app decodes them.
+    import msgspec
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+
+    from servermanager.common import protocol as p
+    from servermanager.common.rest import History
+    from servermanager.desktop.charts.panel import ChartPanel
+    from servermanager.desktop.charts.ranges import preset
+    from servermanager.desktop.meters import MeterBox
+    from servermanager.desktop.models.fleet import NodesModel
+
+    app = QApplication.instance() or QApplication([])
+    panel = ChartPanel(initial=preset("1h"))
+    panel.set_history(msgspec.convert(history_json, History))
+    load = panel.charts["load"]
+    out["chart_fields"] = list(load.fields)
+    out["chart_points"] = load.data()[1]["runq"].tolist()
+    nodes = msgspec.convert(nodes_json, list[p.NodeInfo])
+    model = NodesModel()
+    model.apply_snapshot(nodes)
+    headers = [model.headerData(c, Qt.Orientation.Horizontal) for c in range(model.columnCount())]
+    out["column"] = headers.index("Run q") if "Run q" in headers else None
+    if out["column"] is not None:
+        out["cell"] = model.data(model.index(0, out["column"]))
+    box = MeterBox()
+    box.show_reading(nodes[0].latest.metrics, dim=False)
+    out["meter"] = [box.meters["runq"].label, box.meters["runq"].text] if "runq" in box.meters else None
+    app.processEvents()
+
+
 async def core_and_agent(tmp: Path) -> None:
     server = await RunningCore(tmp / "core", agent_interval=0.0).start()
     agent = Agent(fast_settings(tmp / "agent", server.url), await server.enroll_token())
@@ -60,8 +92,10 @@ async def core_and_agent(tmp: Path) -> None:
         status, text = await server.request("GET", "/metrics", token)
         out["prometheus"] = [line for line in text.decode().splitlines() if "sm_node_runq" in line]
         out["latest"] = server.core.nodes.get(nid).latest.metrics.runq
-        node = (await server.request("GET", f"/api/v1/nodes/{nid}", token))[1]
-        out["node"] = node
+        status, hist = await server.request(
+            "GET", f"/api/v1/nodes/{nid}/metrics?resolution=raw&from=0", token
+        )
+        desktop(hist, (await server.request("GET", "/api/v1/nodes", token))[1]["nodes"])
     finally:
         agent.stop()
         await task
@@ -92,3 +126,8 @@ def test_one_row_and_a_collector_flow_to_storage_history_metrics_and_the_desktop
     assert "# HELP sm_node_runq Tasks waiting for a CPU" in got["prometheus"]
     assert "# TYPE sm_node_runq gauge" in got["prometheus"]
     assert any(line.startswith("sm_node_runq{") and line.endswith(" 3.14") for line in got["prometheus"])
+    # Drawn in its family's chart, listed as a fleet column, shown as a node-view meter.
+    assert got["chart_fields"] == ["load1", "load5", "load15", "runq"]
+    assert len(got["chart_points"]) >= 3 and set(got["chart_points"]) == {3.14}
+    assert got["column"] is not None and got["cell"] == "3.14"
+    assert got["meter"] == ["Run queue", "3.14"]
