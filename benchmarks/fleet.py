@@ -46,6 +46,7 @@ from aiohttp import WSMsgType
 
 from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
+from servermanager.common.backoff import backoff_delay
 from servermanager.core.runtime import new_event_loop
 
 SIM_AGENT_VERSION = "sim-0.1"
@@ -349,9 +350,8 @@ class SimAgent:
             attempt = 1
 
     def _backoff(self, attempt: int) -> float:
-        """Full jitter over [0, initial * 2**attempt], capped: the real agent's reconnect policy."""
-        fleet = self.fleet
-        return self._rng.uniform(0.0, min(fleet.backoff_max, fleet.backoff_initial * 2.0 ** min(attempt, 32)))
+        """The real agent's reconnect policy (full jitter, capped), from this agent's own rng."""
+        return backoff_delay(attempt, self.fleet.backoff_initial, self.fleet.backoff_max, self._rng)
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
         fleet = self.fleet
