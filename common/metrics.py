@@ -10,7 +10,7 @@ metric is one row in the table plus its collector in the agent.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
@@ -38,6 +38,7 @@ __all__ = [
     "Unit",
     "check_table",
     "family_fields",
+    "metrics_struct",
     "round_scalars",
     "scalar",
 ]
@@ -147,17 +148,18 @@ DERIVED: dict[str, Callable[[Any], float | None]] = {
 }
 
 
-def _with_table_fields(base: type[MetricsBase]) -> type[MetricsBase]:
-    """`base` plus an optional float field for every table row it lacks and nothing derives."""
+def metrics_struct(fields: Iterable[Field]) -> type[MetricsBase]:
+    """The wire struct of a table: MetricsBase plus an optional float field for every row that is
+    neither one of its fields nor derived (an agent without that row's collector omits it)."""
     extra = [
         (f.name, float | None, None)
-        for f in FIELDS
-        if f.name not in base.__struct_fields__ and f.name not in DERIVED
+        for f in fields
+        if f.name not in MetricsBase.__struct_fields__ and f.name not in DERIVED
     ]
     return cast(
         "type[MetricsBase]",
         msgspec.defstruct(
-            "Metrics", extra, bases=(base,), frozen=True, omit_defaults=True, gc=False, module=__name__
+            "Metrics", extra, bases=(MetricsBase,), frozen=True, omit_defaults=True, gc=False, module=__name__
         ),
     )
 
@@ -166,7 +168,7 @@ if TYPE_CHECKING:
     # The type checker sees the built-in fields; a row added since is read with scalar().
     Metrics = MetricsBase
 else:
-    Metrics = _with_table_fields(MetricsBase)
+    Metrics = metrics_struct(FIELDS)
 
 
 def scalar(m: MetricsBase, name: str) -> float | None:

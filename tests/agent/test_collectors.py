@@ -26,10 +26,10 @@ from servermanager.common.metrics import (
     SCALAR_FIELDS,
     Field,
     Metrics,
-    MetricsBase,
     NetIface,
     Sample,
     Unit,
+    metrics_struct,
     scalar,
 )
 from servermanager.common.protocol import AgentToCore, Samples, decode, decoder, encode
@@ -180,14 +180,7 @@ def test_values_are_rounded_once_to_their_table_rows_decimals() -> None:
 # scalar metric to common.metrics.FIELDS does.
 GPU = Field("gpu_pct", Unit.PERCENT, 1, "GPU", "GPU busy, percent")
 EXTENDED = (*FIELDS, GPU)
-ExtendedMetrics = msgspec.defstruct(
-    "Metrics",
-    [("gpu_pct", float | None, None)],
-    bases=(MetricsBase,),
-    frozen=True,
-    omit_defaults=True,
-    gc=False,
-)
+ExtendedMetrics = metrics_struct(EXTENDED)
 
 
 def test_an_added_table_row_is_collected_rounded_and_sent() -> None:

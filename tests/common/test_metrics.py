@@ -40,12 +40,10 @@ def test_round_scalars_keeps_each_rows_decimals() -> None:
     assert isinstance(got["net_rx_bps"], int)
 
 
-def test_a_row_that_is_no_builtin_field_becomes_an_optional_wire_field(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_row_that_is_no_builtin_field_becomes_an_optional_wire_field() -> None:
     extra = Field("runq", Unit.PLAIN, 2, "Run queue", "Runnable tasks", family="load")
-    monkeypatch.setattr(mt, "FIELDS", (*mt.FIELDS, extra))
-    cls = mt._with_table_fields(mt.MetricsBase)
+    cls = mt.metrics_struct((*mt.FIELDS, extra))
+    assert issubclass(cls, mt.MetricsBase) and "runq" not in mt.Metrics.__struct_fields__
     assert "runq" in cls.__struct_fields__
     sample = msgspec.json.decode(
         b'{"cpu_pct":1,"cpu_per_core":[],"load1":0,"load5":0,"load15":0,"mem_total":1,"mem_used":0,'

@@ -131,7 +131,7 @@ def _store_with(
     monkeypatch.setattr(mt, "FIELD_DECIMALS", {f.name: f.decimals for f in fields})
     for name, derive in (derived or {}).items():
         monkeypatch.setitem(mt.DERIVED, name, derive)
-    monkeypatch.setattr(mt, "Metrics", mt._with_table_fields(mt.MetricsBase))
+    monkeypatch.setattr(mt, "Metrics", mt.metrics_struct(fields))
     package = importlib.import_module("servermanager.core.store")
     for name in _STORE_MODULES:
         monkeypatch.delitem(sys.modules, f"{package.__name__}.{name}")
