@@ -68,3 +68,13 @@ def test_durations(raw: str | int, secs: float) -> None:
 def test_every_setting_is_described() -> None:
     missing = [f for f in CoreSettings.__struct_fields__ if f not in CoreSettings.__doc_fields__]
     assert missing == []
+
+
+def test_uvloop_setting_takes_booleans_only() -> None:
+    def load(value: str) -> CoreSettings:
+        return load_settings(CoreSettings, env_prefix="SM_CORE_", environ={"SM_CORE_UVLOOP": value})
+
+    assert load("false").uvloop is False
+    assert load("true").uvloop is True
+    with pytest.raises(SettingsError, match="uvloop"):
+        load("maybe")

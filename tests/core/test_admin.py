@@ -1,4 +1,4 @@
-"""The `servermanager` command as an operator uses it: admin actions, SIGTERM, backup and restore."""
+"""Admin actions on a core's data dir through the CLI: users, tokens, backup and restore."""
 
 from __future__ import annotations
 
@@ -46,19 +46,6 @@ def test_admin_commands_then_core(core_proc: CoreProcess) -> None:
     assert not (core_proc.data_dir / INITIAL_PASSWORD_FILE).exists()
 
 
-def test_first_start_admin_and_clean_sigterm(core_proc: CoreProcess) -> None:
-    core_proc.start()
-    pw_file = core_proc.data_dir / INITIAL_PASSWORD_FILE
-    assert pw_file.stat().st_mode & 0o077 == 0
-    token = core_proc.admin_token()
-    assert core_proc.terminate() == 0
-    log = core_proc.log()
-    # The log says where the password is, never what it is, and never prints a token.
-    assert str(pw_file) in log
-    assert pw_file.read_text().strip() not in log
-    assert token not in log and "sma_" not in log
-
-
 def test_backup_and_restore(core_proc: CoreProcess, tmp_path: Path) -> None:
     core_proc.start()
     token = core_proc.admin_token()
@@ -87,40 +74,3 @@ def test_backup_and_restore(core_proc: CoreProcess, tmp_path: Path) -> None:
     junk.write_bytes(b"this is not a database" * 100)
     r = cli("admin", "restore", str(junk), "--data-dir", str(tmp_path / "other"))
     assert r.returncode == 1 and "not a usable backup" in r.stderr
-
-
-def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
-    cfg = tmp_path / "core.toml"
-    cfg.write_text("retention_raw = 'forever'\n")
-    r = cli("core", "--config", str(cfg), "--data-dir", str(tmp_path / "d"))
-    assert r.returncode == 2
-    assert "retention_raw" in r.stderr and "Traceback" not in r.stderr
-
-
-def test_core_event_loop_is_uvloop_unless_switched_off() -> None:
-    import asyncio
-
-    import uvloop
-
-    from servermanager.core.runtime import new_event_loop
-
-    fast, plain = new_event_loop(prefer_uvloop=True), new_event_loop(prefer_uvloop=False)
-    try:
-        assert isinstance(fast, uvloop.Loop)
-        assert not isinstance(plain, uvloop.Loop) and isinstance(plain, asyncio.AbstractEventLoop)
-    finally:
-        fast.close()
-        plain.close()
-
-
-def test_uvloop_setting_takes_booleans_only() -> None:
-    from servermanager.common.settings import SettingsError, load_settings
-    from servermanager.core.settings import CoreSettings
-
-    def load(value: str) -> CoreSettings:
-        return load_settings(CoreSettings, env_prefix="SM_CORE_", environ={"SM_CORE_UVLOOP": value})
-
-    assert load("false").uvloop is False
-    assert load("true").uvloop is True
-    with pytest.raises(SettingsError, match="uvloop"):
-        load("maybe")
