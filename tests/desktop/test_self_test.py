@@ -50,6 +50,13 @@ def test_self_test_opens_the_window_offscreen_without_core_or_keyring(tmp_path: 
     assert not config.exists() or not any(config.rglob("*Server*")), sorted(config.rglob("*"))
 
 
+def test_self_test_takes_an_empty_platform_for_none(tmp_path: Path) -> None:
+    # QT_QPA_PLATFORM= (set, but empty) asks for no platform: Qt would try X11 and abort.
+    done = run_self_test(tmp_path, QT_QPA_PLATFORM="")
+    assert done.returncode == 0, done.stderr
+    assert "(offscreen, Qt " in done.stdout
+
+
 def test_self_test_keeps_the_platform_it_is_given(tmp_path: Path) -> None:
     done = run_self_test(tmp_path, QT_QPA_PLATFORM="minimal")
     assert done.returncode == 0, done.stderr
