@@ -146,11 +146,10 @@ def main(args: argparse.Namespace) -> int:
     if getattr(args, "demo_login", False) and not demo_password:
         log.warning("--demo-login without %s; asking for the password instead", DEMO_PASSWORD_ENV)
     testing = getattr(args, "self_test", False)
-    if testing:
-        # A check of the install, not of the display: it needs none, but keeps a platform asked for
-        # (an empty value asks for none: Qt would then try X11 and abort without a display).
-        if not os.environ.get("QT_QPA_PLATFORM"):
-            os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    # A self-test checks the install, not the display: it needs none, but keeps a platform asked for
+    # (an empty value asks for none: Qt would then try X11 and abort without a display).
+    if testing and not os.environ.get("QT_QPA_PLATFORM"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
     problem = xcb_problem() if QApplication.instance() is None else None
     if problem:
         log.error("%s", problem)
