@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from servermanager.common.alerts import Alert
 from servermanager.common.metrics import HostFacts, Sample
 
 PROTOCOL_VERSION = 1
@@ -39,6 +40,7 @@ class MsgType(enum.StrEnum):
     NODE_REMOVED = "node_removed"
     SAMPLE = "sample"
     BATCH = "batch"  # several queued events in one frame, each as it would travel alone
+    ALERT = "alert"  # an alert changed state, severity, acknowledgement or silence
     # both directions
     ERROR = "error"
 
@@ -169,6 +171,12 @@ class Batch(Frame, tag=MsgType.BATCH.value):
     frames: list[msgspec.Raw]
 
 
+class AlertEvent(Frame, tag=MsgType.ALERT.value):
+    """An alert as it is now, after any change; sent to clients allowed to read alerts."""
+
+    alert: Alert
+
+
 def batch_bytes(frames: list[bytes]) -> bytes:
     """A Batch of already-encoded frames, without decoding them again."""
     return b'{"type":"batch","frames":[' + b",".join(frames) + b"]}"
@@ -246,6 +254,7 @@ CoreToClient = (
     | Batch
     | CommandOutput
     | CommandResult
+    | AlertEvent
     | Ping
     | Pong
     | Error

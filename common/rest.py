@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from servermanager.common.alerts import Alert, AlertState, AlertTransition, Delivery, Op, Severity
 from servermanager.common.protocol import NodeInfo, ServiceInfo, ServiceRequest
 
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
@@ -221,3 +222,189 @@ class ServiceActionQuery(msgspec.Struct, forbid_unknown_fields=True):
 class ServiceList(msgspec.Struct):
     node_id: int
     services: list[ServiceInfo]
+
+
+# ---------------------------------------------------------------- alerting
+# Durations are seconds, or a string such as "500ms", "30s", "5m", "1h", "7d" (common.settings).
+Duration = float | Annotated[str, Meta(min_length=1, max_length=32)]
+ChannelIds = Annotated[list[Annotated[int, Meta(ge=1)]], Meta(max_length=32)]
+
+
+class RuleCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """An alert rule. `metric` is a scalar field of the metric table or "offline" (then `for` is the
+    grace period and the thresholds are unused). With `critical_threshold` the rule has both
+    severities: warning past `threshold`, critical past `critical_threshold`."""
+
+    name: Name
+    metric: Annotated[str, Meta(min_length=1, max_length=64)]
+    op: Op = ">"
+    threshold: float = 0.0
+    clear_threshold: float | None = None  # hysteresis: clears only past this (default: threshold)
+    critical_threshold: float | None = None
+    for_: Duration = msgspec.field(default=0.0, name="for")
+    keep_firing_for: Duration = 0.0
+    severity: Severity = "warning"
+    targets: Targets
+    channels: ChannelIds = []
+    enabled: bool = True
+
+
+class RulePatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    name: Name | None = None
+    metric: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    op: Op | None = None
+    threshold: float | None = None
+    clear_threshold: float | None = None
+    critical_threshold: float | None = None
+    for_: Duration | None = msgspec.field(default=None, name="for")
+    keep_firing_for: Duration | None = None
+    severity: Severity | None = None
+    targets: Targets | None = None
+    channels: ChannelIds | None = None
+    enabled: bool | None = None
+
+
+class Rule(msgspec.Struct, kw_only=True):
+    id: int
+    name: str
+    metric: str
+    op: Op
+    threshold: float
+    clear_threshold: float | None
+    critical_threshold: float | None
+    for_: float = msgspec.field(name="for")  # seconds
+    keep_firing_for: float  # seconds
+    severity: Severity
+    targets: Targets
+    channels: list[int]
+    enabled: bool
+    created_at: float
+    created_by: str
+
+
+class RuleList(msgspec.Struct):
+    rules: list[Rule]
+
+
+class RulePreviewQuery(msgspec.Struct, forbid_unknown_fields=True):
+    range: Literal["24h", "7d"] = "24h"
+
+
+class PreviewAlert(msgspec.Struct):
+    node_id: int
+    node: str
+    started_at: float
+    fired_at: float
+    resolved_at: float | None
+    peak: float | None
+
+
+class RulePreview(msgspec.Struct):
+    """What a rule would have done over the stored history of its targets."""
+
+    from_: float = msgspec.field(name="from")
+    to: float
+    fired: int
+    alerts: list[PreviewAlert]
+
+
+class AlertQuery(msgspec.Struct, forbid_unknown_fields=True):
+    state: AlertState | None = None
+    node: int | None = None
+    rule: int | None = None
+    from_: float | None = msgspec.field(default=None, name="from")
+    to: float | None = None
+    limit: Annotated[int, Meta(ge=1, le=5000)] = 200
+
+
+class AlertList(msgspec.Struct):
+    alerts: list[Alert]
+
+
+class AlertDetail(msgspec.Struct):
+    alert: Alert
+    transitions: list[AlertTransition]
+    deliveries: list[Delivery]
+
+
+class SilenceCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Silence alerts matching every matcher given (at least one) until `ends_at` or for `duration`."""
+
+    rule: Annotated[int, Meta(ge=1)] | None = None
+    node: Annotated[int, Meta(ge=1)] | None = None
+    group: Group | None = None
+    tag: Tag | None = None
+    ends_at: float | None = None
+    duration: Duration | None = None
+    comment: Annotated[str, Meta(min_length=1, max_length=1024)]
+
+
+class Silence(msgspec.Struct, kw_only=True):
+    id: int
+    rule: int | None
+    node: int | None
+    group: str | None
+    tag: str | None
+    starts_at: float
+    ends_at: float
+    comment: str
+    created_by: str
+
+
+class SilenceList(msgspec.Struct):
+    silences: list[Silence]
+
+
+ChannelKind = Literal["webhook", "email", "apprise"]
+QuietHours = Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")]
+
+
+class ChannelCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A way to notify: a webhook URL (optionally HMAC-signed with `secret`), an SMTP mailbox
+    (`url` = smtp[s]://user:password@host:port, `to`, `from_addr`, `starttls`), or an Apprise URL."""
+
+    name: Name
+    kind: ChannelKind
+    url: Annotated[str, Meta(min_length=1, max_length=2048)]
+    secret: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    to: Annotated[list[Annotated[str, Meta(min_length=3, max_length=254)]], Meta(max_length=32)] = []
+    from_addr: Annotated[str, Meta(min_length=3, max_length=254)] | None = None
+    starttls: bool = True
+    quiet_hours: QuietHours | None = None  # local time of the core, e.g. "22:00-07:00"
+    enabled: bool = True
+
+
+class ChannelPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    name: Name | None = None
+    url: Annotated[str, Meta(min_length=1, max_length=2048)] | None = None
+    secret: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    to: Annotated[list[Annotated[str, Meta(min_length=3, max_length=254)]], Meta(max_length=32)] | None = None
+    from_addr: Annotated[str, Meta(min_length=3, max_length=254)] | None = None
+    starttls: bool | None = None
+    quiet_hours: QuietHours | None = None
+    enabled: bool | None = None
+
+
+class Channel(msgspec.Struct, kw_only=True):
+    """A channel as the API shows it: secrets redacted (the URL's password and token parts, `secret`)."""
+
+    id: int
+    name: str
+    kind: ChannelKind
+    url: str  # redacted
+    has_secret: bool
+    to: list[str]
+    from_addr: str | None
+    starttls: bool
+    quiet_hours: str | None
+    enabled: bool
+    created_at: float
+
+
+class ChannelList(msgspec.Struct):
+    channels: list[Channel]
+
+
+class ChannelTestResult(msgspec.Struct):
+    ok: bool
+    message: str

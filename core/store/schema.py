@@ -140,6 +140,83 @@ CREATE TABLE samples_head (
     PRIMARY KEY (ts, node_id)
 ) WITHOUT ROWID;
 """,
+    # 5: alerting: channels, rules, alerts with every transition, silences, and the durable outbox
+    # of notifications (written in the transaction of the transition it announces)
+    """
+CREATE TABLE channels (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    config TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created_at REAL NOT NULL
+);
+CREATE TABLE alert_rules (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    spec TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created_at REAL NOT NULL,
+    created_by TEXT NOT NULL
+);
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY,
+    rule_id INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    node_id INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    op TEXT NOT NULL,
+    threshold REAL NOT NULL,
+    state TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    value REAL,
+    peak REAL,
+    started_at REAL NOT NULL,
+    fired_at REAL,
+    resolved_at REAL,
+    acked_by TEXT,
+    acked_at REAL
+);
+CREATE INDEX alerts_open ON alerts(state) WHERE state != 'resolved';
+CREATE INDEX alerts_started ON alerts(started_at);
+CREATE INDEX alerts_node ON alerts(node_id, started_at);
+CREATE TABLE alert_transitions (
+    alert_id INTEGER NOT NULL REFERENCES alerts(id) ON DELETE CASCADE,
+    ts REAL NOT NULL,
+    state TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    value REAL
+);
+CREATE INDEX alert_transitions_alert ON alert_transitions(alert_id, ts);
+CREATE TABLE silences (
+    id INTEGER PRIMARY KEY,
+    rule_id INTEGER,
+    node_id INTEGER,
+    grp TEXT,
+    tag TEXT,
+    starts_at REAL NOT NULL,
+    ends_at REAL NOT NULL,
+    comment TEXT NOT NULL,
+    created_by TEXT NOT NULL
+);
+CREATE INDEX silences_ends ON silences(ends_at);
+CREATE TABLE alert_deliveries (
+    id INTEGER PRIMARY KEY,
+    alert_id INTEGER NOT NULL REFERENCES alerts(id) ON DELETE CASCADE,
+    channel_id INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    sent_at REAL,
+    last_error TEXT,
+    UNIQUE (alert_id, channel_id, status, created_at)
+);
+CREATE INDEX alert_deliveries_due ON alert_deliveries(next_attempt_at) WHERE state IN ('pending', 'retrying');
+""",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

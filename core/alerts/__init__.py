@@ -1,0 +1,1 @@
+"""Alerting on the core: rules evaluated as samples arrive, alerts and silences, channels and the durable outbox."""
