@@ -355,6 +355,11 @@ class SilenceList(msgspec.Struct):
     silences: list[Silence]
 
 
+class SilenceQuery(msgspec.Struct, forbid_unknown_fields=True):
+    state: Literal["active", "expired", "all"] = "active"
+    limit: Annotated[int, Meta(ge=1, le=5000)] = 500
+
+
 ChannelKind = Literal["webhook", "email", "apprise"]
 QuietHours = Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")]
 

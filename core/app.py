@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from servermanager.common.protocol import AGENT_WS_PATH, CLIENT_WS_PATH, CloseCode
+from servermanager.core.alerts.engine import AlertEngine
 from servermanager.core.audit import Audit
 from servermanager.core.auth import EnrollTokens, LoginThrottle, Role, SlidingWindow, Users
 from servermanager.core.bus import Bus
@@ -72,6 +73,21 @@ def _job(
     return ctx
 
 
+async def _alerting(app: web.Application) -> AsyncIterator[None]:
+    """The alert engine: open alerts loaded before agents connect; its writes drained before the
+    database closes (cleanup contexts unwind in reverse)."""
+    alerts = app[CORE].alerts
+    await alerts.load()
+    await alerts.start()
+    yield
+    await alerts.stop()
+
+
+async def _alerting_shutdown(app: web.Application) -> None:
+    # Agents cut off by our own shutdown are not offline: open no offline alerts for them.
+    app[CORE].alerts.shutting_down = True
+
+
 def create_app(settings: CoreSettings) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_frame_bytes)
     folder = data_dir(settings)
@@ -98,6 +114,7 @@ def create_app(settings: CoreSettings) -> web.Application:
             throttle=LoginThrottle(settings.login_max_failures, settings.login_window),
             commands=Commands(db, nodes, bus, audit),
             command_limit=SlidingWindow(settings.commands_per_minute, 60.0),
+            alerts=AlertEngine(db, nodes, bus, settings),
         )
         await core.nodes.load()
         await _first_admin(core, folder)
@@ -155,6 +172,11 @@ def create_app(settings: CoreSettings) -> web.Application:
         )
     )
     app.cleanup_ctx.append(_job(lambda: 3600.0, lambda: core_of().users.purge_expired(), "token-purge"))
+    app.cleanup_ctx.append(_alerting)
+    app.cleanup_ctx.append(
+        _job(lambda: settings.prune_every, lambda: core_of().alerts.prune(), "alert-retention")
+    )
+    app.on_shutdown.append(_alerting_shutdown)
     app.on_shutdown.append(close_sockets)
 
     add_routes(app, ROUTES)

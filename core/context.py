@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from servermanager.core.alerts.engine import AlertEngine
 from servermanager.core.audit import Audit
 from servermanager.core.auth import EnrollTokens, LoginThrottle, SlidingWindow, Users
 from servermanager.core.bus import Bus
@@ -30,6 +31,7 @@ class Core:
     throttle: LoginThrottle
     commands: Commands
     command_limit: SlidingWindow
+    alerts: AlertEngine
     started_at: float = field(default_factory=time.time)
     clients: set[web.WebSocketResponse] = field(default_factory=set)
 

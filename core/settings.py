@@ -34,6 +34,12 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     metrics_auth: bool = True
     commands_per_minute: int = 30
     uvloop: bool = True
+    alert_group_wait: float = 10.0
+    alert_repeat_interval: float = 4 * 3600.0
+    alert_repeat_max: float = 86400.0
+    alert_retention: float = 90 * 86400.0
+    alert_flap_window: float = 600.0
+    alert_flap_max: int = 4
 
     __doc_fields__ = {
         "listen": "HOST:PORT the HTTP and WebSocket server binds",
@@ -59,6 +65,12 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         "metrics_auth": "require a bearer token on GET /metrics",
         "commands_per_minute": "commands and service actions one user may start per minute",
         "uvloop": "run on uvloop's event loop where it is installed (Linux, macOS); false: plain asyncio",
+        "alert_group_wait": "how long a notification waits so others due with it go out together",
+        "alert_repeat_interval": "a firing, unacknowledged alert is notified again after this, doubling each time",
+        "alert_repeat_max": "the longest wait between repeated notifications of one alert",
+        "alert_retention": "how long resolved alerts are kept, with their transitions and deliveries",
+        "alert_flap_window": "window in which an alert's firing/resolved flips are counted",
+        "alert_flap_max": "more flips than this within alert_flap_window hold its notifications back",
     }
 
     def validate(self) -> None:
@@ -71,6 +83,12 @@ class CoreSettings(msgspec.Struct, kw_only=True):
             raise SettingsError("setting agent_interval must be 0 (agent decides) or at least 1 second")
         if self.history_cache_mb < 0:
             raise SettingsError("setting history_cache_mb must be 0 (off) or more")
+        if self.alert_repeat_interval <= 0 or self.alert_repeat_max < self.alert_repeat_interval:
+            raise SettingsError("setting alert_repeat_interval must be above 0 and at most alert_repeat_max")
+        if self.alert_group_wait < 0 or self.alert_flap_max < 1 or self.alert_flap_window < 0:
+            raise SettingsError(
+                "settings alert_group_wait and alert_flap_window must be 0 or more, alert_flap_max 1 or more"
+            )
         if self.sample_max_age >= self.retention_raw:
             raise SettingsError("setting sample_max_age must be below retention_raw")
 

@@ -131,6 +131,7 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
         log.warning("agent %s went away before its welcome (node %d)", peer, node.id)
         return ws
     await core.nodes.attach(node, session, hello.host, hello.spool_dropped)
+    core.alerts.node_online(node)
     await core.commands.node_online(node)
     acker = asyncio.create_task(session.send_acks())
     try:
@@ -141,6 +142,8 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
             await asyncio.gather(session.closer, return_exceptions=True)
         await asyncio.gather(acker, return_exceptions=True)
         await core.nodes.detach(node, session)
+        if not node.online:  # not replaced by a newer link (the registry ignores deleted nodes)
+            core.alerts.node_offline(node)
     return ws
 
 
@@ -209,6 +212,7 @@ async def _on_samples(core: Core, node: NodeState, session: AgentSession, frame:
         if node.latest is None or sample.ts > node.latest.ts:
             node.latest = sample
             core.bus.publish(node.id, p.SampleEvent(node_id=node.id, sample=sample))
+            core.alerts.on_sample(node, sample)
     seqs = [x.seq for x in frame.samples]
     ack = p.Ack(upto_seq=max(seqs), from_seq=min(seqs), rejected=rejected or _NONE_REJECTED)
     if not accepted:
