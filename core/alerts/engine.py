@@ -744,8 +744,7 @@ class AlertEngine:
         transitions = [
             AlertTransition(ts=r[0], state=r[1], severity=r[2], value=r[3])
             for r in await self.db.fetchall(
-                "SELECT ts, state, severity, value FROM alert_transitions WHERE alert_id = ? "
-                "ORDER BY ts, rowid",
+                "SELECT ts, state, severity, value FROM alert_transitions WHERE alert_id = ? ORDER BY rowid",
                 (alert_id,),
             )
         ]
