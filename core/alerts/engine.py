@@ -239,7 +239,8 @@ class AlertEngine:
             await self._wake.wait()
             self._wake.clear()
             try:
-                await self._flush()
+                # Shielded: a batch taken off the queue is written whole even when the core stops.
+                await asyncio.shield(self._flush())
             except Exception:
                 log.exception("could not write alert changes")
 
@@ -264,8 +265,9 @@ class AlertEngine:
                     self.bus.publish(alert.node_id, AlertEvent(alert=alert))
 
     async def sync(self) -> None:
-        """Returns once every change so far is committed (for the API's answers)."""
-        await self._flush()
+        """Returns once every change so far is committed (for the API's answers); a caller that is
+        cancelled meanwhile does not cut the batch short."""
+        await asyncio.shield(self._flush())
 
     def _sql(self, sql: str, *params: Any) -> None:
         self._pending.stmts.append((sql, params))
@@ -347,6 +349,12 @@ class AlertEngine:
 
     def on_sample(self, st: NodeState, sample: Sample) -> None:
         """A node's newest sample: evaluate the rules that apply to it (called for every one)."""
+        try:
+            self._evaluate(st, sample)
+        except Exception:  # a fault here must never cost the agent its link or its samples
+            log.exception("alert evaluation failed for node %d", st.id)
+
+    def _evaluate(self, st: NodeState, sample: Sample) -> None:
         a = self._applicable(st)
         opened = self.by_node.get(st.id)
         if opened:
