@@ -95,6 +95,7 @@ class _Applicable:
 class _Pending:
     stmts: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     events: list[Alert] = field(default_factory=list)
+    deliveries: bool = False
 
 
 def applies(rule: RuleSpec, st: NodeState) -> bool:
@@ -163,6 +164,8 @@ class AlertEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_peaks = 0.0
         self.shutting_down = False
+        # Set after a commit that wrote outbox rows: the dispatcher may wait on it instead of polling.
+        self.outbox_written = asyncio.Event()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -261,6 +264,8 @@ class AlertEngine:
                     async with self.db.transaction() as con:
                         for sql, params in batch.stmts:
                             await con.execute(sql, params)
+                if batch.deliveries:
+                    self.outbox_written.set()
                 for alert in batch.events:
                     self.bus.publish(alert.node_id, AlertEvent(alert=alert))
 
@@ -656,6 +661,7 @@ class AlertEngine:
                 resolved_at=a.resolved_at,
             )
         ).decode()
+        self._pending.deliveries = True
         marks = ", ".join("?" * len(channels))
         self._sql(
             "INSERT INTO alert_deliveries (alert_id, channel_id, status, payload, state, attempts, created_at, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from servermanager.common import protocol as p
 from servermanager.common.alerts import WebhookAlert
 from tests.core.alerts.helpers import Rig
 from tests.helpers.core import RawAgent, RawClient
-from tests.helpers.wait import wait_until
+from tests.helpers.wait import wait_for, wait_until
 
 
 @pytest.fixture
@@ -33,6 +34,7 @@ def _states(detail: dict) -> list[str]:
 async def test_for_and_hysteresis_at_the_edges(rig: Rig) -> None:
     ch1, ch2 = await rig.channel("hook-a"), await rig.channel("hook-b")
     await rig.rule(clear_threshold=80, **{"for": "5s"}, channels=[ch1, ch2])
+    outbox = rig.server.core.alerts.outbox_written
     t0 = await rig.sample(90.0)  # at the threshold: '>' does not hold
     assert await rig.alerts() == []
     t0 = await rig.sample(95.0)
@@ -41,9 +43,11 @@ async def test_for_and_hysteresis_at_the_edges(rig: Rig) -> None:
     await rig.sample(97.0, at=4.9)  # 4.9 s < for
     [a] = await rig.alerts()
     assert a["state"] == "pending" and a["peak"] == 97.0
+    assert not outbox.is_set()  # nothing to notify while pending
     t_fire = await rig.sample(91.0, at=0.1)  # exactly `for` after the start
     [a] = await rig.alerts()
     assert (a["state"], a["fired_at"], a["value"], a["peak"]) == ("firing", t_fire, 91.0, 97.0)
+    assert outbox.is_set()
     # Hysteresis: below the threshold but not below the clear threshold keeps it firing; 80 is not < 80.
     await rig.sample(85.0)
     await rig.sample(80.0)
@@ -380,3 +384,63 @@ async def test_deleting_a_rule_resolves_its_alerts_and_retention_prunes(rig: Rig
     assert await rig.alerts() == []
     status, _ = await rig.server.request("GET", f"/api/v1/alerts/{a['id']}", rig.token)
     assert status == 404
+
+
+async def test_a_node_that_never_comes_back_after_a_restart_fires(tmp_path: Path) -> None:
+    folder = tmp_path / "core"
+    server = await RunningCore(folder).start()
+    rig = await Rig(server).start()
+    await rig.rule(name="down", metric="offline", **{"for": "10s"})
+    await rig.agent.close()
+    await wait_until(rig.alerts, lambda a: len(a) == 1, what="offline pending")
+    await server.stop()  # the pending alert is open across the restart
+    server = await RunningCore(folder).start()
+    try:
+        rig2 = Rig(server)
+        rig2.token = await server.admin_token()
+        [pending] = await rig2.alerts()
+        assert pending["state"] == "pending"
+        await rig2.tick(pending["started_at"] + 11 - time.time())
+        [fired] = await rig2.alerts()
+        assert (fired["id"], fired["state"]) == (pending["id"], "firing")
+    finally:
+        await server.stop()
+
+
+async def test_offline_at_startup_gets_a_heartbeat_timeout_first(tmp_path: Path) -> None:
+    folder = tmp_path / "core"
+    server = await RunningCore(folder).start()
+    rig = await Rig(server).start()
+    await rig.agent.close()
+    await wait_for(lambda: not server.core.nodes.nodes[rig.node_id].online, what="node offline")
+    await server.stop()
+    server = await RunningCore(folder).start()  # the node is not connected, but may be on its way
+    try:
+        rig2 = Rig(server)
+        rig2.token = await server.admin_token()
+        await rig2.rule(name="down", metric="offline", **{"for": "10s"})
+        engine = server.core.alerts
+        since = engine.offline_since[rig.node_id]
+        grace = server.settings.agent_interval * server.settings.heartbeat_misses + 1
+        assert since - time.time() == pytest.approx(grace, abs=1.0)
+        engine.tick(since - 0.01)
+        assert await rig2.alerts() == []
+        engine.tick(since)
+        [a] = await rig2.alerts()
+        assert (a["state"], a["started_at"]) == ("pending", since)
+        engine.tick(since + 10)
+        assert [a["state"] for a in await rig2.alerts()] == ["firing"]
+    finally:
+        await server.stop()
+
+
+async def test_deleting_a_node_ends_its_alerts(rig: Rig) -> None:
+    ch = await rig.channel("hook")
+    await rig.rule(channels=[ch])
+    await rig.sample(95.0)
+    status, _ = await rig.server.request("DELETE", f"/api/v1/nodes/{rig.node_id}", rig.token)
+    assert status == 204
+    await rig.tick(0)
+    [a] = await rig.alerts()
+    assert a["state"] == "resolved"
+    assert [r[2] for r in await rig.deliveries()] == ["firing", "resolved"]
