@@ -8,6 +8,7 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget, QToolBar, QToolButton, QWidget
 
+from servermanager.desktop.alerts import AlertsPanel
 from servermanager.desktop.audit import AuditPanel
 from servermanager.desktop.console import ConsolePanel
 from servermanager.desktop.context import AppContext
@@ -49,6 +50,7 @@ class MainWindow(QMainWindow):
         self.node_views: dict[int, NodeView] = {}
         self.console: ConsolePanel | None = None
         self.audit: AuditPanel | None = None
+        self.alerts: AlertsPanel | None = None
         self.setWindowTitle("Server Manager")
         self.setWindowIcon(icon("app"))
         self.resize(1280, 760)
@@ -82,6 +84,10 @@ class MainWindow(QMainWindow):
         self.console_action.triggered.connect(lambda: self.open_console())
         self.audit_action = QAction("Audit log", self)
         self.audit_action.triggered.connect(lambda: self.open_audit())
+        self.alerts_action = QAction("Alerts", self)
+        self.alerts_action.setToolTip("Alerts the core raised: firing now, and their history")
+        self.alerts_action.triggered.connect(lambda: self.open_alerts())
+        self.alerts_action.setEnabled(False)
         self.quit_action = QAction("Quit", self)
         self.quit_action.setShortcut("Ctrl+Q")
         self.quit_action.triggered.connect(self.request_quit)
@@ -89,6 +95,7 @@ class MainWindow(QMainWindow):
         for action in (self.connect_action, self.settings_action, self.signout_action):
             toolbar.addAction(action)
         toolbar.addSeparator()
+        toolbar.addAction(self.alerts_action)
         toolbar.addAction(self.console_action)
         toolbar.addAction(self.audit_action)
         self.addToolBar(toolbar)
@@ -270,6 +277,16 @@ class MainWindow(QMainWindow):
         self.audit.refresh()
         return self.audit
 
+    def open_alerts(self) -> AlertsPanel | None:
+        if self.ctx.rest.session is None:
+            return None
+        if self.alerts is None:
+            self.alerts = AlertsPanel(self.ctx)
+            self.tabs.addTab(self.alerts, "Alerts")
+        self.tabs.setCurrentWidget(self.alerts)
+        self.alerts.refresh()
+        return self.alerts
+
     def close_node(self, node_id: int) -> None:
         view = self.node_views.get(node_id)
         if view is not None:
@@ -282,12 +299,14 @@ class MainWindow(QMainWindow):
             self.node_views.pop(view.node_id, None)
             view.shutdown()
             view.deleteLater()
-        elif isinstance(view, ConsolePanel | AuditPanel):
+        elif isinstance(view, ConsolePanel | AuditPanel | AlertsPanel):
             self.tabs.removeTab(index)
             if view is self.console:
                 self.console = None
             if view is self.audit:
                 self.audit = None
+            if view is self.alerts:
+                self.alerts = None
             view.shutdown()
             view.deleteLater()
 
@@ -318,6 +337,7 @@ class MainWindow(QMainWindow):
 
     def _session_changed(self, session: Session | None) -> None:
         self.signout_action.setEnabled(session is not None)
+        self.alerts_action.setEnabled(session is not None)
         operator = session is not None and session.can_edit
         hint = "" if operator or session is None else " (needs the operator role)"
         self.console_action.setEnabled(operator)

@@ -14,6 +14,7 @@ from PySide6.QtCore import QObject, Signal
 
 from servermanager.common import protocol as p
 from servermanager.common import rest as m
+from servermanager.common.alerts import Alert
 from servermanager.desktop.net.errors import CoreError, explain_error, host_of, http_error
 
 log = logging.getLogger(__name__)
@@ -338,3 +339,25 @@ class RestClient(QObject):
         result = await self.call("GET", "/audit", m.AuditList, params=params)
         assert result is not None
         return result.entries
+
+    async def alerts(
+        self, *, state: str | None = None, node: int | None = None, limit: int = 500
+    ) -> list[Alert]:
+        params = {"limit": str(limit)}
+        if state:
+            params["state"] = state
+        if node is not None:
+            params["node"] = str(node)
+        result = await self.call("GET", "/alerts", m.AlertList, params=params)
+        assert result is not None
+        return result.alerts
+
+    async def alert(self, alert_id: int) -> m.AlertDetail:
+        detail = await self.call("GET", f"/alerts/{alert_id}", m.AlertDetail)
+        assert detail is not None
+        return detail
+
+    async def ack_alert(self, alert_id: int) -> Alert:
+        alert = await self.call("POST", f"/alerts/{alert_id}/ack", Alert)
+        assert alert is not None
+        return alert
