@@ -8,13 +8,16 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
+from servermanager.common.alerts import Alert
 from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.themes import icon
 
 
 class Level(StrEnum):
-    UP = "up"  # connected, every node online
+    UP = "up"  # connected, every node online, nothing firing
+    WARNING = "warning"  # a warning alert is firing
     DOWN = "down"  # connected, some node offline
+    CRITICAL = "critical"  # a critical alert is firing
     DISCONNECTED = "disconnected"  # no working link to the core
 
 
@@ -40,6 +43,8 @@ class TrayState(QObject):
         self.enabled = True  # the user's "notifications" setting
         self.paused = False  # the tray menu's "pause notifications"
         self._pending: list[tuple[str, bool]] = []
+        self.firing: dict[int, Alert] = {}  # by alert id: what colours the icon
+        self._pending_alerts: list[Alert] = []
         self._flush = QTimer(self)
         self._flush.setSingleShot(True)
         self._flush.setInterval(coalesce_ms)
@@ -50,7 +55,12 @@ class TrayState(QObject):
     def level(self) -> Level:
         if self.link not in _LIVE:
             return Level.DISCONNECTED
-        return Level.DOWN if self.down else Level.UP
+        severities = {a.severity for a in self.firing.values()}
+        if "critical" in severities:
+            return Level.CRITICAL
+        if self.down:
+            return Level.DOWN
+        return Level.WARNING if severities else Level.UP
 
     @property
     def tooltip(self) -> str:
@@ -59,6 +69,8 @@ class TrayState(QObject):
         if self.link not in _LIVE:
             return f"Server Manager: disconnected ({self.link})"
         text = f"Server Manager: {self.up} online, {self.down} offline"
+        if self.firing:
+            text += f", {len(self.firing)} alert{'s' if len(self.firing) != 1 else ''} firing"
         return text + (" (polling)" if self.link == LinkState.POLLING.value else "")
 
     def set_link(self, state: str) -> None:
@@ -79,6 +91,25 @@ class TrayState(QObject):
         if paused:
             self._pending.clear()
 
+    def set_alerts(self, alerts: list[Alert]) -> None:
+        """The firing alerts as the core lists them (at sign-in, after a reconnect): no notifications."""
+        firing = {a.id: a for a in alerts if a.state == "firing"}
+        if firing != self.firing:
+            self.firing = firing
+            self.changed.emit()
+
+    def alert_changed(self, alert: Alert) -> None:
+        """An alert event: a newly firing alert is notified unless silenced, acked or muted."""
+        was = alert.id in self.firing
+        if alert.state == "firing":
+            self.firing[alert.id] = alert
+            if not was and not alert.silenced and alert.acked_by is None and self.enabled and not self.paused:
+                self._pending_alerts.append(alert)
+                self._flush.start()
+        elif was:
+            del self.firing[alert.id]
+        self.changed.emit()
+
     def node_transition(self, _node_id: int, name: str, online: bool) -> None:
         """A node went offline or came back: queue a notification unless muted."""
         if not self.enabled or self.paused:
@@ -87,6 +118,9 @@ class TrayState(QObject):
         self._flush.start()
 
     def _send(self) -> None:
+        alerts, self._pending_alerts = self._pending_alerts, []
+        if alerts:
+            self._send_alerts(alerts)
         pending, self._pending = self._pending, []
         if not pending:
             return
@@ -104,6 +138,17 @@ class TrayState(QObject):
             if back:
                 parts.append("Back online: " + ", ".join(back))
             message = "\n".join(parts)
+        self.sent.append((title, message))
+        self.notify.emit(title, message)
+
+    def _send_alerts(self, alerts: list[Alert]) -> None:
+        if len(alerts) == 1:
+            a = alerts[0]
+            title = f"{a.severity.capitalize()}: {a.rule} on {a.node}"
+            message = f"{a.metric} {a.value:g} {a.op} {a.threshold:g}" if a.value is not None else a.metric
+        else:
+            title = f"{len(alerts)} alerts firing"
+            message = "\n".join(f"{a.rule} on {a.node}" for a in alerts)
         self.sent.append((title, message))
         self.notify.emit(title, message)
 

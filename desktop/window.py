@@ -129,6 +129,11 @@ class MainWindow(QMainWindow):
         ctx.rest.session_changed.connect(self._session_changed)
         ctx.model.counts_changed.connect(self._counts_changed)
         ctx.model.online_changed.connect(self.tray_state.node_transition)
+        # Alerts colour the tray: the firing ones are listed whenever the fleet is (a snapshot on
+        # every live connect, each poll while polling), and alert events keep them current between.
+        ctx.live.alert.connect(self.tray_state.alert_changed)
+        ctx.live.snapshot.connect(lambda _nodes: self._refresh_firing())
+        ctx.live.polled.connect(lambda _nodes: self._refresh_firing())
         ctx.settings.changed.connect(self._setting_changed)
         ctx.signin.needs_login.connect(lambda message: self.open_connection(message))
         ctx.signin.signed_out.connect(self._signed_out)
@@ -331,6 +336,19 @@ class MainWindow(QMainWindow):
         self.retry_button.setVisible(link in (LinkState.RECONNECTING, LinkState.POLLING, LinkState.OFFLINE))
         self.tray_state.set_link(state)
 
+    def _refresh_firing(self) -> None:
+        if self.ctx.rest.session is not None:
+            self.ctx.aio.spawn(self._load_firing(), "firing-alerts")
+
+    async def _load_firing(self) -> None:
+        try:
+            alerts = await self.ctx.rest.alerts(state="firing")
+        except CoreError as exc:
+            # A core without alerting, or a blip: the next snapshot or poll asks again.
+            log.info("could not list firing alerts: %s", exc.message)
+            return
+        self.tray_state.set_alerts(alerts)
+
     def _counts_changed(self, up: int, down: int) -> None:
         self.counts_label.setText(f"{up} online · {down} offline" if up + down else "")
         self.tray_state.set_counts(up, down)
@@ -345,6 +363,7 @@ class MainWindow(QMainWindow):
         self.audit_action.setEnabled(operator)
         self.audit_action.setToolTip("Who did what, when" + hint)
         if session is None:
+            self.tray_state.set_alerts([])
             self.user_label.setText("")
             self.setWindowTitle("Server Manager")
             return

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pytestqt.qtbot import QtBot
 
+from servermanager.common.alerts import Alert
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.tray import Level, TrayState
@@ -61,3 +64,46 @@ def test_tray_state_batches_a_burst_of_transitions(qtbot: QtBot) -> None:
         state.node_transition(2, "b", False)
         state.node_transition(3, "c", True)
     assert blocker.args == ["3 nodes changed state", "Offline: a, b\nBack online: c"]
+
+
+def _alert(id: int, severity: str = "warning", state: str = "firing", **over: Any) -> Alert:
+    values: dict[str, Any] = dict(
+        id=id, rule_id=1, rule="cpu high", node_id=id, node=f"web-{id}", metric="cpu_pct", op=">",
+        threshold=90.0, state=state, severity=severity, value=97.0, peak=97.0, started_at=0.0,
+    )  # fmt: skip
+    values.update(over)
+    return Alert(**values)
+
+
+def test_tray_colour_follows_the_worst_firing_alert(qtbot: QtBot) -> None:
+    state = TrayState(coalesce_ms=50)
+    state.set_link(LinkState.CONNECTED.value)
+    state.set_counts(2, 0)
+    state.set_alerts([_alert(1), _alert(2, state="resolved")])  # as listed at sign-in: no bubble
+    assert state.level == Level.WARNING and state.tooltip.endswith("1 alert firing")
+    state.set_counts(1, 1)
+    assert state.level == Level.DOWN  # a node down outranks a warning
+    with qtbot.waitSignal(state.notify, timeout=2000) as blocker:
+        state.alert_changed(_alert(3, severity="critical", value=99.5))
+    assert state.level == Level.CRITICAL  # and a critical alert outranks both
+    assert blocker.args == ["Critical: cpu high on web-3", "cpu_pct 99.5 > 90"]
+    state.alert_changed(_alert(3, severity="critical", state="resolved"))
+    state.alert_changed(_alert(1, state="resolved"))
+    state.set_counts(2, 0)
+    assert state.level == Level.UP and state.firing == {}
+    assert state.sent == [("Critical: cpu high on web-3", "cpu_pct 99.5 > 90")]  # the sign-in list made none
+
+
+def test_acked_silenced_or_paused_alerts_make_no_bubble(qtbot: QtBot) -> None:
+    state = TrayState(coalesce_ms=10)
+    state.set_link(LinkState.CONNECTED.value)
+    state.alert_changed(_alert(1, acked_by="alice"))
+    state.alert_changed(_alert(2, silenced=True))
+    state.set_paused(True)
+    state.alert_changed(_alert(3))
+    state.set_paused(False)
+    with qtbot.waitSignal(state.notify, timeout=2000) as blocker:
+        state.alert_changed(_alert(4))
+        state.alert_changed(_alert(5))
+    assert blocker.args == ["2 alerts firing", "cpu high on web-4\ncpu high on web-5"]
+    assert len(state.firing) == 5  # every one still colours the icon
