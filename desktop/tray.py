@@ -159,6 +159,11 @@ class Tray(QObject):
     show_requested = Signal()
     quit_requested = Signal()
     pause_toggled = Signal(bool)
+    ack_requested = Signal(int)  # alert id
+    snooze_requested = Signal(object, float)  # Alert, seconds: silence its rule on its node
+
+    SNOOZES: tuple[tuple[str, float], ...] = (("1 hour", 3600.0), ("4 hours", 4 * 3600.0), ("1 day", 86400.0))
+    MAX_LISTED = 10  # firing alerts in the menu; the Alerts tab has the rest
 
     def __init__(self, state: TrayState, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -168,15 +173,20 @@ class Tray(QObject):
         self.pause_action = QAction("Pause notifications", self)
         self.pause_action.setCheckable(True)
         self.pause_action.toggled.connect(self._pause)
-        if not self.available:
-            return
+        # The menus exist with or without a tray, so what they offer is the same everywhere.
+        self.alerts_menu = QMenu("Firing alerts")
         self.menu = QMenu()
         show = self.menu.addAction("Show Server Manager")
         show.triggered.connect(self.show_requested)
+        self.menu.addMenu(self.alerts_menu)
         self.menu.addAction(self.pause_action)
         self.menu.addSeparator()
         quit_action = self.menu.addAction("Quit")
         quit_action.triggered.connect(self.quit_requested)
+        state.changed.connect(self._fill_alerts_menu)
+        self._fill_alerts_menu()
+        if not self.available:
+            return
         self.icon = QSystemTrayIcon(self)
         self.icon.setContextMenu(self.menu)
         self.icon.activated.connect(self._activated)
@@ -184,6 +194,23 @@ class Tray(QObject):
         state.notify.connect(self._notify)
         self.render()
         self.icon.show()
+
+    def _fill_alerts_menu(self) -> None:
+        """A submenu per firing alert, worst first: acknowledge it, or snooze it for a while."""
+        self.alerts_menu.clear()
+        alerts = sorted(
+            self.state.firing.values(),
+            key=lambda a: (a.severity != "critical", -(a.fired_at or a.started_at)),
+        )
+        self.alerts_menu.setEnabled(bool(alerts))
+        for alert in alerts[: self.MAX_LISTED]:
+            sub = self.alerts_menu.addMenu(f"{alert.rule} on {alert.node} ({alert.severity})")
+            ack = sub.addAction("Acknowledge")
+            ack.setEnabled(alert.acked_by is None)
+            ack.triggered.connect(lambda _=False, a=alert: self.ack_requested.emit(a.id))
+            for label, seconds in self.SNOOZES:
+                snooze = sub.addAction(f"Snooze {label}")
+                snooze.triggered.connect(lambda _=False, a=alert, s=seconds: self.snooze_requested.emit(a, s))
 
     def render(self) -> None:
         if self.icon is None:

@@ -8,12 +8,15 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget, QToolBar, QToolButton, QWidget
 
+from servermanager.common import rest as m
+from servermanager.common.alerts import Alert
 from servermanager.desktop.alerts import AlertsPanel
 from servermanager.desktop.audit import AuditPanel
 from servermanager.desktop.console import ConsolePanel
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.dialogs import ConnectionDialog, SettingsDialog
 from servermanager.desktop.fleetview import FleetPanel
+from servermanager.desktop.format import fmt_duration
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.net.rest import Session, normalize_url
@@ -123,6 +126,8 @@ class MainWindow(QMainWindow):
         self.tray = Tray(self.tray_state, self)
         self.tray.show_requested.connect(self.show_normal)
         self.tray.quit_requested.connect(self.request_quit)
+        self.tray.ack_requested.connect(self.acknowledge_alert)
+        self.tray.snooze_requested.connect(self.snooze_alert)
 
         ctx.live.state_changed.connect(self._link_changed)
         ctx.live.latency_changed.connect(lambda _ms: self._link_changed(ctx.live.state.value, ""))
@@ -335,6 +340,38 @@ class MainWindow(QMainWindow):
             self.link_icon.setToolTip(detail)
         self.retry_button.setVisible(link in (LinkState.RECONNECTING, LinkState.POLLING, LinkState.OFFLINE))
         self.tray_state.set_link(state)
+
+    def acknowledge_alert(self, alert_id: int) -> None:
+        self.ctx.aio.spawn(self._acknowledge(alert_id), "alert-ack")
+
+    async def _acknowledge(self, alert_id: int) -> None:
+        try:
+            alert = await self.ctx.rest.ack_alert(alert_id)
+        except CoreError as exc:
+            self.statusBar().showMessage(f"Could not acknowledge the alert: {exc.message}", 10000)
+            return
+        self.tray_state.alert_changed(alert)
+        self.statusBar().showMessage(f"Acknowledged: {alert.rule} on {alert.node}", 6000)
+
+    def snooze_alert(self, alert: Alert, seconds: float) -> None:
+        """Silence this alert's rule on this node for a while (the tray's Snooze)."""
+        self.ctx.aio.spawn(self._snooze(alert, seconds), "alert-snooze")
+
+    async def _snooze(self, alert: Alert, seconds: float) -> None:
+        body = m.SilenceCreate(
+            rule=alert.rule_id,
+            node=alert.node_id,
+            duration=seconds,
+            comment=f"Snoozed for {fmt_duration(seconds)} from the tray",
+        )
+        try:
+            await self.ctx.rest.create_silence(body)
+        except CoreError as exc:
+            self.statusBar().showMessage(f"Could not snooze the alert: {exc.message}", 10000)
+            return
+        self.statusBar().showMessage(
+            f"Snoozed for {fmt_duration(seconds)}: {alert.rule} on {alert.node}", 6000
+        )
 
     def _refresh_firing(self) -> None:
         if self.ctx.rest.session is not None:

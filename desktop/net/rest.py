@@ -361,3 +361,8 @@ class RestClient(QObject):
         alert = await self.call("POST", f"/alerts/{alert_id}/ack", Alert)
         assert alert is not None
         return alert
+
+    async def create_silence(self, body: m.SilenceCreate) -> m.Silence:
+        silence = await self.call("POST", "/silences", m.Silence, json=msgspec.to_builtins(body))
+        assert silence is not None
+        return silence

@@ -9,7 +9,7 @@ from pytestqt.qtbot import QtBot
 from servermanager.common.alerts import Alert
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.net.live import LinkState
-from servermanager.desktop.tray import Level, TrayState
+from servermanager.desktop.tray import Level, Tray, TrayState
 from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import Cores, Run, enrolled, reconnected, sign_in, until
 
@@ -107,3 +107,22 @@ def test_acked_silenced_or_paused_alerts_make_no_bubble(qtbot: QtBot) -> None:
         state.alert_changed(_alert(5))
     assert blocker.args == ["2 alerts firing", "cpu high on web-4\ncpu high on web-5"]
     assert len(state.firing) == 5  # every one still colours the icon
+
+
+def test_the_tray_menu_offers_ack_and_snooze_for_each_firing_alert(qtbot: QtBot) -> None:
+    state = TrayState()
+    tray = Tray(state)
+    assert not tray.alerts_menu.isEnabled()  # nothing firing
+    state.set_link(LinkState.CONNECTED.value)
+    state.set_alerts([_alert(1, fired_at=10.0), _alert(2, severity="critical", fired_at=5.0, acked_by="bob")])
+    subs = [a.menu() for a in tray.alerts_menu.actions()]
+    assert [s.title() for s in subs] == ["cpu high on web-2 (critical)", "cpu high on web-1 (warning)"]
+    labels = [a.text() for a in subs[1].actions()]
+    assert labels == ["Acknowledge", "Snooze 1 hour", "Snooze 4 hours", "Snooze 1 day"]
+    assert not subs[0].actions()[0].isEnabled()  # already acknowledged
+    with qtbot.waitSignal(tray.snooze_requested) as snoozed:
+        subs[1].actions()[2].trigger()
+    assert snoozed.args[0].id == 1 and snoozed.args[1] == 4 * 3600.0
+    with qtbot.waitSignal(tray.ack_requested) as acked:
+        subs[1].actions()[0].trigger()
+    assert acked.args == [1]
