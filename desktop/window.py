@@ -137,6 +137,7 @@ class MainWindow(QMainWindow):
         # Alerts colour the tray: the firing ones are listed whenever the fleet is (a snapshot on
         # every live connect, each poll while polling), and alert events keep them current between.
         ctx.live.alert.connect(self.tray_state.alert_changed)
+        ctx.live.alert.connect(ctx.model.alert_changed)
         ctx.live.snapshot.connect(lambda _nodes: self._refresh_firing())
         ctx.live.polled.connect(lambda _nodes: self._refresh_firing())
         ctx.settings.changed.connect(self._setting_changed)
@@ -351,6 +352,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Could not acknowledge the alert: {exc.message}", 10000)
             return
         self.tray_state.alert_changed(alert)
+        self.ctx.model.alert_changed(alert)
         self.statusBar().showMessage(f"Acknowledged: {alert.rule} on {alert.node}", 6000)
 
     def snooze_alert(self, alert: Alert, seconds: float) -> None:
@@ -385,6 +387,7 @@ class MainWindow(QMainWindow):
             log.info("could not list firing alerts: %s", exc.message)
             return
         self.tray_state.set_alerts(alerts)
+        self.ctx.model.set_alerts(alerts)
 
     def _counts_changed(self, up: int, down: int) -> None:
         self.counts_label.setText(f"{up} online · {down} offline" if up + down else "")
@@ -401,6 +404,7 @@ class MainWindow(QMainWindow):
         self.audit_action.setToolTip("Who did what, when" + hint)
         if session is None:
             self.tray_state.set_alerts([])
+            self.ctx.model.set_alerts([])
             self.user_label.setText("")
             self.setWindowTitle("Server Manager")
             return
