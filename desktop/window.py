@@ -21,6 +21,7 @@ from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.net.rest import Session, normalize_url
 from servermanager.desktop.nodeview import NodeView
+from servermanager.desktop.rules import RulesPanel
 from servermanager.desktop.secrets import Kept
 from servermanager.desktop.settings import Profile
 from servermanager.desktop.themes import icon
@@ -54,6 +55,7 @@ class MainWindow(QMainWindow):
         self.console: ConsolePanel | None = None
         self.audit: AuditPanel | None = None
         self.alerts: AlertsPanel | None = None
+        self.rules: RulesPanel | None = None
         self.setWindowTitle("Server Manager")
         self.setWindowIcon(icon("app"))
         self.resize(1280, 760)
@@ -91,6 +93,10 @@ class MainWindow(QMainWindow):
         self.alerts_action.setToolTip("Alerts the core raised: firing now, and their history")
         self.alerts_action.triggered.connect(lambda: self.open_alerts())
         self.alerts_action.setEnabled(False)
+        self.rules_action = QAction("Rules", self)
+        self.rules_action.setToolTip("Alert rules: what the core watches for, and whom it tells")
+        self.rules_action.triggered.connect(lambda: self.open_rules())
+        self.rules_action.setEnabled(False)
         self.quit_action = QAction("Quit", self)
         self.quit_action.setShortcut("Ctrl+Q")
         self.quit_action.triggered.connect(self.request_quit)
@@ -99,6 +105,7 @@ class MainWindow(QMainWindow):
             toolbar.addAction(action)
         toolbar.addSeparator()
         toolbar.addAction(self.alerts_action)
+        toolbar.addAction(self.rules_action)
         toolbar.addAction(self.console_action)
         toolbar.addAction(self.audit_action)
         self.addToolBar(toolbar)
@@ -298,6 +305,16 @@ class MainWindow(QMainWindow):
         self.alerts.refresh()
         return self.alerts
 
+    def open_rules(self) -> RulesPanel | None:
+        if self.ctx.rest.session is None:
+            return None
+        if self.rules is None:
+            self.rules = RulesPanel(self.ctx)
+            self.tabs.addTab(self.rules, "Rules")
+        self.tabs.setCurrentWidget(self.rules)
+        self.rules.refresh()
+        return self.rules
+
     def close_node(self, node_id: int) -> None:
         view = self.node_views.get(node_id)
         if view is not None:
@@ -310,7 +327,7 @@ class MainWindow(QMainWindow):
             self.node_views.pop(view.node_id, None)
             view.shutdown()
             view.deleteLater()
-        elif isinstance(view, ConsolePanel | AuditPanel | AlertsPanel):
+        elif isinstance(view, ConsolePanel | AuditPanel | AlertsPanel | RulesPanel):
             self.tabs.removeTab(index)
             if view is self.console:
                 self.console = None
@@ -318,6 +335,8 @@ class MainWindow(QMainWindow):
                 self.audit = None
             if view is self.alerts:
                 self.alerts = None
+            if view is self.rules:
+                self.rules = None
             view.shutdown()
             view.deleteLater()
 
@@ -396,6 +415,7 @@ class MainWindow(QMainWindow):
     def _session_changed(self, session: Session | None) -> None:
         self.signout_action.setEnabled(session is not None)
         self.alerts_action.setEnabled(session is not None)
+        self.rules_action.setEnabled(session is not None)
         operator = session is not None and session.can_edit
         hint = "" if operator or session is None else " (needs the operator role)"
         self.console_action.setEnabled(operator)

@@ -366,3 +366,38 @@ class RestClient(QObject):
         silence = await self.call("POST", "/silences", m.Silence, json=msgspec.to_builtins(body))
         assert silence is not None
         return silence
+
+    async def rules(self) -> list[m.Rule]:
+        result = await self.call("GET", "/alert-rules", m.RuleList)
+        assert result is not None
+        return result.rules
+
+    async def create_rule(self, body: m.RuleCreate) -> m.Rule:
+        rule = await self.call("POST", "/alert-rules", m.Rule, json=msgspec.to_builtins(body))
+        assert rule is not None
+        return rule
+
+    async def update_rule(self, rule_id: int, body: m.RuleCreate) -> m.Rule:
+        rule = await self.call("PATCH", f"/alert-rules/{rule_id}", m.Rule, json=msgspec.to_builtins(body))
+        assert rule is not None
+        return rule
+
+    async def delete_rule(self, rule_id: int) -> None:
+        await self.call("DELETE", f"/alert-rules/{rule_id}")
+
+    async def preview_rule(self, body: m.RuleCreate, span: str) -> m.RulePreview:
+        """What a rule, saved or not, would have done over the last `span` ("24h" or "7d")."""
+        result = await self.call(
+            "POST",
+            "/alert-rules/preview",
+            m.RulePreview,
+            json=msgspec.to_builtins(body),
+            params={"range": span},
+        )
+        assert result is not None
+        return result
+
+    async def channels(self) -> list[m.Channel]:
+        result = await self.call("GET", "/channels", m.ChannelList)
+        assert result is not None
+        return result.channels
