@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget, QToolBar, QToolBu
 
 from servermanager.common import rest as m
 from servermanager.common.alerts import Alert
-from servermanager.desktop.alerts import AlertsPanel
+from servermanager.desktop.alerting import AlertingView
 from servermanager.desktop.audit import AuditPanel
 from servermanager.desktop.console import ConsolePanel
 from servermanager.desktop.context import AppContext
@@ -21,7 +21,6 @@ from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.net.rest import Session, normalize_url
 from servermanager.desktop.nodeview import NodeView
-from servermanager.desktop.rules import RulesPanel
 from servermanager.desktop.secrets import Kept
 from servermanager.desktop.settings import Profile
 from servermanager.desktop.themes import icon
@@ -54,8 +53,7 @@ class MainWindow(QMainWindow):
         self.node_views: dict[int, NodeView] = {}
         self.console: ConsolePanel | None = None
         self.audit: AuditPanel | None = None
-        self.alerts: AlertsPanel | None = None
-        self.rules: RulesPanel | None = None
+        self.alerting: AlertingView | None = None
         self.setWindowTitle("Server Manager")
         self.setWindowIcon(icon("app"))
         self.resize(1280, 760)
@@ -90,13 +88,9 @@ class MainWindow(QMainWindow):
         self.audit_action = QAction("Audit log", self)
         self.audit_action.triggered.connect(lambda: self.open_audit())
         self.alerts_action = QAction("Alerts", self)
-        self.alerts_action.setToolTip("Alerts the core raised: firing now, and their history")
-        self.alerts_action.triggered.connect(lambda: self.open_alerts())
+        self.alerts_action.setToolTip("Alerts, rules, silences and notification channels")
+        self.alerts_action.triggered.connect(lambda: self.open_alerting())
         self.alerts_action.setEnabled(False)
-        self.rules_action = QAction("Rules", self)
-        self.rules_action.setToolTip("Alert rules: what the core watches for, and whom it tells")
-        self.rules_action.triggered.connect(lambda: self.open_rules())
-        self.rules_action.setEnabled(False)
         self.quit_action = QAction("Quit", self)
         self.quit_action.setShortcut("Ctrl+Q")
         self.quit_action.triggered.connect(self.request_quit)
@@ -105,7 +99,6 @@ class MainWindow(QMainWindow):
             toolbar.addAction(action)
         toolbar.addSeparator()
         toolbar.addAction(self.alerts_action)
-        toolbar.addAction(self.rules_action)
         toolbar.addAction(self.console_action)
         toolbar.addAction(self.audit_action)
         self.addToolBar(toolbar)
@@ -295,25 +288,16 @@ class MainWindow(QMainWindow):
         self.audit.refresh()
         return self.audit
 
-    def open_alerts(self) -> AlertsPanel | None:
+    def open_alerting(self, page: str = "alerts") -> AlertingView | None:
+        """The Alerting tab on one of its pages: alerts, rules, silences or channels."""
         if self.ctx.rest.session is None:
             return None
-        if self.alerts is None:
-            self.alerts = AlertsPanel(self.ctx)
-            self.tabs.addTab(self.alerts, "Alerts")
-        self.tabs.setCurrentWidget(self.alerts)
-        self.alerts.refresh()
-        return self.alerts
-
-    def open_rules(self) -> RulesPanel | None:
-        if self.ctx.rest.session is None:
-            return None
-        if self.rules is None:
-            self.rules = RulesPanel(self.ctx)
-            self.tabs.addTab(self.rules, "Rules")
-        self.tabs.setCurrentWidget(self.rules)
-        self.rules.refresh()
-        return self.rules
+        if self.alerting is None:
+            self.alerting = AlertingView(self.ctx)
+            self.tabs.addTab(self.alerting, "Alerting")
+        self.tabs.setCurrentWidget(self.alerting)
+        self.alerting.show_page(page)
+        return self.alerting
 
     def close_node(self, node_id: int) -> None:
         view = self.node_views.get(node_id)
@@ -327,16 +311,14 @@ class MainWindow(QMainWindow):
             self.node_views.pop(view.node_id, None)
             view.shutdown()
             view.deleteLater()
-        elif isinstance(view, ConsolePanel | AuditPanel | AlertsPanel | RulesPanel):
+        elif isinstance(view, ConsolePanel | AuditPanel | AlertingView):
             self.tabs.removeTab(index)
             if view is self.console:
                 self.console = None
             if view is self.audit:
                 self.audit = None
-            if view is self.alerts:
-                self.alerts = None
-            if view is self.rules:
-                self.rules = None
+            if view is self.alerting:
+                self.alerting = None
             view.shutdown()
             view.deleteLater()
 
@@ -415,7 +397,6 @@ class MainWindow(QMainWindow):
     def _session_changed(self, session: Session | None) -> None:
         self.signout_action.setEnabled(session is not None)
         self.alerts_action.setEnabled(session is not None)
-        self.rules_action.setEnabled(session is not None)
         operator = session is not None and session.can_edit
         hint = "" if operator or session is None else " (needs the operator role)"
         self.console_action.setEnabled(operator)

@@ -401,3 +401,31 @@ class RestClient(QObject):
         result = await self.call("GET", "/channels", m.ChannelList)
         assert result is not None
         return result.channels
+
+    async def create_channel(self, body: m.ChannelCreate) -> m.Channel:
+        channel = await self.call("POST", "/channels", m.Channel, json=msgspec.to_builtins(body))
+        assert channel is not None
+        return channel
+
+    async def update_channel(self, channel_id: int, body: m.ChannelPatch) -> m.Channel:
+        channel = await self.call(
+            "PATCH", f"/channels/{channel_id}", m.Channel, json=msgspec.to_builtins(body)
+        )
+        assert channel is not None
+        return channel
+
+    async def delete_channel(self, channel_id: int) -> None:
+        await self.call("DELETE", f"/channels/{channel_id}")
+
+    async def test_channel(self, channel_id: int) -> m.ChannelTestResult:
+        result = await self.call("POST", f"/channels/{channel_id}/test", m.ChannelTestResult)
+        assert result is not None
+        return result
+
+    async def silences(self) -> list[m.Silence]:
+        result = await self.call("GET", "/silences", m.SilenceList)
+        assert result is not None
+        return result.silences
+
+    async def delete_silence(self, silence_id: int) -> None:
+        await self.call("DELETE", f"/silences/{silence_id}")
