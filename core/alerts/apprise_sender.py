@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import threading
+import warnings
 from types import ModuleType
 from typing import Any
 
@@ -26,7 +27,12 @@ NOT_INSTALLED = (
 @functools.cache
 def _load() -> ModuleType | None:
     try:
-        import apprise
+        # Apprise loads its plugins on first use; some import deprecated stdlib modules (imghdr).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import apprise
+
+            apprise.Apprise.instantiate("json://localhost", suppress_exceptions=True)
     except ImportError:
         return None
     # Apprise's log can name URLs with their keys; it reaches the core's log only through us.

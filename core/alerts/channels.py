@@ -9,6 +9,7 @@ answered or logged.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 import time
@@ -346,6 +347,8 @@ class Channels:
             starttls=body.starttls,
             quiet_hours=body.quiet_hours,
         )
+        if body.kind == "apprise":
+            await asyncio.to_thread(apprise_sender.available)  # its first import is slow: not on the loop
         validate(body.kind, cfg)
         if await self._name_taken(body.name):
             raise ChannelError(f"a channel named {body.name!r} exists", "conflict")

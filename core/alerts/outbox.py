@@ -210,8 +210,8 @@ class Outbox:
             await self._failed_attempt(ch, rows, str(exc))
             return
         await self._set(
-            "UPDATE alert_deliveries SET state = 'sent', sent_at = ?, attempts = attempts + 1, "
-            "last_error = NULL WHERE id IN ({})",
+            # last_error stays: the delivery log tells why it took more than one attempt.
+            "UPDATE alert_deliveries SET state = 'sent', sent_at = ?, attempts = attempts + 1 WHERE id IN ({})",
             ids,
             (self.clock(),),
         )

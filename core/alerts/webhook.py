@@ -63,8 +63,11 @@ async def post(
     except TimeoutError:
         raise DeliveryError(f"the receiver did not answer within {timeout:g}s") from None
     except aiohttp.ClientConnectorError as exc:
-        raise DeliveryError(
-            f"could not connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
-        ) from None
+        why = (
+            "connection refused"
+            if isinstance(exc.os_error, ConnectionRefusedError)
+            else (exc.os_error.strerror or str(exc.os_error))
+        )
+        raise DeliveryError(f"could not connect to {exc.host}:{exc.port}: {why}") from None
     except aiohttp.ClientError as exc:
         raise DeliveryError(f"the request failed: {exc.__class__.__name__}: {exc}") from None
