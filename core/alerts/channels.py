@@ -87,9 +87,7 @@ def _token_like(part: str) -> bool:
     """A path segment, host label or user name that looks like a key rather than a word."""
     if len(part) >= 16:
         return True
-    letters = any(c.isalpha() for c in part)
-    digits = any(c.isdigit() for c in part)
-    return len(part) >= 8 and letters and digits
+    return len(part) >= 8 and any(c.isdigit() for c in part)
 
 
 def _is_host(host: str) -> bool:
@@ -102,13 +100,13 @@ def _is_host(host: str) -> bool:
     return True
 
 
-def _split(url: str) -> tuple[str, str, str, str, str, str]:
-    """scheme, user, password, hostport, path, query of a URL, without urllib's port parsing
-    (Apprise URLs put tokens where a port would be)."""
+def _split(url: str) -> tuple[str, str, str, str, str, str, str]:
+    """scheme, user, password, hostport, path, query, fragment of a URL, without urllib's port
+    parsing (Apprise URLs put tokens where a port would be, and channels after a #)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        return "", "", "", "", url, ""
-    rest, _, _fragment = rest.partition("#")
+        return "", "", "", "", url, "", ""
+    rest, hash_, fragment = rest.partition("#")
     rest, _, query = rest.partition("?")
     netloc, slash, path = rest.partition("/")
     path = slash + path
@@ -116,12 +114,12 @@ def _split(url: str) -> tuple[str, str, str, str, str, str]:
     if not at:
         userinfo, hostport = "", netloc
     user, _, password = userinfo.partition(":")
-    return scheme, user, password, hostport, path, query
+    return scheme, user, password, hostport, path, query, hash_ + fragment
 
 
 def _redact_parts(url: str) -> tuple[str, list[str]]:
     """The URL with its secrets masked, and the secrets it masked."""
-    scheme, user, password, hostport, path, query = _split(url)
+    scheme, user, password, hostport, path, query, fragment = _split(url)
     if not scheme:
         return MASK, [url]
     hidden: list[str] = []
@@ -166,6 +164,11 @@ def _redact_parts(url: str) -> tuple[str, list[str]]:
                 value = MASK
             pairs.append(key + eq + value)
         out += "?" + "&".join(pairs)
+    if fragment:
+        if _token_like(fragment[1:]):
+            hidden.append(fragment[1:])
+            fragment = "#" + MASK
+        out += fragment
     return out, hidden
 
 
