@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,14 @@ async def webhook(core: RunningCore, url: str, **extra: Any) -> int:
     return int(body["id"])
 
 
+def readme_verify() -> Callable[..., bool]:
+    text = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "def verify" in b)
+    scope: dict[str, Any] = {}
+    exec(block, scope)
+    return scope["verify"]  # type: ignore[no-any-return]
+
+
 async def test_webhook_gets_the_documented_body_with_a_valid_signature(
     core: RunningCore, receiver: Receiver
 ) -> None:
@@ -89,6 +98,11 @@ async def test_webhook_gets_the_documented_body_with_a_valid_signature(
     assert got.headers["X-ServerManager-Signature"] == f"sha256={expected}"
     wrong = hmac.new(b"other", ts.encode() + b"." + got.body, hashlib.sha256).hexdigest()
     assert got.headers["X-ServerManager-Signature"] != f"sha256={wrong}"
+    # The README's verification snippet accepts it, and refuses another secret or a changed body.
+    verify = readme_verify()
+    assert verify(secret, got.headers, got.body)
+    assert not verify("other-secret", got.headers, got.body)
+    assert not verify(secret, got.headers, got.body.replace(b"web-1", b"web-2"))
     assert got.headers["X-ServerManager-Deliveries"] == str(q.delivery_id)
     assert got.headers["X-ServerManager-Event"] == "alert"
 
