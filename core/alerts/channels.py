@@ -401,6 +401,8 @@ class Channels:
         if patch.enabled is not None and patch.enabled != old.enabled:
             enabled = patch.enabled
             changed.append("enabled")
+        if old.kind == "apprise":
+            await asyncio.to_thread(apprise_sender.available)
         validate(old.kind, cfg)
         if changed:
             await self.db.execute(
