@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +27,14 @@ class Receiver:
     port: int = 0
     status: int = 200
     got: list[Received] = field(default_factory=list)
+    gate: asyncio.Event | None = None  # when set up, each answer waits for it (a slow receiver)
+    arrived: int = 0  # requests received, answered or not
     _runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
+        self.arrived += 1
+        if self.gate is not None:
+            await self.gate.wait()
         self.got.append(Received(request.path_qs, dict(request.headers), await request.read()))
         return web.Response(status=self.status, text="ok" if self.status < 400 else "receiver is broken")
 
@@ -46,6 +52,8 @@ class Receiver:
         return self
 
     async def stop(self) -> None:
+        if self.gate is not None:
+            self.gate.set()  # held answers go out, or the shutdown would wait for them
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -3,6 +3,7 @@ retries, restarts, quiet hours, disabled and deleted channels, giving up."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -189,6 +190,39 @@ async def test_a_receiver_down_then_back_gets_it_once(core: RunningCore) -> None
         assert len(receiver.got) == failed_posts + 1
     finally:
         await receiver.stop()
+
+
+async def test_passes_during_a_slow_send_do_not_send_again(core: RunningCore, receiver: Receiver) -> None:
+    receiver.gate = asyncio.Event()
+    cid = await webhook(core, receiver.url())
+    [q] = await queue(core.core.db, Spec(cid))
+    core.core.outbox.notify()
+    await wait_for(lambda: receiver.arrived == 1, what="the POST to arrive")
+    for _ in range(3):  # overlapping passes while the receiver holds the answer
+        await core.core.outbox.dispatch()
+    assert receiver.arrived == 1
+    receiver.gate.set()
+    await wait_until(lambda: delivery(core.core.db, q.delivery_id), lambda d: d["state"] == "sent")
+    await core.core.outbox.dispatch()
+    await core.core.outbox.idle()
+    assert receiver.arrived == 1 and len(receiver.got) == 1
+
+
+async def test_a_receiver_that_never_answers_times_out(tmp_path: Path, receiver: Receiver) -> None:
+    receiver.gate = asyncio.Event()  # never set
+    server = await RunningCore(tmp_path / "core", **{**QUICK, "alert_delivery_timeout": 0.3}).start()
+    try:
+        cid = await webhook(server, receiver.url())
+        [q] = await queue(server.core.db, Spec(cid))
+        server.core.outbox.notify()
+        row = await wait_until(
+            lambda: delivery(server.core.db, q.delivery_id), lambda d: d["attempts"] >= 1, what="a timeout"
+        )
+        assert row["state"] == "retrying"
+        assert row["last_error"] == "the receiver did not answer within 0.3s"
+    finally:
+        receiver.gate.set()
+        await server.stop()
 
 
 async def test_pending_rows_survive_a_restart_and_go_out_once(tmp_path: Path) -> None:
