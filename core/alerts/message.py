@@ -46,6 +46,11 @@ def line(a: WebhookAlert, details: dict[int, tuple[str, str]], status: str) -> s
 
 
 def subject(n: Notification) -> str:
+    """One line, whatever the names hold (a mail header may not break)."""
+    return " ".join(_subject(n).split())
+
+
+def _subject(n: Notification) -> str:
     tag = "[TEST]" if n.test else f"[{n.body.status.upper()}]"
     alerts = n.body.alerts
     if len(alerts) == 1:

@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 
 TICK = 1.0  # the longest the dispatcher sleeps without a wake-up
 BATCH = 500  # due rows read per pass
-GROUP_MAX = 50  # alerts in one notification at most; a bigger group goes out in several
+GROUP_MAX = 50
+MAX_ERROR = 1000  # characters of an error kept in last_error  # alerts in one notification at most; a bigger group goes out in several
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ class Outbox:
         try:
             await senders.send(self.session, ch, n, self.settings.alert_delivery_timeout)
         except DeliveryError as exc:
-            await self._failed_attempt(ch, rows, str(exc))
+            await self._failed_attempt(ch, rows, str(exc)[:MAX_ERROR])
             return
         await self._set(
             # last_error stays: the delivery log tells why it took more than one attempt.
