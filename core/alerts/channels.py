@@ -373,7 +373,8 @@ class Channels:
         if patch.url is not None and patch.url not in (old.config.url, redact_url(old.config.url)):
             cfg.url = patch.url
             changed.append("url")
-        if not isinstance(patch.secret, msgspec.UnsetType) and patch.secret != old.config.secret:
+        # A secret is write-only: left out (or null, as an editor sends an untouched field) keeps it.
+        if patch.secret is not None and patch.secret != old.config.secret:
             cfg.secret = patch.secret
             changed.append("secret")
         if patch.to is not None and patch.to != old.config.to:

@@ -180,7 +180,7 @@ CHANNEL_ROUTES: list[Route] = [
         "PATCH",
         f"{V}/channels/{{id}}",
         patch_channel,
-        summary="Edit a channel; a left-out secret is kept, null removes it",
+        summary="Edit a channel; a secret left out or null is kept",
         role=Role.ADMIN,
         body=m.ChannelPatch,
         response=m.Channel,

@@ -111,16 +111,23 @@ async def test_secrets_never_in_answers_audit_or_log(
     assert status == 200
     assert result["ok"] is False
     assert f"could not connect to 127.0.0.1:{down}" in result["message"]
-    # null removes the secret.
+    # null keeps the secret too (an editor's untouched field); a new one replaces it.
     status, patched = await core.request(
         "PATCH", f"/api/v1/channels/{ch['id']}", admin, json={"secret": None}
     )
-    assert status == 200 and patched["has_secret"] is False
+    assert status == 200 and patched["has_secret"] is True
+    status, patched = await core.request(
+        "PATCH", f"/api/v1/channels/{ch['id']}", admin, json={"secret": SECRET + "-new"}
+    )
+    assert status == 200 and patched["has_secret"] is True
+    stored = await core.core.channels.get(ch["id"])
+    assert stored is not None and stored.config.secret == SECRET + "-new"
     status, audit = await core.request("GET", "/api/v1/audit?action=channel.update", admin)
-    assert [e["detail"]["changed"] for e in audit["entries"]] == [["secret"], ["url"], ["name"]]
+    assert [e["detail"]["changed"] for e in audit["entries"]] == [["secret"], [], ["url"], ["name"]]
     status, audit = await core.request("GET", "/api/v1/audit", admin)
     actions = [e["action"] for e in audit["entries"] if e["action"].startswith("channel.")]
     assert actions == [
+        "channel.update",
         "channel.update",
         "channel.test",
         "channel.update",
