@@ -103,7 +103,9 @@ def smtp_server(request: pytest.FixtureRequest, cert: tuple[Path, Path]) -> Iter
     else:
         # aiosmtpd does not see implicit TLS as TLS, so it would not offer AUTH on it otherwise.
         kw.update(ssl_context=_server_context(cert), auth_require_tls=False)
-    controller = Controller(inbox, hostname="127.0.0.1", port=port, server_hostname="localhost", **kw)
+    controller = Controller(
+        inbox, hostname="127.0.0.1", port=port, server_hostname="localhost", ready_timeout=30.0, **kw
+    )
     controller.start()
     try:
         yield inbox, port
