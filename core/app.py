@@ -7,12 +7,15 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from servermanager.common.protocol import AGENT_WS_PATH, CLIENT_WS_PATH, CloseCode
+from servermanager.core.alerts.channels import Channels
+from servermanager.core.alerts.outbox import Outbox
 from servermanager.core.audit import Audit
 from servermanager.core.auth import EnrollTokens, LoginThrottle, Role, SlidingWindow, Users
 from servermanager.core.bus import Bus
@@ -72,6 +75,21 @@ def _job(
     return ctx
 
 
+def _task(
+    run: Callable[[], Coroutine[Any, Any, object]], name: str
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A long-running background task as a cleanup context: started with the app, cancelled with it."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run(), name=name)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
+
+
 def create_app(settings: CoreSettings) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_frame_bytes)
     folder = data_dir(settings)
@@ -86,6 +104,7 @@ def create_app(settings: CoreSettings) -> web.Application:
         bus = Bus()
         nodes = Nodes(db, store, bus)
         audit = Audit(db)
+        channels = Channels(db)
         core = Core(
             settings=settings,
             db=db,
@@ -98,6 +117,8 @@ def create_app(settings: CoreSettings) -> web.Application:
             throttle=LoginThrottle(settings.login_max_failures, settings.login_window),
             commands=Commands(db, nodes, bus, audit),
             command_limit=SlidingWindow(settings.commands_per_minute, 60.0),
+            channels=channels,
+            outbox=Outbox(db, channels, settings),
         )
         await core.nodes.load()
         await _first_admin(core, folder)
@@ -155,6 +176,7 @@ def create_app(settings: CoreSettings) -> web.Application:
         )
     )
     app.cleanup_ctx.append(_job(lambda: 3600.0, lambda: core_of().users.purge_expired(), "token-purge"))
+    app.cleanup_ctx.append(_task(lambda: core_of().outbox.run(), "alert-outbox"))
     app.on_shutdown.append(close_sockets)
 
     add_routes(app, ROUTES)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from servermanager.core.alerts.channels import Channels
+from servermanager.core.alerts.outbox import Outbox
 from servermanager.core.audit import Audit
 from servermanager.core.auth import EnrollTokens, LoginThrottle, SlidingWindow, Users
 from servermanager.core.bus import Bus
@@ -30,6 +32,8 @@ class Core:
     throttle: LoginThrottle
     commands: Commands
     command_limit: SlidingWindow
+    channels: Channels
+    outbox: Outbox
     started_at: float = field(default_factory=time.time)
     clients: set[web.WebSocketResponse] = field(default_factory=set)
 

@@ -34,6 +34,10 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     metrics_auth: bool = True
     commands_per_minute: int = 30
     uvloop: bool = True
+    alert_delivery_timeout: float = 10.0
+    alert_retry_initial: float = 10.0
+    alert_retry_max: float = 600.0
+    alert_delivery_max_age: float = 86400.0
 
     __doc_fields__ = {
         "listen": "HOST:PORT the HTTP and WebSocket server binds",
@@ -59,6 +63,10 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         "metrics_auth": "require a bearer token on GET /metrics",
         "commands_per_minute": "commands and service actions one user may start per minute",
         "uvloop": "run on uvloop's event loop where it is installed (Linux, macOS); false: plain asyncio",
+        "alert_delivery_timeout": "how long one notification may take (webhook POST, SMTP session, Apprise call)",
+        "alert_retry_initial": "first wait before a failed notification is tried again; doubles per attempt",
+        "alert_retry_max": "longest wait between two attempts of a failed notification",
+        "alert_delivery_max_age": "a notification still failing this long after it was queued is marked failed",
     }
 
     def validate(self) -> None:
@@ -71,6 +79,10 @@ class CoreSettings(msgspec.Struct, kw_only=True):
             raise SettingsError("setting agent_interval must be 0 (agent decides) or at least 1 second")
         if self.history_cache_mb < 0:
             raise SettingsError("setting history_cache_mb must be 0 (off) or more")
+        if self.alert_delivery_timeout <= 0 or self.alert_retry_initial <= 0:
+            raise SettingsError("settings alert_delivery_timeout and alert_retry_initial must be above 0")
+        if self.alert_retry_max < self.alert_retry_initial:
+            raise SettingsError("setting alert_retry_max must be at least alert_retry_initial")
         if self.sample_max_age >= self.retention_raw:
             raise SettingsError("setting sample_max_age must be below retention_raw")
 

@@ -19,6 +19,7 @@ from servermanager.common.protocol import PROTOCOL_VERSION, ServiceRequest
 from servermanager.common.rest import Targets
 from servermanager.core.auth import Principal, Role, TokenKind
 from servermanager.core.commands import LiveCommand, TargetError
+from servermanager.core.http.channels_api import CHANNEL_ROUTES
 from servermanager.core.http.openapi import build_openapi
 from servermanager.core.http.routing import ApiError, Call, Route, bearer, json_response
 
@@ -499,3 +500,4 @@ ROUTES: list[Route] = [
     ),
     Route("GET", f"{V}/openapi.json", openapi, summary="This document", role=Role.VIEWER, tag="core"),
 ]
+ROUTES += CHANNEL_ROUTES
