@@ -382,11 +382,11 @@ class ChannelCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class ChannelPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
     name: Name | None = None
     url: Annotated[str, Meta(min_length=1, max_length=2048)] | None = None
-    secret: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    secret: Annotated[str, Meta(min_length=1, max_length=256)] | None = None  # left out or null: kept
     to: Annotated[list[Annotated[str, Meta(min_length=3, max_length=254)]], Meta(max_length=32)] | None = None
     from_addr: Annotated[str, Meta(min_length=3, max_length=254)] | None = None
     starttls: bool | None = None
-    quiet_hours: QuietHours | None = None
+    quiet_hours: QuietHours | msgspec.UnsetType | None = msgspec.UNSET  # left out: kept; null: none
     enabled: bool | None = None
 
 

@@ -7,13 +7,16 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from servermanager.common.protocol import AGENT_WS_PATH, CLIENT_WS_PATH, CloseCode
+from servermanager.core.alerts.channels import Channels
 from servermanager.core.alerts.engine import AlertEngine
+from servermanager.core.alerts.outbox import Outbox
 from servermanager.core.audit import Audit
 from servermanager.core.auth import EnrollTokens, LoginThrottle, Role, SlidingWindow, Users
 from servermanager.core.bus import Bus
@@ -73,10 +76,26 @@ def _job(
     return ctx
 
 
+def _task(
+    run: Callable[[], Coroutine[Any, Any, object]], name: str
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A long-running background task as a cleanup context: started with the app, cancelled with it."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run(), name=name)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
+
+
 async def _alerting(app: web.Application) -> AsyncIterator[None]:
     """The alert engine: open alerts loaded before agents connect; its writes drained before the
     database closes (cleanup contexts unwind in reverse)."""
     alerts = app[CORE].alerts
+    alerts.on_outbox = app[CORE].outbox.notify  # new rows go out without waiting for the next pass
     await alerts.load()
     await alerts.start()
     yield
@@ -102,6 +121,7 @@ def create_app(settings: CoreSettings) -> web.Application:
         bus = Bus()
         nodes = Nodes(db, store, bus)
         audit = Audit(db)
+        channels = Channels(db)
         core = Core(
             settings=settings,
             db=db,
@@ -115,6 +135,8 @@ def create_app(settings: CoreSettings) -> web.Application:
             commands=Commands(db, nodes, bus, audit),
             command_limit=SlidingWindow(settings.commands_per_minute, 60.0),
             alerts=AlertEngine(db, nodes, bus, settings),
+            channels=channels,
+            outbox=Outbox(db, channels, settings),
         )
         await core.nodes.load()
         await _first_admin(core, folder)
@@ -172,6 +194,7 @@ def create_app(settings: CoreSettings) -> web.Application:
         )
     )
     app.cleanup_ctx.append(_job(lambda: 3600.0, lambda: core_of().users.purge_expired(), "token-purge"))
+    app.cleanup_ctx.append(_task(lambda: core_of().outbox.run(), "alert-outbox"))
     app.cleanup_ctx.append(_alerting)
     app.cleanup_ctx.append(
         _job(lambda: settings.prune_every, lambda: core_of().alerts.prune(), "alert-retention")

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from servermanager.core.alerts.channels import Channels
 from servermanager.core.alerts.engine import AlertEngine
+from servermanager.core.alerts.outbox import Outbox
 from servermanager.core.audit import Audit
 from servermanager.core.auth import EnrollTokens, LoginThrottle, SlidingWindow, Users
 from servermanager.core.bus import Bus
@@ -32,6 +34,8 @@ class Core:
     commands: Commands
     command_limit: SlidingWindow
     alerts: AlertEngine
+    channels: Channels
+    outbox: Outbox
     started_at: float = field(default_factory=time.time)
     clients: set[web.WebSocketResponse] = field(default_factory=set)
 

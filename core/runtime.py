@@ -10,6 +10,8 @@ import sys
 from servermanager.core.settings import CoreSettings
 
 log = logging.getLogger("servermanager")
+# Libraries whose DEBUG lines would print what the core keeps secret; held at INFO even at DEBUG.
+QUIET_LOGGERS = ("aiosqlite",)
 
 
 def setup_logging(level: str) -> None:
@@ -18,6 +20,9 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # aiosqlite logs every statement with its parameters at DEBUG: channel secrets among them.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 def serve(settings: CoreSettings) -> int:

@@ -40,6 +40,10 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     alert_retention: float = 90 * 86400.0
     alert_flap_window: float = 600.0
     alert_flap_max: int = 4
+    alert_delivery_timeout: float = 10.0
+    alert_retry_initial: float = 10.0
+    alert_retry_max: float = 600.0
+    alert_delivery_max_age: float = 86400.0
 
     __doc_fields__ = {
         "listen": "HOST:PORT the HTTP and WebSocket server binds",
@@ -71,6 +75,10 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         "alert_retention": "how long resolved alerts are kept, with their transitions and deliveries",
         "alert_flap_window": "window in which an alert's firing/resolved flips are counted",
         "alert_flap_max": "more flips than this within alert_flap_window hold its notifications back",
+        "alert_delivery_timeout": "how long one notification may take (webhook POST, SMTP session, Apprise call)",
+        "alert_retry_initial": "first wait before a failed notification is tried again; doubles per attempt",
+        "alert_retry_max": "longest wait between two attempts of a failed notification",
+        "alert_delivery_max_age": "a notification still failing this long after it was queued is marked failed",
     }
 
     def validate(self) -> None:
@@ -89,6 +97,10 @@ class CoreSettings(msgspec.Struct, kw_only=True):
             raise SettingsError(
                 "settings alert_group_wait and alert_flap_window must be 0 or more, alert_flap_max 1 or more"
             )
+        if self.alert_delivery_timeout <= 0 or self.alert_retry_initial <= 0:
+            raise SettingsError("settings alert_delivery_timeout and alert_retry_initial must be above 0")
+        if self.alert_retry_max < self.alert_retry_initial:
+            raise SettingsError("setting alert_retry_max must be at least alert_retry_initial")
         if self.sample_max_age >= self.retention_raw:
             raise SettingsError("setting sample_max_age must be below retention_raw")
 

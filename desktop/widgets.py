@@ -7,7 +7,7 @@ from PySide6.QtGui import QColor, QPainter, QPalette, QPen
 from PySide6.QtWidgets import QSizePolicy, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
 from servermanager.desktop.format import NA
-from servermanager.desktop.models.fleet import ColumnRole, OnlineRole, PercentRole
+from servermanager.desktop.models.fleet import AlertRole, ColumnRole, OnlineRole, PercentRole
 from servermanager.desktop.themes import BAD, GOOD, MUTED, WARN
 
 Index = QModelIndex | QPersistentModelIndex
@@ -94,9 +94,11 @@ class FleetDelegate(QStyledItemDelegate):
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         d = 10
         dot = QRectF(rect.x() + 8, rect.center().y() - d / 2 + 1, d, d)
+        alert = index.data(AlertRole)
         if online:
+            # A firing alert turns an online node's dot amber (warning) or red (critical).
             painter.setPen(Qt.PenStyle.NoPen)
-            painter.setBrush(GOOD)
+            painter.setBrush(BAD if alert == "critical" else WARN if alert == "warning" else GOOD)
         else:
             painter.setPen(QPen(BAD, 2))
             painter.setBrush(Qt.BrushStyle.NoBrush)

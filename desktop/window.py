@@ -8,11 +8,15 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget, QToolBar, QToolButton, QWidget
 
+from servermanager.common import rest as m
+from servermanager.common.alerts import Alert
+from servermanager.desktop.alerting import AlertingView
 from servermanager.desktop.audit import AuditPanel
 from servermanager.desktop.console import ConsolePanel
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.dialogs import ConnectionDialog, SettingsDialog
 from servermanager.desktop.fleetview import FleetPanel
+from servermanager.desktop.format import fmt_duration
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.net.rest import Session, normalize_url
@@ -49,6 +53,7 @@ class MainWindow(QMainWindow):
         self.node_views: dict[int, NodeView] = {}
         self.console: ConsolePanel | None = None
         self.audit: AuditPanel | None = None
+        self.alerting: AlertingView | None = None
         self.setWindowTitle("Server Manager")
         self.setWindowIcon(icon("app"))
         self.resize(1280, 760)
@@ -82,6 +87,10 @@ class MainWindow(QMainWindow):
         self.console_action.triggered.connect(lambda: self.open_console())
         self.audit_action = QAction("Audit log", self)
         self.audit_action.triggered.connect(lambda: self.open_audit())
+        self.alerts_action = QAction("Alerts", self)
+        self.alerts_action.setToolTip("Alerts, rules, silences and notification channels")
+        self.alerts_action.triggered.connect(lambda: self.open_alerting())
+        self.alerts_action.setEnabled(False)
         self.quit_action = QAction("Quit", self)
         self.quit_action.setShortcut("Ctrl+Q")
         self.quit_action.triggered.connect(self.request_quit)
@@ -89,6 +98,7 @@ class MainWindow(QMainWindow):
         for action in (self.connect_action, self.settings_action, self.signout_action):
             toolbar.addAction(action)
         toolbar.addSeparator()
+        toolbar.addAction(self.alerts_action)
         toolbar.addAction(self.console_action)
         toolbar.addAction(self.audit_action)
         self.addToolBar(toolbar)
@@ -116,12 +126,20 @@ class MainWindow(QMainWindow):
         self.tray = Tray(self.tray_state, self)
         self.tray.show_requested.connect(self.show_normal)
         self.tray.quit_requested.connect(self.request_quit)
+        self.tray.ack_requested.connect(self.acknowledge_alert)
+        self.tray.snooze_requested.connect(self.snooze_alert)
 
         ctx.live.state_changed.connect(self._link_changed)
         ctx.live.latency_changed.connect(lambda _ms: self._link_changed(ctx.live.state.value, ""))
         ctx.rest.session_changed.connect(self._session_changed)
         ctx.model.counts_changed.connect(self._counts_changed)
         ctx.model.online_changed.connect(self.tray_state.node_transition)
+        # Alerts colour the tray: the firing ones are listed whenever the fleet is (a snapshot on
+        # every live connect, each poll while polling), and alert events keep them current between.
+        ctx.live.alert.connect(self.tray_state.alert_changed)
+        ctx.live.alert.connect(ctx.model.alert_changed)
+        ctx.live.snapshot.connect(lambda _nodes: self._refresh_firing())
+        ctx.live.polled.connect(lambda _nodes: self._refresh_firing())
         ctx.settings.changed.connect(self._setting_changed)
         ctx.signin.needs_login.connect(lambda message: self.open_connection(message))
         ctx.signin.signed_out.connect(self._signed_out)
@@ -270,6 +288,17 @@ class MainWindow(QMainWindow):
         self.audit.refresh()
         return self.audit
 
+    def open_alerting(self, page: str = "alerts") -> AlertingView | None:
+        """The Alerting tab on one of its pages: alerts, rules, silences or channels."""
+        if self.ctx.rest.session is None:
+            return None
+        if self.alerting is None:
+            self.alerting = AlertingView(self.ctx)
+            self.tabs.addTab(self.alerting, "Alerting")
+        self.tabs.setCurrentWidget(self.alerting)
+        self.alerting.show_page(page)
+        return self.alerting
+
     def close_node(self, node_id: int) -> None:
         view = self.node_views.get(node_id)
         if view is not None:
@@ -282,12 +311,14 @@ class MainWindow(QMainWindow):
             self.node_views.pop(view.node_id, None)
             view.shutdown()
             view.deleteLater()
-        elif isinstance(view, ConsolePanel | AuditPanel):
+        elif isinstance(view, ConsolePanel | AuditPanel | AlertingView):
             self.tabs.removeTab(index)
             if view is self.console:
                 self.console = None
             if view is self.audit:
                 self.audit = None
+            if view is self.alerting:
+                self.alerting = None
             view.shutdown()
             view.deleteLater()
 
@@ -312,12 +343,60 @@ class MainWindow(QMainWindow):
         self.retry_button.setVisible(link in (LinkState.RECONNECTING, LinkState.POLLING, LinkState.OFFLINE))
         self.tray_state.set_link(state)
 
+    def acknowledge_alert(self, alert_id: int) -> None:
+        self.ctx.aio.spawn(self._acknowledge(alert_id), "alert-ack")
+
+    async def _acknowledge(self, alert_id: int) -> None:
+        try:
+            alert = await self.ctx.rest.ack_alert(alert_id)
+        except CoreError as exc:
+            self.statusBar().showMessage(f"Could not acknowledge the alert: {exc.message}", 10000)
+            return
+        self.tray_state.alert_changed(alert)
+        self.ctx.model.alert_changed(alert)
+        self.statusBar().showMessage(f"Acknowledged: {alert.rule} on {alert.node}", 6000)
+
+    def snooze_alert(self, alert: Alert, seconds: float) -> None:
+        """Silence this alert's rule on this node for a while (the tray's Snooze)."""
+        self.ctx.aio.spawn(self._snooze(alert, seconds), "alert-snooze")
+
+    async def _snooze(self, alert: Alert, seconds: float) -> None:
+        body = m.SilenceCreate(
+            rule=alert.rule_id,
+            node=alert.node_id,
+            duration=seconds,
+            comment=f"Snoozed for {fmt_duration(seconds)} from the tray",
+        )
+        try:
+            await self.ctx.rest.create_silence(body)
+        except CoreError as exc:
+            self.statusBar().showMessage(f"Could not snooze the alert: {exc.message}", 10000)
+            return
+        self.statusBar().showMessage(
+            f"Snoozed for {fmt_duration(seconds)}: {alert.rule} on {alert.node}", 6000
+        )
+
+    def _refresh_firing(self) -> None:
+        if self.ctx.rest.session is not None:
+            self.ctx.aio.spawn(self._load_firing(), "firing-alerts")
+
+    async def _load_firing(self) -> None:
+        try:
+            alerts = await self.ctx.rest.alerts(state="firing")
+        except CoreError as exc:
+            # A core without alerting, or a blip: the next snapshot or poll asks again.
+            log.info("could not list firing alerts: %s", exc.message)
+            return
+        self.tray_state.set_alerts(alerts)
+        self.ctx.model.set_alerts(alerts)
+
     def _counts_changed(self, up: int, down: int) -> None:
         self.counts_label.setText(f"{up} online · {down} offline" if up + down else "")
         self.tray_state.set_counts(up, down)
 
     def _session_changed(self, session: Session | None) -> None:
         self.signout_action.setEnabled(session is not None)
+        self.alerts_action.setEnabled(session is not None)
         operator = session is not None and session.can_edit
         hint = "" if operator or session is None else " (needs the operator role)"
         self.console_action.setEnabled(operator)
@@ -325,6 +404,8 @@ class MainWindow(QMainWindow):
         self.audit_action.setEnabled(operator)
         self.audit_action.setToolTip("Who did what, when" + hint)
         if session is None:
+            self.tray_state.set_alerts([])
+            self.ctx.model.set_alerts([])
             self.user_label.setText("")
             self.setWindowTitle("Server Manager")
             return

@@ -28,6 +28,8 @@ TOP = "top"  # servermanager's own modules: cli, demo, __main__
 # pyproject.toml), and the top only the base ones. Beyond those, what an extra brings along and
 # the part uses directly: numpy comes with pyqtgraph.
 BROUGHT_ALONG = {"desktop": {"numpy"}}
+# Optional extras a part may import lazily (inside a function, with its absence handled).
+OPTIONAL_EXTRAS = {"core": ("apprise",)}
 SKIP_DIRS = {"__pycache__", "build", "dist", "node_modules"}
 
 
@@ -220,7 +222,14 @@ def allowed_libraries() -> dict[str, set[str]]:
     allowed = {TOP: base, "common": base}
     for part in ("core", "agent", "desktop"):
         allowed[part] = base | requirement_names(extras[part]) | BROUGHT_ALONG.get(part, set())
+        for optional in OPTIONAL_EXTRAS.get(part, ()):
+            allowed[part] |= requirement_names(extras[optional])
     return allowed
+
+
+def optional_libraries(part: str) -> set[str]:
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    return {name for opt in OPTIONAL_EXTRAS.get(part, ()) for name in requirement_names(extras[opt])}
 
 
 # ---------------------------------------------------------------- tests
@@ -375,6 +384,8 @@ def test_each_part_imports_only_the_stdlib_and_its_extras_libraries() -> None:
         part = layer(imp.source)
         if top.lower() not in allowed[part]:
             bad.append(f"{imp.describe()}: {part} may use only {', '.join(sorted(allowed[part]))}")
+        elif not imp.in_function and top.lower() in optional_libraries(part):
+            bad.append(f"{imp.describe()}: an optional extra's library is imported inside a function")
     if bad:
         pytest.fail("third-party imports outside the part's extra:\n  " + "\n  ".join(bad), pytrace=False)
 

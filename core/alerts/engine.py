@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,8 +164,9 @@ class AlertEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_peaks = 0.0
         self.shutting_down = False
-        # Set after a commit that wrote outbox rows: the dispatcher may wait on it instead of polling.
+        # Set, and on_outbox called (the dispatcher's wake-up), after a commit that wrote outbox rows.
         self.outbox_written = asyncio.Event()
+        self.on_outbox: Callable[[], None] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -266,6 +267,8 @@ class AlertEngine:
                             await con.execute(sql, params)
                 if batch.deliveries:
                     self.outbox_written.set()
+                    if self.on_outbox is not None:
+                        self.on_outbox()
                 for alert in batch.events:
                     self.bus.publish(alert.node_id, AlertEvent(alert=alert))
 

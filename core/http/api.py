@@ -20,6 +20,7 @@ from servermanager.common.rest import Targets
 from servermanager.core.auth import Principal, Role, TokenKind
 from servermanager.core.commands import LiveCommand, TargetError
 from servermanager.core.http.alerts_api import ALERT_ROUTES
+from servermanager.core.http.channels_api import CHANNEL_ROUTES
 from servermanager.core.http.openapi import build_openapi
 from servermanager.core.http.routing import ApiError, Call, Route, bearer, json_response
 
@@ -501,3 +502,4 @@ ROUTES: list[Route] = [
     Route("GET", f"{V}/openapi.json", openapi, summary="This document", role=Role.VIEWER, tag="core"),
 ]
 ROUTES += ALERT_ROUTES
+ROUTES += CHANNEL_ROUTES

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from PySide6.QtCore import (
 
 from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
+from servermanager.common.alerts import Alert
 from servermanager.desktop.format import NA, fmt_ago, format_value
 
 Index = QModelIndex | QPersistentModelIndex
@@ -31,6 +32,8 @@ OnlineRole = _USER + 3
 PercentRole = _USER + 4  # float 0..100 or None, for the in-cell bar
 NodeRole = _USER + 5  # the whole NodeInfo
 ColumnRole = _USER + 6  # the cell's Column, for the delegate
+AlertRole = _USER + 7  # the worst severity of the node's firing alerts, or None
+_SEVERITY_RANK = {"critical": 2, "warning": 1}
 
 # Initial widths of the metric columns by unit: a bar needs room, a load average does not.
 _UNIT_WIDTHS = {mt.Unit.PLAIN: 60, mt.Unit.SECONDS: 80}
@@ -130,6 +133,7 @@ class NodesModel(QAbstractTableModel):
         self._rows: list[p.NodeInfo] = []
         self._row_of: dict[int, int] = {}
         self._facets: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+        self._firing: dict[int, dict[int, Alert]] = {}  # node id -> alert id -> its firing alert
         # "Last seen" is relative text, so it changes with time alone.
         self._ticker = QTimer(self)
         self._ticker.timeout.connect(self._tick)
@@ -163,6 +167,8 @@ class NodesModel(QAbstractTableModel):
             return None
         node = self._rows[index.row()]
         col = self.columns[index.column()]
+        if col.key == "status" and role in (Qt.ItemDataRole.DisplayRole, SortRole, AlertRole):
+            return self._status_data(node, col, role)
         if role == Qt.ItemDataRole.DisplayRole:
             return col.cell(node, time.time())[0]
         if role == SortRole:
@@ -183,10 +189,55 @@ class NodesModel(QAbstractTableModel):
             return self._tooltip(node, col.key)
         return None
 
+    def _status_data(self, node: p.NodeInfo, col: Column, role: int) -> Any:
+        """Status with the node's firing alerts: "Online · 2 alerts", sorted worst first."""
+        text, key = col.cell(node, time.time())
+        firing = self._firing.get(node.id, {})
+        worst = max((_SEVERITY_RANK[a.severity] for a in firing.values()), default=0)
+        if role == AlertRole:
+            return next((sev for sev, rank in _SEVERITY_RANK.items() if rank == worst), None)
+        if role == SortRole:
+            return (key, -worst, -len(firing))
+        return f"{text} · {len(firing)} alert{'s' if len(firing) != 1 else ''}" if firing else text
+
+    def set_alerts(self, alerts: Iterable[Alert]) -> None:
+        """The firing alerts as the core lists them; every node's status follows."""
+        firing: dict[int, dict[int, Alert]] = {}
+        for a in alerts:
+            if a.state == "firing":
+                firing.setdefault(a.node_id, {})[a.id] = a
+        changed = set(firing) | set(self._firing)
+        self._firing = firing
+        for node_id in changed:
+            self._status_changed(node_id)
+
+    def alert_changed(self, alert: Alert) -> None:
+        """One alert event: the node's status shows it while it fires."""
+        on_node = self._firing.setdefault(alert.node_id, {})
+        if alert.state == "firing":
+            on_node[alert.id] = alert
+        elif on_node.pop(alert.id, None) is None:
+            return
+        if not on_node:
+            del self._firing[alert.node_id]
+        self._status_changed(alert.node_id)
+
+    def firing(self, node_id: int) -> list[Alert]:
+        return list(self._firing.get(node_id, {}).values())
+
+    def _status_changed(self, node_id: int) -> None:
+        row = self._row_of.get(node_id)
+        col = self._column_of.get("status")
+        if row is not None and col is not None:
+            cell = self.index(row, col)
+            self.dataChanged.emit(cell, cell)
+
     def _tooltip(self, node: p.NodeInfo, key: str) -> str | None:
         if key == "status":
             seen = fmt_ago(node.last_seen)
-            return f"{node.name} is {'online' if node.online else 'offline'}; last heard from {seen}"
+            text = f"{node.name} is {'online' if node.online else 'offline'}; last heard from {seen}"
+            alerts = sorted(self.firing(node.id), key=lambda a: -_SEVERITY_RANK[a.severity])
+            return "\n".join([text, *(f"{a.severity}: {a.rule}" for a in alerts)])
         if key == "load1" and node.latest is not None:
             m = node.latest.metrics
             return f"Load average 1/5/15 min: {m.load1:.2f} / {m.load5:.2f} / {m.load15:.2f}"

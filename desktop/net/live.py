@@ -62,6 +62,7 @@ class LiveLink(QObject):
     sample = Signal(int, object)  # node id, mt.Sample
     command_output = Signal(object)  # p.CommandOutput (node_id filled in by the core)
     command_result = Signal(object)  # p.CommandResult
+    alert = Signal(object)  # common.alerts.Alert, as it is after a change
 
     def __init__(
         self,
@@ -281,6 +282,8 @@ class LiveLink(QObject):
                 self.command_output.emit(frame)
             case p.CommandResult():
                 self.command_result.emit(frame)
+            case p.AlertEvent(alert=alert):
+                self.alert.emit(alert)
             case p.Pong(ts=ts):
                 self.latency_ms = max(0.0, (time.monotonic() - ts) * 1000.0)
                 self.latency_changed.emit(self.latency_ms)

@@ -14,6 +14,7 @@ from PySide6.QtCore import QObject, Signal
 
 from servermanager.common import protocol as p
 from servermanager.common import rest as m
+from servermanager.common.alerts import Alert
 from servermanager.desktop.net.errors import CoreError, explain_error, host_of, http_error
 
 log = logging.getLogger(__name__)
@@ -338,3 +339,93 @@ class RestClient(QObject):
         result = await self.call("GET", "/audit", m.AuditList, params=params)
         assert result is not None
         return result.entries
+
+    async def alerts(
+        self, *, state: str | None = None, node: int | None = None, limit: int = 500
+    ) -> list[Alert]:
+        params = {"limit": str(limit)}
+        if state:
+            params["state"] = state
+        if node is not None:
+            params["node"] = str(node)
+        result = await self.call("GET", "/alerts", m.AlertList, params=params)
+        assert result is not None
+        return result.alerts
+
+    async def alert(self, alert_id: int) -> m.AlertDetail:
+        detail = await self.call("GET", f"/alerts/{alert_id}", m.AlertDetail)
+        assert detail is not None
+        return detail
+
+    async def ack_alert(self, alert_id: int) -> Alert:
+        alert = await self.call("POST", f"/alerts/{alert_id}/ack", Alert)
+        assert alert is not None
+        return alert
+
+    async def create_silence(self, body: m.SilenceCreate) -> m.Silence:
+        silence = await self.call("POST", "/silences", m.Silence, json=msgspec.to_builtins(body))
+        assert silence is not None
+        return silence
+
+    async def rules(self) -> list[m.Rule]:
+        result = await self.call("GET", "/alert-rules", m.RuleList)
+        assert result is not None
+        return result.rules
+
+    async def create_rule(self, body: m.RuleCreate) -> m.Rule:
+        rule = await self.call("POST", "/alert-rules", m.Rule, json=msgspec.to_builtins(body))
+        assert rule is not None
+        return rule
+
+    async def update_rule(self, rule_id: int, body: m.RuleCreate) -> m.Rule:
+        rule = await self.call("PATCH", f"/alert-rules/{rule_id}", m.Rule, json=msgspec.to_builtins(body))
+        assert rule is not None
+        return rule
+
+    async def delete_rule(self, rule_id: int) -> None:
+        await self.call("DELETE", f"/alert-rules/{rule_id}")
+
+    async def preview_rule(self, body: m.RuleCreate, span: str) -> m.RulePreview:
+        """What a rule, saved or not, would have done over the last `span` ("24h" or "7d")."""
+        result = await self.call(
+            "POST",
+            "/alert-rules/preview",
+            m.RulePreview,
+            json=msgspec.to_builtins(body),
+            params={"range": span},
+        )
+        assert result is not None
+        return result
+
+    async def channels(self) -> list[m.Channel]:
+        result = await self.call("GET", "/channels", m.ChannelList)
+        assert result is not None
+        return result.channels
+
+    async def create_channel(self, body: m.ChannelCreate) -> m.Channel:
+        channel = await self.call("POST", "/channels", m.Channel, json=msgspec.to_builtins(body))
+        assert channel is not None
+        return channel
+
+    async def update_channel(self, channel_id: int, body: m.ChannelPatch) -> m.Channel:
+        channel = await self.call(
+            "PATCH", f"/channels/{channel_id}", m.Channel, json=msgspec.to_builtins(body)
+        )
+        assert channel is not None
+        return channel
+
+    async def delete_channel(self, channel_id: int) -> None:
+        await self.call("DELETE", f"/channels/{channel_id}")
+
+    async def test_channel(self, channel_id: int) -> m.ChannelTestResult:
+        result = await self.call("POST", f"/channels/{channel_id}/test", m.ChannelTestResult)
+        assert result is not None
+        return result
+
+    async def silences(self) -> list[m.Silence]:
+        result = await self.call("GET", "/silences", m.SilenceList)
+        assert result is not None
+        return result.silences
+
+    async def delete_silence(self, silence_id: int) -> None:
+        await self.call("DELETE", f"/silences/{silence_id}")

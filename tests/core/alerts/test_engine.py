@@ -15,6 +15,7 @@ from servermanager.common import protocol as p
 from servermanager.common.alerts import WebhookAlert
 from tests.core.alerts.helpers import Rig
 from tests.helpers.core import RawAgent, RawClient
+from tests.helpers.receiver import Receiver
 from tests.helpers.wait import wait_for, wait_until
 
 
@@ -444,3 +445,57 @@ async def test_deleting_a_node_ends_its_alerts(rig: Rig) -> None:
     [a] = await rig.alerts()
     assert a["state"] == "resolved"
     assert [r[2] for r in await rig.deliveries()] == ["firing", "resolved"]
+
+
+async def test_end_to_end_a_sample_reaches_the_webhook_receiver_once(tmp_path: Path) -> None:
+    receiver = await Receiver().start()
+    server = await RunningCore(tmp_path / "core", alert_group_wait=0).start()
+    try:
+        rig = await Rig(server).start()
+        status, ch = await server.request(
+            "POST",
+            "/api/v1/channels",
+            rig.token,
+            json={"name": "hook", "kind": "webhook", "url": receiver.url()},
+        )
+        assert status == 201, ch
+        await rig.rule(clear_threshold=80, channels=[ch["id"]])
+        t = await rig.sample(97.0)
+        await wait_for(lambda: len(receiver.got) == 1, what="the firing notification")
+        body = receiver.got[0].json()
+        [a] = await rig.alerts()
+        assert body == {
+            "status": "firing",
+            "alerts": [
+                {
+                    "id": a["id"],
+                    "rule": "cpu high",
+                    "node": "web-1",
+                    "node_id": rig.node_id,
+                    "severity": "warning",
+                    "value": 97.0,
+                    "threshold": 90.0,
+                    "started_at": t,
+                    "resolved_at": None,
+                }
+            ],
+        }
+        t_res = await rig.sample(70.0)
+        await wait_for(lambda: len(receiver.got) == 2, what="the resolved notification")
+        assert receiver.got[1].json()["status"] == "resolved"
+        assert receiver.got[1].json()["alerts"][0]["resolved_at"] == t_res
+        detail = await wait_until(
+            lambda: rig.detail(a["id"]),
+            lambda d: all(x["state"] == "sent" for x in d["deliveries"]),
+            what="both deliveries marked sent",
+        )
+        assert [(x["status"], x["channel"]) for x in detail["deliveries"]] == [
+            ("firing", "hook"),
+            ("resolved", "hook"),
+        ]
+        await server.core.outbox.idle()
+        assert len(receiver.got) == 2
+        await rig.agent.close()
+    finally:
+        await server.stop()
+        await receiver.stop()

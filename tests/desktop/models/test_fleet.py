@@ -11,8 +11,10 @@ from pytestqt.qtbot import QtBot
 from devkit.cores import RunningCore
 from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
+from servermanager.common.alerts import Alert
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.models.fleet import (
+    AlertRole,
     NodeIdRole,
     NodesModel,
     PercentRole,
@@ -201,3 +203,40 @@ def test_one_more_row_is_one_more_column(qtbot: QtBot, qtmodeltester: Any) -> No
     model.apply_snapshot([node])
     gpu = model.index(0, model.column("gpu_pct"))
     assert gpu.data() == "77%" and gpu.data(PercentRole) == 77.0 and gpu.data(SortRole) == 77.0
+
+
+def _alert(id: int, node_id: int, severity: str = "warning", state: str = "firing") -> Alert:
+    return Alert(
+        id=id, rule_id=id, rule=f"rule {id}", node_id=node_id, node=f"n{node_id}", metric="cpu_pct", op=">",
+        threshold=90.0, state=state, severity=severity, value=95.0, peak=95.0, started_at=0.0,
+    )  # fmt: skip
+
+
+def test_firing_alerts_show_in_the_status_column_and_sort_first(qtmodeltester: Any) -> None:
+    model = NodesModel()
+    now = time.time()
+    model.apply_snapshot([p.NodeInfo(i, f"n{i}", "", [], True, now, 0.0) for i in (1, 2, 3)])
+    status = model.column("status")
+    changes = Changes(model)
+    model.set_alerts(
+        [_alert(10, 2), _alert(11, 3, "critical"), _alert(12, 3), _alert(13, 1, state="resolved")]
+    )
+    assert [model.index(r, status).data() for r in range(3)] == [
+        "Online",
+        "Online · 1 alert",
+        "Online · 2 alerts",
+    ]
+    assert [model.index(r, status).data(AlertRole) for r in range(3)] == [None, "warning", "critical"]
+    assert "critical: rule 11" in model.index(2, status).data(Qt.ItemDataRole.ToolTipRole)
+    keys = sorted(range(3), key=lambda r: model.index(r, status).data(SortRole))
+    assert keys == [2, 1, 0]  # online nodes with the worst alerts first
+    assert {(r, c) for r, c, _ in changes.changed} == {(1, status), (2, status)}  # in place
+    model.alert_changed(_alert(11, 3, "critical", state="resolved"))
+    assert (
+        model.index(2, status).data() == "Online · 1 alert"
+        and model.index(2, status).data(AlertRole) == "warning"
+    )
+    model.alert_changed(_alert(10, 2, state="resolved"))
+    model.alert_changed(_alert(99, 2, state="resolved"))  # never seen firing: nothing to do
+    assert model.index(1, status).data() == "Online" and model.firing(2) == []
+    qtmodeltester.check(model)

@@ -1,0 +1,423 @@
+"""Alert rules: the list of the core's rules, and the rule editor with its "what would it have done" preview."""
+
+from __future__ import annotations
+
+import contextlib
+
+from PySide6.QtCore import QItemSelection, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from servermanager.common import rest as m
+from servermanager.common.alerts import OFFLINE
+from servermanager.common.metrics import FIELDS, FIELDS_BY_NAME
+from servermanager.common.settings import parse_duration
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.format import fmt_duration, fmt_time, format_value
+from servermanager.desktop.models.records import RecordsModel
+from servermanager.desktop.net.errors import CoreError
+from servermanager.desktop.net.rest import Session
+
+Index = QModelIndex | QPersistentModelIndex
+OPERATOR_HINT = "Creating and editing rules needs the operator role."
+TARGET_KINDS = (("all", "Every node"), ("group", "A group"), ("tag", "A tag"), ("nodes", "Node ids"))
+
+
+def targets_text(t: m.Targets) -> str:
+    if t.all:
+        return "every node"
+    if t.group is not None:
+        return f"group {t.group}"
+    if t.tag is not None:
+        return f"tag {t.tag}"
+    return "nodes " + ", ".join(str(n) for n in t.nodes or [])
+
+
+def condition_text(r: m.Rule) -> str:
+    if r.metric == OFFLINE:
+        return f"offline for {fmt_duration(r.for_)}"
+    field = FIELDS_BY_NAME.get(r.metric)
+    fmt = (lambda v: format_value(field.unit, v, precise=True)) if field else (lambda v: f"{v:g}")
+    text = f"{r.metric} {r.op} {fmt(r.threshold)}"
+    if r.critical_threshold is not None:
+        text += f" (critical {r.op} {fmt(r.critical_threshold)})"
+    return text + (f" for {fmt_duration(r.for_)}" if r.for_ else "")
+
+
+class RulesModel(RecordsModel[m.Rule]):
+    columns = (
+        ("Name", lambda r: r.name),
+        ("Condition", condition_text),
+        ("Severity", lambda r: r.severity if r.critical_threshold is None else "warning, critical"),
+        ("Targets", lambda r: targets_text(r.targets)),
+        ("Channels", lambda r: str(len(r.channels))),
+        ("Enabled", lambda r: "yes" if r.enabled else "no"),
+    )
+
+
+class RuleDialog(QDialog):
+    """A dumb form for one rule: it emits what to save or preview and shows what it is told."""
+
+    submitted = Signal(object)  # m.RuleCreate
+    preview_requested = Signal(object, str)  # m.RuleCreate, "24h" | "7d"
+
+    def __init__(
+        self, channels: list[m.Channel], rule: m.Rule | None = None, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.rule_id = rule.id if rule is not None else None
+        self.setWindowTitle(f"Edit rule {rule.name}" if rule is not None else "New alert rule")
+        self.name = QLineEdit(rule.name if rule else "")
+        self.metric_box = QComboBox()
+        for f in FIELDS:
+            self.metric_box.addItem(f"{f.label} ({f.name})", f.name)
+        self.metric_box.addItem("Node offline (offline)", OFFLINE)
+        self.op = QComboBox()
+        self.op.addItems([">", "<"])
+        self.threshold = self._number()
+        self.clear_threshold = QLineEdit()
+        self.clear_threshold.setPlaceholderText("the threshold (no hysteresis)")
+        self.critical_threshold = QLineEdit()
+        self.critical_threshold.setPlaceholderText("none: one severity")
+        self.for_ = QLineEdit("0s")
+        self.keep_firing_for = QLineEdit("0s")
+        self.severity = QComboBox()
+        self.severity.addItems(["warning", "critical"])
+        self.target_kind = QComboBox()
+        for key, label in TARGET_KINDS:
+            self.target_kind.addItem(label, key)
+        self.target_value = QLineEdit()
+        self.target_value.setPlaceholderText("group, tag, or node ids separated by commas")
+        self.channels = QListWidget()
+        self.channels.setMaximumHeight(90)
+        for ch in channels:
+            item = QListWidgetItem(f"{ch.name} ({ch.kind})")
+            item.setData(Qt.ItemDataRole.UserRole, ch.id)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(
+                Qt.CheckState.Checked if rule and ch.id in rule.channels else Qt.CheckState.Unchecked
+            )
+            self.channels.addItem(item)
+        self.enabled = QCheckBox("Enabled")
+        self.enabled.setChecked(rule.enabled if rule else True)
+        if rule is not None:
+            self._load(rule)
+        self.metric_box.currentIndexChanged.connect(lambda _i: self._metric_changed())
+        self._metric_changed()
+
+        form = QFormLayout()
+        form.addRow("Name", self.name)
+        form.addRow("Metric", self.metric_box)
+        row = QHBoxLayout()
+        row.addWidget(self.op)
+        row.addWidget(self.threshold, 1)
+        form.addRow("Fires when", row)
+        form.addRow("Clears past", self.clear_threshold)
+        form.addRow("Critical past", self.critical_threshold)
+        form.addRow("For at least", self.for_)
+        form.addRow("Keep firing for", self.keep_firing_for)
+        form.addRow("Severity", self.severity)
+        targets = QHBoxLayout()
+        targets.addWidget(self.target_kind)
+        targets.addWidget(self.target_value, 1)
+        form.addRow("Targets", targets)
+        form.addRow("Notify", self.channels if channels else QLabel("No channels yet (an admin adds them)."))
+        form.addRow("", self.enabled)
+
+        self.preview_24h = QPushButton("Preview last 24 h")
+        self.preview_7d = QPushButton("Preview last 7 d")
+        self.preview_24h.clicked.connect(lambda: self._preview("24h"))
+        self.preview_7d.clicked.connect(lambda: self._preview("7d"))
+        preview_bar = QHBoxLayout()
+        preview_bar.addWidget(self.preview_24h)
+        preview_bar.addWidget(self.preview_7d)
+        preview_bar.addStretch(1)
+        self.preview = QPlainTextEdit()
+        self.preview.setReadOnly(True)
+        self.preview.setMaximumHeight(120)
+        self.preview.setPlaceholderText("How often this rule would have fired over the stored history.")
+        self.error = QLabel()
+        self.error.setObjectName("error")
+        self.error.setWordWrap(True)
+        self.error.hide()
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
+        )
+        buttons.accepted.connect(self._submit)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(preview_bar)
+        layout.addWidget(self.preview)
+        layout.addLayout(form)
+        layout.addWidget(self.error)
+        layout.addWidget(buttons)
+
+    @staticmethod
+    def _number() -> QDoubleSpinBox:
+        box = QDoubleSpinBox()
+        box.setRange(-1e15, 1e15)
+        box.setDecimals(2)
+        return box
+
+    def _load(self, r: m.Rule) -> None:
+        self.metric_box.setCurrentIndex(max(0, self.metric_box.findData(r.metric)))
+        self.op.setCurrentText(r.op)
+        self.threshold.setValue(r.threshold)
+        self.clear_threshold.setText("" if r.clear_threshold is None else f"{r.clear_threshold:g}")
+        self.critical_threshold.setText("" if r.critical_threshold is None else f"{r.critical_threshold:g}")
+        self.for_.setText(f"{r.for_:g}s")
+        self.keep_firing_for.setText(f"{r.keep_firing_for:g}s")
+        self.severity.setCurrentText(r.severity)
+        t = r.targets
+        kind, value = (
+            ("all", "")
+            if t.all
+            else ("group", t.group or "")
+            if t.group is not None
+            else ("tag", t.tag or "")
+            if t.tag is not None
+            else ("nodes", ", ".join(str(n) for n in t.nodes or []))
+        )
+        self.target_kind.setCurrentIndex(self.target_kind.findData(kind))
+        self.target_value.setText(value)
+
+    def _metric_changed(self) -> None:
+        offline = self.metric_box.currentData() == OFFLINE
+        for w in (self.op, self.threshold, self.clear_threshold, self.critical_threshold):
+            w.setEnabled(not offline)
+
+    def rule(self) -> m.RuleCreate:
+        """The form as a rule; ValueError names the field that is wrong."""
+
+        def optional_number(edit: QLineEdit, what: str) -> float | None:
+            text = edit.text().strip()
+            if not text:
+                return None
+            try:
+                return float(text)
+            except ValueError:
+                raise ValueError(f"{what}: not a number: {text!r}") from None
+
+        def duration(edit: QLineEdit, what: str) -> float:
+            try:
+                return parse_duration(edit.text().strip() or "0")
+            except ValueError as exc:
+                raise ValueError(f"{what}: {exc}") from None
+
+        name = self.name.text().strip()
+        if not name:
+            raise ValueError("A rule needs a name.")
+        kind, value = self.target_kind.currentData(), self.target_value.text().strip()
+        if kind == "all":
+            targets = m.Targets(all=True)
+        elif not value:
+            raise ValueError("Say which group, tag or nodes the rule is for.")
+        elif kind == "group":
+            targets = m.Targets(group=value)
+        elif kind == "tag":
+            targets = m.Targets(tag=value)
+        else:
+            try:
+                targets = m.Targets(nodes=[int(v) for v in value.replace(" ", "").split(",") if v])
+            except ValueError:
+                raise ValueError("Node ids are numbers separated by commas.") from None
+        channels = [
+            int(self.channels.item(i).data(Qt.ItemDataRole.UserRole))
+            for i in range(self.channels.count())
+            if self.channels.item(i).checkState() == Qt.CheckState.Checked
+        ]
+        return m.RuleCreate(
+            name=name,
+            metric=str(self.metric_box.currentData()),
+            op=">" if self.op.currentText() == ">" else "<",
+            threshold=self.threshold.value(),
+            clear_threshold=optional_number(self.clear_threshold, "Clears past"),
+            critical_threshold=optional_number(self.critical_threshold, "Critical past"),
+            for_=duration(self.for_, "For at least"),
+            keep_firing_for=duration(self.keep_firing_for, "Keep firing for"),
+            severity="critical" if self.severity.currentText() == "critical" else "warning",
+            targets=targets,
+            channels=channels,
+            enabled=self.enabled.isChecked(),
+        )
+
+    def _submit(self) -> None:
+        try:
+            rule = self.rule()
+        except ValueError as exc:
+            self.show_error(str(exc))
+            return
+        self.show_error("")
+        self.submitted.emit(rule)
+
+    def _preview(self, span: str) -> None:
+        try:
+            rule = self.rule()
+        except ValueError as exc:
+            self.show_error(str(exc))
+            return
+        self.show_error("")
+        self.preview.setPlainText("Replaying the stored history…")
+        self.preview_requested.emit(rule, span)
+
+    def show_preview(self, result: m.RulePreview, nodes: dict[int, str] | None = None) -> None:
+        span = fmt_duration(result.to - result.from_)
+        if not result.fired:
+            self.preview.setPlainText(f"Over the last {span} this rule would not have fired.")
+            return
+        lines = [f"Over the last {span} this rule would have fired {result.fired} time(s):"]
+        for a in result.alerts:
+            end = f" until {fmt_time(a.resolved_at)}" if a.resolved_at else ", still firing"
+            lines.append(f"  {a.node}: from {fmt_time(a.fired_at)}{end}")
+        self.preview.setPlainText("\n".join(lines))
+
+    def show_error(self, message: str) -> None:
+        self.error.setText(message)
+        self.error.setVisible(bool(message))
+
+
+class RulesPanel(QWidget):
+    """The Rules tab: every role sees the rules; operators and admins create, edit and delete them."""
+
+    def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        self.can_edit = False
+        self.loads = 0  # completed loads; tests wait on it
+        self.dialog: RuleDialog | None = None
+        self.channels: list[m.Channel] = []
+        self.model = RulesModel(self)
+        self.new_button = QPushButton("New rule…")
+        self.new_button.clicked.connect(lambda: self.open_editor(None))
+        self.edit_button = QPushButton("Edit…")
+        self.edit_button.clicked.connect(lambda: self.open_editor(self.selected()))
+        self.delete_button = QPushButton("Delete")
+        self.delete_button.clicked.connect(self.delete_selected)
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.clicked.connect(self.refresh)
+        bar = QHBoxLayout()
+        for b in (self.new_button, self.edit_button, self.delete_button):
+            bar.addWidget(b)
+        bar.addStretch(1)
+        bar.addWidget(self.refresh_button)
+        self.status = QLabel()
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.selectionModel().selectionChanged.connect(self._selection_changed)
+        self.table.doubleClicked.connect(lambda _i: self.open_editor(self.selected()))
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.addLayout(bar)
+        layout.addWidget(self.status)
+        layout.addWidget(self.table, 1)
+        ctx.rest.session_changed.connect(self._session_changed)
+        self._session_changed(ctx.rest.session)
+
+    def selected(self) -> m.Rule | None:
+        rows = self.table.selectionModel().selectedRows()
+        return self.model.record(rows[0].row()) if rows else None
+
+    def _session_changed(self, session: Session | None) -> None:
+        self.can_edit = session is not None and session.can_edit
+        self.new_button.setEnabled(self.can_edit)
+        self.new_button.setToolTip("" if self.can_edit or session is None else OPERATOR_HINT)
+        self.refresh_button.setEnabled(session is not None)
+        self._selection_changed()
+        if session is None:
+            self.model.set_records([])
+            self.status.setText("Not signed in.")
+
+    def _selection_changed(self, *_args: QItemSelection) -> None:
+        has = self.can_edit and self.selected() is not None
+        self.edit_button.setEnabled(has)
+        self.delete_button.setEnabled(has)
+
+    def refresh(self) -> None:
+        if self.ctx.rest.session is not None:
+            self.status.setText("Loading…")
+            self.ctx.aio.spawn(self._load(), "alert-rules")
+
+    async def _load(self) -> None:
+        try:
+            rules = await self.ctx.rest.rules()
+            self.channels = await self.ctx.rest.channels()
+        except CoreError as exc:
+            self.status.setText(f"Could not load the rules: {exc.message}")
+            self.loads += 1
+            return
+        self.model.set_records(rules)
+        self.status.setText(f"{len(rules)} rule(s)")
+        self._selection_changed()
+        self.loads += 1
+
+    def open_editor(self, rule: m.Rule | None) -> RuleDialog | None:
+        if not self.can_edit:
+            return None
+        dialog = RuleDialog(self.channels, rule, self)
+        dialog.submitted.connect(lambda body: self.ctx.aio.spawn(self._save(dialog, body), "rule-save"))
+        dialog.preview_requested.connect(
+            lambda body, span: self.ctx.aio.spawn(self._preview(dialog, body, span), "rule-preview")
+        )
+        self.dialog = dialog
+        dialog.show()
+        return dialog
+
+    async def _save(self, dialog: RuleDialog, body: m.RuleCreate) -> None:
+        try:
+            if dialog.rule_id is None:
+                await self.ctx.rest.create_rule(body)
+            else:
+                await self.ctx.rest.update_rule(dialog.rule_id, body)
+        except CoreError as exc:
+            dialog.show_error(exc.message)
+            return
+        dialog.accept()
+        await self._load()
+
+    async def _preview(self, dialog: RuleDialog, body: m.RuleCreate, span: str) -> None:
+        try:
+            result = await self.ctx.rest.preview_rule(body, span)
+        except CoreError as exc:
+            dialog.preview.setPlainText(f"Could not preview: {exc.message}")
+            return
+        dialog.show_preview(result)
+
+    def delete_selected(self) -> None:
+        rule = self.selected()
+        if rule is not None and self.can_edit:
+            self.ctx.aio.spawn(self._delete(rule.id), "rule-delete")
+
+    async def _delete(self, rule_id: int) -> None:
+        try:
+            await self.ctx.rest.delete_rule(rule_id)
+        except CoreError as exc:
+            self.status.setText(f"Could not delete the rule: {exc.message}")
+            return
+        await self._load()
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(RuntimeError, TypeError):
+            self.ctx.rest.session_changed.disconnect(self._session_changed)
+        if self.dialog is not None:
+            self.dialog.close()

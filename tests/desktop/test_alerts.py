@@ -1,0 +1,68 @@
+"""The Alerts tab: its model follows live events and its filter; against a real core, a rule fires and is acked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from servermanager.common import rest as m
+from servermanager.common.alerts import Alert, AlertTransition, Delivery
+from servermanager.desktop.alerts import AlertsModel, describe, since, value_text
+
+NOW = 1_700_000_000.0
+
+
+def alert(id: int = 1, state: str = "firing", **over: Any) -> Alert:
+    values: dict[str, Any] = dict(
+        id=id, rule_id=1, rule="cpu high", node_id=1, node="web-1", metric="cpu_pct", op=">",
+        threshold=90.0, state=state, severity="warning", value=97.0, peak=98.5,
+        started_at=NOW - 120, fired_at=NOW - 60,
+    )  # fmt: skip
+    values.update(over)
+    return Alert(**values)
+
+
+def test_the_model_follows_live_alerts_within_its_filter(qtmodeltester: Any) -> None:
+    model = AlertsModel()
+    model.state = "firing"
+    model.set_records([alert(1)])
+    model.upsert(alert(2))  # a new firing alert comes in on top
+    assert [a.id for a in model.records] == [2, 1]
+    model.upsert(alert(1, acked_by="alice"))  # updated in place
+    assert model.index(1, 6).data() == "alice"
+    model.upsert(alert(2, state="resolved", resolved_at=NOW))  # leaves the "firing" view
+    assert [a.id for a in model.records] == [1]
+    model.upsert(alert(3, state="pending", fired_at=None))  # not firing: not shown
+    assert [a.id for a in model.records] == [1]
+    model.state = None  # "All" shows every state
+    model.upsert(alert(3, state="pending", fired_at=None))
+    assert [a.id for a in model.records] == [3, 1]
+    qtmodeltester.check(model)
+
+
+def test_values_read_in_their_metrics_unit() -> None:
+    assert value_text(alert()) == "cpu_pct 97.0% > 90.0%"
+    assert value_text(alert(metric="net_rx_bps", value=3 * 2**20, threshold=2**20)) == (
+        "net_rx_bps 3.00 MiB/s > 1.00 MiB/s"
+    )
+    assert value_text(alert(metric="offline", value=None)) == "offline"
+    assert since(alert(), now=NOW) == "1m 0s ago"
+    assert since(alert(state="resolved", resolved_at=NOW - 3600), now=NOW) == "resolved 1h 0m ago"
+
+
+def test_an_alerts_story_lists_transitions_and_notifications() -> None:
+    detail = m.AlertDetail(
+        alert=alert(acked_by="alice", acked_at=NOW - 30),
+        transitions=[
+            AlertTransition(ts=NOW - 120, state="pending", severity="warning", value=95.0),
+            AlertTransition(ts=NOW - 60, state="firing", severity="warning", value=97.0),
+        ],
+        deliveries=[
+            Delivery(id=1, channel_id=1, channel="ops-hook", status="firing", state="retrying",
+                     attempts=2, created_at=NOW - 60, last_error="connection refused"),
+        ],
+    )  # fmt: skip
+    text = describe(detail, now=NOW)
+    assert text.startswith("WARNING cpu high on web-1: cpu_pct 97.0% > 90.0%")
+    assert "acknowledged by alice" in text
+    assert "pending  warning  95" in text and "firing   warning  97" in text
+    assert "ops-hook: firing retrying after 2 attempt(s) (connection refused)" in text
