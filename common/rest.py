@@ -254,8 +254,8 @@ class RulePatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, 
     metric: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
     op: Op | None = None
     threshold: float | None = None
-    clear_threshold: float | None = None
-    critical_threshold: float | None = None
+    clear_threshold: float | msgspec.UnsetType | None = msgspec.UNSET  # left out: kept; null: none
+    critical_threshold: float | msgspec.UnsetType | None = msgspec.UNSET  # left out: kept; null: none
     for_: Duration | None = msgspec.field(default=None, name="for")
     keep_firing_for: Duration | None = None
     severity: Severity | None = None

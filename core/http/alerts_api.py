@@ -100,7 +100,15 @@ async def delete_rule(c: Call) -> None:
 
 
 async def preview_rule(c: Call) -> m.RulePreview:
-    rule = _rule(c)
+    return await _preview(c, _rule(c))
+
+
+async def preview_draft(c: Call) -> m.RulePreview:
+    """The same for a rule being edited, saved or not: checked as a new rule, then replayed."""
+    return await _preview(c, await _normalized(c, c.body, 0, time.time(), c.actor))
+
+
+async def _preview(c: Call, rule: RuleSpec) -> m.RulePreview:
     q: m.RulePreviewQuery = c.query
     nodes = [st for st in sorted(c.core.nodes.nodes.values(), key=lambda n: n.id) if applies(rule, st)]
     return await preview(rule, nodes, c.core.store, c.core.settings, q.range)
@@ -223,6 +231,17 @@ ALERT_ROUTES: list[Route] = [
         preview_rule,
         summary="What the rule would have fired over the stored history of its targets",
         role=Role.VIEWER,
+        query=m.RulePreviewQuery,
+        response=m.RulePreview,
+        tag="alerts",
+    ),
+    Route(
+        "POST",
+        f"{V}/alert-rules/preview",
+        preview_draft,
+        summary="What a rule being edited (saved or not) would have fired over stored history",
+        role=Role.VIEWER,
+        body=m.RuleCreate,
         query=m.RulePreviewQuery,
         response=m.RulePreview,
         tag="alerts",

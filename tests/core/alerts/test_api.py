@@ -128,6 +128,19 @@ async def test_rule_crud_roles_and_audit(rig: Rig) -> None:
     )
     status, got = await rig.server.request("GET", f"/api/v1/alert-rules/{rule['id']}", viewer)
     assert got == patched
+    # null removes an optional threshold; leaving it out keeps it.
+    status, cleared = await rig.server.request(
+        "PATCH",
+        f"/api/v1/alert-rules/{rule['id']}",
+        operator,
+        json={"clear_threshold": None, "critical_threshold": 99},
+    )
+    assert status == 200, cleared
+    assert (cleared["clear_threshold"], cleared["critical_threshold"]) == (None, 99)
+    status, cleared = await rig.server.request(
+        "PATCH", f"/api/v1/alert-rules/{rule['id']}", operator, json={"critical_threshold": None}
+    )
+    assert (cleared["clear_threshold"], cleared["critical_threshold"]) == (None, None)
     status, _ = await rig.server.request("DELETE", f"/api/v1/alert-rules/{rule['id']}", operator)
     assert status == 204
     status, _ = await rig.server.request("DELETE", f"/api/v1/alert-rules/{rule['id']}", operator)
@@ -137,6 +150,8 @@ async def test_rule_crud_roles_and_audit(rig: Rig) -> None:
     status, audit = await rig.server.request("GET", "/api/v1/audit?target=rule:" + str(rule["id"]), rig.token)
     assert [(e["action"], e["actor"], e["result"]) for e in reversed(audit["entries"])] == [
         ("rule.create", "otto", "ok"),
+        ("rule.update", "otto", "ok"),
+        ("rule.update", "otto", "ok"),
         ("rule.update", "otto", "ok"),
         ("rule.delete", "otto", "ok"),
         ("rule.delete", "otto", "not_found"),
@@ -249,9 +264,27 @@ async def test_preview_replays_stored_history(rig: Rig) -> None:
         "GET", f"/api/v1/alert-rules/{rule['id']}/preview?range=1y", rig.token
     )
     assert status == 400 and body["error"]["code"] == "invalid_query"
-    # The live engine saw the same samples: the replay agrees with it.
+    # A rule being edited, not saved: the same replay, and nothing is stored.
+    draft = {"name": "draft", "metric": "cpu_pct", "threshold": 90, "for": "10s", "targets": {"all": True}}
+    viewer = await rig.server.user_token("val", "viewer")
+    status, same = await rig.server.request(
+        "POST", "/api/v1/alert-rules/preview?range=24h", viewer, json=draft
+    )
+    assert status == 200, same
+    assert (same["fired"], same["alerts"]) == (preview["fired"], preview["alerts"])
+    status, fewer = await rig.server.request(
+        "POST", "/api/v1/alert-rules/preview", viewer, json={**draft, "for": "35s"}
+    )
+    assert status == 200 and [a["fired_at"] for a in fewer["alerts"]] == [start + 135]
+    status, body = await rig.server.request(
+        "POST", "/api/v1/alert-rules/preview", viewer, json={**draft, "metric": "nope"}
+    )
+    assert status == 400 and body["error"]["code"] == "invalid_rule"
+    status, listed = await rig.server.request("GET", "/api/v1/alert-rules", viewer)
+    assert [x["name"] for x in listed["rules"]] == ["cpu high"]
+    # The live engine raised nothing: the rule did not exist when the samples arrived.
     live = [a for a in await rig.alerts() if a["state"] != "pending"]
-    assert live == []  # the rule did not exist yet when they arrived
+    assert live == []
 
 
 async def test_preview_on_1m_rollups(rig: Rig) -> None:
@@ -282,6 +315,7 @@ async def test_openapi_lists_the_alerting_routes(rig: Rig) -> None:
         "/api/v1/alert-rules",
         "/api/v1/alert-rules/{id}",
         "/api/v1/alert-rules/{id}/preview",
+        "/api/v1/alert-rules/preview",
         "/api/v1/alerts",
         "/api/v1/alerts/{id}",
         "/api/v1/alerts/{id}/ack",
