@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from PySide6.QtCore import QItemSelectionModel
+
+from devkit.cores import RunningCore
 from servermanager.common import rest as m
 from servermanager.common.alerts import Alert, AlertTransition, Delivery
 from servermanager.desktop.alerts import AlertsModel, describe, since, value_text
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.window import MainWindow
+from tests.desktop.conftest import Run, enrolled, sign_in, until
+from tests.helpers.wait import wait_until
 
 NOW = 1_700_000_000.0
 
@@ -66,3 +74,47 @@ def test_an_alerts_story_lists_transitions_and_notifications() -> None:
     assert "acknowledged by alice" in text
     assert "pending  warning  95" in text and "firing   warning  97" in text
     assert "ops-hook: firing retrying after 2 attempt(s) (connection refused)" in text
+
+
+def test_a_rule_fires_live_into_the_alerts_tab_and_is_acknowledged_there(
+    window: MainWindow, ctx: AppContext, core: RunningCore, run: Run, qtmodeltester: Any
+) -> None:
+    web = run(enrolled(core, "web-1", cpu=10.0))
+    run(sign_in(ctx, core))
+    window.show()
+    token = run(core.admin_token())
+    rule = {"name": "cpu high", "metric": "cpu_pct", "op": ">", "threshold": 90, "targets": {"all": True}}
+    status, body = run(core.request("POST", "/api/v1/alert-rules", token, json=rule))
+    assert status == 201, body
+
+    view = window.open_alerting()
+    assert view is not None
+    panel = view.alerts
+    run(until(lambda: panel.loads >= 1, "the alert list"))
+    assert panel.model.rowCount() == 0
+
+    run(web.send_samples(web.make(1, cpu=97.0, ts=time.time())))
+    run(until(lambda: panel.model.rowCount() == 1, "the firing alert, pushed live"))
+    row = panel.model.record(0)
+    assert row is not None and (row.node, row.rule, row.state) == ("web-1", "cpu high", "firing")
+    qtmodeltester.check(panel.model)
+
+    panel.table.selectionModel().select(
+        panel.model.index(0, 0),
+        QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows,
+    )
+    run(until(lambda: "Transitions:" in panel.detail.toPlainText(), "the alert's story"))
+    assert panel.ack_button.isEnabled()
+    panel.ack_button.click()
+    run(until(lambda: (r := panel.model.record(0)) is not None and r.acked_by == "admin", "the ack"))
+    assert not panel.ack_button.isEnabled()  # once is enough
+
+    # Snoozed from the tray: a silence of this rule on this node, for an hour.
+    window.snooze_alert(row, 3600.0)
+
+    async def silences() -> list[dict[str, Any]]:
+        return list((await core.request("GET", "/api/v1/silences", token))[1]["silences"])
+
+    (silence,) = run(wait_until(silences, lambda found: len(found) == 1, what="the silence"))
+    assert (silence["rule"], silence["node"]) == (row.rule_id, row.node_id)
+    assert 3590 < silence["ends_at"] - silence["starts_at"] <= 3600
