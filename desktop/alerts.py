@@ -7,14 +7,12 @@ import time
 
 from PySide6.QtCore import QItemSelection, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QPushButton,
     QSplitter,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -27,6 +25,7 @@ from servermanager.desktop.format import NA, fmt_ago, fmt_time, format_value
 from servermanager.desktop.models.records import RecordsModel
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.net.rest import Session
+from servermanager.desktop.widgets import record_table
 
 Index = QModelIndex | QPersistentModelIndex
 
@@ -40,15 +39,19 @@ FILTERS: tuple[tuple[str, str | None], ...] = (
 OPERATOR_HINT = "Acknowledging needs the operator role."
 
 
+def metric_value(metric: str, v: float | None) -> str:
+    """A value of this metric as the rest of the app shows it (by its table unit)."""
+    field = FIELDS_BY_NAME.get(metric)
+    if v is None:
+        return NA
+    return format_value(field.unit, v, precise=True) if field is not None else f"{v:g}"
+
+
 def value_text(alert: Alert) -> str:
-    """'cpu_pct 97% > 90%': what the rule watches, the value that moved it, and its threshold."""
+    """'cpu_pct 97.0% > 90.0%': what the rule watches, the value that moved it, and its threshold."""
     if alert.metric == OFFLINE:
         return "offline"
-    field = FIELDS_BY_NAME.get(alert.metric)
-    if field is None:  # a metric this app's table does not know (a newer core)
-        fmt = lambda v: NA if v is None else f"{v:g}"  # noqa: E731
-    else:
-        fmt = lambda v: format_value(field.unit, v, precise=True)  # noqa: E731
+    fmt = lambda v: metric_value(alert.metric, v)  # noqa: E731
     return f"{alert.metric} {fmt(alert.value)} {alert.op} {fmt(alert.threshold)}"
 
 
@@ -120,13 +123,7 @@ class AlertsPanel(QWidget):
         bar.addWidget(self.refresh_button)
 
         self.status = QLabel()
-        self.table = QTableView()
-        self.table.setModel(self.model)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.setWordWrap(False)
+        self.table = record_table(self.model)
         self.table.selectionModel().selectionChanged.connect(self._selection_changed)
         self.detail = QPlainTextEdit()
         self.detail.setReadOnly(True)
@@ -143,10 +140,18 @@ class AlertsPanel(QWidget):
         layout.addWidget(split, 1)
 
         ctx.live.alert.connect(self.model.upsert)
+        # The count follows the rows, which live events add and drop between loads.
+        for signal in (self.model.rowsInserted, self.model.rowsRemoved, self.model.modelReset):
+            signal.connect(self._count_changed)
         ctx.rest.session_changed.connect(self._session_changed)
         self._session_changed(ctx.rest.session)
 
     # ------------------------------------------------------------ state
+
+    def _count_changed(self, *_args: object) -> None:
+        n = self.model.rowCount()
+        state = self.filter.currentData()
+        self.status.setText(f"{n} {state + ' ' if state else ''}alert{'s' if n != 1 else ''}")
 
     def selected(self) -> Alert | None:
         rows = self.table.selectionModel().selectedRows()
@@ -198,7 +203,6 @@ class AlertsPanel(QWidget):
         if generation != self._generation:
             return  # a newer request replaced this one
         self.model.set_records(alerts)
-        self.status.setText(f"{len(alerts)} alerts" if len(alerts) != 1 else "1 alert")
         self._update_ack()
         self.loads += 1
 
@@ -242,13 +246,13 @@ def describe(detail: m.AlertDetail, now: float | None = None) -> str:
     now = time.time() if now is None else now
     lines = [
         f"{a.severity.upper()} {a.rule} on {a.node}: {value_text(a)}",
-        f"started {fmt_time(a.started_at, seconds=True)}, peak {a.peak if a.peak is not None else NA}"
+        f"started {fmt_time(a.started_at, seconds=True)}, peak {metric_value(a.metric, a.peak)}"
         + (f", acknowledged by {a.acked_by} {fmt_ago(a.acked_at, now)}" if a.acked_by else ""),
         "",
         "Transitions:",
         *(
             f"  {fmt_time(t.ts, seconds=True)}  {t.state:<8} {t.severity:<8} "
-            + (f"{t.value:g}" if t.value is not None else "")
+            + (metric_value(a.metric, t.value) if t.value is not None else "")
             for t in detail.transitions
         ),
         "",

@@ -6,7 +6,6 @@ import contextlib
 
 from PySide6.QtCore import QItemSelection, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QDialog,
@@ -20,7 +19,6 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QPlainTextEdit,
     QPushButton,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -34,6 +32,7 @@ from servermanager.desktop.format import fmt_duration, fmt_time, format_value
 from servermanager.desktop.models.records import RecordsModel
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.net.rest import Session
+from servermanager.desktop.widgets import record_table
 
 Index = QModelIndex | QPersistentModelIndex
 OPERATOR_HINT = "Creating and editing rules needs the operator role."
@@ -318,12 +317,7 @@ class RulesPanel(QWidget):
         bar.addStretch(1)
         bar.addWidget(self.refresh_button)
         self.status = QLabel()
-        self.table = QTableView()
-        self.table.setModel(self.model)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table = record_table(self.model)
         self.table.selectionModel().selectionChanged.connect(self._selection_changed)
         self.table.doubleClicked.connect(lambda _i: self.open_editor(self.selected()))
         layout = QVBoxLayout(self)

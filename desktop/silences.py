@@ -7,7 +7,6 @@ import time
 
 from PySide6.QtCore import QItemSelection, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -16,7 +15,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -28,6 +26,7 @@ from servermanager.desktop.format import fmt_time
 from servermanager.desktop.models.records import RecordsModel
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.net.rest import Session
+from servermanager.desktop.widgets import record_table
 
 OPERATOR_HINT = "Adding and expiring silences needs the operator role."
 DURATIONS = (("1 hour", "1h"), ("4 hours", "4h"), ("1 day", "1d"), ("1 week", "7d"))
@@ -155,12 +154,7 @@ class SilencesPanel(QWidget):
         bar.addStretch(1)
         bar.addWidget(self.refresh_button)
         self.status = QLabel()
-        self.table = QTableView()
-        self.table.setModel(self.model)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table = record_table(self.model)
         self.table.selectionModel().selectionChanged.connect(self._selection_changed)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)

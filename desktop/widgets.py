@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QRectF, QSize, Qt
+from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, QRect, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QPainter, QPalette, QPen
-from PySide6.QtWidgets import QSizePolicy, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QSizePolicy,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QTableView,
+    QWidget,
+)
 
 from servermanager.desktop.format import NA
 from servermanager.desktop.models.fleet import AlertRole, ColumnRole, OnlineRole, PercentRole
 from servermanager.desktop.themes import BAD, GOOD, MUTED, WARN
 
 Index = QModelIndex | QPersistentModelIndex
+
+
+def record_table(model: QAbstractItemModel) -> QTableView:
+    """A read-only table of records: whole rows selected one at a time, one line per row, each
+    column as wide as its content (record lists are short), the last one taking what is left."""
+    table = QTableView()
+    table.setModel(model)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.verticalHeader().hide()
+    table.setWordWrap(False)
+    header = table.horizontalHeader()
+    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    header.setStretchLastSection(True)
+    return table
 
 
 def level_color(pct: float) -> QColor:

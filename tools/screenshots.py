@@ -30,6 +30,7 @@ from servermanager.common import protocol as p
 from servermanager.core.app import create_app
 from servermanager.core.datadir import initial_admin_password
 from servermanager.core.settings import CoreSettings
+from servermanager.desktop.alerts import FILTERS
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.main import make_app
 from servermanager.desktop.net.live import LinkState
@@ -208,7 +209,7 @@ def save(widget: QWidget, name: str, out: Path) -> Path:
     return path
 
 
-async def shoot(app: QApplication, workdir: Path, out: Path) -> None:
+async def shoot(app: QApplication, workdir: Path, out: Path, size: tuple[int, int] = (1400, 860)) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     settings = msgspec.convert(
@@ -249,7 +250,7 @@ async def shoot(app: QApplication, workdir: Path, out: Path) -> None:
 
         ctx = AppContext.create(app, QSettings(str(workdir / "desktop.ini"), QSettings.Format.IniFormat))
         window = MainWindow(ctx)
-        window.resize(1400, 860)
+        window.resize(*size)
         window.show()
         await ctx.signin.sign_in(Profile("Production", url, "password", "admin"), password, remember=False)
         await wait_for(lambda: ctx is not None and ctx.live.state == LinkState.CONNECTED)
@@ -258,6 +259,14 @@ async def shoot(app: QApplication, workdir: Path, out: Path) -> None:
             ctx.model.column("name"), window.fleet.table.horizontalHeader().sortIndicatorOrder()
         )
         web1 = next(n for n in nodes if n.name == "api-1")
+        # An alert rule that the busiest node trips, so the Alerting pages have something to show.
+        rule = {"name": "CPU busy", "metric": "cpu_pct", "threshold": 80, "clear_threshold": 70,
+                "critical_threshold": 95, "for": "5s", "targets": {"all": True}}  # fmt: skip
+        async with http.post(url + "/api/v1/alert-rules", json=rule, headers=auth) as r:
+            r.raise_for_status()
+        silence = {"group": "ci", "duration": "4h", "comment": "runner image upgrade"}
+        async with http.post(url + "/api/v1/silences", json=silence, headers=auth) as r:
+            r.raise_for_status()
         for theme in ("light", "dark"):
             ctx.settings.set("theme", theme)
             window.tabs.setCurrentIndex(0)
@@ -269,6 +278,22 @@ async def shoot(app: QApplication, workdir: Path, out: Path) -> None:
             await settle(0.8)
             save(window, f"node-{theme}", out)
             window.close_node(view.node_id)
+            alerting = window.open_alerting()
+            assert alerting is not None
+            page = alerting.alerts
+            loads = page.loads
+            page.filter.setCurrentIndex(len(FILTERS) - 1)  # "All": a random walk may resolve it
+            page.refresh()
+            await wait_for(lambda: page.loads > loads and page.model.rowCount() > 0, timeout=30)  # noqa: B023
+            page.table.selectRow(0)
+            await wait_for(lambda: "Transitions:" in page.detail.toPlainText())  # noqa: B023
+            await settle()
+            save(window, f"alerts-{theme}", out)
+            alerting.show_page("rules")
+            await wait_for(lambda: alerting.rules.loads >= 1)  # noqa: B023
+            await settle()
+            save(window, f"rules-{theme}", out)
+            alerting.show_page("alerts")
         storage = [n.node_id for n in nodes if n.group == "storage"]
         window.fleet.select_nodes(storage)
         console = window.open_console()
@@ -305,13 +330,18 @@ async def shoot(app: QApplication, workdir: Path, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.screenshots", description=__doc__)
     parser.add_argument("--out", type=Path, default=OUT, help=f"where the PNGs go (default {OUT})")
+    parser.add_argument("--size", default="1400x860", help="window size WxH (default 1400x860)")
     args = parser.parse_args(argv)
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--size: expected WxH such as 1024x640, got {args.size!r}")
     app = make_app()
     with (
         tempfile.TemporaryDirectory(prefix="sm-shots-") as tmp,
         asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner,
     ):
-        runner.run(shoot(app, Path(tmp), args.out))
+        runner.run(shoot(app, Path(tmp), args.out, (width, height)))
     return 0
 
 

@@ -72,7 +72,8 @@ def test_an_alerts_story_lists_transitions_and_notifications() -> None:
     text = describe(detail, now=NOW)
     assert text.startswith("WARNING cpu high on web-1: cpu_pct 97.0% > 90.0%")
     assert "acknowledged by alice" in text
-    assert "pending  warning  95" in text and "firing   warning  97" in text
+    assert "peak 98.5%" in text
+    assert "pending  warning  95.0%" in text and "firing   warning  97.0%" in text
     assert "ops-hook: firing retrying after 2 attempt(s) (connection refused)" in text
 
 
@@ -97,6 +98,7 @@ def test_a_rule_fires_live_into_the_alerts_tab_and_is_acknowledged_there(
     run(until(lambda: panel.model.rowCount() == 1, "the firing alert, pushed live"))
     row = panel.model.record(0)
     assert row is not None and (row.node, row.rule, row.state) == ("web-1", "cpu high", "firing")
+    assert panel.status.text() == "1 firing alert"  # counted as pushed, not as last loaded
     qtmodeltester.check(panel.model)
 
     panel.table.selectionModel().select(
