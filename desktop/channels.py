@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
-
-from PySide6.QtCore import QItemSelection, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from servermanager.common import rest as m
 from servermanager.desktop.context import AppContext
+from servermanager.desktop.listpanel import ListPanel
 from servermanager.desktop.models.records import RecordsModel
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.net.rest import Session
-from servermanager.desktop.widgets import record_table
 
 ADMIN_HINT = "Only admins add, change or test channels."
 KINDS = (
@@ -162,81 +158,30 @@ class ChannelDialog(QDialog):
         self.error.setVisible(bool(message))
 
 
-class ChannelsPanel(QWidget):
+class ChannelsPanel(ListPanel[m.Channel]):
     """The Channels tab: admins add, edit, delete and test channels; others see them redacted."""
 
+    noun = "channel"
+    denied_hint = ADMIN_HINT
+
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.ctx = ctx
-        self.is_admin = False
-        self.loads = 0  # completed loads; tests wait on it
+        super().__init__(ctx, ChannelsModel(), parent)
+        self.model.setParent(self)
         self.dialog: ChannelDialog | None = None
-        self.model = ChannelsModel(self)
-        self.new_button = QPushButton("New channel…")
-        self.new_button.clicked.connect(lambda: self.open_editor(None))
-        self.edit_button = QPushButton("Edit…")
-        self.edit_button.clicked.connect(lambda: self.open_editor(self.selected()))
-        self.test_button = QPushButton("Send test")
-        self.test_button.clicked.connect(self.test_selected)
-        self.delete_button = QPushButton("Delete")
-        self.delete_button.clicked.connect(self.delete_selected)
-        self.refresh_button = QPushButton("Refresh")
-        self.refresh_button.clicked.connect(self.refresh)
-        bar = QHBoxLayout()
-        for b in (self.new_button, self.edit_button, self.test_button, self.delete_button):
-            bar.addWidget(b)
-        bar.addStretch(1)
-        bar.addWidget(self.refresh_button)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        self.table = record_table(self.model)
-        self.table.selectionModel().selectionChanged.connect(self._selection_changed)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(8, 8, 8, 8)
-        layout.addLayout(bar)
-        layout.addWidget(self.status)
-        layout.addWidget(self.table, 1)
-        ctx.rest.session_changed.connect(self._session_changed)
-        self._session_changed(ctx.rest.session)
+        self.add_button("New channel…", lambda: self.open_editor(None), needs_selection=False)
+        self.edit_button = self.add_button("Edit…", lambda: self.open_editor(self.selected()))
+        self.test_button = self.add_button("Send test", self.test_selected)
+        self.delete_button = self.add_button("Delete", self.delete_selected)
+        self.finish_bar()
 
-    def selected(self) -> m.Channel | None:
-        rows = self.table.selectionModel().selectedRows()
-        return self.model.record(rows[0].row()) if rows else None
+    def may_edit(self, session: Session) -> bool:
+        return session.role == "admin"
 
-    def _session_changed(self, session: Session | None) -> None:
-        self.is_admin = session is not None and session.role == "admin"
-        self.new_button.setEnabled(self.is_admin)
-        self.new_button.setToolTip("" if self.is_admin or session is None else ADMIN_HINT)
-        self.refresh_button.setEnabled(session is not None)
-        self._selection_changed()
-        if session is None:
-            self.model.set_records([])
-            self.status.setText("Not signed in.")
-
-    def _selection_changed(self, *_args: QItemSelection) -> None:
-        has = self.is_admin and self.selected() is not None
-        for b in (self.edit_button, self.test_button, self.delete_button):
-            b.setEnabled(has)
-
-    def refresh(self) -> None:
-        if self.ctx.rest.session is not None:
-            self.status.setText("Loading…")
-            self.ctx.aio.spawn(self._load(), "channels")
-
-    async def _load(self) -> None:
-        try:
-            channels = await self.ctx.rest.channels()
-        except CoreError as exc:
-            self.status.setText(f"Could not load the channels: {exc.message}")
-            self.loads += 1
-            return
-        self.model.set_records(channels)
-        self.status.setText(f"{len(channels)} channel(s)")
-        self._selection_changed()
-        self.loads += 1
+    async def fetch(self) -> list[m.Channel]:
+        return await self.ctx.rest.channels()
 
     def open_editor(self, channel: m.Channel | None) -> ChannelDialog | None:
-        if not self.is_admin:
+        if not self.can_edit:
             return None
         dialog = ChannelDialog(channel, self)
         dialog.submitted.connect(lambda body: self.ctx.aio.spawn(self._save(dialog, body), "channel-save"))
@@ -260,7 +205,7 @@ class ChannelsPanel(QWidget):
 
     def test_selected(self) -> None:
         channel = self.selected()
-        if channel is not None and self.is_admin:
+        if channel is not None and self.can_edit:
             self.status.setText(f"Sending a test to {channel.name}…")
             self.ctx.aio.spawn(self._test(channel), "channel-test")
 
@@ -275,19 +220,10 @@ class ChannelsPanel(QWidget):
 
     def delete_selected(self) -> None:
         channel = self.selected()
-        if channel is not None and self.is_admin:
-            self.ctx.aio.spawn(self._delete(channel), "channel-delete")
-
-    async def _delete(self, channel: m.Channel) -> None:
-        try:
-            await self.ctx.rest.delete_channel(channel.id)
-        except CoreError as exc:
-            self.status.setText(f"Could not delete {channel.name}: {exc.message}")
-            return
-        await self._load()
+        if channel is not None and self.can_edit:
+            self.act(f"delete {channel.name}", lambda: self.ctx.rest.delete_channel(channel.id))
 
     def shutdown(self) -> None:
-        with contextlib.suppress(RuntimeError, TypeError):
-            self.ctx.rest.session_changed.disconnect(self._session_changed)
+        super().shutdown()
         if self.dialog is not None:
             self.dialog.close()

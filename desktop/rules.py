@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-
-from PySide6.QtCore import QItemSelection, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -29,10 +27,9 @@ from servermanager.common.metrics import FIELDS, FIELDS_BY_NAME
 from servermanager.common.settings import parse_duration
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.format import fmt_duration, fmt_time, format_value
+from servermanager.desktop.listpanel import ListPanel
 from servermanager.desktop.models.records import RecordsModel
 from servermanager.desktop.net.errors import CoreError
-from servermanager.desktop.net.rest import Session
-from servermanager.desktop.widgets import record_table
 
 Index = QModelIndex | QPersistentModelIndex
 OPERATOR_HINT = "Creating and editing rules needs the operator role."
@@ -292,78 +289,27 @@ class RuleDialog(QDialog):
         self.error.setVisible(bool(message))
 
 
-class RulesPanel(QWidget):
+class RulesPanel(ListPanel[m.Rule]):
     """The Rules tab: every role sees the rules; operators and admins create, edit and delete them."""
 
+    noun = "rule"
+    denied_hint = OPERATOR_HINT
+
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.ctx = ctx
-        self.can_edit = False
-        self.loads = 0  # completed loads; tests wait on it
+        super().__init__(ctx, RulesModel(), parent)
+        self.model.setParent(self)
         self.dialog: RuleDialog | None = None
         self.channels: list[m.Channel] = []
-        self.model = RulesModel(self)
-        self.new_button = QPushButton("New rule…")
-        self.new_button.clicked.connect(lambda: self.open_editor(None))
-        self.edit_button = QPushButton("Edit…")
-        self.edit_button.clicked.connect(lambda: self.open_editor(self.selected()))
-        self.delete_button = QPushButton("Delete")
-        self.delete_button.clicked.connect(self.delete_selected)
-        self.refresh_button = QPushButton("Refresh")
-        self.refresh_button.clicked.connect(self.refresh)
-        bar = QHBoxLayout()
-        for b in (self.new_button, self.edit_button, self.delete_button):
-            bar.addWidget(b)
-        bar.addStretch(1)
-        bar.addWidget(self.refresh_button)
-        self.status = QLabel()
-        self.table = record_table(self.model)
-        self.table.selectionModel().selectionChanged.connect(self._selection_changed)
+        self.add_button("New rule…", lambda: self.open_editor(None), needs_selection=False)
+        self.edit_button = self.add_button("Edit…", lambda: self.open_editor(self.selected()))
+        self.delete_button = self.add_button("Delete", self.delete_selected)
         self.table.doubleClicked.connect(lambda _i: self.open_editor(self.selected()))
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(8, 8, 8, 8)
-        layout.addLayout(bar)
-        layout.addWidget(self.status)
-        layout.addWidget(self.table, 1)
-        ctx.rest.session_changed.connect(self._session_changed)
-        self._session_changed(ctx.rest.session)
+        self.finish_bar()
 
-    def selected(self) -> m.Rule | None:
-        rows = self.table.selectionModel().selectedRows()
-        return self.model.record(rows[0].row()) if rows else None
-
-    def _session_changed(self, session: Session | None) -> None:
-        self.can_edit = session is not None and session.can_edit
-        self.new_button.setEnabled(self.can_edit)
-        self.new_button.setToolTip("" if self.can_edit or session is None else OPERATOR_HINT)
-        self.refresh_button.setEnabled(session is not None)
-        self._selection_changed()
-        if session is None:
-            self.model.set_records([])
-            self.status.setText("Not signed in.")
-
-    def _selection_changed(self, *_args: QItemSelection) -> None:
-        has = self.can_edit and self.selected() is not None
-        self.edit_button.setEnabled(has)
-        self.delete_button.setEnabled(has)
-
-    def refresh(self) -> None:
-        if self.ctx.rest.session is not None:
-            self.status.setText("Loading…")
-            self.ctx.aio.spawn(self._load(), "alert-rules")
-
-    async def _load(self) -> None:
-        try:
-            rules = await self.ctx.rest.rules()
-            self.channels = await self.ctx.rest.channels()
-        except CoreError as exc:
-            self.status.setText(f"Could not load the rules: {exc.message}")
-            self.loads += 1
-            return
-        self.model.set_records(rules)
-        self.status.setText(f"{len(rules)} rule(s)")
-        self._selection_changed()
-        self.loads += 1
+    async def fetch(self) -> list[m.Rule]:
+        rules = await self.ctx.rest.rules()
+        self.channels = await self.ctx.rest.channels()  # what the editor offers to notify
+        return rules
 
     def open_editor(self, rule: m.Rule | None) -> RuleDialog | None:
         if not self.can_edit:
@@ -400,18 +346,9 @@ class RulesPanel(QWidget):
     def delete_selected(self) -> None:
         rule = self.selected()
         if rule is not None and self.can_edit:
-            self.ctx.aio.spawn(self._delete(rule.id), "rule-delete")
-
-    async def _delete(self, rule_id: int) -> None:
-        try:
-            await self.ctx.rest.delete_rule(rule_id)
-        except CoreError as exc:
-            self.status.setText(f"Could not delete the rule: {exc.message}")
-            return
-        await self._load()
+            self.act("delete the rule", lambda: self.ctx.rest.delete_rule(rule.id))
 
     def shutdown(self) -> None:
-        with contextlib.suppress(RuntimeError, TypeError):
-            self.ctx.rest.session_changed.disconnect(self._session_changed)
+        super().shutdown()
         if self.dialog is not None:
             self.dialog.close()

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 
-from PySide6.QtCore import QItemSelection, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPushButton,
     QVBoxLayout,
     QWidget,
 )
@@ -23,10 +20,9 @@ from servermanager.common import rest as m
 from servermanager.common.settings import parse_duration
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.format import fmt_time
+from servermanager.desktop.listpanel import ListPanel
 from servermanager.desktop.models.records import RecordsModel
 from servermanager.desktop.net.errors import CoreError
-from servermanager.desktop.net.rest import Session
-from servermanager.desktop.widgets import record_table
 
 OPERATOR_HINT = "Adding and expiring silences needs the operator role."
 DURATIONS = (("1 hour", "1h"), ("4 hours", "4h"), ("1 day", "1d"), ("1 week", "7d"))
@@ -132,73 +128,29 @@ class SilenceDialog(QDialog):
         self.error.setVisible(bool(message))
 
 
-class SilencesPanel(QWidget):
+class SilencesPanel(ListPanel[m.Silence]):
     """The Silences tab: every role sees them; operators and admins add and expire them."""
 
+    noun = "silence"
+    denied_hint = OPERATOR_HINT
+
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.ctx = ctx
-        self.can_edit = False
-        self.loads = 0  # completed loads; tests wait on it
+        super().__init__(ctx, SilencesModel(), parent)
+        self.model.setParent(self)
         self.dialog: SilenceDialog | None = None
-        self.model = SilencesModel(self)
-        self.new_button = QPushButton("New silence…")
-        self.new_button.clicked.connect(self.open_editor)
-        self.expire_button = QPushButton("Expire now")
-        self.expire_button.clicked.connect(self.expire_selected)
-        self.refresh_button = QPushButton("Refresh")
-        self.refresh_button.clicked.connect(self.refresh)
-        bar = QHBoxLayout()
-        bar.addWidget(self.new_button)
-        bar.addWidget(self.expire_button)
-        bar.addStretch(1)
-        bar.addWidget(self.refresh_button)
-        self.status = QLabel()
-        self.table = record_table(self.model)
-        self.table.selectionModel().selectionChanged.connect(self._selection_changed)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(8, 8, 8, 8)
-        layout.addLayout(bar)
-        layout.addWidget(self.status)
-        layout.addWidget(self.table, 1)
-        ctx.rest.session_changed.connect(self._session_changed)
-        self._session_changed(ctx.rest.session)
+        self.add_button("New silence…", self.open_editor, needs_selection=False)
+        self.expire_button = self.add_button("Expire now", self.expire_selected)
+        self.finish_bar()
 
-    def selected(self) -> m.Silence | None:
-        rows = self.table.selectionModel().selectedRows()
-        return self.model.record(rows[0].row()) if rows else None
+    async def fetch(self) -> list[m.Silence]:
+        return await self.ctx.rest.silences()
 
-    def _session_changed(self, session: Session | None) -> None:
-        self.can_edit = session is not None and session.can_edit
-        self.new_button.setEnabled(self.can_edit)
-        self.new_button.setToolTip("" if self.can_edit or session is None else OPERATOR_HINT)
-        self.refresh_button.setEnabled(session is not None)
-        self._selection_changed()
-        if session is None:
-            self.model.set_records([])
-            self.status.setText("Not signed in.")
+    def selection_allows(self, record: m.Silence) -> bool:
+        return record.ends_at > time.time()  # an ended silence has nothing left to expire
 
-    def _selection_changed(self, *_args: QItemSelection) -> None:
-        s = self.selected()
-        self.expire_button.setEnabled(self.can_edit and s is not None and s.ends_at > time.time())
-
-    def refresh(self) -> None:
-        if self.ctx.rest.session is not None:
-            self.status.setText("Loading…")
-            self.ctx.aio.spawn(self._load(), "silences")
-
-    async def _load(self) -> None:
-        try:
-            silences = await self.ctx.rest.silences()
-        except CoreError as exc:
-            self.status.setText(f"Could not load the silences: {exc.message}")
-            self.loads += 1
-            return
-        self.model.set_records(silences)
-        active = sum(1 for s in silences if s.ends_at > time.time())
-        self.status.setText(f"{active} active silence(s)")
-        self._selection_changed()
-        self.loads += 1
+    def summary(self, records: list[m.Silence]) -> str:
+        active = sum(1 for s in records if s.ends_at > time.time())
+        return f"{active} active silence{'s' if active != 1 else ''}"
 
     def open_editor(self) -> SilenceDialog | None:
         if not self.can_edit:
@@ -221,18 +173,9 @@ class SilencesPanel(QWidget):
     def expire_selected(self) -> None:
         silence = self.selected()
         if silence is not None and self.can_edit:
-            self.ctx.aio.spawn(self._expire(silence.id), "silence-expire")
-
-    async def _expire(self, silence_id: int) -> None:
-        try:
-            await self.ctx.rest.delete_silence(silence_id)
-        except CoreError as exc:
-            self.status.setText(f"Could not expire the silence: {exc.message}")
-            return
-        await self._load()
+            self.act("expire the silence", lambda: self.ctx.rest.delete_silence(silence.id))
 
     def shutdown(self) -> None:
-        with contextlib.suppress(RuntimeError, TypeError):
-            self.ctx.rest.session_changed.disconnect(self._session_changed)
+        super().shutdown()
         if self.dialog is not None:
             self.dialog.close()

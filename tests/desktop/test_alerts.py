@@ -120,3 +120,51 @@ def test_a_rule_fires_live_into_the_alerts_tab_and_is_acknowledged_there(
     (silence,) = run(wait_until(silences, lambda found: len(found) == 1, what="the silence"))
     assert (silence["rule"], silence["node"]) == (row.rule_id, row.node_id)
     assert 3590 < silence["ends_at"] - silence["starts_at"] <= 3600
+
+
+def test_the_rules_silences_and_channels_pages_list_and_act_on_the_core(
+    window: MainWindow, ctx: AppContext, core: RunningCore, run: Run
+) -> None:
+    run(sign_in(ctx, core))
+    token = run(core.admin_token())
+    view = window.open_alerting("rules")
+    assert view is not None
+    rules = view.rules
+    run(until(lambda: rules.loads >= 1, "the rules"))
+    assert rules.model.rowCount() == 0 and rules.status.text() == "0 rules"
+    hook = {"name": "ops", "kind": "webhook", "url": "http://127.0.0.1:9/nobody-listens"}
+    status, channel = run(core.request("POST", "/api/v1/channels", token, json=hook))
+    assert status == 201, channel
+    rule = {
+        "name": "load",
+        "metric": "load1",
+        "threshold": 8,
+        "targets": {"all": True},
+        "channels": [channel["id"]],
+    }
+    assert run(core.request("POST", "/api/v1/alert-rules", token, json=rule))[0] == 201
+    rules.refresh()
+    run(until(lambda: rules.loads >= 2, "the reload"))
+    assert rules.status.text() == "1 rule" and [c.name for c in rules.channels] == ["ops"]
+    assert not rules.delete_button.isEnabled()  # nothing selected
+    rules.table.selectRow(0)
+    assert rules.delete_button.isEnabled()
+    rules.delete_button.click()
+    run(until(lambda: rules.model.rowCount() == 0, "the deleted rule gone"))
+
+    view.show_page("channels")
+    channels = view.channels
+    run(until(lambda: channels.loads >= 1, "the channels"))
+    channels.table.selectRow(0)
+    channels.test_button.click()
+    run(until(lambda: channels.status.text().startswith("Test to ops failed"), "the test's verdict"))
+
+    silence = {"tag": "db", "duration": "1h", "comment": "maintenance"}
+    assert run(core.request("POST", "/api/v1/silences", token, json=silence))[0] == 201
+    view.show_page("silences")
+    silences = view.silences
+    run(until(lambda: silences.loads >= 1, "the silences"))
+    assert silences.status.text() == "1 active silence"
+    silences.table.selectRow(0)
+    silences.expire_button.click()
+    run(until(lambda: silences.status.text() == "0 active silences", "the silence expired"))
