@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDialog,
-    QDialogButtonBox,
     QFormLayout,
-    QLabel,
     QLineEdit,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -21,6 +16,7 @@ from servermanager.desktop.listpanel import ListPanel
 from servermanager.desktop.models.records import RecordsModel
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.net.rest import Session
+from servermanager.desktop.widgets import FormDialog
 
 ADMIN_HINT = "Only admins add, change or test channels."
 KINDS = (
@@ -45,15 +41,13 @@ class ChannelsModel(RecordsModel[m.Channel]):
     )
 
 
-class ChannelDialog(QDialog):
-    """A dumb form for one channel; a secret left empty when editing keeps the stored one."""
-
-    submitted = Signal(object)  # m.ChannelCreate
+class ChannelDialog(FormDialog):
+    """A dumb form for one channel (emits m.ChannelCreate, or m.ChannelPatch when editing); a
+    secret left empty when editing keeps the stored one."""
 
     def __init__(self, channel: m.Channel | None = None, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+        super().__init__(f"Edit channel {channel.name}" if channel else "New channel", parent)
         self.channel_id = channel.id if channel is not None else None
-        self.setWindowTitle(f"Edit channel {channel.name}" if channel else "New channel")
         self.name = QLineEdit(channel.name if channel else "")
         self.kind = QComboBox()
         for key, label in KINDS:
@@ -93,19 +87,7 @@ class ChannelDialog(QDialog):
         self.form.addRow("Quiet hours", self.quiet_hours)
         self.form.addRow("", self.enabled)
         self._kind_changed()
-        self.error = QLabel()
-        self.error.setObjectName("error")
-        self.error.setWordWrap(True)
-        self.error.hide()
-        buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
-        )
-        buttons.accepted.connect(self._submit)
-        buttons.rejected.connect(self.reject)
-        layout = QVBoxLayout(self)
-        layout.addLayout(self.form)
-        layout.addWidget(self.error)
-        layout.addWidget(buttons)
+        self.lay_out(self.form)
 
     def _kind_changed(self) -> None:
         kind = self.kind.currentData()
@@ -143,19 +125,6 @@ class ChannelDialog(QDialog):
         if kind == "email" and not to:
             raise ValueError("An email channel needs at least one address to send to.")
         return m.ChannelCreate(kind=kind, url=url, secret=secret, **common)  # type: ignore[arg-type]
-
-    def _submit(self) -> None:
-        try:
-            body = self.body()
-        except ValueError as exc:
-            self.show_error(str(exc))
-            return
-        self.show_error("")
-        self.submitted.emit(body)
-
-    def show_error(self, message: str) -> None:
-        self.error.setText(message)
-        self.error.setVisible(bool(message))
 
 
 class ChannelsPanel(ListPanel[m.Channel]):

@@ -6,8 +6,6 @@ from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDialog,
-    QDialogButtonBox,
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
@@ -17,7 +15,6 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QPlainTextEdit,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -30,6 +27,7 @@ from servermanager.desktop.format import fmt_duration, fmt_time, format_value
 from servermanager.desktop.listpanel import ListPanel
 from servermanager.desktop.models.records import RecordsModel
 from servermanager.desktop.net.errors import CoreError
+from servermanager.desktop.widgets import FormDialog
 
 Index = QModelIndex | QPersistentModelIndex
 OPERATOR_HINT = "Creating and editing rules needs the operator role."
@@ -68,18 +66,16 @@ class RulesModel(RecordsModel[m.Rule]):
     )
 
 
-class RuleDialog(QDialog):
-    """A dumb form for one rule: it emits what to save or preview and shows what it is told."""
+class RuleDialog(FormDialog):
+    """A dumb form for one rule: it emits what to save (m.RuleCreate) or preview, and shows what it is told."""
 
-    submitted = Signal(object)  # m.RuleCreate
     preview_requested = Signal(object, str)  # m.RuleCreate, "24h" | "7d"
 
     def __init__(
         self, channels: list[m.Channel], rule: m.Rule | None = None, parent: QWidget | None = None
     ) -> None:
-        super().__init__(parent)
+        super().__init__(f"Edit rule {rule.name}" if rule is not None else "New alert rule", parent)
         self.rule_id = rule.id if rule is not None else None
-        self.setWindowTitle(f"Edit rule {rule.name}" if rule is not None else "New alert rule")
         self.name = QLineEdit(rule.name if rule else "")
         self.metric_box = QComboBox()
         for f in FIELDS:
@@ -149,21 +145,7 @@ class RuleDialog(QDialog):
         self.preview.setReadOnly(True)
         self.preview.setMaximumHeight(120)
         self.preview.setPlaceholderText("How often this rule would have fired over the stored history.")
-        self.error = QLabel()
-        self.error.setObjectName("error")
-        self.error.setWordWrap(True)
-        self.error.hide()
-        buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
-        )
-        buttons.accepted.connect(self._submit)
-        buttons.rejected.connect(self.reject)
-        layout = QVBoxLayout(self)
-        layout.addLayout(preview_bar)
-        layout.addWidget(self.preview)
-        layout.addLayout(form)
-        layout.addWidget(self.error)
-        layout.addWidget(buttons)
+        self.lay_out(preview_bar, self.preview, form)
 
     @staticmethod
     def _number() -> QDoubleSpinBox:
@@ -199,7 +181,7 @@ class RuleDialog(QDialog):
         for w in (self.op, self.threshold, self.clear_threshold, self.critical_threshold):
             w.setEnabled(not offline)
 
-    def rule(self) -> m.RuleCreate:
+    def body(self) -> m.RuleCreate:
         """The form as a rule; ValueError names the field that is wrong."""
 
         def optional_number(edit: QLineEdit, what: str) -> float | None:
@@ -254,18 +236,9 @@ class RuleDialog(QDialog):
             enabled=self.enabled.isChecked(),
         )
 
-    def _submit(self) -> None:
-        try:
-            rule = self.rule()
-        except ValueError as exc:
-            self.show_error(str(exc))
-            return
-        self.show_error("")
-        self.submitted.emit(rule)
-
     def _preview(self, span: str) -> None:
         try:
-            rule = self.rule()
+            rule = self.body()
         except ValueError as exc:
             self.show_error(str(exc))
             return
@@ -283,10 +256,6 @@ class RuleDialog(QDialog):
             end = f" until {fmt_time(a.resolved_at)}" if a.resolved_at else ", still firing"
             lines.append(f"  {a.node}: from {fmt_time(a.fired_at)}{end}")
         self.preview.setPlainText("\n".join(lines))
-
-    def show_error(self, message: str) -> None:
-        self.error.setText(message)
-        self.error.setVisible(bool(message))
 
 
 class RulesPanel(ListPanel[m.Rule]):

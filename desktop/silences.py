@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QDialog,
-    QDialogButtonBox,
     QFormLayout,
-    QLabel,
     QLineEdit,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -23,6 +18,7 @@ from servermanager.desktop.format import fmt_time
 from servermanager.desktop.listpanel import ListPanel
 from servermanager.desktop.models.records import RecordsModel
 from servermanager.desktop.net.errors import CoreError
+from servermanager.desktop.widgets import FormDialog
 
 OPERATOR_HINT = "Adding and expiring silences needs the operator role."
 DURATIONS = (("1 hour", "1h"), ("4 hours", "4h"), ("1 day", "1d"), ("1 week", "7d"))
@@ -47,14 +43,11 @@ class SilencesModel(RecordsModel[m.Silence]):
     )
 
 
-class SilenceDialog(QDialog):
-    """A dumb form for a new silence: at least one matcher, how long, and why."""
-
-    submitted = Signal(object)  # m.SilenceCreate
+class SilenceDialog(FormDialog):
+    """A dumb form for a new silence: at least one matcher, how long, and why (emits m.SilenceCreate)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setWindowTitle("New silence")
+        super().__init__("New silence", parent)
         self.rule = QLineEdit()
         self.rule.setPlaceholderText("rule id")
         self.node = QLineEdit()
@@ -74,18 +67,7 @@ class SilenceDialog(QDialog):
         form.addRow("Tag", self.tag)
         form.addRow("For", self.duration)
         form.addRow("Comment", self.comment)
-        self.error = QLabel()
-        self.error.setObjectName("error")
-        self.error.hide()
-        buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
-        )
-        buttons.accepted.connect(self._submit)
-        buttons.rejected.connect(self.reject)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.error)
-        layout.addWidget(buttons)
+        self.lay_out(form)
 
     def body(self) -> m.SilenceCreate:
         def ident(edit: QLineEdit, what: str) -> int | None:
@@ -113,19 +95,6 @@ class SilenceDialog(QDialog):
         if not comment:
             raise ValueError("Say why, so others know (a comment is required).")
         return m.SilenceCreate(rule=rule, node=node, group=group, tag=tag, duration=seconds, comment=comment)
-
-    def _submit(self) -> None:
-        try:
-            body = self.body()
-        except ValueError as exc:
-            self.show_error(str(exc))
-            return
-        self.show_error("")
-        self.submitted.emit(body)
-
-    def show_error(self, message: str) -> None:
-        self.error.setText(message)
-        self.error.setVisible(bool(message))
 
 
 class SilencesPanel(ListPanel[m.Silence]):

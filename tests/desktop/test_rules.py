@@ -41,7 +41,7 @@ def test_the_list_says_what_each_rule_watches(qtmodeltester: Any) -> None:
 def test_an_existing_rule_round_trips_through_the_form(qtbot: QtBot) -> None:
     dialog = RuleDialog(CHANNELS, rule())
     qtbot.addWidget(dialog)
-    body = dialog.rule()
+    body = dialog.body()
     assert (body.name, body.metric, body.op, body.threshold) == ("disk full", "disk_pct", ">", 90.0)
     assert (body.clear_threshold, body.critical_threshold, body.for_) == (85.0, 95.0, 300.0)
     assert body.targets == m.Targets(tag="db") and body.channels == [3] and body.enabled
