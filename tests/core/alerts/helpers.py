@@ -9,6 +9,10 @@ from typing import Any
 from devkit.cores import RunningCore
 from tests.helpers.core import RawAgent
 
+# The alerting tests' core: retries in tenths of a second, so a test sees several; a generous
+# timeout for a loaded machine (a test about timeouts sets its own).
+QUICK = {"alert_retry_initial": 0.05, "alert_retry_max": 0.2, "alert_delivery_timeout": 5.0}
+
 RULE: dict[str, Any] = {
     "name": "cpu high",
     "metric": "cpu_pct",

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -18,26 +16,6 @@ from tests.helpers.wait import wait_for, wait_until
 pytest.importorskip("apprise")
 
 PASSWORD = "apprise-S3cretPass"
-
-
-@pytest.fixture
-async def core(tmp_path: Path) -> AsyncIterator[RunningCore]:
-    server = await RunningCore(
-        tmp_path / "core", alert_retry_initial=0.05, alert_retry_max=0.2, alert_delivery_timeout=5.0
-    ).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    try:
-        yield r
-    finally:
-        await r.stop()
 
 
 async def test_an_alert_goes_out_through_apprise(

@@ -35,15 +35,6 @@ async def core(tmp_path: Path) -> AsyncIterator[RunningCore]:
         await server.stop()
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    try:
-        yield r
-    finally:
-        await r.stop()
-
-
 async def create(core: RunningCore, **body: Any) -> tuple[int, Any]:
     return await core.request("POST", "/api/v1/channels", await core.admin_token(), json=body)
 

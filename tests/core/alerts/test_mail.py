@@ -7,7 +7,7 @@ import datetime
 import email
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -111,17 +111,6 @@ def smtp_server(request: pytest.FixtureRequest, cert: tuple[Path, Path]) -> Iter
         yield inbox, port
     finally:
         controller.stop()
-
-
-@pytest.fixture
-async def core(tmp_path: Path) -> AsyncIterator[RunningCore]:
-    server = await RunningCore(
-        tmp_path / "core", alert_retry_initial=0.05, alert_retry_max=0.2, alert_delivery_timeout=5.0
-    ).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def mail_channel(core: RunningCore, url: str, starttls: bool) -> int:

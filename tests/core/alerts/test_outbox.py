@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,30 +18,10 @@ import pytest
 from devkit.cores import RunningCore
 from devkit.ports import free_port
 from servermanager.core.datadir import DB_FILENAME
+from tests.core.alerts.helpers import QUICK
 from tests.helpers.alerts import Spec, delivery, queue, queue_offline
 from tests.helpers.receiver import Receiver
 from tests.helpers.wait import wait_for, wait_until
-
-# Retries in tenths of a second, so a test sees several.
-QUICK = {"alert_retry_initial": 0.05, "alert_retry_max": 0.2, "alert_delivery_timeout": 2.0}
-
-
-@pytest.fixture
-async def core(tmp_path: Path) -> AsyncIterator[RunningCore]:
-    server = await RunningCore(tmp_path / "core", **QUICK).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    try:
-        yield r
-    finally:
-        await r.stop()
 
 
 async def webhook(core: RunningCore, url: str, **extra: Any) -> int:
