@@ -82,13 +82,17 @@ class RuleSpec:
         )
 
 
+# A condition held longer than this is not an alert but a state; it also bounds what a rule keeps.
+MAX_RULE_DURATION = 30 * 86400.0
+
+
 def _duration(name: str, value: float | str) -> float:
     try:
         seconds = parse_duration(value)
     except ValueError as exc:
         raise RuleError(f"{name}: {exc}") from None
-    if seconds < 0:
-        raise RuleError(f"{name} must be 0 or more, got {value!r}")
+    if not 0 <= seconds <= MAX_RULE_DURATION:
+        raise RuleError(f"{name} must be from 0 to 30d, got {value!r}")
     return seconds
 
 

@@ -14,6 +14,9 @@ from servermanager.common import rest as m
 from servermanager.common.settings import parse_duration
 from servermanager.core.store.db import Database
 
+# A silence longer than a year is a rule that should be disabled or deleted instead.
+MAX_SILENCE = 365 * 86400.0
+
 
 class SilenceError(ValueError):
     """A silence that cannot be made; the message is the 400's."""
@@ -85,13 +88,15 @@ class Silences:
                 seconds = parse_duration(body.duration)
             except ValueError as exc:
                 raise SilenceError(f"duration: {exc}") from None
-            if seconds <= 0:
-                raise SilenceError(f"duration must be more than 0, got {body.duration!r}")
+            if not 0 < seconds <= MAX_SILENCE:
+                raise SilenceError(f"duration must be more than 0 and at most 365d, got {body.duration!r}")
             ends = now + seconds
         else:
             assert body.ends_at is not None
             if body.ends_at <= now:
                 raise SilenceError("ends_at is in the past")
+            if body.ends_at > now + MAX_SILENCE:
+                raise SilenceError("ends_at is more than 365 days away")
             ends = body.ends_at
         if not body.comment.strip():
             raise SilenceError("comment must not be blank")

@@ -17,15 +17,8 @@ from servermanager.core.auth import Role
 from servermanager.core.http.routing import ApiError, Call, Route
 
 
-def _id(c: Call, what: str) -> int:
-    raw = c.request.match_info["id"]
-    if not raw.isdigit():
-        raise ApiError(400, "invalid_path", f"{what} id must be an integer, got {raw!r}")
-    return int(raw)
-
-
 def _rule(c: Call) -> RuleSpec:
-    rule = c.core.alerts.rules.get(_id(c, "rule"))
+    rule = c.core.alerts.rules.get(c.path_id("rule"))
     if rule is None:
         raise ApiError(404, "not_found", "no such rule")
     return rule
@@ -89,7 +82,7 @@ async def patch_rule(c: Call) -> m.Rule:
 
 
 async def delete_rule(c: Call) -> None:
-    rid = _id(c, "rule")
+    rid = c.path_id("rule")
     if rid not in c.core.alerts.rules:
         await c.core.audit.record(c.actor, "rule.delete", f"rule:{rid}", "not_found")
         raise ApiError(404, "not_found", "no such rule")
@@ -125,14 +118,14 @@ async def list_alerts(c: Call) -> m.AlertList:
 
 
 async def get_alert(c: Call) -> m.AlertDetail:
-    detail = await c.core.alerts.detail(_id(c, "alert"))
+    detail = await c.core.alerts.detail(c.path_id("alert"))
     if detail is None:
         raise ApiError(404, "not_found", "no such alert")
     return detail
 
 
 async def ack_alert(c: Call) -> Alert:
-    aid = _id(c, "alert")
+    aid = c.path_id("alert")
     try:
         alert = await c.core.alerts.ack(aid, c.actor)
     except AlertError as exc:
@@ -166,7 +159,7 @@ async def create_silence(c: Call) -> m.Silence:
 
 
 async def delete_silence(c: Call) -> None:
-    sid = _id(c, "silence")
+    sid = c.path_id("silence")
     s = await c.core.alerts.silences.expire(sid)
     await c.core.audit.record(c.actor, "silence.delete", f"silence:{sid}", "ok" if s else "not_found")
     if s is None:

@@ -95,19 +95,12 @@ async def me(c: Call) -> m.Me:
     return m.Me(c.who.user_id, c.who.name, c.who.role.value)
 
 
-def _node_id(c: Call) -> int:
-    raw = c.request.match_info["id"]
-    if not raw.isdigit():
-        raise ApiError(400, "invalid_path", f"node id must be an integer, got {raw!r}")
-    return int(raw)
-
-
 async def list_nodes(c: Call) -> m.NodeList:
     return m.NodeList([st.info() for st in sorted(c.core.nodes.nodes.values(), key=lambda n: n.id)])
 
 
 async def get_node(c: Call) -> Any:
-    st = c.core.nodes.get(_node_id(c))
+    st = c.core.nodes.get(c.path_id("node"))
     if st is None:
         raise ApiError(404, "not_found", "no such node")
     return st.info()
@@ -115,7 +108,7 @@ async def get_node(c: Call) -> Any:
 
 async def patch_node(c: Call) -> Any:
     body: m.NodePatch = c.body
-    nid = _node_id(c)
+    nid = c.path_id("node")
     st = await c.core.nodes.update(nid, body.name, body.group, body.tags)
     if st is None:
         raise ApiError(404, "not_found", "no such node")
@@ -124,7 +117,7 @@ async def patch_node(c: Call) -> Any:
 
 
 async def delete_node(c: Call) -> None:
-    nid = _node_id(c)
+    nid = c.path_id("node")
     ok = await c.core.nodes.delete(nid)
     await c.core.audit.record(c.actor, "node.delete", f"node:{nid}", "ok" if ok else "not_found")
     if not ok:
@@ -132,7 +125,7 @@ async def delete_node(c: Call) -> None:
 
 
 async def node_history(c: Call) -> m.History:
-    nid = _node_id(c)
+    nid = c.path_id("node")
     if c.core.nodes.get(nid) is None:
         raise ApiError(404, "not_found", "no such node")
     q: m.HistoryQuery = c.query
@@ -267,7 +260,7 @@ _SERVICE_NAME = re.compile(r"^[A-Za-z0-9@_.:][A-Za-z0-9@_.:+-]{0,255}$")
 
 
 async def list_services(c: Call) -> m.ServiceList:
-    nid = _node_id(c)
+    nid = c.path_id("node")
     q: m.ServiceActionQuery = c.query
     cmd = await _service_call(c, nid, ServiceRequest(action="list"), q.timeout)
     run = cmd.runs[nid]
@@ -280,7 +273,7 @@ async def list_services(c: Call) -> m.ServiceList:
 
 
 async def service_action(c: Call) -> m.CommandInfo:
-    nid = _node_id(c)
+    nid = c.path_id("node")
     name, action = c.request.match_info["name"], c.request.match_info["action"]
     if action not in ("status", "start", "stop", "restart", "enable", "disable"):
         raise ApiError(400, "invalid_path", f"unknown service action {action!r}")

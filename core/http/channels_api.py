@@ -23,13 +23,6 @@ from servermanager.core.http.routing import ApiError, Call, Route
 log = logging.getLogger(__name__)
 
 
-def _cid(c: Call) -> int:
-    raw = c.request.match_info["id"]
-    if not raw.isdigit():
-        raise ApiError(400, "invalid_path", f"channel id must be an integer, got {raw!r}")
-    return int(raw)
-
-
 def _bad(exc: ChannelError) -> ApiError:
     if exc.code == "conflict":
         return ApiError(409, "conflict", exc.message)
@@ -45,7 +38,7 @@ async def list_channels(c: Call) -> m.ChannelList:
 
 
 async def get_channel(c: Call) -> m.Channel:
-    ch = await c.core.channels.get(_cid(c))
+    ch = await c.core.channels.get(c.path_id("channel"))
     if ch is None:
         raise ApiError(404, "not_found", "no such channel")
     return ch.public()
@@ -67,7 +60,7 @@ async def create_channel(c: Call) -> m.Channel:
 
 
 async def patch_channel(c: Call) -> m.Channel:
-    cid = _cid(c)
+    cid = c.path_id("channel")
     try:
         done = await c.core.channels.update(cid, c.body)
     except ChannelError as exc:
@@ -88,7 +81,7 @@ async def patch_channel(c: Call) -> m.Channel:
 
 
 async def delete_channel(c: Call) -> None:
-    cid = _cid(c)
+    cid = c.path_id("channel")
     try:
         ok = await c.core.channels.delete(cid)
     except InUse as exc:
@@ -131,7 +124,7 @@ async def send_test(core_channel: StoredChannel, c: Call) -> m.ChannelTestResult
 
 async def test_channel(c: Call) -> m.ChannelTestResult:
     """Send a test notification now, whatever the channel's quiet hours or enabled flag."""
-    cid = _cid(c)
+    cid = c.path_id("channel")
     ch = await c.core.channels.get(cid)
     if ch is None:
         await c.core.audit.record(c.actor, "channel.test", _target(cid), "not_found")

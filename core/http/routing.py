@@ -25,6 +25,9 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
+MAX_ROW_ID = 2**63 - 1
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
     """What a handler gets besides the request: the services, the caller and validated inputs."""
@@ -38,6 +41,14 @@ class Call:
     @property
     def actor(self) -> str:
         return self.who.name if self.who else "anonymous"
+
+    def path_id(self, what: str) -> int:
+        """The `{id}` of the path as a row id: ASCII digits that fit SQLite's integer, or a 400."""
+        raw = self.request.match_info["id"]
+        # isdigit() alone admits '²' (int() refuses it), and SQLite overflows past 2**63 - 1.
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_ROW_ID:
+            raise ApiError(400, "invalid_path", f"{what} id must be an integer from 0 to 2^63-1, got {raw!r}")
+        return int(raw)
 
 
 Handler = Callable[[Call], Awaitable[Any]]

@@ -33,7 +33,9 @@ async def _post_rule(rig: Rig, token: str | None = None, **over: Any) -> tuple[i
             "invalid_rule",
             "unknown metric 'cpu_temp'; use 'offline' or one of: cpu_pct,",
         ),
-        ({"for": -5}, "invalid_rule", "for must be 0 or more, got -5"),
+        ({"for": -5}, "invalid_rule", "for must be from 0 to 30d, got -5"),
+        ({"for": "31d"}, "invalid_rule", "for must be from 0 to 30d, got '31d'"),
+        ({"keep_firing_for": 1e300}, "invalid_rule", "keep_firing_for must be from 0 to 30d, got 1e+300"),
         ({"for": "-5s"}, "invalid_rule", "for: not a duration: '-5s'"),
         ({"keep_firing_for": "soon"}, "invalid_rule", "keep_firing_for: not a duration: 'soon'"),
         ({"targets": {}}, "invalid_rule", "targets is empty: give nodes, group, tag or all"),
@@ -180,6 +182,13 @@ async def test_silence_input_and_audit(rig: Rig) -> None:
     assert status == 400 and body["error"]["message"] == "give exactly one of ends_at or duration"
     status, body = await post(node=rig.node_id, comment="x", ends_at=time.time() - 5)
     assert status == 400 and body["error"]["message"] == "ends_at is in the past"
+    status, body = await post(node=rig.node_id, comment="x", ends_at=time.time() + 400 * 86400)
+    assert status == 400 and body["error"]["message"] == "ends_at is more than 365 days away"
+    status, body = await post(node=rig.node_id, comment="x", duration=1e300)
+    assert (
+        status == 400
+        and body["error"]["message"] == "duration must be more than 0 and at most 365d, got 1e+300"
+    )
     status, body = await post(node=999, comment="x", duration=60)
     assert status == 400 and body["error"]["message"] == "unknown node 999"
     status, body = await post(rule=5, comment="x", duration=60)

@@ -70,3 +70,17 @@ async def test_token_in_query_string_is_refused(core_server: RunningCore, param:
     # Refused even alongside a valid header: the URL has already leaked it into logs and history.
     status, _ = await core_server.request("GET", f"/api/v1/nodes?{param}={admin}", admin)
     assert status == 400
+
+
+@pytest.mark.parametrize("raw", ["99999999999999999999999", "9223372036854775808", "%C2%B2", "-1", "1.5"])
+@pytest.mark.parametrize(
+    ("method", "template"),
+    [("GET", "/api/v1/nodes/{}"), ("POST", "/api/v1/alerts/{}/ack"), ("GET", "/api/v1/channels/{}")],
+)
+async def test_a_path_id_past_what_sqlite_holds_is_a_400_not_a_500(
+    core_server: RunningCore, method: str, template: str, raw: str
+) -> None:
+    token = await core_server.admin_token()
+    status, body = await core_server.request(method, template.format(raw), token)
+    assert status == 400, body
+    assert body["error"]["code"] == "invalid_path" and "must be an integer" in body["error"]["message"]
