@@ -147,6 +147,23 @@ class Users:
             return None
         return Principal(row[2], row[3], Role(row[4]), kind)
 
+    async def valid_roles(self, hashes: set[bytes]) -> dict[bytes, Role]:
+        """Of these token hashes, the ones still valid (present, unexpired), with their user's role now."""
+        out: dict[bytes, Role] = {}
+        now = time.time()
+        pending = list(hashes)
+        for i in range(0, len(pending), 500):
+            chunk = pending[i : i + 500]
+            rows = await self.db.fetchall(
+                "SELECT t.hash, t.expires_at, u.role FROM tokens t JOIN users u ON u.id = t.user_id "
+                f"WHERE t.hash IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            for h, expires, role in rows:
+                if expires is None or expires >= now:
+                    out[bytes(h)] = Role(role)
+        return out
+
     async def revoke(self, token: str) -> bool:
         return await self.db.execute("DELETE FROM tokens WHERE hash = ?", (token_hash(token),)) > 0
 

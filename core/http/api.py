@@ -22,7 +22,7 @@ from servermanager.core.commands import LiveCommand, TargetError
 from servermanager.core.http.alerts_api import ALERT_ROUTES
 from servermanager.core.http.channels_api import CHANNEL_ROUTES
 from servermanager.core.http.openapi import build_openapi
-from servermanager.core.http.routing import ApiError, Call, Route, bearer, json_response
+from servermanager.core.http.routing import ApiError, Call, Route, bearer, decode_body, json_response
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +83,7 @@ async def logout(c: Call) -> None:
         await c.core.users.revoke(token)
     raw = await c.request.read()
     if raw:
-        try:
-            body = msgspec.json.decode(raw, type=m.RefreshRequest)
-        except msgspec.MsgspecError as exc:
-            raise ApiError(400, "invalid_body", str(exc)) from None
+        body = decode_body(raw, m.RefreshRequest)
         await c.core.users.revoke(body.refresh_token)
 
 
