@@ -127,6 +127,12 @@ class Profile:
         who = self.username if self.auth == "password" else "api-token"
         return f"{who}@{self.url}"
 
+    @property
+    def device_key(self) -> str:
+        """The keyring account of this device's token for the user: its failed logins count apart,
+        so nobody else's failures lock it out. It opens nothing by itself."""
+        return f"device:{self.username}@{self.url}"
+
 
 class Profiles:
     """The saved connection profiles and which one was used last."""

@@ -233,7 +233,9 @@ class MainWindow(QMainWindow):
         profile = self.ctx.profiles.get(name)
         self.ctx.profiles.remove(name)
         if profile is not None:
-            self.ctx.aio.spawn(self.ctx.secrets.delete(profile.secret_key), "forget-profile-token")
+            # A deleted profile leaves nothing behind: its sign-in nor this device's token.
+            for key in (profile.secret_key, profile.device_key):
+                self.ctx.aio.spawn(self.ctx.secrets.delete(key), "forget-profile-token")
 
     def open_settings(self) -> SettingsDialog:
         if self.settings_dialog is None:
