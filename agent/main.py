@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from servermanager.agent.link.connection import AgentError, Connection, ConnStat
 from servermanager.agent.settings import AgentSettings
 from servermanager.agent.spool import SPOOL_FILE, Spool
 from servermanager.agent.stats import Pulse, Stats
+from servermanager.common import logs
 from servermanager.common.metrics import HostFacts, Metrics
 from servermanager.common.settings import SettingsError
 
@@ -218,10 +218,7 @@ class Agent:
 
 def setup_logging(level: str) -> None:
     """One line per event on stderr, unless the embedding program configured logging already."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-        )
+    logs.setup(level)
     # The agent's own loggers follow log_level even when the embedding program set up the root.
     logging.getLogger("servermanager.agent").setLevel(level.upper())
 

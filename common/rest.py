@@ -13,6 +13,10 @@ from servermanager.common.protocol import NodeInfo, ServiceInfo, ServiceRequest
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
 Group = Annotated[str, Meta(max_length=64)]
 Tag = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.:/-]+$")]
+# What a client may send as an id or a time: in range for storage (SQLite integers are 64-bit), so an
+# absurd value is a precise 400, never an overflow deeper down.
+Id = Annotated[int, Meta(ge=1, le=2**63 - 1)]
+Timestamp = Annotated[float, Meta(ge=0, le=1e11, description="seconds since the Unix epoch")]
 RoleName = Literal["viewer", "operator", "admin"]
 Resolution = Literal["auto", "raw", "1m", "1h"]
 
@@ -20,7 +24,7 @@ Resolution = Literal["auto", "raw", "1m", "1h"]
 class Targets(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Which nodes a command (or, later, an alert rule) is for: listed ids, a group, a tag or all."""
 
-    nodes: list[int] | None = None
+    nodes: Annotated[list[Id], Meta(max_length=10_000)] | None = None
     group: str | None = None
     tag: str | None = None
     all: bool = False
@@ -79,8 +83,8 @@ class NodePatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 
 class HistoryQuery(msgspec.Struct, forbid_unknown_fields=True):
-    from_: float | None = msgspec.field(default=None, name="from")
-    to: float | None = None
+    from_: Timestamp | None = msgspec.field(default=None, name="from")
+    to: Timestamp | None = None
     resolution: Resolution = "auto"
     fields: str | None = None
     # At most this many points per series; adjacent rows are merged (see SampleStore.history).
@@ -142,9 +146,9 @@ class AuditQuery(msgspec.Struct, forbid_unknown_fields=True):
     user: str | None = None
     action: str | None = None
     target: str | None = None
-    node: int | None = None
-    from_: float | None = msgspec.field(default=None, name="from")
-    to: float | None = None
+    node: Id | None = None
+    from_: Timestamp | None = msgspec.field(default=None, name="from")
+    to: Timestamp | None = None
     limit: Annotated[int, Meta(ge=1, le=5000)] = 200
 
 
@@ -231,7 +235,7 @@ class ServiceList(msgspec.Struct):
 # ---------------------------------------------------------------- alerting
 # Durations are seconds, or a string such as "500ms", "30s", "5m", "1h", "7d" (common.settings).
 Duration = float | Annotated[str, Meta(min_length=1, max_length=32)]
-ChannelIds = Annotated[list[Annotated[int, Meta(ge=1)]], Meta(max_length=32)]
+ChannelIds = Annotated[list[Id], Meta(max_length=32)]
 
 
 class RuleCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -314,10 +318,10 @@ class RulePreview(msgspec.Struct):
 
 class AlertQuery(msgspec.Struct, forbid_unknown_fields=True):
     state: AlertState | None = None
-    node: int | None = None
-    rule: int | None = None
-    from_: float | None = msgspec.field(default=None, name="from")
-    to: float | None = None
+    node: Id | None = None
+    rule: Id | None = None
+    from_: Timestamp | None = msgspec.field(default=None, name="from")
+    to: Timestamp | None = None
     limit: Annotated[int, Meta(ge=1, le=5000)] = 200
 
 
@@ -334,11 +338,11 @@ class AlertDetail(msgspec.Struct):
 class SilenceCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Silence alerts matching every matcher given (at least one) until `ends_at` or for `duration`."""
 
-    rule: Annotated[int, Meta(ge=1)] | None = None
-    node: Annotated[int, Meta(ge=1)] | None = None
+    rule: Id | None = None
+    node: Id | None = None
     group: Group | None = None
     tag: Tag | None = None
-    ends_at: float | None = None
+    ends_at: Timestamp | None = None
     duration: Duration | None = None
     comment: Annotated[str, Meta(min_length=1, max_length=1024)]
 

@@ -25,7 +25,7 @@ from servermanager.core.context import CORE, Core
 from servermanager.core.datadir import DB_FILENAME, INITIAL_PASSWORD_FILE, data_dir
 from servermanager.core.http.api import ROUTES
 from servermanager.core.http.prometheus import metrics_handler
-from servermanager.core.http.routing import add_routes, errors_middleware
+from servermanager.core.http.routing import BAD_REQUEST_LOG, add_routes, errors_middleware
 from servermanager.core.nodes import Nodes
 from servermanager.core.settings import CoreSettings
 from servermanager.core.store.db import Database
@@ -108,6 +108,7 @@ async def _alerting_shutdown(app: web.Application) -> None:
 
 
 def create_app(settings: CoreSettings) -> web.Application:
+    logging.getLogger("aiohttp.server").addFilter(BAD_REQUEST_LOG)  # once per process: addFilter dedups
     app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_frame_bytes)
     folder = data_dir(settings)
 

@@ -7,6 +7,7 @@ import gc
 import logging
 import sys
 
+from servermanager.common import logs
 from servermanager.core.settings import CoreSettings
 
 log = logging.getLogger("servermanager")
@@ -15,11 +16,7 @@ QUIET_LOGGERS = ("aiosqlite",)
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(getattr(logging, level.upper(), logging.INFO))
     # aiosqlite logs every statement with its parameters at DEBUG: channel secrets among them.
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))

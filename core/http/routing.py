@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from servermanager.common import rest as m
 from servermanager.core.auth import Principal, Role, TokenKind
@@ -149,6 +150,23 @@ def decode_body(raw: bytes, type_: Any) -> Any:
 def add_routes(app: web.Application, routes: Iterable[Route]) -> None:
     for r in routes:
         app.router.add_route(r.method, r.path, aiohttp_handler(r))
+
+
+class BadRequestLog(logging.Filter):
+    """aiohttp logs a request it cannot parse (a NUL in a header, a broken request line) as an
+    ERROR with a traceback: that is a peer's mistake, not ours. One WARNING line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = "bad HTTP request from %s: %s", (peer, exc.message)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+BAD_REQUEST_LOG = BadRequestLog()
 
 
 @web.middleware
