@@ -20,6 +20,7 @@ from servermanager.core.alerts.outbox import Outbox
 from servermanager.core.audit import Audit
 from servermanager.core.auth import EnrollTokens, LoginThrottle, Role, SlidingWindow, Users
 from servermanager.core.bus import Bus
+from servermanager.core.clients import Handshakes
 from servermanager.core.commands import Commands
 from servermanager.core.context import CORE, Core
 from servermanager.core.datadir import DB_FILENAME, INITIAL_PASSWORD_FILE, data_dir
@@ -138,6 +139,7 @@ def create_app(settings: CoreSettings) -> web.Application:
             alerts=AlertEngine(db, nodes, bus, settings),
             channels=channels,
             outbox=Outbox(db, channels, settings),
+            handshakes=Handshakes(settings.max_unauthenticated),
         )
         await core.nodes.load()
         await _first_admin(core, folder)

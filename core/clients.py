@@ -1,9 +1,10 @@
-"""The open /ws/client sockets and the token each was opened with: closed once that token stops being valid."""
+"""Sockets before and after authentication: a cap on the ones still silent, and the open /ws/client sockets with the token each was opened with."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -13,6 +14,42 @@ from servermanager.core.auth import Users
 from servermanager.core.bus import Subscription
 
 log = logging.getLogger(__name__)
+
+
+class Handshakes:
+    """Sockets that have not yet sent their hello or auth, capped: each costs a file descriptor and
+    proves nothing, so past the cap new ones are shed (close 1013, try again later) and one log
+    line every 10 s says how many, while authenticated sockets and REST go on being served."""
+
+    LOG_EVERY = 10.0
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self.shed = 0  # since the last log line
+        self.shed_total = 0
+        self._logged_at = 0.0
+
+    def enter(self) -> bool:
+        if self.open >= self.limit:
+            self.shed += 1
+            self.shed_total += 1
+            now = time.monotonic()
+            if now - self._logged_at >= self.LOG_EVERY:
+                log.warning(
+                    "shedding new sockets: %d not yet authenticated (limit max_unauthenticated = %d); "
+                    "%d closed with 1013 since the last report",
+                    self.open,
+                    self.limit,
+                    self.shed,
+                )
+                self._logged_at, self.shed = now, 0
+            return False
+        self.open += 1
+        return True
+
+    def leave(self) -> None:
+        self.open -= 1
 
 
 @dataclass(eq=False)

@@ -13,7 +13,7 @@ from servermanager.core.alerts.outbox import Outbox
 from servermanager.core.audit import Audit
 from servermanager.core.auth import EnrollTokens, LoginThrottle, SlidingWindow, Users
 from servermanager.core.bus import Bus
-from servermanager.core.clients import Clients
+from servermanager.core.clients import Clients, Handshakes
 from servermanager.core.commands import Commands
 from servermanager.core.nodes import Nodes
 from servermanager.core.settings import CoreSettings
@@ -39,6 +39,7 @@ class Core:
     outbox: Outbox
     started_at: float = field(default_factory=time.time)
     clients: Clients = field(default_factory=Clients)
+    handshakes: Handshakes = field(default_factory=lambda: Handshakes(256))
 
     def heartbeat_timeout(self, interval: float) -> float:
         """How long a node on this interval may stay silent before it counts as offline."""

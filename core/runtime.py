@@ -29,6 +29,7 @@ def serve(settings: CoreSettings) -> int:
     from servermanager.core.app import create_app
 
     setup_logging(settings.log_level)
+    raise_open_files_limit()
     tune_interpreter()
     app = create_app(settings)
     log.info("core listening on http://%s:%d", settings.host, settings.port)
@@ -43,6 +44,28 @@ def serve(settings: CoreSettings) -> int:
         loop=new_event_loop(settings.uvloop),
     )
     return 0
+
+
+def raise_open_files_limit(want: int = 65536) -> int:
+    """Every agent, client and SQLite file is a descriptor: a soft limit of 1,024 runs out under a
+    few hundred silent sockets. Raise it to the hard limit (up to `want`) and say what it is."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open files limit from %d: %s", soft, exc)
+    if soft != resource.RLIM_INFINITY and soft < 4096:
+        log.warning("open files limit is %d: raise it (LimitNOFILE=65536 in the service unit)", soft)
+    else:
+        log.info("open files limit %d", soft)
+    return int(soft)
 
 
 def tune_interpreter() -> None:

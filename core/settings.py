@@ -16,6 +16,7 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     log_level: str = "INFO"
     max_frame_bytes: int = 1 << 20
     hello_timeout: float = 10.0
+    max_unauthenticated: int = 256
     agent_interval: float = 0.0
     heartbeat_misses: int = 3
     sample_max_future: float = 300.0
@@ -51,6 +52,7 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         "log_level": "DEBUG, INFO, WARNING or ERROR",
         "max_frame_bytes": "largest WebSocket frame accepted; bigger ones close with 1009",
         "hello_timeout": "seconds a new socket may stay silent before its first frame",
+        "max_unauthenticated": "WebSockets that have not yet sent hello or auth; more are closed with 1013",
         "agent_interval": "sample interval imposed on every agent; 0 lets each agent use its own",
         "heartbeat_misses": "missed intervals after which a silent node is marked offline",
         "sample_max_future": "samples stamped further ahead of the core's clock are rejected",
@@ -85,6 +87,8 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         _, sep, port = self.listen.rpartition(":")
         if not sep or not port.isdigit():
             raise SettingsError(f"setting listen: expected HOST:PORT, got {self.listen!r}")
+        if self.max_unauthenticated < 1:
+            raise SettingsError("setting max_unauthenticated must be at least 1")
         if self.heartbeat_misses < 1:
             raise SettingsError("setting heartbeat_misses must be at least 1")
         if self.agent_interval and self.agent_interval < 1:

@@ -65,4 +65,10 @@ async def metrics_handler(request: web.Request) -> web.Response:
     lines += _unlabelled(
         "sm_core_clients", "gauge", "Connected WebSocket clients (apps and scripts).", core.bus.subscribers
     )
+    lines += _unlabelled(
+        "sm_core_sockets_shed_total",
+        "counter",
+        "WebSockets closed with 1013 because max_unauthenticated were still silent.",
+        core.handshakes.shed_total,
+    )
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")

@@ -32,13 +32,19 @@ async def accept_first(
 
     Returns the socket and the decoded frame, or None once the socket has been refused or has ended.
     """
-    s = request.app[CORE].settings
+    core = request.app[CORE]
+    s = core.settings
     ws = web.WebSocketResponse(max_msg_size=s.max_frame_bytes, autoping=True, **ws_options)
     await ws.prepare(request)
+    if not core.handshakes.enter():
+        await ws.close(code=p.CloseCode.TRY_AGAIN_LATER, message=b"core busy; try again later")
+        return ws, None
     try:
         msg = await ws.receive(timeout=s.hello_timeout)
     except TimeoutError:
         return await refuse(ws, who, p.CloseCode.UNAUTHORIZED, f"no {what} within {s.hello_timeout:g}s"), None
+    finally:
+        core.handshakes.leave()
     if msg.type == WSMsgType.ERROR:
         log.warning("%s: %s", who, msg.data)  # aiohttp has already closed it (1009 when oversized)
         return ws, None

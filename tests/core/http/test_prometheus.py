@@ -78,6 +78,7 @@ async def test_prometheus_export(core_server: RunningCore) -> None:
         "sm_core_samples_written_total",
         "sm_core_commits_total",
         "sm_core_clients",
+        "sm_core_sockets_shed_total",
     }
 
 
