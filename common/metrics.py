@@ -11,7 +11,7 @@ metric is one row in the table plus its collector in the agent.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import msgspec
 
@@ -80,18 +80,23 @@ def family_fields(key: str) -> tuple[Field, ...]:
 # made each young-generation collection walk every sample in flight.
 
 
+# A count or a byte total as storage holds it (SQLite integers are 64-bit signed): a frame with a
+# value past that is refused as invalid, alone, instead of failing the commit it would share.
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
 class DiskUsage(msgspec.Struct, frozen=True, gc=False):
     mount: str
     fstype: str
-    total: int  # bytes
-    used: int  # bytes
+    total: Count  # bytes
+    used: Count  # bytes
     pct: float
 
 
 class NetIface(msgspec.Struct, frozen=True, gc=False):
     name: str
-    rx_total: int  # bytes since boot
-    tx_total: int
+    rx_total: Count  # bytes since boot
+    tx_total: Count
     rx_bps: float | None = None  # bytes/s; None until a second reading exists
     tx_bps: float | None = None
 
@@ -117,14 +122,14 @@ class MetricsBase(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     load1: float
     load5: float
     load15: float
-    mem_total: int
-    mem_used: int
+    mem_total: Count
+    mem_used: Count
     mem_pct: float
-    swap_total: int
-    swap_used: int
+    swap_total: Count
+    swap_used: Count
     swap_pct: float
     uptime: float  # seconds
-    procs: int
+    procs: Count
     disks: list[DiskUsage] = []
     disk_read_bps: float | None = None
     disk_write_bps: float | None = None
@@ -188,7 +193,9 @@ def round_scalars(values: dict[str, Any]) -> dict[str, Any]:
 
 
 class Sample(msgspec.Struct, frozen=True, gc=False):
-    seq: int  # per-node, strictly increasing, survives agent restarts
+    seq: Annotated[
+        int, msgspec.Meta(ge=1, le=2**63 - 1)
+    ]  # per-node, strictly increasing, survives agent restarts
     ts: float  # unix seconds, agent clock
     metrics: Metrics
 
@@ -200,7 +207,7 @@ class HostFacts(msgspec.Struct, frozen=True, gc=False):
     kernel: str
     arch: str
     cpu_model: str
-    cpu_count: int
-    mem_total: int
+    cpu_count: Count
+    mem_total: Count
     agent_version: str
     boot_time: float | None = None

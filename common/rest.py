@@ -40,9 +40,10 @@ class ErrorBody(msgspec.Struct):
 
 
 class Health(msgspec.Struct):
-    status: str
+    status: Literal["ok", "degraded"]  # degraded: serving, but something needs the operator (problems)
     version: str
     protocol: int
+    problems: list[str] = []
 
 
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -29,7 +29,7 @@ from servermanager.core.http.prometheus import metrics_handler
 from servermanager.core.http.routing import BAD_REQUEST_LOG, add_routes, errors_middleware
 from servermanager.core.nodes import Nodes
 from servermanager.core.settings import CoreSettings
-from servermanager.core.store.db import Database
+from servermanager.core.store.db import Database, StorageFull
 from servermanager.core.store.samples import SampleStore
 from servermanager.core.ws.agent_gateway import agent_ws
 from servermanager.core.ws.client_gateway import client_ws
@@ -64,6 +64,8 @@ def _job(
             await asyncio.sleep(every())
             try:
                 await fn()
+            except StorageFull:
+                pass  # the database said so once; the job tries again next time
             except Exception:
                 log.exception("background job %s failed; will retry", name)
 

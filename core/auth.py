@@ -355,6 +355,11 @@ class LoginThrottle:
             w.add(k)
         return 0.0
 
+    def release(self, user: str, peer: str, device: str | None) -> None:
+        """The attempt could not be judged (the core failed): take its reservation back."""
+        for w, k in self._keys(user, peer, device):
+            w.release(k)
+
     def succeeded(self, user: str, peer: str, device: str | None) -> None:
         """The attempt was right: forget this source's failures, take back its reservation per user."""
         if device is not None:

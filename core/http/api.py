@@ -34,6 +34,16 @@ VERSION = __version__
 
 
 async def health(c: Call) -> m.Health:
+    full = c.core.db.full_since
+    if full is not None:
+        return m.Health(
+            status="degraded",
+            version=VERSION,
+            protocol=PROTOCOL_VERSION,
+            problems=[
+                f"disk full since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(full))}: writes refused"
+            ],
+        )
     return m.Health(status="ok", version=VERSION, protocol=PROTOCOL_VERSION)
 
 
@@ -57,7 +67,11 @@ async def login(c: Call) -> m.TokenPair:
             f"too many failed logins; try again in {int(wait) + 1}s",
             {"Retry-After": str(int(wait) + 1)},
         )
-    who = await users.check_password(body.username, body.password)
+    try:
+        who = await users.check_password(body.username, body.password)
+    except BaseException:
+        throttle.release(body.username, peer, device)  # not a wrong password: it does not count
+        raise
     if who is None:
         log.warning("failed login for %r from %s", body.username, peer)
         await c.core.audit.record(

@@ -14,6 +14,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from servermanager.common import rest as m
 from servermanager.core.auth import Principal, Role, TokenKind
 from servermanager.core.context import CORE, Core
+from servermanager.core.store.db import StorageFull
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,14 @@ async def errors_middleware(
         if exc.status < 400:
             raise
         return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, None)
+    except StorageFull:
+        # Nothing was half-stored (the write rolled back); the database logged it once.
+        return error_response(
+            503,
+            "storage_full",
+            "the core's disk is full; try again once space is freed",
+            {"Retry-After": "30"},
+        )
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error; see the core log")

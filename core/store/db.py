@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import shutil
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,11 @@ from typing import Any
 import aiosqlite
 
 from servermanager.core.store.schema import migrate_sync
-from servermanager.core.store.transaction import Transaction
+from servermanager.core.store.transaction import StorageFull, Transaction, is_full
+
+__all__ = ["Database", "StorageFull"]
+
+log = logging.getLogger(__name__)
 
 
 class Database:
@@ -32,6 +39,39 @@ class Database:
         self._idle: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         # One writer connection serves every task, so transactions must not interleave.
         self._write_lock = asyncio.Lock()
+        self.full_since: float | None = None  # set while writes fail for lack of disk space
+        self._full_last = 0.0
+        # On a nearly full disk small writes still fit in half-empty pages now and then: that is not
+        # the end of it. It is when a bulk write (a sample commit) fits, or any write fits this long
+        # after the last failure.
+        self.full_quiet = 30.0
+
+    def _outcome(self, exc: BaseException | None, bulk: bool = False) -> None:
+        """Every write's ending: the first failure for lack of space is said once, clearly, and the
+        end of it once. Nothing else logs a full disk."""
+        if exc is None:
+            if self.full_since is not None and (bulk or time.time() - self._full_last >= self.full_quiet):
+                log.warning(
+                    "disk space is back: writes to %s resume after %.0fs",
+                    self.path,
+                    time.time() - self.full_since,
+                )
+                self.full_since = None
+            return
+        if is_full(exc):
+            self._full_last = time.time()
+        if is_full(exc) and self.full_since is None:
+            self.full_since = time.time()
+            try:
+                free = f"{shutil.disk_usage(self.path.parent).free / (1 << 20):.1f} MiB free"
+            except OSError:
+                free = "free space unknown"
+            log.error(
+                "disk full: cannot write to %s (%s); writes are refused with 503 and agents keep their "
+                "samples until space is freed, then everything resumes by itself",
+                self.path,
+                free,
+            )
 
     async def open(self) -> None:
         """Bring the file's schema up to date (see schema.migrate_sync), then connect."""
@@ -92,6 +132,10 @@ class Database:
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-    def transaction(self) -> Transaction:
-        """`async with db.transaction() as con:` one write transaction on the writer, the others waiting."""
-        return Transaction(self.writer, self._write_lock)
+    def transaction(self, bulk: bool = False) -> Transaction:
+        """`async with db.transaction() as con:` one write transaction on the writer, the others waiting.
+        bulk: a large write (a sample commit); its success proves the disk has room again."""
+        return Transaction(self.writer, self._write_lock, self._bulk_outcome if bulk else self._outcome)
+
+    def _bulk_outcome(self, exc: BaseException | None) -> None:
+        self._outcome(exc, bulk=True)

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import sqlite3
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import aiosqlite
 
 T = TypeVar("T")
+
+
+class StorageFull(sqlite3.OperationalError):
+    """The disk holding the database is full: this write was rolled back, nothing half-stored. The
+    database says so once (see Database) and the first write that fits again says it is over."""
+
+
+def is_full(exc: BaseException | None) -> bool:
+    return isinstance(exc, sqlite3.Error) and (
+        isinstance(exc, StorageFull) or getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    )
+
+
+def _noop(exc: BaseException | None) -> None:
+    return None
 
 
 class Transaction:
@@ -19,9 +35,16 @@ class Transaction:
     regardless, and a cancelled await must not leave the lock released over an open transaction.
     """
 
-    def __init__(self, con: aiosqlite.Connection, lock: asyncio.Lock) -> None:
+    def __init__(
+        self,
+        con: aiosqlite.Connection,
+        lock: asyncio.Lock,
+        outcome: Callable[[BaseException | None], None] = _noop,
+    ) -> None:
         self.con = con
         self.lock = lock
+        # Told how each transaction ended (None: committed), so the database knows when it is full.
+        self.outcome = outcome
 
     async def __aenter__(self) -> aiosqlite.Connection:
         await self.lock.acquire()
@@ -36,19 +59,24 @@ class Transaction:
             raise
         return self.con
 
-    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         try:
             if exc_type is None:
                 try:
                     await _to_completion(self.con.execute("COMMIT"))
-                except BaseException:
+                except BaseException as commit_exc:
                     if self.con.in_transaction:
                         await _to_completion(self.con.execute("ROLLBACK"))
+                    exc = commit_exc
                     raise
             elif self.con.in_transaction:
                 await _to_completion(self.con.execute("ROLLBACK"))
         finally:
             self.lock.release()
+            if exc is None or isinstance(exc, sqlite3.Error):
+                self.outcome(exc)
+            if is_full(exc) and not isinstance(exc, StorageFull):
+                raise StorageFull(str(exc)) from exc
 
 
 async def _to_completion(aw: Awaitable[T]) -> T:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from servermanager.common.metrics import Sample
-from servermanager.core.store.db import Database
+from servermanager.core.store.db import Database, StorageFull
 from servermanager.core.store.rows import COLUMNS, to_row
 from servermanager.core.store.schema import ROLLUP_TABLES
 from servermanager.core.store.values import execute_values
@@ -128,12 +128,26 @@ class Writer:
             if p.rows:
                 last_seq[p.node_id] = max(last_seq.get(p.node_id, 0), p.last_seq)
         try:
-            async with self.db.transaction() as con:
+            async with self.db.transaction(bulk=True) as con:
                 await execute_values(con, _HEAD_INSERT, rows)
                 await execute_values(con, _DIRTY_INSERT, list(dirty))
                 await execute_values(con, _LAST_SEQ_UPDATE, list(last_seq.items()))
+        except StorageFull as exc:
+            # Said once by the database; every agent keeps its samples and resends after a backoff.
+            await self._tell(batch, exc)
+            return
         except Exception as exc:
-            log.exception("sample commit failed (%d rows); agents will resend", len(rows))
+            if len(batch) > 1:
+                # One agent's batch must not fail everyone else's: split the group and commit the
+                # halves apart, down to the batch that fails on its own.
+                log.warning("group commit of %d batches failed (%s); committing them apart", len(batch), exc)
+                half = len(batch) // 2
+                await self._commit(batch[:half])
+                await self._commit(batch[half:])
+                return
+            log.error(
+                "samples of node %d (%d rows) could not be stored: %s", batch[0].node_id, len(rows), exc
+            )
             await self._tell(batch, exc)
             return
         self.commits += 1

@@ -13,6 +13,7 @@ from aiohttp import WSMsgType, web
 from servermanager.common import protocol as p
 from servermanager.core.context import CORE, Core
 from servermanager.core.nodes import EnrollError, NodeState
+from servermanager.core.store.db import StorageFull
 from servermanager.core.ws.handshake import MAX_BAD_FRAMES, accept_first, refuse
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class AgentSession:
         self.closer: asyncio.Task[bool] | None = None
         self._acks: list[p.Ack] = []
         self._acks_ready = asyncio.Event()
-        self.storage_failed = False
+        self.storage_failed: BaseException | None = None
         # Bound once: `session.committed` would make a bound-method object for every batch.
         self.on_commit = self.committed
 
@@ -45,7 +46,7 @@ class AgentSession:
         """The store's verdict on one batch; runs inside the commit loop, so it must not block."""
         if exc is not None:
             # Not acknowledged, so the agent keeps them and resends after reconnecting.
-            self.storage_failed = True
+            self.storage_failed = exc
             self._acks_ready.set()
             return
         node.last_seq = max(node.last_seq, last_seq)
@@ -57,7 +58,11 @@ class AgentSession:
         while True:
             await self._acks_ready.wait()
             self._acks_ready.clear()
-            if self.storage_failed:
+            if isinstance(self.storage_failed, StorageFull):
+                # The agent backs off and keeps spooling; nothing it sent is lost.
+                await self.close(p.CloseCode.TRY_AGAIN_LATER, "core storage full; resend later")
+                return
+            if self.storage_failed is not None:
                 await self.close(p.CloseCode.INTERNAL_ERROR, "storage error; resend later")
                 return
             acks, self._acks = self._acks, []
