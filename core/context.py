@@ -9,6 +9,7 @@ from aiohttp import web
 
 from servermanager.core.alerts.channels import Channels
 from servermanager.core.alerts.engine import AlertEngine
+from servermanager.core.alerts.incidents import Incidents
 from servermanager.core.alerts.outbox import Outbox
 from servermanager.core.audit import Audit
 from servermanager.core.auth import EnrollTokens, LoginThrottle, SlidingWindow, Users
@@ -36,6 +37,7 @@ class Core:
     alerts: AlertEngine
     channels: Channels
     outbox: Outbox
+    incidents: Incidents
     started_at: float = field(default_factory=time.time)
     clients: set[web.WebSocketResponse] = field(default_factory=set)
 

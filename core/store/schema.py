@@ -217,6 +217,17 @@ CREATE TABLE alert_deliveries (
 );
 CREATE INDEX alert_deliveries_due ON alert_deliveries(next_attempt_at) WHERE state IN ('pending', 'retrying');
 """,
+    # 6: incident snapshots, one per fired alert: the agent's IncidentSnapshot as JSON and its
+    # summary for notifications, or why there is none; they go with their alert
+    """
+CREATE TABLE alert_snapshots (
+    alert_id INTEGER PRIMARY KEY REFERENCES alerts(id) ON DELETE CASCADE,
+    ts REAL NOT NULL,
+    body TEXT,
+    summary TEXT,
+    error TEXT
+);
+""",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
