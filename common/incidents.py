@@ -36,7 +36,7 @@ class ProcessInfo(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     cmd: str | None = None  # the command line, truncated; None unless the agent's config shows them
 
 
-class IncidentSnapshot(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+class IncidentSnapshot(msgspec.Struct, frozen=True, gc=False):
     """What a node was doing when an alert fired: its top processes and, if allowed, journal lines."""
 
     ts: float  # when the measurement ended, on the agent's clock

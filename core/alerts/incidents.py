@@ -65,6 +65,7 @@ class Incidents:
         self._by_node: dict[int, str] = {}  # node id -> its pending request id
         self._recent: dict[int, tuple[float, IncidentSnapshot]] = {}  # node id -> (when, snapshot)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.requested = 0  # requests sent to agents
         self.dropped = 0  # answers nobody waited for
 
     # ------------------------------------------------------------ asking
@@ -100,6 +101,7 @@ class Incidents:
         rid = secrets.token_hex(8)
         self.pending[rid] = _Request(node_id, self.clock() + TIMEOUT, [(aid, alert.metric)])
         self._by_node[node_id] = rid
+        self.requested += 1
         lookback = max(0.0, time.time() - alert.started_at) + LOOKBACK_MARGIN
         self._spawn(self._send(link, IncidentRequest(request_id=rid, lookback=round(lookback, 1))), rid)
 
@@ -125,16 +127,14 @@ class Incidents:
             )
             return
         self._take(frame.request_id)
-        snap, error = frame.snapshot, frame.error
-        if snap is not None:
-            why = problems(snap)
-            if why is not None:
-                log.warning("node %d sent a snapshot too big to keep: %s", node_id, why)
-                snap, error = None, f"the agent's snapshot was not kept: {why}"
-            else:
-                self._recent[node_id] = (self.clock(), snap)
+        snap, error = frame.snapshot, None
         if snap is None:
-            error = f"no snapshot: {error or 'the agent gave no reason'}"[:1000]
+            error = f"no snapshot: {frame.error or 'the agent gave no reason'}"[:1000]
+        elif (why := problems(snap)) is not None:
+            log.warning("node %d sent a snapshot too big to keep: %s", node_id, why)
+            snap, error = None, f"no snapshot kept: the agent's was too big ({why})"
+        else:
+            self._recent[node_id] = (self.clock(), snap)
         self._spawn(self._save(req.alerts, snap, error), frame.request_id)
 
     async def sweep(self) -> None:

@@ -56,12 +56,12 @@ def children() -> Iterator[list[subprocess.Popen[str]]]:
 
 
 @pytest.fixture
-def journalctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def journalctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A bin dir first on PATH; tests put a fake journalctl in it."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    yield bin_dir
+    return bin_dir
 
 
 def test_a_busy_process_and_a_big_one_are_on_top(children: list[subprocess.Popen[str]]) -> None:
@@ -94,8 +94,7 @@ def test_names_and_command_lines_are_cut_and_lists_bounded(
     long_exe.symlink_to(sys.executable)
     burner = spawn(BURN, "x" * 1000, exe=str(long_exe))
     children.append(burner)
-    by_cpu, by_rss = top_processes(MAX_TOP, cmdline=True)
-    [me] = [p for p in by_cpu if p.pid == burner.pid]
+    [me] = [p for p in top_processes(MAX_TOP, cmdline=True)[0] if p.pid == burner.pid]
     assert me.name == "n" * (MAX_NAME - 1) + "…"
     assert me.cmd is not None and len(me.cmd) == MAX_CMD and me.cmd.startswith(str(long_exe))
     assert len(top_processes(2)[0]) == 2 and len(top_processes(2)[1]) == 2
