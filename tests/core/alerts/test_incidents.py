@@ -179,7 +179,9 @@ async def test_a_refusal_or_an_oversized_snapshot_is_the_note(rig: Rig) -> None:
     await answer(rig2.agent, p.Incident(request_id=req.request_id, snapshot=too_many))
     [a] = await rig2.alerts(node=rig2.node_id)
     d = await detail(rig2, a["id"])
-    assert d["snapshot_note"] == "no snapshot kept: the agent's was too big (more than 20 processes in a list)"
+    assert (
+        d["snapshot_note"] == "no snapshot kept: the agent's was too big (more than 20 processes in a list)"
+    )
 
 
 async def test_no_snapshot_for_offline_backfilled_or_too_many_at_once(
