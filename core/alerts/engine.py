@@ -9,7 +9,8 @@ database per sample.
 State lives in memory (the open alerts, loaded at startup so a restart continues them); every
 change is written by one task, batched into transactions in the order it happened. A transition
 and the `alert_deliveries` rows announcing it go in the same transaction. Events go on the bus
-once committed.
+once committed. Each alert that fires (but `offline`) is handed to `on_fire`, where the incident
+snapshots (core.alerts.incidents) ask its agent what the node is doing.
 
 Noise control here (grouping, quiet hours and retries belong to the dispatcher):
 - silenced (a matching silence), suppressed (a non-offline alert of a node that is offline) and
