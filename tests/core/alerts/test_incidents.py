@@ -296,3 +296,17 @@ async def test_a_real_agent_snapshots_a_real_burner_into_the_alert_and_the_webho
         await runner.close()
         await server.stop()
         await receiver.stop()
+
+
+async def test_the_openapi_document_describes_the_snapshot(rig: Rig) -> None:
+    status, doc = await rig.server.request("GET", "/api/v1/openapi.json", rig.token)
+    assert status == 200
+    schemas = doc["components"]["schemas"]
+    detail = schemas["AlertDetail"]["properties"]
+    assert detail["snapshot"]["anyOf"][0] == {"$ref": "#/components/schemas/IncidentSnapshot"}
+    assert detail["snapshot_note"]["anyOf"][0] == {"type": "string"}
+    assert set(schemas["IncidentSnapshot"]["required"]) == {"ts", "window", "top_cpu", "top_memory"}
+    assert set(schemas["ProcessInfo"]["properties"]) == {
+        "pid", "name", "cpu_pct", "rss", "user", "read_bps", "write_bps", "cmd"
+    }  # fmt: skip
+    assert "snapshot" in schemas["AlertDetail"]["description"]
