@@ -335,3 +335,7 @@ def decode(dec: msgspec.json.Decoder[Any], data: bytes | str | msgspec.Raw) -> A
         raise FrameError(code, text) from None
     except msgspec.DecodeError as exc:
         raise FrameError("malformed_json", str(exc)) from None
+    except RecursionError:
+        # msgspec stops at its depth limit with a RecursionError (an unknown field's value is
+        # skipped recursively): a hostile frame, not an internal error.
+        raise FrameError("malformed_json", "JSON nested too deeply") from None

@@ -45,6 +45,9 @@ class Health(msgspec.Struct):
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
     username: Annotated[str, Meta(min_length=1, max_length=64)]
     password: Annotated[str, Meta(min_length=1, max_length=1024)]
+    # The device token an earlier login on this device got: its failed logins are counted apart,
+    # so failures from anyone else cannot lock it out.
+    device_token: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
 
 
 class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -57,6 +60,7 @@ class TokenPair(msgspec.Struct):
     expires_in: int
     token_type: str = "Bearer"
     role: str = ""
+    device_token: str | None = None  # login only: keep it (a secret) and send it with the next login
 
 
 class Me(msgspec.Struct):

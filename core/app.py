@@ -167,13 +167,7 @@ def create_app(settings: CoreSettings) -> web.Application:
             if st.link is not None:
                 await st.link.close(CloseCode.GOING_AWAY, "core shutting down")
         # Desktop clients too, or each would hold the shutdown for its whole timeout.
-        await asyncio.gather(
-            *(
-                ws.close(code=CloseCode.GOING_AWAY, message=b"core shutting down")
-                for ws in list(core.clients)
-            ),
-            return_exceptions=True,
-        )
+        await core.clients.close_all(CloseCode.GOING_AWAY, "core shutting down")
 
     def core_of() -> Core:
         return app[CORE]
@@ -199,6 +193,9 @@ def create_app(settings: CoreSettings) -> web.Application:
         )
     )
     app.cleanup_ctx.append(_job(lambda: 3600.0, lambda: core_of().users.purge_expired(), "token-purge"))
+    app.cleanup_ctx.append(
+        _job(lambda: 1.0, lambda: core_of().clients.recheck(core_of().users), "client-token-recheck")
+    )
     app.cleanup_ctx.append(_task(lambda: core_of().outbox.run(), "alert-outbox"))
     app.cleanup_ctx.append(_alerting)
     app.cleanup_ctx.append(_job(lambda: 1.0, lambda: core_of().incidents.sweep(), "incident-timeouts"))

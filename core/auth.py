@@ -34,10 +34,19 @@ class TokenKind(enum.StrEnum):
     ACCESS = "access"
     REFRESH = "refresh"
     API = "api"
+    # A device that once signed in with the right password: its failed logins are counted on their
+    # own, so nobody can lock a user out by failing from a shared address (OWASP device cookies).
+    DEVICE = "device"
 
 
 # Prefixes make a leaked token recognisable (secret scanners) and tell kinds apart at a glance.
-PREFIX = {TokenKind.ACCESS: "sma_", TokenKind.REFRESH: "smr_", TokenKind.API: "smt_"}
+PREFIX = {
+    TokenKind.ACCESS: "sma_",
+    TokenKind.REFRESH: "smr_",
+    TokenKind.API: "smt_",
+    TokenKind.DEVICE: "smd_",
+}
+DEVICE_TTL = 180 * 86400.0
 NODE_CRED_PREFIX = "smn_"
 ENROLL_PREFIX = "sme_"
 
@@ -87,6 +96,15 @@ class AuthError(Exception):
     pass
 
 
+class RefreshReuse(Exception):
+    """A refresh token that was already spent came back: someone holds a copy. The whole session
+    family (every token of that login) has been revoked."""
+
+    def __init__(self, user: str, revoked: int) -> None:
+        super().__init__(f"refresh token reused for user {user}; {revoked} token(s) of its session revoked")
+        self.user = user
+
+
 class Users:
     """Accounts and their tokens, stored in the core database."""
 
@@ -123,21 +141,91 @@ class Users:
             return None
         return Principal(row[0], name, Role(row[1]), TokenKind.ACCESS)
 
-    async def issue(self, user_id: int, kind: TokenKind, name: str | None = None) -> tuple[str, float | None]:
+    def _new(self, kind: TokenKind) -> tuple[str, float, float | None]:
         token = new_secret(PREFIX[kind])
         now = time.time()
-        ttl = {TokenKind.ACCESS: self.access_ttl, TokenKind.REFRESH: self.refresh_ttl}.get(kind)
-        expires = now + ttl if ttl is not None else None
+        ttl = {
+            TokenKind.ACCESS: self.access_ttl,
+            TokenKind.REFRESH: self.refresh_ttl,
+            TokenKind.DEVICE: DEVICE_TTL,
+        }.get(kind)
+        return token, now, now + ttl if ttl is not None else None
+
+    async def issue(
+        self, user_id: int, kind: TokenKind, name: str | None = None, family: str | None = None
+    ) -> tuple[str, float | None]:
+        """A new token; `family` ties a login's access and refresh tokens (and their rotations) together."""
+        token, now, expires = self._new(kind)
         await self.db.execute(
-            "INSERT INTO tokens (hash, kind, user_id, name, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (token_hash(token), kind.value, user_id, name, expires, now),
+            _INSERT_TOKEN, (token_hash(token), kind.value, user_id, name, expires, now, family)
         )
         return token, expires
+
+    async def rotate_refresh(self, token: str) -> tuple[Principal, str, str, float] | None:
+        """Spend a refresh token for a new access and refresh token of the same family: (who, access,
+        refresh, access expiry) once, whatever the concurrency; None if unknown or expired. A token
+        already spent raises RefreshReuse after revoking its whole family, new tokens included."""
+        h = token_hash(token)
+        now = time.time()
+        async with self.db.transaction() as con:
+            # One transaction on the one writer connection: of any number of concurrent refreshes,
+            # exactly one changes the row, and its new tokens exist before any other looks.
+            cur = await con.execute(
+                "UPDATE tokens SET spent_at = ? WHERE hash = ? AND kind = 'refresh' AND spent_at IS NULL "
+                "AND (expires_at IS NULL OR expires_at >= ?)",
+                (now, h, now),
+            )
+            won = cur.rowcount == 1
+            cur = await con.execute(
+                "SELECT t.spent_at, t.family, u.id, u.name, u.role, t.expires_at FROM tokens t "
+                "JOIN users u ON u.id = t.user_id WHERE t.hash = ? AND t.kind = 'refresh'",
+                (h,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            if won:
+                who = Principal(row[2], row[3], Role(row[4]), TokenKind.ACCESS)
+                family = row[1] or secrets.token_hex(8)
+                access, t0, expires = self._new(TokenKind.ACCESS)
+                refresh, _, refresh_expires = self._new(TokenKind.REFRESH)
+                for tok, kind, exp in (
+                    (access, TokenKind.ACCESS, expires),
+                    (refresh, TokenKind.REFRESH, refresh_expires),
+                ):
+                    await con.execute(
+                        _INSERT_TOKEN, (token_hash(tok), kind.value, who.user_id, None, exp, t0, family)
+                    )
+                assert expires is not None
+                return who, access, refresh, expires
+            if row[0] is None or (row[5] is not None and row[5] < now):
+                return None  # expired, not spent
+            cur = await con.execute("DELETE FROM tokens WHERE family = ? OR hash = ?", (row[1], h))
+            revoked = cur.rowcount
+        raise RefreshReuse(row[3], revoked)
+
+    async def revoke_family(self, token: str) -> int:
+        """Revoke a token and every token of its session family (logout)."""
+        h = token_hash(token)
+        return await self.db.execute(
+            "DELETE FROM tokens WHERE hash = ? OR (family IS NOT NULL AND family = "
+            "(SELECT family FROM tokens WHERE hash = ?))",
+            (h, h),
+        )
+
+    async def device_user(self, token: str) -> str | None:
+        """The user a device token was given to, while it is valid."""
+        row = await self.db.fetchone(
+            "SELECT u.name FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ? AND t.kind = 'device' "
+            "AND t.expires_at >= ?",
+            (token_hash(token), time.time()),
+        )
+        return None if row is None else str(row[0])
 
     async def resolve(self, token: str, kinds: tuple[TokenKind, ...]) -> Principal | None:
         row = await self.db.fetchone(
             "SELECT t.kind, t.expires_at, u.id, u.name, u.role FROM tokens t JOIN users u ON u.id = t.user_id"
-            " WHERE t.hash = ?",
+            " WHERE t.hash = ? AND t.spent_at IS NULL",
             (token_hash(token),),
         )
         if row is None:
@@ -146,6 +234,23 @@ class Users:
         if kind not in kinds or (row[1] is not None and row[1] < time.time()):
             return None
         return Principal(row[2], row[3], Role(row[4]), kind)
+
+    async def valid_roles(self, hashes: set[bytes]) -> dict[bytes, Role]:
+        """Of these token hashes, the ones still valid (present, unexpired), with their user's role now."""
+        out: dict[bytes, Role] = {}
+        now = time.time()
+        pending = list(hashes)
+        for i in range(0, len(pending), 500):
+            chunk = pending[i : i + 500]
+            rows = await self.db.fetchall(
+                "SELECT t.hash, t.expires_at, u.role FROM tokens t JOIN users u ON u.id = t.user_id "
+                f"WHERE t.spent_at IS NULL AND t.hash IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            for h, expires, role in rows:
+                if expires is None or expires >= now:
+                    out[bytes(h)] = Role(role)
+        return out
 
     async def revoke(self, token: str) -> bool:
         return await self.db.execute("DELETE FROM tokens WHERE hash = ?", (token_hash(token),)) > 0
@@ -156,6 +261,7 @@ class Users:
         )
 
 
+_INSERT_TOKEN = "INSERT INTO tokens (hash, kind, user_id, name, expires_at, created_at, family) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _DUMMY_HASH = hash_password(secrets.token_hex(8))
 
 
@@ -210,9 +316,49 @@ class SlidingWindow:
     def clear(self, key: object) -> None:
         self._events.pop(key, None)
 
+    def release(self, key: object) -> None:
+        """Take back the newest event of `key` (an attempt reserved, then found to be a success)."""
+        q = self._events.get(key)
+        if q:
+            q.pop()
+            if not q:
+                del self._events[key]
 
-class LoginThrottle(SlidingWindow):
-    """Counts failed logins per (user, address); refuses past the limit."""
+
+class LoginThrottle:
+    """Failed logins, counted before the password is even checked so concurrency cannot bypass it.
+
+    A login from a device that once signed in as this user (it shows its device token) is counted
+    per (user, device) and nothing else: failures from anywhere else never lock it out. Any other
+    login is counted per (user, address) with `max_failures`, and per user across all addresses
+    with ten times that, so spreading guesses over many addresses does not help either.
+    """
 
     def __init__(self, max_failures: int, window: float) -> None:
-        super().__init__(max_failures, window)
+        self.per_source = SlidingWindow(max_failures, window)
+        self.per_user = SlidingWindow(max_failures * 10, window)
+
+    def _keys(self, user: str, peer: str, device: str | None) -> list[tuple[SlidingWindow, object]]:
+        if device is not None:
+            return [(self.per_source, ("device", user, device))]
+        return [(self.per_source, ("addr", user, peer)), (self.per_user, ("user", user))]
+
+    def reserve(self, user: str, peer: str, device: str | None) -> float:
+        """Count this attempt as a failure now; 0 if it may go on, else seconds to wait (nothing counted).
+
+        No await between the check and the count: a hundred concurrent guesses see each other."""
+        keys = self._keys(user, peer, device)
+        wait = max(w.retry_after(k) for w, k in keys)
+        if wait > 0:
+            return wait
+        for w, k in keys:
+            w.add(k)
+        return 0.0
+
+    def succeeded(self, user: str, peer: str, device: str | None) -> None:
+        """The attempt was right: forget this source's failures, take back its reservation per user."""
+        if device is not None:
+            self.per_source.clear(("device", user, device))
+            return
+        self.per_source.clear(("addr", user, peer))
+        self.per_user.release(("user", user))

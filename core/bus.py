@@ -1,4 +1,4 @@
-"""In-process event bus: each live event is encoded once and fanned out to subscriber queues."""
+"""In-process event bus: each live event is encoded once and fanned out to the subscribers allowed to see it."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from servermanager.common.protocol import Frame, encode
+from servermanager.core.auth import Role
 
 log = logging.getLogger(__name__)
 
@@ -13,8 +14,11 @@ log = logging.getLogger(__name__)
 class Subscription:
     """One subscriber's bounded queue; a subscriber that falls too far behind is marked lagging."""
 
-    def __init__(self, bus: Bus, maxsize: int) -> None:
+    def __init__(self, bus: Bus, maxsize: int, role: Role) -> None:
         self._bus = bus
+        # Who is listening: an event is offered only if this role could fetch it over REST. The
+        # client gateway lowers or raises it when the user's role changes.
+        self.role = role
         self.queue: asyncio.Queue[tuple[int | None, bytes]] = asyncio.Queue(maxsize)
         self.nodes: set[int] | None = set()  # None: every node; empty: none yet
         self.lagging = asyncio.Event()
@@ -22,8 +26,8 @@ class Subscription:
     def wants(self, node_id: int | None) -> bool:
         return node_id is None or self.nodes is None or node_id in self.nodes
 
-    def offer(self, node_id: int | None, data: bytes) -> None:
-        if not self.wants(node_id):
+    def offer(self, node_id: int | None, data: bytes, role: Role = Role.VIEWER) -> None:
+        if not self.role.allows(role) or not self.wants(node_id):
             return
         try:
             self.queue.put_nowait((node_id, data))
@@ -39,8 +43,8 @@ class Bus:
         self._subs: set[Subscription] = set()
         self.queue_size = queue_size
 
-    def subscribe(self) -> Subscription:
-        sub = Subscription(self, self.queue_size)
+    def subscribe(self, role: Role) -> Subscription:
+        sub = Subscription(self, self.queue_size, role)
         self._subs.add(sub)
         return sub
 
@@ -48,10 +52,11 @@ class Bus:
     def subscribers(self) -> int:
         return len(self._subs)
 
-    def publish(self, node_id: int | None, frame: Frame) -> None:
-        """node_id scopes the event to subscribers of that node; None reaches everyone."""
+    def publish(self, node_id: int | None, frame: Frame, role: Role = Role.VIEWER) -> None:
+        """node_id scopes the event to subscribers of that node (None reaches every node's);
+        role is what REST asks to fetch the same thing, and subscribers below it never get it."""
         if not self._subs:
             return
         data = encode(frame)
         for sub in tuple(self._subs):
-            sub.offer(node_id, data)
+            sub.offer(node_id, data, role)

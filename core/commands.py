@@ -18,6 +18,7 @@ from servermanager.common import protocol as p
 from servermanager.common.rest import CommandInfo, CommandRunInfo, Targets
 from servermanager.common.status import FINAL
 from servermanager.core.audit import Audit
+from servermanager.core.auth import Role
 from servermanager.core.bus import Bus
 from servermanager.core.nodes import Nodes, NodeState
 from servermanager.core.store.db import Database
@@ -218,11 +219,13 @@ class Commands:
         if run.kept[frame.stream] + size <= CORE_OUTPUT_CAP:
             (run.stdout if frame.stream == "stdout" else run.stderr).append(frame.data)
         run.kept[frame.stream] += size
+        # Operators only, as GET /commands/{id}: output can hold whatever secrets a command prints.
         self.bus.publish(
             node_id,
             p.CommandOutput(
                 command_id=frame.command_id, stream=frame.stream, data=frame.data, node_id=node_id
             ),
+            Role.OPERATOR,
         )
 
     async def on_result(self, node_id: int, frame: p.CommandResult) -> None:
@@ -276,7 +279,9 @@ class Commands:
         )
         run.status, run.result, run.finished_at = status, final, staged.finished_at
         run.finishing = False
-        self.bus.publish(node_id, msgspec.structs.replace(final, node_id=node_id, status=status))
+        self.bus.publish(
+            node_id, msgspec.structs.replace(final, node_id=node_id, status=status), Role.OPERATOR
+        )
         self._check_done(cmd)
 
     def _check_done(self, cmd: LiveCommand) -> None:

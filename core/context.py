@@ -14,6 +14,7 @@ from servermanager.core.alerts.outbox import Outbox
 from servermanager.core.audit import Audit
 from servermanager.core.auth import EnrollTokens, LoginThrottle, SlidingWindow, Users
 from servermanager.core.bus import Bus
+from servermanager.core.clients import Clients
 from servermanager.core.commands import Commands
 from servermanager.core.nodes import Nodes
 from servermanager.core.settings import CoreSettings
@@ -39,7 +40,7 @@ class Core:
     outbox: Outbox
     incidents: Incidents
     started_at: float = field(default_factory=time.time)
-    clients: set[web.WebSocketResponse] = field(default_factory=set)
+    clients: Clients = field(default_factory=Clients)
 
     def heartbeat_timeout(self, interval: float) -> float:
         """How long a node on this interval may stay silent before it counts as offline."""

@@ -58,6 +58,21 @@ SCHEMA: tuple[Setting, ...] = (
         ((0, "Off"), (5, "5 seconds"), (10, "10 seconds"), (15, "15 seconds"), (30, "30 seconds")),
     ),
     Setting("notifications", bool, True, "Notify when a node goes offline or comes back"),
+    Setting(
+        "core_unreachable_after",
+        int,
+        60,
+        "Warn when the core is unreachable for",
+        (
+            (0, "Never"),
+            (15, "15 seconds"),
+            (30, "30 seconds"),
+            (60, "1 minute"),
+            (120, "2 minutes"),
+            (300, "5 minutes"),
+            (900, "15 minutes"),
+        ),
+    ),
     Setting("start_minimized", bool, False, "Start minimized to the system tray"),
     Setting("chart_range", str, "1h", "Default range of history charts", CHART_RANGES),
 )
@@ -111,6 +126,12 @@ class Profile:
         """The keyring account name this profile's token is stored under."""
         who = self.username if self.auth == "password" else "api-token"
         return f"{who}@{self.url}"
+
+    @property
+    def device_key(self) -> str:
+        """The keyring account of this device's token for the user: its failed logins count apart,
+        so nobody else's failures lock it out. It opens nothing by itself."""
+        return f"device:{self.username}@{self.url}"
 
 
 class Profiles:

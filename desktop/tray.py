@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
 from enum import StrEnum
 
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
 from servermanager.common.alerts import Alert
+from servermanager.desktop.format import fmt_duration
 from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.themes import icon
 
@@ -22,6 +26,83 @@ class Level(StrEnum):
 
 
 _LIVE = {LinkState.CONNECTED.value, LinkState.POLLING.value}
+# Signed in, and neither the live socket nor polling gets an answer from the core.
+_FAILING = {LinkState.RECONNECTING.value, LinkState.OFFLINE.value}
+
+
+class CoreWatch(QObject):
+    """Decides when the core counts as unreachable, and when it is back.
+
+    An outage starts when the link stops working (no live socket, no successful poll) and ends
+    when either works again. One that lasts longer than `after` seconds is announced once
+    (`lost`); its end is announced once (`back`), and only if it was announced. Shorter outages,
+    signing out, or switching to another core say nothing. `after` 0 never announces.
+
+    `clock` is wall time in seconds (the "since" shown is a time of day); tests pass their own
+    and call check() instead of waiting for the timer.
+    """
+
+    lost = Signal()  # the current outage just passed `after`
+    back = Signal(float)  # an announced outage ended: how long it lasted, in seconds
+
+    def __init__(
+        self, after: float = 60.0, clock: Callable[[], float] = time.time, parent: QObject | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.after = max(0.0, float(after))
+        self.clock = clock
+        self.url = ""  # the core being watched
+        self.reason = ""  # why the link failed, as it last said
+        self.down_since: float | None = None  # clock() when the link stopped working
+        self.announced = False  # `lost` was emitted for this outage
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self._timer.timeout.connect(self.check)
+
+    def set_after(self, seconds: float) -> None:
+        """A new threshold applies to an outage already under way (0 turns warnings off)."""
+        self.after = max(0.0, float(seconds))
+        self.check()
+
+    def update(self, state: str, detail: str = "", url: str = "") -> None:
+        """The link's state (a LinkState value), its detail and the session's core URL."""
+        if state == LinkState.IDLE.value or (url and self.url and url != self.url):
+            self._reset()  # signed out, or now watching another core: not this core coming back
+        if url:
+            self.url = url
+        if state in _LIVE:
+            if self.announced and self.down_since is not None:
+                lasted = max(0.0, self.clock() - self.down_since)
+                self._reset()
+                self.back.emit(lasted)
+            else:
+                self._reset()
+        elif state in _FAILING:
+            if detail:
+                self.reason = detail
+            if self.down_since is None:
+                self.down_since = self.clock()
+                self.check()
+        # CONNECTING: the first attempt after signing in is neither an outage nor its end.
+
+    def check(self) -> None:
+        """Announce the outage if it is due, else wait for the rest of it (the timer calls this too)."""
+        self._timer.stop()
+        if self.down_since is None or self.announced or self.after <= 0:
+            return
+        remaining = self.down_since + self.after - self.clock()
+        if remaining > 0:
+            self._timer.start(math.ceil(remaining * 1000))
+            return
+        self.announced = True
+        self.lost.emit()
+
+    def _reset(self) -> None:
+        self._timer.stop()
+        self.down_since = None
+        self.announced = False
+        self.reason = ""
 
 
 class TrayState(QObject):
@@ -35,9 +116,19 @@ class TrayState(QObject):
     changed = Signal()  # level or tooltip changed
     notify = Signal(str, str)  # title, message: a notification to show
 
-    def __init__(self, coalesce_ms: int = 400, parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        coalesce_ms: int = 400,
+        parent: QObject | None = None,
+        *,
+        unreachable_after: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__(parent)
         self.link = LinkState.IDLE.value
+        self.watch = CoreWatch(unreachable_after, clock, self)
+        self.watch.lost.connect(self._core_lost)
+        self.watch.back.connect(self._core_back)
         self.up = 0
         self.down = 0
         self.enabled = True  # the user's "notifications" setting
@@ -66,6 +157,8 @@ class TrayState(QObject):
     def tooltip(self) -> str:
         if self.link == LinkState.IDLE.value:
             return "Server Manager: not signed in"
+        if self.watch.announced:
+            return f"Server Manager: core unreachable since {self._since()}: {self.watch.reason}"
         if self.link not in _LIVE:
             return f"Server Manager: disconnected ({self.link})"
         text = f"Server Manager: {self.up} online, {self.down} offline"
@@ -73,10 +166,17 @@ class TrayState(QObject):
             text += f", {len(self.firing)} alert{'s' if len(self.firing) != 1 else ''} firing"
         return text + (" (polling)" if self.link == LinkState.POLLING.value else "")
 
-    def set_link(self, state: str) -> None:
-        if state != self.link:
-            self.link = state
+    def set_link(self, state: str, detail: str = "", url: str = "") -> None:
+        """The link's state (a LinkState value), its detail and the core's URL, as the live link says."""
+        before = (self.link, self.tooltip)
+        self.link = state
+        self.watch.update(state, detail, url)
+        if (self.link, self.tooltip) != before:  # the tooltip also tells a new reason for an outage
             self.changed.emit()
+
+    def set_unreachable_after(self, seconds: float) -> None:
+        """The user's "warn when the core is unreachable for" setting; 0 never warns."""
+        self.watch.set_after(seconds)
 
     def set_counts(self, up: int, down: int) -> None:
         if (up, down) != (self.up, self.down):
@@ -116,6 +216,27 @@ class TrayState(QObject):
             return
         self._pending.append((name, online))
         self._flush.start()
+
+    def _since(self) -> str:
+        since = self.watch.down_since
+        return time.strftime("%H:%M", time.localtime(since)) if since is not None else "?"
+
+    def _core_lost(self) -> None:
+        """Once per outage: the tooltip says so until it ends, and a notification unless paused."""
+        self.changed.emit()
+        self._say(
+            "Core unreachable",
+            f"Core {self.watch.url} unreachable since {self._since()}: {self.watch.reason}",
+        )
+
+    def _core_back(self, lasted: float) -> None:
+        self._say("Core reachable again", f"Core {self.watch.url} is back after {fmt_duration(lasted)}.")
+
+    def _say(self, title: str, message: str) -> None:
+        if self.paused:
+            return
+        self.sent.append((title, message))
+        self.notify.emit(title, message)
 
     def _send(self) -> None:
         alerts, self._pending_alerts = self._pending_alerts, []

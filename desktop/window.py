@@ -123,6 +123,7 @@ class MainWindow(QMainWindow):
 
         self.tray_state = TrayState(parent=self)
         self.tray_state.set_enabled(ctx.settings.get("notifications"))
+        self.tray_state.set_unreachable_after(ctx.settings.get("core_unreachable_after"))
         self.tray = Tray(self.tray_state, self)
         self.tray.show_requested.connect(self.show_normal)
         self.tray.quit_requested.connect(self.request_quit)
@@ -232,7 +233,9 @@ class MainWindow(QMainWindow):
         profile = self.ctx.profiles.get(name)
         self.ctx.profiles.remove(name)
         if profile is not None:
-            self.ctx.aio.spawn(self.ctx.secrets.delete(profile.secret_key), "forget-profile-token")
+            # A deleted profile leaves nothing behind: its sign-in nor this device's token.
+            for key in (profile.secret_key, profile.device_key):
+                self.ctx.aio.spawn(self.ctx.secrets.delete(key), "forget-profile-token")
 
     def open_settings(self) -> SettingsDialog:
         if self.settings_dialog is None:
@@ -341,7 +344,8 @@ class MainWindow(QMainWindow):
             self.link_label.setToolTip(detail)
             self.link_icon.setToolTip(detail)
         self.retry_button.setVisible(link in (LinkState.RECONNECTING, LinkState.POLLING, LinkState.OFFLINE))
-        self.tray_state.set_link(state)
+        session = self.ctx.rest.session
+        self.tray_state.set_link(state, detail, session.url if session is not None else "")
 
     def acknowledge_alert(self, alert_id: int) -> None:
         self.ctx.aio.spawn(self._acknowledge(alert_id), "alert-ack")
@@ -426,6 +430,8 @@ class MainWindow(QMainWindow):
     def _setting_changed(self, key: str, value: object) -> None:
         if key == "notifications":
             self.tray_state.set_enabled(bool(value))
+        elif key == "core_unreachable_after" and isinstance(value, int):
+            self.tray_state.set_unreachable_after(value)
 
     # ------------------------------------------------------------ window life
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import time
 from typing import Any
 
@@ -17,12 +18,12 @@ from servermanager.common.history import choose_resolution
 from servermanager.common.metrics import SCALAR_FIELDS
 from servermanager.common.protocol import PROTOCOL_VERSION, ServiceRequest
 from servermanager.common.rest import Targets
-from servermanager.core.auth import Principal, Role, TokenKind
+from servermanager.core.auth import Principal, RefreshReuse, Role, TokenKind, token_hash
 from servermanager.core.commands import LiveCommand, TargetError
 from servermanager.core.http.alerts_api import ALERT_ROUTES
 from servermanager.core.http.channels_api import CHANNEL_ROUTES
 from servermanager.core.http.openapi import build_openapi
-from servermanager.core.http.routing import ApiError, Call, Route, bearer, json_response
+from servermanager.core.http.routing import ApiError, Call, Route, bearer, decode_body, json_response
 
 log = logging.getLogger(__name__)
 
@@ -42,52 +43,74 @@ def _peer(c: Call) -> str:
 
 async def login(c: Call) -> m.TokenPair:
     body: m.LoginRequest = c.body
-    wait = c.core.throttle.retry_after((body.username, _peer(c)))
+    users, throttle, peer = c.core.users, c.core.throttle, _peer(c)
+    device = None
+    if body.device_token is not None and await users.device_user(body.device_token) == body.username:
+        device = token_hash(body.device_token).hex()
+    # Counted before the check, with no await in between: concurrent guesses cannot all get through.
+    wait = throttle.reserve(body.username, peer, device)
     if wait > 0:
+        log.warning("login for %r from %s throttled", body.username, peer)
         raise ApiError(
             429,
             "too_many_attempts",
             f"too many failed logins; try again in {int(wait) + 1}s",
             {"Retry-After": str(int(wait) + 1)},
         )
-    who = await c.core.users.check_password(body.username, body.password)
+    who = await users.check_password(body.username, body.password)
     if who is None:
-        c.core.throttle.add((body.username, _peer(c)))
-        log.warning("failed login for %r from %s", body.username, _peer(c))
+        log.warning("failed login for %r from %s", body.username, peer)
+        await c.core.audit.record(
+            body.username, "auth.login", f"user:{body.username}", "failed", {"from": peer}
+        )
         raise ApiError(401, "bad_credentials", "wrong user name or password")
-    c.core.throttle.clear((body.username, _peer(c)))
-    log.info("user %s logged in from %s", who.name, _peer(c))
-    return await _token_pair(c, who)
+    throttle.succeeded(body.username, peer, device)
+    log.info("user %s logged in from %s", who.name, peer)
+    await c.core.audit.record(who.name, "auth.login", f"user:{who.name}", "ok", {"from": peer})
+    pair = await _token_pair(c, who, secrets.token_hex(8))
+    if device is None:
+        pair.device_token, _ = await users.issue(who.user_id, TokenKind.DEVICE)
+    else:
+        pair.device_token = body.device_token
+    return pair
 
 
-async def _token_pair(c: Call, who: Principal) -> m.TokenPair:
-    access, expires = await c.core.users.issue(who.user_id, TokenKind.ACCESS)
-    refresh, _ = await c.core.users.issue(who.user_id, TokenKind.REFRESH)
+async def _token_pair(c: Call, who: Principal, family: str) -> m.TokenPair:
+    access, expires = await c.core.users.issue(who.user_id, TokenKind.ACCESS, family=family)
+    refresh, _ = await c.core.users.issue(who.user_id, TokenKind.REFRESH, family=family)
     assert expires is not None
     return m.TokenPair(access, refresh, int(expires - time.time()), role=who.role.value)
 
 
 async def refresh(c: Call) -> m.TokenPair:
     body: m.RefreshRequest = c.body
-    who = await c.core.users.resolve(body.refresh_token, (TokenKind.REFRESH,))
-    if who is None:
+    # Rotate: a refresh token works once, so a stolen copy dies with the next legitimate refresh,
+    # and a copy used after that reveals the theft: the whole session is revoked.
+    try:
+        rotated = await c.core.users.rotate_refresh(body.refresh_token)
+    except RefreshReuse as exc:
+        log.warning("%s (from %s)", exc, _peer(c))
+        await c.core.audit.record(
+            exc.user, "auth.refresh_reuse", f"user:{exc.user}", "revoked", {"from": _peer(c)}
+        )
+        raise ApiError(
+            401, "unauthorized", "refresh token was already used; the session is revoked, log in again"
+        ) from None
+    if rotated is None:
         raise ApiError(401, "unauthorized", "refresh token is invalid or expired; log in again")
-    # Rotate: a refresh token works once, so a stolen copy dies with the next legitimate refresh.
-    await c.core.users.revoke(body.refresh_token)
-    return await _token_pair(c, who)
+    who, access, new_refresh, expires = rotated
+    return m.TokenPair(access, new_refresh, int(expires - time.time()), role=who.role.value)
 
 
 async def logout(c: Call) -> None:
+    """The caller's session ends: its access token, its refresh token and every rotation of them."""
     token = bearer(c.request)
     if token:
-        await c.core.users.revoke(token)
+        await c.core.users.revoke_family(token)
     raw = await c.request.read()
     if raw:
-        try:
-            body = msgspec.json.decode(raw, type=m.RefreshRequest)
-        except msgspec.MsgspecError as exc:
-            raise ApiError(400, "invalid_body", str(exc)) from None
-        await c.core.users.revoke(body.refresh_token)
+        body = decode_body(raw, m.RefreshRequest)
+        await c.core.users.revoke_family(body.refresh_token)
 
 
 async def me(c: Call) -> m.Me:

@@ -118,12 +118,7 @@ def aiohttp_handler(route: Route) -> Callable[[web.Request], Awaitable[web.Strea
             raw = await request.read()
             if not raw:
                 raise ApiError(400, "invalid_body", "request body is empty; expected a JSON object")
-            try:
-                body = msgspec.json.decode(raw, type=route.body)
-            except msgspec.ValidationError as exc:
-                raise ApiError(400, "invalid_body", str(exc)) from None
-            except msgspec.DecodeError as exc:
-                raise ApiError(400, "malformed_json", str(exc)) from None
+            body = decode_body(raw, route.body)
         if route.query is not None:
             try:
                 query = msgspec.convert(dict(request.query), route.query, strict=False)
@@ -137,6 +132,18 @@ def aiohttp_handler(route: Route) -> Callable[[web.Request], Awaitable[web.Strea
         return json_response(result, route.status)
 
     return handle
+
+
+def decode_body(raw: bytes, type_: Any) -> Any:
+    """A JSON request body as `type_`, or a 400 that says precisely what is wrong with it."""
+    try:
+        return msgspec.json.decode(raw, type=type_)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, "invalid_body", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "malformed_json", str(exc)) from None
+    except RecursionError:  # msgspec's depth limit: hostile input, not an internal error
+        raise ApiError(400, "malformed_json", "JSON nested too deeply") from None
 
 
 def add_routes(app: web.Application, routes: Iterable[Route]) -> None:

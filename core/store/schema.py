@@ -217,7 +217,42 @@ CREATE TABLE alert_deliveries (
 );
 CREATE INDEX alert_deliveries_due ON alert_deliveries(next_attempt_at) WHERE state IN ('pending', 'retrying');
 """,
-    # 6: incident snapshots, one per fired alert: the agent's IncidentSnapshot as JSON and its
+    # 6: node ids never reused (AUTOINCREMENT, above any id ever stored anywhere), token families
+    # (a login's access and refresh tokens, and every rotation of them) and spent refresh tokens.
+    """
+CREATE TABLE nodes_new (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    grp TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '[]',
+    cred_hash BLOB NOT NULL UNIQUE,
+    host TEXT,
+    created_at REAL NOT NULL,
+    last_seen REAL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    spool_dropped INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO nodes_new (id, name, grp, tags, cred_hash, host, created_at, last_seen, last_seq, spool_dropped)
+    SELECT id, name, grp, tags, cred_hash, host, created_at, last_seen, last_seq, spool_dropped FROM nodes;
+DROP TABLE nodes;
+ALTER TABLE nodes_new RENAME TO nodes;
+DELETE FROM sqlite_sequence WHERE name = 'nodes';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'nodes', coalesce(max(x), 0) FROM (
+    SELECT max(id) AS x FROM nodes
+    UNION ALL SELECT max(node_id) FROM samples_raw
+    UNION ALL SELECT max(node_id) FROM samples_head
+    UNION ALL SELECT max(node_id) FROM samples_1m
+    UNION ALL SELECT max(node_id) FROM samples_1h
+    UNION ALL SELECT max(node_id) FROM command_runs
+    UNION ALL SELECT max(node_id) FROM alerts
+    UNION ALL SELECT max(node_id) FROM silences
+    UNION ALL SELECT max(CAST(substr(target, 6) AS INTEGER)) FROM audit WHERE target LIKE 'node:%'
+);
+ALTER TABLE tokens ADD COLUMN family TEXT;
+ALTER TABLE tokens ADD COLUMN spent_at REAL;
+CREATE INDEX tokens_family ON tokens(family);
+""",
+    # 7: incident snapshots, one per fired alert: the agent's IncidentSnapshot as JSON and its
     # summary for notifications, or why there is none; they go with their alert
     """
 CREATE TABLE alert_snapshots (

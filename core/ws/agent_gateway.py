@@ -14,13 +14,12 @@ from aiohttp import WSMsgType, web
 from servermanager.common import protocol as p
 from servermanager.core.context import CORE, Core
 from servermanager.core.nodes import EnrollError, NodeState
-from servermanager.core.ws.handshake import accept_first, refuse
+from servermanager.core.ws.handshake import MAX_BAD_FRAMES, accept_first, refuse
 
 log = logging.getLogger(__name__)
 
 _from_agent = p.decoder(p.AgentToCore)
 _hello = p.decoder(p.Hello)
-MAX_BAD_FRAMES = 20
 # The `rejected` of every ack that rejects nothing, shared (never mutated): an empty list per ack
 # would wait, with the ack, for the commit (see the note on the commit callback below).
 _NONE_REJECTED: list[int] = []

@@ -9,10 +9,11 @@ import logging
 from aiohttp import WSMsgType, web
 
 from servermanager.common import protocol as p
-from servermanager.core.auth import TokenKind
+from servermanager.core.auth import TokenKind, token_hash
 from servermanager.core.bus import Subscription
+from servermanager.core.clients import ClientLink
 from servermanager.core.context import CORE, Core
-from servermanager.core.ws.handshake import accept_first, refuse
+from servermanager.core.ws.handshake import MAX_BAD_FRAMES, accept_first, refuse
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,9 @@ async def client_ws(request: web.Request) -> web.WebSocketResponse:
     await ws.send_str(p.encode_str(p.AuthOk(protocol=p.PROTOCOL_VERSION, user=who.name, role=who.role.value)))
     log.info("client %s connected as %s", peer, who.name)
 
-    sub = core.bus.subscribe()
+    sub = core.bus.subscribe(who.role)
     writer = asyncio.create_task(_pump(ws, sub))
-    core.clients.add(ws)
+    core.clients.add(ClientLink(ws, token_hash(auth.token), who.name, peer, sub))
     try:
         await _serve(core, ws, sub, peer)
     finally:
@@ -71,6 +72,7 @@ async def _pump(ws: web.WebSocketResponse, sub: Subscription, max_batch: int = 5
 
 
 async def _serve(core: Core, ws: web.WebSocketResponse, sub: Subscription, peer: str) -> None:
+    bad = 0
     while not ws.closed:
         msg = await ws.receive()
         if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -80,8 +82,12 @@ async def _serve(core: Core, ws: web.WebSocketResponse, sub: Subscription, peer:
         try:
             frame = p.decode(_from_client, msg.data)
         except p.FrameError as exc:
+            bad += 1
             log.warning("client %s sent a bad frame (%s): %s", peer, exc.code, exc)
             await ws.send_str(p.encode_str(p.Error(code=exc.code, message=str(exc))))
+            if bad >= MAX_BAD_FRAMES:
+                await refuse(ws, f"client {peer}", p.CloseCode.BAD_REQUEST, "too many bad frames")
+                return
             continue
         if isinstance(frame, p.Subscribe):
             wanted = None if frame.all or frame.nodes is None else set(frame.nodes)

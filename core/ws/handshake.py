@@ -13,6 +13,10 @@ from servermanager.core.context import CORE
 
 log = logging.getLogger(__name__)
 
+# Bad frames a socket may send before it is closed with 4400: enough for a client bug to be seen in
+# the error frames, few enough that garbage costs the core nothing.
+MAX_BAD_FRAMES = 20
+
 
 async def refuse(ws: web.WebSocketResponse, who: str, code: int, reason: str) -> web.WebSocketResponse:
     """Close with a 4xxx code and a reason the peer can show; one log line says why."""

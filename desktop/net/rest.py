@@ -34,6 +34,7 @@ class Session:
     role: str
     refresh_token: str | None = None
     expires_at: float | None = None
+    device_token: str | None = None  # from a password login: send it with the next one
 
     @property
     def is_api_token(self) -> bool:
@@ -197,10 +198,15 @@ class RestClient(QObject):
 
     # ------------------------------------------------------------ sign in / out
 
-    async def login(self, url: str, username: str, password: str) -> Session:
+    async def login(self, url: str, username: str, password: str, device_token: str | None = None) -> Session:
         url = normalize_url(url)
-        pair = await self._token_pair(url, "/auth/login", {"username": username, "password": password})
-        session = _with_pair(Session(url, pair.access_token, username, pair.role), pair)
+        body = {"username": username, "password": password}
+        if device_token:
+            body["device_token"] = device_token
+        pair = await self._token_pair(url, "/auth/login", body)
+        session = _with_pair(
+            Session(url, pair.access_token, username, pair.role, device_token=pair.device_token), pair
+        )
         self.set_session(session)
         return session
 

@@ -49,7 +49,10 @@ class SignIn(QObject):
         if profile.auth == "token":
             session = await self.rest.login_token(profile.url, secret.strip())
         else:
-            session = await self.rest.login(profile.url, profile.username, secret)
+            device = await self.secrets.load(profile.device_key)
+            session = await self.rest.login(profile.url, profile.username, secret, device)
+            if session.device_token and session.device_token != device:
+                await self._keep_device(profile, session.device_token)
         # Only now, with the new session in hand: a failed attempt leaves the current one running.
         await self._leave_current()
         profile.url = session.url
@@ -107,6 +110,14 @@ class SignIn(QObject):
             await self.secrets.save(profile.secret_key, token, session_only=self.kept == Kept.SESSION)
         except SecretsError as exc:
             self.warning.emit(f"Your sign-in will not be remembered: {exc}")
+
+    async def _keep_device(self, profile: Profile, token: str) -> None:
+        # Kept even when the sign-in is not remembered: it grants nothing, it only keeps this device
+        # signing in while someone else's failed guesses lock out the address.
+        try:
+            await self.secrets.save(profile.device_key, token, session_only=not self.secrets.persistent)
+        except SecretsError as exc:
+            log.info("device token not kept: %s", exc)
 
     async def sign_out(self) -> None:
         """Revoke the tokens on the core and delete the kept one: signing out means forgetting."""

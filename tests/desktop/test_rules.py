@@ -1,4 +1,4 @@
-"""The rule editor's form and the rules list's text; against a real core once the API is there."""
+"""The rule editor's form and the rules list's text; the editor saving through a real core, and its refusals."""
 
 from __future__ import annotations
 
@@ -6,10 +6,15 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDialog, QDialogButtonBox
 from pytestqt.qtbot import QtBot
 
+from devkit.cores import RunningCore
 from servermanager.common import rest as m
-from servermanager.desktop.rules import RuleDialog, RulesModel, condition_text, targets_text
+from servermanager.desktop.context import AppContext
+from servermanager.desktop.rules import RuleDialog, RulesModel, RulesPanel, condition_text, targets_text
+from servermanager.desktop.window import MainWindow
+from tests.desktop.conftest import Cores, Run, sign_in, until
 
 CHANNELS = [
     m.Channel(id=3, name="ops", kind="webhook", url="https://hooks.example/***", has_secret=True, to=[],
@@ -100,3 +105,104 @@ def test_the_preview_reads_as_sentences(qtbot: QtBot) -> None:
     text = dialog.preview.toPlainText()
     assert text.startswith("Over the last 1d 0h this rule would have fired 2 time(s):")
     assert "web-2: from" in text and text.endswith("still firing")
+
+
+def _check(dialog: RuleDialog, channel: str, on: bool = True) -> None:
+    for i in range(dialog.channels.count()):
+        item = dialog.channels.item(i)
+        if item.text().startswith(f"{channel} ("):
+            item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+            return
+    raise AssertionError(f"no channel {channel} in the editor")
+
+
+def _new_rule(rules: RulesPanel, name: str) -> RuleDialog:
+    """Open the editor from the Rules page's New button and fill in a rule for tag web."""
+    assert rules.new_button is not None and rules.new_button.isEnabled()
+    rules.new_button.click()
+    dialog = rules.dialog
+    assert dialog is not None and dialog.isVisible() and dialog.windowTitle() == "New alert rule"
+    dialog.name.setText(name)
+    dialog.metric_box.setCurrentIndex(dialog.metric_box.findData("cpu_pct"))
+    dialog.op.setCurrentText(">")
+    dialog.threshold.setValue(90)
+    dialog.clear_threshold.setText("80")
+    dialog.for_.setText("5m")
+    dialog.target_kind.setCurrentIndex(dialog.target_kind.findData("tag"))
+    dialog.target_value.setText("web")
+    return dialog
+
+
+def _save_refused(dialog: RuleDialog, cores: Cores, run: Run, message: str) -> None:
+    """Save; the core answers 400 and its message shows under the form, which stays open."""
+    asked = len(cores.requests)
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    run(until(lambda: dialog.error.isVisible(), "the core's answer"))
+    assert cores.requests[asked:] == ["/api/v1/alert-rules"]  # it did go to the core
+    assert dialog.error.text() == message
+    assert dialog.isVisible() and dialog.result() != QDialog.DialogCode.Accepted
+
+
+def _rules_on(core: RunningCore, run: Run, token: str) -> list[dict[str, Any]]:
+    status, body = run(core.request("GET", "/api/v1/alert-rules", token))
+    assert status == 200, body
+    return list(body["rules"])
+
+
+def test_the_rule_editor_saves_through_a_real_core_and_shows_its_refusals(
+    window: MainWindow, ctx: AppContext, cores: Cores, run: Run
+) -> None:
+    core = cores.c
+    run(sign_in(ctx, core))
+    token = run(core.admin_token())
+    channels = {}
+    for name in ("ops", "spare"):
+        hook = {"name": name, "kind": "webhook", "url": f"http://127.0.0.1:9/{name}"}
+        status, channel = run(core.request("POST", "/api/v1/channels", token, json=hook))
+        assert status == 201, channel
+        channels[name] = channel["id"]
+    view = window.open_alerting("rules")
+    assert view is not None
+    rules = view.rules
+    run(until(lambda: rules.loads >= 1, "the rules and the channels they may notify"))
+    assert [c.name for c in rules.channels] == ["ops", "spare"]
+
+    dialog = _new_rule(rules, "cpu hot")
+    _check(dialog, "ops")
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    run(until(lambda: not dialog.isVisible(), "the saved rule's editor to close"))
+    assert dialog.result() == QDialog.DialogCode.Accepted and not dialog.error.isVisible()
+    run(until(lambda: rules.model.rowCount() == 1, "the rule listed"))
+    (saved,) = _rules_on(core, run, token)
+    assert (saved["name"], saved["metric"], saved["op"]) == ("cpu hot", "cpu_pct", ">")
+    assert (saved["threshold"], saved["clear_threshold"], saved["for"]) == (90.0, 80.0, 300.0)
+    assert saved["targets"] == {"tag": "web"} and saved["channels"] == [channels["ops"]]
+    assert saved["created_by"] == "admin" and saved["enabled"] is True
+
+    # The editor's channel list is from when the page loaded; one deleted since is the core's to refuse.
+    dialog = _new_rule(rules, "cpu hotter")
+    status, _ = run(core.request("DELETE", f"/api/v1/channels/{channels['spare']}", token))
+    assert status == 204
+    _check(dialog, "spare")
+    _save_refused(dialog, cores, run, f"Unknown channel(s): [{channels['spare']}].")
+
+    # Bounds the form cannot know: the core's words, as precise as it gives them.
+    _check(dialog, "spare", on=False)
+    dialog.for_.setText("31d")
+    _save_refused(dialog, cores, run, "For must be from 0 to 30d, got 2678400.0.")
+
+    # A negative duration is not a duration: the form names the field and asks nothing.
+    asked = len(cores.requests)
+    dialog.for_.setText("-5m")
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    assert dialog.error.text().startswith("For at least: not a duration: '-5m'")
+    assert cores.requests[asked:] == [] and dialog.isVisible()
+
+    dialog.for_.setText("10m")
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    run(until(lambda: not dialog.isVisible(), "the corrected rule's editor to close"))
+    run(until(lambda: rules.model.rowCount() == 2, "both rules listed"))
+    assert [(r["name"], r["for"], r["channels"]) for r in _rules_on(core, run, token)] == [
+        ("cpu hot", 300.0, [channels["ops"]]),
+        ("cpu hotter", 600.0, []),
+    ]

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QRect, QSettings
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QComboBox
 
 from servermanager.desktop.context import AppContext
+from servermanager.desktop.dialogs import SettingsDialog
 from servermanager.desktop.settings import SCHEMA, Settings
 from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import Run, make_ctx
@@ -37,6 +38,7 @@ def test_settings_persist_and_geometry_is_kept_apart(
         "theme",
         "refresh_interval",
         "notifications",
+        "core_unreachable_after",
         "start_minimized",
         "chart_range",
     }
@@ -51,3 +53,27 @@ def test_settings_persist_and_geometry_is_kept_apart(
         win.close()
         win2.close()
         run(ctx2.close())
+
+
+def test_the_unreachable_warning_is_a_setting_the_tray_follows(
+    ctx: AppContext, settings_file: Path, run: Run
+) -> None:
+    win = MainWindow(ctx)
+    try:
+        assert ctx.settings.get("core_unreachable_after") == 60 and win.tray_state.watch.after == 60
+        dialog = SettingsDialog(ctx.settings, win)
+        combo = dialog.editors["core_unreachable_after"]
+        assert isinstance(combo, QComboBox)
+        assert combo.currentText() == "1 minute" and combo.itemText(0) == "Never"
+        combo.setCurrentIndex(combo.findData(300))
+        assert ctx.settings.get("core_unreachable_after") == 300 and win.tray_state.watch.after == 300
+        combo.setCurrentIndex(combo.findData(0))
+        assert win.tray_state.watch.after == 0
+        ctx.store_sync()
+        assert "core_unreachable_after=0" in settings_file.read_text()
+        ctx.settings.store.setValue("settings/core_unreachable_after", "-5")  # edited by hand
+        assert ctx.settings.get("core_unreachable_after") == 60
+        dialog.close()
+    finally:
+        win._quitting = True
+        win.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pytestqt.qtbot import QtBot
@@ -126,3 +127,149 @@ def test_the_tray_menu_offers_ack_and_snooze_for_each_firing_alert(qtbot: QtBot)
     with qtbot.waitSignal(tray.ack_requested) as acked:
         subs[1].actions()[0].trigger()
     assert acked.args == [1]
+
+
+class Clock:
+    """Wall time that moves only when the test says so."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _hhmm(ts: float) -> str:
+    return time.strftime("%H:%M", time.localtime(ts))
+
+
+URL = "https://core.example:8760"
+CUT = "Cannot reach the core at core.example:8760. Check the address and that the core is running."
+
+
+def test_the_core_watch_speaks_once_per_outage_longer_than_the_setting(qtbot: QtBot) -> None:
+    clock = Clock(1_750_000_000.0)
+    state = TrayState(unreachable_after=60, clock=clock)
+    watch = state.watch
+    state.set_link(LinkState.CONNECTING.value, "", URL)
+    state.set_link(LinkState.CONNECTED.value, "live updates", URL)
+
+    # A flap shorter than the setting says nothing, however it ends.
+    state.set_link(LinkState.RECONNECTING.value, "the core closed the live connection", URL)
+    state.set_link(LinkState.OFFLINE.value, CUT, URL)
+    clock.now += 59.9
+    watch.check()
+    state.set_link(LinkState.POLLING.value, "live updates unavailable; polling every 10s", URL)
+    clock.now += 120
+    watch.check()
+    assert state.sent == [] and not watch.announced
+
+    # A real outage: timed from the moment the link stopped working, not from the last failure.
+    start = clock.now
+    state.set_link(LinkState.RECONNECTING.value, "the core closed the live connection", URL)
+    clock.now += 30
+    state.set_link(LinkState.OFFLINE.value, CUT, URL)
+    clock.now += 29.9
+    watch.check()
+    assert state.sent == [] and state.tooltip == "Server Manager: disconnected (offline)"
+    clock.now += 0.1
+    with qtbot.waitSignal(state.notify, timeout=1000) as lost:
+        watch.check()
+    assert lost.args == ["Core unreachable", f"Core {URL} unreachable since {_hhmm(start)}: {CUT}"]
+    assert state.level == Level.DISCONNECTED
+    assert state.tooltip == f"Server Manager: core unreachable since {_hhmm(start)}: {CUT}"
+
+    # Once: more failures, new reasons, a new threshold and the timer say nothing more.
+    clock.now += 600
+    watch.check()
+    with qtbot.waitSignal(state.changed, timeout=1000):  # the tray shows the new reason
+        state.set_link(LinkState.OFFLINE.value, "The core at core.example:8760 did not answer in time.", URL)
+    state.set_unreachable_after(15)
+    state.set_link(LinkState.CONNECTING.value, "", URL)
+    assert len(state.sent) == 1
+    assert state.tooltip.endswith("did not answer in time.")
+
+    with qtbot.waitSignal(state.notify, timeout=1000) as back:
+        state.set_link(LinkState.CONNECTED.value, "live updates", URL)
+    assert back.args == ["Core reachable again", f"Core {URL} is back after 11m 0s."]
+    state.set_link(LinkState.CONNECTED.value, "", URL)  # a latency update
+    state.set_link(LinkState.POLLING.value, "", URL)
+    assert len(state.sent) == 2 and state.tooltip.startswith("Server Manager: 0 online")
+
+
+def test_the_core_watch_is_quiet_when_off_signed_out_or_switched_to_another_core(qtbot: QtBot) -> None:
+    clock = Clock(1_750_000_000.0)
+    state = TrayState(unreachable_after=0, clock=clock)
+    watch = state.watch
+    state.set_link(LinkState.OFFLINE.value, CUT, URL)
+    clock.now += 86400
+    watch.check()
+    assert state.sent == []  # 0: never
+
+    state.set_unreachable_after(60)  # turned on during an outage: counts from its start
+    assert watch.announced and len(state.sent) == 1
+
+    # Signing out is not the core coming back, nor is another core answering.
+    state.set_link(LinkState.IDLE.value, "Your session has expired. Please sign in again.")
+    assert not watch.announced and watch.down_since is None
+    state.set_link(LinkState.OFFLINE.value, CUT, URL)
+    clock.now += 61
+    watch.check()
+    assert len(state.sent) == 2
+    state.set_link(LinkState.CONNECTED.value, "live updates", "http://other.example:8760")
+    assert len(state.sent) == 2 and not watch.announced
+
+    # Paused: the tooltip still tells, the bubble does not; nor does the "back" of an outage it did not tell.
+    state.set_paused(True)
+    state.set_link(LinkState.OFFLINE.value, CUT, URL)
+    clock.now += 61
+    watch.check()
+    assert watch.announced and state.tooltip.startswith("Server Manager: core unreachable since")
+    state.set_link(LinkState.CONNECTED.value, "", URL)
+    assert len(state.sent) == 2
+
+
+def test_the_tray_says_once_that_a_real_core_is_unreachable_and_once_that_it_is_back(
+    window: MainWindow, ctx: AppContext, cores: Cores, run: Run, qtbot: QtBot
+) -> None:
+    state = window.tray_state
+    ctx.settings.set("core_unreachable_after", 15)  # the setting reaches the watch
+    assert state.watch.after == 15
+    run(sign_in(ctx, cores.c))
+    url, port = cores.c.url, cores.c.port
+
+    # A restart shorter than the setting: nothing to say.
+    run(cores.stop())
+    run(until(lambda: ctx.live.state == LinkState.OFFLINE, "offline"))
+    assert state.watch.down_since is not None
+    run(cores.start(port))
+    run(until(lambda: ctx.live.state == LinkState.CONNECTED, "live again"))
+    assert state.watch.down_since is None and state.sent == []
+
+    # Longer than the setting (shorter than any the dialog offers, to keep the test quick).
+    state.set_unreachable_after(0.5)
+    said_at: list[float] = []
+    state.notify.connect(lambda *_: said_at.append(time.time()))
+    with qtbot.waitSignal(state.notify, timeout=8000) as lost:
+        run(cores.stop())
+    assert ctx.live.state == LinkState.OFFLINE  # neither the socket nor polling gets through
+    since = state.watch.down_since
+    assert since is not None and said_at[0] - since >= 0.5
+    reason = f"Cannot reach the core at 127.0.0.1:{port}. Check the address and that the core is running."
+    assert lost.args == ["Core unreachable", f"Core {url} unreachable since {_hhmm(since)}: {reason}"]
+    assert state.level == Level.DISCONNECTED
+    assert state.tooltip == f"Server Manager: core unreachable since {_hhmm(since)}: {reason}"
+    ctx.live.reconnect_now()  # more failed attempts while the outage lasts
+    with qtbot.assertNotEmitted(state.notify, wait=1000):
+        pass
+
+    with qtbot.waitSignal(state.notify, timeout=8000) as back:
+        run(cores.start(port))
+    assert back.args[0] == "Core reachable again"
+    assert back.args[1].startswith(f"Core {url} is back after ") and back.args[1].endswith("s.")
+    assert ctx.live.state in (LinkState.CONNECTED, LinkState.POLLING)
+    run(until(lambda: ctx.live.state == LinkState.CONNECTED, "live again"))
+    with qtbot.assertNotEmitted(state.notify, wait=600):
+        pass
+    assert [title for title, _ in state.sent] == ["Core unreachable", "Core reachable again"]
+    assert state.tooltip == "Server Manager: 0 online, 0 offline"

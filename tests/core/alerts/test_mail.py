@@ -1,5 +1,6 @@
 """Email channels against a real SMTP server (aiosmtpd): plain with auth, STARTTLS and smtps with a
-self-signed certificate the test trusts through SSL_CERT_FILE, and the failures in plain words."""
+self-signed certificate the test trusts through SSL_CERT_FILE, quiet hours holding a mail until they
+end, and the failures in plain words."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from devkit.cores import RunningCore
 from devkit.ports import free_port
+from tests.core.alerts.helpers import Rig
 from tests.helpers.alerts import Spec, delivery, queue
 from tests.helpers.wait import wait_for, wait_until
 
@@ -113,7 +115,7 @@ def smtp_server(request: pytest.FixtureRequest, cert: tuple[Path, Path]) -> Iter
         controller.stop()
 
 
-async def mail_channel(core: RunningCore, url: str, starttls: bool) -> int:
+async def mail_channel(core: RunningCore, url: str, starttls: bool, **extra: Any) -> int:
     status, ch = await core.request(
         "POST",
         "/api/v1/channels",
@@ -125,6 +127,7 @@ async def mail_channel(core: RunningCore, url: str, starttls: bool) -> int:
             "to": ["ops@example.com", "oncall@example.com"],
             "from_addr": "servermanager@example.com",
             "starttls": starttls,
+            **extra,
         },
     )
     assert status == 201, ch
@@ -150,6 +153,73 @@ async def test_an_alert_arrives_by_mail_with_its_summary(
     assert f"alert id {q.alert_id}, node id 1" in text
     row = await wait_until(lambda: delivery(core.core.db, q.delivery_id), lambda d: d["state"] == "sent")
     assert row["attempts"] == 1
+
+
+class Clock:
+    """The outbox's wall clock, moved by the test."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_quiet_hours_hold_a_mail_until_they_end_then_it_goes_once(
+    core: RunningCore, smtp_server: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp_server
+    # The outbox's "now" is 03:00 tomorrow, inside quiet hours 02:30-04:00 of the core's local time.
+    three = (datetime.datetime.now() + datetime.timedelta(days=1)).replace(
+        hour=3, minute=0, second=0, microsecond=0
+    )
+    end = three.replace(hour=4).timestamp()
+    clock = Clock(three.timestamp())
+    core.core.outbox.clock = clock
+    cid = await mail_channel(
+        core, f"smtp://{USER}:{PASSWORD}@127.0.0.1:{port}", starttls=False, quiet_hours="02:30-04:00"
+    )
+
+    # A real alert: an agent's sample over a rule that notifies the mail channel.
+    rig = await Rig(core).start()
+    try:
+        await rig.rule(channels=[cid])
+        await rig.sample(97.0)
+        [(alert_id, channel, status, _, state, *_)] = await rig.deliveries()
+        assert (channel, status, state) == (cid, "firing", "pending")
+        did = await core.core.db.fetchone("SELECT id FROM alert_deliveries WHERE alert_id = ?", (alert_id,))
+        assert did is not None
+        core.core.outbox.notify()
+        held = await wait_until(
+            lambda: delivery(core.core.db, did[0]),
+            lambda d: d["next_attempt_at"] == end,
+            what="the mail held until the quiet hours end",
+        )
+        assert held == {
+            "state": "pending", "attempts": 0, "sent_at": None, "next_attempt_at": end, "last_error": None
+        }  # fmt: skip
+        # More passes inside the window (one a minute before its end) send nothing and keep it pending.
+        clock.now = end - 60
+        await core.core.outbox.dispatch()
+        await core.core.outbox.idle()
+        assert inbox.mails == [] and await delivery(core.core.db, did[0]) == held
+
+        # The end minute is not quiet: the mail goes, once.
+        clock.now = end
+        core.core.outbox.notify()
+        await wait_for(lambda: inbox.mails, what="the mail after the quiet hours")
+        sent = await wait_until(
+            lambda: delivery(core.core.db, did[0]), lambda d: d["state"] == "sent", what="the row marked sent"
+        )
+        assert sent["attempts"] == 1 and sent["sent_at"] == end
+        clock.now = end + 3600
+        await core.core.outbox.dispatch()
+        await core.core.outbox.idle()
+        [(_, rcpts, msg)] = inbox.mails
+        assert rcpts == ["ops@example.com", "oncall@example.com"]
+        assert msg["Subject"] == "[FIRING] cpu_pct 97 > 90 on web-1 (rule cpu high, warning)"
+    finally:
+        await rig.agent.close()
 
 
 async def test_several_alerts_make_one_mail(core: RunningCore, smtp_server: tuple[Inbox, int]) -> None:

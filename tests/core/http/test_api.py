@@ -32,14 +32,16 @@ async def test_login_refresh_logout(core_server: RunningCore) -> None:
         "POST", "/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]}
     )
     assert status == 200 and new["access_token"] != pair["access_token"]
-    # Rotation: the old refresh token is spent.
-    status, _ = await core_server.request(
-        "POST", "/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]}
-    )
-    assert status == 401
+    status, _ = await core_server.request("GET", "/api/v1/auth/me", new["access_token"])
+    assert status == 200
     status, _ = await core_server.request("POST", "/api/v1/auth/logout", new["access_token"])
     assert status == 204
     status, _ = await core_server.request("GET", "/api/v1/auth/me", new["access_token"])
+    assert status == 401
+    # Rotation: the old refresh token is spent (reuse: tests/core/http/test_auth_trust.py).
+    status, _ = await core_server.request(
+        "POST", "/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]}
+    )
     assert status == 401
 
 

@@ -228,3 +228,22 @@ async def test_a_metric_dropped_from_the_table_keeps_its_column_and_the_rest_rol
             assert con.execute("SELECT load5_avg FROM samples_1m").fetchall() == [(None,)]
     finally:
         await db.close()
+
+
+def test_node_ids_deleted_before_the_upgrade_are_never_given_again(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    assert migrate_sync(path, upto=5) == 5
+    with sqlite3.connect(path) as con:
+        con.execute(
+            "INSERT INTO nodes (id, name, cred_hash, created_at) VALUES (1, 'a', x'01', 0), (2, 'b', x'02', 0)"
+        )
+        # Node 7 was deleted long ago; only its audit trail remembers it.
+        con.execute(
+            "INSERT INTO audit (ts, actor, action, target, result) VALUES (0, 'admin', 'node.delete', 'node:7', 'ok')"
+        )
+    assert migrate_sync(path) == SCHEMA_VERSION
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT id, name FROM nodes ORDER BY id").fetchall() == [(1, "a"), (2, "b")]
+        con.execute("DELETE FROM nodes WHERE id = 2")
+        cur = con.execute("INSERT INTO nodes (name, cred_hash, created_at) VALUES ('c', x'03', 0)")
+        assert cur.lastrowid == 8

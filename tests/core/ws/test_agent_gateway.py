@@ -248,3 +248,17 @@ async def test_last_seen_of_online_nodes_is_persisted(core_server: RunningCore) 
         f"SELECT id, last_seen FROM nodes WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id", ids
     )
     assert [tuple(r) for r in rows] == [(nid, 1_800_000_000.0 + i) for i, nid in enumerate(sorted(ids))]
+
+
+async def test_a_deleted_nodes_id_is_not_given_to_the_next_node(core_server: RunningCore) -> None:
+    first = RawAgent(core_server, "old-host")
+    w1 = await first.hello(token=await core_server.enroll_token())
+    await first.close()
+    admin = await core_server.admin_token()
+    status, _ = await core_server.request("DELETE", f"/api/v1/nodes/{w1.node_id}", admin)
+    assert status == 204
+    second = RawAgent(core_server, "new-host")
+    w2 = await second.hello(token=await core_server.enroll_token())
+    assert w2.node_id > w1.node_id  # the new host does not inherit the old one's audit trail
+    _, audit = await core_server.request("GET", f"/api/v1/audit?node={w2.node_id}", admin)
+    assert [e["action"] for e in audit["entries"]] == ["node.enroll"]  # its own, nothing of the old host

@@ -211,3 +211,28 @@ def test_a_failed_sign_in_leaves_the_current_session_running(
             timeout=3.0,
         )
     )
+
+
+def test_a_known_device_signs_in_while_its_address_is_locked_out(
+    ctx: AppContext, core: RunningCore, run: Run, keyring_backend: MemoryKeyring
+) -> None:
+    session = run(sign_in(ctx, core))
+    device = keyring_backend.items[(SERVICE, profile_for(core).device_key)]
+    assert device == session.device_token and device.startswith("smd_")
+    run(ctx.signin.sign_out())
+    assert keyring_backend.items[(SERVICE, profile_for(core).device_key)] == device  # kept past sign-out
+    # Someone on the same address guesses the admin password until the address is locked out.
+    for _ in range(core.settings.login_max_failures):
+        status, _ = run(
+            core.request("POST", "/api/v1/auth/login", json={"username": "admin", "password": "x"})
+        )
+        assert status == 401
+    status, _ = run(
+        core.request(
+            "POST", "/api/v1/auth/login", json={"username": "admin", "password": admin_password(core)}
+        )
+    )
+    assert status == 429
+    # The app on this device still gets in: it sends its device token.
+    again = run(sign_in(ctx, core))
+    assert again.user == "admin" and again.device_token == device
