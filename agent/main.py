@@ -16,6 +16,7 @@ from servermanager.agent.credentials import CredentialStore, StateDirError, ensu
 from servermanager.agent.exec import make_runner
 from servermanager.agent.exec.outbox import Runner
 from servermanager.agent.hostfacts import agent_version, host_facts
+from servermanager.agent.incident import Snapshots
 from servermanager.agent.link.connection import AgentError, Connection, ConnState
 from servermanager.agent.settings import AgentSettings
 from servermanager.agent.spool import SPOOL_FILE, Spool
@@ -69,6 +70,8 @@ class Agent:
         self._runner: Runner = make_runner(
             settings.exec, max_frame_bytes=settings.max_frame_bytes, on_change=self._pulse.fire
         )
+        # Snapshots for the core when an alert fires: read-only, bounded, refused if [incident] is off.
+        self.snapshots = Snapshots(settings.incident)
         self._conn = Connection(
             settings,
             self._spool,
@@ -78,6 +81,7 @@ class Agent:
             enroll_token=enroll_token,
             outbox=self._runner.outbox,
             dispatch=self._runner.handle,
+            incident=self.snapshots.answer,
             stats=self.stats,
             pulse=self._pulse,
         )
@@ -148,6 +152,14 @@ class Agent:
                 len(self.settings.exec.deny),
                 f", commands run as {self.settings.exec.user}" if self.settings.exec.user else "",
             )
+        inc = self.settings.incident
+        log.info(
+            "incident snapshots %s",
+            f"on: top {inc.top}, command lines {'shown' if inc.cmdline else 'hidden'}, journal "
+            + (f"up to {inc.journal_lines} lines" if inc.journal else "off")
+            if inc.enabled
+            else "off",
+        )
         sampler = asyncio.create_task(self._sampler(), name="agent-sampler")
         try:
             await self._conn.run()

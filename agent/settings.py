@@ -12,6 +12,7 @@ import msgspec
 
 # The pattern syntax only: the runner (exec.runner) is imported when [exec] is enabled.
 from servermanager.agent.exec.policy import compile_patterns
+from servermanager.common.incidents import MAX_JOURNAL_LINES, MAX_TOP
 from servermanager.common.protocol import AGENT_WS_PATH, DEFAULT_MAX_FRAME_BYTES
 from servermanager.common.settings import SettingsError, load_settings
 
@@ -104,6 +105,42 @@ class ExecSettings(msgspec.Struct, kw_only=True):
             setattr(self, key, patterns)
 
 
+class IncidentSettings(msgspec.Struct, kw_only=True):
+    """The [incident] table: snapshots for the core when an alert fires (env SM_AGENT_INCIDENT_<KEY>).
+
+    Read-only: the top processes through psutil, and the journal only where `journal` allows it.
+    """
+
+    enabled: bool = True
+    top: int = 5
+    cmdline: bool = False
+    journal: bool = False
+    journal_lines: int = 50
+    journal_since: float = 600.0
+
+    __doc_fields__ = {
+        "enabled": "answer the core's snapshot requests at all; false refuses each with a reason",
+        "top": f"processes in each list (by CPU, by memory), 1 to {MAX_TOP}",
+        "cmdline": "include command lines (truncated); off by default, since they can carry secrets",
+        "journal": "include the last lines of the system journal (journalctl); off by default",
+        "journal_lines": f"journal lines at most, 1 to {MAX_JOURNAL_LINES}",
+        "journal_since": "how far back the journal is read, at most (the core asks for the alert's "
+        "minutes before)",
+    }
+
+    def validate(self) -> None:
+        if not 1 <= self.top <= MAX_TOP:
+            raise SettingsError(f"setting incident.top must be 1 to {MAX_TOP} (got {self.top})")
+        if not 1 <= self.journal_lines <= MAX_JOURNAL_LINES:
+            raise SettingsError(
+                f"setting incident.journal_lines must be 1 to {MAX_JOURNAL_LINES} (got {self.journal_lines})"
+            )
+        if not 60 <= self.journal_since <= 86400:
+            raise SettingsError(
+                f"setting incident.journal_since must be 1m to 24h (got {self.journal_since:g}s)"
+            )
+
+
 class AgentSettings(msgspec.Struct, kw_only=True):
     """Settings of the agent daemon (TOML keys; env SM_AGENT_<KEY>)."""
 
@@ -119,6 +156,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
     log_level: str = "INFO"
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     exec: ExecSettings = msgspec.field(default_factory=ExecSettings)
+    incident: IncidentSettings = msgspec.field(default_factory=IncidentSettings)
 
     __doc_fields__ = {
         "core": "URL of the core (ws://, wss://, http:// or https://); /ws/agent is appended",
@@ -133,6 +171,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
         "log_level": "DEBUG, INFO, WARNING or ERROR",
         "max_frame_bytes": "largest WebSocket frame sent or accepted (match the core's)",
         "exec": "remote commands and service control: the [exec] table (off by default)",
+        "incident": "snapshots of the top processes (and journal) when an alert fires: the [incident] table",
     }
 
     def validate(self) -> None:
@@ -166,6 +205,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
             )
         self.log_level = self.log_level.upper()
         self.exec.validate()
+        self.incident.validate()
 
     @property
     def state_path(self) -> Path:

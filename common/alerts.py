@@ -60,7 +60,7 @@ class Delivery(msgspec.Struct, kw_only=True):
     last_error: str | None = None
 
 
-class WebhookAlert(msgspec.Struct):
+class WebhookAlert(msgspec.Struct, omit_defaults=True):
     """An alert as a webhook receiver gets it (ARCHITECTURE.md: the documented body)."""
 
     id: int
@@ -72,6 +72,9 @@ class WebhookAlert(msgspec.Struct):
     threshold: float
     started_at: float
     resolved_at: float | None
+    # What the node was doing when it fired ("top: postgres 71 %, nginx 12 %"), from its incident
+    # snapshot; in firing notifications only, and left out when it had not arrived by the send.
+    snapshot: str | None = None
 
 
 class WebhookBody(msgspec.Struct):

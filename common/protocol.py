@@ -8,6 +8,7 @@ from typing import Any, Literal
 import msgspec
 
 from servermanager.common.alerts import Alert
+from servermanager.common.incidents import IncidentSnapshot
 from servermanager.common.metrics import HostFacts, Sample
 
 PROTOCOL_VERSION = 1
@@ -30,6 +31,8 @@ class MsgType(enum.StrEnum):
     COMMAND_CANCEL = "command_cancel"
     COMMAND_OUTPUT = "command_output"  # also relayed to clients
     COMMAND_RESULT = "command_result"  # also relayed to clients
+    INCIDENT_REQUEST = "incident_request"  # core -> agent: a snapshot, please (an alert fired)
+    INCIDENT = "incident"  # agent -> core: the snapshot, or why there is none
     # client <-> core
     AUTH = "auth"
     AUTH_OK = "auth_ok"
@@ -242,8 +245,32 @@ class CommandResult(Frame, tag=MsgType.COMMAND_RESULT.value):
     node_id: int = 0
 
 
-AgentToCore = Hello | Samples | Ping | Pong | Error | CommandOutput | CommandResult
-CoreToAgent = Welcome | Ack | Ping | Pong | Error | Command | CommandCancel
+# ---------------------------------------------------------------- incident snapshots
+
+
+class IncidentRequest(Frame, tag=MsgType.INCIDENT_REQUEST.value):
+    """An alert of this node fired: what is the node doing? Answered once, with an `incident`.
+
+    `lookback` is how many seconds of the journal the core would like (from a little before the
+    alert started); the agent reads no further back than its own config allows, and no journal at
+    all unless its config allows that.
+    """
+
+    request_id: str
+    lookback: float | None = None
+
+
+class Incident(Frame, tag=MsgType.INCIDENT.value):
+    """The answer to one `incident_request`: a snapshot, or `error` saying why there is none
+    (snapshots off in the agent's config, asked too often, the measurement failed)."""
+
+    request_id: str
+    snapshot: IncidentSnapshot | None = None
+    error: str | None = None
+
+
+AgentToCore = Hello | Samples | Ping | Pong | Error | CommandOutput | CommandResult | Incident
+CoreToAgent = Welcome | Ack | Ping | Pong | Error | Command | CommandCancel | IncidentRequest
 ClientToCore = Auth | Subscribe | Ping | Pong
 CoreToClient = (
     AuthOk

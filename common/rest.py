@@ -8,6 +8,7 @@ import msgspec
 from msgspec import Meta
 
 from servermanager.common.alerts import Alert, AlertState, AlertTransition, Delivery, Op, Severity
+from servermanager.common.incidents import IncidentSnapshot
 from servermanager.common.protocol import NodeInfo, ServiceInfo, ServiceRequest
 
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
@@ -331,9 +332,14 @@ class AlertList(msgspec.Struct):
 
 
 class AlertDetail(msgspec.Struct):
+    """An alert's story: its transitions, its delivery log, and the incident snapshot its node's
+    agent took when it fired (or, in `snapshot_note`, why there is none, or that it is awaited)."""
+
     alert: Alert
     transitions: list[AlertTransition]
     deliveries: list[Delivery]
+    snapshot: IncidentSnapshot | None = None
+    snapshot_note: str | None = None
 
 
 class SilenceCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -16,6 +16,7 @@ from aiohttp import web
 from servermanager.common.protocol import AGENT_WS_PATH, CLIENT_WS_PATH, CloseCode
 from servermanager.core.alerts.channels import Channels
 from servermanager.core.alerts.engine import AlertEngine
+from servermanager.core.alerts.incidents import Incidents
 from servermanager.core.alerts.outbox import Outbox
 from servermanager.core.audit import Audit
 from servermanager.core.auth import EnrollTokens, LoginThrottle, Role, SlidingWindow, Users
@@ -99,9 +100,11 @@ async def _alerting(app: web.Application) -> AsyncIterator[None]:
     database closes (cleanup contexts unwind in reverse)."""
     alerts = app[CORE].alerts
     alerts.on_outbox = app[CORE].outbox.notify  # new rows go out without waiting for the next pass
+    alerts.on_fire = app[CORE].incidents.alert_fired  # a fired alert asks its agent for a snapshot
     await alerts.load()
     await alerts.start()
     yield
+    await app[CORE].incidents.close()  # snapshots being stored wait for the engine's writes
     await alerts.stop()
 
 
@@ -126,6 +129,7 @@ def create_app(settings: CoreSettings) -> web.Application:
         nodes = Nodes(db, store, bus)
         audit = Audit(db)
         channels = Channels(db)
+        alerts = AlertEngine(db, nodes, bus, settings)
         core = Core(
             settings=settings,
             db=db,
@@ -138,9 +142,10 @@ def create_app(settings: CoreSettings) -> web.Application:
             throttle=LoginThrottle(settings.login_max_failures, settings.login_window),
             commands=Commands(db, nodes, bus, audit),
             command_limit=SlidingWindow(settings.commands_per_minute, 60.0),
-            alerts=AlertEngine(db, nodes, bus, settings),
+            alerts=alerts,
             channels=channels,
             outbox=Outbox(db, channels, settings),
+            incidents=Incidents(db, nodes, alerts),
             handshakes=Handshakes(settings.max_unauthenticated),
         )
         await core.nodes.load()
@@ -198,6 +203,7 @@ def create_app(settings: CoreSettings) -> web.Application:
     )
     app.cleanup_ctx.append(_task(lambda: core_of().outbox.run(), "alert-outbox"))
     app.cleanup_ctx.append(_alerting)
+    app.cleanup_ctx.append(_job(lambda: 1.0, lambda: core_of().incidents.sweep(), "incident-timeouts"))
     app.cleanup_ctx.append(
         _job(lambda: settings.prune_every, lambda: core_of().alerts.prune(), "alert-retention")
     )

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from servermanager.core.alerts.channels import Channels
 from servermanager.core.alerts.engine import AlertEngine
+from servermanager.core.alerts.incidents import Incidents
 from servermanager.core.alerts.outbox import Outbox
 from servermanager.core.audit import Audit
 from servermanager.core.auth import EnrollTokens, LoginThrottle, SlidingWindow, Users
@@ -37,6 +38,7 @@ class Core:
     alerts: AlertEngine
     channels: Channels
     outbox: Outbox
+    incidents: Incidents
     started_at: float = field(default_factory=time.time)
     clients: Clients = field(default_factory=Clients)
     handshakes: Handshakes = field(default_factory=lambda: Handshakes(256))

@@ -1,4 +1,5 @@
-"""The Alerts tab: the core's alerts as a live table model, filters, acknowledge, and one alert's history."""
+"""The Alerts tab: the core's alerts as a live table model, filters, acknowledge, and one alert's
+history and incident snapshot."""
 
 from __future__ import annotations
 
@@ -13,18 +14,21 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSplitter,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from servermanager.common import rest as m
 from servermanager.common.alerts import OFFLINE, Alert
+from servermanager.common.incidents import summary
 from servermanager.common.metrics import FIELDS_BY_NAME
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.format import NA, fmt_ago, fmt_time, format_value
 from servermanager.desktop.models.records import RecordsModel
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.net.rest import Session
+from servermanager.desktop.snapshot import SnapshotView
 from servermanager.desktop.widgets import record_table
 
 Index = QModelIndex | QPersistentModelIndex
@@ -128,9 +132,15 @@ class AlertsPanel(QWidget):
         self.detail = QPlainTextEdit()
         self.detail.setReadOnly(True)
         self.detail.setPlaceholderText("Select an alert to see its transitions and notifications.")
+        # What the node was doing when the alert fired, as its agent measured it.
+        self.snapshot = SnapshotView()
+        self.detail_tabs = QTabWidget()
+        self.detail_tabs.addTab(self.detail, "Story")
+        self.detail_tabs.addTab(self.snapshot, "Snapshot")
+        self.detail_loads = 0  # completed loads of an alert's story; tests wait on it
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.table)
-        split.addWidget(self.detail)
+        split.addWidget(self.detail_tabs)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
         layout = QVBoxLayout(self)
@@ -140,6 +150,7 @@ class AlertsPanel(QWidget):
         layout.addWidget(split, 1)
 
         ctx.live.alert.connect(self.model.upsert)
+        ctx.live.alert.connect(self._alert_changed)
         # The count follows the rows, which live events add and drop between loads.
         for signal in (self.model.rowsInserted, self.model.rowsRemoved, self.model.modelReset):
             signal.connect(self._count_changed)
@@ -178,8 +189,15 @@ class AlertsPanel(QWidget):
         alert = self.selected()
         if alert is None:
             self.detail.clear()
+            self.snapshot.show_snapshot(None, None)
             return
         self.ctx.aio.spawn(self._load_detail(alert.id), "alert-detail")
+
+    def _alert_changed(self, alert: Alert) -> None:
+        """The alert shown changed (a transition, an ack, its snapshot came in): reload its story."""
+        current = self.selected()
+        if current is not None and current.id == alert.id:
+            self.ctx.aio.spawn(self._load_detail(alert.id), "alert-detail")
 
     # ------------------------------------------------------------ actions
 
@@ -232,22 +250,31 @@ class AlertsPanel(QWidget):
         if current is None or current.id != alert_id:
             return  # the selection moved on
         self.detail.setPlainText(describe(detail))
+        self.snapshot.show_snapshot(detail.snapshot, detail.snapshot_note)
+        self.detail_loads += 1
 
     def shutdown(self) -> None:
         with contextlib.suppress(RuntimeError, TypeError):
             self.ctx.rest.session_changed.disconnect(self._session_changed)
         with contextlib.suppress(RuntimeError, TypeError):
             self.ctx.live.alert.disconnect(self.model.upsert)
+        with contextlib.suppress(RuntimeError, TypeError):
+            self.ctx.live.alert.disconnect(self._alert_changed)
 
 
 def describe(detail: m.AlertDetail, now: float | None = None) -> str:
-    """An alert's story as plain text: what, where, each transition, each notification."""
+    """An alert's story as plain text: what, where, what ran then, each transition, each notification."""
     a = detail.alert
     now = time.time() if now is None else now
+    if detail.snapshot is not None:
+        snapshot = f"Snapshot: {summary(detail.snapshot, a.metric)} (the Snapshot tab has it all)"
+    else:
+        snapshot = f"Snapshot: {detail.snapshot_note}" if detail.snapshot_note else ""
     lines = [
         f"{a.severity.upper()} {a.rule} on {a.node}: {value_text(a)}",
         f"started {fmt_time(a.started_at, seconds=True)}, peak {metric_value(a.metric, a.peak)}"
         + (f", acknowledged by {a.acked_by} {fmt_ago(a.acked_at, now)}" if a.acked_by else ""),
+        *([snapshot] if snapshot else []),
         "",
         "Transitions:",
         *(

@@ -9,7 +9,7 @@ import logging
 import os
 import random
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import websockets.exceptions
 from websockets.asyncio.client import connect
@@ -30,6 +30,8 @@ from servermanager.common.protocol import (
     Command,
     CommandCancel,
     Hello,
+    Incident,
+    IncidentRequest,
     Ping,
     Pong,
     Welcome,
@@ -122,7 +124,7 @@ class Connection:
     logged, and only the handshake verdicts 4401/4426 end it; anything else means back off and
     dial again. Once welcomed, a Stream (link.stream) carries the socket until it fails. The
     sampler runs elsewhere and only calls notify_new_samples(); command frames go to `dispatch`,
-    and `outbox` holds the command frames to send.
+    `outbox` holds the command frames to send, and `incident` answers snapshot requests.
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class Connection:
         enroll_token: str | None,
         outbox: Outbox,
         dispatch: Callable[[Command | CommandCancel], None],
+        incident: Callable[[IncidentRequest], Awaitable[Incident]] | None = None,
         stats: Stats | None = None,
         pulse: Pulse | None = None,
         rng: random.Random | None = None,
@@ -171,6 +174,7 @@ class Connection:
             batch_size=settings.batch_size,
             max_inflight=settings.max_inflight_batches,
             max_frame_bytes=settings.max_frame_bytes,
+            incident=incident,
         )
 
     # ------------------------------------------------------------ state

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,6 +16,8 @@ from servermanager.common.protocol import (
     Command,
     CommandCancel,
     CoreToAgent,
+    Incident,
+    IncidentRequest,
     Ping,
     Pong,
     Welcome,
@@ -129,6 +131,11 @@ class StreamContext:
     batch_size: int
     max_inflight: int
     max_frame_bytes: int
+    # Where `incident_request` frames go (agent.incident.Snapshots.answer); None: each is refused.
+    incident: Callable[[IncidentRequest], Awaitable[Incident]] | None = None
+
+
+NO_SNAPSHOTS = "this agent takes no snapshots"
 
 
 @dataclass
@@ -156,6 +163,7 @@ class Stream:
         self.live_after = boundary
         self.inflight: dict[int, _Batch] = {}  # by upto_seq, which the ack names
         self.live_turn = True
+        self._answers: set[asyncio.Task[None]] = set()  # snapshots being taken for the core
 
     async def run(self) -> None:
         """Stream until the socket fails or the core is declared dead (ConnectionDead)."""
@@ -167,6 +175,10 @@ class Stream:
             await race(self._receiver(), self._sender(), self._heartbeat(), self._command_sender())
         finally:
             outbox.set_online(False)
+            # An answer for a socket that is gone has nowhere to go; the core times its request out.
+            for task in self._answers:
+                task.cancel()
+            await asyncio.gather(*self._answers, return_exceptions=True)
 
     # ------------------------------------------------------------ sending
 
@@ -271,8 +283,27 @@ class Stream:
                 ctx.changed()
             elif isinstance(frame, Command | CommandCancel):
                 ctx.dispatch(frame)
+            elif isinstance(frame, IncidentRequest):
+                # Answered beside the streaming: a snapshot takes a measurement window.
+                task = asyncio.create_task(self._answer(frame), name=f"incident-{frame.request_id[:16]}")
+                self._answers.add(task)
+                task.add_done_callback(self._answers.discard)
             elif isinstance(frame, Welcome):
                 log.warning("ignoring a second welcome from the core")
+
+    async def _answer(self, req: IncidentRequest) -> None:
+        incident = self.ctx.incident
+        answer = (
+            Incident(request_id=req.request_id, error=NO_SNAPSHOTS)
+            if incident is None
+            else await incident(req)
+        )
+        try:
+            await self.wire.send(encode(answer))
+        except Exception as exc:  # the socket failed: the receiver and sender find out themselves
+            log.info("could not send snapshot %s: %r", req.request_id, exc)
+            return
+        self.ctx.changed()
 
     async def _on_ack(self, ack: Ack) -> None:
         ctx = self.ctx

@@ -9,7 +9,8 @@ database per sample.
 State lives in memory (the open alerts, loaded at startup so a restart continues them); every
 change is written by one task, batched into transactions in the order it happened. A transition
 and the `alert_deliveries` rows announcing it go in the same transaction. Events go on the bus
-once committed.
+once committed. Each alert that fires (but `offline`) is handed to `on_fire`, where the incident
+snapshots (core.alerts.incidents) ask its agent what the node is doing.
 
 Noise control here (grouping, quiet hours and retries belong to the dispatcher):
 - silenced (a matching silence), suppressed (a non-offline alert of a node that is offline) and
@@ -167,6 +168,9 @@ class AlertEngine:
         # Set, and on_outbox called (the dispatcher's wake-up), after a commit that wrote outbox rows.
         self.outbox_written = asyncio.Event()
         self.on_outbox: Callable[[], None] | None = None
+        # Called with an alert that just fired (not `offline`) and the ts of the sample that made it
+        # fire: the incident snapshots' hook (core.alerts.incidents). It must not wait.
+        self.on_fire: Callable[[Alert, float], None] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -431,6 +435,11 @@ class AlertEngine:
         if self._notifiable(lv, now):
             self._deliver(lv, "firing", now)
             lv.notified = True
+        if self.on_fire is not None and not lv.rule.offline:
+            try:
+                self.on_fire(self.alert(lv), ts)
+            except Exception:  # a snapshot is a nice-to-have; the alert itself must go on
+                log.exception("could not ask for a snapshot of alert %d", lv.id)
 
     def _resolve(self, lv: Live, ts: float, now: float) -> None:
         lv.m.state = None
@@ -716,6 +725,19 @@ class AlertEngine:
         await self.sync()
         return self.alert(lv)
 
+    async def announce(self, alert_id: int) -> None:
+        """Tell the clients about an alert again, as it is now: something shown with it changed
+        (its incident snapshot arrived). A pruned alert is not announced."""
+        lv = self.by_id.get(alert_id)
+        if lv is not None:
+            self._event(lv)
+            await self.sync()
+            return
+        row = await self.db.fetchone(f"SELECT {_ALERT_COLS} FROM alerts WHERE id = ?", (alert_id,))
+        if row is not None:
+            alert = alert_from_row(row)
+            self.bus.publish(alert.node_id, AlertEvent(alert=alert))
+
     def silences_changed(self) -> None:
         """A silence was made or ended: tell clients about the open alerts whose `silenced` changed."""
         for lv in self.open.values():
@@ -788,7 +810,7 @@ class AlertEngine:
         return m.AlertDetail(alert=alert, transitions=transitions, deliveries=deliveries)
 
     async def prune(self, now: float | None = None, chunk: int = 5000) -> int:
-        """Forget resolved alerts (with their transitions and deliveries) past `alert_retention`."""
+        """Forget resolved alerts (with their transitions, deliveries and snapshots) past `alert_retention`."""
         now = time.time() if now is None else now
         cutoff = now - self.settings.alert_retention
         removed = 0

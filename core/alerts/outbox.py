@@ -60,6 +60,7 @@ class Row:
     created_at: float
     metric: str | None
     op: str | None
+    summary: str | None  # the alert's incident snapshot in a line, once it arrived
 
 
 _alert = msgspec.json.Decoder(WebhookAlert)
@@ -158,7 +159,8 @@ class Outbox:
     async def _due(self, now: float) -> list[Row]:
         rows = await self.db.fetchall(
             "SELECT d.id, d.alert_id, d.channel_id, d.status, d.payload, d.attempts, d.created_at, "
-            "a.metric, a.op FROM alert_deliveries d LEFT JOIN alerts a ON a.id = d.alert_id "
+            "a.metric, a.op, s.summary FROM alert_deliveries d LEFT JOIN alerts a ON a.id = d.alert_id "
+            "LEFT JOIN alert_snapshots s ON s.alert_id = d.alert_id "
             "WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= ? "
             "ORDER BY d.next_attempt_at, d.id LIMIT ?",
             (now, BATCH),
@@ -196,7 +198,13 @@ class Outbox:
             )
             return
         try:
-            alerts = [_alert.decode(r.payload) for r in rows]
+            # The snapshot's summary is filled in now: it usually arrives after the row was written.
+            alerts = [
+                msgspec.structs.replace(_alert.decode(r.payload), snapshot=r.summary)
+                if r.summary and r.status == "firing"
+                else _alert.decode(r.payload)
+                for r in rows
+            ]
         except msgspec.DecodeError as exc:
             await self._fail(ids, f"bad payload in the outbox: {exc}")
             return

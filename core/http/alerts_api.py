@@ -121,7 +121,8 @@ async def get_alert(c: Call) -> m.AlertDetail:
     detail = await c.core.alerts.detail(c.path_id("alert"))
     if detail is None:
         raise ApiError(404, "not_found", "no such alert")
-    return detail
+    snapshot, note = await c.core.incidents.for_alert(detail.alert)
+    return msgspec.structs.replace(detail, snapshot=snapshot, snapshot_note=note)
 
 
 async def ack_alert(c: Call) -> Alert:
@@ -253,7 +254,7 @@ ALERT_ROUTES: list[Route] = [
         "GET",
         f"{V}/alerts/{{id}}",
         get_alert,
-        summary="An alert with its transitions and delivery log",
+        summary="An alert with its transitions, delivery log and incident snapshot",
         role=Role.VIEWER,
         response=m.AlertDetail,
         tag="alerts",

@@ -252,6 +252,17 @@ ALTER TABLE tokens ADD COLUMN family TEXT;
 ALTER TABLE tokens ADD COLUMN spent_at REAL;
 CREATE INDEX tokens_family ON tokens(family);
 """,
+    # 7: incident snapshots, one per fired alert: the agent's IncidentSnapshot as JSON and its
+    # summary for notifications, or why there is none; they go with their alert
+    """
+CREATE TABLE alert_snapshots (
+    alert_id INTEGER PRIMARY KEY REFERENCES alerts(id) ON DELETE CASCADE,
+    ts REAL NOT NULL,
+    body TEXT,
+    summary TEXT,
+    error TEXT
+);
+""",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

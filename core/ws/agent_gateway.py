@@ -1,4 +1,5 @@
-"""The /ws/agent gateway: hello and enrollment, sample batches acknowledged after commit, heartbeats."""
+"""The /ws/agent gateway: hello and enrollment, sample batches acknowledged after commit, heartbeats;
+command output and results, and incident snapshots, handed on."""
 
 from __future__ import annotations
 
@@ -182,6 +183,8 @@ async def _serve(core: Core, node: NodeState, session: AgentSession) -> None:
             await core.commands.on_output(node.id, frame)
         elif isinstance(frame, p.CommandResult):
             await core.commands.on_result(node.id, frame)
+        elif isinstance(frame, p.Incident):
+            core.incidents.on_incident(node.id, frame)
         elif isinstance(frame, p.Ping):
             await session.send(p.Pong(ts=frame.ts))
         elif isinstance(frame, p.Error):

@@ -28,6 +28,7 @@ from servermanager.common.protocol import (
     CommandResult,
     Frame,
     Hello,
+    Incident,
     Ping,
     Pong,
     Samples,
@@ -118,6 +119,7 @@ class FakeCore:
     outputs: list[CommandOutput] = field(default_factory=list)
     results: dict[str, CommandResult] = field(default_factory=dict)
     frame_log: list[tuple[float, str, str]] = field(default_factory=list)  # (monotonic, type, command id)
+    incidents: dict[str, Incident] = field(default_factory=dict)  # snapshot answers, by request id
     ws: ServerConnection | None = None  # the latest welcomed connection
 
     async def send(self, frame: Frame) -> None:
@@ -174,6 +176,9 @@ class FakeCore:
                 elif isinstance(frame, CommandResult):
                     self.results[frame.command_id] = frame
                     self.frame_log.append((time.monotonic(), "result", frame.command_id))
+                    self.pulse.fire()
+                elif isinstance(frame, Incident):
+                    self.incidents[frame.request_id] = frame
                     self.pulse.fire()
                 elif isinstance(frame, Samples):
                     seqs = [s.seq for s in frame.samples]

@@ -66,6 +66,7 @@ class RawAgent:
         self.credential: str | None = None
         self.seq = 0
         self._dec = p.decoder(p.CoreToAgent)
+        self.skipped: list[Any] = []  # frames recv_type passed over, in order (incident requests...)
 
     async def connect(self) -> aiohttp.ClientWebSocketResponse:
         assert self.core.http is not None
@@ -109,6 +110,7 @@ class RawAgent:
                 return frame
             if isinstance(frame, aiohttp.WSMessage):
                 raise AssertionError(f"socket ended while waiting for {cls.__name__}: {frame}")
+            self.skipped.append(frame)
 
     def make(self, n: int = 1, ts: float | None = None, step: float = 1.0, **over: Any) -> list[mt.Sample]:
         out = []
