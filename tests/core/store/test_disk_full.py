@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from pathlib import Path
 
 import aiohttp
@@ -47,7 +48,8 @@ async def test_disk_full_is_said_once_refused_with_503_and_recovers(
         admin = await server.admin_token()
         agent = RawAgent(server, "web")
         await agent.hello(token=await server.enroll_token())
-        await agent.send_samples(agent.make(5, step=0.01))
+        # Stamped apart from the big batch below: samples of one node at the same millisecond are one row.
+        await agent.send_samples(agent.make(5, ts=time.time() - 10, step=1.0))
         await _fill(server)
 
         # A batch that cannot be stored is not acknowledged: the agent is told to back off (1013).
