@@ -13,7 +13,7 @@ import msgspec
 # The pattern syntax only: the runner (exec.runner) is imported when [exec] is enabled.
 from servermanager.agent.exec.policy import compile_patterns
 from servermanager.common.incidents import MAX_JOURNAL_LINES, MAX_TOP
-from servermanager.common.protocol import AGENT_WS_PATH, DEFAULT_MAX_FRAME_BYTES
+from servermanager.common.protocol import AGENT_WS_PATH, DEFAULT_MAX_FRAME_BYTES, MAX_SAMPLES_PER_BATCH
 from servermanager.common.settings import SettingsError, load_settings
 
 ENV_PREFIX = "SM_AGENT_"
@@ -185,8 +185,10 @@ class AgentSettings(msgspec.Struct, kw_only=True):
                 f"setting interval must be at least 1 second (got {self.interval:g}s); "
                 "sampling faster costs more than it shows"
             )
-        if self.batch_size < 1:
-            raise SettingsError("setting batch_size must be at least 1")
+        if not 1 <= self.batch_size <= MAX_SAMPLES_PER_BATCH:
+            raise SettingsError(
+                f"setting batch_size must be from 1 to {MAX_SAMPLES_PER_BATCH} (the core's limit)"
+            )
         if self.max_inflight_batches < 1:
             raise SettingsError("setting max_inflight_batches must be at least 1")
         if self.spool_max_samples < 1:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -15,6 +15,8 @@ PROTOCOL_VERSION = 1
 AGENT_WS_PATH = "/ws/agent"
 CLIENT_WS_PATH = "/ws/client"
 DEFAULT_MAX_FRAME_BYTES = 1 << 20
+# Most samples one `samples` frame may carry; a bigger batch is an invalid frame.
+MAX_SAMPLES_PER_BATCH = 2000
 
 
 class MsgType(enum.StrEnum):
@@ -90,7 +92,7 @@ class Welcome(Frame, tag=MsgType.WELCOME.value):
 
 
 class Samples(Frame, tag=MsgType.SAMPLES.value):
-    samples: list[Sample]
+    samples: Annotated[list[Sample], msgspec.Meta(max_length=MAX_SAMPLES_PER_BATCH)]
 
 
 class Ack(Frame, tag=MsgType.ACK.value):

@@ -17,6 +17,9 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     max_frame_bytes: int = 1 << 20
     hello_timeout: float = 10.0
     max_unauthenticated: int = 256
+    ingest_bytes_per_second: float = 2 * (1 << 20)
+    ingest_frames_per_second: float = 50.0
+    ingest_batches_in_flight: int = 4
     agent_interval: float = 0.0
     heartbeat_misses: int = 3
     sample_max_future: float = 300.0
@@ -53,6 +56,9 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         "max_frame_bytes": "largest WebSocket frame accepted; bigger ones close with 1009",
         "hello_timeout": "seconds a new socket may stay silent before its first frame",
         "max_unauthenticated": "WebSockets that have not yet sent hello or auth; more are closed with 1013",
+        "ingest_bytes_per_second": "bytes one agent may send per second; faster, its socket is read slower",
+        "ingest_frames_per_second": "frames one agent may send per second; faster, its socket is read slower",
+        "ingest_batches_in_flight": "sample batches of one agent waiting for their commit before its socket is read again",
         "agent_interval": "sample interval imposed on every agent; 0 lets each agent use its own",
         "heartbeat_misses": "missed intervals after which a silent node is marked offline",
         "sample_max_future": "samples stamped further ahead of the core's clock are rejected",
@@ -89,6 +95,13 @@ class CoreSettings(msgspec.Struct, kw_only=True):
             raise SettingsError(f"setting listen: expected HOST:PORT, got {self.listen!r}")
         if self.max_unauthenticated < 1:
             raise SettingsError("setting max_unauthenticated must be at least 1")
+        if self.ingest_bytes_per_second < self.max_frame_bytes / 10 or self.ingest_frames_per_second < 1:
+            raise SettingsError(
+                "settings ingest_bytes_per_second must be at least max_frame_bytes / 10 "
+                "and ingest_frames_per_second at least 1"
+            )
+        if self.ingest_batches_in_flight < 1:
+            raise SettingsError("setting ingest_batches_in_flight must be at least 1")
         if self.heartbeat_misses < 1:
             raise SettingsError("setting heartbeat_misses must be at least 1")
         if self.agent_interval and self.agent_interval < 1:

@@ -26,6 +26,71 @@ _hello = p.decoder(p.Hello)
 _NONE_REJECTED: list[int] = []
 
 
+class Bucket:
+    """A token bucket: `rate` per second, up to `burst` saved. `take` returns how long to wait."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.at = time.monotonic()
+
+    def take(self, n: float) -> float:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        self.tokens -= n  # may go below zero: the debt is what the caller waits off
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+class Ingest:
+    """One agent's share of the core: frames and bytes per second, and batches waiting for a commit.
+
+    Past either, the gateway stops reading that socket for a while; TCP then slows the agent, its
+    spool holds the rest, and memory stays bounded (aiohttp pauses the transport once its small
+    buffer is full). Nothing is dropped and no other agent waits for this one.
+    """
+
+    LOG_EVERY = 60.0
+
+    def __init__(self, core: Core) -> None:
+        s = core.settings
+        self.bytes = Bucket(
+            s.ingest_bytes_per_second, max(2.0 * s.max_frame_bytes, s.ingest_bytes_per_second)
+        )
+        self.frames = Bucket(s.ingest_frames_per_second, 2.0 * s.ingest_frames_per_second)
+        self.max_in_flight = s.ingest_batches_in_flight
+        self.in_flight = 0
+        self.room = asyncio.Event()
+        self.throttled = 0  # waits since the last log line
+        self._logged_at = -self.LOG_EVERY
+
+    def sent(self, size: int) -> float:
+        return max(self.frames.take(1), self.bytes.take(size))
+
+    def done(self) -> None:
+        self.in_flight -= 1
+        self.room.set()
+
+    async def wait(self, node: NodeState, delay: float) -> None:
+        """Before reading the next frame: pay off the rate debt, then wait for a commit slot."""
+        if delay > 0 or self.in_flight >= self.max_in_flight:
+            self.throttled += 1
+            now = time.monotonic()
+            if now - self._logged_at >= self.LOG_EVERY:
+                log.warning(
+                    "node %d sends faster than the ingest limits allow; reading its socket slower "
+                    "(%d time(s) since the last report)",
+                    node.id,
+                    self.throttled,
+                )
+                self._logged_at, self.throttled = now, 0
+        if delay > 0:
+            await asyncio.sleep(delay)
+        while self.in_flight >= self.max_in_flight:
+            self.room.clear()
+            await self.room.wait()
+
+
 class AgentSession:
     """One live agent socket; the registry closes it when a newer one arrives or the node is deleted.
 
@@ -40,11 +105,14 @@ class AgentSession:
         self._acks: list[p.Ack] = []
         self._acks_ready = asyncio.Event()
         self.storage_failed: BaseException | None = None
+        self.ingest: Ingest | None = None
         # Bound once: `session.committed` would make a bound-method object for every batch.
         self.on_commit = self.committed
 
     def committed(self, node: NodeState, ack: p.Ack, last_seq: int, exc: BaseException | None) -> None:
         """The store's verdict on one batch; runs inside the commit loop, so it must not block."""
+        if self.ingest is not None:
+            self.ingest.done()
         if exc is not None:
             # Not acknowledged, so the agent keeps them and resends after reconnecting.
             self.storage_failed = exc
@@ -155,7 +223,10 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
 async def _serve(core: Core, node: NodeState, session: AgentSession) -> None:
     ws = session.ws
     bad = 0
+    ingest = session.ingest = Ingest(core)
+    delay = 0.0
     while not ws.closed:
+        await ingest.wait(node, delay)
         # No per-frame timeout: Nodes.watchdog closes links that fell silent, which costs one sweep
         # a tick instead of a timer armed and cancelled for every frame.
         msg = await ws.receive()
@@ -166,6 +237,7 @@ async def _serve(core: Core, node: NodeState, session: AgentSession) -> None:
             return
         if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
             continue
+        delay = ingest.sent(len(msg.data))
         core.nodes.seen(node)
         try:
             frame = p.decode(_from_agent, msg.data)
@@ -222,6 +294,8 @@ async def _on_samples(core: Core, node: NodeState, session: AgentSession, frame:
             core.alerts.on_sample(node, sample)
     seqs = [x.seq for x in frame.samples]
     ack = p.Ack(upto_seq=max(seqs), from_seq=min(seqs), rejected=rejected or _NONE_REJECTED)
+    if session.ingest is not None:
+        session.ingest.in_flight += 1  # until committed() hears the outcome, whichever way below
     if not accepted:
         session.committed(node, ack, 0, None)
         return
