@@ -53,6 +53,8 @@ class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
     # The device token an earlier login on this device got: its failed logins are counted apart,
     # so failures from anyone else cannot lock it out.
     device_token: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    # The authenticator app's 6 digits (or a recovery code) when the user has two-factor sign-in.
+    otp: Annotated[str, Meta(min_length=6, max_length=32)] | None = None
 
 
 class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -66,12 +68,17 @@ class TokenPair(msgspec.Struct):
     token_type: str = "Bearer"
     role: str = ""
     device_token: str | None = None  # login only: keep it (a secret) and send it with the next login
+    must_change_password: bool = False  # the password was generated or reset: ask for a new one
+    totp_setup_required: bool = False  # this role must sign in with two factors: set them up first
 
 
 class Me(msgspec.Struct):
     id: int
     name: str
     role: str
+    must_change_password: bool = False
+    totp: bool = False  # two-factor sign-in is on for this user
+    totp_setup_required: bool = False
 
 
 class NodeList(msgspec.Struct):
@@ -117,6 +124,88 @@ class User(msgspec.Struct):
     name: str
     role: str
     created_at: float
+    disabled: bool = False
+    must_change_password: bool = False
+    totp: bool = False
+
+
+class UserPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Change a user: role, disabled (signs them out everywhere at once), or `totp: false` to reset
+    a lost authenticator."""
+
+    role: RoleName | None = None
+    disabled: bool | None = None
+    totp: Literal[False] | None = None
+
+
+Password = Annotated[str, Meta(min_length=8, max_length=1024)]
+
+
+class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
+    current_password: Annotated[str, Meta(min_length=1, max_length=1024)]
+    new_password: Password
+
+
+class PasswordReset(msgspec.Struct, forbid_unknown_fields=True):
+    """An admin sets a new password; the user must change it at the next sign-in."""
+
+    new_password: Password
+
+
+class TokenInfo(msgspec.Struct):
+    """A token, never its secret: `id` is a short, public handle to revoke it by."""
+
+    id: str
+    user: str
+    kind: str  # access, refresh, api
+    name: str | None
+    created_at: float
+    expires_at: float | None
+    session: str | None  # tokens of one sign-in share it
+    current: bool = False  # the token of this very request
+
+
+class TokenList(msgspec.Struct):
+    tokens: list[TokenInfo]
+
+
+class TokenQuery(msgspec.Struct, forbid_unknown_fields=True):
+    user: Name | None = None  # admins: another user's (default: your own); "*" is not a name
+
+
+class EnrollTokenInfo(msgspec.Struct):
+    id: str
+    created_at: float
+    expires_at: float
+    uses_left: int
+
+
+class EnrollTokenList(msgspec.Struct):
+    tokens: list[EnrollTokenInfo]
+
+
+class TotpSetup(msgspec.Struct):
+    """Put `secret` (or the otpauth:// `uri`, as a QR code) in an authenticator app, then confirm a code."""
+
+    secret: str
+    uri: str
+
+
+class TotpCode(msgspec.Struct, forbid_unknown_fields=True):
+    code: Annotated[str, Meta(min_length=6, max_length=32)]
+
+
+class RecoveryCodes(msgspec.Struct):
+    """Shown once: each signs in once in place of the authenticator's code."""
+
+    codes: list[str]
+
+
+class StepUp(msgspec.Struct, forbid_unknown_fields=True):
+    """Confirm it is you before a command: the password, or the authenticator's code."""
+
+    password: Annotated[str, Meta(min_length=1, max_length=1024)] | None = None
+    code: Annotated[str, Meta(min_length=6, max_length=32)] | None = None
 
 
 class UserList(msgspec.Struct):

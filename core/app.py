@@ -43,7 +43,9 @@ async def _first_admin(core: Core, folder: Path) -> None:
     if await core.users.count():
         return
     password = secrets.token_urlsafe(12)
-    await core.users.create("admin", password, Role.ADMIN)
+    uid = await core.users.create("admin", password, Role.ADMIN)
+    # A password that sat in a file is asked to be changed at the first sign-in.
+    await core.db.execute("UPDATE users SET must_change_password = 1 WHERE id = ?", (uid,))
     path = folder / INITIAL_PASSWORD_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

@@ -92,6 +92,7 @@ class Principal:
     via: TokenKind
     token: bytes = b""  # the hash of the token it came with (empty from a password check)
     stepped_up_at: float | None = None  # the session's last fresh password or TOTP entry
+    totp: bool = False  # the user signs in with two factors
 
 
 class AuthError(Exception):
@@ -227,7 +228,7 @@ class Users:
 
     async def resolve(self, token: str, kinds: tuple[TokenKind, ...]) -> Principal | None:
         row = await self.db.fetchone(
-            "SELECT t.kind, t.expires_at, u.id, u.name, u.role, t.hash, t.stepped_up_at FROM tokens t "
+            "SELECT t.kind, t.expires_at, u.id, u.name, u.role, t.hash, t.stepped_up_at, u.totp_enabled FROM tokens t "
             "JOIN users u ON u.id = t.user_id WHERE t.hash = ? AND t.spent_at IS NULL AND u.disabled = 0",
             (token_hash(token),),
         )
@@ -236,7 +237,7 @@ class Users:
         kind = TokenKind(row[0])
         if kind not in kinds or (row[1] is not None and row[1] < time.time()):
             return None
-        return Principal(row[2], row[3], Role(row[4]), kind, bytes(row[5]), row[6])
+        return Principal(row[2], row[3], Role(row[4]), kind, bytes(row[5]), row[6], bool(row[7]))
 
     async def valid_roles(self, hashes: set[bytes]) -> dict[bytes, Role]:
         """Of these token hashes, the ones still valid (present, unexpired), with their user's role now."""

@@ -35,6 +35,8 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     refresh_token_ttl: float = 30 * 86400.0
     login_max_failures: int = 5
     login_window: float = 300.0
+    step_up_window: float = 300.0
+    totp_required_role: str = ""
     metrics_auth: bool = True
     commands_per_minute: int = 30
     uvloop: bool = True
@@ -74,6 +76,8 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         "refresh_token_ttl": "lifetime of a refresh token",
         "login_max_failures": "failed logins per user and address before refusing more",
         "login_window": "window for counting failed logins",
+        "step_up_window": "a signed-in user runs commands only this long after entering a password or code; 0: off",
+        "totp_required_role": "operator or admin: users of that role or above must set up two-factor sign-in; empty: optional",
         "metrics_auth": "require a bearer token on GET /metrics",
         "commands_per_minute": "commands and service actions one user may start per minute",
         "uvloop": "run on uvloop's event loop where it is installed (Linux, macOS); false: plain asyncio",
@@ -93,6 +97,10 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         _, sep, port = self.listen.rpartition(":")
         if not sep or not port.isdigit():
             raise SettingsError(f"setting listen: expected HOST:PORT, got {self.listen!r}")
+        if self.totp_required_role not in ("", "viewer", "operator", "admin"):
+            raise SettingsError("setting totp_required_role must be empty, viewer, operator or admin")
+        if self.step_up_window < 0:
+            raise SettingsError("setting step_up_window must be 0 (off) or more")
         if self.max_unauthenticated < 1:
             raise SettingsError("setting max_unauthenticated must be at least 1")
         if self.ingest_bytes_per_second < self.max_frame_bytes / 10 or self.ingest_frames_per_second < 1:

@@ -155,6 +155,12 @@ def main(args: argparse.Namespace) -> int:
         log.error("%s", problem)
         return 1
     app = make_app()
+    # Python's cycle collector runs in whichever thread allocates: in a worker thread (keyring,
+    # the loop's executor) it can destroy a Qt object there and crash Qt. Collect on a timer in the
+    # GUI thread only (pyqtgraph's collector; kept referenced for the app's life).
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    _collector = GarbageCollector(interval=1.0)
     # The QApplication must exist before the loop: qasync's loop drives Qt's event loop.
     with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
         if testing:

@@ -18,8 +18,10 @@ from servermanager.common.history import choose_resolution
 from servermanager.common.metrics import SCALAR_FIELDS
 from servermanager.common.protocol import PROTOCOL_VERSION, ServiceRequest
 from servermanager.common.rest import Targets
+from servermanager.core.accounts import Accounts
 from servermanager.core.auth import Principal, RefreshReuse, Role, TokenKind, token_hash
 from servermanager.core.commands import LiveCommand, TargetError
+from servermanager.core.http.accounts_api import ACCOUNT_ROUTES
 from servermanager.core.http.alerts_api import ALERT_ROUTES
 from servermanager.core.http.channels_api import CHANNEL_ROUTES
 from servermanager.core.http.openapi import build_openapi
@@ -67,26 +69,46 @@ async def login(c: Call) -> m.TokenPair:
             f"too many failed logins; try again in {int(wait) + 1}s",
             {"Retry-After": str(int(wait) + 1)},
         )
+    accounts = Accounts(c.core.db, users)
     try:
         who = await users.check_password(body.username, body.password)
+        must_change, totp = await accounts.flags(who.user_id) if who is not None else (False, False)
+        if who is not None and totp and body.otp is None:
+            # The password was right; the second factor is missing, which is no guess to count.
+            throttle.release(body.username, peer, device)
+            raise ApiError(401, "otp_required", "two-factor sign-in: add the authenticator's code as 'otp'")
+        second_ok = who is None or not totp or await accounts.second_factor(who.user_id, body.otp or "")
+    except ApiError:
+        raise
     except BaseException:
         throttle.release(body.username, peer, device)  # not a wrong password: it does not count
         raise
-    if who is None:
+    if who is None or not second_ok:
         log.warning("failed login for %r from %s", body.username, peer)
         await c.core.audit.record(
             body.username, "auth.login", f"user:{body.username}", "failed", {"from": peer}
         )
+        if who is not None:
+            raise ApiError(401, "bad_credentials", "wrong or already used two-factor code")
         raise ApiError(401, "bad_credentials", "wrong user name or password")
     throttle.succeeded(body.username, peer, device)
     log.info("user %s logged in from %s", who.name, peer)
     await c.core.audit.record(who.name, "auth.login", f"user:{who.name}", "ok", {"from": peer})
     pair = await _token_pair(c, who, secrets.token_hex(8))
+    # The password (and code) were just entered: that is a step-up for this session's first minutes.
+    await accounts.mark_stepped_up(token_hash(pair.access_token))
+    pair.must_change_password = must_change
+    pair.totp_setup_required = _totp_required(c, who.role) and not totp
     if device is None:
         pair.device_token, _ = await users.issue(who.user_id, TokenKind.DEVICE)
     else:
         pair.device_token = body.device_token
     return pair
+
+
+def _totp_required(c: Call, role: Role) -> bool:
+    need = c.core.settings.totp_required_role
+    return bool(need) and role.allows(Role(need))
 
 
 async def _token_pair(c: Call, who: Principal, family: str) -> m.TokenPair:
@@ -129,7 +151,15 @@ async def logout(c: Call) -> None:
 
 async def me(c: Call) -> m.Me:
     assert c.who is not None
-    return m.Me(c.who.user_id, c.who.name, c.who.role.value)
+    must_change, totp = await Accounts(c.core.db, c.core.users).flags(c.who.user_id)
+    return m.Me(
+        c.who.user_id,
+        c.who.name,
+        c.who.role.value,
+        must_change_password=must_change,
+        totp=totp,
+        totp_setup_required=_totp_required(c, c.who.role) and not totp,
+    )
 
 
 async def list_nodes(c: Call) -> m.NodeList:
@@ -185,8 +215,7 @@ async def node_history(c: Call) -> m.History:
 
 
 async def list_users(c: Call) -> m.UserList:
-    rows = await c.core.db.fetchall("SELECT id, name, role, created_at FROM users ORDER BY id")
-    return m.UserList([m.User(*r) for r in rows])
+    return m.UserList(await Accounts(c.core.db, c.core.users).all())
 
 
 async def create_user(c: Call) -> m.User:
@@ -237,8 +266,24 @@ def _rate_limit(c: Call) -> None:
         )
 
 
+def _check_step_up(c: Call) -> None:
+    """A command runs on servers: a signed-in person confirms it is them now, not 14 minutes ago at
+    an unlocked desk. API tokens (scripts) are exempt; an admin created them on purpose."""
+    assert c.who is not None
+    window = c.core.settings.step_up_window
+    if not window or c.who.via != TokenKind.ACCESS:
+        return
+    if c.who.stepped_up_at is None or time.time() - c.who.stepped_up_at > window:
+        raise ApiError(
+            403,
+            "step_up_required",
+            "confirm it is you first: POST /api/v1/auth/step-up with your password or two-factor code",
+        )
+
+
 async def _start(c: Call, targets: Targets, frame_args: dict[str, Any], **kw: Any) -> LiveCommand:
     assert c.who is not None
+    _check_step_up(c)
     _rate_limit(c)
     try:
         cmd = await c.core.commands.create(c.actor, targets, frame_args, **kw)
@@ -531,5 +576,6 @@ ROUTES: list[Route] = [
     ),
     Route("GET", f"{V}/openapi.json", openapi, summary="This document", role=Role.VIEWER, tag="core"),
 ]
+ROUTES += ACCOUNT_ROUTES
 ROUTES += ALERT_ROUTES
 ROUTES += CHANNEL_ROUTES

@@ -105,7 +105,24 @@ async def authenticate(core: Core, request: web.Request, role: Role) -> Principa
         raise ApiError(401, "unauthorized", "invalid or expired token")
     if not who.role.allows(role):
         raise ApiError(403, "forbidden", f"this needs the {role.value} role; you are {who.role.value}")
+    need = core.settings.totp_required_role
+    if (
+        need
+        and not who.totp
+        and who.via == TokenKind.ACCESS
+        and who.role.allows(Role(need))
+        and not request.path.startswith(_TOTP_SETUP_PATHS)
+    ):
+        raise ApiError(
+            403,
+            "totp_setup_required",
+            f"{need}s must sign in with two factors: set it up first (POST /api/v1/auth/totp/setup)",
+        )
     return who
+
+
+# What a user who must set up two-factor sign-in may still do: that, and see who they are.
+_TOTP_SETUP_PATHS = ("/api/v1/auth/totp/", "/api/v1/auth/me", "/api/v1/auth/logout", "/api/v1/auth/password")
 
 
 def aiohttp_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

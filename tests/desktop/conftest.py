@@ -8,6 +8,7 @@ import os
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
 import asyncio
+import gc
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
@@ -105,6 +106,10 @@ def loop(qt_loop: qasync.QEventLoop, qtbot: QtBot) -> Iterator[qasync.QEventLoop
     """
     asyncio.set_event_loop(qt_loop)
     asyncio.events._set_running_loop(qt_loop)
+    # As the app does (desktop.main): no cycle collection in worker threads, where destroying a Qt
+    # object crashes Qt (the in-process core's scrypt and SQLite threads allocate a lot); the test's
+    # garbage is collected here, in the GUI thread, when it ends.
+    gc.disable()
     try:
         yield qt_loop
     finally:
@@ -114,6 +119,8 @@ def loop(qt_loop: qasync.QEventLoop, qtbot: QtBot) -> Iterator[qasync.QEventLoop
         qtbot.waitUntil(lambda: all(t.done() for t in pending), timeout=5000)
         asyncio.events._set_running_loop(None)
         asyncio.set_event_loop(None)
+        gc.collect()
+        gc.enable()
 
 
 @pytest.fixture
