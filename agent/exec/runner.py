@@ -3,7 +3,9 @@
 # A Command from the core is admitted (enabled? well formed? allowed and not denied? under the
 # concurrency cap? can we be the configured user?) or answered at once with status "refused" or
 # "error". An admitted command runs in its own process group; its stdout and stderr stream back as
-# separate, coalesced CommandOutput chunks, and one CommandResult follows them last.
+# separate, coalesced CommandOutput chunks, and one CommandResult follows them last. When it ends,
+# times out or is cancelled, nothing it started is left running (exec.tree, on Linux), and the
+# result says what was stopped.
 #
 # Frames for the core go through the Outbox (exec.outbox), which the link drains between sample
 # batches (they share one socket and one send lock, so a sample waits for one output chunk at

@@ -219,13 +219,18 @@ async def test_no_zombies_pile_up_after_many_commands(make: Any, tmp_path: Path)
 
 async def test_orphans_are_reaped_while_their_command_still_runs(make: Any, tmp_path: Path) -> None:
     name = f"smz{secrets.token_hex(4)}"
-    (tmp_path / name).symlink_to("/bin/true")
+    (tmp_path / name).symlink_to("/bin/sleep")
     runner, col = make()
-    shell = f"i=0; while [ $i -lt 10 ]; do ({tmp_path / name} &); i=$((i+1)); done; echo spawned; sleep 30"
+    # Ten orphans (their subshell exits at once) that end on their own while the command runs on.
+    shell = f"i=0; while [ $i -lt 10 ]; do ({tmp_path / name} 2 &); i=$((i+1)); done; echo spawned; sleep 30"
     runner.submit(Command("c1", 60, shell=shell))
     await wait_for(lambda: col.text("c1") == "spawned\n", 10, "the orphans to be started")
-    await wait_for(lambda: not running_named(name), 5, "the orphans to exit")
-    await wait_for(lambda: zombies_named(name) == [], 5, "the exited orphans to be reaped")
+    orphans = running_named(name)
+    assert len(orphans) == 10
+    assert {p.ppid() for p in orphans} == {os.getpid()}  # the agent's now, not PID 1's
+    await wait_for(lambda: not running_named(name), 10, "the orphans to exit")
+    await wait_for(lambda: zombies_named(name) == [], 5, "the agent to reap them")
+    assert own_foreign_zombies() == []
     assert runner.running == ["c1"]
     runner.cancel("c1")
     assert (await col.wait_result("c1")).status == "cancelled"
