@@ -242,9 +242,7 @@ class CommandRunner:
         self._on_change = on_change
         self._jobs: dict[str, _Job] = {}
         self._policy = Policy(settings.allow, settings.deny)
-        # A command's orphans come to the agent rather than to PID 1, so none escapes its end.
-        self._subreaper = settings.enabled and acquire_subreaper()
-        self._holds_subreaper = settings.enabled
+        # While commands run: the agent as their orphans' reaper (exec.tree), and its reaping loop.
         self._reaper: asyncio.Task[None] | None = None
         self.received = 0
         self.refused = 0
@@ -318,18 +316,23 @@ class CommandRunner:
         if self._reaper is not None:
             self._reaper.cancel()
             await asyncio.gather(self._reaper, return_exceptions=True)
-            self._reaper = None
-        reap_orphans()
-        if self._holds_subreaper:
-            self._holds_subreaper = self._subreaper = False
-            release_subreaper()
+
+    def _hold_subreaper(self) -> None:
+        """From the first command on, until none runs: a command's orphans are re-parented to the
+        agent rather than to PID 1, so none escapes its end, and the agent reaps them as they exit."""
+        if self._reaper is None:
+            acquire_subreaper()
+            self._reaper = asyncio.create_task(self._reap_while_running(), name="exec-reaper")
 
     async def _reap_while_running(self) -> None:
-        """Orphans that exit while their command still runs are reaped as they go, not at its end."""
-        while self._jobs:
+        try:
+            while self._jobs:
+                reap_orphans()
+                await asyncio.sleep(REAP_INTERVAL)
+        finally:
             reap_orphans()
-            await asyncio.sleep(REAP_INTERVAL)
-        self._reaper = None
+            release_subreaper()
+            self._reaper = None
 
     # ------------------------------------------------------------ admission
 
@@ -382,8 +385,7 @@ class CommandRunner:
 
     async def _run_job(self, job: _Job) -> CommandResult:
         cmd = job.command
-        if self._subreaper and self._reaper is None:
-            self._reaper = asyncio.create_task(self._reap_while_running(), name="exec-reaper")
+        self._hold_subreaper()
         log.debug(
             "command %s started: %s %s%s%s, timeout %gs",
             cmd.command_id,

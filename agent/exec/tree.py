@@ -5,7 +5,7 @@ Signalling that group misses three kinds of process: `nohup cmd &` once the main
 ended on its own (nothing signals the group then), `setsid cmd &` (a session and group of its own)
 and the double-forked daemon (setsid, and its parent gone). On Linux the agent finds them all:
 
-- While a CommandRunner lives, the agent is a child subreaper (prctl PR_SET_CHILD_SUBREAPER):
+- While commands run, the agent is a child subreaper (prctl PR_SET_CHILD_SUBREAPER):
   a command's orphans are re-parented to the agent instead of PID 1. So every process a command
   started is under its main process, in its group, or under one of the agent's re-parented
   orphans: nothing is out of reach, whatever session or group it moved to.
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -68,9 +69,17 @@ class _Subreaper:
     holders: int = 0
     active: bool = False
     set_here: bool = False  # this module set it, so it clears it when the last holder goes
+    warned: bool = False
 
 
 _SUBREAPER = _Subreaper()
+
+
+@functools.cache
+def _libc() -> Any:
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _prctl_subreaper(value: int | None) -> bool | None:
@@ -78,7 +87,7 @@ def _prctl_subreaper(value: int | None) -> bool | None:
     import ctypes  # only an agent that runs commands pays for ctypes
 
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = _libc()
         if value is None:
             flag = ctypes.c_int(0)
             ok = libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0
@@ -106,11 +115,13 @@ def acquire_subreaper() -> bool:
             log.debug("child subreaper: commands' orphaned processes are re-parented to the agent")
         else:
             st.active = False
-            log.warning(
-                "could not make the agent a child subreaper: a command's process that leaves its "
-                "session and clears %s may outlive the command",
-                MARK_ENV,
-            )
+            if not st.warned:
+                st.warned = True
+                log.warning(
+                    "could not make the agent a child subreaper: a command's process that leaves "
+                    "its session and clears %s may outlive the command",
+                    MARK_ENV,
+                )
     st.holders += 1
     return st.active
 
@@ -440,17 +451,24 @@ class CommandTree:
     # ------------------------------------------------------------ stopping them
 
     def _signal(self, found: dict[int, psutil.Process], sig: int) -> None:
+        # The group first, in one go (as before): a shell must not see its child die of our
+        # SIGTERM before it gets its own. Also reaches whatever joined the group since the scan
+        # (an unreaped leader's id is not reused).
+        group = False
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pgid, sig)
+                group = True
         for pid, p in found.items():
+            in_group = pid == self.pgid or (pid in self._seen and self._seen[pid].grouped)
+            if group and in_group and sig != sigkill():  # no second SIGTERM ("press again to force")
+                continue
             try:
                 p.send_signal(sig)  # psutil checks the pid was not reused meanwhile
             except psutil.NoSuchProcess:
                 pass
             except psutil.AccessDenied:
                 self._denied[pid] = "permission denied"
-        if self.proc.returncode is None:
-            # Also whatever joined the group since the scan (an unreaped leader's id is not reused).
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pgid, sig)
 
     async def _wait_gone(self, found: dict[int, psutil.Process], timeout: float) -> None:
         deadline = time.monotonic() + timeout

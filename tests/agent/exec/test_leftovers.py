@@ -209,12 +209,13 @@ async def test_no_zombies_pile_up_after_many_commands(make: Any, tmp_path: Path)
     name = f"smz{secrets.token_hex(4)}"
     (tmp_path / name).symlink_to("/bin/true")
     runner, _ = make()
+    before = set(own_foreign_zombies())
     for i in range(20):
         # The subshell exits at once, so its child is an orphan; it exits soon after.
         r = await runner.execute(Command(f"c{i}", 10, shell=f"({tmp_path / name} &)", cwd=str(tmp_path)))
         assert r.status == "ok", r
     assert zombies_named(name) == []
-    assert own_foreign_zombies() == []
+    assert set(own_foreign_zombies()) - before == set()
 
 
 async def test_orphans_are_reaped_while_their_command_still_runs(make: Any, tmp_path: Path) -> None:
@@ -230,7 +231,6 @@ async def test_orphans_are_reaped_while_their_command_still_runs(make: Any, tmp_
     assert {p.ppid() for p in orphans} == {os.getpid()}  # the agent's now, not PID 1's
     await wait_for(lambda: not running_named(name), 10, "the orphans to exit")
     await wait_for(lambda: zombies_named(name) == [], 5, "the agent to reap them")
-    assert own_foreign_zombies() == []
     assert runner.running == ["c1"]
     runner.cancel("c1")
     assert (await col.wait_result("c1")).status == "cancelled"
