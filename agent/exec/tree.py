@@ -83,7 +83,7 @@ def _libc() -> Any:
 
 
 def _prctl_subreaper(value: int | None) -> bool | None:
-    """Set the flag (value 0 or 1) or read it (None); None if the call failed (logged)."""
+    """Set the flag (value 0 or 1) or read it (None); None if the call failed."""
     import ctypes  # only an agent that runs commands pays for ctypes
 
     try:
@@ -96,10 +96,10 @@ def _prctl_subreaper(value: int | None) -> bool | None:
             ok = libc.prctl(_PR_SET_CHILD_SUBREAPER, value, 0, 0, 0) == 0
             result = True if ok else None
         if not ok:
-            log.warning("prctl(child subreaper) failed: %s", os.strerror(ctypes.get_errno()))
+            log.debug("prctl(child subreaper) failed: %s", os.strerror(ctypes.get_errno()))
         return result
     except (OSError, AttributeError) as exc:
-        log.warning("prctl(child subreaper) is not available: %s", exc)
+        log.debug("prctl(child subreaper) is not available: %s", exc)
         return None
 
 
