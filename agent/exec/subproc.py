@@ -32,6 +32,8 @@ class OwnChildren:
     it started, whose exit status asyncio's child watcher collects, and a command's orphans that
     the kernel re-parented to it, which exec.tree reaps. This registry tells them apart: tree never
     reaps a pid in `pids`, nor anything while a start is `pending` (forked, not yet registered).
+    A child in the agent's own session (subprocess.run of journalctl, say) is never taken for an
+    orphan; one started in a new session anywhere else in the agent must be started through here.
     """
 
     pids: set[int] = field(default_factory=set)
