@@ -3,7 +3,9 @@
 # A Command from the core is admitted (enabled? well formed? allowed and not denied? under the
 # concurrency cap? can we be the configured user?) or answered at once with status "refused" or
 # "error". An admitted command runs in its own process group; its stdout and stderr stream back as
-# separate, coalesced CommandOutput chunks, and one CommandResult follows them last.
+# separate, coalesced CommandOutput chunks, and one CommandResult follows them last. When it ends,
+# times out or is cancelled, nothing it started is left running (exec.tree, on Linux), and the
+# result says what was stopped.
 #
 # Frames for the core go through the Outbox (exec.outbox), which the link drains between sample
 # batches (they share one socket and one send lock, so a sample waits for one output chunk at
@@ -41,10 +43,19 @@ from servermanager.agent.exec.services import (
 from servermanager.agent.exec.subproc import (
     KILL_GRACE,
     MAX_MESSAGE,
-    kill_group_now,
+    OWN_CHILDREN,
     new_group_kwargs,
-    terminate_group,
     wait_exit,
+)
+from servermanager.agent.exec.tree import (
+    MARK_ENV,
+    CommandTree,
+    Mark,
+    Outcome,
+    acquire_subreaper,
+    boot_clock,
+    reap_orphans,
+    release_subreaper,
 )
 from servermanager.common.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -67,9 +78,11 @@ CHUNK_BYTES = 32 * 1024
 FLUSH_INTERVAL = 0.05
 # Once a command's own output is cut off, the rest is read (and only counted) this fast.
 DRAIN_READ = 256 * 1024
-# After the main process exits, how long its group may keep stdout/stderr open before it is
-# killed: `daemon &` that forgot to close its output must not hang the command until timeout.
+# After the main process exits, how long what it left may keep stdout/stderr open before it is
+# stopped: `daemon &` that forgot to close its output must not hang the command until timeout.
 LINGER = KILL_GRACE
+# While commands run, how often the agent reaps their orphans that have exited (exec.tree).
+REAP_INTERVAL = 1.0
 
 
 # ---------------------------------------------------------------- what a command is called
@@ -176,6 +189,11 @@ class _Job:
     task: asyncio.Task[CommandResult] | None = None
     undelivered: int = 0
     note: str | None = None
+    mark: Mark = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The marker in its processes' environment (NUL is the one character env cannot hold).
+        self.mark = Mark(self.command.command_id.replace("\0", "\\0"), boot_clock())
 
     @property
     def deadline(self) -> float:
@@ -224,6 +242,8 @@ class CommandRunner:
         self._on_change = on_change
         self._jobs: dict[str, _Job] = {}
         self._policy = Policy(settings.allow, settings.deny)
+        # While commands run: the agent as their orphans' reaper (exec.tree), and its reaping loop.
+        self._reaper: asyncio.Task[None] | None = None
         self.received = 0
         self.refused = 0
         self.finished = 0
@@ -293,6 +313,26 @@ class CommandRunner:
         tasks = [j.task for j in jobs if j.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
+
+    def _hold_subreaper(self) -> None:
+        """From the first command on, until none runs: a command's orphans are re-parented to the
+        agent rather than to PID 1, so none escapes its end, and the agent reaps them as they exit."""
+        if self._reaper is None:
+            acquire_subreaper()
+            self._reaper = asyncio.create_task(self._reap_while_running(), name="exec-reaper")
+
+    async def _reap_while_running(self) -> None:
+        try:
+            while self._jobs:
+                reap_orphans()
+                await asyncio.sleep(REAP_INTERVAL)
+        finally:
+            reap_orphans()
+            release_subreaper()
+            self._reaper = None
 
     # ------------------------------------------------------------ admission
 
@@ -345,6 +385,7 @@ class CommandRunner:
 
     async def _run_job(self, job: _Job) -> CommandResult:
         cmd = job.command
+        self._hold_subreaper()
         log.debug(
             "command %s started: %s %s%s%s, timeout %gs",
             cmd.command_id,
@@ -466,15 +507,20 @@ class CommandRunner:
         if job.run_as is not None:
             kwargs.update(user=job.run_as.uid, group=job.run_as.gid, extra_groups=job.run_as.groups)
         if cmd.shell is not None:
+            shell = cmd.shell
             if sys.platform == "win32":
-                return await asyncio.create_subprocess_shell(cmd.shell, **kwargs)  # cmd.exe /c
-            return await asyncio.create_subprocess_exec("/bin/sh", "-c", cmd.shell, **kwargs)
-        assert cmd.argv is not None
-        return await asyncio.create_subprocess_exec(*cmd.argv, **kwargs)  # no shell: no injection
+                return await OWN_CHILDREN.spawn(lambda: asyncio.create_subprocess_shell(shell, **kwargs))
+            return await OWN_CHILDREN.spawn(
+                lambda: asyncio.create_subprocess_exec("/bin/sh", "-c", shell, **kwargs)
+            )
+        argv = cmd.argv
+        assert argv is not None
+        # No shell: no injection.
+        return await OWN_CHILDREN.spawn(lambda: asyncio.create_subprocess_exec(*argv, **kwargs))
 
     async def _run_process(self, job: _Job) -> CommandResult:
         cmd = job.command
-        env = minimal_env(cmd.env, job.run_as)
+        env = {**minimal_env(cmd.env, job.run_as), MARK_ENV: job.mark.token}
         cwd = cmd.cwd or await asyncio.to_thread(default_cwd, job.run_as)
         if cmd.cwd and not await asyncio.to_thread(os.path.isdir, cmd.cwd):
             return self._result(cmd, "error", f"cannot start: working directory {cmd.cwd!r} does not exist")
@@ -496,8 +542,8 @@ class CommandRunner:
         eofs = [asyncio.ensure_future(cap.eof.wait()) for cap in caps]
         exited = asyncio.ensure_future(wait_exit(proc))  # the leader, not its pipes
         stop = asyncio.ensure_future(job.cancel.wait())
+        tree = CommandTree(proc, job.mark, lambda: [j.mark for j in self._jobs.values()])
         status: CommandStatus | None = None
-        sent: int | None = None
         try:
             await asyncio.wait(
                 [exited, stop],
@@ -506,18 +552,15 @@ class CommandRunner:
             )
             if proc.returncode is None:
                 status = "cancelled" if job.cancel.is_set() else "timeout"
-                sent = await terminate_group(proc, grace=self.grace, also_wait=eofs)
+                job.mark.ending = True
+                outcome = await tree.stop(self.grace, also_wait=eofs)
             else:
-                # The pipes close when the last process holding them exits; a child left running
-                # in the background may still hold them.
+                # The pipes close when the last process holding them exits: what the command left
+                # running may still be writing its last words. Then it is stopped, like the rest.
                 _, open_pipes = await asyncio.wait(eofs, timeout=self.linger)
-                if open_pipes:
-                    job.note = (
-                        "the command exited but processes it started kept its output open; "
-                        "they were terminated"
-                    )
-                    await terminate_group(proc, grace=self.grace, also_wait=eofs)
-            # Still open now: a process escaped the group (setsid) holding the pipes. Stop reading.
+                job.mark.ending = True
+                outcome = await tree.stop(self.grace, also_wait=eofs, pipes_open=bool(open_pipes))
+            # Still open now: a process the agent could not stop holds the pipes. Stop reading.
             _, stuck = await asyncio.wait(eofs, timeout=self.grace)
             if stuck:
                 for pump, eof in zip(pumps, eofs, strict=True):
@@ -533,29 +576,43 @@ class CommandRunner:
                 cap.finish()
                 await self._flush(job, cap)
         except BaseException:
-            kill_group_now(proc)
+            tree.kill_now()
             for t in pumps:
                 t.cancel()
             raise
         finally:
             for f in (stop, exited, *eofs):
                 f.cancel()
+            OWN_CHILDREN.release(proc)
+        return self._process_result(job, proc, status, outcome, caps)
+
+    def _process_result(
+        self,
+        job: _Job,
+        proc: asyncio.subprocess.Process,
+        status: CommandStatus | None,
+        outcome: Outcome,
+        caps: tuple[Capture, Capture],
+    ) -> CommandResult:
         rc = proc.returncode
         exit_code = rc if rc is not None and rc >= 0 else None
         signum = -rc if rc is not None and rc < 0 else None
+        ended = status is None
         if status is None:
             status = "ok" if rc == 0 else "failed"
         elif signum is None:
-            signum = sent  # it trapped our signal and exited with a code of its own
+            signum = outcome.sent  # it trapped our signal and exited with a code of its own
+        timed_out = f"timed out after {job.timeout:g}s" if status == "timeout" else None
+        cleanup = outcome.describe(ended=ended)
         return CommandResult(
-            command_id=cmd.command_id,
+            command_id=job.command.command_id,
             status=status,
             exit_code=exit_code,
             signal=signum,
             stdout_bytes=caps[0].total,
             stderr_bytes=caps[1].total,
             truncated=caps[0].truncated or caps[1].truncated,
-            message=f"timed out after {job.timeout:g}s" if status == "timeout" else None,
+            message="; ".join(m for m in (timed_out, cleanup) if m) or None,
         )
 
     async def _pump(self, job: _Job, cap: Capture, reader: asyncio.StreamReader) -> None:

@@ -10,8 +10,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 # SIGTERM first, then SIGKILL after this long: enough for a tidy exit, short enough for an operator.
@@ -22,6 +22,41 @@ EXIT_POLL = 0.05
 MAX_TOOL_OUTPUT = 8 << 20
 # A tool's complaint kept for the operator; more is noise in a result frame.
 MAX_MESSAGE = 4000
+
+
+@dataclass
+class OwnChildren:
+    """The processes this module and the runner started themselves, until their exit is collected.
+
+    With the agent as a child subreaper (exec.tree), the agent's children are of two kinds: those
+    it started, whose exit status asyncio's child watcher collects, and a command's orphans that
+    the kernel re-parented to it, which exec.tree reaps. This registry tells them apart: tree never
+    reaps a pid in `pids`, nor anything while a start is `pending` (forked, not yet registered).
+    A child in the agent's own session (subprocess.run of journalctl, say) is never taken for an
+    orphan; one started in a new session anywhere else in the agent must be started through here.
+    """
+
+    pids: set[int] = field(default_factory=set)
+    pending: int = 0
+
+    async def spawn(
+        self, start: Callable[[], Awaitable[asyncio.subprocess.Process]]
+    ) -> asyncio.subprocess.Process:
+        self.pending += 1
+        try:
+            proc = await start()
+            self.pids.add(proc.pid)
+        finally:
+            self.pending -= 1
+        return proc
+
+    def release(self, proc: asyncio.subprocess.Process) -> None:
+        """Forget `proc` once asyncio has collected its exit (a pid still unreaped stays listed)."""
+        if proc.returncode is not None:
+            self.pids.discard(proc.pid)
+
+
+OWN_CHILDREN = OwnChildren()
 
 
 def new_group_kwargs() -> dict[str, Any]:
@@ -150,13 +185,15 @@ async def run_tool(argv: list[str], *, timeout: float, path: str | None = None) 
     exe = shutil.which(argv[0], path=path)
     if exe is None:
         raise ToolNotFoundError(f"{argv[0]} not found on PATH")
-    proc = await asyncio.create_subprocess_exec(
-        exe,
-        *argv[1:],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        **new_group_kwargs(),
+    proc = await OWN_CHILDREN.spawn(
+        lambda: asyncio.create_subprocess_exec(
+            exe,
+            *argv[1:],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            **new_group_kwargs(),
+        )
     )
     try:
         async with asyncio.timeout(timeout):
@@ -166,6 +203,8 @@ async def run_tool(argv: list[str], *, timeout: float, path: str | None = None) 
         with contextlib.suppress(Exception):
             await wait_exit(proc, timeout=KILL_GRACE)
         raise
+    finally:
+        OWN_CHILDREN.release(proc)
     rc = proc.returncode if proc.returncode is not None else -1
     return ToolRun(
         argv=[argv[0], *argv[1:]],

@@ -31,6 +31,7 @@ EXEC_MODULES = (
     "servermanager.agent.exec.runas",
     "servermanager.agent.exec.services",
     "servermanager.agent.exec.subproc",
+    "servermanager.agent.exec.tree",
 )
 
 # Loaded for real, each of these means a deferral failed: importlib.metadata's and urllib.request's

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
+import secrets
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from devkit.cores import RunningCore
 from servermanager.agent.main import Agent
 from servermanager.agent.settings import ExecSettings
 from servermanager.common import protocol as p
+from tests.agent.exec.test_leftovers import alive_with
 from tests.agent.fakes import AgentRunner, FakeTool, canned, fast_settings, pid_gone
 from tests.helpers.core import RawClient
 from tests.helpers.wait import wait_for, wait_until
@@ -119,6 +125,24 @@ async def test_cancel_and_timeout_through_the_core(
     cmd = await run(real_core, node, "sleep 30", timeout=0.5)
     r = await finished(real_core, cmd["id"])
     assert (r["status"], r["signal"], r["message"]) == ("timeout", signal.SIGTERM, "timed out after 0.5s")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a command's tree is tracked on Linux only")
+async def test_what_a_command_leaves_running_is_stopped_and_the_operator_told(
+    tmp_path: Path, real_core: RunningCore, runner: AgentRunner
+) -> None:
+    node = await enrolled(tmp_path, real_core, runner, ExecSettings(enabled=True, allow=["*"]))
+    tag = f"300.{secrets.randbelow(10**9):09d}"
+    try:
+        cmd = await run(real_core, node, f"echo started; setsid sleep {tag} >/dev/null 2>&1 &")
+        r = await finished(real_core, cmd["id"])
+        assert alive_with(tag) == []
+        assert (r["status"], r["exit_code"], r["stdout"]) == ("ok", 0, "started\n")
+        assert re.fullmatch(r"1 leftover process \(\w+\) was stopped after the command ended", r["message"])
+    finally:
+        for p in alive_with(tag):
+            with contextlib.suppress(psutil.Error):
+                p.kill()
 
 
 async def test_services_through_the_core(
