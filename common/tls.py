@@ -21,6 +21,11 @@ def fingerprint(der: bytes) -> str:
     return PREFIX + hashlib.sha256(der).hexdigest()
 
 
+def digest_pin(digest: bytes) -> str:
+    """The pin of a certificate whose SHA-256 digest is already computed."""
+    return PREFIX + digest.hex()
+
+
 def pem_certificate(pem: bytes) -> bytes:
     """The first certificate of a PEM file (the server's own, in a chain file) as DER."""
     match = _PEM_CERT.search(pem)
