@@ -122,6 +122,13 @@ def enroll_command(settings: CoreSettings, token: str, host: str | None = None) 
         ]
     else:
         lines += [f"  {command} --core-fingerprint {pin}"]
+        if settings.tls_cert:
+            lines += [
+                "",
+                f"This pins your own certificate {settings.tls_cert} itself: once it is renewed, agents refuse "
+                "the new one until re-pinned. If a CA the agents trust signed it, leave --core-fingerprint out "
+                "(or give --ca-file FILE for a private CA).",
+            ]
     return "\n".join(lines)
 
 

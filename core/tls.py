@@ -105,12 +105,13 @@ def server_tls(settings: CoreSettings, folder: Path) -> ServerTLS | None:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         generate_certificate(cert, key, settings.host)
         generated = True
+    for path, setting in ((cert, "tls_cert"), (key, "tls_key")):
+        if not path.is_file():
+            raise TLSSetupError(f"TLS: no such file: {path}" + (f" (setting {setting})" if own else ""))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_cert_chain(cert, key)
-    except FileNotFoundError as exc:
-        raise TLSSetupError(f"TLS: no such file: {exc.filename}") from None
     except (ssl.SSLError, OSError) as exc:
         fix = (
             "check that tls_key is the key of tls_cert, both in PEM"

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import ipaddress
+import os
 import re
 import ssl
 from collections.abc import Iterator
@@ -232,3 +233,10 @@ def test_plain_http_beyond_loopback_only_when_tls_is_off_and_then_with_a_warning
     assert not (tmp_path / "data" / TLS_CERT_FILE).exists()
     r = cli("admin", "fingerprint", "--data-dir", str(tmp_path / "data"))
     assert r.returncode == 1 and "no TLS certificate" in r.stderr
+
+
+def test_a_missing_certificate_file_stops_the_core_with_exit_2(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    env = {**os.environ, "SM_CORE_TLS_CERT": str(missing), "SM_CORE_TLS_KEY": str(missing)}
+    r = cli("core", "--tls", "on", "--listen", "127.0.0.1:9", "--data-dir", str(tmp_path / "d"), env=env)
+    assert r.returncode == 2 and f"no such file: {missing}" in r.stderr and "Traceback" not in r.stderr
