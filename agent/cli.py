@@ -21,6 +21,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one-time enrollment token; prefer env SM_AGENT_ENROLL_TOKEN (flags are visible in ps)",
     )
     parser.add_argument(
+        "--core-fingerprint",
+        "--pin",
+        metavar="SHA256",
+        help="pin of the core's TLS certificate, sha256:... as `servermanager admin fingerprint` prints it; "
+        "kept with the credential (env SM_AGENT_CORE_FINGERPRINT)",
+    )
+    parser.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        help="CA certificate (PEM) the core's certificate is signed by (env SM_AGENT_CA_FILE)",
+    )
+    parser.add_argument(
         "--state-dir", metavar="DIR", help="credential and spool dir (env SM_AGENT_STATE_DIR)"
     )
     parser.add_argument(
@@ -42,7 +54,13 @@ def run_from_args(args: argparse.Namespace) -> int:
     try:
         settings = load_agent_settings(
             config_file=args.config,
-            overrides={"core": args.core, "state_dir": args.state_dir, "interval": args.interval},
+            overrides={
+                "core": args.core,
+                "core_fingerprint": args.core_fingerprint,
+                "ca_file": args.ca_file,
+                "state_dir": args.state_dir,
+                "interval": args.interval,
+            },
         )
     except SettingsError as exc:
         print(f"servermanager agent: {exc}", file=sys.stderr)

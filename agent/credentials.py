@@ -23,10 +23,13 @@ class Credentials(msgspec.Struct, frozen=True):
     node_id: int
     credential: str
     core: str  # the URL it was issued by, so a moved agent can say what it is talking to
+    # The core's certificate pin (sha256:<hex>) this agent last connected with, for `core`: later
+    # runs keep checking it without the setting. Not a secret.
+    pin: str | None = None
 
     def __repr__(self) -> str:
         # Never let the secret reach a log line or a traceback through repr().
-        return f"Credentials(node_id={self.node_id}, core={self.core!r}, credential=<redacted>)"
+        return f"Credentials(node_id={self.node_id}, core={self.core!r}, pin={self.pin!r}, credential=<redacted>)"
 
     __str__ = __repr__
 

@@ -15,6 +15,7 @@ from servermanager.agent.exec.policy import compile_patterns
 from servermanager.common.incidents import MAX_JOURNAL_LINES, MAX_TOP
 from servermanager.common.protocol import AGENT_WS_PATH, DEFAULT_MAX_FRAME_BYTES, MAX_SAMPLES_PER_BATCH
 from servermanager.common.settings import SettingsError, load_settings
+from servermanager.common.tls import parse_fingerprint
 
 ENV_PREFIX = "SM_AGENT_"
 # The enrollment token is a secret, so it is deliberately not a settings field: it can come only
@@ -145,6 +146,8 @@ class AgentSettings(msgspec.Struct, kw_only=True):
     """Settings of the agent daemon (TOML keys; env SM_AGENT_<KEY>)."""
 
     core: str = "ws://127.0.0.1:8760"
+    core_fingerprint: str = ""
+    ca_file: str = ""
     state_dir: str = msgspec.field(default_factory=default_state_dir)
     interval: float = 5.0
     batch_size: int = 500
@@ -160,6 +163,9 @@ class AgentSettings(msgspec.Struct, kw_only=True):
 
     __doc_fields__ = {
         "core": "URL of the core (ws://, wss://, http:// or https://); /ws/agent is appended",
+        "core_fingerprint": "pin of the core's TLS certificate (sha256:..., from `servermanager admin "
+        "fingerprint`); kept with the credential at enrollment",
+        "ca_file": "PEM file of the CA that signed the core's certificate, instead of the system's CAs",
         "state_dir": "where the credential and the sample spool live (mode 0700)",
         "interval": "seconds between samples until the core asks for another interval (min 1s)",
         "batch_size": "most samples in one batch sent to the core",
@@ -177,6 +183,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
     def validate(self) -> None:
         # Normalised here, once, so everything downstream sees the one URL actually dialled.
         self.core = normalize_core_url(self.core)
+        self._validate_trust()
         if not self.state_dir.strip():
             raise SettingsError("setting state_dir must not be empty")
         self.state_dir = os.path.abspath(os.path.expanduser(self.state_dir))
@@ -208,6 +215,26 @@ class AgentSettings(msgspec.Struct, kw_only=True):
         self.log_level = self.log_level.upper()
         self.exec.validate()
         self.incident.validate()
+
+    def _validate_trust(self) -> None:
+        if self.core_fingerprint.strip():
+            try:
+                self.core_fingerprint = parse_fingerprint(self.core_fingerprint)
+            except ValueError as exc:
+                raise SettingsError(f"setting core_fingerprint: {exc}") from None
+        else:
+            self.core_fingerprint = ""
+        if self.ca_file.strip():
+            self.ca_file = os.path.abspath(os.path.expanduser(self.ca_file.strip()))
+            if not os.path.isfile(self.ca_file) or not os.access(self.ca_file, os.R_OK):
+                raise SettingsError(f"setting ca_file: {self.ca_file} is not a readable file")
+        else:
+            self.ca_file = ""
+        if (self.core_fingerprint or self.ca_file) and not self.core.startswith("wss://"):
+            key = "core_fingerprint" if self.core_fingerprint else "ca_file"
+            raise SettingsError(
+                f"setting {key} is for a TLS core, but core is {self.core}: use a wss:// or https:// URL"
+            )
 
     @property
     def state_path(self) -> Path:

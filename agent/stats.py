@@ -31,6 +31,7 @@ class Stats:
     samples_spooled: int = 0  # appended to the spool by this agent's sampler
     sample_errors: int = 0  # ticks lost to a failing collector or spool
     connects: int = 0  # WebSocket openings
+    tls_refusals: int = 0  # cores refused for their certificate (pin mismatch, untrusted), before any frame
     welcomes: int = 0  # handshakes the core accepted
     batches_sent: int = 0
     samples_sent: int = 0  # including resends after a reconnect

@@ -21,7 +21,11 @@ def core_settings(args: argparse.Namespace) -> CoreSettings:
         CoreSettings,
         env_prefix="SM_CORE_",
         config_file=args.config,
-        overrides={"data_dir": args.data_dir, "listen": getattr(args, "listen", None)},
+        overrides={
+            "data_dir": args.data_dir,
+            "listen": getattr(args, "listen", None),
+            "tls": getattr(args, "tls", None),
+        },
     )
 
 
@@ -73,7 +77,8 @@ def cmd_create_user(args: argparse.Namespace) -> int:
 
 
 def cmd_enroll_token(args: argparse.Namespace) -> int:
-    _, db, _, enroll_cls = _admin_core(args)
+    """The token alone on stdout (for scripts); the agent command to copy, with the pin, on stderr."""
+    settings, db, _, enroll_cls = _admin_core(args)
     ttl = parse_duration(args.ttl)
 
     async def run() -> str:
@@ -83,7 +88,64 @@ def cmd_enroll_token(args: argparse.Namespace) -> int:
         finally:
             await db.close()
 
-    print(asyncio.run(run()))
+    token = asyncio.run(run())
+    print(token, flush=True)
+    print(enroll_command(settings, token, getattr(args, "core_host", None)), file=sys.stderr)
+    return 0
+
+
+def enroll_command(settings: CoreSettings, token: str, host: str | None = None) -> str:
+    """What to run on a new server: the core's URL, the token and, with TLS, the certificate's pin."""
+    import shlex
+
+    from servermanager.core.tls import agent_url, current_fingerprint, tls_enabled
+
+    url = agent_url(settings, host)
+    command = f"SM_AGENT_ENROLL_TOKEN={shlex.quote(token)} servermanager agent --core {shlex.quote(url)}"
+    lines = ["On the new server, run (or put the same settings in its agent.toml and agent.env):", ""]
+    if not tls_enabled(settings):
+        lines += [
+            f"  {command}",
+            "",
+            f"TLS is off with these settings (listen {settings.listen}, tls {settings.tls}; pass the core's "
+            "--config if it has another). Behind a TLS-terminating proxy, give agents the proxy's https:// "
+            "URL instead: over plain ws:// the token and the agent's credential cross the network in the clear.",
+        ]
+        return "\n".join(lines)
+    pin = current_fingerprint(settings, data_dir(settings))
+    if pin is None:
+        lines += [
+            f"  {command} --core-fingerprint sha256:...",
+            "",
+            "The core has not made its certificate yet (it does on its first start with TLS on): start it, "
+            "then `servermanager admin fingerprint` prints the value for --core-fingerprint.",
+        ]
+    else:
+        lines += [f"  {command} --core-fingerprint {pin}"]
+        if settings.tls_cert:
+            lines += [
+                "",
+                f"This pins your own certificate {settings.tls_cert} itself: once it is renewed, agents refuse "
+                "the new one until re-pinned. If a CA the agents trust signed it, leave --core-fingerprint out "
+                "(or give --ca-file FILE for a private CA).",
+            ]
+    return "\n".join(lines)
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    """The pin of the certificate the core serves: its own tls_cert, or the one it generated."""
+    from servermanager.core.tls import current_fingerprint
+
+    settings = core_settings(args)
+    pin = current_fingerprint(settings, data_dir(settings))
+    if pin is None:
+        print(
+            f"error: no TLS certificate in {data_dir(settings)} yet; the core makes one on its first start "
+            "with TLS on (listening beyond loopback, or tls = on)",
+            file=sys.stderr,
+        )
+        return 1
+    print(pin)
     return 0
 
 

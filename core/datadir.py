@@ -11,6 +11,10 @@ from servermanager.core.settings import CoreSettings
 DB_FILENAME = "servermanager.db"
 # Written once, mode 0600, when the core creates its first admin; the log names it, never its content.
 INITIAL_PASSWORD_FILE = "initial-admin-password"
+# The certificate the core makes on its first start with TLS on (no tls_cert configured), and its
+# key: both mode 0600, kept for later starts so the fingerprint agents and the desktop pin stays.
+TLS_CERT_FILE = "tls-cert.pem"
+TLS_KEY_FILE = "tls-key.pem"
 
 
 def data_dir(settings: CoreSettings) -> Path:

@@ -27,18 +27,23 @@ def serve(settings: CoreSettings) -> int:
     from aiohttp import web
 
     from servermanager.core.app import create_app
+    from servermanager.core.datadir import data_dir
+    from servermanager.core.tls import announce, server_tls
 
     setup_logging(settings.log_level)
     raise_open_files_limit()
+    # Before serving: a certificate that cannot be used stops the core with a message (exit 2).
+    tls = server_tls(settings, data_dir(settings))
     tune_interpreter()
     app = create_app(settings)
-    log.info("core listening on http://%s:%d", settings.host, settings.port)
+    announce(settings, tls)
     # run_app turns SIGTERM/SIGINT into a graceful shutdown; returning normally means exit 0.
     web.run_app(
         app,
         host=settings.host,
         port=settings.port,
         print=None,
+        ssl_context=tls.context if tls else None,
         access_log=None,
         shutdown_timeout=5,
         loop=new_event_loop(settings.uvloop),

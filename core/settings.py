@@ -12,6 +12,9 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     """Settings of the core daemon (TOML keys; env SM_CORE_<KEY>)."""
 
     listen: str = "127.0.0.1:8760"
+    tls: str = "auto"
+    tls_cert: str = ""
+    tls_key: str = ""
     data_dir: str = ""
     log_level: str = "INFO"
     max_frame_bytes: int = 1 << 20
@@ -53,6 +56,10 @@ class CoreSettings(msgspec.Struct, kw_only=True):
 
     __doc_fields__ = {
         "listen": "HOST:PORT the HTTP and WebSocket server binds",
+        "tls": "auto (HTTPS/WSS unless listening on loopback only), on, or off (plain HTTP behind a "
+        "TLS-terminating proxy)",
+        "tls_cert": "PEM certificate (chain) to serve; empty: one generated into the data dir on first start",
+        "tls_key": "PEM private key of tls_cert",
         "data_dir": "where the SQLite database lives (default: the platform's user data dir)",
         "log_level": "DEBUG, INFO, WARNING or ERROR",
         "max_frame_bytes": "largest WebSocket frame accepted; bigger ones close with 1009",
@@ -101,6 +108,15 @@ class CoreSettings(msgspec.Struct, kw_only=True):
             raise SettingsError("setting totp_required_role must be empty, viewer, operator or admin")
         if self.step_up_window < 0:
             raise SettingsError("setting step_up_window must be 0 (off) or more")
+        self.tls = self.tls.strip().lower()
+        if self.tls not in ("auto", "on", "off"):
+            raise SettingsError(f"setting tls: expected auto, on or off, got {self.tls!r}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise SettingsError("settings tls_cert and tls_key go together: set both or neither")
+        if self.tls_cert and self.tls == "off":
+            raise SettingsError(
+                "settings tls_cert and tls_key are set but tls is off: remove one or the other"
+            )
         if self.max_unauthenticated < 1:
             raise SettingsError("setting max_unauthenticated must be at least 1")
         if self.ingest_bytes_per_second < self.max_frame_bytes / 10 or self.ingest_frames_per_second < 1:

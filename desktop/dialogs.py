@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -70,7 +71,7 @@ class ConnectionDialog(QDialog):
         self.name_edit = QLineEdit()
         self.name_edit.setPlaceholderText("e.g. Production")
         self.url_edit = QLineEdit()
-        self.url_edit.setPlaceholderText("http://core.example:8760")
+        self.url_edit.setPlaceholderText("https://core.example:8760")
         self.password_radio = QRadioButton("User name and password")
         self.token_radio = QRadioButton("API token")
         self.password_radio.setChecked(True)
@@ -189,12 +190,15 @@ class ConnectionDialog(QDialog):
     def profile(self) -> Profile:
         url = normalize_url(self.url_edit.text())
         name = self.name_edit.text().strip() or urlsplit(url).netloc or url
+        stored = self._profiles.get(self.profile_box.currentText())
         return Profile(
             name=name,
             url=url,
             auth="password" if self.password_radio.isChecked() else "token",
             username=self.user_edit.text().strip(),
             remember=self.remember_box.isChecked(),
+            # A trusted certificate stays with its core: another address is another core.
+            fingerprint=stored.fingerprint if stored is not None and stored.url == url else "",
         )
 
     def _submit(self) -> None:
@@ -202,7 +206,7 @@ class ConnectionDialog(QDialog):
         secret = self.password_edit.text() if prof.auth == "password" else self.token_edit.text().strip()
         problem = None
         if not prof.url:
-            problem = "Enter the core's address, e.g. http://core.example:8760."
+            problem = "Enter the core's address, e.g. https://core.example:8760."
         elif prof.auth == "password" and not prof.username:
             problem = "Enter your user name."
         elif not secret:
@@ -223,6 +227,102 @@ class ConnectionDialog(QDialog):
         self.connect_button.setText("Connecting…" if busy else "Connect")
         if busy:
             self.error.hide()
+
+
+class CertificateDialog(QDialog):
+    """Trust a core's certificate: on first use (nothing vouches for it), or a changed one (a warning).
+
+    Shows the fingerprint to compare with what `servermanager admin fingerprint` prints on the core.
+    A changed certificate is trusted only after the user ticks that they compared it.
+    """
+
+    trusted = Signal(str)  # the fingerprint the user chose to trust
+
+    def __init__(
+        self,
+        url: str,
+        presented: str,
+        *,
+        expected: str | None = None,
+        reason: str = "",
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.presented = presented
+        self.changed = expected is not None
+        host = urlsplit(url).netloc or url
+        mono = QFont("monospace")
+        mono.setStyleHint(QFont.StyleHint.Monospace)
+
+        def fingerprint_label(text: str, name: str) -> QLabel:
+            label = QLabel(text)
+            label.setObjectName(name)
+            label.setFont(mono)
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            return label
+
+        self.message = QLabel()
+        self.message.setWordWrap(True)
+        self.message.setTextFormat(Qt.TextFormat.PlainText)
+        self.confirm_box: QCheckBox | None = None
+        layout = QVBoxLayout(self)
+        self.buttons = QDialogButtonBox()
+        if not self.changed:
+            self.setWindowTitle("Trust this core's certificate?")
+            self.message.setText(
+                f"This is the first connection to {host} over HTTPS, and no authority this computer knows "
+                f"vouches for its certificate ({reason or 'it is self-signed'}). A core makes such a "
+                "certificate for itself on its first start.\n\n"
+                "Compare this fingerprint with what `servermanager admin fingerprint` prints on the core "
+                "(or its start-up log). If they match, trust it: this profile then accepts only this "
+                "certificate from the core, and warns you if it ever changes."
+            )
+            layout.addWidget(self.message)
+            layout.addWidget(fingerprint_label(presented, "presented"))
+            self.trust_button = self.buttons.addButton(
+                "Trust and connect", QDialogButtonBox.ButtonRole.AcceptRole
+            )
+            cancel = self.buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
+            cancel.setDefault(True)
+        else:
+            self.setWindowTitle("The core's certificate has changed")
+            self.message.setObjectName("warning")
+            self.message.setText(
+                f"Warning: {host} presented a different certificate from the one this profile trusts. "
+                "Nothing was sent to it: no password, no token.\n\n"
+                "Either someone is intercepting the connection and posing as the core (on this network "
+                "or on the way), or the core's certificate was replaced: its data dir was reset or "
+                "restored without its certificate, or its admin installed a new one.\n\n"
+                "Ask the core's admin, or look yourself: `servermanager admin fingerprint` on the core "
+                "prints its certificate. Trust the new one only if it matches what is presented now."
+            )
+            layout.addWidget(self.message)
+            form = QFormLayout()
+            form.addRow("Trusted until now", fingerprint_label(expected or "", "expected"))
+            form.addRow("Presented now", fingerprint_label(presented, "presented"))
+            layout.addLayout(form)
+            self.confirm_box = QCheckBox(
+                "I compared the presented fingerprint with the core's, and they match"
+            )
+            layout.addWidget(self.confirm_box)
+            cancel = self.buttons.addButton("Don't connect", QDialogButtonBox.ButtonRole.RejectRole)
+            cancel.setDefault(True)
+            self.trust_button = self.buttons.addButton(
+                "Trust the new certificate", QDialogButtonBox.ButtonRole.AcceptRole
+            )
+            self.trust_button.setEnabled(False)
+            self.confirm_box.toggled.connect(self.trust_button.setEnabled)
+        self.trust_button.setAutoDefault(False)
+        self.buttons.accepted.connect(self._trust)
+        self.buttons.rejected.connect(self.reject)
+        layout.addWidget(self.buttons)
+        self.setMinimumWidth(640)
+
+    def _trust(self) -> None:
+        if self.confirm_box is not None and not self.confirm_box.isChecked():
+            return
+        self.trusted.emit(self.presented)
+        self.accept()
 
 
 class SettingsDialog(QDialog):

@@ -119,6 +119,9 @@ class Profile:
     auth: str = "password"  # "password" or "token"
     username: str = ""
     remember: bool = True
+    # The core's certificate fingerprint (sha256:<hex>) trusted on first use; empty: none pinned, so
+    # the system's CAs decide. Not a secret: it is what the core shows everyone.
+    fingerprint: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -152,6 +155,7 @@ class Profiles:
                     auth=str(self.store.value("auth", "password")),
                     username=str(self.store.value("username", "")),
                     remember=str(self.store.value("remember", "true")).lower() in ("true", "1"),
+                    fingerprint=str(self.store.value("fingerprint", "") or ""),
                 )
             )
         self.store.endArray()
@@ -167,6 +171,7 @@ class Profiles:
             self.store.setValue("auth", prof.auth)
             self.store.setValue("username", prof.username)
             self.store.setValue("remember", prof.remember)
+            self.store.setValue("fingerprint", prof.fingerprint)
         self.store.endArray()
 
     def get(self, name: str) -> Profile | None:

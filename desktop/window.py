@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent
@@ -14,10 +15,10 @@ from servermanager.desktop.alerting import AlertingView
 from servermanager.desktop.audit import AuditPanel
 from servermanager.desktop.console import ConsolePanel
 from servermanager.desktop.context import AppContext
-from servermanager.desktop.dialogs import ConnectionDialog, SettingsDialog
+from servermanager.desktop.dialogs import CertificateDialog, ConnectionDialog, SettingsDialog
 from servermanager.desktop.fleetview import FleetPanel
 from servermanager.desktop.format import fmt_duration
-from servermanager.desktop.net.errors import CoreError
+from servermanager.desktop.net.errors import CertificateChanged, CertificateUntrusted, CoreError
 from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.net.rest import Session, normalize_url
 from servermanager.desktop.nodeview import NodeView
@@ -49,6 +50,8 @@ class MainWindow(QMainWindow):
         self._quitting = False
         self._told_about_tray = False
         self.connection_dialog: ConnectionDialog | None = None
+        self.certificate_dialog: CertificateDialog | None = None
+        self._declined: set[str] = set()  # changed certificates the user would not trust, this run
         self.settings_dialog: SettingsDialog | None = None
         self.node_views: dict[int, NodeView] = {}
         self.console: ConsolePanel | None = None
@@ -133,6 +136,7 @@ class MainWindow(QMainWindow):
         ctx.live.state_changed.connect(self._link_changed)
         ctx.live.latency_changed.connect(lambda _ms: self._link_changed(ctx.live.state.value, ""))
         ctx.rest.session_changed.connect(self._session_changed)
+        ctx.rest.certificate_changed.connect(self._certificate_changed)
         ctx.model.counts_changed.connect(self._counts_changed)
         ctx.model.online_changed.connect(self.tray_state.node_transition)
         # Alerts colour the tray: the firing ones are listed whenever the fleet is (a snapshot on
@@ -176,13 +180,23 @@ class MainWindow(QMainWindow):
         if profile is None:
             self.open_connection(selected=core_url)
             return
+        await self._resume(profile)
+
+    async def _resume(self, profile: Profile) -> None:
+        """Sign in with the profile's kept token; ask when there is none or the core is not trusted."""
         try:
             session = await self.ctx.signin.resume(profile)
+        except (CertificateUntrusted, CertificateChanged) as exc:
+            dialog = self.open_connection(exc.message, profile.name)
+            self.ask_trust(exc, profile, lambda: self.ctx.aio.spawn(self._resume(profile), "resume"), dialog)
+            return
         except CoreError as exc:
             self.open_connection(exc.message, profile.name)
             return
         if session is None:
             self.open_connection(selected=profile.name)
+        elif self.connection_dialog is not None:
+            self.connection_dialog.accept()
 
     # ------------------------------------------------------------ dialogs
 
@@ -222,12 +236,76 @@ class MainWindow(QMainWindow):
     ) -> None:
         try:
             await self.ctx.signin.sign_in(profile, secret, remember=remember, session_only=session_only)
+        except (CertificateUntrusted, CertificateChanged) as exc:
+            # Nothing was sent to this core yet: trusting its certificate tries again with it pinned.
+            dialog.show_error(exc.message)
+            self.ask_trust(
+                exc,
+                profile,
+                lambda: self.ctx.aio.spawn(
+                    self._connect(dialog, profile, secret, remember, session_only), "sign-in"
+                ),
+                dialog,
+            )
+            return
         except CoreError as exc:
             dialog.show_error(exc.message)
             return
         if self.ctx.signin.kept == Kept.SESSION:
             self.statusBar().showMessage("Signed in; your sign-in is kept until you quit.", 10000)
         dialog.accept()
+
+    def ask_trust(
+        self,
+        problem: CertificateUntrusted | CertificateChanged,
+        profile: Profile | None,
+        then: Callable[[], object] | None = None,
+        parent: QWidget | None = None,
+    ) -> CertificateDialog:
+        """Show a core's certificate (first use, or changed) and pin it for the profile if trusted."""
+        if self.certificate_dialog is not None:
+            self.certificate_dialog.reject()
+        if isinstance(problem, CertificateChanged):
+            dialog = CertificateDialog(
+                problem.url, problem.presented, expected=problem.expected, parent=parent or self._parent()
+            )
+        else:
+            dialog = CertificateDialog(
+                problem.url, problem.fingerprint, reason=problem.reason, parent=parent or self._parent()
+            )
+
+        def trusted(fingerprint: str) -> None:
+            self._declined.discard(fingerprint)
+            if profile is not None:
+                self.ctx.signin.trust(profile, fingerprint)
+            if then is not None:
+                then()
+
+        def finished() -> None:
+            if self.certificate_dialog is dialog:
+                self.certificate_dialog = None
+            if not dialog.result() and dialog.changed:
+                self._declined.add(dialog.presented)
+            dialog.deleteLater()
+
+        dialog.trusted.connect(trusted)
+        dialog.finished.connect(finished)
+        self.certificate_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def _certificate_changed(self, problem: CertificateChanged) -> None:
+        """The signed-in core now presents another certificate: the live link and polling are held
+        off by the pin; say what it means, once per certificate, and let the user decide."""
+        self.statusBar().showMessage(problem.message, 30000)
+        if self.certificate_dialog is not None or problem.presented in self._declined:
+            return
+        self.ask_trust(problem, self.ctx.signin.profile, self.ctx.live.reconnect_now)
+
+    def _parent(self) -> QWidget | None:
+        if self.connection_dialog is not None:
+            return self.connection_dialog
+        return self if self.isVisible() else None
 
     def _delete_profile(self, name: str) -> None:
         profile = self.ctx.profiles.get(name)

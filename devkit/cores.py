@@ -11,10 +11,12 @@ from aiohttp import web
 
 from devkit.ports import free_port
 from servermanager.common import protocol as p
+from servermanager.common.tls import fingerprint_digest
 from servermanager.core.app import create_app
 from servermanager.core.context import CORE, Core
 from servermanager.core.datadir import initial_admin_password
 from servermanager.core.settings import CoreSettings
+from servermanager.core.tls import ServerTLS, server_tls
 
 # Quick timeouts and no background jobs unless asked for: what a test wants to wait on.
 FAST = {
@@ -28,7 +30,12 @@ FAST = {
 
 
 class RunningCore:
-    """create_app() served by an AppRunner on 127.0.0.1:<free port>."""
+    """create_app() served by an AppRunner on 127.0.0.1:<free port>.
+
+    With `tls="on"` it serves HTTPS/WSS as `servermanager core` would (its certificate generated
+    into the data dir, or `tls_cert`/`tls_key`), and `url`, `agent_ws` and `client_ws` say so; its
+    own `http` session pins that certificate.
+    """
 
     def __init__(self, data_dir: Path, port: int | None = None, **settings: Any) -> None:
         self.data_dir = data_dir
@@ -36,22 +43,29 @@ class RunningCore:
         opts = {**FAST, **settings, "data_dir": str(data_dir), "listen": f"127.0.0.1:{self.port}"}
         self.settings = msgspec.convert(opts, CoreSettings)
         self.settings.validate()
+        self.tls: ServerTLS | None = server_tls(self.settings, data_dir)
         self.app = create_app(self.settings)
         self.runner = web.AppRunner(self.app, handle_signals=False)
         self.http: aiohttp.ClientSession | None = None
         self._admin: str | None = None
 
     @property
+    def fingerprint(self) -> str:
+        """The pin of the certificate served (`sha256:<hex>`); only with TLS."""
+        assert self.tls is not None, "this core serves plain HTTP"
+        return self.tls.fingerprint
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def agent_ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}{p.AGENT_WS_PATH}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}{p.AGENT_WS_PATH}"
 
     @property
     def client_ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}{p.CLIENT_WS_PATH}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}{p.CLIENT_WS_PATH}"
 
     @property
     def core(self) -> Core:
@@ -59,8 +73,12 @@ class RunningCore:
 
     async def start(self) -> RunningCore:
         await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        self.http = aiohttp.ClientSession()
+        context = self.tls.context if self.tls else None
+        await web.TCPSite(self.runner, "127.0.0.1", self.port, ssl_context=context).start()
+        trust: aiohttp.Fingerprint | bool = True
+        if self.tls is not None:
+            trust = aiohttp.Fingerprint(fingerprint_digest(self.tls.fingerprint))
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust))
         return self
 
     async def stop(self) -> None:

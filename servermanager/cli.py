@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("core", help="run the core daemon")
     core_opts(p)
     p.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:8760)")
+    p.add_argument(
+        "--tls",
+        choices=["auto", "on", "off"],
+        help="HTTPS/WSS: auto (default) unless listening on loopback only; off only behind a TLS proxy",
+    )
     p.set_defaults(fn=cmd_core)
 
     p = sub.add_parser("agent", help="run the agent daemon")
@@ -104,7 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     core_opts(p)
     p.add_argument("--ttl", default="1h", help="lifetime, e.g. 30m, 1h, 7d")
     p.add_argument("--uses", type=int, default=1, help="how many agents may enroll with it")
+    p.add_argument(
+        "--core-host",
+        help="the core's name as agents reach it, for the printed command (default: --listen's)",
+    )
     p.set_defaults(fn=_admin("cmd_enroll_token"))
+    p = adm.add_parser(
+        "fingerprint",
+        aliases=["tls-fingerprint"],
+        help="print the fingerprint (sha256:...) of the core's TLS certificate, for agents to pin",
+    )
+    core_opts(p)
+    p.set_defaults(fn=_admin("cmd_fingerprint"))
     p = adm.add_parser("api-token", help="print a long-lived API token for scripts")
     core_opts(p)
     p.add_argument("name")

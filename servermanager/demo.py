@@ -13,6 +13,7 @@ from pathlib import Path
 
 from servermanager.core.datadir import initial_admin_password
 from servermanager.core.runtime import setup_logging
+from servermanager.core.tls import is_loopback
 
 
 def _wait_health(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -35,6 +36,16 @@ def run_demo(args: argparse.Namespace) -> int:
     """Core + one local agent on a throwaway data dir; the desktop app joins once it exists."""
     import signal
     import tempfile
+
+    host = args.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
+    if not is_loopback(host):
+        # The demo is plain HTTP with a printed password: fine on this machine, not on a network.
+        print(
+            f"servermanager demo: {args.listen} is not a loopback address; the demo serves plain HTTP on "
+            "loopback only. For a core others can reach, run `servermanager core` (HTTPS by default).",
+            file=sys.stderr,
+        )
+        return 2
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # the cleanup below stops the children, as on Ctrl-C

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXTRAS = ("agent", "core", "desktop")
 # What an install with only that extra must not load: the other parts' libraries.
 NOT_IMPORTED = {
-    "agent": {"aiohttp", "aiosqlite", "PySide6"},
+    "agent": {"aiohttp", "aiosqlite", "PySide6", "cryptography"},
     "core": {"psutil", "PySide6"},
     "desktop": {"aiosqlite", "psutil"},
 }

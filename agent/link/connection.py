@@ -8,8 +8,10 @@ import enum
 import logging
 import os
 import random
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import websockets.exceptions
 from websockets.asyncio.client import connect
@@ -18,6 +20,13 @@ from servermanager.agent.credentials import Credentials, CredentialStore, StateD
 from servermanager.agent.exec.outbox import Outbox
 from servermanager.agent.hostfacts import agent_version
 from servermanager.agent.link.stream import ConnectionDead, Stream, StreamContext, race
+from servermanager.agent.link.tls import (
+    PinMismatchError,
+    check_pin,
+    client_context,
+    trust_for,
+    untrusted_hint,
+)
 from servermanager.agent.link.wire import Wire
 from servermanager.agent.settings import AgentSettings, normalize_core_url
 from servermanager.agent.spool import Spool
@@ -150,6 +159,9 @@ class Connection:
         self.facts = facts
         self.credentials = credentials
         self._enroll_token = enroll_token
+        # Which certificate the core must present: checked before the first frame goes out.
+        self.trust = trust_for(settings, credentials, self.url)
+        self._ssl = client_context(self.url, self.trust)
         self.stats = stats or Stats()
         self.pulse = pulse or Pulse()
         self.backoff = Backoff(settings.backoff_initial, settings.backoff_max, rng)
@@ -240,6 +252,16 @@ class Connection:
             )
         if self.credentials is not None and self._enroll_token:
             log.info("already enrolled as node %d; ignoring the enrollment token", self.credentials.node_id)
+        creds = self.credentials
+        if creds is not None and creds.pin and not self.trust.pin and not self.trust.ca_file:
+            # The pin was for another URL: say so once, since this one is checked another way.
+            log.warning(
+                "the certificate pin kept since enrollment is for %s, not %s; verifying with the system's CAs",
+                creds.core,
+                self.url,
+            )
+        if self._ssl is not None:
+            log.info("TLS: the core's certificate is %s", self.trust.describe())
         try:
             while not self._stop.is_set():
                 await self._attempt()
@@ -259,9 +281,11 @@ class Connection:
     async def _attempt(self) -> None:
         """One connection from dial to close; returns normally unless the refusal is terminal."""
         self._set_state(ConnState.CONNECTING, self.url)
+        tls: dict[str, Any] = {"ssl": self._ssl} if self._ssl is not None else {}
         try:
             ws = await connect(
                 self.url,
+                **tls,
                 max_size=self.settings.max_frame_bytes,
                 open_timeout=self.settings.connect_timeout,
                 # One liveness mechanism, the protocol's ping/pong, rather than two.
@@ -274,9 +298,23 @@ class Connection:
                 user_agent_header=f"servermanager-agent/{agent_version()}",
                 logger=_ws_log,
             )
+        except ssl.SSLCertVerificationError as exc:
+            self.stats.tls_refusals += 1
+            log.error("refusing the core at %s: %s", self.url, untrusted_hint(exc, self.trust))
+            return
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
             log.warning("cannot connect to %s: %s", self.url, exc or type(exc).__name__)
             return
+        if self.trust.pin and self._ssl is not None:
+            try:
+                check_pin(ws.transport, self.url, self.trust.pin)
+            except PinMismatchError as exc:
+                # Before any frame: the hello carries the credential or the enrollment token.
+                # Abort, not close: not even a close frame goes to whoever this is.
+                self.stats.tls_refusals += 1
+                ws.transport.abort()
+                log.error("refusing the core: %s", exc)
+                return
         self.stats.connects += 1
         close_code, close_reason = CloseCode.GOING_AWAY, "agent reconnecting"
         try:
@@ -317,6 +355,12 @@ class Connection:
             )
         log.warning("%s", why)
 
+    def _pin_to_keep(self) -> str | None:
+        """The pin this connection was checked with, to keep with the credential; None if none."""
+        if self._ssl is None or not self.trust.pin:
+            return None
+        return self.trust.pin
+
     # ------------------------------------------------------------ one session
 
     async def _session(self, wire: Wire) -> None:
@@ -356,7 +400,9 @@ class Connection:
         if w.credential:
             # Enrollment (or rotation): the token may have been single-use, so the credential is
             # on disk before anything else happens on this connection.
-            creds = Credentials(node_id=w.node_id, credential=w.credential, core=self.url)
+            creds = Credentials(
+                node_id=w.node_id, credential=w.credential, core=self.url, pin=self._pin_to_keep()
+            )
             try:
                 await asyncio.to_thread(self.store.save, creds)
             except (StateDirError, OSError) as exc:
@@ -370,11 +416,21 @@ class Connection:
             self.credentials = creds
         elif self.credentials is None:
             log.error("the core welcomed this agent without issuing a credential; it will need a token again")
-        elif self.credentials.node_id != w.node_id:
-            log.warning("the core now calls this agent node %d (was %d)", w.node_id, self.credentials.node_id)
-            self.credentials = Credentials(w.node_id, self.credentials.credential, self.credentials.core)
-            with contextlib.suppress(StateDirError, OSError):
-                await asyncio.to_thread(self.store.save, self.credentials)
+        else:
+            kept = self.credentials
+            if kept.node_id != w.node_id:
+                log.warning("the core now calls this agent node %d (was %d)", w.node_id, kept.node_id)
+            pin = self._pin_to_keep()
+            if pin and pin != kept.pin:
+                log.warning(
+                    "keeping the core's certificate pin %s from now on (was %s)", pin, kept.pin or "none"
+                )
+            if kept.node_id != w.node_id or (pin and (pin != kept.pin or kept.core != self.url)):
+                self.credentials = Credentials(
+                    w.node_id, kept.credential, self.url if pin else kept.core, pin or kept.pin
+                )
+                with contextlib.suppress(StateDirError, OSError):
+                    await asyncio.to_thread(self.store.save, self.credentials)
         self.node_id = w.node_id
         if w.protocol != PROTOCOL_VERSION:
             log.warning("core welcomed with protocol %d, this agent speaks %d", w.protocol, PROTOCOL_VERSION)

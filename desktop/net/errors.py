@@ -8,6 +8,7 @@ import aiohttp
 import msgspec
 
 from servermanager.common import rest as m
+from servermanager.common.tls import digest_pin
 
 
 class CoreError(Exception):
@@ -18,6 +19,35 @@ class CoreError(Exception):
         self.kind = kind
         self.message = message
         self.status = status
+
+
+class CertificateUntrusted(CoreError):
+    """An https core whose certificate nothing vouches for (self-signed, or another name), and no pin:
+    the user may trust it on first use after comparing `fingerprint` with what the core prints."""
+
+    def __init__(self, url: str, fingerprint: str, reason: str) -> None:
+        super().__init__(
+            "certificate",
+            f"The certificate of {host_of(url)} does not match its address or is not trusted ({reason}). "
+            f"Its fingerprint is {fingerprint}.",
+        )
+        self.url = url
+        self.fingerprint = fingerprint
+        self.reason = reason
+
+
+class CertificateChanged(CoreError):
+    """The core presented another certificate than the pinned one; nothing was sent to it."""
+
+    def __init__(self, url: str, expected: str, presented: str) -> None:
+        super().__init__(
+            "certificate",
+            f"The certificate of {host_of(url)} has changed since it was pinned: it is now {presented}, "
+            f"not {expected}. Nothing was sent to it.",
+        )
+        self.url = url
+        self.expected = expected
+        self.presented = presented
 
 
 def host_of(url: str) -> str:
@@ -41,7 +71,7 @@ def explain_error(exc: BaseException, url: str) -> CoreError:
             "Check the address, or install the core's certificate.",
         )
     if isinstance(exc, aiohttp.ServerFingerprintMismatch):
-        return CoreError("certificate", f"The certificate of {host} has changed since it was pinned.")
+        return CertificateChanged(url, digest_pin(exc.expected), digest_pin(exc.got))
     if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ClientConnectorSSLError):
         return CoreError("ssl", f"A secure connection to {host} could not be set up. Is it really https?")
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
@@ -60,7 +90,7 @@ def explain_error(exc: BaseException, url: str) -> CoreError:
     if isinstance(exc, TimeoutError):
         return CoreError("timeout", f"The core at {host} did not answer in time.")
     if isinstance(exc, aiohttp.InvalidURL | ValueError):
-        return CoreError("bad_url", f"“{url}” is not a valid address; use e.g. http://core.example:8760.")
+        return CoreError("bad_url", f"“{url}” is not a valid address; use e.g. https://core.example:8760.")
     if isinstance(exc, aiohttp.ClientError):
         return CoreError("unreachable", f"Talking to {host} failed: {exc}.")
     return CoreError("internal", f"Something went wrong: {exc}.")

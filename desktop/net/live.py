@@ -17,8 +17,9 @@ from PySide6.QtCore import QObject, Signal
 from servermanager.common import protocol as p
 from servermanager.common.backoff import Backoff
 from servermanager.desktop.aio import Aio
-from servermanager.desktop.net.errors import CoreError, explain_error
+from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.net.rest import RestClient, Session
+from servermanager.desktop.net.trust import ssl_for
 
 log = logging.getLogger(__name__)
 
@@ -213,11 +214,12 @@ class LiveLink(QObject):
         url = ws_url(s.url)
         try:
             ws = await asyncio.wait_for(
-                self.rest.http().ws_connect(url, heartbeat=30.0, max_msg_size=64 << 20),
+                # The pin is checked in the TLS handshake: the token below goes only to the pinned core.
+                self.rest.http().ws_connect(url, heartbeat=30.0, max_msg_size=64 << 20, ssl=ssl_for(s.pin)),
                 self.request_timeout,
             )
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            raise explain_error(exc, s.url) from None
+            raise self.rest.explain(exc, s.url) from None
         pinger: asyncio.Task[None] | None = None
         try:
             await ws.send_bytes(p.encode(p.Auth(token=s.access_token)))
@@ -247,7 +249,7 @@ class LiveLink(QObject):
             if ws.close_code == p.CloseCode.UNAUTHORIZED:
                 raise _SocketRefused
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise explain_error(exc, s.url) from None
+            raise self.rest.explain(exc, s.url) from None
         finally:
             if pinger is not None:
                 pinger.cancel()

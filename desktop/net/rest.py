@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
@@ -15,7 +17,15 @@ from PySide6.QtCore import QObject, Signal
 from servermanager.common import protocol as p
 from servermanager.common import rest as m
 from servermanager.common.alerts import Alert
-from servermanager.desktop.net.errors import CoreError, explain_error, host_of, http_error
+from servermanager.desktop.net.errors import (
+    CertificateChanged,
+    CertificateUntrusted,
+    CoreError,
+    explain_error,
+    host_of,
+    http_error,
+)
+from servermanager.desktop.net.trust import peer_fingerprint, ssl_for
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +45,7 @@ class Session:
     refresh_token: str | None = None
     expires_at: float | None = None
     device_token: str | None = None  # from a password login: send it with the next one
+    pin: str | None = None  # the core's certificate fingerprint every connection must present
 
     @property
     def is_api_token(self) -> bool:
@@ -46,10 +57,25 @@ class Session:
 
 
 def normalize_url(url: str) -> str:
+    """A typed address as a URL. Without a scheme: https, except on loopback (plain, as a core
+    serves it by default there)."""
     url = url.strip().rstrip("/")
     if url and "://" not in url:
-        url = "http://" + url
+        try:
+            host = urlsplit("//" + url).hostname or ""
+        except ValueError:
+            host = ""  # not an address at all: the request says so
+        url = ("http://" if _loopback(host) else "https://") + url
     return url
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _with_pair(s: Session, pair: m.TokenPair) -> Session:
@@ -66,6 +92,9 @@ class RestClient(QObject):
     """The app's REST side of one core: holds the session, keeps its tokens fresh, never touches a widget."""
 
     session_changed = Signal(object)  # Session | None
+    # The signed-in core presented another certificate than the pinned one (CertificateChanged):
+    # nothing was sent; the user decides whether the new one is the core's.
+    certificate_changed = Signal(object)
     session_expired = Signal(str)  # the refresh token failed too: ask the user again
     refresh_token_rotated = Signal(str)  # store the new one wherever the old one was kept
 
@@ -93,6 +122,11 @@ class RestClient(QObject):
         self.session = session
         self.session_changed.emit(session)
 
+    def set_pin(self, pin: str) -> None:
+        """From now on the signed-in core must present this certificate (the user trusted a new one)."""
+        if self.session is not None and pin != self.session.pin:
+            self.set_session(replace(self.session, pin=pin))
+
     def set_role(self, role: str) -> None:
         """The core says the signed-in user's role is now `role` (the live socket's auth_ok)."""
         if self.session is not None and role != self.session.role:
@@ -107,8 +141,13 @@ class RestClient(QObject):
         json: Any = None,
         params: dict[str, str] | None = None,
         login: bool = False,
+        pin: str | None = None,
     ) -> bytes:
-        """One HTTP request; the body of a success, a CoreError in words for anything else."""
+        """One HTTP request; the body of a success, a CoreError in words for anything else.
+
+        pin: the certificate the core must present (checked before anything is sent). Without one,
+        an https core that nothing vouches for raises CertificateUntrusted with its fingerprint.
+        """
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         data = msgspec.json.encode(json) if json is not None else None
         if data is not None:
@@ -120,16 +159,40 @@ class RestClient(QObject):
                 headers=headers,
                 data=data,
                 params=params,
+                ssl=ssl_for(pin),
                 timeout=aiohttp.ClientTimeout(total=self.request_timeout),
             ) as r:
                 body = await r.read()
                 status = r.status
+        except aiohttp.ClientConnectorCertificateError as exc:
+            log.info("%s %s failed: %r", method, url, exc)
+            raise await self._untrusted(exc, url) from None
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             log.info("%s %s failed: %r", method, url, exc)
             raise explain_error(exc, url) from None
         if status >= 400:
             raise http_error(status, body, url, login=login)
         return body
+
+    async def _untrusted(self, exc: aiohttp.ClientConnectorCertificateError, url: str) -> CoreError:
+        """An unverifiable certificate, in words, with its fingerprint for trust on first use."""
+        reason = getattr(exc.certificate_error, "verify_message", None) or str(exc.certificate_error)
+        try:
+            presented = await peer_fingerprint(url, self.request_timeout)
+        except (OSError, TimeoutError, ValueError) as probe:
+            log.info("could not read the certificate of %s: %r", url, probe)
+            return explain_error(exc, url)
+        return CertificateUntrusted(url, presented, reason)
+
+    def explain(self, exc: BaseException, url: str) -> CoreError:
+        """A failure of the signed-in session's traffic in words; a changed certificate is announced."""
+        error = explain_error(exc, url)
+        self._announce(error)
+        return error
+
+    def _announce(self, error: CoreError) -> None:
+        if isinstance(error, CertificateChanged) and self.session is not None:
+            self.certificate_changed.emit(error)
 
     async def call(
         self, method: str, path: str, type: type[T] | None = None, *, json: Any = None, params: Any = None
@@ -141,9 +204,10 @@ class RestClient(QObject):
                 raise CoreError("signed_out", "You are not signed in.")
             try:
                 body = await self.request(
-                    method, s.url + API + path, token=s.access_token, json=json, params=params
+                    method, s.url + API + path, token=s.access_token, json=json, params=params, pin=s.pin
                 )
             except CoreError as exc:
+                self._announce(exc)
                 if exc.kind == "session_expired" and attempt == 1 and await self.refresh(s):
                     continue
                 if exc.kind == "session_expired":
@@ -171,7 +235,7 @@ class RestClient(QObject):
                 return True  # someone else refreshed while we waited
             try:
                 pair = await self._token_pair(
-                    current.url, "/auth/refresh", {"refresh_token": stale.refresh_token}
+                    current.url, "/auth/refresh", {"refresh_token": stale.refresh_token}, current.pin
                 )
             except CoreError as exc:
                 log.info("refresh failed: %s", exc)
@@ -189,8 +253,8 @@ class RestClient(QObject):
         self.set_session(None)
         self.session_expired.emit(message)
 
-    async def _token_pair(self, url: str, path: str, body: dict[str, str]) -> m.TokenPair:
-        raw = await self.request("POST", url + API + path, json=body, login=True)
+    async def _token_pair(self, url: str, path: str, body: dict[str, str], pin: str | None) -> m.TokenPair:
+        raw = await self.request("POST", url + API + path, json=body, login=True, pin=pin)
         try:
             return msgspec.json.decode(raw, type=m.TokenPair)
         except msgspec.MsgspecError:
@@ -198,35 +262,46 @@ class RestClient(QObject):
 
     # ------------------------------------------------------------ sign in / out
 
-    async def login(self, url: str, username: str, password: str, device_token: str | None = None) -> Session:
+    async def login(
+        self,
+        url: str,
+        username: str,
+        password: str,
+        device_token: str | None = None,
+        *,
+        pin: str | None = None,
+    ) -> Session:
         url = normalize_url(url)
         body = {"username": username, "password": password}
         if device_token:
             body["device_token"] = device_token
-        pair = await self._token_pair(url, "/auth/login", body)
+        pair = await self._token_pair(url, "/auth/login", body, pin)
         session = _with_pair(
-            Session(url, pair.access_token, username, pair.role, device_token=pair.device_token), pair
+            Session(url, pair.access_token, username, pair.role, device_token=pair.device_token, pin=pin),
+            pair,
         )
         self.set_session(session)
         return session
 
-    async def login_token(self, url: str, token: str) -> Session:
+    async def login_token(self, url: str, token: str, *, pin: str | None = None) -> Session:
         """Sign in with an API token; the core says whose it is and which role it carries."""
         url = normalize_url(url)
-        raw = await self.request("GET", url + API + "/auth/me", token=token, login=True)
+        raw = await self.request("GET", url + API + "/auth/me", token=token, login=True, pin=pin)
         try:
             me = msgspec.json.decode(raw, type=m.Me)
         except msgspec.MsgspecError:
             raise CoreError("not_core", f"{host_of(url)} does not look like a Server Manager core.") from None
-        session = Session(url, token, me.name, me.role)
+        session = Session(url, token, me.name, me.role, pin=pin)
         self.set_session(session)
         return session
 
-    async def resume(self, url: str, refresh_token: str, username: str = "") -> Session:
+    async def resume(
+        self, url: str, refresh_token: str, username: str = "", *, pin: str | None = None
+    ) -> Session:
         """Sign in again with a remembered refresh token (it rotates: store the new one)."""
         url = normalize_url(url)
-        pair = await self._token_pair(url, "/auth/refresh", {"refresh_token": refresh_token})
-        session = _with_pair(Session(url, pair.access_token, username, pair.role), pair)
+        pair = await self._token_pair(url, "/auth/refresh", {"refresh_token": refresh_token}, pin)
+        session = _with_pair(Session(url, pair.access_token, username, pair.role, pin=pin), pair)
         self.set_session(session)
         if not username:
             me = await self.call("GET", "/auth/me", m.Me)
@@ -247,6 +322,7 @@ class RestClient(QObject):
                 s.url + API + "/auth/logout",
                 token=s.access_token,
                 json={"refresh_token": s.refresh_token},
+                pin=s.pin,
             )
         except CoreError as exc:
             log.info("logout on the core failed (%s); tokens expire on their own", exc)

@@ -46,11 +46,12 @@ class SignIn(QObject):
         remember: keep the token between runs (OS keyring). session_only: keep it in memory for
         this run only, which is what is left when the system has no keyring.
         """
+        pin = profile.fingerprint or None
         if profile.auth == "token":
-            session = await self.rest.login_token(profile.url, secret.strip())
+            session = await self.rest.login_token(profile.url, secret.strip(), pin=pin)
         else:
             device = await self.secrets.load(profile.device_key)
-            session = await self.rest.login(profile.url, profile.username, secret, device)
+            session = await self.rest.login(profile.url, profile.username, secret, device, pin=pin)
             if session.device_token and session.device_token != device:
                 await self._keep_device(profile, session.device_token)
         # Only now, with the new session in hand: a failed attempt leaves the current one running.
@@ -84,10 +85,11 @@ class SignIn(QObject):
             return None
         kept_before = Kept.SESSION if self.secrets.where(profile.secret_key) == Kept.SESSION else Kept.KEYRING
         try:
+            pin = profile.fingerprint or None
             if profile.auth == "token":
-                session = await self.rest.login_token(profile.url, token)
+                session = await self.rest.login_token(profile.url, token, pin=pin)
             else:
-                session = await self.rest.resume(profile.url, token, profile.username)
+                session = await self.rest.resume(profile.url, token, profile.username, pin=pin)
         except CoreError as exc:
             if exc.kind in ("bad_token", "session_expired", "bad_credentials"):
                 log.info("the kept token for %s was refused; forgetting it", profile.name)
@@ -104,6 +106,18 @@ class SignIn(QObject):
         self.live.start()
         self.signed_in.emit(session)
         return session
+
+    def trust(self, profile: Profile, fingerprint: str) -> None:
+        """The user trusts this certificate for the profile's core: pin it, in the saved profile too,
+        and in the running session when it is this profile's."""
+        profile.fingerprint = fingerprint
+        if self.profiles.get(profile.name) is not None:
+            self.profiles.upsert(profile)
+        session = self.rest.session
+        if session is not None and self.profile is not None and self.profile.name == profile.name:
+            self.profile.fingerprint = fingerprint
+            self.rest.set_pin(fingerprint)
+        log.info("pinned the certificate of %s: %s", profile.url, fingerprint)
 
     async def _keep(self, profile: Profile, token: str) -> None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sqlite3
 import sys
 import tempfile
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from servermanager.core.datadir import DB_FILENAME
-from tests.helpers.procs import AgentProcess, CoreProcess, cli
+from tests.helpers.procs import CLI, AgentProcess, CoreProcess, cli
 from tests.helpers.wait import wait_sync
 
 pytestmark = pytest.mark.slow
@@ -104,3 +105,36 @@ def test_interval_below_one_second_is_refused(tmp_path: Path) -> None:
     r = cli("agent", "--core", "http://127.0.0.1:9", "--state-dir", str(tmp_path / "s"), "--interval", "0.5")
     assert r.returncode == 2
     assert "interval" in r.stderr
+
+
+def test_the_enrollment_command_the_admin_copies_works_over_tls(tmp_path: Path) -> None:
+    core = CoreProcess(tmp_path / "core", host="0.0.0.0", tls=True)  # beyond loopback: TLS by itself
+    try:
+        core.start()
+        config = tmp_path / "core.toml"
+        config.write_text(f'listen = "0.0.0.0:{core.port}"\n')
+        r = cli(
+            "admin", "enroll-token", "--config", str(config), "--data-dir", str(core.data_dir),
+            "--core-host", "127.0.0.1",
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        line = next(ln.strip() for ln in r.stderr.splitlines() if "servermanager agent" in ln)
+        words = shlex.split(line)
+        assignment, program, args = words[0], words[1:3], words[3:]
+        assert program == ["servermanager", "agent"] and assignment.startswith("SM_AGENT_ENROLL_TOKEN=")
+        assert "--core-fingerprint" in args and args[args.index("--core") + 1].startswith("wss://")
+        state = tmp_path / "state"
+        agent = AgentProcess(core.url, state)
+        agent.args = [*CLI, "agent", *args, "--state-dir", str(state), "--interval", "1"]  # as copied
+        agent.env["SM_AGENT_ENROLL_TOKEN"] = assignment.partition("=")[2]
+        try:
+            agent.start()
+            wait_sync(lambda: _rows(core) >= 2, what="samples from the agent enrolled over TLS")
+            assert agent.terminate() == 0, agent.log()
+        finally:
+            agent.stop()
+        assert "pinned sha256:" in agent.log()
+        # The pin went into the credential file: the next run needs neither the token nor the flag.
+        assert '"pin":"sha256:' in (state / "credential").read_text()
+    finally:
+        core.stop()

@@ -173,3 +173,30 @@ def test_exec_validation(tmp_path: Path, toml: str, why: str) -> None:
 def test_exec_doc_fields_cover_every_field() -> None:
     assert set(ExecSettings.__doc_fields__) == set(ExecSettings.__struct_fields__)
     assert "exec" in AgentSettings.__doc_fields__
+
+
+def test_core_fingerprint_is_normalised_and_needs_a_tls_url(tmp_path: Path) -> None:
+    pin = "sha256:" + "0a" * 32
+    # As `openssl x509 -fingerprint -sha256` prints it: upper case, colons, no prefix.
+    pasted = ":".join(["0A"] * 32)
+    s = load_agent_settings(
+        environ={"SM_AGENT_CORE": "https://hub:8760", "SM_AGENT_CORE_FINGERPRINT": pasted}
+    )
+    assert s.core_fingerprint == pin
+    with pytest.raises(SettingsError, match="core_fingerprint: not a certificate fingerprint"):
+        load_agent_settings(
+            environ={"SM_AGENT_CORE": "wss://hub", "SM_AGENT_CORE_FINGERPRINT": "sha256:beef"}
+        )
+    with pytest.raises(SettingsError, match=r"core_fingerprint is for a TLS core, but core is ws://hub"):
+        load_agent_settings(environ={"SM_AGENT_CORE": "http://hub", "SM_AGENT_CORE_FINGERPRINT": pin})
+
+
+def test_ca_file_must_be_readable_and_needs_a_tls_url(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    with pytest.raises(SettingsError, match=f"ca_file: {ca} is not a readable file"):
+        load_agent_settings(environ={"SM_AGENT_CORE": "wss://hub"}, overrides={"ca_file": str(ca)})
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    s = load_agent_settings(environ={"SM_AGENT_CORE": "wss://hub"}, overrides={"ca_file": str(ca)})
+    assert s.ca_file == str(ca)
+    with pytest.raises(SettingsError, match="ca_file is for a TLS core"):
+        load_agent_settings(environ={"SM_AGENT_CORE": "ws://hub"}, overrides={"ca_file": str(ca)})

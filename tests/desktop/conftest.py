@@ -147,8 +147,9 @@ async def until(pred: Callable[[], object], what: str = "condition", timeout: fl
 class Cores:
     """The test's core; restartable on the same port and data dir, optionally refusing /ws/client."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, **settings: Any) -> None:
         self.data_dir = data_dir
+        self.settings = {**CORE_SETTINGS, **settings}  # tls="on": served over HTTPS/WSS
         self.core: RunningCore | None = None
         self.block_ws = False
         self.requests: list[str] = []  # path and query of every request the core got, in order
@@ -164,7 +165,7 @@ class Cores:
         return await handler(request)
 
     async def start(self, port: int | None = None) -> RunningCore:
-        core = RunningCore(self.data_dir, port=port, **CORE_SETTINGS)
+        core = RunningCore(self.data_dir, port=port, **self.settings)
         core.app.middlewares.append(self._gate)
         # The core closes agent sockets on shutdown but leaves client sockets to the server's
         # shutdown timeout (5 s in `servermanager core`); keep that short here.

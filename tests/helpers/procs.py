@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -46,23 +47,48 @@ class Daemon:
 
 
 class CoreProcess(Daemon):
-    """`servermanager core` on a loopback port, its log captured to a file."""
+    """`servermanager core` on a loopback port, its log captured to a file.
 
-    def __init__(self, data_dir: Path, port: int | None = None, **env: str) -> None:
+    host: the address it binds (it is always reached through 127.0.0.1); tls: it serves HTTPS, so
+    `url` says https and requests trust its certificate without checking it (tests pin it apart).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        host: str = "127.0.0.1",
+        tls: bool = False,
+        args: tuple[str, ...] = (),
+        **env: str,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
+        self.host = host
+        self.tls = tls
+        self.args = args
         self.env = {**os.environ, "SM_CORE_FLUSH_EVERY": "0.01", "SM_CORE_AGENT_INTERVAL": "1", **env}
         self.log_path = data_dir.parent / f"core-{self.port}.log"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def _context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
 
     def start(self) -> CoreProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        listen = f"{self.host}:{self.port}"
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [*CLI, "core", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}"],
+                [*CLI, "core", "--data-dir", str(self.data_dir), "--listen", listen, *self.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
@@ -75,7 +101,7 @@ class CoreProcess(Daemon):
         if self.proc.poll() is not None:
             raise AssertionError(f"core exited with {self.proc.returncode}:\n{self.log()}")
         try:
-            with urllib.request.urlopen(self.url + "/api/v1/health", timeout=1) as r:
+            with urllib.request.urlopen(self.url + "/api/v1/health", timeout=1, context=self._context()) as r:
                 return bool(r.status == 200)
         except OSError:
             return False
@@ -93,7 +119,7 @@ class CoreProcess(Daemon):
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=10) as r:
+            with urllib.request.urlopen(req, timeout=10, context=self._context()) as r:
                 raw = r.read()
                 return r.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as e:

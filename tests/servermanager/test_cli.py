@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from servermanager.cli import main
 from servermanager.common import __version__
 from tests.helpers.procs import cli
 
@@ -29,3 +32,9 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
 def test_an_unknown_subcommand_is_a_usage_error() -> None:
     r = cli("bogus")
     assert r.returncode == 2 and "invalid choice: 'bogus'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_demo_stays_on_loopback(capsys: pytest.CaptureFixture[str]) -> None:
+    # It serves plain HTTP and prints the admin password: a network address is refused, with why.
+    assert main(["demo", "--listen", "0.0.0.0:8760", "--no-desktop"]) == 2
+    assert "not a loopback address" in capsys.readouterr().err

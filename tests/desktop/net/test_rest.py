@@ -76,7 +76,12 @@ def test_calls_need_a_session_and_urls_are_normalized(ctx: AppContext, run: Run)
     with pytest.raises(CoreError) as err:
         run(ctx.rest.nodes())
     assert err.value.kind == "signed_out"
-    assert normalize_url(" core.example:8760/ ") == "http://core.example:8760"
+    # A typed address without a scheme is https, as a core serves beyond loopback by default.
+    assert normalize_url(" core.example:8760/ ") == "https://core.example:8760"
+    assert normalize_url("127.0.0.1:8760") == "http://127.0.0.1:8760"
+    assert normalize_url("localhost:8760") == "http://localhost:8760"
+    assert normalize_url("[::1]:8760") == "http://[::1]:8760"
+    assert normalize_url("10.0.0.5:8760") == "https://10.0.0.5:8760"
     assert normalize_url("https://core.example/") == "https://core.example"
     session = Session("http://c", "sma_x", "bot", "viewer")
     assert session.is_api_token and not session.can_edit
