@@ -10,6 +10,13 @@ import msgspec
 from servermanager.common import rest as m
 from servermanager.common.tls import digest_pin
 
+OTP_REQUIRED = "Enter the 6-digit code from your authenticator app (or one of your recovery codes)."
+STEP_UP_REQUIRED = "Confirm it is you first: enter your password or two-factor code again."
+TOTP_SETUP_REQUIRED = (
+    "Your role must sign in with two factors: set up two-factor sign-in first "
+    "(Account → Two-factor sign-in…)."
+)
+
 
 class CoreError(Exception):
     """A failure talking to the core, phrased for the person at the keyboard."""
@@ -115,15 +122,25 @@ def http_error(status: int, body: bytes, url: str, *, login: bool) -> CoreError:
             status,
         )
     if detail.code == "bad_credentials":
-        return CoreError("bad_credentials", "Wrong user name or password.", status)
+        # The core says which: the user name or password, a two-factor code, the current password.
+        return CoreError(
+            "bad_credentials", _sentence(detail.message) or "Wrong user name or password.", status
+        )
+    if detail.code == "otp_required":
+        # The password was right; this user signs in with two factors.
+        return CoreError("otp_required", OTP_REQUIRED, status)
     if status == 401:
         if login:
             return CoreError(
                 "bad_token", "The core did not accept this token: it is wrong, expired or revoked.", status
             )
         return CoreError("session_expired", "Your session has expired. Please sign in again.", status)
+    if detail.code == "step_up_required":
+        return CoreError("step_up_required", STEP_UP_REQUIRED, status)
+    if detail.code == "totp_setup_required":
+        return CoreError("totp_setup_required", TOTP_SETUP_REQUIRED, status)
     if status == 403:
         return CoreError("forbidden", f"Not allowed: {detail.message}.", status)
-    if status == 404:
+    if status == 404 and detail.message == "no such node":
         return CoreError("not_found", "That node no longer exists.", status)
     return CoreError(detail.code, _sentence(detail.message), status)

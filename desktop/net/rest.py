@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -30,6 +32,7 @@ from servermanager.desktop.net.trust import peer_fingerprint, ssl_for
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 API = "/api/v1"
 
@@ -46,6 +49,9 @@ class Session:
     expires_at: float | None = None
     device_token: str | None = None  # from a password login: send it with the next one
     pin: str | None = None  # the core's certificate fingerprint every connection must present
+    # What the login answer asked of the user (a password sign-in only; not kept up to date after it):
+    must_change_password: bool = False  # the password was generated or reset by an admin
+    totp_setup_required: bool = False  # this role must sign in with two factors, and they are not set up
 
     @property
     def is_api_token(self) -> bool:
@@ -78,6 +84,24 @@ def _loopback(host: str) -> bool:
         return False
 
 
+# Asks the person at the keyboard to confirm it is them (POST /auth/step-up done): True once the core
+# accepted it, False when they declined. The app installs one (desktop.accountflow); none: not asked.
+ConfirmIdentity = Callable[[], Awaitable[bool]]
+
+
+def needs_step_up(
+    fn: Callable[Concatenate[RestClient, P], Awaitable[T]],
+) -> Callable[Concatenate[RestClient, P], Awaitable[T]]:
+    """A call the core may refuse with `step_up_required` (commands, service actions): then the user
+    is asked to confirm it is them, and the whole call (signing included) runs once more."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: RestClient, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.stepped_up(lambda: fn(self, *args, **kwargs))
+
+    return wrapper
+
+
 def _with_pair(s: Session, pair: m.TokenPair) -> Session:
     return replace(
         s,
@@ -102,6 +126,7 @@ class RestClient(QObject):
         super().__init__(parent)
         self.request_timeout = request_timeout
         self.session: Session | None = None
+        self.confirm_identity: ConfirmIdentity | None = None
         self._http: aiohttp.ClientSession | None = None
         self._refresh_lock = asyncio.Lock()
 
@@ -223,6 +248,21 @@ class RestClient(QObject):
                 ) from None
         raise AssertionError("unreachable")
 
+    async def stepped_up(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Run op; if the core wants a fresh step-up first, have the user confirm it is them, then
+        run op once more. Declining raises CoreError("step_up_declined")."""
+        try:
+            return await op()
+        except CoreError as exc:
+            if exc.kind != "step_up_required" or self.confirm_identity is None:
+                raise
+            log.info("the core asks for a step-up first")
+            if not await self.confirm_identity():
+                raise CoreError(
+                    "step_up_declined", "Not done: it needs you to confirm it is you first.", exc.status
+                ) from None
+        return await op()
+
     async def refresh(self, stale: Session) -> bool:
         """Exchange the refresh token of `stale`; concurrent callers share one exchange."""
         if stale.refresh_token is None:
@@ -270,14 +310,28 @@ class RestClient(QObject):
         device_token: str | None = None,
         *,
         pin: str | None = None,
+        otp: str | None = None,
     ) -> Session:
+        """Sign in with a password, and the authenticator's code (or a recovery code) when the user
+        has two-factor sign-in: without it, such a user gets CoreError("otp_required")."""
         url = normalize_url(url)
         body = {"username": username, "password": password}
         if device_token:
             body["device_token"] = device_token
+        if otp:
+            body["otp"] = otp.strip().replace(" ", "")
         pair = await self._token_pair(url, "/auth/login", body, pin)
         session = _with_pair(
-            Session(url, pair.access_token, username, pair.role, device_token=pair.device_token, pin=pin),
+            Session(
+                url,
+                pair.access_token,
+                username,
+                pair.role,
+                device_token=pair.device_token,
+                pin=pin,
+                must_change_password=pair.must_change_password,
+                totp_setup_required=pair.totp_setup_required,
+            ),
             pair,
         )
         self.set_session(session)
@@ -371,6 +425,7 @@ class RestClient(QObject):
 
     # ------------------------------------------------------------ remote operations
 
+    @needs_step_up
     async def run_command(
         self, node_ids: list[int], command: str | list[str], timeout: float
     ) -> m.CommandInfo:
@@ -390,11 +445,13 @@ class RestClient(QObject):
         assert info is not None
         return info
 
+    @needs_step_up
     async def services(self, node_id: int) -> list[p.ServiceInfo]:
         result = await self.call("GET", f"/nodes/{node_id}/services", m.ServiceList)
         assert result is not None
         return result.services
 
+    @needs_step_up
     async def service_action(self, node_id: int, name: str, action: str) -> m.CommandInfo:
         info = await self.call("POST", f"/nodes/{node_id}/services/{name}/{action}", m.CommandInfo)
         assert info is not None
@@ -511,3 +568,81 @@ class RestClient(QObject):
 
     async def delete_silence(self, silence_id: int) -> None:
         await self.call("DELETE", f"/silences/{silence_id}")
+
+    # ------------------------------------------------------------ your account
+
+    async def me(self) -> m.Me:
+        me = await self.call("GET", "/auth/me", m.Me)
+        assert me is not None
+        return me
+
+    async def change_password(self, current: str, new: str) -> None:
+        """Your own password; the core keeps this session and ends your others."""
+        await self.call(
+            "POST", "/auth/password", json=m.PasswordChange(current_password=current, new_password=new)
+        )
+
+    async def step_up(self, *, password: str | None = None, code: str | None = None) -> None:
+        """Confirm it is you (the password, or the authenticator's or a recovery code) before commands."""
+        await self.call("POST", "/auth/step-up", json=m.StepUp(password=password, code=code))
+
+    async def totp_setup(self) -> m.TotpSetup:
+        setup = await self.call("POST", "/auth/totp/setup", m.TotpSetup)
+        assert setup is not None
+        return setup
+
+    async def totp_enable(self, code: str) -> list[str]:
+        """Turn two-factor sign-in on with a first code; the recovery codes, shown this once."""
+        codes = await self.call("POST", "/auth/totp/enable", m.RecoveryCodes, json=m.TotpCode(code))
+        assert codes is not None
+        return codes.codes
+
+    async def totp_disable(self, code: str) -> None:
+        await self.call("POST", "/auth/totp/disable", json=m.TotpCode(code))
+
+    async def tokens(self, user: str | None = None) -> list[m.TokenInfo]:
+        """Live sign-ins and API tokens (never their secrets): yours, or (admins) another user's."""
+        result = await self.call("GET", "/auth/tokens", m.TokenList, params={"user": user} if user else None)
+        assert result is not None
+        return result.tokens
+
+    async def revoke_token(self, token_id: str) -> None:
+        """Revoke a token by its id; a sign-in's access or refresh token ends the whole sign-in."""
+        await self.call("DELETE", f"/auth/tokens/{token_id}")
+
+    # ------------------------------------------------------------ users (admins)
+
+    async def users(self) -> list[m.User]:
+        result = await self.call("GET", "/users", m.UserList)
+        assert result is not None
+        return result.users
+
+    async def create_user(self, name: str, password: str, role: str) -> m.User:
+        user = await self.call(
+            "POST",
+            "/users",
+            m.User,
+            json=m.UserCreate(name=name, password=password, role=role),  # type: ignore[arg-type]
+        )
+        assert user is not None
+        return user
+
+    async def patch_user(self, user_id: int, patch: m.UserPatch) -> m.User:
+        user = await self.call("PATCH", f"/users/{user_id}", m.User, json=patch)
+        assert user is not None
+        return user
+
+    async def delete_user(self, user_id: int) -> None:
+        await self.call("DELETE", f"/users/{user_id}")
+
+    async def reset_password(self, user_id: int, password: str) -> None:
+        """Set a user's password; they must change it at their next sign-in."""
+        await self.call("POST", f"/users/{user_id}/password", json=m.PasswordReset(password))
+
+    async def enroll_tokens(self) -> list[m.EnrollTokenInfo]:
+        result = await self.call("GET", "/enroll-tokens", m.EnrollTokenList)
+        assert result is not None
+        return result.tokens
+
+    async def revoke_enroll_token(self, token_id: str) -> None:
+        await self.call("DELETE", f"/enroll-tokens/{token_id}")

@@ -39,19 +39,27 @@ class SignIn(QObject):
         rest.session_expired.connect(self._expired)
 
     async def sign_in(
-        self, profile: Profile, secret: str, *, remember: bool = True, session_only: bool = False
+        self,
+        profile: Profile,
+        secret: str,
+        *,
+        remember: bool = True,
+        session_only: bool = False,
+        otp: str | None = None,
     ) -> Session:
         """Sign in with a password or an API token (profile.auth says which).
 
         remember: keep the token between runs (OS keyring). session_only: keep it in memory for
-        this run only, which is what is left when the system has no keyring.
+        this run only, which is what is left when the system has no keyring. otp: the two-factor
+        code (or a recovery code) of a user who has it; without one such a user's sign-in raises
+        CoreError("otp_required"), and nothing changes.
         """
         pin = profile.fingerprint or None
         if profile.auth == "token":
             session = await self.rest.login_token(profile.url, secret.strip(), pin=pin)
         else:
             device = await self.secrets.load(profile.device_key)
-            session = await self.rest.login(profile.url, profile.username, secret, device, pin=pin)
+            session = await self.rest.login(profile.url, profile.username, secret, device, pin=pin, otp=otp)
             if session.device_token and session.device_token != device:
                 await self._keep_device(profile, session.device_token)
         # Only now, with the new session in hand: a failed attempt leaves the current one running.
