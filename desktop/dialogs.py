@@ -38,9 +38,10 @@ _TAG = re.compile(r"^[A-Za-z0-9_.:/-]{1,32}$")
 
 
 class ConnectionDialog(QDialog):
-    """Pick or create a profile (name + core URL) and sign in with a password or an API token."""
+    """Pick or create a profile (name + core URL) and sign in with a password or an API token; a
+    user with two-factor sign-in is asked for the code when the core says so (`ask_code`)."""
 
-    submitted = Signal(object, str, bool, bool)  # Profile, secret, remember, session_only
+    submitted = Signal(object, str, bool, bool, str)  # Profile, secret, remember, session_only, code
     profile_deleted = Signal(str)
 
     def __init__(
@@ -88,6 +89,13 @@ class ConnectionDialog(QDialog):
         self.token_edit = QLineEdit()
         self.token_edit.setEchoMode(QLineEdit.EchoMode.Password)
         self.token_edit.setPlaceholderText("smt_…")
+        self.code_edit = QLineEdit()
+        self.code_edit.setObjectName("otp")
+        self.code_edit.setPlaceholderText("123456, or a recovery code")
+        self.code_edit.setMaxLength(32)
+        mono = QFont("monospace")
+        mono.setStyleHint(QFont.StyleHint.Monospace)
+        self.code_edit.setFont(mono)
 
         form = QFormLayout()
         form.addRow("Profile name", self.name_edit)
@@ -96,7 +104,9 @@ class ConnectionDialog(QDialog):
         form.addRow("User name", self.user_edit)
         form.addRow("Password", self.password_edit)
         form.addRow("API token", self.token_edit)
+        form.addRow("Two-factor code", self.code_edit)
         self._form = form
+        self._form.setRowVisible(self.code_edit, False)
 
         self.remember_box = QCheckBox("Stay signed in on this computer")
         self.remember_box.setChecked(True)
@@ -165,7 +175,25 @@ class ConnectionDialog(QDialog):
                 self.remember_box.setChecked(prof.remember)
         self.password_edit.clear()
         self.token_edit.clear()
+        self._forget_code()
         self._method_changed()
+
+    def ask_code(self, message: str) -> None:
+        """The password was right and the user has two-factor sign-in: ask for the code too."""
+        self.set_busy(False)
+        self._form.setRowVisible(self.code_edit, True)
+        self.code_edit.clear()
+        self.code_edit.setFocus()
+        self.error.setText(message)
+        self.error.setVisible(bool(message))
+
+    def _forget_code(self) -> None:
+        self.code_edit.clear()
+        self._form.setRowVisible(self.code_edit, False)
+
+    @property
+    def asks_code(self) -> bool:
+        return self.code_edit.isVisibleTo(self)
 
     def _method_changed(self) -> None:
         by_password = self.password_radio.isChecked()
@@ -178,6 +206,8 @@ class ConnectionDialog(QDialog):
             label = self._form.labelForField(widget)
             if label is not None:
                 label.setVisible(visible)
+        if not by_password:
+            self._forget_code()
         (self.password_edit if by_password else self.token_edit).setFocus()
 
     def _delete(self) -> None:
@@ -211,11 +241,14 @@ class ConnectionDialog(QDialog):
             problem = "Enter your user name."
         elif not secret:
             problem = "Enter your password." if prof.auth == "password" else "Paste your API token."
+        code = self.code_edit.text().strip() if prof.auth == "password" and self.asks_code else ""
+        if not problem and self.asks_code and prof.auth == "password" and not code:
+            problem = "Enter the code from your authenticator app (or a recovery code)."
         if problem:
             self.show_error(problem)
             return
         self.set_busy(True)
-        self.submitted.emit(prof, secret, self.remember_box.isChecked(), self.session_box.isChecked())
+        self.submitted.emit(prof, secret, self.remember_box.isChecked(), self.session_box.isChecked(), code)
 
     def show_error(self, message: str) -> None:
         self.set_busy(False)

@@ -1,6 +1,8 @@
-"""Small dumb widgets and painting helpers: in-cell percentage bars, the fleet delegate, meters."""
+"""Small dumb widgets and painting helpers: record tables, forms, confirmations, in-cell percentage bars, the fleet delegate, meters."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from PySide6.QtCore import (
     QAbstractItemModel,
@@ -20,6 +22,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLayout,
+    QMessageBox,
     QSizePolicy,
     QStyle,
     QStyledItemDelegate,
@@ -96,6 +99,17 @@ class FormDialog(QDialog):
     def show_error(self, message: str) -> None:
         self.error.setText(message)
         self.error.setVisible(bool(message))
+
+
+def confirm(parent: QWidget, title: str, text: str, ok: str, then: Callable[[], object]) -> QMessageBox:
+    """Ask before doing something that cannot be undone (non-blocking: `then` runs on `ok`)."""
+    box = QMessageBox(QMessageBox.Icon.Question, title, text, QMessageBox.StandardButton.Cancel, parent)
+    button = box.addButton(ok, QMessageBox.ButtonRole.AcceptRole)
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    box.buttonClicked.connect(lambda clicked: then() if clicked is button else None)
+    box.open()
+    return box
 
 
 def level_color(pct: float) -> QColor:

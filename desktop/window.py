@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent
-from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget, QToolBar, QToolButton, QWidget
+from PySide6.QtWidgets import QLabel, QMainWindow, QMenu, QTabWidget, QToolBar, QToolButton, QWidget
 
 from servermanager.common import rest as m
 from servermanager.common.alerts import Alert
+from servermanager.desktop.accountflow import AccountFlow
 from servermanager.desktop.alerting import AlertingView
 from servermanager.desktop.audit import AuditPanel
 from servermanager.desktop.console import ConsolePanel
@@ -26,6 +27,7 @@ from servermanager.desktop.secrets import Kept
 from servermanager.desktop.settings import Profile
 from servermanager.desktop.themes import icon
 from servermanager.desktop.tray import Tray, TrayState
+from servermanager.desktop.users import AccountsView
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,10 @@ class MainWindow(QMainWindow):
         self.console: ConsolePanel | None = None
         self.audit: AuditPanel | None = None
         self.alerting: AlertingView | None = None
+        self.accounts: AccountsView | None = None
+        # Change password, two-factor, "Confirm it's you" before commands, what sign-in asks.
+        self.account = AccountFlow(ctx, self)
+        self.account.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.setWindowTitle("Server Manager")
         self.setWindowIcon(icon("app"))
         self.resize(1280, 760)
@@ -94,6 +100,24 @@ class MainWindow(QMainWindow):
         self.alerts_action.setToolTip("Alerts, rules, silences and notification channels")
         self.alerts_action.triggered.connect(lambda: self.open_alerting())
         self.alerts_action.setEnabled(False)
+        self.users_action = QAction("Users", self)
+        self.users_action.setToolTip("Users, their sign-ins and tokens, enrollment tokens (admins)")
+        self.users_action.triggered.connect(lambda: self.open_accounts())
+        self.users_action.setVisible(False)
+        self.password_action = QAction("Change password…", self)
+        self.password_action.triggered.connect(lambda: self.account.change_password())
+        self.two_factor_action = QAction("Two-factor sign-in…", self)
+        self.two_factor_action.triggered.connect(lambda: self.account.two_factor())
+        self.sessions_action = QAction("Sessions and tokens…", self)
+        self.sessions_action.triggered.connect(lambda: self.open_accounts("sessions"))
+        self.account_menu = QMenu("Account", self)
+        for action in (self.password_action, self.two_factor_action, self.sessions_action):
+            self.account_menu.addAction(action)
+        self.account_button = QToolButton()
+        self.account_button.setText("Account")
+        self.account_button.setToolTip("Your password, two-factor sign-in, sessions and tokens")
+        self.account_button.setMenu(self.account_menu)
+        self.account_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self.quit_action = QAction("Quit", self)
         self.quit_action.setShortcut("Ctrl+Q")
         self.quit_action.triggered.connect(self.request_quit)
@@ -104,6 +128,9 @@ class MainWindow(QMainWindow):
         toolbar.addAction(self.alerts_action)
         toolbar.addAction(self.console_action)
         toolbar.addAction(self.audit_action)
+        toolbar.addAction(self.users_action)
+        toolbar.addSeparator()
+        toolbar.addWidget(self.account_button)
         self.addToolBar(toolbar)
 
         self.link_icon = QLabel()
@@ -195,8 +222,11 @@ class MainWindow(QMainWindow):
             return
         if session is None:
             self.open_connection(selected=profile.name)
-        elif self.connection_dialog is not None:
+            return
+        if self.connection_dialog is not None:
             self.connection_dialog.accept()
+        if not session.is_api_token:
+            await self.account.check()  # a password to change, two-factor to set up
 
     # ------------------------------------------------------------ dialogs
 
@@ -216,8 +246,8 @@ class MainWindow(QMainWindow):
             parent=self if self.isVisible() else None,
         )
         dialog.submitted.connect(
-            lambda prof, secret, remember, session_only: self.ctx.aio.spawn(
-                self._connect(dialog, prof, secret, remember, session_only), "sign-in"
+            lambda prof, secret, remember, session_only, code: self.ctx.aio.spawn(
+                self._connect(dialog, prof, secret, remember, session_only, code), "sign-in"
             )
         )
         dialog.profile_deleted.connect(self._delete_profile)
@@ -232,10 +262,18 @@ class MainWindow(QMainWindow):
         self.connection_dialog = None
 
     async def _connect(
-        self, dialog: ConnectionDialog, profile: Profile, secret: str, remember: bool, session_only: bool
+        self,
+        dialog: ConnectionDialog,
+        profile: Profile,
+        secret: str,
+        remember: bool,
+        session_only: bool,
+        code: str = "",
     ) -> None:
         try:
-            await self.ctx.signin.sign_in(profile, secret, remember=remember, session_only=session_only)
+            session = await self.ctx.signin.sign_in(
+                profile, secret, remember=remember, session_only=session_only, otp=code or None
+            )
         except (CertificateUntrusted, CertificateChanged) as exc:
             # Nothing was sent to this core yet: trusting its certificate tries again with it pinned.
             dialog.show_error(exc.message)
@@ -243,17 +281,24 @@ class MainWindow(QMainWindow):
                 exc,
                 profile,
                 lambda: self.ctx.aio.spawn(
-                    self._connect(dialog, profile, secret, remember, session_only), "sign-in"
+                    self._connect(dialog, profile, secret, remember, session_only, code), "sign-in"
                 ),
                 dialog,
             )
             return
         except CoreError as exc:
-            dialog.show_error(exc.message)
+            if exc.kind == "otp_required":
+                dialog.ask_code(exc.message)  # the password was right: now the second factor
+            else:
+                dialog.show_error(exc.message)
             return
         if self.ctx.signin.kept == Kept.SESSION:
             self.statusBar().showMessage("Signed in; your sign-in is kept until you quit.", 10000)
         dialog.accept()
+        self.account.after_sign_in(
+            must_change_password=session.must_change_password,
+            totp_setup_required=session.totp_setup_required,
+        )
 
     def ask_trust(
         self,
@@ -380,6 +425,19 @@ class MainWindow(QMainWindow):
         self.alerting.show_page(page)
         return self.alerting
 
+    def open_accounts(self, page: str = "users") -> AccountsView | None:
+        """The Users tab on one of its pages: users, sessions (sessions and tokens) or enroll; those
+        other than sessions are for admins."""
+        session = self.ctx.rest.session
+        if session is None:
+            return None
+        if self.accounts is None:
+            self.accounts = AccountsView(self.ctx)
+            self.tabs.addTab(self.accounts, "Users" if session.role == "admin" else "Sessions and tokens")
+        self.tabs.setCurrentWidget(self.accounts)
+        self.accounts.show_page(page)
+        return self.accounts
+
     def close_node(self, node_id: int) -> None:
         view = self.node_views.get(node_id)
         if view is not None:
@@ -392,7 +450,7 @@ class MainWindow(QMainWindow):
             self.node_views.pop(view.node_id, None)
             view.shutdown()
             view.deleteLater()
-        elif isinstance(view, ConsolePanel | AuditPanel | AlertingView):
+        elif isinstance(view, ConsolePanel | AuditPanel | AlertingView | AccountsView):
             self.tabs.removeTab(index)
             if view is self.console:
                 self.console = None
@@ -400,6 +458,8 @@ class MainWindow(QMainWindow):
                 self.audit = None
             if view is self.alerting:
                 self.alerting = None
+            if view is self.accounts:
+                self.accounts = None
             view.shutdown()
             view.deleteLater()
 
@@ -485,6 +545,12 @@ class MainWindow(QMainWindow):
         self.console_action.setToolTip("Run a command on the nodes selected in the fleet table" + hint)
         self.audit_action.setEnabled(operator)
         self.audit_action.setToolTip("Who did what, when" + hint)
+        admin = session is not None and session.role == "admin"
+        self.users_action.setVisible(admin)
+        self.users_action.setEnabled(admin)
+        self.account_button.setEnabled(session is not None)
+        if self.accounts is not None and session is None:
+            self._close_tab(self.tabs.indexOf(self.accounts))
         if session is None:
             self.tray_state.set_alerts([])
             self.ctx.model.set_alerts([])
