@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
-    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -55,6 +54,17 @@ def _label(text: str = "", name: str = "") -> QLabel:
 
 def _copy(text: str) -> None:
     QGuiApplication.clipboard().setText(text)
+
+
+def code_edit(placeholder: str, name: str) -> QLineEdit:
+    """A field for a 6-digit code or a recovery code: monospace, wide enough for its hint."""
+    edit = QLineEdit()
+    edit.setObjectName(name)
+    edit.setFont(monospace())
+    edit.setMaxLength(32)
+    edit.setPlaceholderText(placeholder)
+    edit.setMinimumWidth(edit.fontMetrics().horizontalAdvance(placeholder + "MMMM"))
+    return edit
 
 
 class ChangePasswordDialog(FormDialog):
@@ -123,10 +133,15 @@ class TwoFactorDialog(QDialog):
         self.codes: list[str] = []
         self.reason = _label(reason, "notice")
         self.reason.setVisible(bool(reason))
-        self.pages = QStackedWidget()
+        # The pages in one column, only the current one shown: a QStackedWidget would keep the height
+        # of its tallest page (the recovery codes) for every page.
+        self.pages = QWidget()
+        self._pages = QVBoxLayout(self.pages)
+        self._pages.setContentsMargins(0, 0, 0, 0)
+        self._current: QWidget = self.pages
 
         self.checking = _label("Checking your account…")
-        self.pages.addWidget(self.checking)
+        self._pages.addWidget(self.checking)
 
         # Off: what it is, and "Set up".
         off = QWidget()
@@ -147,7 +162,7 @@ class TwoFactorDialog(QDialog):
         lay.addLayout(row)
         lay.addStretch(1)
         self.off_page = off
-        self.pages.addWidget(off)
+        self._pages.addWidget(off)
 
         # Set up: the secret and the link, then a first code.
         setup = QWidget()
@@ -183,11 +198,7 @@ class TwoFactorDialog(QDialog):
         row.addWidget(self.copy_uri)
         lay.addLayout(row)
         lay.addWidget(_label("2. Enter the 6-digit code the app now shows for Server Manager:"))
-        self.enable_code = QLineEdit()
-        self.enable_code.setObjectName("enableCode")
-        self.enable_code.setFont(monospace())
-        self.enable_code.setMaxLength(32)
-        self.enable_code.setPlaceholderText("123456")
+        self.enable_code = code_edit("123456", "enableCode")
         self.enable_code.returnPressed.connect(self._enable)
         self.enable_button = QPushButton("Turn on")
         self.enable_button.clicked.connect(self._enable)
@@ -198,7 +209,7 @@ class TwoFactorDialog(QDialog):
         lay.addLayout(row)
         lay.addStretch(1)
         self.setup_page = setup
-        self.pages.addWidget(setup)
+        self._pages.addWidget(setup)
 
         # Recovery codes: shown once.
         codes = QWidget()
@@ -229,7 +240,7 @@ class TwoFactorDialog(QDialog):
         row.addWidget(self.stored_box)
         lay.addLayout(row)
         self.codes_page = codes
-        self.pages.addWidget(codes)
+        self._pages.addWidget(codes)
 
         # On: turn it off with a code.
         on = QWidget()
@@ -241,11 +252,7 @@ class TwoFactorDialog(QDialog):
                 "(or one of your recovery codes). To turn it off, enter a code:"
             )
         )
-        self.disable_code = QLineEdit()
-        self.disable_code.setObjectName("disableCode")
-        self.disable_code.setFont(monospace())
-        self.disable_code.setMaxLength(32)
-        self.disable_code.setPlaceholderText("123456, or a recovery code")
+        self.disable_code = code_edit("123456, or a recovery code", "disableCode")
         self.disable_code.returnPressed.connect(self._disable)
         self.disable_button = QPushButton("Turn off")
         self.disable_button.clicked.connect(self._disable)
@@ -257,7 +264,7 @@ class TwoFactorDialog(QDialog):
         lay.addWidget(_label("Lost your phone and your codes? An admin can reset your two-factor sign-in."))
         lay.addStretch(1)
         self.on_page = on
-        self.pages.addWidget(on)
+        self._pages.addWidget(on)
 
         self.error = _label("", "error")
         self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -273,13 +280,14 @@ class TwoFactorDialog(QDialog):
         layout.addWidget(self.buttons)
         self.file_dialog: QFileDialog | None = None
         self.setMinimumWidth(620)
+        self._go(self.checking)
 
     # ------------------------------------------------------------ what the controller says
 
     @property
     def page(self) -> str:
         names = ("checking", "off", "setup", "codes", "on")
-        return names[self.pages.currentIndex()]
+        return names[self._pages.indexOf(self._current)]
 
     def show_off(self) -> None:
         self._go(self.off_page)
@@ -320,12 +328,18 @@ class TwoFactorDialog(QDialog):
 
     def _go(self, page: QWidget) -> None:
         self.show_error("")
-        self.pages.setCurrentWidget(page)
+        for i in range(self._pages.count()):
+            item = self._pages.itemAt(i)
+            other = item.widget() if item is not None else None
+            if other is not None:
+                other.setVisible(other is page)
+        self._current = page
         self._update_close()
+        self.adjustSize()  # each page as tall as it needs
 
     def _update_close(self) -> None:
         # Leaving the codes unstored is allowed (Escape, the title bar), but Close says it plainly.
-        on_codes = self.pages.currentWidget() is self.codes_page
+        on_codes = self._current is self.codes_page
         self.close_button.setText("Done" if on_codes else "Close")
         self.close_button.setEnabled(not on_codes or self.stored_box.isChecked())
 
@@ -406,13 +420,11 @@ class StepUpDialog(QDialog):
             f"Commands and service actions run on your servers: they need a recent confirmation "
             f"that it is really you ({user}) at the keyboard. To go on, {ask}."
         )
-        self.secret = QLineEdit()
-        self.secret.setObjectName("stepUpSecret")
         if totp:
-            self.secret.setFont(monospace())
-            self.secret.setMaxLength(32)
-            self.secret.setPlaceholderText("123456, or a recovery code")
+            self.secret = code_edit("123456, or a recovery code", "stepUpSecret")
         else:
+            self.secret = QLineEdit()
+            self.secret.setObjectName("stepUpSecret")
             self.secret.setEchoMode(QLineEdit.EchoMode.Password)
         form = QFormLayout()
         form.addRow("Code" if totp else "Password", self.secret)

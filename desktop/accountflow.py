@@ -10,7 +10,6 @@ however many calls are waiting, and then runs again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -53,8 +52,11 @@ class AccountFlow(QObject):
         self.step_up_dialog: StepUpDialog | None = None
         self._confirmed: asyncio.Future[bool] | None = None
         self._prompts: list[Callable[[], QDialog | None]] = []
-        ctx.rest.confirm_identity = self.confirm_identity
+        hook = self.confirm_identity
+        ctx.rest.confirm_identity = hook
         ctx.rest.session_changed.connect(self._session_changed)
+        # The context may outlive the window: then nobody is there to ask.
+        parent.destroyed.connect(lambda: AccountFlow._unhook(ctx, hook))
 
     def _parent(self) -> QWidget | None:
         return self.window if self.window.isVisible() else None
@@ -253,8 +255,7 @@ class AccountFlow(QObject):
         dialog.deleteLater()
         self._next_prompt()
 
-    def shutdown(self) -> None:
-        if self.ctx.rest.confirm_identity == self.confirm_identity:
-            self.ctx.rest.confirm_identity = None
-        with contextlib.suppress(RuntimeError, TypeError):
-            self.ctx.rest.session_changed.disconnect(self._session_changed)
+    @staticmethod
+    def _unhook(ctx: AppContext, hook: object) -> None:
+        if ctx.rest.confirm_identity == hook:
+            ctx.rest.confirm_identity = None

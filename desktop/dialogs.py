@@ -186,6 +186,8 @@ class ConnectionDialog(QDialog):
         self.code_edit.setFocus()
         self.error.setText(message)
         self.error.setVisible(bool(message))
+        # Room for the new row and the message, or the fields are squeezed to half their height.
+        self.resize(self.width(), max(self.height(), self.sizeHint().height()))
 
     def _forget_code(self) -> None:
         self.code_edit.clear()

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QMessageBox,
@@ -146,9 +147,11 @@ class ResetPasswordDialog(FormDialog):
         self.password.setFont(monospace())
         self.generate = QPushButton("Generate")
         self.generate.clicked.connect(lambda: self.password.setText(generate_password()))
+        row = QHBoxLayout()
+        row.addWidget(self.password, 1)
+        row.addWidget(self.generate)
         form = QFormLayout()
-        form.addRow("Temporary password", self.password)
-        form.addRow("", self.generate)
+        form.addRow("Temporary password", row)
         note = QLabel(
             f"Give it to {user.name} over a channel you trust. They are signed out everywhere now, and "
             "must choose their own password when they next sign in."

@@ -161,7 +161,9 @@ class MainWindow(QMainWindow):
         self.tray.snooze_requested.connect(self.snooze_alert)
 
         ctx.live.state_changed.connect(self._link_changed)
-        ctx.live.latency_changed.connect(lambda _ms: self._link_changed(ctx.live.state.value, ""))
+        # Bound methods, not lambdas: Qt drops those connections when the window is deleted, while
+        # the context (and its live link) may outlive it.
+        ctx.live.latency_changed.connect(self._latency_changed)
         ctx.rest.session_changed.connect(self._session_changed)
         ctx.rest.certificate_changed.connect(self._certificate_changed)
         ctx.model.counts_changed.connect(self._counts_changed)
@@ -170,12 +172,12 @@ class MainWindow(QMainWindow):
         # every live connect, each poll while polling), and alert events keep them current between.
         ctx.live.alert.connect(self.tray_state.alert_changed)
         ctx.live.alert.connect(ctx.model.alert_changed)
-        ctx.live.snapshot.connect(lambda _nodes: self._refresh_firing())
-        ctx.live.polled.connect(lambda _nodes: self._refresh_firing())
+        ctx.live.snapshot.connect(self._refresh_firing)
+        ctx.live.polled.connect(self._refresh_firing)
         ctx.settings.changed.connect(self._setting_changed)
-        ctx.signin.needs_login.connect(lambda message: self.open_connection(message))
+        ctx.signin.needs_login.connect(self._needs_login)
         ctx.signin.signed_out.connect(self._signed_out)
-        ctx.signin.warning.connect(lambda text: self.statusBar().showMessage(text, 15000))
+        ctx.signin.warning.connect(self._warning)
         self._link_changed(ctx.live.state.value, "")
         self._session_changed(ctx.rest.session)
         self._counts_changed(*ctx.model.counts())
@@ -518,7 +520,16 @@ class MainWindow(QMainWindow):
             f"Snoozed for {fmt_duration(seconds)}: {alert.rule} on {alert.node}", 6000
         )
 
-    def _refresh_firing(self) -> None:
+    def _latency_changed(self, _ms: object) -> None:
+        self._link_changed(self.ctx.live.state.value, "")
+
+    def _needs_login(self, message: str) -> None:
+        self.open_connection(message)
+
+    def _warning(self, text: str) -> None:
+        self.statusBar().showMessage(text, 15000)
+
+    def _refresh_firing(self, _nodes: object = None) -> None:
         if self.ctx.rest.session is not None:
             self.ctx.aio.spawn(self._load_firing(), "firing-alerts")
 

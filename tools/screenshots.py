@@ -30,9 +30,12 @@ from servermanager.common import protocol as p
 from servermanager.core.app import create_app
 from servermanager.core.datadir import initial_admin_password
 from servermanager.core.settings import CoreSettings
+from servermanager.desktop.account import StepUpDialog
+from servermanager.desktop.accountflow import PASSWORD_REASON
 from servermanager.desktop.alerts import FILTERS
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.main import make_app
+from servermanager.desktop.net.errors import OTP_REQUIRED
 from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.settings import Profile
 from servermanager.desktop.window import MainWindow
@@ -200,6 +203,59 @@ async def settle(seconds: float = 0.4) -> None:
     QApplication.processEvents()
 
 
+# Accounts for the Users tab: name, role, disabled
+USERS = [
+    ("alice", "operator", False),
+    ("bob", "viewer", False),
+    ("carol", "admin", False),
+    ("dave", "operator", True),
+]
+RECOVERY = ["3f9a-c2e1", "a07b-5d44", "91ce-0b8f", "6d2e-f713", "e58a-2c90",
+            "0b4f-9e6d", "c7d1-48a5", "5e93-b20c", "f2a6-7d18", "84bc-e3f5"]  # fmt: skip
+
+
+async def shoot_accounts(window: MainWindow, theme: str, out: Path) -> None:
+    """The Users tab, Sessions and tokens, and the account dialogs."""
+    view = window.open_accounts("users")
+    assert view is not None
+    await wait_for(lambda: view.users.loads >= 1)
+    view.users.select("alice")
+    await settle()
+    save(window, f"users-{theme}", out)
+    view.show_page("sessions")
+    await wait_for(lambda: view.sessions.loads >= 1)
+    await settle()
+    save(window, f"sessions-{theme}", out)
+    tf = window.account.two_factor()
+    assert tf is not None
+    await wait_for(lambda: tf.page == "off")
+    tf.setup_button.click()
+    await wait_for(lambda: tf.page == "setup")
+    await settle()
+    save(tf, f"two-factor-setup-{theme}", out)
+    tf.show_codes(RECOVERY)  # as after a first code; the real ones are the core's
+    await settle()
+    save(tf, f"recovery-codes-{theme}", out)
+    tf.reject()
+    step = StepUpDialog("admin", totp=False, parent=window)
+    step.show()
+    await settle()
+    save(step, f"step-up-{theme}", out)
+    step.reject()
+    password = window.account.change_password(reason=PASSWORD_REASON)
+    assert password is not None
+    await settle()
+    save(password, f"change-password-{theme}", out)
+    password.reject()
+    connect = window.open_connection()
+    connect.user_edit.setText("alice")
+    connect.password_edit.setText("alice-password")
+    connect.ask_code(OTP_REQUIRED)
+    await settle()
+    save(connect, f"connect-code-{theme}", out)
+    connect.reject()
+
+
 def save(widget: QWidget, name: str, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.png"
@@ -260,13 +316,27 @@ async def shoot(app: QApplication, workdir: Path, out: Path, size: tuple[int, in
         )
         web1 = next(n for n in nodes if n.name == "api-1")
         # An alert rule that the busiest node trips, so the Alerting pages have something to show.
-        rule = {"name": "CPU busy", "metric": "cpu_pct", "threshold": 80, "clear_threshold": 70,
+        rule = {"name": "CPU busy", "metric": "cpu_pct", "threshold": 50, "clear_threshold": 45,
                 "critical_threshold": 95, "for": "5s", "targets": {"all": True}}  # fmt: skip
         async with http.post(url + "/api/v1/alert-rules", json=rule, headers=auth) as r:
             r.raise_for_status()
         silence = {"group": "ci", "duration": "4h", "comment": "runner image upgrade"}
         async with http.post(url + "/api/v1/silences", json=silence, headers=auth) as r:
             r.raise_for_status()
+        for name, role, disabled in USERS:
+            user = {"name": name, "password": f"{name}-password", "role": role}
+            async with http.post(url + "/api/v1/users", json=user, headers=auth) as r:
+                r.raise_for_status()
+                uid = (await r.json())["id"]
+            async with http.post(
+                url + "/api/v1/auth/login", json={"username": name, "password": user["password"]}
+            ) as r:
+                r.raise_for_status()
+            if disabled:
+                async with http.patch(
+                    f"{url}/api/v1/users/{uid}", json={"disabled": True}, headers=auth
+                ) as r:
+                    r.raise_for_status()
         for theme in ("light", "dark"):
             ctx.settings.set("theme", theme)
             window.tabs.setCurrentIndex(0)
@@ -294,6 +364,7 @@ async def shoot(app: QApplication, workdir: Path, out: Path, size: tuple[int, in
             await settle()
             save(window, f"rules-{theme}", out)
             alerting.show_page("alerts")
+            await shoot_accounts(window, theme, out)
         storage = [n.node_id for n in nodes if n.group == "storage"]
         window.fleet.select_nodes(storage)
         console = window.open_console()

@@ -157,7 +157,13 @@ def test_certificate_mismatch_reads_plainly(ctx: AppContext, run: Run, tmp_path:
             "last_admin",
             "This is the last enabled admin.",
         ),
-        (404, b'{"error":{"code":"not_found","message":"no such user"}}', False, "not_found", "No such user."),
+        (
+            404,
+            b'{"error":{"code":"not_found","message":"no such user"}}',
+            False,
+            "not_found",
+            "No such user.",
+        ),
         (
             401,
             b'{"error":{"code":"unauthorized","message":"x"}}',
