@@ -448,6 +448,9 @@ class StepUpDialog(QDialog):
         if not value:
             self.show_error("Enter your password." if self.kind == "password" else "Enter the code.")
             return
+        if self.kind == "code" and len(value.replace(" ", "")) < 6:
+            self.show_error("A code has 6 digits; a recovery code looks like 3f9a-c2e1.")
+            return
         self.set_busy(True)
         self.submitted.emit(self.kind, value)
 

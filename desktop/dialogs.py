@@ -244,8 +244,8 @@ class ConnectionDialog(QDialog):
         elif not secret:
             problem = "Enter your password." if prof.auth == "password" else "Paste your API token."
         code = self.code_edit.text().strip() if prof.auth == "password" and self.asks_code else ""
-        if not problem and self.asks_code and prof.auth == "password" and not code:
-            problem = "Enter the code from your authenticator app (or a recovery code)."
+        if not problem and self.asks_code and prof.auth == "password" and len(code.replace(" ", "")) < 6:
+            problem = "Enter the code from your authenticator app (6 digits) or a recovery code."
         if problem:
             self.show_error(problem)
             return

@@ -113,6 +113,9 @@ def test_two_factor_from_setup_to_signing_in_with_a_code(
     assert "6-digit code" in dialog.error.text() and ctx.rest.session is None
     dialog.connect_button.click()  # no code typed: said here
     assert "Enter the code" in dialog.error.text()
+    dialog.code_edit.setText("12345")  # too short for the core: said here too
+    dialog.connect_button.click()
+    assert "6 digits" in dialog.error.text() and dialog.connect_button.isEnabled()
     dialog.code_edit.setText(wrong_code(totp))
     dialog.connect_button.click()
     run(until(lambda: dialog.connect_button.isEnabled() and dialog.error.isVisibleTo(dialog), "refusal"))
@@ -329,6 +332,9 @@ def test_calls_waiting_at_once_share_one_confirmation(
     run(until(lambda: window.account.step_up_dialog is not None, "one dialog"))
     step = window.account.step_up_dialog
     assert step is not None and step.kind == "code" and "authenticator" in step.message.text()
+    step.secret.setText("123")
+    step.confirm_button.click()
+    assert "6 digits" in step.error.text() and not task.done()
     step.secret.setText(codes["codes"][1])
     step.confirm_button.click()
     run(until(task.done, "both answers"))
