@@ -28,8 +28,9 @@ TOP = "top"  # servermanager's own modules: cli, demo, __main__
 # pyproject.toml), and the top only the base ones. Beyond those, what an extra brings along and
 # the part uses directly: numpy comes with pyqtgraph.
 BROUGHT_ALONG = {"desktop": {"numpy"}}
-# Optional extras a part may import lazily (inside a function, with its absence handled).
-OPTIONAL_EXTRAS = {"core": ("apprise",)}
+# Optional extras a part (or the top: `servermanager sign`) may import lazily (inside a function,
+# with its absence handled).
+OPTIONAL_EXTRAS = {"core": ("apprise",), TOP: ("sign",)}
 SKIP_DIRS = {"__pycache__", "build", "dist", "node_modules"}
 
 
@@ -219,7 +220,7 @@ def allowed_libraries() -> dict[str, set[str]]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     base = requirement_names(project["dependencies"])
     extras = project["optional-dependencies"]
-    allowed = {TOP: base, "common": base}
+    allowed = {TOP: base | optional_libraries(TOP), "common": base}
     for part in ("core", "agent", "desktop"):
         allowed[part] = base | requirement_names(extras[part]) | BROUGHT_ALONG.get(part, set())
         for optional in OPTIONAL_EXTRAS.get(part, ()):
