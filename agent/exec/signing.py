@@ -66,7 +66,7 @@ class TrustedKeys:
     def __init__(self, inline: list[PublicKey], file: str | os.PathLike[str] | None) -> None:
         self.inline = list(inline)
         self.file = Path(file) if file else None
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: tuple[int, ...] | None = None
         self._from_file: list[PublicKey] = []
         self.problem: str | None = None  # why the file's keys are not in use
         if self.file is not None:
@@ -85,7 +85,7 @@ class TrustedKeys:
             return
         with os.fdopen(fd, "rb") as fh:
             st = os.fstat(fh.fileno())
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_mode)  # ctime: chmod
             if stamp == self._stamp:
                 return
             if _POSIX and st.st_mode & 0o022:
@@ -273,7 +273,7 @@ class Verifier:
         try:
             Ed25519PublicKey.from_public_bytes(key.raw).verify(decode_sig(sig.sig), signed_bytes(cmd, sig))
         except (InvalidSignature, ValueError):
-            return "signature does not match the request: it was changed after signing, or signed for another"
+            return "signature does not match the request: it was changed after signing, or not signed with that key"
         me = self.node()
         if me is None or sig.node_id != me:
             return (
