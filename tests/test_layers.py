@@ -385,7 +385,7 @@ def test_each_part_imports_only_the_stdlib_and_its_extras_libraries() -> None:
         part = layer(imp.source)
         if top.lower() not in allowed[part]:
             bad.append(f"{imp.describe()}: {part} may use only {', '.join(sorted(allowed[part]))}")
-        elif not imp.in_function and top.lower() in optional_libraries(part):
+        elif not (imp.in_function or imp.type_checking) and top.lower() in optional_libraries(part):
             bad.append(f"{imp.describe()}: an optional extra's library is imported inside a function")
     if bad:
         pytest.fail("third-party imports outside the part's extra:\n  " + "\n  ".join(bad), pytrace=False)
@@ -401,3 +401,6 @@ def test_the_extras_allow_what_the_parts_are_built_on() -> None:
     assert not {"psutil", "pyside6"} & allowed["core"]
     assert {"pyside6", "qasync", "pyqtgraph", "keyring", "numpy"} <= allowed["desktop"]
     assert not {"psutil", "aiosqlite"} & allowed["desktop"]
+    # Signed commands: the agent verifies, the desktop and the CLI (lazily, the `sign` extra) sign.
+    assert "cryptography" in allowed["agent"] & allowed["desktop"] & allowed[TOP]
+    assert optional_libraries(TOP) == {"cryptography"}
