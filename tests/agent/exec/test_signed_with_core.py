@@ -101,6 +101,12 @@ async def test_signed_commands_run_and_everything_else_is_refused_and_audited(
     assert [(r["status"], r["stdout"], r["signed_by"]) for r in runs.values()] == [
         ("ok", "hello\n", alice.key_id)
     ] * 2
+    # Read back from the database (as after a core restart), the signatures are still on record.
+    del real_core.core.commands.live[info["id"]]
+    _, stored = await real_core.request(
+        "GET", f"/api/v1/commands/{info['id']}", await real_core.admin_token()
+    )
+    assert [r["signed_by"] for r in stored["runs"]] == [alice.key_id] * 2
     [dispatched] = await audit(real_core, "command.run")
     assert dispatched["detail"]["signed_by"] == [alice.key_id]
     result_rows = await audit(real_core, "command.result", web)
