@@ -76,7 +76,7 @@ def _signing_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", metavar="FILE", required=True, help="your private key file (keys generate)")
     p.add_argument("--shell", metavar="TEXT", help="run TEXT through the agent's shell instead of an argv")
     p.add_argument(
-        "--service", nargs="+", metavar="ACTION", help="a service request instead: ACTION NAME, or list"
+        "--service", nargs="+", metavar="ARG", help="a service request instead: ACTION NAME, or list"
     )
     p.add_argument("--timeout", type=_duration, help="the command's timeout (default 60s; services 30s)")
     p.add_argument("--env", action="append", metavar="NAME=VALUE", help="an environment variable (repeat)")

@@ -172,9 +172,11 @@ def command_from_args(args: argparse.Namespace, command_id: str) -> Command:
 
 
 def lifetime(args: argparse.Namespace) -> float:
-    if getattr(args, "queue_offline", False):
-        return float(args.expires_in)
-    return float(args.lifetime)
+    """How long the signatures stay valid: a queued command's expiry, else --lifetime."""
+    seconds = float(args.expires_in if getattr(args, "queue_offline", False) else args.lifetime)
+    if not 0 < seconds <= signing.MAX_LIFETIME:
+        raise CliError(f"signatures last more than 0 and at most {signing.MAX_LIFETIME // 86400} days")
+    return seconds
 
 
 def command_body(

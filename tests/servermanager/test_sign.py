@@ -69,6 +69,7 @@ def test_sign_checks_what_it_is_given(tmp_path: Path) -> None:
         (["--node", "1", "--service", "restart"], "--service takes ACTION NAME"),
         (["--node", "1", "--node", "2", "--service", "restart", "nginx"], "exactly one --node"),
         (["--node", "1", "--env", "NOEQUALS", "--", "true"], "expected NAME=VALUE"),
+        (["--node", "1", "--lifetime", "8d", "--", "true"], "at most 7 days"),
     ):
         r = cli("sign", "--key", str(key), *args)
         assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
