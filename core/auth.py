@@ -90,6 +90,8 @@ class Principal:
     name: str
     role: Role
     via: TokenKind
+    token: bytes = b""  # the hash of the token it came with (empty from a password check)
+    stepped_up_at: float | None = None  # the session's last fresh password or TOTP entry
 
 
 class AuthError(Exception):
@@ -132,12 +134,13 @@ class Users:
         )
 
     async def check_password(self, name: str, password: str) -> Principal | None:
-        row = await self.db.fetchone("SELECT id, role, pw_hash FROM users WHERE name = ?", (name,))
+        """The user, if the password is right and the account enabled."""
+        row = await self.db.fetchone("SELECT id, role, pw_hash, disabled FROM users WHERE name = ?", (name,))
         if row is None:
             # Burn the same time as a real check so user names cannot be probed by timing.
             await asyncio.to_thread(verify_password, password, _DUMMY_HASH)
             return None
-        if not await asyncio.to_thread(verify_password, password, row[2]):
+        if not await asyncio.to_thread(verify_password, password, row[2]) or row[3]:
             return None
         return Principal(row[0], name, Role(row[1]), TokenKind.ACCESS)
 
@@ -178,7 +181,7 @@ class Users:
             won = cur.rowcount == 1
             cur = await con.execute(
                 "SELECT t.spent_at, t.family, u.id, u.name, u.role, t.expires_at FROM tokens t "
-                "JOIN users u ON u.id = t.user_id WHERE t.hash = ? AND t.kind = 'refresh'",
+                "JOIN users u ON u.id = t.user_id WHERE t.hash = ? AND t.kind = 'refresh' AND u.disabled = 0",
                 (h,),
             )
             row = await cur.fetchone()
@@ -224,8 +227,8 @@ class Users:
 
     async def resolve(self, token: str, kinds: tuple[TokenKind, ...]) -> Principal | None:
         row = await self.db.fetchone(
-            "SELECT t.kind, t.expires_at, u.id, u.name, u.role FROM tokens t JOIN users u ON u.id = t.user_id"
-            " WHERE t.hash = ? AND t.spent_at IS NULL",
+            "SELECT t.kind, t.expires_at, u.id, u.name, u.role, t.hash, t.stepped_up_at FROM tokens t "
+            "JOIN users u ON u.id = t.user_id WHERE t.hash = ? AND t.spent_at IS NULL AND u.disabled = 0",
             (token_hash(token),),
         )
         if row is None:
@@ -233,7 +236,7 @@ class Users:
         kind = TokenKind(row[0])
         if kind not in kinds or (row[1] is not None and row[1] < time.time()):
             return None
-        return Principal(row[2], row[3], Role(row[4]), kind)
+        return Principal(row[2], row[3], Role(row[4]), kind, bytes(row[5]), row[6])
 
     async def valid_roles(self, hashes: set[bytes]) -> dict[bytes, Role]:
         """Of these token hashes, the ones still valid (present, unexpired), with their user's role now."""
@@ -244,7 +247,7 @@ class Users:
             chunk = pending[i : i + 500]
             rows = await self.db.fetchall(
                 "SELECT t.hash, t.expires_at, u.role FROM tokens t JOIN users u ON u.id = t.user_id "
-                f"WHERE t.spent_at IS NULL AND t.hash IN ({', '.join('?' * len(chunk))})",
+                f"WHERE t.spent_at IS NULL AND u.disabled = 0 AND t.hash IN ({', '.join('?' * len(chunk))})",
                 chunk,
             )
             for h, expires, role in rows:

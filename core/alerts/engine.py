@@ -181,7 +181,12 @@ class AlertEngine:
             self.rules[rule.id] = rule
         self._reindex()
         await self.silences.load(now)
-        row = await self.db.fetchone("SELECT max(id) FROM alerts")
+        # Above every id ever given (the counter), not just the ones still stored: a receiver that
+        # drops repeats by id must never see an old id on a new alert.
+        row = await self.db.fetchone(
+            "SELECT max(coalesce((SELECT max(id) FROM alerts), 0), "
+            "coalesce((SELECT value FROM counters WHERE name = 'alerts'), 0))"
+        )
         self._next_id = (row[0] or 0) + 1
         notified = {
             r[0]
@@ -627,6 +632,7 @@ class AlertEngine:
             a.acked_by,
             a.acked_at,
         )
+        self._sql("UPDATE counters SET value = max(value, ?) WHERE name = 'alerts'", a.id)
         lv.saved_peak = a.peak
 
     def _update(self, lv: Live) -> None:

@@ -103,22 +103,32 @@ class Outbox:
                 except Exception:
                     log.exception("alert outbox pass failed; will retry")
                     delay = TICK
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns normally when the
+                # cancel arrives as the wake-up completes (a notify() just before the shutdown's
+                # cancel, as the engine's last flush does), and the core's shutdown hung on this loop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
         finally:
             await self.close()
 
     async def close(self) -> None:
         # Sends in flight get a moment to finish and be marked; one cut off is sent again next start.
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2.0)
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        # If this is cancelled too (a second cancel), the sends are still cancelled and the session
+        # closed: a session left open is a ResourceWarning, and a send could outlive the database.
+        try:
+            if self._tasks:
+                await asyncio.wait(list(self._tasks), timeout=2.0)
+        finally:
+            tasks = list(self._tasks)
+            for t in tasks:
+                t.cancel()
+            try:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                if self._session is not None:
+                    await self._session.close()
+                    self._session = None
 
     async def idle(self) -> None:
         """Wait for every send in flight to be marked (tests, shutdown)."""

@@ -263,6 +263,24 @@ CREATE TABLE alert_snapshots (
     error TEXT
 );
 """,
+    # 8: the account lifecycle: disabled users, a password that must be changed, two-factor
+    # (TOTP secret and one-time recovery codes), the session's last step-up; and the highest alert id
+    # ever given, so a pruned or dropped alert's id is never given again
+    """
+ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN must_change_password INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN totp_secret TEXT;
+ALTER TABLE users ADD COLUMN totp_enabled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN totp_last_step INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE recovery_codes (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (user_id, hash)
+);
+ALTER TABLE tokens ADD COLUMN stepped_up_at REAL;
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO counters (name, value) SELECT 'alerts', coalesce(max(id), 0) FROM alerts;
+""",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

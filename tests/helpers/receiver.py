@@ -33,9 +33,10 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.arrived += 1
+        got = Received(request.path_qs, dict(request.headers), await request.read())
         if self.gate is not None:
-            await self.gate.wait()
-        self.got.append(Received(request.path_qs, dict(request.headers), await request.read()))
+            await self.gate.wait()  # recorded even if the sender is gone meanwhile (killed mid-send)
+        self.got.append(got)
         return web.Response(status=self.status, text="ok" if self.status < 400 else "receiver is broken")
 
     async def start(self) -> Receiver:

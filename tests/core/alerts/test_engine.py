@@ -499,3 +499,32 @@ async def test_end_to_end_a_sample_reaches_the_webhook_receiver_once(tmp_path: P
     finally:
         await server.stop()
         await receiver.stop()
+
+
+async def test_an_alert_id_is_never_given_twice_across_restarts(tmp_path: Path) -> None:
+    folder = tmp_path / "core"
+    server = await RunningCore(folder).start()
+    rig = await Rig(server).start()
+    await rig.rule(**{"for": 3600})
+    await rig.sample(95.0)
+    [pending] = await rig.alerts()
+    assert pending["state"] == "pending"
+    await rig.sample(10.0)  # dropped before `for`: its row is deleted
+    assert await rig.alerts() == []
+    credential = rig.agent.credential
+    await rig.agent.close()
+    await server.stop()
+
+    server = await RunningCore(folder).start()
+    try:
+        agent = RawAgent(server, "web-1")
+        agent.credential = credential
+        await agent.hello()
+        rig2 = Rig(server)
+        rig2.agent, rig2.token, rig2.t = agent, await server.admin_token(), rig.t
+        await rig2.sample(96.0)
+        [again] = await rig2.alerts()
+        assert again["id"] > pending["id"]  # a receiver that saw the old id never sees it reused
+    finally:
+        await agent.close()
+        await server.stop()
