@@ -396,8 +396,9 @@ def test_the_extras_allow_what_the_parts_are_built_on() -> None:
     allowed = allowed_libraries()
     assert allowed["common"] == {"msgspec", "platformdirs"}
     assert {"psutil", "websockets"} <= allowed["agent"]
-    # The agent checks a certificate pin with the standard library: no crypto package on servers.
-    assert not {"aiohttp", "aiosqlite", "pyside6", "cryptography"} & allowed["agent"]
+    # The agent checks a certificate pin with the standard library; cryptography is there only to
+    # verify signed commands, imported only when trusted keys are configured.
+    assert not {"aiohttp", "aiosqlite", "pyside6"} & allowed["agent"]
     assert {"aiohttp", "aiosqlite", "uvloop", "cryptography"} <= allowed["core"]
     assert not {"psutil", "pyside6"} & allowed["core"]
     assert {"pyside6", "qasync", "pyqtgraph", "keyring", "numpy"} <= allowed["desktop"]
