@@ -419,6 +419,7 @@ ROUTES: list[Route] = [
         role=None,
         body=m.LoginRequest,
         response=m.TokenPair,
+        errors=(401, 429),
         tag="auth",
     ),
     Route(
@@ -429,6 +430,7 @@ ROUTES: list[Route] = [
         role=None,
         body=m.RefreshRequest,
         response=m.TokenPair,
+        errors=(401,),
         tag="auth",
     ),
     Route(
@@ -560,6 +562,7 @@ ROUTES: list[Route] = [
         body=m.CommandCreate,
         response=m.CommandInfo,
         status=202,
+        errors=(429,),
         tag="operations",
     ),
     Route(
@@ -598,6 +601,7 @@ ROUTES: list[Route] = [
         role=Role.OPERATOR,
         query=m.ServiceActionQuery,
         response=m.ServiceList,
+        errors=(429,),
         tag="operations",
     ),
     Route(
@@ -608,6 +612,7 @@ ROUTES: list[Route] = [
         role=Role.OPERATOR,
         query=m.ServiceActionQuery,
         response=m.CommandInfo,
+        errors=(429,),
         tag="operations",
     ),
     Route("GET", f"{V}/openapi.json", openapi, summary="This document", role=Role.VIEWER, tag="core"),
