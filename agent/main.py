@@ -67,9 +67,20 @@ class Agent:
         # Remote operations: the runner answers every command frame, refusing them all unless
         # [exec] enables and allows them. With [exec] disabled it is a RefusingRunner, and the
         # executing code is never imported. The link only hands it frames and drains its outbox.
-        self._runner: Runner = make_runner(
-            settings.exec, max_frame_bytes=settings.max_frame_bytes, on_change=self._pulse.fire
-        )
+        # With trusted keys it runs only signed requests naming this node (the one it was enrolled
+        # as); a missing credential file means a fresh enrollment, which may name a new node.
+        try:
+            self._runner: Runner = make_runner(
+                settings.exec,
+                max_frame_bytes=settings.max_frame_bytes,
+                on_change=self._pulse.fire,
+                state_dir=state_dir,
+                node_id=lambda: self._conn.node_id,
+                fresh_enrollment=credentials is None,
+            )
+        except BaseException:
+            self._spool.close()  # unreadable trusted keys: SettingsError, exit 2
+            raise
         # Snapshots for the core when an alert fires: read-only, bounded, refused if [incident] is off.
         self.snapshots = Snapshots(settings.incident)
         self._conn = Connection(

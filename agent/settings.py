@@ -15,6 +15,7 @@ from servermanager.agent.exec.policy import compile_patterns
 from servermanager.common.incidents import MAX_JOURNAL_LINES, MAX_TOP
 from servermanager.common.protocol import AGENT_WS_PATH, DEFAULT_MAX_FRAME_BYTES, MAX_SAMPLES_PER_BATCH
 from servermanager.common.settings import SettingsError, load_settings
+from servermanager.common.signing import KeyLineError, parse_public_key
 from servermanager.common.tls import parse_fingerprint
 
 ENV_PREFIX = "SM_AGENT_"
@@ -75,6 +76,8 @@ class ExecSettings(msgspec.Struct, kw_only=True):
     max_runtime: float = 3600.0
     max_output: int = 1 << 20
     max_concurrent: int = 8
+    trusted_keys: list[str] = []
+    trusted_keys_file: str = ""
 
     __doc_fields__ = {
         "enabled": "accept commands and service actions from the core at all (default off)",
@@ -85,7 +88,16 @@ class ExecSettings(msgspec.Struct, kw_only=True):
         "max_runtime": "longest a command may run; its own timeout is capped at this",
         "max_output": "bytes of output kept and sent per stream (stdout, stderr); the rest is only counted",
         "max_concurrent": "commands running at once; more are refused until one finishes",
+        "trusted_keys": "operators' public keys ('ed25519:<base64> name' or 'ssh-ed25519 <base64> name'); "
+        "with any trusted key, only requests signed by one of them run",
+        "trusted_keys_file": "a file of such keys, one a line (# comments), re-read when it changes; "
+        "setting it requires signatures even while it is empty",
     }
+
+    @property
+    def requires_signatures(self) -> bool:
+        """Trusted keys are configured: every command and service request must be signed by one."""
+        return bool(self.trusted_keys or self.trusted_keys_file)
 
     def validate(self) -> None:
         if self.max_runtime <= 0:
@@ -104,6 +116,13 @@ class ExecSettings(msgspec.Struct, kw_only=True):
             except ValueError as exc:
                 raise SettingsError(f"setting exec.{key}: {exc}") from None
             setattr(self, key, patterns)
+        self.trusted_keys = [k.strip() for k in self.trusted_keys if k.strip()]
+        for line in self.trusted_keys:
+            try:
+                parse_public_key(line)
+            except KeyLineError as exc:
+                raise SettingsError(f"setting exec.trusted_keys: {exc}") from None
+        self.trusted_keys_file = os.path.expanduser(self.trusted_keys_file.strip())
 
 
 class IncidentSettings(msgspec.Struct, kw_only=True):

@@ -206,6 +206,20 @@ class ServiceInfo(msgspec.Struct, frozen=True, gc=False):
     description: str = ""
 
 
+class CommandSignature(msgspec.Struct, frozen=True, gc=False):
+    """An operator's Ed25519 signature of one command for one node (common.signing says over what).
+
+    The core relays it untouched: it holds no private key, so it can neither make one nor change a
+    signed command without the agent noticing. Field formats are checked by common.signing.
+    """
+
+    key_id: str  # "sha256:" + 16 hex digits of the public key's SHA-256
+    node_id: int  # the node it was signed for
+    nonce: str  # single use: an agent refuses a nonce it has seen
+    expires_at: int  # seconds since the epoch; refused after this (plus a little clock skew)
+    sig: str  # base64 of the 64-byte signature
+
+
 class Command(Frame, tag=MsgType.COMMAND.value):
     """Run one thing on the agent: exactly one of argv (no shell), shell, or service."""
 
@@ -216,6 +230,7 @@ class Command(Frame, tag=MsgType.COMMAND.value):
     env: dict[str, str] = {}
     cwd: str | None = None
     service: ServiceRequest | None = None
+    signature: CommandSignature | None = None  # required by an agent with trusted operator keys
 
 
 class CommandCancel(Frame, tag=MsgType.COMMAND_CANCEL.value):

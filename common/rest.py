@@ -9,7 +9,7 @@ from msgspec import Meta
 
 from servermanager.common.alerts import Alert, AlertState, AlertTransition, Delivery, Op, Severity
 from servermanager.common.incidents import IncidentSnapshot
-from servermanager.common.protocol import NodeInfo, ServiceInfo, ServiceRequest
+from servermanager.common.protocol import CommandSignature, NodeInfo, ServiceInfo, ServiceRequest
 
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
 Group = Annotated[str, Meta(max_length=64)]
@@ -258,6 +258,7 @@ class AuditList(msgspec.Struct):
 
 
 ArgvItem = Annotated[str, Meta(min_length=1, max_length=65536)]
+CommandId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
 
 
 class CommandCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -274,6 +275,11 @@ class CommandCreate(msgspec.Struct, forbid_unknown_fields=True):
     cwd: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
     queue_offline: bool = False
     expires_in: Annotated[float, Meta(gt=0, le=7 * 86400)] = 3600.0
+    # Signed commands (common.signing): the client picks the id, since the signatures cover it, and
+    # signs once per target node (resolve the targets with GET /nodes first); the core passes each
+    # node its own signature untouched. An agent with trusted keys runs nothing unsigned.
+    id: CommandId | None = None
+    signatures: Annotated[dict[Id, CommandSignature], Meta(max_length=10_000)] | None = None
 
 
 class CommandRunInfo(msgspec.Struct):
@@ -290,6 +296,7 @@ class CommandRunInfo(msgspec.Struct):
     message: str | None
     services: list[ServiceInfo] | None
     finished_at: float | None
+    signed_by: str | None = None  # the key id of the signature this node got, if any
 
 
 class CommandInfo(msgspec.Struct):
@@ -315,7 +322,15 @@ class CommandList(msgspec.Struct):
 
 
 class ServiceActionQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """A service request; signed, it carries the command id and the signature block's fields
+    (all or none of them) for the one node it is for."""
+
     timeout: Annotated[float, Meta(gt=0, le=300)] = 30.0
+    id: CommandId | None = None
+    key_id: Annotated[str, Meta(max_length=80)] | None = None
+    nonce: Annotated[str, Meta(max_length=64)] | None = None
+    expires_at: Annotated[int, Meta(ge=0, le=10**11)] | None = None
+    sig: Annotated[str, Meta(max_length=100)] | None = None
 
 
 class ServiceList(msgspec.Struct):

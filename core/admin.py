@@ -61,8 +61,11 @@ def cmd_create_user(args: argparse.Namespace) -> int:
     async def run() -> int:
         await db.open()
         try:
+            from servermanager.core.audit import Audit
+
             users = users_cls(db, settings.access_token_ttl, settings.refresh_token_ttl)
             await users.create(args.name, password, Role(args.role))
+            await Audit(db).record(_actor(), "user.create", f"user:{args.name}", "ok", {"role": args.role})
         finally:
             await db.close()
         return 0
@@ -82,9 +85,13 @@ def cmd_enroll_token(args: argparse.Namespace) -> int:
     ttl = parse_duration(args.ttl)
 
     async def run() -> str:
+        from servermanager.core.audit import Audit
+
         await db.open()
         try:
-            return str(await enroll_cls(db).create(ttl, args.uses))
+            token = str(await enroll_cls(db).create(ttl, args.uses))
+            await Audit(db).record(_actor(), "enroll.create", None, "ok", {"ttl": ttl, "uses": args.uses})
+            return token
         finally:
             await db.close()
 
@@ -169,6 +176,9 @@ def cmd_api_token(args: argparse.Namespace) -> int:
             else:
                 uid = row[0]
             token, _ = await users.issue(uid, TokenKind.API, args.name)
+            from servermanager.core.audit import Audit
+
+            await Audit(db).record(_actor(), "token.create", f"token:{args.name}", "ok", {"role": args.role})
             return str(token)
         finally:
             await db.close()
@@ -222,3 +232,153 @@ def cmd_restore(args: argparse.Namespace) -> int:
     migrate_sync(dest)
     print(f"restored {src} into {dest}; start the core again")
     return 0
+
+
+# ---------------------------------------------------------------- accounts (the REST account API's twin)
+
+
+def _actor() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _account_action(args: argparse.Namespace, action: str, target: str, work: Any) -> int:
+    """Open the data dir, run `work(accounts) -> message`, audit it, print one line; 1 on a refusal."""
+    from servermanager.core.accounts import AccountError, Accounts
+    from servermanager.core.audit import Audit
+
+    settings, db, users_cls, _ = _admin_core(args)
+
+    async def run() -> tuple[int, str]:
+        await db.open()
+        try:
+            accounts = Accounts(db, users_cls(db, settings.access_token_ttl, settings.refresh_token_ttl))
+            try:
+                message = await work(accounts)
+            except AccountError as exc:
+                await Audit(db).record(_actor(), action, target, "refused", {"error": exc.message})
+                return 1, f"error: {exc.message}"
+            if action:
+                await Audit(db).record(_actor(), action, target, "ok")
+            return 0, str(message)
+        finally:
+            await db.close()
+
+    code, message = asyncio.run(run())
+    print(message, file=sys.stderr if code else sys.stdout)
+    return code
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    """Set a user's password (signs them out everywhere); --temporary makes them change it at sign-in."""
+    password = _read_password(args)
+
+    async def work(accounts: Any) -> str:
+        user = await accounts.by_name(args.name)
+        await accounts.set_password(user.id, password, must_change=args.temporary, keep_session=None)
+        return f"password of {args.name!r} set" + (
+            " (to be changed at the next sign-in)" if args.temporary else ""
+        )
+
+    return _account_action(args, "user.password_reset", f"user:{args.name}", work)
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    async def work(accounts: Any) -> str:
+        rows = [f"{'id':>4}  {'name':<24} {'role':<9} {'state':<9} two-factor"]
+        for u in await accounts.all():
+            state = "disabled" if u.disabled else ("change pw" if u.must_change_password else "ok")
+            rows.append(f"{u.id:>4}  {u.name:<24} {u.role:<9} {state:<9} {'on' if u.totp else 'off'}")
+        return "\n".join(rows)
+
+    return _account_action(args, "", "", work)
+
+
+def _patch(args: argparse.Namespace, action: str, patch: Any, said: str) -> int:
+    async def work(accounts: Any) -> str:
+        user = await accounts.by_name(args.name)
+        await accounts.patch(user.id, patch)
+        return f"user {args.name!r}: {said}"
+
+    return _account_action(args, action, f"user:{args.name}", work)
+
+
+def cmd_set_role(args: argparse.Namespace) -> int:
+    from servermanager.common.rest import UserPatch
+
+    return _patch(args, "user.update", UserPatch(role=args.role), f"role is now {args.role}")
+
+
+def cmd_disable(args: argparse.Namespace) -> int:
+    from servermanager.common.rest import UserPatch
+
+    return _patch(args, "user.update", UserPatch(disabled=True), "disabled; signed out everywhere")
+
+
+def cmd_enable(args: argparse.Namespace) -> int:
+    from servermanager.common.rest import UserPatch
+
+    return _patch(args, "user.update", UserPatch(disabled=False), "enabled")
+
+
+def cmd_reset_2fa(args: argparse.Namespace) -> int:
+    from servermanager.common.rest import UserPatch
+
+    return _patch(args, "user.update", UserPatch(totp=False), "two-factor sign-in reset")
+
+
+def cmd_delete_user(args: argparse.Namespace) -> int:
+    async def work(accounts: Any) -> str:
+        user = await accounts.by_name(args.name)
+        await accounts.delete(user.id)
+        return f"user {args.name!r} deleted"
+
+    return _account_action(args, "user.delete", f"user:{args.name}", work)
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    import time as _time
+
+    def when(ts: float | None) -> str:
+        return _time.strftime("%Y-%m-%d %H:%M", _time.localtime(ts)) if ts else "never"
+
+    async def work(accounts: Any) -> str:
+        uid = (await accounts.by_name(args.user)).id if args.user else None
+        rows = [f"{'id':<16}  {'user':<16} {'kind':<8} {'created':<16} {'expires':<16} name"]
+        for t in await accounts.tokens(uid):
+            rows.append(
+                f"{t.id:<16}  {t.user:<16} {t.kind:<8} {when(t.created_at):<16} {when(t.expires_at):<16} {t.name or ''}"
+            )
+        for e in await accounts.enroll_tokens():
+            rows.append(
+                f"{e.id:<16}  {'(enrollment)':<16} {'enroll':<8} {when(e.created_at):<16} {when(e.expires_at):<16} {e.uses_left} use(s) left"
+            )
+        return "\n".join(rows)
+
+    return _account_action(args, "", "", work)
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    import re
+
+    from servermanager.core.accounts import AccountError
+
+    if not re.fullmatch(r"[0-9a-f]{16}", args.id):
+        print("error: a token id is 16 lowercase hex digits, as `admin tokens` lists it", file=sys.stderr)
+        return 2
+
+    async def work(accounts: Any) -> str:
+        try:
+            t = await accounts.revoke(args.id, None)
+            return f"revoked {t.kind} token {args.id} of {t.user!r}" + (
+                " and the rest of its sign-in" if t.session else ""
+            )
+        except AccountError:
+            await accounts.revoke_enroll(args.id)  # raises AccountError(404) when it is neither
+            return f"revoked enrollment token {args.id}"
+
+    return _account_action(args, "token.revoke", f"token:{args.id}", work)

@@ -16,6 +16,7 @@ import msgspec
 
 from servermanager.common import protocol as p
 from servermanager.common.rest import CommandInfo, CommandRunInfo, Targets
+from servermanager.common.signing import check_fields
 from servermanager.common.status import FINAL
 from servermanager.core.audit import Audit
 from servermanager.core.auth import Role
@@ -40,6 +41,7 @@ class Run:
     result: p.CommandResult | None = None
     finished_at: float | None = None
     finishing: bool = False  # a result is being stored; later ones for this run are ignored
+    signature: p.CommandSignature | None = None  # the operator's, for this node: relayed untouched
 
     def info(self) -> CommandRunInfo:
         r = self.result
@@ -57,6 +59,7 @@ class Run:
             message=r.message if r else None,
             services=r.services if r else None,
             finished_at=self.finished_at,
+            signed_by=self.signature.key_id if self.signature else None,
         )
 
 
@@ -86,6 +89,11 @@ class LiveCommand:
             return f"service {f.service.action} {f.service.name or ''}".strip()
         return f.shell if f.shell is not None else shlex.join(f.argv or [])
 
+    def frame_for(self, node_id: int) -> p.Command:
+        """The frame node `node_id` gets: the command with that node's own signature, if any."""
+        sig = self.runs[node_id].signature
+        return self.frame if sig is None else msgspec.structs.replace(self.frame, signature=sig)
+
     def info(self) -> CommandInfo:
         f = self.frame
         return CommandInfo(
@@ -105,6 +113,48 @@ class LiveCommand:
 
 class TargetError(ValueError):
     pass
+
+
+class SignatureError(ValueError):
+    """The signatures do not fit the request: missing for a node, for a node not targeted, malformed."""
+
+
+class DuplicateIdError(ValueError):
+    """A client-chosen command id that is taken."""
+
+
+class _StoredSignatures(msgspec.Struct):
+    """The signatures stored beside the frame in commands.spec."""
+
+    signatures: dict[int, p.CommandSignature] = {}
+
+
+def check_signatures(
+    nodes: list[NodeState], signatures: dict[int, p.CommandSignature], command_id: str | None
+) -> None:
+    """One well-formed signature per target node, each naming its node; SignatureError if not.
+
+    The core cannot check the signatures themselves (it holds no operator keys): the agent does."""
+    if command_id is None:
+        raise SignatureError("a signed command needs the id it was signed with")
+    wanted = {n.id for n in nodes}
+    missing = sorted(wanted - signatures.keys())
+    if missing:
+        raise SignatureError(
+            f"no signature for node(s) {', '.join(map(str, missing[:20]))}: the targets match them, "
+            "so resolve the targets again and sign for each"
+        )
+    extra = sorted(signatures.keys() - wanted)
+    if extra:
+        raise SignatureError(
+            f"signatures for node(s) the targets do not match: {', '.join(map(str, extra[:20]))}"
+        )
+    for nid, sig in signatures.items():
+        bad = check_fields(sig)
+        if bad is not None:
+            raise SignatureError(f"node {nid}: {bad}")
+        if sig.node_id != nid:
+            raise SignatureError(f"the signature given for node {nid} was made for node {sig.node_id}")
 
 
 class Commands:
@@ -141,13 +191,31 @@ class Commands:
         *,
         queue_offline: bool = False,
         expires_in: float = 3600.0,
+        command_id: str | None = None,
+        signatures: dict[int, p.CommandSignature] | None = None,
     ) -> LiveCommand:
+        """Start a command; with `signatures` (one per target node) each node gets its own, and the
+        id must be the one they were made for (`command_id`). TargetError, SignatureError,
+        DuplicateIdError when the request cannot be started as given."""
         nodes = self.resolve(targets)
-        cid = secrets.token_hex(8)
+        if signatures is not None:
+            check_signatures(nodes, signatures, command_id)
+        if command_id is not None and (
+            command_id in self.live
+            or await self.db.fetchone("SELECT 1 FROM commands WHERE id = ?", (command_id,)) is not None
+        ):
+            raise DuplicateIdError(f"there is already a command with id {command_id}")
+        cid = command_id or secrets.token_hex(8)
         frame = p.Command(command_id=cid, **frame_args)
         now = time.time()
+        sigs = signatures or {}
         runs = {
-            n.id: Run(n.id, "sent" if n.online else ("queued" if queue_offline else "offline")) for n in nodes
+            n.id: Run(
+                n.id,
+                "sent" if n.online else ("queued" if queue_offline else "offline"),
+                signature=sigs.get(n.id),
+            )
+            for n in nodes
         }
         for r in runs.values():
             if r.status == "offline":
@@ -170,7 +238,7 @@ class Commands:
                     actor,
                     now,
                     cmd.kind,
-                    msgspec.json.encode(frame).decode(),
+                    _spec(frame, sigs),
                     msgspec.json.encode(targets).decode(),
                     cmd.expires_at,
                 ),
@@ -188,6 +256,8 @@ class Commands:
             "nodes": sorted(runs),
             "env_keys": sorted(frame.env),
             "cwd": frame.cwd,
+            # Which operator keys signed it (the agents check them); empty: sent unsigned.
+            "signed_by": sorted({s.key_id for s in sigs.values()}),
             **counts,
         }
         action = f"service.{frame.service.action}" if frame.service else "command.run"
@@ -195,7 +265,7 @@ class Commands:
         log.info("command %s by %s: %s on %d node(s) %s", cid, actor, cmd.describe, len(runs), counts)
         for n in nodes:
             if runs[n.id].status == "sent":
-                await self._send(n, frame, cmd)
+                await self._send(n, cmd.frame_for(n.id), cmd)
         self._check_done(cmd)
         return cmd
 
@@ -270,13 +340,10 @@ class Commands:
         outcome = status if r.exit_code is None else f"{status} (exit {r.exit_code})"
         if r.signal is not None:
             outcome += f" (signal {r.signal})"
-        await self.audit.record(
-            cmd.actor,
-            "command.result",
-            f"node:{node_id}",
-            outcome,
-            {"command_id": cmd.id, "command": cmd.describe},
-        )
+        detail: dict[str, Any] = {"command_id": cmd.id, "command": cmd.describe, "signed_by": r.signed_by}
+        if message and status in ("refused", "error"):
+            detail["message"] = message  # why: an agent's refusal of an unsigned or replayed request
+        await self.audit.record(cmd.actor, "command.result", f"node:{node_id}", outcome, detail)
         run.status, run.result, run.finished_at = status, final, staged.finished_at
         run.finishing = False
         self.bus.publish(
@@ -324,7 +391,7 @@ class Commands:
             await self.db.execute(
                 "UPDATE command_runs SET status='sent' WHERE command_id=? AND node_id=?", (cmd.id, node.id)
             )
-            await self._send(node, cmd.frame, cmd)
+            await self._send(node, cmd.frame_for(node.id), cmd)
 
     async def sweep(self) -> None:
         """Expire queued runs, give up on runs whose agent never answered, and forget finished commands."""
@@ -362,6 +429,7 @@ class Commands:
             (cid,),
         )
         frame = msgspec.json.decode(row[4], type=p.Command)
+        signed = msgspec.json.decode(row[4], type=_StoredSignatures).signatures
         statuses = [r[1] for r in runs]
         return CommandInfo(
             id=row[0],
@@ -392,6 +460,7 @@ class Commands:
                     message=r[10],
                     services=msgspec.json.decode(r[11], type=list[p.ServiceInfo]) if r[11] else None,
                     finished_at=r[12],
+                    signed_by=signed[r[0]].key_id if r[0] in signed else None,
                 )
                 for r in runs
             ],
@@ -407,6 +476,15 @@ class Commands:
                 runs = [msgspec.structs.replace(r, stdout="", stderr="") for r in info.runs]
                 out.append(msgspec.structs.replace(info, runs=runs))
         return out
+
+
+def _spec(frame: p.Command, signatures: dict[int, p.CommandSignature]) -> str:
+    """commands.spec: the frame as sent, plus each node's signature when it was signed."""
+    if not signatures:
+        return msgspec.json.encode(frame).decode()
+    spec = msgspec.to_builtins(frame)
+    spec["signatures"] = {str(nid): msgspec.to_builtins(sig) for nid, sig in signatures.items()}
+    return msgspec.json.encode(spec).decode()
 
 
 def _target_label(t: Targets) -> str:

@@ -15,6 +15,7 @@ from servermanager.desktop.net.rest import RestClient, Session
 from servermanager.desktop.net.signin import SignIn
 from servermanager.desktop.secrets import TokenStore
 from servermanager.desktop.settings import Profiles, Settings, WindowState
+from servermanager.desktop.signing import OperatorKey
 from servermanager.desktop.themes import ThemeManager
 
 
@@ -32,6 +33,7 @@ class AppContext:
     model: NodesModel
     signin: SignIn
     themes: ThemeManager
+    signing: OperatorKey  # signs every command and service request (private key in the keyring)
     fleet_url: str | None = field(default=None, init=False)  # the core the model's rows came from
 
     @classmethod
@@ -63,7 +65,9 @@ class AppContext:
             model=model,
             signin=SignIn(rest, live, secrets, profiles, aio),
             themes=ThemeManager(app),
+            signing=OperatorKey(secrets),
         )
+        rest.signer = ctx.signing
         live.snapshot.connect(model.apply_snapshot)
         live.polled.connect(model.apply_snapshot)
         live.node_status.connect(model.apply_status)

@@ -25,6 +25,7 @@ from servermanager.desktop.net.rest import Session, normalize_url
 from servermanager.desktop.nodeview import NodeView
 from servermanager.desktop.secrets import Kept
 from servermanager.desktop.settings import Profile
+from servermanager.desktop.signing import SigningKeyDialog
 from servermanager.desktop.themes import icon
 from servermanager.desktop.tray import Tray, TrayState
 from servermanager.desktop.users import AccountsView
@@ -55,6 +56,7 @@ class MainWindow(QMainWindow):
         self.certificate_dialog: CertificateDialog | None = None
         self._declined: set[str] = set()  # changed certificates the user would not trust, this run
         self.settings_dialog: SettingsDialog | None = None
+        self.signing_dialog: SigningKeyDialog | None = None
         self.node_views: dict[int, NodeView] = {}
         self.console: ConsolePanel | None = None
         self.audit: AuditPanel | None = None
@@ -128,6 +130,13 @@ class MainWindow(QMainWindow):
         toolbar.addAction(self.alerts_action)
         toolbar.addAction(self.console_action)
         toolbar.addAction(self.audit_action)
+        # The operator's own key, which signs every command: shown for agents to trust.
+        self.signing_action = QAction("Signing key…", self)
+        self.signing_action.setToolTip("The key your commands are signed with, and how an agent trusts it")
+        self.signing_action.triggered.connect(
+            lambda: self.ctx.aio.spawn(self.open_signing_key(), "signing-key")
+        )
+        toolbar.addAction(self.signing_action)
         toolbar.addAction(self.users_action)
         toolbar.addSeparator()
         toolbar.addWidget(self.account_button)
@@ -368,6 +377,16 @@ class MainWindow(QMainWindow):
         self.settings_dialog.show()
         self.settings_dialog.raise_()
         return self.settings_dialog
+
+    async def open_signing_key(self) -> SigningKeyDialog:
+        """The public key line to copy into agents' configs (the key is made on first use)."""
+        key = self.ctx.signing
+        await key.key()
+        if self.signing_dialog is None:
+            self.signing_dialog = SigningKeyDialog(key.public_line(), key.key_id(), key.kept, self)
+        self.signing_dialog.show()
+        self.signing_dialog.raise_()
+        return self.signing_dialog
 
     def sign_out(self) -> None:
         self.ctx.aio.spawn(self._sign_out(), "sign-out")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from servermanager.agent.cli import add_arguments as agent_arguments
 from servermanager.common import __version__
-from servermanager.common.settings import SettingsError
+from servermanager.common.settings import SettingsError, parse_duration
 
 # Each subcommand imports what it needs when it runs: `servermanager agent` starts here too, and
 # every import stays in the agent's RSS.
@@ -51,6 +51,40 @@ def _admin(name: str) -> Callable[[argparse.Namespace], int]:
         return int(getattr(admin, name)(args))
 
     return run
+
+
+def _sign(name: str) -> Callable[[argparse.Namespace], int]:
+    """A signing subcommand (keys, sign, run), imported from servermanager.sign only when it runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        from servermanager.sign import main
+
+        return main(name, args)
+
+    return run
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _signing_opts(p: argparse.ArgumentParser) -> None:
+    """What a signed request is: the command (argv after --, --shell or --service) and its options."""
+    p.add_argument("--key", metavar="FILE", required=True, help="your private key file (keys generate)")
+    p.add_argument("--shell", metavar="TEXT", help="run TEXT through the agent's shell instead of an argv")
+    p.add_argument(
+        "--service", nargs="+", metavar="ARG", help="a service request instead: ACTION NAME, or list"
+    )
+    p.add_argument("--timeout", type=_duration, help="the command's timeout (default 60s; services 30s)")
+    p.add_argument("--env", action="append", metavar="NAME=VALUE", help="an environment variable (repeat)")
+    p.add_argument("--cwd", metavar="DIR", help="working directory on the node")
+    p.add_argument(
+        "--lifetime", type=_duration, default=600.0, help="how long the signatures stay valid (default 10m)"
+    )
+    p.add_argument("argv", nargs="*", help="the command and its arguments, after --")
 
 
 # ---------------------------------------------------------------- parser
@@ -97,6 +131,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-desktop", action="store_true", help="do not open the desktop app")
     p.set_defaults(fn=cmd_demo)
 
+    keys = sub.add_parser("keys", help="operator signing keys for signed commands").add_subparsers(
+        dest="keys", required=True
+    )
+    p = keys.add_parser("generate", help="a new key pair: the private key to FILE, the public line printed")
+    p.add_argument("--out", metavar="FILE", required=True, help="where the private key goes (mode 0600)")
+    p.add_argument("--comment", help="the name after the public key (default user@host)")
+    p.set_defaults(fn=_sign("cmd_keys_generate"))
+    p = keys.add_parser("public", help="print the public key line of a private key file")
+    p.add_argument("key", metavar="FILE")
+    p.add_argument("--comment", help="the name after the public key (default user@host)")
+    p.set_defaults(fn=_sign("cmd_keys_public"))
+
+    p = sub.add_parser(
+        "sign", help="sign a command for nodes: prints the POST /api/v1/commands body (or a service URL)"
+    )
+    _signing_opts(p)
+    p.add_argument("--node", type=int, action="append", required=True, help="a target node id (repeat)")
+    p.add_argument("--id", help="the command id to sign (default: a new random one)")
+    p.add_argument("--queue-offline", action="store_true", help="let the core hold it for offline nodes")
+    p.add_argument("--expires-in", type=_duration, default=3600.0, help="with --queue-offline (default 1h)")
+    p.set_defaults(fn=_sign("cmd_sign"))
+
+    p = sub.add_parser("run", help="sign and run a command on nodes through a core, print each node's result")
+    _signing_opts(p)
+    p.add_argument("--core", metavar="URL", required=True, help="the core, e.g. https://core.example:8760")
+    p.add_argument("--token", help="API token (prefer env SM_TOKEN: flags are visible in ps)")
+    p.add_argument("--cafile", metavar="FILE", help="CA certificate(s) to verify an https core with")
+    p.add_argument("--node", type=int, action="append", help="a target node id (repeat)")
+    p.add_argument("--group", help="every node of this group")
+    p.add_argument("--tag", help="every node with this tag")
+    p.add_argument("--all", action="store_true", help="every node")
+    p.add_argument("--queue-offline", action="store_true", help="hold it for offline nodes (does not wait)")
+    p.add_argument("--expires-in", type=_duration, default=3600.0, help="with --queue-offline (default 1h)")
+    p.add_argument("--no-wait", action="store_true", help="print the command id and return")
+    p.add_argument("--poll", type=float, default=0.5, help=argparse.SUPPRESS)
+    p.set_defaults(fn=_sign("cmd_run"))
+
     adm = sub.add_parser("admin", help="administer the core's data dir").add_subparsers(
         dest="admin", required=True
     )
@@ -126,6 +197,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--role", choices=["admin", "operator", "viewer"], required=True)
     p.set_defaults(fn=_admin("cmd_api_token"))
+    p = adm.add_parser("passwd", help="set a user's password (from stdin or a prompt); signs them out")
+    core_opts(p)
+    p.add_argument("name")
+    p.add_argument("--temporary", action="store_true", help="the user must change it at the next sign-in")
+    p.set_defaults(fn=_admin("cmd_passwd"))
+    p = adm.add_parser("users", help="list users with role, state and two-factor")
+    core_opts(p)
+    p.set_defaults(fn=_admin("cmd_users"))
+    p = adm.add_parser("set-role", help="change a user's role (takes effect at once)")
+    core_opts(p)
+    p.add_argument("name")
+    p.add_argument("role", choices=["admin", "operator", "viewer"])
+    p.set_defaults(fn=_admin("cmd_set_role"))
+    for verb, what in (
+        ("disable", "disable a user: signed out everywhere at once"),
+        ("enable", "enable a disabled user"),
+    ):
+        p = adm.add_parser(verb, help=what)
+        core_opts(p)
+        p.add_argument("name")
+        p.set_defaults(fn=_admin(f"cmd_{verb}"))
+    p = adm.add_parser("reset-2fa", help="turn a user's two-factor sign-in off (lost authenticator)")
+    core_opts(p)
+    p.add_argument("name")
+    p.set_defaults(fn=_admin("cmd_reset_2fa"))
+    p = adm.add_parser("delete-user", help="delete a user and every token of theirs")
+    core_opts(p)
+    p.add_argument("name")
+    p.set_defaults(fn=_admin("cmd_delete_user"))
+    p = adm.add_parser("tokens", help="list live tokens (never their secrets) and enrollment tokens")
+    core_opts(p)
+    p.add_argument("--user", help="only this user's")
+    p.set_defaults(fn=_admin("cmd_tokens"))
+    p = adm.add_parser("revoke", help="revoke a token (a whole sign-in) or an enrollment token by its id")
+    core_opts(p)
+    p.add_argument("id")
+    p.set_defaults(fn=_admin("cmd_revoke"))
     p = adm.add_parser("backup", help="online backup of the database to FILE")
     core_opts(p)
     p.add_argument("file")

@@ -34,7 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 EXTRAS = ("agent", "core", "desktop")
 # What an install with only that extra must not load: the other parts' libraries.
 NOT_IMPORTED = {
-    "agent": {"aiohttp", "aiosqlite", "PySide6", "cryptography"},
+    # cryptography is the agent's own (signed commands), loaded only with trusted keys:
+    # tests/agent/exec checks that in a subprocess; this imports every module, signing.py included.
+    "agent": {"aiohttp", "aiosqlite", "PySide6"},
     "core": {"psutil", "PySide6"},
     "desktop": {"aiosqlite", "psutil"},
 }

@@ -28,8 +28,9 @@ TOP = "top"  # servermanager's own modules: cli, demo, __main__
 # pyproject.toml), and the top only the base ones. Beyond those, what an extra brings along and
 # the part uses directly: numpy comes with pyqtgraph.
 BROUGHT_ALONG = {"desktop": {"numpy"}}
-# Optional extras a part may import lazily (inside a function, with its absence handled).
-OPTIONAL_EXTRAS = {"core": ("apprise",)}
+# Optional extras a part (or the top: `servermanager sign`) may import lazily (inside a function,
+# with its absence handled).
+OPTIONAL_EXTRAS = {"core": ("apprise",), TOP: ("sign",)}
 SKIP_DIRS = {"__pycache__", "build", "dist", "node_modules"}
 
 
@@ -219,7 +220,7 @@ def allowed_libraries() -> dict[str, set[str]]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     base = requirement_names(project["dependencies"])
     extras = project["optional-dependencies"]
-    allowed = {TOP: base, "common": base}
+    allowed = {TOP: base | optional_libraries(TOP), "common": base}
     for part in ("core", "agent", "desktop"):
         allowed[part] = base | requirement_names(extras[part]) | BROUGHT_ALONG.get(part, set())
         for optional in OPTIONAL_EXTRAS.get(part, ()):
@@ -384,7 +385,7 @@ def test_each_part_imports_only_the_stdlib_and_its_extras_libraries() -> None:
         part = layer(imp.source)
         if top.lower() not in allowed[part]:
             bad.append(f"{imp.describe()}: {part} may use only {', '.join(sorted(allowed[part]))}")
-        elif not imp.in_function and top.lower() in optional_libraries(part):
+        elif not (imp.in_function or imp.type_checking) and top.lower() in optional_libraries(part):
             bad.append(f"{imp.describe()}: an optional extra's library is imported inside a function")
     if bad:
         pytest.fail("third-party imports outside the part's extra:\n  " + "\n  ".join(bad), pytrace=False)
@@ -395,9 +396,13 @@ def test_the_extras_allow_what_the_parts_are_built_on() -> None:
     allowed = allowed_libraries()
     assert allowed["common"] == {"msgspec", "platformdirs"}
     assert {"psutil", "websockets"} <= allowed["agent"]
-    # The agent checks a certificate pin with the standard library: no crypto package on servers.
-    assert not {"aiohttp", "aiosqlite", "pyside6", "cryptography"} & allowed["agent"]
+    # The agent checks a certificate pin with the standard library; cryptography is there only to
+    # verify signed commands, imported only when trusted keys are configured.
+    assert not {"aiohttp", "aiosqlite", "pyside6"} & allowed["agent"]
     assert {"aiohttp", "aiosqlite", "uvloop", "cryptography"} <= allowed["core"]
     assert not {"psutil", "pyside6"} & allowed["core"]
     assert {"pyside6", "qasync", "pyqtgraph", "keyring", "numpy"} <= allowed["desktop"]
     assert not {"psutil", "aiosqlite"} & allowed["desktop"]
+    # Signed commands: the agent verifies, the desktop and the CLI (lazily, the `sign` extra) sign.
+    assert "cryptography" in allowed["agent"] & allowed["desktop"] & allowed[TOP]
+    assert optional_libraries(TOP) == {"cryptography"}

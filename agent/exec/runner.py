@@ -68,6 +68,7 @@ from servermanager.common.protocol import (
 )
 
 if TYPE_CHECKING:
+    from servermanager.agent.exec.signing import Verifier
     from servermanager.agent.settings import ExecSettings
 
 log = logging.getLogger(__name__)
@@ -227,8 +228,10 @@ class CommandRunner:
         flush_interval: float = FLUSH_INTERVAL,
         chunk_bytes: int = CHUNK_BYTES,
         on_change: Callable[[], None] | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self.settings = settings
+        self.verifier = verifier  # set: only requests signed by a trusted key run (exec.signing)
         self.outbox = outbox or Outbox()
         self.services: ServiceManager | None = (
             default_service_manager() if services is _DEFAULT_SERVICES else services
@@ -353,6 +356,9 @@ class CommandRunner:
         except ValueError as exc:
             return self._result(cmd, "error", str(exc))
         kind = "argv" if cmd.argv is not None else "shell" if cmd.shell is not None else "service"
+        if self.verifier is not None and (unsigned := self.verifier.check(cmd)) is not None:
+            self.refused += 1
+            return self._result(cmd, "refused", unsigned)
         reason = self._policy.check(line, shell=kind == "shell") or self._policy.check_env(cmd.env)
         if reason is not None:
             self.refused += 1

@@ -64,6 +64,8 @@ class Incidents:
         self.pending: dict[str, _Request] = {}  # by request id
         self._by_node: dict[int, str] = {}  # node id -> its pending request id
         self._recent: dict[int, tuple[float, IncidentSnapshot]] = {}  # node id -> (when, snapshot)
+        # Alerts whose answer arrived and is being stored: still "awaited" for a reader until then.
+        self._saving: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.requested = 0  # requests sent to agents
         self.dropped = 0  # answers nobody waited for
@@ -172,16 +174,28 @@ class Incidents:
         snapshot: IncidentSnapshot | None = None,
         error: str | None = None,
     ) -> None:
-        await self.engine.sync()  # the alert's own row first: the snapshot's refers to it
-        body = msgspec.json.encode(snapshot).decode() if snapshot is not None else None
-        ts = snapshot.ts if snapshot is not None else time.time()
-        async with self.db.transaction() as con:
-            for aid, metric in alerts:
-                await con.execute(
-                    "INSERT OR IGNORE INTO alert_snapshots (alert_id, ts, body, summary, error) "
-                    "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM alerts WHERE id = ?)",
-                    (aid, ts, body, summary(snapshot, metric) if snapshot is not None else None, error, aid),
-                )
+        ids = {aid for aid, _ in alerts}
+        self._saving |= ids
+        try:
+            await self.engine.sync()  # the alert's own row first: the snapshot's refers to it
+            body = msgspec.json.encode(snapshot).decode() if snapshot is not None else None
+            ts = snapshot.ts if snapshot is not None else time.time()
+            async with self.db.transaction() as con:
+                for aid, metric in alerts:
+                    await con.execute(
+                        "INSERT OR IGNORE INTO alert_snapshots (alert_id, ts, body, summary, error) "
+                        "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM alerts WHERE id = ?)",
+                        (
+                            aid,
+                            ts,
+                            body,
+                            summary(snapshot, metric) if snapshot is not None else None,
+                            error,
+                            aid,
+                        ),
+                    )
+        finally:
+            self._saving -= ids
         for aid, _ in alerts:
             await self.engine.announce(aid)
 
@@ -215,6 +229,11 @@ class Incidents:
 
     async def for_alert(self, alert: Alert) -> tuple[IncidentSnapshot | None, str | None]:
         """An alert's snapshot, or why it has none (None when none was ever asked for)."""
+        # In memory first: an answer being stored leaves `_saving` only after its row is committed,
+        # so a reader finds it either here or in the table, never in neither.
+        waiting = alert.id in self._saving or any(
+            aid == alert.id for r in self.pending.values() for aid, _ in r.alerts
+        )
         row = await self.db.fetchone(
             "SELECT body, error FROM alert_snapshots WHERE alert_id = ?", (alert.id,)
         )
@@ -222,6 +241,4 @@ class Incidents:
             if row[0] is not None:
                 return _snapshot.decode(row[0]), None
             return None, row[1]
-        if any(aid == alert.id for r in self.pending.values() for aid, _ in r.alerts):
-            return None, AWAITED
-        return None, None
+        return (None, AWAITED) if waiting else (None, None)

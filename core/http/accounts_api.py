@@ -199,6 +199,7 @@ ACCOUNT_ROUTES: list[Route] = [
         query=m.TokenQuery,
         response=m.TokenList,
         tag="auth",
+        errors=(404,),
     ),
     Route(
         "DELETE",

@@ -16,11 +16,11 @@ from servermanager.common import __version__
 from servermanager.common import rest as m
 from servermanager.common.history import choose_resolution
 from servermanager.common.metrics import SCALAR_FIELDS
-from servermanager.common.protocol import PROTOCOL_VERSION, ServiceRequest
+from servermanager.common.protocol import PROTOCOL_VERSION, CommandSignature, ServiceRequest
 from servermanager.common.rest import Targets
 from servermanager.core.accounts import Accounts
 from servermanager.core.auth import Principal, RefreshReuse, Role, TokenKind, token_hash
-from servermanager.core.commands import LiveCommand, TargetError
+from servermanager.core.commands import DuplicateIdError, LiveCommand, SignatureError, TargetError
 from servermanager.core.http.accounts_api import ACCOUNT_ROUTES
 from servermanager.core.http.alerts_api import ALERT_ROUTES
 from servermanager.core.http.channels_api import CHANNEL_ROUTES
@@ -289,6 +289,10 @@ async def _start(c: Call, targets: Targets, frame_args: dict[str, Any], **kw: An
         cmd = await c.core.commands.create(c.actor, targets, frame_args, **kw)
     except TargetError as exc:
         raise ApiError(400, "invalid_targets", str(exc)) from None
+    except SignatureError as exc:
+        raise ApiError(400, "invalid_signatures", str(exc)) from None
+    except DuplicateIdError as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
     # Only commands that really started count against the limit; a typo costs nothing.
     c.core.command_limit.add(c.who.user_id)
     return cmd
@@ -301,7 +305,15 @@ async def create_command(c: Call) -> m.CommandInfo:
         args["shell"] = body.command
     else:
         args["argv"] = body.command
-    cmd = await _start(c, body.targets, args, queue_offline=body.queue_offline, expires_in=body.expires_in)
+    cmd = await _start(
+        c,
+        body.targets,
+        args,
+        queue_offline=body.queue_offline,
+        expires_in=body.expires_in,
+        command_id=body.id,
+        signatures=body.signatures,
+    )
     return cmd.info()
 
 
@@ -324,13 +336,37 @@ async def cancel_command(c: Call) -> m.CommandInfo:
     return cmd.info()
 
 
-async def _service_call(c: Call, nid: int, request: ServiceRequest, timeout: float) -> LiveCommand:
+def _query_signature(nid: int, q: m.ServiceActionQuery) -> dict[int, CommandSignature] | None:
+    """The signature a service request carries in its query (all of its fields or none)."""
+    fields = {"key_id": q.key_id, "nonce": q.nonce, "expires_at": q.expires_at, "sig": q.sig}
+    given = [k for k, v in fields.items() if v is not None]
+    if not given:
+        return None
+    if q.key_id is None or q.nonce is None or q.expires_at is None or q.sig is None:
+        missing = ", ".join(k for k in fields if k not in given)
+        raise ApiError(
+            400, "invalid_query", f"a signed service request needs all of its signature; missing {missing}"
+        )
+    return {
+        nid: CommandSignature(key_id=q.key_id, node_id=nid, nonce=q.nonce, expires_at=q.expires_at, sig=q.sig)
+    }
+
+
+async def _service_call(c: Call, nid: int, request: ServiceRequest, q: m.ServiceActionQuery) -> LiveCommand:
     node = c.core.nodes.get(nid)
     if node is None:
         raise ApiError(404, "not_found", "no such node")
     if not node.online:
         raise ApiError(409, "node_offline", f"node {node.name} is offline")
-    cmd = await _start(c, Targets(nodes=[nid]), {"timeout": timeout, "service": request})
+    timeout = q.timeout
+    signatures = _query_signature(nid, q)
+    cmd = await _start(
+        c,
+        Targets(nodes=[nid]),
+        {"timeout": timeout, "service": request},
+        command_id=q.id,
+        signatures=signatures,
+    )
     try:
         await asyncio.wait_for(cmd.done.wait(), timeout + 5)
     except TimeoutError:
@@ -344,7 +380,7 @@ _SERVICE_NAME = re.compile(r"^[A-Za-z0-9@_.:][A-Za-z0-9@_.:+-]{0,255}$")
 async def list_services(c: Call) -> m.ServiceList:
     nid = c.path_id("node")
     q: m.ServiceActionQuery = c.query
-    cmd = await _service_call(c, nid, ServiceRequest(action="list"), q.timeout)
+    cmd = await _service_call(c, nid, ServiceRequest(action="list"), q)
     run = cmd.runs[nid]
     if run.status != "ok" or run.result is None or run.result.services is None:
         message = run.result.message if run.result else None
@@ -362,7 +398,7 @@ async def service_action(c: Call) -> m.CommandInfo:
     if not _SERVICE_NAME.match(name):
         raise ApiError(400, "invalid_path", f"not a valid service name: {name!r}")
     q: m.ServiceActionQuery = c.query
-    cmd = await _service_call(c, nid, ServiceRequest(action=action, name=name), q.timeout)  # type: ignore[arg-type]
+    cmd = await _service_call(c, nid, ServiceRequest(action=action, name=name), q)  # type: ignore[arg-type]
     return cmd.info()
 
 
@@ -383,6 +419,7 @@ ROUTES: list[Route] = [
         role=None,
         body=m.LoginRequest,
         response=m.TokenPair,
+        errors=(401, 429),
         tag="auth",
     ),
     Route(
@@ -393,6 +430,7 @@ ROUTES: list[Route] = [
         role=None,
         body=m.RefreshRequest,
         response=m.TokenPair,
+        errors=(401,),
         tag="auth",
     ),
     Route(
@@ -524,6 +562,7 @@ ROUTES: list[Route] = [
         body=m.CommandCreate,
         response=m.CommandInfo,
         status=202,
+        errors=(429,),
         tag="operations",
     ),
     Route(
@@ -562,6 +601,7 @@ ROUTES: list[Route] = [
         role=Role.OPERATOR,
         query=m.ServiceActionQuery,
         response=m.ServiceList,
+        errors=(429,),
         tag="operations",
     ),
     Route(
@@ -572,6 +612,7 @@ ROUTES: list[Route] = [
         role=Role.OPERATOR,
         query=m.ServiceActionQuery,
         response=m.CommandInfo,
+        errors=(429,),
         tag="operations",
     ),
     Route("GET", f"{V}/openapi.json", openapi, summary="This document", role=Role.VIEWER, tag="core"),

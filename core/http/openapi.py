@@ -13,6 +13,14 @@ from servermanager.core.http.routing import Route
 _REF = "#/components/schemas/{name}"
 
 
+_EXTRA = {
+    401: "Wrong credentials, a missing second factor, or a token that no longer works",
+    404: "No such thing",
+    413: "Request body too large",
+    429: "Too many attempts; Retry-After says when to try again",
+}
+
+
 def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:
     models: list[Any] = [m.ErrorBody]
     for r in routes:
@@ -54,12 +62,27 @@ def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:
             responses["204"] = {"description": "Done"}
         else:
             responses[str(r.status)] = {"description": "OK"}
-        if r.body is not None or r.query is not None:
+        has_path_params = "{" in r.path
+        if r.body is not None or r.query is not None or has_path_params:
             responses["400"] = {"description": "Invalid input; the message names the field", **error}
         if r.role is not None:
             op["security"] = [{"bearer": []}]
             responses["401"] = {"description": "Missing or invalid token", **error}
-            responses["403"] = {"description": f"Needs the {r.role.value} role", **error}
+            responses["403"] = {
+                "description": f"Needs the {r.role.value} role (or two-factor set-up, or a step-up)",
+                **error,
+            }
+        if has_path_params:
+            responses["404"] = {"description": "No such thing", **error}
+        if r.method != "GET":
+            responses["409"] = {
+                "description": "Conflicts with the current state; the message says how",
+                **error,
+            }
+            responses["503"] = {"description": "The core's disk is full; nothing was stored", **error}
+        for code, what in _EXTRA.items():
+            if code in r.errors or (code == 413 and r.body is not None):
+                responses[str(code)] = {"description": what, **error}
         op["responses"] = responses
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {

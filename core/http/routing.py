@@ -71,6 +71,7 @@ class Route:
     response: type | None = None
     status: int = 200
     tag: str = "core"
+    errors: tuple[int, ...] = ()  # answers beyond what the role, body and path imply (see openapi)
 
 
 _json = msgspec.json.Encoder()

@@ -171,8 +171,11 @@ class LiveLink(QObject):
             delay = self.backoff.next()
             log.info("live socket down (%s); retrying in %.1fs", detail, delay)
             self._reconnect_now.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as the
+            # event is set, and stopping the link would then hang.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reconnect_now.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._reconnect_now.wait()
 
     def _socket_down(self, detail: str) -> None:
         if self.state in (LinkState.CONNECTED, LinkState.CONNECTING, LinkState.RECONNECTING):
@@ -207,7 +210,8 @@ class LiveLink(QObject):
                         self.reconnect_now()
             self._poll_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poll_changed.wait(), self._poll_interval)
+                async with asyncio.timeout(self._poll_interval):
+                    await self._poll_changed.wait()
 
     async def _socket(self, s: Session) -> None:
         """One socket's life: auth, subscribe, then events until it ends (returns) or fails (raises)."""

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -19,6 +19,7 @@ from PySide6.QtCore import QObject, Signal
 from servermanager.common import protocol as p
 from servermanager.common import rest as m
 from servermanager.common.alerts import Alert
+from servermanager.common.signing import new_command_id
 from servermanager.desktop.net.errors import (
     CertificateChanged,
     CertificateUntrusted,
@@ -60,6 +61,12 @@ class Session:
     @property
     def can_edit(self) -> bool:
         return self.role in ("operator", "admin")
+
+
+class Signer(Protocol):
+    """Signs a command for each of its nodes (desktop.signing.OperatorKey)."""
+
+    async def sign(self, cmd: p.Command, node_ids: list[int]) -> dict[int, p.CommandSignature]: ...
 
 
 def normalize_url(url: str) -> str:
@@ -127,6 +134,8 @@ class RestClient(QObject):
         self.request_timeout = request_timeout
         self.session: Session | None = None
         self.confirm_identity: ConfirmIdentity | None = None
+        # Signs every command and service request (the operator's key); None sends them unsigned.
+        self.signer: Signer | None = None
         self._http: aiohttp.ClientSession | None = None
         self._refresh_lock = asyncio.Lock()
 
@@ -429,8 +438,16 @@ class RestClient(QObject):
     async def run_command(
         self, node_ids: list[int], command: str | list[str], timeout: float
     ) -> m.CommandInfo:
-        """Start a command (a shell string, or an argv list run without a shell) on these nodes."""
-        body = {"targets": {"nodes": node_ids}, "command": command, "timeout": timeout}
+        """Start a command (a shell string, or an argv list run without a shell) on these nodes,
+        signed for each of them when there is a signer."""
+        body: dict[str, Any] = {"targets": {"nodes": node_ids}, "command": command, "timeout": timeout}
+        if self.signer is not None:
+            cid = new_command_id()
+            what: dict[str, Any] = {"shell": command} if isinstance(command, str) else {"argv": command}
+            frame = p.Command(command_id=cid, timeout=timeout, **what)
+            signatures = await self.signer.sign(frame, node_ids)
+            body["id"] = cid
+            body["signatures"] = {str(n): msgspec.to_builtins(sig) for n, sig in signatures.items()}
         info = await self.call("POST", "/commands", m.CommandInfo, json=body)
         assert info is not None
         return info
@@ -445,15 +462,36 @@ class RestClient(QObject):
         assert info is not None
         return info
 
+    async def _service_params(
+        self, node_id: int, request: p.ServiceRequest, timeout: float
+    ) -> dict[str, str]:
+        """The query of a service request: its timeout, and its signature when there is a signer."""
+        params = {"timeout": repr(timeout)}
+        if self.signer is not None:
+            cid = new_command_id()
+            frame = p.Command(command_id=cid, timeout=timeout, service=request)
+            sig = (await self.signer.sign(frame, [node_id]))[node_id]
+            params.update(
+                id=cid, key_id=sig.key_id, nonce=sig.nonce, expires_at=str(sig.expires_at), sig=sig.sig
+            )
+        return params
+
     @needs_step_up
-    async def services(self, node_id: int) -> list[p.ServiceInfo]:
-        result = await self.call("GET", f"/nodes/{node_id}/services", m.ServiceList)
+    async def services(self, node_id: int, timeout: float = 30.0) -> list[p.ServiceInfo]:
+        params = await self._service_params(node_id, p.ServiceRequest("list"), timeout)
+        result = await self.call("GET", f"/nodes/{node_id}/services", m.ServiceList, params=params)
         assert result is not None
         return result.services
 
     @needs_step_up
-    async def service_action(self, node_id: int, name: str, action: str) -> m.CommandInfo:
-        info = await self.call("POST", f"/nodes/{node_id}/services/{name}/{action}", m.CommandInfo)
+    async def service_action(
+        self, node_id: int, name: str, action: str, timeout: float = 30.0
+    ) -> m.CommandInfo:
+        request = p.ServiceRequest(action, name)  # type: ignore[arg-type]
+        params = await self._service_params(node_id, request, timeout)
+        info = await self.call(
+            "POST", f"/nodes/{node_id}/services/{name}/{action}", m.CommandInfo, params=params
+        )
         assert info is not None
         return info
 

@@ -19,9 +19,11 @@ import pytest
 from servermanager.agent.exec import make_runner
 from servermanager.agent.exec.outbox import DISABLED_MESSAGE, RefusingRunner
 from servermanager.agent.exec.runner import CommandRunner
+from servermanager.agent.exec.signing import UNSIGNED
 from servermanager.agent.settings import ExecSettings
 from servermanager.common.protocol import Command, CommandCancel
 from tests.agent.fakes import FakeCore
+from tests.helpers.signing import Operator
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "enroll-token-lazy-exec-12345"
@@ -33,6 +35,8 @@ EXEC_MODULES = (
     "servermanager.agent.exec.subproc",
     "servermanager.agent.exec.tree",
 )
+# Signature checks: only with trusted keys in [exec] (they bring the cryptography library).
+SIGNING_MODULE = "servermanager.agent.exec.signing"
 
 # Loaded for real, each of these means a deferral failed: importlib.metadata's and urllib.request's
 # own imports, and the modules only other subcommands of the servermanager CLI need.
@@ -57,9 +61,13 @@ sys.exit(main(["agent", *sys.argv[2:]]))
 """
 
 
-@pytest.mark.parametrize("enabled", [False, True], ids=["exec-disabled", "exec-enabled"])
+@pytest.mark.parametrize(
+    ("enabled", "signed"),
+    [(False, False), (True, False), (True, True)],
+    ids=["exec-disabled", "exec-enabled", "exec-signed"],
+)
 async def test_exec_code_is_imported_only_when_exec_is_enabled(
-    tmp_path: Path, fake_core: FakeCore, enabled: bool
+    tmp_path: Path, fake_core: FakeCore, enabled: bool, signed: bool
 ) -> None:
     modules_file = tmp_path / "modules.json"
     # No proxy variables: with one, the agent's proxy lookup rightly imports urllib.request.
@@ -68,6 +76,8 @@ async def test_exec_code_is_imported_only_when_exec_is_enabled(
     }
     # Enabled with an empty allow list: every command is refused by the policy, nothing runs.
     env.update(SM_AGENT_ENROLL_TOKEN=TOKEN, SM_AGENT_EXEC_ENABLED="true" if enabled else "false")
+    if signed:  # with a trusted key: signature checks, and the cryptography library for them
+        env.update(SM_AGENT_EXEC_TRUSTED_KEYS=Operator().line)
     args = ["--core", fake_core.url, "--state-dir", str(tmp_path / "state"), "--interval", "1s"]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -106,8 +116,15 @@ async def test_exec_code_is_imported_only_when_exec_is_enabled(
         "websockets.asyncio.client",
     } <= modules, modules
     assert not set(UNUSED_STDLIB) & modules, f"imported for real: {set(UNUSED_STDLIB) & modules}"
-    if enabled:
+    signing_loaded = {m for m in modules if m == SIGNING_MODULE or m.partition(".")[0] == "cryptography"}
+    if signed:
+        assert result.message == UNSIGNED
+        assert SIGNING_MODULE in modules and "cryptography" in modules
+    else:
+        assert not signing_loaded, f"imported without trusted keys: {signing_loaded}"
+    if enabled and not signed:
         assert result.message == "command not allowed: the [exec] allow list is empty, so nothing may run"
+    if enabled:
         assert set(EXEC_MODULES) <= modules
     else:
         assert result.message == DISABLED_MESSAGE

@@ -261,6 +261,8 @@ def test_a_stale_session_confirms_it_is_you_then_the_command_runs(
     step.confirm_button.click()
     cmd = run(answer(web, stdout="up 3 days\n"))  # the command reached the agent
     assert cmd.shell == "uptime"
+    # Signed afresh for the retry, as the app signs every command (its expiry still ahead).
+    assert cmd.signature is not None and cmd.signature.expires_at > time.time()
     out = console.outputs[web.node_id]
     run(until(lambda: out.done, "the result"))
     assert out.badge.text() == "ok" and out.stdout == "up 3 days\n"
