@@ -198,9 +198,11 @@ async def wait_for(pred: Callable[[], object], timeout: float = 15.0) -> None:
 
 
 async def settle(seconds: float = 0.4) -> None:
-    """Let layouts, repaints and pyqtgraph's deferred updates happen before grabbing."""
+    """Let layouts, repaints and pyqtgraph's deferred updates happen before grabbing. The qasync loop
+    runs Qt's events while this sleeps; QApplication.processEvents() here would run asyncio callbacks
+    re-entrantly ("Cannot enter into task ... while another task is being executed"), and the task
+    whose step that was never ran again (a simulated node fell silent, a load never finished)."""
     await asyncio.sleep(seconds)
-    QApplication.processEvents()
 
 
 # Accounts for the Users tab: name, role, disabled
