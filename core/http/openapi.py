@@ -17,7 +17,9 @@ _EXTRA = {
     401: "Wrong credentials, a missing second factor, or a token that no longer works",
     404: "No such thing",
     413: "Request body too large",
+    409: "Conflicts with the current state (e.g. the node is offline)",
     429: "Too many attempts; Retry-After says when to try again",
+    502: "The agent could not do it; the message says why",
 }
 
 

@@ -251,3 +251,33 @@ async def _until_stale(server: RunningCore, token: str, body: dict[str, Any]) ->
     await server.core.db.execute("UPDATE tokens SET stepped_up_at = stepped_up_at - 3600")
     status, err = await server.request("POST", "/api/v1/commands", token, json=body)
     assert status == 403 and err["error"]["code"] == "step_up_required", err
+
+
+async def test_reading_services_needs_no_step_up(tmp_path: Path) -> None:
+    server = await RunningCore(tmp_path / "c", step_up_window=300.0).start()
+    try:
+        agent = RawAgent(server, "web")
+        await agent.hello(token=await server.enroll_token())
+        token = await server.user_token("ops", "operator")
+        await server.core.db.execute("UPDATE tokens SET stepped_up_at = stepped_up_at - 3600")
+
+        async def answer() -> None:
+            cmd = await agent.recv_type(p.Command)
+            assert cmd.service is not None and cmd.service.action == "list"
+            assert agent.ws is not None
+            await agent.ws.send_bytes(
+                p.encode(p.CommandResult(command_id=cmd.command_id, status="ok", exit_code=0, services=[]))
+            )
+
+        import asyncio
+
+        listing, _ = await asyncio.gather(
+            server.request("GET", f"/api/v1/nodes/{agent.node_id}/services", token), answer()
+        )
+        assert listing[0] == 200, listing
+        status, err = await server.request(
+            "POST", f"/api/v1/nodes/{agent.node_id}/services/nginx/restart", token
+        )
+        assert status == 403 and err["error"]["code"] == "step_up_required"
+    finally:
+        await server.stop()
