@@ -145,7 +145,7 @@ def _alerts_markdown(al: dict[str, Any] | None) -> list[str]:
         s = cost["summary"]
         lines += [
             f"### Alerting: cost of {cost['rules_per_node']} rules per node, {cost['agents']} agents at 1 Hz "
-            f"({cost['rules']} rules)",
+            f"({cost['rules']} rules, {'notifying a webhook' if cost.get('notify', True) else 'no channel'})",
             "",
             "| window | started | rules | core CPU % (loop thread) | core RSS max (MB) | alert changes /s | "
             "webhook POSTs | push p99 (ms) | machine busy % (others) |",
@@ -221,6 +221,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         rounds=args.alert_rounds,
         window=args.alert_window,
         settle=args.alert_settle,
+        notify=not args.alert_no_notify,
         latency_loads=tuple(int(c) for c in args.latency_loads.split(",") if c.strip()),
         probes=args.latency_probes,
         for_=args.latency_for,
@@ -376,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alert-window", type=float, default=40.0, help="seconds measured per cost window")
     ap.add_argument(
         "--alert-settle", type=float, default=15.0, help="seconds after switching rules before a cost window"
+    )
+    ap.add_argument(
+        "--alert-no-notify",
+        action="store_true",
+        help="the cost run's rules have no channel: evaluated and kept, nothing sent",
     )
     ap.add_argument(
         "--latency-loads",

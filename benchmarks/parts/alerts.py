@@ -88,8 +88,9 @@ FOR_TAG = (
 )
 
 
-def rule_bodies(channel_id: int) -> list[dict[str, Any]]:
-    """The cost run's rule set as POST /api/v1/alert-rules bodies (49 rules, 10 per node)."""
+def rule_bodies(channel_id: int | None) -> list[dict[str, Any]]:
+    """The cost run's rule set as POST /api/v1/alert-rules bodies (49 rules, 10 per node); with
+    `channel_id` None the rules notify nothing (alerts are evaluated and kept, nothing is sent)."""
     out: list[dict[str, Any]] = []
 
     def body(t: RuleTemplate, name: str, targets: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +101,7 @@ def rule_bodies(channel_id: int) -> list[dict[str, Any]]:
             "threshold": t.threshold,
             "for": t.for_,
             "targets": targets,
-            "channels": [channel_id],
+            "channels": [] if channel_id is None else [channel_id],
         }
         if t.clear is not None:
             b["clear_threshold"] = t.clear
@@ -122,6 +123,7 @@ class AlertOptions:
     rounds: int  # rules windows; each is bracketed by no-rules windows
     window: float  # seconds measured per window
     settle: float  # seconds after switching the rules on or off before a window
+    notify: bool  # the cost run's rules notify a webhook channel (False: no channel, nothing sent)
     latency_loads: tuple[int, ...]  # background fleets of the latency runs (0: idle)
     probes: int  # probe agents per latency run; each fires twice
     for_: float  # the probe rule's `for`, seconds
@@ -190,7 +192,7 @@ async def _label_nodes(core: CoreProc, concurrency: int = 64) -> int:
     return len(ids)
 
 
-async def _rules_on(core: CoreProc, channel_id: int) -> int:
+async def _rules_on(core: CoreProc, channel_id: int | None) -> int:
     for b in rule_bodies(channel_id):
         await core.request("POST", "/api/v1/alert-rules", json=b)
     return len(rule_bodies(channel_id))
@@ -223,6 +225,7 @@ async def bench_alert_cost(load: LoadOptions, opts: AlertOptions, workdir: Path)
         "simulator_processes": len(sizes),
         "rules": len(rule_bodies(0)),
         "rules_per_node": len(FOR_ALL) + len(FOR_GROUP) + len(FOR_TAG),
+        "notify": opts.notify,
         "settle_s": opts.settle,
         "window_s": opts.window,
         "order": kinds,
@@ -250,7 +253,11 @@ async def bench_alert_cost(load: LoadOptions, opts: AlertOptions, workdir: Path)
         windows = []
         for i, kind in enumerate(kinds):
             t = time.monotonic()
-            switched = await _rules_on(core, channel_id) if kind == "on" else await _rules_off(core)
+            switched = (
+                await _rules_on(core, channel_id if opts.notify else None)
+                if kind == "on"
+                else await _rules_off(core)
+            )
             switch_s = round(time.monotonic() - t, 2)
             log(f"alert cost: window {i + 1}/{len(kinds)}, rules {kind} ({switched} "
                 f"{'created' if kind == 'on' else 'deleted'} in {switch_s}s); settling {opts.settle:g}s")  # fmt: skip
