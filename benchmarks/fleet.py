@@ -530,6 +530,7 @@ class Fleet:
         max_msg_size: int = p.DEFAULT_MAX_FRAME_BYTES,
         seed: int | None = None,
         pool: int = 30,
+        agent_class: type[SimAgent] | None = None,
     ) -> None:
         if count < 1:
             raise ValueError("count must be at least 1")
@@ -553,7 +554,8 @@ class Fleet:
         self.decoder = p.decoder(p.CoreToAgent)
         rng = random.Random(seed)
         width = len(str(count - 1))
-        self.agents = [SimAgent(self, i, f"{name_prefix}-{i:0{width}d}", rng) for i in range(count)]
+        make = agent_class or SimAgent  # a subclass may send readings of its own (benchmarks.parts.alerts)
+        self.agents = [make(self, i, f"{name_prefix}-{i:0{width}d}", rng) for i in range(count)]
         self.session: aiohttp.ClientSession | None = None
         self.connect_slots = asyncio.Semaphore(max(1, connect_concurrency))
         self.stopping = False

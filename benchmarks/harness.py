@@ -362,9 +362,17 @@ class _PushSample(msgspec.Struct):
     ts: float
 
 
+class _PushAlert(msgspec.Struct):
+    state: str
+    node_id: int = 0
+    started_at: float = 0.0
+    fired_at: float | None = None
+
+
 class _PushEvent(msgspec.Struct):
     type: str
     sample: _PushSample | None = None
+    alert: _PushAlert | None = None
     frames: list[msgspec.Raw] | None = None  # a batch
 
 
@@ -384,6 +392,12 @@ class PushClient:
         self.latencies: list[float] = []
         self.events = 0
         self.samples_total = 0
+        # Alert events in the window by what happened: pending, firing, resolved, or dropped (a
+        # pending alert whose condition stopped before `for`; it is sent as resolved, never fired).
+        self.alert_events: dict[str, int] = {}
+        # With track_fired: receipt time of each firing alert event, by (node_id, started_at).
+        self.track_fired = False
+        self.fired: dict[tuple[int, float], float] = {}
         self.drops: list[str] = []  # why and when the core closed us
         self.window_drops = 0
         self._dec = msgspec.json.Decoder(_PushEvent)
@@ -439,9 +453,16 @@ class PushClient:
                         self.events += 1
                         if len(self.latencies) < 5_000_000:
                             self.latencies.append(t - ev.sample.ts)
+                elif ev.type == "alert" and ev.alert is not None and self.recording:
+                    a = ev.alert
+                    kind = "dropped" if a.state == "resolved" and a.fired_at is None else a.state
+                    self.alert_events[kind] = self.alert_events.get(kind, 0) + 1
+                    if self.track_fired and kind == "firing":
+                        self.fired.setdefault((a.node_id, a.started_at), t)
 
     def begin(self) -> None:
         self.latencies, self.events, self.window_drops, self.recording = [], 0, 0, True
+        self.alert_events = {}
 
     def end(self) -> None:
         self.recording = False

@@ -16,6 +16,10 @@ Parts (each starts its own real core as a subprocess on a throwaway data dir, 12
            from the database of the last load run (or of a short run of its own).
 - history: 30 days x 1440 one-minute rollup rows written straight into a core database, then the
            time to answer GET /api/v1/nodes/{id}/metrics?resolution=1m over ~20 repetitions.
+- alerts:  the cost of evaluating 10 rules per node on 5,000 simulated agents (windows alternating
+           between no rules and the rule set, in one core), and the time from the sample that
+           completes a rule's `for` to a webhook receiver's receipt, idle and under 1,000 and
+           5,000 agents (benchmarks.parts.alerts).
 
 Results go to benchmarks/results/latest.json and a Markdown table is printed.
 """
@@ -37,6 +41,7 @@ from typing import Any
 from benchmarks.fleet import raise_nofile_limit
 from benchmarks.harness import RESULTS, log, machine_info, wait_quiet
 from benchmarks.parts.agent import bench_agent
+from benchmarks.parts.alerts import AlertOptions, bench_alert_cost, bench_alert_latency
 from benchmarks.parts.history import bench_history
 from benchmarks.parts.load import LoadOptions, bench_load
 from benchmarks.parts.storage import storage_stats
@@ -127,7 +132,65 @@ def markdown(results: dict[str, Any]) -> str:
             f"all 16 fields at 1m: {_ok(t['p50_lt_100ms_all_fields'])}",
             "",
         ]
+    lines += _alerts_markdown(results.get("alerts"))
     return "\n".join(lines)
+
+
+def _alerts_markdown(al: dict[str, Any] | None) -> list[str]:
+    if not al:
+        return []
+    lines: list[str] = []
+    cost = al.get("cost")
+    if cost and "summary" in cost:
+        s = cost["summary"]
+        lines += [
+            f"### Alerting: cost of {cost['rules_per_node']} rules per node, {cost['agents']} agents at 1 Hz "
+            f"({cost['rules']} rules, {'notifying a webhook' if cost.get('notify', True) else 'no channel'})",
+            "",
+            "| window | started | rules | core CPU % (loop thread) | core RSS max (MB) | alert changes /s | "
+            "webhook POSTs | push p99 (ms) | machine busy % (others) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for i, w in enumerate(cost["windows"]):
+            c, mc = w["core"], w["machine_cpu"]
+            lines.append(
+                f"| {i + 1} | {w['started']} | {w['kind']} | {c['cpu_pct']} ({c.get('main_thread_cpu_pct')}) | "
+                f"{c['rss_mb_max']} | {w['alert_changes_per_s']} | {w['webhook_posts']} | "
+                f"{w['push_latency_ms']['p99']} | {mc['busy_pct_of_all_cores']} ({mc['others_pct_of_one_core']}) |"
+            )
+        lines += [
+            "",
+            f"Extra CPU with rules (each rules window against the no-rules windows around it): "
+            f"{s['extra_cpu_pct_of_a_core']} % of a core, median {s['extra_cpu_pct_median']}; ratio "
+            f"{s['ratio_rules_over_no_rules']} (median {s['ratio_median']}). Target ≤ 10 % of a core more: "
+            f"{_ok(s['target_extra_le_10pct_of_a_core'])}",
+            "",
+        ]
+    elif cost:
+        lines += [f"Alerting cost: error: {cost.get('error')}", ""]
+    lat = al.get("latency") or []
+    if lat:
+        lines += [
+            "### Alerting: sample completing `for` -> webhook receipt (alert_group_wait = 0)",
+            "",
+            "| background agents | measured | p50 / p95 / p99 / max (ms) | alert event at a client p50 / p99 (ms) | "
+            "background ack p50 / p99 (ms) | machine busy % | p99 < 1 s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in lat:
+            if "error" in r:
+                lines.append(f"| {r['background_agents']} | error: {r['error']} | | | | | |")
+                continue
+            q, e = r["latency_ms"], r["alert_event_ms"]
+            ok = r["missing"] == 0 and q["p99"] is not None and q["p99"] < 1000
+            ack = (r.get("background") or {}).get("ack_latency_ms") or {}
+            lines.append(
+                f"| {r['background_agents']} | {r['measured']} of {r['expected']} | {q['p50']} / {q['p95']} / "
+                f"{q['p99']} / {q['max']} | {e['p50']} / {e['p99']} | {ack.get('p50', '-')} / {ack.get('p99', '-')} | "
+                f"{r['machine_cpu']['busy_pct_of_all_cores']} | {_ok(ok)} |"
+            )
+        lines.append("")
+    return lines
 
 
 def _ok(flag: bool) -> str:
@@ -139,7 +202,7 @@ def _ok(flag: bool) -> str:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     parts = set(args.parts.split(","))
-    unknown = parts - {"agent", "load", "storage", "history"}
+    unknown = parts - {"agent", "load", "storage", "history", "alerts"}
     if unknown:
         raise SystemExit(f"unknown part(s): {', '.join(sorted(unknown))}")
     counts = [int(c) for c in args.counts.split(",") if c.strip()]
@@ -152,6 +215,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         connect_timeout=args.connect_timeout,
         ping_interval=args.ping_interval,
         profile=args.profile,
+    )
+    alert_opts = AlertOptions(
+        agents=args.alert_agents,
+        rounds=args.alert_rounds,
+        window=args.alert_window,
+        settle=args.alert_settle,
+        notify=not args.alert_no_notify,
+        latency_loads=tuple(int(c) for c in args.latency_loads.split(",") if c.strip()),
+        probes=args.latency_probes,
+        for_=args.latency_for,
     )
     base = Path(tempfile.mkdtemp(prefix="sm-bench-", dir=args.workdir))
     results: dict[str, Any] = {
@@ -205,6 +278,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["history"]["before"] = quiet
             except Exception as exc:
                 results["history"] = {"error": repr(exc)}
+        if "alerts" in parts:
+            results["alerts"] = await _alerts(args, load_opts, alert_opts, base)
     finally:
         if args.keep_data:
             log(f"data kept in {base}")
@@ -212,6 +287,31 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(base, ignore_errors=True)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return results
+
+
+async def _alerts(
+    args: argparse.Namespace, load_opts: LoadOptions, opts: AlertOptions, base: Path
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if opts.rounds > 0:
+        log(f"part e: alerting cost, {opts.agents} agents, rules off/on x {opts.rounds}")
+        try:
+            quiet = await wait_quiet(args.quiet_pct, args.quiet_wait)
+            out["cost"] = await bench_alert_cost(load_opts, opts, _sub(base, "alert-cost"))
+            out["cost"]["before"] = quiet
+        except Exception as exc:
+            out["cost"] = {"agents": opts.agents, "error": repr(exc)}
+    out["latency"] = []
+    for n in opts.latency_loads:
+        log(f"part e: alert latency with {n} background agents")
+        try:
+            quiet = await wait_quiet(args.quiet_pct, args.quiet_wait)
+            res = await bench_alert_latency(load_opts, opts, n, _sub(base, f"alert-latency-{n}"))
+            res["before"] = quiet
+        except Exception as exc:
+            res = {"background_agents": n, "error": repr(exc)}
+        out["latency"].append(res)
+    return out
 
 
 async def _main_cancellable(args: argparse.Namespace) -> dict[str, Any]:
@@ -233,7 +333,9 @@ def _sub(base: Path, name: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     ap.add_argument(
-        "--parts", default="agent,load,storage,history", help="comma list of agent,load,storage,history"
+        "--parts",
+        default="agent,load,storage,history,alerts",
+        help="comma list of agent,load,storage,history,alerts",
     )
     ap.add_argument("--counts", default="1000,5000", help="simulated agent counts for the load part")
     ap.add_argument("--interval", type=float, default=1.0, help="simulated agents' sample interval (s)")
@@ -263,6 +365,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--agent-warmup", type=float, default=10.0, help="seconds after the agent's first sample")
     ap.add_argument("--history-days", type=int, default=30)
     ap.add_argument("--history-reps", type=int, default=20)
+    ap.add_argument(
+        "--alert-agents", type=int, default=5000, help="simulated agents of the alerting cost run"
+    )
+    ap.add_argument(
+        "--alert-rounds",
+        type=int,
+        default=4,
+        help="rules windows of the cost run, each between two no-rules windows (0: skip the cost run)",
+    )
+    ap.add_argument("--alert-window", type=float, default=40.0, help="seconds measured per cost window")
+    ap.add_argument(
+        "--alert-settle", type=float, default=15.0, help="seconds after switching rules before a cost window"
+    )
+    ap.add_argument(
+        "--alert-no-notify",
+        action="store_true",
+        help="the cost run's rules have no channel: evaluated and kept, nothing sent",
+    )
+    ap.add_argument(
+        "--latency-loads",
+        default="0,1000,5000",
+        help="background agents of each alert latency run (0: idle; empty: none)",
+    )
+    ap.add_argument(
+        "--latency-probes", type=int, default=120, help="probe agents per latency run (2 firings each)"
+    )
+    ap.add_argument("--latency-for", type=float, default=2.0, help="the probe rule's `for` (s)")
     ap.add_argument("--quiet-pct", type=float, default=10.0, help="machine busy %% to wait for before a part")
     ap.add_argument("--quiet-wait", type=float, default=60.0, help="longest wait for a quiet machine (s)")
     ap.add_argument("--profile", action="store_true", help="py-spy the core during each load window")
@@ -272,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-data", action="store_true", help="keep data dirs and logs")
     ap.add_argument("--out", default=str(RESULTS / "latest.json"), help="where the JSON results go")
     args = ap.parse_args(argv)
-    for name in ("load_duration", "agent_duration"):
+    for name in ("load_duration", "agent_duration", "alert_window"):
         if not 1 <= getattr(args, name) <= 3600:
             ap.error(f"--{name.replace('_', '-')} must be between 1 and 3600 seconds")
     raise_nofile_limit()

@@ -86,9 +86,45 @@ class FleetProc:
         self._reader.cancel()
 
 
+def fleet_sizes(count: int, per_process: int) -> list[int]:
+    """`count` simulated agents split evenly over processes of at most `per_process` each."""
+    nprocs = max(1, math.ceil(count / per_process))
+    return [count // nprocs + (1 if i < count % nprocs else 0) for i in range(nprocs)]
+
+
+async def start_fleets(
+    stack: contextlib.AsyncExitStack,
+    core_url: str,
+    token: str,
+    sizes: list[int],
+    opts: LoadOptions,
+    workdir: Path,
+    prefix: str = "sim",
+) -> tuple[list[FleetProc], list[dict[str, Any]]]:
+    """One `benchmarks.fleet --control` process per size, stopped with the stack; returns once all are enrolled."""
+    fleets: list[FleetProc] = []
+    upper = opts.start_timeout + opts.warmup + opts.duration + 180
+    for i, n in enumerate(sizes):
+        cmd = [
+            sys.executable, "-m", "benchmarks.fleet", "--control",
+            "--core", core_url, "--token", token, "--count", str(n), "--interval", str(opts.interval),
+            "--prefix", f"{prefix}{i}", "--duration", str(upper), "--start-timeout", str(opts.start_timeout),
+            "--connect-timeout", str(opts.connect_timeout), "--allow-partial",
+            "--ping-interval", str(opts.ping_interval),
+            "--seed", str(1000 + i),
+        ]  # fmt: skip
+        proc = await stack.enter_async_context(spawned(cmd, workdir / f"fleet{i}.log", pipes=True))
+        fleet = FleetProc(proc, f"fleet{i}")
+        stack.callback(fleet.close)
+        fleets.append(fleet)
+    log(f"{sum(sizes)} agents: enrolling in {len(sizes)} simulator process(es)")
+    ready = await asyncio.gather(*(f.expect("ready", opts.start_timeout + 30) for f in fleets))
+    return fleets, list(ready)
+
+
 async def bench_load(opts: LoadOptions, count: int, workdir: Path) -> dict[str, Any]:
-    nprocs = max(1, math.ceil(count / opts.per_process))
-    sizes = [count // nprocs + (1 if i < count % nprocs else 0) for i in range(nprocs)]
+    sizes = fleet_sizes(count, opts.per_process)
+    nprocs = len(sizes)
     out: dict[str, Any] = {
         "agents": count,
         "interval_s": opts.interval,
@@ -107,24 +143,8 @@ async def bench_load(opts: LoadOptions, count: int, workdir: Path) -> dict[str, 
         await client.start()
         stack.push_async_callback(client.stop)
 
-        fleets: list[FleetProc] = []
-        upper = opts.start_timeout + opts.warmup + opts.duration + 180
         t_enroll = time.monotonic()
-        for i, n in enumerate(sizes):
-            cmd = [
-                sys.executable, "-m", "benchmarks.fleet", "--control",
-                "--core", core.url, "--token", token, "--count", str(n), "--interval", str(opts.interval),
-                "--prefix", f"sim{i}", "--duration", str(upper), "--start-timeout", str(opts.start_timeout),
-                "--connect-timeout", str(opts.connect_timeout), "--allow-partial",
-                "--ping-interval", str(opts.ping_interval),
-                "--seed", str(1000 + i),
-            ]  # fmt: skip
-            proc = await stack.enter_async_context(spawned(cmd, workdir / f"fleet{i}.log", pipes=True))
-            fleet = FleetProc(proc, f"fleet{i}")
-            stack.callback(fleet.close)
-            fleets.append(fleet)
-        log(f"{count} agents: enrolling in {nprocs} simulator process(es)")
-        ready = await asyncio.gather(*(f.expect("ready", opts.start_timeout + 30) for f in fleets))
+        fleets, ready = await start_fleets(stack, core.url, token, sizes, opts, workdir)
         out["enroll_seconds"] = round(time.monotonic() - t_enroll, 1)
         out["enrolled"] = sum(r["nodes"] for r in ready)
         out["ping_interval_s"] = opts.ping_interval
@@ -193,7 +213,7 @@ async def bench_load(opts: LoadOptions, count: int, workdir: Path) -> dict[str, 
             "error_frames": sum(r["error_frames"] for r in reports),
             "connected_at_end": sum(r["connected"] for r in reports),
             "send_lag_ms_p99": max((r["send_lag_ms"]["p99"] or 0) for r in reports),
-            "ack_latency_ms": _merge_pcts([r["ack_latency_ms"] for r in reports]),
+            "ack_latency_ms": merge_pcts([r["ack_latency_ms"] for r in reports]),
             "last_error": next((r["last_error"] for r in reports if r["last_error"]), None),
         }
         out["push"] = {
@@ -255,7 +275,7 @@ def core_log_counts(path: Path) -> dict[str, int]:
     return counts
 
 
-def _merge_pcts(items: list[dict[str, Any]]) -> dict[str, Any]:
+def merge_pcts(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Several processes' percentiles: the worst of each (an upper bound), and the total n."""
     keys = [k for k in items[0] if k != "n"] if items else []
     merged: dict[str, Any] = {k: max((i[k] for i in items if i[k] is not None), default=None) for k in keys}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.parts.load import _merge_pcts, core_log_counts, summarize_profile
+from benchmarks.parts.load import core_log_counts, merge_pcts, summarize_profile
 
 
 def test_profile_shares_count_self_time_and_each_frame_once_per_stack(tmp_path: Path) -> None:
@@ -33,7 +33,7 @@ def test_profile_shares_count_self_time_and_each_frame_once_per_stack(tmp_path: 
 
 
 def test_merged_percentiles_take_the_worst_process_and_the_total_count() -> None:
-    merged = _merge_pcts(
+    merged = merge_pcts(
         [
             {"p50": 3.0, "p99": 40.0, "max": 90.0, "n": 1000},
             {"p50": 5.0, "p99": 20.0, "max": None, "n": 0},
@@ -41,7 +41,7 @@ def test_merged_percentiles_take_the_worst_process_and_the_total_count() -> None
         ]
     )
     assert merged == {"p50": 5.0, "p99": 40.0, "max": 90.0, "n": 1000}
-    assert _merge_pcts([{"p99": None, "n": 0}]) == {"p99": None, "n": 0}
+    assert merge_pcts([{"p99": None, "n": 0}]) == {"p99": None, "n": 0}
 
 
 def test_core_log_counts_each_kind_of_trouble(tmp_path: Path) -> None:

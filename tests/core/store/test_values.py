@@ -9,7 +9,7 @@ import pytest
 
 from servermanager.common.metrics import SCALAR_FIELDS
 from servermanager.core.store.db import Database
-from servermanager.core.store.values import MAX_ROWS_PER_STATEMENT, _pieces, execute_values
+from servermanager.core.store.values import MAX_ROWS_PER_STATEMENT, _pieces, execute_all, execute_values
 
 # samples_raw is the widest table the core writes this way (20 columns): the statement size limit
 # that MAX_ROWS_PER_STATEMENT guards against is reached here first.
@@ -94,3 +94,45 @@ def test_pieces_cover_every_count_with_few_statement_sizes() -> None:
     assert _pieces(0) == []
     m = MAX_ROWS_PER_STATEMENT
     assert _pieces(2 * m + m // 2 + 1) == [m, m, m // 2, 1]
+
+
+async def test_execute_all_runs_different_statements_in_order_in_one_trip(db: Database) -> None:
+    """core.store.values.execute_all: order kept (an insert, its update, another's delete), and one
+    trip to aiosqlite's thread, not one per statement: the private call it relies on is there."""
+    assert callable(getattr(db.writer, "_execute", None)), (
+        "aiosqlite lost _execute: execute_all falls back to slow"
+    )
+    stmts: list[tuple[str, tuple[Any, ...]]] = []
+    for i in range(1, 201):
+        stmts.append(("INSERT INTO kv (k, v) VALUES (?, ?)", (i, "new")))
+        stmts.append(("UPDATE kv SET v = ? WHERE k = ?", ("updated", i)))
+        if i % 2:
+            stmts.append(("DELETE FROM kv WHERE k = ?", (i,)))
+    await db.execute("CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)")
+    trips = 0
+    real = db.writer._execute
+
+    async def counting(fn: Any, *args: Any, **kw: Any) -> Any:
+        nonlocal trips
+        trips += 1
+        return await real(fn, *args, **kw)
+
+    db.writer._execute = counting  # type: ignore[method-assign]
+    try:
+        async with db.transaction() as con:
+            await execute_all(con, stmts)
+    finally:
+        del db.writer._execute
+    assert trips == 3  # BEGIN, the 500 statements, COMMIT
+    rows = await db.fetchall("SELECT k, v FROM kv ORDER BY k")
+    assert [tuple(r) for r in rows] == [(k, "updated") for k in range(2, 201, 2)]
+
+
+async def test_execute_all_fails_whole_inside_a_transaction(db: Database) -> None:
+    await db.execute("CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)")
+    with pytest.raises(sqlite3.IntegrityError):
+        async with db.transaction() as con:
+            await execute_all(
+                con, [("INSERT INTO kv VALUES (1, 'a')", ()), ("INSERT INTO kv VALUES (1, 'b')", ())]
+            )
+    assert await db.fetchall("SELECT * FROM kv") == []
