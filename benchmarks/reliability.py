@@ -1,11 +1,12 @@
 """Reliability: kill -9 the core under live agents, again and again, then check that nothing was lost.
 
-    .venv/bin/python -m benchmarks.reliability                  # 100 cycles, 5 agents: about 5 minutes
-    .venv/bin/python -m benchmarks.reliability --cycles 2 --agents 2 --out /tmp/rel.json
+    .venv/bin/python -m benchmarks.reliability                  # 100 cycles, 8 agents: about 4 minutes
+    .venv/bin/python -m benchmarks.reliability --cycles 2 --agents 2 --ballast 20 --out /tmp/rel.json
 
 A real `servermanager core` runs on a loopback port with a data dir that persists across cycles,
 and real `servermanager agent` processes (each with its own spool) sample every second and stream
-to it. Each cycle kills the core with SIGKILL at a random moment after it was spawned (during
+to it, beside 200 simulated agents (`benchmarks.fleet`, in this process) that make every group
+commit and settle bigger, so more kills land inside one. Each cycle kills the core with SIGKILL at a random moment after it was spawned (during
 start-up, while the agents reconnect and backfill, while they stream, during a settle or rollup
 pass: the rollup job runs every 0.5 s here), waits a random while, and starts it again on the same
 data dir and port. The agents are never stopped: they keep sampling into their spools while the
@@ -19,6 +20,8 @@ the core are stopped with SIGTERM and the database is checked with the core stop
   last_seq) that is no longer in its spool, so was acknowledged, is stored exactly once
   (samples_raw and samples_head together); no seq is stored twice (under two timestamps); no seq
   is stored that the agent never produced; the spool evicted nothing;
+- the simulated agents do not spool (they drop what was not acknowledged), so for them only: no
+  seq stored twice;
 - nodes.last_seq is each node's highest stored seq, and no extra node was enrolled;
 - every minute of raw rows has a 1m rollup row that counts them, or is still marked for the
   rollup job (and the same for hours over the minutes);
@@ -50,8 +53,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from benchmarks.fleet import raise_nofile_limit
-from benchmarks.harness import RESULTS, log, machine_info, servermanager_cmd, spawned, terminate
+from benchmarks.fleet import Fleet, raise_nofile_limit
+from benchmarks.harness import RESULTS, SystemCpu, log, machine_info, servermanager_cmd, spawned, terminate
 from devkit.ports import free_port
 from servermanager.agent.credentials import CREDENTIAL_FILE
 from servermanager.agent.spool import SPOOL_FILE
@@ -63,6 +66,7 @@ from servermanager.core.store.schema import ROLLUP_TABLES
 class Options:
     cycles: int = 100
     agents: int = 8
+    ballast: int = 200  # simulated agents (benchmarks.fleet) that make the commits and settles bigger
     interval: float = 1.0  # the agents' sample interval (the agent's minimum is 1 s)
     kill_within: float = 3.0  # the kill comes uniformly within this many seconds after the spawn
     down_max: float = 1.0  # the core stays down uniformly up to this long
@@ -208,6 +212,8 @@ def check_database(db_path: Path, agents: list[Agent]) -> dict[str, Any]:
     finally:
         con.close()
 
+    mine = {a.node_id() for a in agents}
+    ballast = {n: seqs for n, seqs in stored.items() if n not in mine}
     nodes: list[dict[str, Any]] = []
     for agent in agents:
         node = agent.node_id()
@@ -244,9 +250,47 @@ def check_database(db_path: Path, agents: list[Agent]) -> dict[str, Any]:
         "samples_raw_rows": raw_rows,
         "samples_head_rows": head_rows,
         "nodes_in_db": len(last_seq),
+        "ballast_nodes": len(ballast),
+        "ballast_samples": sum(len(v) for v in ballast.values()),
+        "ballast_duplicates": sum(len(v) - len(set(v)) for v in ballast.values()),
         "nodes": nodes,
         "rollups": rollups,
     }
+
+
+def ack_lost(db_path: Path, agents: list[Agent]) -> int | None:
+    """Samples the killed core had committed whose ack never reached the agent: still in its spool
+    and already in the database. They are sent again after the restart and must be stored once.
+
+    Read-only, with no checkpoint on close, so the database is left exactly as the kill left it for
+    the next core to recover; None when SQLite cannot read it that way (a wal-index to rebuild).
+    """
+    try:
+        con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=2)
+    except sqlite3.Error:
+        return None
+    try:
+        lost = 0
+        for agent in agents:
+            node = agent.node_id()
+            spooled = agent.spool()["spooled"]
+            if node is None or not spooled:
+                continue
+            lo, hi = spooled[0], spooled[-1]
+            stored = {
+                int(r[0])
+                for r in con.execute(
+                    "SELECT seq FROM samples_raw WHERE node_id = ? AND seq BETWEEN ? AND ? "
+                    "UNION SELECT seq FROM samples_head WHERE node_id = ? AND seq BETWEEN ? AND ?",
+                    (node, lo, hi, node, lo, hi),
+                )
+            }
+            lost += len(stored & set(spooled))
+        return lost
+    except sqlite3.Error:
+        return None
+    finally:
+        con.close()
 
 
 def _check_rollups(con: sqlite3.Connection) -> dict[str, int]:
@@ -347,7 +391,26 @@ async def run(opts: Options, workdir: Path) -> dict[str, Any]:
         await _until(
             lambda: all(a.spool()["last_seq"] >= 2 for a in agents), 60, "every agent's first samples"
         )
-        log(f"{opts.agents} agents enrolled and streaming; {opts.cycles} kill cycles")
+        fleet: Fleet | None = None
+        if opts.ballast:
+            # They do not spool (unacknowledged samples are dropped on reconnect), so only their
+            # stored seqs are checked for duplicates; what they add is load on every commit.
+            fleet = Fleet(
+                core.url,
+                await core.enroll_token(http, opts.ballast),
+                opts.ballast,
+                interval=1.0,
+                name_prefix="ballast",
+                backoff_initial=0.2,
+                backoff_max=1.0,
+                seed=opts.seed,
+            )
+            await fleet.start()
+            stack.push_async_callback(fleet.stop)
+        log(
+            f"{opts.agents} agents and {opts.ballast} simulated ones enrolled and streaming; "
+            f"{opts.cycles} kill cycles"
+        )
         spawned_at = time.monotonic()
         for i in range(opts.cycles):
             kill_after = rng.uniform(0.0, opts.kill_within)
@@ -373,7 +436,9 @@ async def run(opts: Options, workdir: Path) -> dict[str, Any]:
             cycle["samples_written_before_kill"] = written  # at the last poll, so at least this many
             down = rng.uniform(0.0, opts.down_max)
             cycle["down_s"] = round(down, 3)
-            await asyncio.sleep(down)
+            t_down = time.monotonic()
+            cycle["ack_lost_at_kill"] = ack_lost(core.data_dir / DB_FILENAME, agents)
+            await asyncio.sleep(max(0.0, down - (time.monotonic() - t_down)))
             cycle["seconds"] = round(time.monotonic() - spawned_at, 3)
             cycles.append(cycle)
             if (i + 1) % 10 == 0 or i + 1 == opts.cycles:
@@ -392,6 +457,15 @@ async def run(opts: Options, workdir: Path) -> dict[str, Any]:
 
         await _until(drained, opts.drain_timeout, "the agents' backlogs to be acknowledged")
         out["drain_seconds"] = round(time.monotonic() - t_drain, 2)
+        if fleet is not None:
+            out["ballast"] = {
+                "agents": opts.ballast,
+                "samples_sent": fleet.samples_sent,
+                "samples_acked": fleet.samples_acked,
+                "reconnects": fleet.reconnects,
+                "enrolled": fleet.enrolled,
+            }
+            await fleet.stop()
         out["agent_exit_codes"] = [await terminate(a.proc) for a in agents if a.proc is not None]
         out["core_exit_code"] = await terminate(proc)
     out["seconds"] = round(time.monotonic() - t_run, 1)
@@ -420,7 +494,8 @@ def summarize(out: dict[str, Any], opts: Options) -> dict[str, Any]:
         "no_gaps_in_stored_range": sum(n["gaps_in_stored_range"] for n in nodes) == 0,
         "no_spool_evictions": sum(n["spool_evicted"] for n in nodes) == 0,
         "nodes_last_seq_right": all(n["last_seq_matches"] for n in nodes),
-        "one_node_per_agent": db["nodes_in_db"] == len(nodes),
+        "one_node_per_agent": db["nodes_in_db"] == len(nodes) + opts.ballast,
+        "no_ballast_duplicates": db["ballast_duplicates"] == 0,
         "rollups_consistent": db["rollups"]["minutes_miscounted"] == 0
         and db["rollups"]["hours_miscounted"] == 0,
         "no_tracebacks": out["core_log"]["tracebacks"] == 0 and out["agent_logs"]["tracebacks"] == 0,
@@ -438,6 +513,9 @@ def summarize(out: dict[str, Any], opts: Options) -> dict[str, Any]:
         "samples_produced": sum(n["produced"] for n in nodes),
         "still_spooled_at_stop": sum(n["still_spooled"] for n in nodes),
         "committed_but_ack_lost": sum(n["spooled_and_stored"] for n in nodes),
+        "kills_that_lost_acks": sum(1 for c in cycles if c.get("ack_lost_at_kill")),
+        "acks_lost_to_kills": sum(c.get("ack_lost_at_kill") or 0 for c in cycles),
+        "ack_lost_unreadable": sum(1 for c in cycles if c.get("ack_lost_at_kill") is None),
         "missing": sum(n["missing"] for n in nodes),
         "duplicates": sum(n["duplicates"] for n in nodes),
         "gaps_in_stored_range": sum(n["gaps_in_stored_range"] for n in nodes),
@@ -481,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     d = Options()
     ap.add_argument("--cycles", type=int, default=d.cycles, help="kill -9 and restart this many times")
     ap.add_argument("--agents", type=int, default=d.agents, help="real agent processes")
+    ap.add_argument(
+        "--ballast", type=int, default=d.ballast, help="simulated agents adding load (not spooling)"
+    )
     ap.add_argument("--interval", type=float, default=d.interval, help="the agents' sample interval (>= 1 s)")
     ap.add_argument(
         "--kill-within",
@@ -497,12 +578,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-data", action="store_true", help="keep the data dir and logs even on success")
     ap.add_argument("--out", default=str(RESULTS / "reliability.json"), help="where the JSON report goes")
     args = ap.parse_args(argv)
-    if args.cycles < 1 or args.agents < 1 or args.interval < 1 or args.kill_within <= 0 or args.down_max < 0:
-        ap.error("need --cycles >= 1, --agents >= 1, --interval >= 1, --kill-within > 0, --down-max >= 0")
+    if (
+        args.cycles < 1
+        or args.agents < 1
+        or args.ballast < 0
+        or args.interval < 1
+        or args.kill_within <= 0
+        or args.down_max < 0
+    ):
+        ap.error(
+            "need --cycles >= 1, --agents >= 1, --ballast >= 0, --interval >= 1, --kill-within > 0, --down-max >= 0"
+        )
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     opts = Options(
         cycles=args.cycles,
         agents=args.agents,
+        ballast=args.ballast,
         interval=args.interval,
         kill_within=args.kill_within,
         down_max=args.down_max,
@@ -519,9 +610,12 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_before": loadavg(),
     }
     ok = False
+    busy = SystemCpu()
+    busy.begin()
     try:
         out = asyncio.run(run(opts, workdir))
         report["loadavg_after"] = loadavg()
+        report["machine_busy_during"] = busy.end()
         report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         report["summary"] = summarize(out, opts)
         report["details"] = out

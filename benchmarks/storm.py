@@ -55,6 +55,7 @@ from benchmarks.harness import (
     machine_info,
     spawned,
     tail,
+    wait_quiet,
 )
 from benchmarks.parts.load import FleetProc, core_log_counts
 from servermanager.common import metrics as mt
@@ -389,12 +390,7 @@ class Child:
 
 async def run(opts: Options, workdir: Path) -> dict[str, Any]:
     me = [sys.executable, "-m", "benchmarks.storm"]
-    env: dict[str, str] | None = None
-    cmd: list[str] | None = None
-    if opts.core_tree:
-        tree = opts.core_tree
-        # -P: no script directory on sys.path, so PYTHONPATH alone decides whose servermanager runs.
-        cmd, env = [sys.executable, "-P", "-m", "servermanager"], {"PYTHONPATH": tree}
+    env, cmd = _core_cmd(opts)
     out: dict[str, Any] = {"options": msgspec.to_builtins(opts)}
     rss: list[tuple[float, float]] = []  # (seconds from the flood's start, MB)
     health: list[tuple[float, float | None]] = []
@@ -453,17 +449,21 @@ async def run(opts: Options, workdir: Path) -> dict[str, Any]:
 
         async def phase(name: str, seconds: float, during: Any = None) -> None:
             pw, sc = ProcWatch(core.proc.pid if core.proc else 0, "core", children=False), SystemCpu()
+            ours = ProcWatch(os.getpid(), "this run: this process and every child", children=True)
             await fleet.command("begin")
             await fleet.expect("begin", 30)
             t0 = time.monotonic()
             pw.begin()
+            ours.begin()
             sc.begin()
             if during is not None:
                 await during
             await asyncio.sleep(max(0.0, t0 + seconds - time.monotonic()))
             t1 = time.monotonic()
             cpu = pw.end()
+            ours_pct = ours.end()["cpu_pct"] or 0.0
             busy = sc.end()
+            others = max(0.0, busy["busy_pct_of_all_cores"] * busy["cores"] - ours_pct)
             await fleet.command("report")
             rep = await fleet.expect("report", 30)
             ages = [a for (t, n, a) in client.records if t0 <= t < t1 and n in honest]
@@ -483,6 +483,8 @@ async def run(opts: Options, workdir: Path) -> dict[str, Any]:
                 "health_ms": _ms([x for x in lats if x is not None]),
                 "health_failed": sum(1 for x in lats if x is None),
                 "machine_busy_pct": busy["busy_pct_of_all_cores"],
+                "this_run_cpu_pct": ours_pct,
+                "others_pct_of_one_core": round(others, 1),
             }
             log(f"{name}: honest age p50/p99/max {phases[name]['honest_sample_age_ms']}")
 
@@ -555,6 +557,68 @@ async def run(opts: Options, workdir: Path) -> dict[str, Any]:
     }
     out["flooder"]["stored_rows"] = _stored_rows(core.db_path, flooder_node)
     return out
+
+
+async def run_repeated(opts: Options, workdir: Path, storms: int, pause: float) -> dict[str, Any]:
+    """Storms only, one after another against an idle core: does what they leave behind add up?"""
+    me = [sys.executable, "-m", "benchmarks.storm"]
+    env, cmd = _core_cmd(opts)
+    rounds: list[dict[str, Any]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        core = await stack.enter_async_context(CoreProc(workdir, env=env, cmd=cmd))
+        assert core.proc is not None
+        ps = psutil.Process(core.proc.pid)
+        start_mb = round(ps.memory_info().rss / MB, 1)
+        log(f"{storms} storms of {opts.sockets} sockets, {pause:g}s apart; core RSS {start_mb} MB")
+        for i in range(storms):
+            st_cmd = [
+                *me,
+                "sockets",
+                "--core",
+                core.url,
+                "--count",
+                str(opts.sockets),
+                "--hold",
+                str(opts.hold),
+            ]
+            child = Child(
+                await stack.enter_async_context(spawned(st_cmd, workdir / f"storm{i}.log", pipes=True)),
+                f"storm{i}",
+            )
+            res = (await child.expect("result", 120))["result"]
+            await asyncio.sleep(pause)
+            t = time.monotonic()
+            healthy = await core.request("GET", "/api/v1/health")
+            rounds.append(
+                {
+                    "storm": i + 1,
+                    "outcomes": res["outcomes"],
+                    "core_rss_mb": round(ps.memory_info().rss / MB, 1),
+                    "core_fds": ps.num_fds(),
+                    "health_ms": round((time.monotonic() - t) * 1000, 1),
+                    "health": healthy.get("status") if isinstance(healthy, dict) else None,
+                }
+            )
+            log(f"storm {i + 1}: core RSS {rounds[-1]['core_rss_mb']} MB, {rounds[-1]['core_fds']} fds")
+        counters = await core.counters()
+        out_exit = await core.stop()
+    return {
+        "options": msgspec.to_builtins(opts),
+        "storms": storms,
+        "pause_s": pause,
+        "core_rss_mb_at_start": start_mb,
+        "rounds": rounds,
+        "sockets_shed": counters.get("sm_core_sockets_shed_total"),
+        "core_exit_code": out_exit,
+        "core_log": {**core_log_counts(core.log), "tracebacks": _count(core.log, "Traceback")},
+    }
+
+
+def _core_cmd(opts: Options) -> tuple[dict[str, str] | None, list[str] | None]:
+    if not opts.core_tree:
+        return None, None
+    # -P: no script directory on sys.path, so PYTHONPATH alone decides whose servermanager runs.
+    return {"PYTHONPATH": opts.core_tree}, [sys.executable, "-P", "-m", "servermanager"]
 
 
 def _nofile_of(pid: int) -> int | None:
@@ -636,7 +700,7 @@ def markdown(report: dict[str, Any]) -> str:
     r = report["results"]
     lines = [
         "| phase | honest sample age p50 / p99 / max (ms) | honest ack p50 / p99 (ms) | honest samples/s seen | "
-        "core CPU % | health p99 (ms) | machine busy % |",
+        "core CPU % | health p99 (ms) | machine busy % (others, % of a core) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, ph in r["phases"].items():
@@ -644,7 +708,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {name} ({ph['from_s']:g} to {ph['to_s']:g} s) | {a['p50']} / {a['p99']} / {a['max']} | "
             f"{k.get('p50')} / {k.get('p99')} | {ph['honest_samples_per_s']} | {ph['core_cpu_pct']} | "
-            f"{h['p99']} | {ph['machine_busy_pct']} |"
+            f"{h['p99']} | {ph['machine_busy_pct']} ({ph['others_pct_of_one_core']}) |"
         )
     f, s, m = r["flooder"], r["storm"], r["rss_mb"]
     lines += [
@@ -656,6 +720,22 @@ def markdown(report: dict[str, Any]) -> str:
         f"Storm: {s['sockets']} sockets, outcomes {s['outcomes']}; shed (sm_core_sockets_shed_total) "
         f"{r['counters']['sockets_shed']:g}; honest age in the storm window {s['honest_sample_age_ms_in_storm_window']}.",
     ]
+    return "\n".join(lines)
+
+
+def markdown_repeated(report: dict[str, Any]) -> str:
+    r = report["results"]
+    lines = [
+        f"Core RSS at start: {r['core_rss_mb_at_start']} MB; shed in all: {r['sockets_shed']:g}; "
+        f"tracebacks in the core log: {r['core_log']['tracebacks']}",
+        "",
+        "| storm | core RSS after (MB) | open fds | health (ms) | outcomes |",
+        "|---|---|---|---|---|",
+    ]
+    for x in r["rounds"]:
+        lines.append(
+            f"| {x['storm']} | {x['core_rss_mb']} | {x['core_fds']} | {x['health_ms']} | {x['outcomes']} |"
+        )
     return "\n".join(lines)
 
 
@@ -699,9 +779,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold", type=float, default=d.hold, help="seconds before the storm's sockets drop")
     ap.add_argument("--after", type=float, default=d.after, help="seconds measured after the flood")
     ap.add_argument("--core-tree", default=None, help="run the core from this checkout (a before/after)")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=0,
+        help="instead: only storms, this many one after another against an idle core, RSS after each",
+    )
+    ap.add_argument("--pause", type=float, default=3.0, help="seconds between repeated storms")
+    ap.add_argument(
+        "--quiet-pct", type=float, default=10.0, help="machine busy %% to wait for before starting"
+    )
+    ap.add_argument("--quiet-wait", type=float, default=60.0, help="longest wait for a quiet machine (s)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep-data", action="store_true")
-    ap.add_argument("--out", default=str(RESULTS / "storm.json"))
+    ap.add_argument("--out", default=None, help="default benchmarks/results/storm.json (storm-repeat.json)")
     args = ap.parse_args(argv)
     if not 0 <= args.storm_at < args.flood_seconds:
         ap.error("--storm-at must fall within the flood")
@@ -723,7 +814,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     ok = False
     try:
-        report["results"] = asyncio.run(run(opts, workdir))
+        report["quiet"] = asyncio.run(wait_quiet(args.quiet_pct, args.quiet_wait))
+        report["loadavg_before"] = loadavg()
+        if args.repeat > 0:
+            report["results"] = asyncio.run(run_repeated(opts, workdir, args.repeat, args.pause))
+        else:
+            report["results"] = asyncio.run(run(opts, workdir))
         ok = True
     except (KeyboardInterrupt, asyncio.CancelledError):
         report["error"] = "interrupted"
@@ -738,11 +834,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             report["workdir"] = str(workdir)
             log(f"data and logs kept in {workdir}")
-    out = Path(args.out)
+    out = Path(args.out or RESULTS / ("storm-repeat.json" if args.repeat > 0 else "storm.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     if ok:
-        print(markdown(report))
+        print(markdown_repeated(report) if args.repeat > 0 else markdown(report))
     log(f"report written to {out}")
     return 0 if ok else 1
 

@@ -97,7 +97,17 @@ def test_the_checks_find_a_lost_a_doubled_and_a_miscounted_sample(tmp_path: Path
 @pytest.mark.slow
 def test_a_short_run_passes_every_check(tmp_path: Path) -> None:
     out = tmp_path / "rel.json"
-    cmd = [sys.executable, "-m", "benchmarks.reliability", "--cycles", "2", "--agents", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.reliability",
+        "--cycles",
+        "2",
+        "--agents",
+        "2",
+        "--ballast",
+        "20",
+    ]
     cmd += ["--seed", "1", "--out", str(out), "--workdir", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=110)
     report = json.loads(out.read_text())
