@@ -269,9 +269,15 @@ class CoreProc:
     """A real `servermanager core` subprocess on 127.0.0.1:<free port> with an admin session."""
 
     def __init__(
-        self, workdir: Path, data_dir: Path | None = None, env: dict[str, str] | None = None
+        self,
+        workdir: Path,
+        data_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        cmd: list[str] | None = None,
     ) -> None:
+        """cmd: what runs `servermanager` (default: this venv's; another checkout's for a before/after)."""
         self.workdir = workdir
+        self.cmd = cmd or servermanager_cmd()
         self.data_dir = data_dir or workdir / "core"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -289,7 +295,7 @@ class CoreProc:
     async def __aenter__(self) -> CoreProc:
         try:
             cmd = [
-                *servermanager_cmd(),
+                *self.cmd,
                 "core",
                 "--data-dir",
                 str(self.data_dir),

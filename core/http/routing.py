@@ -218,6 +218,16 @@ async def errors_middleware(
             "the core's disk is full; try again once space is freed",
             {"Retry-After": "30"},
         )
+    except ConnectionError as exc:
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            return error_response(500, "internal", "internal error; see the core log")
+        # The peer hung up before the answer could be written (a socket dropped while its
+        # WebSocket upgrade waited to be answered): nothing failed here and no one is left to
+        # answer. Anyone can do this, thousands of times a second, so it is no ERROR.
+        log.debug("%s %s: the peer went away (%s)", request.method, request.path, exc)
+        return web.Response(status=499, reason="Client Closed Request")
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error; see the core log")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,6 +45,30 @@ def test_control_characters_cannot_forge_log_lines_or_tracebacks(core_process: C
     assert "Traceback" not in log and " ERROR " not in log, log
     assert not [ln for ln in log.splitlines() if ln.startswith(forged)], log
     assert "bad HTTP request from 127.0.0.1" in log
+
+
+def _upgrade_then_reset(port: int, path: str) -> None:
+    """A WebSocket upgrade request whose connection is reset (RST) as soon as it is sent."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    s.close()
+
+
+def test_a_socket_dropped_before_its_upgrade_is_answered_logs_no_error(core_process: CoreProcess) -> None:
+    # A storm of sockets that connect and drop (benchmarks/storm.py) made one ERROR with a
+    # traceback each: the 101 could not be written to a peer that had gone.
+    for i in range(20):
+        _upgrade_then_reset(core_process.port, "/ws/agent" if i % 2 else "/ws/client")
+    assert _raw(core_process.port, b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n").startswith(
+        b"HTTP/1.1 200"
+    )
+    assert core_process.terminate() == 0
+    log = core_process.log()
+    assert "Traceback" not in log and " ERROR " not in log, log
 
 
 def test_escape_keeps_tabs_and_shows_the_rest() -> None:
