@@ -198,12 +198,26 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print(f"error: no database at {src}", file=sys.stderr)
         return 1
     dest = Path(args.file)
+    # Recorded first, so the backup holds the row that says when and by whom it was taken.
+    _audit_sync(src, "admin.backup", {"file": str(dest)})
     # SQLite's online backup copies a consistent snapshot while the core keeps writing.
     with sqlite3.connect(src) as s, sqlite3.connect(dest) as d:
         s.backup(d)
     os.chmod(dest, 0o600)
     print(f"backup written to {dest}")
     return 0
+
+
+def _audit_sync(db_file: Path, action: str, detail: dict[str, Any]) -> None:
+    """An audit row for a CLI action that works on the file itself, not through the store."""
+    import json
+    import time
+
+    with sqlite3.connect(db_file, timeout=10) as con:
+        con.execute(
+            "INSERT INTO audit (ts, actor, action, target, detail, result) VALUES (?, ?, ?, NULL, ?, 'ok')",
+            (time.time(), _actor(), action, json.dumps(detail)),
+        )
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -230,6 +244,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         Path(str(dest) + suffix).unlink(missing_ok=True)
     os.replace(tmp, dest)
     migrate_sync(dest)
+    _audit_sync(dest, "admin.restore", {"file": str(src)})
     print(f"restored {src} into {dest}; start the core again")
     return 0
 

@@ -69,6 +69,11 @@ def test_backup_and_restore(core_proc: CoreProcess, tmp_path: Path) -> None:
     status, body = core_proc.api("GET", "/api/v1/users", token)
     names = {u["name"] for u in body["users"]}
     assert "kept" in names and "lost" not in names
+    # Both CLI actions are in the (restored) audit trail, by the CLI's user.
+    status, audit = core_proc.api("GET", "/api/v1/audit?action=admin.restore", token)
+    assert [e["actor"].startswith("cli") for e in audit["entries"]] == [True]
+    status, audit = core_proc.api("GET", "/api/v1/audit?action=admin.backup", token)
+    assert [e["actor"].startswith("cli") for e in audit["entries"]] == [True]
 
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not a database" * 100)
