@@ -282,25 +282,10 @@ def test_a_declined_step_up_sends_nothing_and_says_so(
     web = run(enrolled(core, "web-1"))
     run(sign_in(ctx, core))
     window.show()
-    assert web.node_id is not None
+    assert web.node_id is not None and web.ws is not None
     _age_step_up(core, run)
+    # Reading the list changes nothing on the server: it needs no step-up, even on a stale session.
     panel = window.open_node(web.node_id).show_services()
-    run(until(lambda: window.account.step_up_dialog is not None, "Confirm it's you"))
-    step = window.account.step_up_dialog
-    assert step is not None
-    step.reject()
-    run(until(lambda: panel.loads == 1, "the list to give up"))
-    assert panel.status.text() == (
-        "Could not list services: Not done: it needs you to confirm it is you first."
-    )
-    assert web.ws is not None
-    # Confirmed this time: the list is asked of the agent.
-    panel.refresh()
-    run(until(lambda: window.account.step_up_dialog is not None, "Confirm it's you again"))
-    step = window.account.step_up_dialog
-    assert step is not None
-    step.secret.setText(admin_password(core))
-    step.confirm_button.click()
     listing: p.Command = run(web.recv_type(p.Command))
     assert listing.service == p.ServiceRequest(action="list")
     services = [p.ServiceInfo("nginx", "active", "enabled", "A web server")]
@@ -309,8 +294,34 @@ def test_a_declined_step_up_sends_nothing_and_says_so(
             p.encode(p.CommandResult(command_id=listing.command_id, status="ok", services=services))
         )
     )
-    run(until(lambda: panel.loads == 2, "the list"))
-    assert panel.model.rowCount() == 1
+    run(until(lambda: panel.loads == 1, "the list"))
+    assert window.account.step_up_dialog is None
+    # A restart does: declined, nothing is sent and the panel says why.
+    assert panel.select("nginx")
+    box = panel.ask("restart")
+    assert box is not None
+    [ok] = [b for b in box.buttons() if b.text() == "Restart"]
+    ok.click()
+    run(until(lambda: window.account.step_up_dialog is not None, "Confirm it's you"))
+    step = window.account.step_up_dialog
+    assert step is not None
+    step.reject()
+    run(until(lambda: "failed" in panel.status.text(), "the restart to give up"))
+    assert panel.status.text() == ("Restart nginx failed: Not done: it needs you to confirm it is you first.")
+    # Confirmed this time: the restart reaches the agent.
+    box = panel.ask("restart")
+    assert box is not None
+    [ok] = [b for b in box.buttons() if b.text() == "Restart"]
+    ok.click()
+    run(until(lambda: window.account.step_up_dialog is not None, "Confirm it's you again"))
+    step = window.account.step_up_dialog
+    assert step is not None
+    step.secret.setText(admin_password(core))
+    step.confirm_button.click()
+    cmd: p.Command = run(web.recv_type(p.Command))
+    assert cmd.service == p.ServiceRequest(action="restart", name="nginx")
+    run(web.ws.send_bytes(p.encode(p.CommandResult(command_id=cmd.command_id, status="ok", exit_code=0))))
+    run(until(lambda: "done" in panel.status.text(), "the restart outcome"))
 
 
 def test_calls_waiting_at_once_share_one_confirmation(
