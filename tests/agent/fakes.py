@@ -70,6 +70,21 @@ def canned(text: str) -> str:
     return f"cat <<'CANNED'\n{text}CANNED\n"
 
 
+def fake_systemctl(tmp_path: Path, monkeypatch: Any) -> FakeTool:
+    """A `systemctl` first on PATH that knows one running, enabled service: nginx."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = FakeTool(
+        bin_dir,
+        "systemctl",
+        f"  *list-units*) {canned('nginx.service loaded active running nginx web server' + chr(10))} ;;\n"
+        "  *list-unit-files*) echo 'nginx.service enabled enabled' ;;\n"
+        "  *) exit 0 ;;",
+    )
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return tool
+
+
 def pid_gone(pid: int) -> bool:
     """The process no longer runs: no such pid, or a zombie nobody reaped yet.
 

@@ -4,7 +4,6 @@ console and the services panel send, which a real agent trusting it runs (and on
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from servermanager.desktop.context import AppContext
 from servermanager.desktop.secrets import SERVICE, Kept, TokenStore
 from servermanager.desktop.signing import ACCOUNT, OperatorKey
 from servermanager.desktop.window import MainWindow
-from tests.agent.fakes import FakeTool, canned, fast_settings
+from tests.agent.fakes import fake_systemctl, fast_settings
 from tests.desktop.conftest import MemoryKeyring, Run, sign_in, until
 from tests.helpers.signing import Operator
 
@@ -154,16 +153,7 @@ def test_the_services_panel_signs_its_requests(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    systemctl = FakeTool(
-        bin_dir,
-        "systemctl",
-        f"  *list-units*) {canned('nginx.service loaded active running nginx web server' + chr(10))} ;;\n"
-        "  *list-unit-files*) echo 'nginx.service enabled enabled' ;;\n"
-        "  *) exit 0 ;;",
-    )
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    systemctl = fake_systemctl(tmp_path, monkeypatch)
     run(ctx.signing.key())
     node = run(
         agents.start(

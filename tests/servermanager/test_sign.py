@@ -19,7 +19,7 @@ from servermanager.agent.exec.signing import UNSIGNED
 from servermanager.agent.main import Agent
 from servermanager.agent.settings import ExecSettings
 from servermanager.common.signing import parse_public_key
-from tests.agent.fakes import AgentRunner, FakeTool, canned, fast_settings
+from tests.agent.fakes import AgentRunner, fake_systemctl, fast_settings
 from tests.helpers.procs import CLI, cli
 from tests.helpers.signing import Operator
 from tests.helpers.wait import wait_for, wait_until
@@ -163,16 +163,7 @@ async def test_sign_prints_a_body_the_core_relays(
 async def test_run_resolves_signs_waits_and_reports(
     tmp_path: Path, real_core: RunningCore, runner: AgentRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    systemctl = FakeTool(
-        bin_dir,
-        "systemctl",
-        f"  *list-units*) {canned('nginx.service loaded active running nginx web server' + chr(10))} ;;\n"
-        "  *list-unit-files*) echo 'nginx.service enabled enabled' ;;\n"
-        "  *) exit 0 ;;",
-    )
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    systemctl = fake_systemctl(tmp_path, monkeypatch)
     key, stranger = tmp_path / "ops.key", tmp_path / "stranger.key"
     line = generate(key)
     generate(stranger)

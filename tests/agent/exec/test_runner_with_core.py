@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import secrets
 import signal
@@ -21,7 +20,7 @@ from servermanager.agent.main import Agent
 from servermanager.agent.settings import ExecSettings
 from servermanager.common import protocol as p
 from tests.agent.exec.test_leftovers import alive_with
-from tests.agent.fakes import AgentRunner, FakeTool, canned, fast_settings, pid_gone
+from tests.agent.fakes import AgentRunner, fake_systemctl, fast_settings, pid_gone
 from tests.helpers.core import RawClient
 from tests.helpers.wait import wait_for, wait_until
 
@@ -148,16 +147,7 @@ async def test_what_a_command_leaves_running_is_stopped_and_the_operator_told(
 async def test_services_through_the_core(
     tmp_path: Path, real_core: RunningCore, runner: AgentRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    systemctl = FakeTool(
-        bin_dir,
-        "systemctl",
-        f"  *list-units*) {canned('nginx.service loaded active running nginx web server' + chr(10))} ;;\n"
-        "  *list-unit-files*) echo 'nginx.service enabled enabled' ;;\n"
-        "  *) exit 0 ;;",
-    )
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    systemctl = fake_systemctl(tmp_path, monkeypatch)
     node = await enrolled(
         tmp_path,
         real_core,

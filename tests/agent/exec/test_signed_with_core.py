@@ -7,7 +7,6 @@ unsigned, replay, retarget): only the first runs.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from servermanager.agent.settings import ExecSettings
 from servermanager.common.protocol import Command, ServiceRequest
 from servermanager.common.signing import new_command_id
 from servermanager.core.commands import Run
-from tests.agent.fakes import AgentRunner, FakeTool, canned, fast_settings
+from tests.agent.fakes import AgentRunner, fake_systemctl, fast_settings
 from tests.helpers.signing import Operator
 from tests.helpers.wait import wait_for, wait_until
 
@@ -213,16 +212,7 @@ async def test_a_replay_by_the_core_is_refused_and_reported(
 async def test_signed_service_requests(
     tmp_path: Path, real_core: RunningCore, runner: AgentRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    systemctl = FakeTool(
-        bin_dir,
-        "systemctl",
-        f"  *list-units*) {canned('nginx.service loaded active running nginx web server' + chr(10))} ;;\n"
-        "  *list-unit-files*) echo 'nginx.service enabled enabled' ;;\n"
-        "  *) exit 0 ;;",
-    )
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    systemctl = fake_systemctl(tmp_path, monkeypatch)
     alice = Operator()
     ex = ExecSettings(enabled=True, allow=["service *"], trusted_keys=[alice.line])
     node = await enrolled(tmp_path, real_core, runner, ex)

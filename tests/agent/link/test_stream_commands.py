@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from servermanager.agent.link.connection import ConnState
 from servermanager.agent.main import Agent
 from servermanager.agent.settings import ExecSettings
 from servermanager.common.protocol import Command, ServiceInfo, ServiceRequest
-from tests.agent.fakes import AgentRunner, FakeCore, FakeTool, canned, fast_settings, pid_gone
+from tests.agent.fakes import AgentRunner, FakeCore, fake_systemctl, fast_settings, pid_gone
 from tests.helpers.wait import wait_for
 
 TOKEN = "enroll-token-abcdef123456"
@@ -156,16 +155,7 @@ async def test_stopping_the_agent_kills_running_commands(
 async def test_service_list_and_refusal_over_the_wire(
     tmp_path: Path, fake_core: FakeCore, runner: AgentRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    units = "nginx.service loaded active running nginx web server\n"
-    systemctl = FakeTool(
-        bin_dir,
-        "systemctl",
-        f"  *list-units*) {canned(units)} ;;\n  *list-unit-files*) echo 'nginx.service enabled enabled' ;;\n"
-        "  *) exit 0 ;;",
-    )
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    systemctl = fake_systemctl(tmp_path, monkeypatch)
     await streaming_agent(
         tmp_path,
         fake_core,
