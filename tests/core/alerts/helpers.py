@@ -36,6 +36,18 @@ class Rig:
         await self.agent.hello(token=await self.server.enroll_token())
         return self
 
+    async def restarted(self) -> Rig:
+        """Stop this core, start a new one on the same data dir; the same agent reconnects to it."""
+        credential, folder = self.agent.credential, self.server.data_dir
+        await self.agent.close()
+        await self.server.stop()
+        server = await RunningCore(folder).start()
+        rig = Rig(server)
+        rig.agent.credential = credential
+        await rig.agent.hello()
+        rig.token, rig.t = await server.admin_token(), self.t
+        return rig
+
     @property
     def node_id(self) -> int:
         assert self.agent.node_id is not None

@@ -14,7 +14,7 @@ from devkit.cores import RunningCore
 from servermanager.common import protocol as p
 from servermanager.common.alerts import WebhookAlert
 from tests.core.alerts.helpers import Rig
-from tests.helpers.core import RawAgent, RawClient
+from tests.helpers.core import RawClient
 from tests.helpers.receiver import Receiver
 from tests.helpers.wait import wait_for, wait_until
 
@@ -321,17 +321,8 @@ async def test_a_restart_continues_an_open_alert(tmp_path: Path) -> None:
     await rig.rule(clear_threshold=80, channels=[ch])
     await rig.sample(95.0)
     [before] = await rig.alerts()
-    credential = rig.agent.credential
-    await rig.agent.close()
-    await server.stop()
-
-    server = await RunningCore(folder).start()
+    rig2 = await rig.restarted()
     try:
-        agent = RawAgent(server, "web-1")
-        agent.credential = credential
-        await agent.hello()
-        rig2 = Rig(server)
-        rig2.agent, rig2.token, rig2.t = agent, await server.admin_token(), rig.t
         [after] = await rig2.alerts()
         assert (after["id"], after["state"], after["fired_at"]) == (
             before["id"],
@@ -345,9 +336,9 @@ async def test_a_restart_continues_an_open_alert(tmp_path: Path) -> None:
         assert (done["id"], done["state"]) == (before["id"], "resolved")
         # Notified before the restart, so the resolve is sent; the firing was not sent twice.
         assert [r[2] for r in await rig2.deliveries()] == ["firing", "resolved"]
-        await agent.close()
+        await rig2.agent.close()
     finally:
-        await server.stop()
+        await rig2.server.stop()
 
 
 async def test_alert_events_reach_clients(rig: Rig) -> None:
@@ -511,20 +502,11 @@ async def test_an_alert_id_is_never_given_twice_across_restarts(tmp_path: Path) 
     assert pending["state"] == "pending"
     await rig.sample(10.0)  # dropped before `for`: its row is deleted
     assert await rig.alerts() == []
-    credential = rig.agent.credential
-    await rig.agent.close()
-    await server.stop()
-
-    server = await RunningCore(folder).start()
+    rig2 = await rig.restarted()
     try:
-        agent = RawAgent(server, "web-1")
-        agent.credential = credential
-        await agent.hello()
-        rig2 = Rig(server)
-        rig2.agent, rig2.token, rig2.t = agent, await server.admin_token(), rig.t
         await rig2.sample(96.0)
         [again] = await rig2.alerts()
         assert again["id"] > pending["id"]  # a receiver that saw the old id never sees it reused
     finally:
-        await agent.close()
-        await server.stop()
+        await rig2.agent.close()
+        await rig2.server.stop()
