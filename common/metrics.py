@@ -10,6 +10,7 @@ metric is one row in the table plus its collector in the agent.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -180,6 +181,11 @@ def scalar(m: MetricsBase, name: str) -> float | None:
     """One table row's value in a reading, sent or derived."""
     derive = DERIVED.get(name)
     return derive(m) if derive is not None else cast("float | None", getattr(m, name))
+
+
+def scalar_getter(name: str) -> Callable[[MetricsBase], float | None]:
+    """What `scalar(m, name)` does, looked up once: for loops that read one row of many readings."""
+    return DERIVED.get(name) or operator.attrgetter(name)
 
 
 def round_scalars(values: dict[str, Any]) -> dict[str, Any]:

@@ -113,7 +113,7 @@ class Incidents:
         except ConnectionError:
             req = self._take(frame.request_id)
             if req is not None:
-                await self._save(req.alerts, error="no snapshot: the node went offline before it was asked")
+                self._save(req.alerts, error="no snapshot: the node went offline before it was asked")
 
     # ------------------------------------------------------------ answers
 
@@ -137,7 +137,7 @@ class Incidents:
             snap, error = None, f"no snapshot kept: the agent's was too big ({why})"
         else:
             self._recent[node_id] = (self.clock(), snap)
-        self._spawn(self._save(req.alerts, snap, error), frame.request_id)
+        self._save(req.alerts, snap, error)
 
     async def sweep(self) -> None:
         """Give up on requests past their time; forget snapshots too old to reuse."""
@@ -146,9 +146,7 @@ class Incidents:
             req = self._take(rid)
             if req is not None:
                 log.info("node %d did not answer snapshot request %s in time", req.node_id, rid)
-                await self._save(
-                    req.alerts, error=f"no snapshot: the agent did not answer within {TIMEOUT:g}s"
-                )
+                self._save(req.alerts, error=f"no snapshot: the agent did not answer within {TIMEOUT:g}s")
         for nid in [nid for nid, (at, _) in self._recent.items() if now - at > REUSE]:
             del self._recent[nid]
 
@@ -166,38 +164,34 @@ class Incidents:
         snapshot: IncidentSnapshot | None = None,
         error: str | None = None,
     ) -> None:
-        self._spawn(self._save(alerts, snapshot, error), "store")
+        self._save(alerts, snapshot, error)
 
-    async def _save(
+    def _save(
         self,
         alerts: list[tuple[int, str]],
         snapshot: IncidentSnapshot | None = None,
         error: str | None = None,
     ) -> None:
+        """Queue the rows on the engine's writer, behind the alerts' own rows (which they refer
+        to) and in their commit: a dozen snapshots a second must not each cost a transaction."""
         ids = {aid for aid, _ in alerts}
         self._saving |= ids
-        try:
-            await self.engine.sync()  # the alert's own row first: the snapshot's refers to it
-            body = msgspec.json.encode(snapshot).decode() if snapshot is not None else None
-            ts = snapshot.ts if snapshot is not None else time.time()
-            async with self.db.transaction() as con:
-                for aid, metric in alerts:
-                    await con.execute(
-                        "INSERT OR IGNORE INTO alert_snapshots (alert_id, ts, body, summary, error) "
-                        "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM alerts WHERE id = ?)",
-                        (
-                            aid,
-                            ts,
-                            body,
-                            summary(snapshot, metric) if snapshot is not None else None,
-                            error,
-                            aid,
-                        ),
-                    )
-        finally:
-            self._saving -= ids
-        for aid, _ in alerts:
-            await self.engine.announce(aid)
+        body = msgspec.json.encode(snapshot).decode() if snapshot is not None else None
+        ts = snapshot.ts if snapshot is not None else time.time()
+        rows = [
+            (
+                "INSERT OR IGNORE INTO alert_snapshots (alert_id, ts, body, summary, error) "
+                "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM alerts WHERE id = ?)",
+                (aid, ts, body, summary(snapshot, metric) if snapshot is not None else None, error, aid),
+            )
+            for aid, metric in alerts
+        ]
+        self.engine.write(rows, then=lambda: self._saved(ids))
+
+    def _saved(self, ids: set[int]) -> None:
+        self._saving -= ids
+        for aid in sorted(ids):
+            self.engine.republish(aid)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
         task = asyncio.create_task(self._guard(coro, what), name=f"incident-{what}")
@@ -213,8 +207,9 @@ class Incidents:
 
     async def idle(self) -> None:
         """Wait until every send and store started so far is done (tests, shutdown)."""
-        while self._tasks:
+        while self._tasks or self._saving:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await self.engine.sync()
 
     async def close(self) -> None:
         """Finish what is being stored; requests still unanswered are left without a snapshot."""

@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 
 TICK = 1.0  # the longest the dispatcher sleeps without a wake-up
 BATCH = 500  # due rows read per pass
-GROUP_MAX = 50
-MAX_ERROR = 1000  # characters of an error kept in last_error  # alerts in one notification at most; a bigger group goes out in several
+GROUP_MAX = 50  # alerts in one notification at most; a bigger group goes out in several
+MAX_ERROR = 1000  # characters of an error kept in last_error
 
 
 @dataclass(frozen=True)

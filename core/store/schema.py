@@ -281,6 +281,65 @@ ALTER TABLE tokens ADD COLUMN stepped_up_at REAL;
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO counters (name, value) SELECT 'alerts', coalesce(max(id), 0) FROM alerts;
 """,
+    # 9: rule, channel and silence ids never reused either (AUTOINCREMENT, above any id stored or
+    # audited): a new rule must not inherit a deleted one's alert history, flap count or silences
+    """
+CREATE TABLE channels_new (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    config TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created_at REAL NOT NULL
+);
+INSERT INTO channels_new (id, name, kind, config, enabled, created_at) SELECT id, name, kind, config, enabled, created_at FROM channels;
+DROP TABLE channels;
+ALTER TABLE channels_new RENAME TO channels;
+DELETE FROM sqlite_sequence WHERE name = 'channels';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'channels', coalesce(max(x), 0) FROM (
+    SELECT max(id) AS x FROM channels
+    UNION ALL SELECT max(channel_id) FROM alert_deliveries
+    UNION ALL SELECT max(CAST(substr(target, 9) AS INTEGER)) FROM audit WHERE target LIKE 'channel:%'
+);
+CREATE TABLE alert_rules_new (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    spec TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created_at REAL NOT NULL,
+    created_by TEXT NOT NULL
+);
+INSERT INTO alert_rules_new (id, name, spec, enabled, created_at, created_by) SELECT id, name, spec, enabled, created_at, created_by FROM alert_rules;
+DROP TABLE alert_rules;
+ALTER TABLE alert_rules_new RENAME TO alert_rules;
+DELETE FROM sqlite_sequence WHERE name = 'alert_rules';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'alert_rules', coalesce(max(x), 0) FROM (
+    SELECT max(id) AS x FROM alert_rules
+    UNION ALL SELECT max(rule_id) FROM alerts
+    UNION ALL SELECT max(rule_id) FROM silences
+    UNION ALL SELECT max(CAST(substr(target, 6) AS INTEGER)) FROM audit WHERE target LIKE 'rule:%'
+);
+CREATE TABLE silences_new (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rule_id INTEGER,
+    node_id INTEGER,
+    grp TEXT,
+    tag TEXT,
+    starts_at REAL NOT NULL,
+    ends_at REAL NOT NULL,
+    comment TEXT NOT NULL,
+    created_by TEXT NOT NULL
+);
+INSERT INTO silences_new (id, rule_id, node_id, grp, tag, starts_at, ends_at, comment, created_by) SELECT id, rule_id, node_id, grp, tag, starts_at, ends_at, comment, created_by FROM silences;
+DROP TABLE silences;
+ALTER TABLE silences_new RENAME TO silences;
+DELETE FROM sqlite_sequence WHERE name = 'silences';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'silences', coalesce(max(x), 0) FROM (
+    SELECT max(id) AS x FROM silences
+    UNION ALL SELECT max(CAST(substr(target, 9) AS INTEGER)) FROM audit WHERE target LIKE 'silence:%'
+);
+CREATE INDEX silences_ends ON silences(ends_at);
+""",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -13,8 +13,8 @@ import pytest
 from devkit.cores import RunningCore
 from servermanager.common import protocol as p
 from servermanager.common.alerts import WebhookAlert
-from tests.core.alerts.helpers import Rig
-from tests.helpers.core import RawClient
+from tests.core.alerts.helpers import QUICK, Rig
+from tests.helpers.core import RawAgent, RawClient
 from tests.helpers.receiver import Receiver
 from tests.helpers.wait import wait_for, wait_until
 
@@ -510,3 +510,44 @@ async def test_an_alert_id_is_never_given_twice_across_restarts(tmp_path: Path) 
     finally:
         await rig2.agent.close()
         await rig2.server.stop()
+
+
+async def test_alerts_that_fire_a_moment_apart_share_one_notification(tmp_path: Path) -> None:
+    """A group opens with the first notification of a channel and status; what follows within
+    `alert_group_wait` joins it (one POST), and what comes after it went out opens the next."""
+    receiver = await Receiver().start()
+    server = await RunningCore(tmp_path / "core", **{**QUICK, "alert_group_wait": 1.0}).start()
+    second = RawAgent(server, "web-2")
+    try:
+        rig = await Rig(server).start()
+        await second.hello(token=await server.enroll_token())
+        status, ch = await server.request(
+            "POST",
+            "/api/v1/channels",
+            rig.token,
+            json={"name": "hook", "kind": "webhook", "url": receiver.url()},
+        )
+        assert status == 201, ch
+        await rig.rule(channels=[ch["id"]])
+        await rig.sample(97.0)  # web-1 fires
+        await second.send_samples(second.make(1, ts=rig.t, cpu=98.0))  # web-2 fires a moment later
+        rows = await rig.deliveries()
+        assert [(r[2], r[4]) for r in rows] == [("firing", "pending"), ("firing", "pending")]
+        assert rows[1][6] > rows[0][6]  # written apart...
+        assert rows[1][7] == rows[0][7] == pytest.approx(rows[0][6] + 1.0)  # ...due together
+        await wait_for(lambda: len(receiver.got) == 1, what="the grouped notification")
+        assert sorted(a["node"] for a in receiver.got[0].json()["alerts"]) == ["web-1", "web-2"]
+        # Once that group has gone out, the next firing opens a new one; resolved ones have their own.
+        await rig.sample(10.0)  # web-1 resolves...
+        await rig.sample(96.0)  # ...and fires again
+        rows = await rig.deliveries()
+        assert [r[2] for r in rows[2:]] == ["resolved", "firing"]
+        assert rows[3][7] == pytest.approx(rows[3][6] + 1.0) and rows[3][7] > rows[0][7] + 0.5
+        await wait_for(lambda: len(receiver.got) == 3, what="the next two notifications")
+        assert sorted(g.json()["status"] for g in receiver.got[1:]) == ["firing", "resolved"]
+        assert all([a["node"] for a in g.json()["alerts"]] == ["web-1"] for g in receiver.got[1:])
+        await rig.agent.close()
+    finally:
+        await second.close()
+        await server.stop()
+        await receiver.stop()

@@ -247,3 +247,50 @@ def test_node_ids_deleted_before_the_upgrade_are_never_given_again(tmp_path: Pat
         con.execute("DELETE FROM nodes WHERE id = 2")
         cur = con.execute("INSERT INTO nodes (name, cred_hash, created_at) VALUES ('c', x'03', 0)")
         assert cur.lastrowid == 8
+
+
+def test_rule_channel_and_silence_ids_are_never_given_again(tmp_path: Path) -> None:
+    """A new rule must not take a deleted rule's id: its alert history, flap count and silences
+    would become the new rule's (the alerting benchmark's recreated rules inherited flapping)."""
+    path = tmp_path / "old.db"
+    assert migrate_sync(path, upto=8) == 8
+    with sqlite3.connect(path) as con:
+        con.execute(
+            "INSERT INTO channels (id, name, kind, config, created_at) VALUES (1, 'hook', 'webhook', '{}', 0)"
+        )
+        con.execute(
+            "INSERT INTO alert_rules (id, name, spec, created_at, created_by) VALUES (2, 'cpu', '{}', 0, 'admin')"
+        )
+        # Deleted before the upgrade: rule 9 left alerts, channel 4 deliveries, silence 6 an audit row.
+        con.execute(
+            "INSERT INTO alerts (id, rule_id, rule, node_id, node, metric, op, threshold, state, severity, "
+            "started_at) VALUES (1, 9, 'old', 1, 'n', 'cpu_pct', '>', 1, 'resolved', 'warning', 0)"
+        )
+        con.execute(
+            "INSERT INTO alert_deliveries (alert_id, channel_id, status, payload, created_at, next_attempt_at) "
+            "VALUES (1, 4, 'firing', '{}', 0, 0)"
+        )
+        con.execute(
+            "INSERT INTO audit (ts, actor, action, target, result) VALUES (0, 'admin', 'silence.delete', 'silence:6', 'ok')"
+        )
+    assert migrate_sync(path) == SCHEMA_VERSION
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT id, name FROM alert_rules").fetchall() == [(2, "cpu")]
+        new = {
+            "alert_rules": con.execute(
+                "INSERT INTO alert_rules (name, spec, created_at, created_by) VALUES ('mem', '{}', 0, 'admin')"
+            ).lastrowid,
+            "channels": con.execute(
+                "INSERT INTO channels (name, kind, config, created_at) VALUES ('mail', 'email', '{}', 0)"
+            ).lastrowid,
+            "silences": con.execute(
+                "INSERT INTO silences (starts_at, ends_at, comment, created_by) VALUES (0, 1, '', 'admin')"
+            ).lastrowid,
+        }
+        assert new == {"alert_rules": 10, "channels": 5, "silences": 7}
+        # And a rule deleted after the upgrade is not given again either.
+        con.execute("DELETE FROM alert_rules WHERE id = 10")
+        cur = con.execute(
+            "INSERT INTO alert_rules (name, spec, created_at, created_by) VALUES ('x', '{}', 0, 'a')"
+        )
+        assert cur.lastrowid == 11
