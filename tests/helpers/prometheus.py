@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -48,14 +49,18 @@ def parse(text: str) -> dict[str, Family]:
     return families
 
 
-def promtool_check(text: str) -> str:
-    """promtool's verdict on an exposition: "" if it passes, else what it found (parse or lint)."""
+def _promtool() -> str:
     tool = shutil.which("promtool")
     if tool is None:
         # Not a skip: CI installs it (.ci/run), so a missing tool is a broken set-up, not a pass.
         pytest.fail("promtool is not installed: `apt-get install prometheus` (Debian) brings it")
+    return tool
+
+
+def promtool_check(text: str) -> str:
+    """promtool's verdict on an exposition: "" if it passes, else what it found (parse or lint)."""
     proc = subprocess.run(
-        [tool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30, check=False
+        [_promtool(), "check", "metrics"], input=text, capture_output=True, text=True, timeout=30, check=False
     )
     return "" if proc.returncode == 0 else (proc.stdout + proc.stderr).strip() or f"exit {proc.returncode}"
 
@@ -78,3 +83,14 @@ async def live_metrics(tmp_path: Path, readings: int = 3) -> str:
     finally:
         await runner.close()
         await server.stop()
+
+
+def promtool_check_rules(folder: Path, rules: dict[str, object]) -> str:
+    """promtool's verdict on a rules file (its PromQL parsed): "" if it passes, else what it found."""
+    path = folder / "rules.json"
+    # JSON is YAML, so the rules file needs no YAML library.
+    path.write_text(json.dumps(rules))
+    proc = subprocess.run(
+        [_promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=30, check=False
+    )
+    return "" if proc.returncode == 0 else (proc.stdout + proc.stderr).strip() or f"exit {proc.returncode}"
