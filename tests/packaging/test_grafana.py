@@ -35,7 +35,7 @@ def test_dashboard_is_importable_with_a_datasource_input_and_node_and_group_vari
     dash = dashboard()
     assert dash["schemaVersion"] >= 39
     [source] = dash["__inputs"]
-    assert (source["name"], source["type"], source["pluginId"]) == ("DS_PROMETHEUS", "datasource", "prometheus")
+    assert (source["name"], source["type"], source["pluginId"]) == ("DS_PROMETHEUS", "datasource", "prometheus")  # fmt: skip
     assert {v["name"] for v in dash["templating"]["list"]} == {"group", "node"}
     for var in dash["templating"]["list"]:
         assert var["datasource"] == DATASOURCE and var["multi"] and var["includeAll"], var["name"]
@@ -46,8 +46,7 @@ def test_dashboard_is_importable_with_a_datasource_input_and_node_and_group_vari
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
             assert target["datasource"] == DATASOURCE, panel["title"]
-        # Per-node panels follow the variables; the core's own panels are fleet-wide.
-        for target in panel["targets"]:
+            # Per-node panels follow the variables; the core's own panels are fleet-wide.
             if "sm_node_" in target["expr"]:
                 assert '$group"' in target["expr"] and '$node"' in target["expr"], panel["title"]
 

@@ -43,7 +43,10 @@ async def test_prometheus_export(core_server: RunningCore) -> None:
     assert families["sm_core_commits_total"].type == "counter"
     assert families["sm_core_clients"].type == "gauge"
     assert families["sm_core_alerts_firing"].type == "gauge"
-    assert families["sm_core_alerts_firing"].samples == {'severity="warning"': "0", 'severity="critical"': "0"}
+    assert families["sm_core_alerts_firing"].samples == {
+        'severity="warning"': "0",
+        'severity="critical"': "0",
+    }
     for name, family in families.items():
         assert family.help and family.type, name
     assert set(families) == {
