@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -173,20 +175,67 @@ class DiskReading(NamedTuple):
     write_iops: float | None
 
 
-class DiskCollector:
-    """Usage per real mount plus aggregate I/O rates from the kernel's counters."""
+class Mount(NamedTuple):
+    """One line of a mount table, as psutil.disk_partitions() gives it."""
 
-    def __init__(self, clock: Clock = time.monotonic) -> None:
+    device: str
+    mountpoint: str
+    fstype: str
+    opts: str
+
+
+def _unescape(field: str) -> str:
+    # The kernel writes a space in a mount table field as \040, a tab as \011, a backslash as \134.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+
+
+def host_mounts(host_root: str) -> list[Mount]:
+    """The host's mounts of real file systems, from its procfs under `host_root` (a container's view).
+
+    psutil cannot give them: with its PROCFS_PATH moved it still reads the calling process's own
+    mount table (`self/mounts`), which in a container lists the container's mounts. The host's init
+    (pid 1 of the host's procfs) has the host's. As psutil does, file systems the kernel marks
+    `nodev` (proc, tmpfs, network shares...) are left out, zfs apart.
+    """
+    proc = os.path.join(host_root, "proc")
+    with open(os.path.join(proc, "filesystems"), encoding="utf-8") as f:
+        kinds = {
+            parts[-1] for line in f if (parts := line.split()) and (parts[0] != "nodev" or parts[-1] == "zfs")
+        }
+    mounts: list[Mount] = []
+    with open(os.path.join(proc, "1", "mounts"), encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 4 and fields[2] in kinds and fields[0] not in ("", "none"):
+                mounts.append(Mount(_unescape(fields[0]), _unescape(fields[1]), fields[2], fields[3]))
+    return mounts
+
+
+class DiskCollector:
+    """Usage per real mount plus aggregate I/O rates from the kernel's counters.
+
+    With `host_root` (the host's / mounted there, as in a container) the mounts are the host's,
+    each measured under that path and reported by its path on the host. The I/O counters need no
+    such help: /proc/diskstats is the same in every mount namespace.
+    """
+
+    def __init__(self, clock: Clock = time.monotonic, host_root: str = "") -> None:
         self._rates = RateTracker(clock)
         self._warned: set[str] = set()
+        self._host_root = host_root.rstrip("/")
         self._io()  # baseline, so the first collect() already has rates
 
     def collect(self) -> DiskReading:
         return DiskReading(self._usage(), *self._io())
 
+    def _partitions(self) -> list[Mount]:
+        if self._host_root:
+            return host_mounts(self._host_root)
+        return [Mount(p.device, p.mountpoint, p.fstype, p.opts) for p in psutil.disk_partitions(all=False)]
+
     def _usage(self) -> list[DiskUsage]:
         try:
-            parts = psutil.disk_partitions(all=False)
+            parts = self._partitions()
         except OSError as exc:
             self._warn_once("partitions", f"cannot list mounts: {exc}")
             return []
@@ -206,7 +255,7 @@ class DiskCollector:
             if p.device and p.device in seen_devices:
                 continue  # same block device mounted twice (bind mounts, btrfs subvolumes)
             try:
-                u = psutil.disk_usage(p.mountpoint)
+                u = psutil.disk_usage(self._host_root + p.mountpoint)
             except OSError as exc:
                 # Unmounted between the listing and now, or not ours to read: skip, quietly after
                 # the first time so a permanently unreadable mount does not flood the log.
@@ -369,6 +418,7 @@ class MetricsCollector:
     """All families combined into one core Metrics, rounded by the metric table. Blocking: call
     collect() via to_thread.
 
+    `host_root`: where the host's / is mounted when the agent runs in a container (see DiskCollector).
     `scalars` (default: SCALAR_COLLECTORS) are the collectors of the table's added rows;
     `fields` and `metrics_type` are the table and the struct it made (tests pass their own).
     """
@@ -377,6 +427,7 @@ class MetricsCollector:
         self,
         clock: Clock = time.monotonic,
         *,
+        host_root: str = "",
         scalars: Mapping[str, ScalarCollector] | None = None,
         fields: Iterable[Field] = FIELDS,
         metrics_type: type[MetricsBase] = Metrics,
@@ -392,7 +443,7 @@ class MetricsCollector:
         self.cpu = CpuCollector()
         self.load = LoadCollector()
         self.memory = MemoryCollector()
-        self.disks = DiskCollector(clock)
+        self.disks = DiskCollector(clock, host_root)
         self.net = NetCollector(clock)
         self.system = SystemCollector()
         self.sensors = SensorsCollector()

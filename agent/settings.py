@@ -177,6 +177,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
     connect_timeout: float = 10.0
     log_level: str = "INFO"
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    host_root: str = ""
     exec: ExecSettings = msgspec.field(default_factory=ExecSettings)
     incident: IncidentSettings = msgspec.field(default_factory=IncidentSettings)
 
@@ -195,6 +196,8 @@ class AgentSettings(msgspec.Struct, kw_only=True):
         "connect_timeout": "seconds allowed for the TCP/TLS/WebSocket opening and the welcome",
         "log_level": "DEBUG, INFO, WARNING or ERROR",
         "max_frame_bytes": "largest WebSocket frame sent or accepted (match the core's)",
+        "host_root": "where the host's / is mounted read-only when the agent runs in a container "
+        "(e.g. /hostfs): disk usage then covers the host's mounts; empty: the agent's own view",
         "exec": "remote commands and service control: the [exec] table (off by default)",
         "incident": "snapshots of the top processes (and journal) when an alert fires: the [incident] table",
     }
@@ -232,6 +235,14 @@ class AgentSettings(msgspec.Struct, kw_only=True):
                 f"setting log_level: expected DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}"
             )
         self.log_level = self.log_level.upper()
+        self.host_root = self.host_root.strip()
+        if self.host_root:
+            self.host_root = os.path.abspath(self.host_root)
+            mounts = os.path.join(self.host_root, "proc", "1", "mounts")
+            if not os.access(mounts, os.R_OK):
+                raise SettingsError(
+                    f"setting host_root: {mounts} is not readable; mount the host's / there (read-only)"
+                )
         self.exec.validate()
         self.incident.validate()
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from aiohttp import web
 
-from servermanager.common.metrics import FIELDS, Kind, scalar
+from servermanager.common.alerts import Severity
+from servermanager.common.metrics import FIELDS, Field, Kind, Unit, scalar
 from servermanager.core.auth import Role
 from servermanager.core.context import CORE
 from servermanager.core.http.routing import ApiError, authenticate, error_response
@@ -12,6 +15,38 @@ from servermanager.core.http.routing import ApiError, authenticate, error_respon
 # A rate row is already a per-second value the agent worked out between two readings, so to
 # Prometheus it is a gauge as well; a Prometheus counter would be the raw total, which isn't sent.
 PROMETHEUS_TYPE: dict[Kind, str] = {Kind.GAUGE: "gauge", Kind.RATE: "gauge"}
+
+# Prometheus names end in their unit, spelt out and in base units (its naming guide, and what
+# `promtool check metrics` lints). Percentages stay 0..100 as `_percent`, the unit the agent
+# measures and alert rules use, so a threshold reads the same in the app and in PromQL.
+UNIT_SUFFIX: dict[Unit, str] = {
+    Unit.PERCENT: "_percent",
+    Unit.BYTES: "_bytes",
+    Unit.BYTES_PER_S: "_bytes_per_second",
+    Unit.PER_S: "_per_second",
+    Unit.SECONDS: "_seconds",
+    Unit.COUNT: "",
+    Unit.PLAIN: "",
+}
+
+# The short unit words that end some of the table's row names (which are also database columns
+# and API fields, so they stay short there): dropped, or spelt out, before the unit suffix.
+ABBREVIATIONS: dict[str, str] = {"_pct": "", "_bps": "", "_iops": "_ops"}
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def family_name(field: Field) -> str:
+    """The Prometheus name of a row of the metric table: `sm_node_` + its name in base units."""
+    stem = field.name
+    for short, spelt in ABBREVIATIONS.items():
+        if stem.endswith(short):
+            stem = stem.removesuffix(short) + spelt
+            break
+    suffix = UNIT_SUFFIX[field.unit]
+    if not stem.endswith(suffix):
+        stem += suffix
+    return f"sm_node_{stem}"
 
 
 def _label(value: str) -> str:
@@ -44,7 +79,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
     lines += [f"sm_node_up{{{labels[n.id]}}} {int(n.online)}" for n in nodes]
     # One family per row of the metric table, so a row added there is exported with no change here.
     for field in FIELDS:
-        name = f"sm_node_{field.name}"
+        name = family_name(field)
         lines += _family(name, PROMETHEUS_TYPE[field.kind], field.help)
         for n in nodes:
             if n.latest is None:
@@ -71,4 +106,11 @@ async def metrics_handler(request: web.Request) -> web.Response:
         "WebSockets closed with 1013 because max_unauthenticated were still silent.",
         core.handshakes.shed_total,
     )
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+    # Every severity has a line, 0 included, so a dashboard shows 0 rather than "no data".
+    firing = dict.fromkeys(get_args(Severity), 0)
+    for live in core.alerts.open.values():
+        if live.m.state == "firing":
+            firing[live.m.severity] += 1
+    lines += _family("sm_core_alerts_firing", "gauge", "Alerts firing now (pending ones not counted).")
+    lines += [f'sm_core_alerts_firing{{severity="{sev}"}} {count}' for sev, count in firing.items()]
+    return web.Response(body="\n".join(lines).encode() + b"\n", headers={"Content-Type": CONTENT_TYPE})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import msgspec
 import psutil
@@ -125,6 +126,33 @@ def test_disk_usage_skips_pseudo_and_duplicates() -> None:
     assert all(d.fstype not in ("tmpfs", "squashfs", "overlay", "proc", "devtmpfs") for d in disks)
     real = {p.mountpoint for p in psutil.disk_partitions(all=False)}
     assert {d.mount for d in disks} <= real
+
+
+def test_disk_usage_of_a_host_mounted_at_host_root(tmp_path: Path) -> None:
+    # A container's view of a host: the host's / at tmp_path, its procfs at tmp_path/proc.
+    (tmp_path / "proc" / "1").mkdir(parents=True)
+    (tmp_path / "proc" / "filesystems").write_text(
+        "nodev\tsysfs\nnodev\tproc\nnodev\tnfs4\n\text4\nnodev\tzfs\n"
+    )
+    (tmp_path / "mnt" / "big disk").mkdir(parents=True)
+    (tmp_path / "tank").mkdir()
+    (tmp_path / "proc" / "1" / "mounts").write_text(
+        "/dev/sda1 / ext4 rw,relatime 0 0\n"
+        "proc /proc proc rw 0 0\n"
+        "/dev/sdb1 /mnt/big\\040disk ext4 rw 0 0\n"
+        "nas:/export /net nfs4 rw 0 0\n"
+        "tank /tank zfs rw 0 0\n"
+        "/dev/sdc1 /gone ext4 rw 0 0\n"  # listed, but not there under the host root: skipped
+    )
+    disks = DiskCollector(host_root=f"{tmp_path}/").collect().disks
+    # Reported by their paths on the host, measured under the host root (here: this machine's disk).
+    assert [(d.mount, d.fstype) for d in disks] == [
+        ("/", "ext4"),
+        ("/tank", "zfs"),
+        ("/mnt/big disk", "ext4"),
+    ]
+    here = psutil.disk_usage(str(tmp_path))
+    assert all(d.total == here.total and 0 <= d.pct <= 100 for d in disks)
 
 
 def test_sensors_never_raise() -> None:

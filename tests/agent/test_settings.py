@@ -200,3 +200,13 @@ def test_ca_file_must_be_readable_and_needs_a_tls_url(tmp_path: Path) -> None:
     assert s.ca_file == str(ca)
     with pytest.raises(SettingsError, match="ca_file is for a TLS core"):
         load_agent_settings(environ={"SM_AGENT_CORE": "ws://hub"}, overrides={"ca_file": str(ca)})
+
+
+def test_host_root_must_hold_a_host_procfs(tmp_path: Path) -> None:
+    with pytest.raises(
+        SettingsError, match=r"host_root: .*/proc/1/mounts is not readable; mount the host's /"
+    ):
+        load_agent_settings(environ={"SM_AGENT_HOST_ROOT": str(tmp_path)})
+    (tmp_path / "proc" / "1").mkdir(parents=True)
+    (tmp_path / "proc" / "1" / "mounts").write_text("")
+    assert load_agent_settings(environ={"SM_AGENT_HOST_ROOT": f" {tmp_path}/ "}).host_root == str(tmp_path)

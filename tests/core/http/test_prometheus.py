@@ -1,48 +1,21 @@
-"""GET /metrics from a real core, in Prometheus text format, its HELP and TYPE lines derived from the metric table."""
+"""GET /metrics from a real core, in Prometheus text format: names in base units, HELP and TYPE from the
+metric table, and promtool's lint passed on what a real agent's readings make of it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from devkit.cores import RunningCore
 from servermanager.common import metrics as mt
 from servermanager.core.http import prometheus
+from servermanager.core.http.prometheus import family_name
+from tests.core.alerts.helpers import Rig
 from tests.helpers.core import RawAgent
+from tests.helpers.prometheus import live_metrics, parse, promtool_check
 
-
-@dataclass
-class Family:
-    help: str | None = None
-    type: str | None = None
-    samples: dict[str, str] = field(default_factory=dict)  # labels -> value
-
-
-def parse(text: str) -> dict[str, Family]:
-    """The text format, strictly: HELP then TYPE then the samples of one family, each family once."""
-    families: dict[str, Family] = {}
-    current: str | None = None
-    assert text.endswith("\n")
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            name, _, help_text = line[len("# HELP ") :].partition(" ")
-            assert name not in families, f"{name} declared twice"
-            families[name] = Family(help=help_text)
-            current = name
-        elif line.startswith("# TYPE "):
-            name, _, kind = line[len("# TYPE ") :].partition(" ")
-            assert name == current and families[name].type is None, f"TYPE of {name} not right after its HELP"
-            assert kind in ("gauge", "counter"), line
-            families[name].type = kind
-        else:
-            assert line and not line.startswith("#"), repr(line)
-            series, _, value = line.rpartition(" ")
-            name, _, labels = series.partition("{")
-            assert name == current, f"sample of {name} outside its family"
-            float(value)
-            families[name].samples[labels.rstrip("}")] = value
-    return families
+LABELS = 'node_id="1",node="prom-host",group=""'
 
 
 async def test_prometheus_export(core_server: RunningCore) -> None:
@@ -53,32 +26,37 @@ async def test_prometheus_export(core_server: RunningCore) -> None:
     status, body = await core_server.request("GET", "/metrics", await core_server.admin_token())
     assert status == 200
     text = body.decode()
-    assert 'sm_node_up{node_id="1",node="prom-host",group=""} 1' in text
-    assert 'sm_node_cpu_pct{node_id="1",node="prom-host",group=""} 12.5' in text
+    assert f"sm_node_up{{{LABELS}}} 1" in text
+    assert f"sm_node_cpu_percent{{{LABELS}}} 12.5" in text
 
     families = parse(text)
-    labels = 'node_id="1",node="prom-host",group=""'
-    # Every row of the table, derived ones (disk_pct) included, under its unchanged name.
+    # Every row of the table, derived ones (disk_pct) included, under its name in base units.
     for row in mt.FIELDS:
-        family = families[f"sm_node_{row.name}"]
+        family = families[family_name(row)]
         assert (family.help, family.type) == (row.help, "gauge"), row.name
-        assert float(family.samples[labels]) == mt.scalar(sample.metrics, row.name), row.name
-    assert families["sm_node_disk_pct"].samples[labels] == "40.0"
+        assert float(family.samples[LABELS]) == mt.scalar(sample.metrics, row.name), row.name
+    assert families["sm_node_disk_percent"].samples[LABELS] == "40.0"
     assert families["sm_node_up"].type == "gauge"
-    assert families["sm_node_up"].samples == {labels: "1"}
+    assert families["sm_node_up"].samples == {LABELS: "1"}
     assert families["sm_core_samples_written_total"].type == "counter"
     assert families["sm_core_samples_written_total"].samples == {"": "1"}
     assert families["sm_core_commits_total"].type == "counter"
     assert families["sm_core_clients"].type == "gauge"
+    assert families["sm_core_alerts_firing"].type == "gauge"
+    assert families["sm_core_alerts_firing"].samples == {
+        'severity="warning"': "0",
+        'severity="critical"': "0",
+    }
     for name, family in families.items():
         assert family.help and family.type, name
     assert set(families) == {
         "sm_node_up",
-        *(f"sm_node_{row.name}" for row in mt.FIELDS),
+        *(family_name(row) for row in mt.FIELDS),
         "sm_core_samples_written_total",
         "sm_core_commits_total",
         "sm_core_clients",
         "sm_core_sockets_shed_total",
+        "sm_core_alerts_firing",
     }
 
 
@@ -96,10 +74,57 @@ async def test_a_row_added_to_the_table_is_exported(
     await agent.send_samples(agent.make(1, disks=[mt.DiskUsage("/", "ext4", 100, 75, 75.0)]))
     status, body = await core_server.request("GET", "/metrics", await core_server.admin_token())
     assert status == 200
-    family = parse(body.decode())["sm_node_disk_free_pct"]
+    family = parse(body.decode())["sm_node_disk_free_percent"]
     assert (family.help, family.type) == (row.help, "gauge")
     assert family.samples == {'node_id="1",node="h",group=""': "25.0"}
 
 
-def test_every_kind_of_row_has_a_prometheus_type() -> None:
+@pytest.mark.parametrize(
+    ("name", "unit", "kind", "exported"),
+    [
+        ("cpu_pct", mt.Unit.PERCENT, mt.Kind.GAUGE, "sm_node_cpu_percent"),
+        ("mem_used", mt.Unit.BYTES, mt.Kind.GAUGE, "sm_node_mem_used_bytes"),
+        ("cache_bytes", mt.Unit.BYTES, mt.Kind.GAUGE, "sm_node_cache_bytes"),
+        ("net_rx_bps", mt.Unit.BYTES_PER_S, mt.Kind.RATE, "sm_node_net_rx_bytes_per_second"),
+        ("disk_read_iops", mt.Unit.PER_S, mt.Kind.RATE, "sm_node_disk_read_ops_per_second"),
+        ("ctx_switches", mt.Unit.PER_S, mt.Kind.RATE, "sm_node_ctx_switches_per_second"),
+        ("uptime", mt.Unit.SECONDS, mt.Kind.GAUGE, "sm_node_uptime_seconds"),
+        ("procs", mt.Unit.COUNT, mt.Kind.GAUGE, "sm_node_procs"),
+        ("load1", mt.Unit.PLAIN, mt.Kind.GAUGE, "sm_node_load1"),
+    ],
+)
+def test_names_end_in_their_base_unit(name: str, unit: mt.Unit, kind: mt.Kind, exported: str) -> None:
+    assert family_name(mt.Field(name, unit, 0, name, "help", kind)) == exported
+
+
+def test_every_unit_and_kind_of_row_has_a_prometheus_spelling() -> None:
     assert set(prometheus.PROMETHEUS_TYPE) == set(mt.Kind)
+    assert set(prometheus.UNIT_SUFFIX) == set(mt.Unit)
+    assert len({family_name(row) for row in mt.FIELDS}) == len(mt.FIELDS)
+
+
+async def test_firing_alerts_are_counted_by_severity(core_server: RunningCore) -> None:
+    rig = await Rig(core_server).start()
+    await rig.rule(name="hot", threshold=50, severity="critical")
+    await rig.rule(name="warm", threshold=50, **{"for": "1h"})  # pending for an hour: not firing yet
+    await rig.sample(cpu=95.0)
+    assert {lv.m.state for lv in core_server.core.alerts.open.values()} == {"firing", "pending"}
+    status, body = await core_server.request("GET", "/metrics", rig.token)
+    assert status == 200
+    firing = parse(body.decode())["sm_core_alerts_firing"].samples
+    assert firing == {'severity="warning"': "0", 'severity="critical"': "1"}
+
+
+def test_promtool_rejects_what_it_should() -> None:
+    # The instrument first: this promtool lints (HELP, base units), so its pass below means something.
+    problems = promtool_check("# TYPE sm_x_milliseconds gauge\nsm_x_milliseconds 1\n")
+    assert "no help text" in problems and 'base unit "seconds"' in problems
+
+
+async def test_promtool_passes_on_a_real_agents_metrics(tmp_path: Path) -> None:
+    text = await live_metrics(tmp_path)
+    families = parse(text)
+    # The real agent's reading has every row, rates included, so promtool sees every family's samples.
+    for row in mt.FIELDS:
+        assert families[family_name(row)].samples, row.name
+    assert promtool_check(text) == ""
