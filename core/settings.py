@@ -88,7 +88,7 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         "metrics_auth": "require a bearer token on GET /metrics",
         "commands_per_minute": "commands and service actions one user may start per minute",
         "uvloop": "run on uvloop's event loop where it is installed (Linux, macOS); false: plain asyncio",
-        "alert_group_wait": "how long a notification waits so others due with it go out together",
+        "alert_group_wait": "how long a channel's first notification waits; those that come meanwhile join it",
         "alert_repeat_interval": "a firing, unacknowledged alert is notified again after this, doubling each time",
         "alert_repeat_max": "the longest wait between repeated notifications of one alert",
         "alert_retention": "how long resolved alerts are kept, with their transitions and deliveries",
