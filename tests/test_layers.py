@@ -209,7 +209,7 @@ def ours(module: str) -> bool:
 IMPORT_NAMES = {
     "pyside6_essentials": {"pyside6"},
     # Windows only: the agent's Windows service (agent/winservice.py).
-    "pywin32": {"win32service", "win32serviceutil", "win32event", "servicemanager"},
+    "pywin32": {"win32service", "win32serviceutil", "servicemanager", "pywintypes"},
 }
 
 
