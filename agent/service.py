@@ -8,6 +8,7 @@ import os
 import plistlib
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PureWindowsPath
@@ -16,6 +17,8 @@ from typing import Protocol
 from servermanager.agent.settings import AgentSettings
 
 EXIT_FATAL = 2
+# How long uninstall waits for the Windows service to report it has stopped.
+STOP_TIMEOUT = 30.0
 # How long install-service waits for the core to welcome a new enrollment.
 ENROLL_TIMEOUT = 30.0
 
@@ -92,6 +95,78 @@ class SystemLaunchd:
     def launchctl(self, *args: str) -> tuple[int, str]:
         done = subprocess.run(["/bin/launchctl", *args], capture_output=True, text=True, check=False)
         return done.returncode, (done.stdout + done.stderr).strip()
+
+
+class Win32Services:  # pragma: no cover - Windows only
+    """The service control manager through pywin32's win32serviceutil."""
+
+    def is_admin(self) -> bool:
+        import ctypes
+
+        if sys.platform == "win32":
+            return bool(ctypes.windll.shell32.IsUserAnAdmin())
+        return False
+
+    def exists(self, name: str) -> bool:
+        import pywintypes
+        import win32serviceutil
+
+        try:
+            win32serviceutil.QueryServiceStatus(name)
+        except pywintypes.error:
+            return False
+        return True
+
+    def create(
+        self, name: str, display_name: str, description: str, program: str, args: Sequence[str]
+    ) -> None:
+        import win32service
+        import win32serviceutil
+
+        win32serviceutil.InstallService(
+            None,
+            name,
+            display_name,
+            startType=win32service.SERVICE_AUTO_START,
+            exeName=program,
+            exeArgs=subprocess.list2cmdline(list(args)),
+            description=description,
+        )
+
+    def restart_on_failure(self, name: str) -> None:
+        # Restart 5 s after each of the first failures, 30 s after later ones; count anew daily.
+        # failureflag 1: a non-zero exit (SvcDoRun raising) counts as a failure, not only a crash.
+        actions = "restart/5000/restart/5000/restart/30000"
+        for argv in (
+            ["sc.exe", "failure", name, "reset=", "86400", "actions=", actions],
+            ["sc.exe", "failureflag", name, "1"],
+        ):
+            done = subprocess.run(argv, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise OSError(f"{' '.join(argv[:3])}: {done.stdout.strip()}")
+
+    def start(self, name: str) -> None:
+        import win32serviceutil
+
+        win32serviceutil.StartService(name)
+
+    def stop(self, name: str) -> None:
+        import win32service
+        import win32serviceutil
+
+        if win32serviceutil.QueryServiceStatus(name)[1] == win32service.SERVICE_STOPPED:
+            return
+        win32serviceutil.StopService(name)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while win32serviceutil.QueryServiceStatus(name)[1] != win32service.SERVICE_STOPPED:
+            if time.monotonic() > deadline:
+                raise OSError(f"the service {name} did not stop within {STOP_TIMEOUT:g} s")
+            time.sleep(0.2)
+
+    def remove(self, name: str) -> None:
+        import win32serviceutil
+
+        win32serviceutil.RemoveService(name)
 
 
 # ---------------------------------------------------------------- what the service runs
@@ -325,8 +400,6 @@ def _run(
         _prepare(args, spec)
         return install_launchd(spec, launchd, root)
     if windows is None:
-        from servermanager.agent.winservice import Win32Services
-
         windows = Win32Services()
     if action == "uninstall-service":
         return uninstall_windows(windows)

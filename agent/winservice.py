@@ -1,21 +1,16 @@
-"""The agent as a real Windows service (pywin32): the service host, and the service control manager calls."""
+"""The agent as a real Windows service (pywin32): what the service control manager starts and stops."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
-
-# How long stop() waits for the service to report it has stopped.
-STOP_TIMEOUT = 30.0
 
 
 class AgentThreadRunner:
@@ -62,13 +57,13 @@ class AgentThreadRunner:
             log.error("%s", exc)
             self.started.set()
             return EXIT_FATAL
-        loop = asyncio.new_event_loop()
         with self._lock:
-            self._loop, self._agent = loop, agent
-            stop_now = self._stopping
+            if self._stopping:  # the SCM asked to stop while the settings were loading
+                agent.close()
+                self.started.set()
+                return 0
+            self._loop, self._agent = loop, agent = asyncio.new_event_loop(), agent
         self.started.set()
-        if stop_now:
-            agent.stop()
         try:
             loop.run_until_complete(agent.run())
         except AgentError as exc:
@@ -139,78 +134,6 @@ def host(argv: Sequence[str]) -> int:  # pragma: no cover - Windows only, starte
     servicemanager.PrepareToHostSingle(AgentService)
     servicemanager.StartServiceCtrlDispatcher()
     return 0
-
-
-class Win32Services:  # pragma: no cover - Windows only
-    """The service control manager through pywin32's win32serviceutil."""
-
-    def is_admin(self) -> bool:
-        import ctypes
-
-        if sys.platform == "win32":
-            return bool(ctypes.windll.shell32.IsUserAnAdmin())
-        return False
-
-    def exists(self, name: str) -> bool:
-        import pywintypes
-        import win32serviceutil
-
-        try:
-            win32serviceutil.QueryServiceStatus(name)
-        except pywintypes.error:
-            return False
-        return True
-
-    def create(
-        self, name: str, display_name: str, description: str, program: str, args: Sequence[str]
-    ) -> None:
-        import win32service
-        import win32serviceutil
-
-        win32serviceutil.InstallService(
-            None,
-            name,
-            display_name,
-            startType=win32service.SERVICE_AUTO_START,
-            exeName=program,
-            exeArgs=subprocess.list2cmdline(list(args)),
-            description=description,
-        )
-
-    def restart_on_failure(self, name: str) -> None:
-        # Restart 5 s after each of the first failures, 30 s after later ones; count anew daily.
-        # failureflag 1: a non-zero exit (SvcDoRun raising) counts as a failure, not only a crash.
-        actions = "restart/5000/restart/5000/restart/30000"
-        for argv in (
-            ["sc.exe", "failure", name, "reset=", "86400", "actions=", actions],
-            ["sc.exe", "failureflag", name, "1"],
-        ):
-            done = subprocess.run(argv, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise OSError(f"{' '.join(argv[:3])}: {done.stdout.strip()}")
-
-    def start(self, name: str) -> None:
-        import win32serviceutil
-
-        win32serviceutil.StartService(name)
-
-    def stop(self, name: str) -> None:
-        import win32service
-        import win32serviceutil
-
-        if win32serviceutil.QueryServiceStatus(name)[1] == win32service.SERVICE_STOPPED:
-            return
-        win32serviceutil.StopService(name)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while win32serviceutil.QueryServiceStatus(name)[1] != win32service.SERVICE_STOPPED:
-            if time.monotonic() > deadline:
-                raise OSError(f"the service {name} did not stop within {STOP_TIMEOUT:g} s")
-            time.sleep(0.2)
-
-    def remove(self, name: str) -> None:
-        import win32serviceutil
-
-        win32serviceutil.RemoveService(name)
 
 
 if __name__ == "__main__":  # pragma: no cover
