@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -110,6 +111,10 @@ def host(argv: Sequence[str]) -> int:  # pragma: no cover - Windows only, starte
     from servermanager.agent.service import WINDOWS_NAME
 
     args = parse_args(argv)
+    # A service has no console: the agent's log lines (stderr) go to agent.log in its state dir.
+    if args.state_dir:
+        os.makedirs(args.state_dir, exist_ok=True)
+        sys.stderr = open(os.path.join(args.state_dir, "agent.log"), "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
     class AgentService(win32serviceutil.ServiceFramework):
         _svc_name_ = WINDOWS_NAME
