@@ -9,8 +9,19 @@ from collections.abc import Sequence
 EXIT_FATAL = 2
 
 
+SERVICE_ACTIONS = ("install-service", "uninstall-service")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `servermanager agent` flags, for the top-level CLI to reuse."""
+    parser.add_argument(
+        "service",
+        nargs="?",
+        choices=SERVICE_ACTIONS,
+        metavar="install-service|uninstall-service",
+        help="instead of running: install (enrolling first, with a token) or remove the agent as a "
+        "Windows service or macOS LaunchDaemon, with these flags; on Linux the .deb's systemd unit does it",
+    )
     parser.add_argument("--config", metavar="FILE", help="TOML settings file (env SM_AGENT_CONFIG)")
     parser.add_argument(
         "--core", metavar="URL", help="core URL, e.g. ws://127.0.0.1:8760 (env SM_AGENT_CORE)"
@@ -42,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Load settings from file, environment and the parsed flags, then main()."""
+    if getattr(args, "service", None):
+        from servermanager.agent import service
+
+        return service.run(args.service, args)
     from servermanager.agent.lazyimports import defer_imports
 
     # Before anything imports the agent's libraries, which import the deferred modules.

@@ -10,12 +10,14 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import qasync
 from PySide6.QtCore import QLibraryInfo, QSettings, QTimer, qVersion
 from PySide6.QtWidgets import QApplication
 
+from servermanager.common import __version__
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.themes import icon
 from servermanager.desktop.window import MainWindow
@@ -177,9 +179,20 @@ def main(args: argparse.Namespace) -> int:
         return runner.run(run(app, args, demo_password))
 
 
+def cli(argv: Sequence[str] | None = None, prog: str = "servermanager desktop") -> int:
+    """The desktop app's own command line: `python -m servermanager.desktop.main` and the frozen
+    bundle's executable (packaging/desktop/), with the flags of `servermanager desktop`."""
+    parser = argparse.ArgumentParser(prog=prog, description="Server Manager desktop app")
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
+    parser.add_argument("--core", help="core URL to connect to")
+    parser.add_argument("--demo-login", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="open the main window offscreen, then quit: exit 0 when this install can run the app",
+    )
+    return main(parser.parse_args(argv))
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="servermanager desktop")
-    parser.add_argument("--core")
-    parser.add_argument("--demo-login", action="store_true")
-    parser.add_argument("--self-test", action="store_true")
-    sys.exit(main(parser.parse_args()))
+    sys.exit(cli())

@@ -205,13 +205,22 @@ def ours(module: str) -> bool:
     return module == NAMESPACE or module.startswith(NAMESPACE + ".")
 
 
+# Distributions whose import names are not their own name (up to case and "-"/"_").
+IMPORT_NAMES = {
+    "pyside6_essentials": {"pyside6"},
+    # Windows only: the agent's Windows service (agent/winservice.py).
+    "pywin32": {"win32service", "win32serviceutil", "servicemanager", "pywintypes"},
+}
+
+
 def requirement_names(requirements: list[str]) -> set[str]:
-    """Import names are the distributions' names here, up to case (pyside6 is PySide6)."""
+    """Import names are the distributions' names here, up to case (pyside6 is PySide6), or IMPORT_NAMES."""
     names = set()
     for req in requirements:
         match = re.match(r"[A-Za-z0-9._-]+", req)
         assert match, req
-        names.add(match.group(0).lower().replace("-", "_"))
+        name = match.group(0).lower().replace("-", "_")
+        names |= IMPORT_NAMES.get(name, {name})
     return names
 
 

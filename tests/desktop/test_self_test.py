@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from servermanager.common import __version__
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -77,3 +79,9 @@ def test_self_test_without_the_desktop_libraries_fails_with_one_line(tmp_path: P
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("the desktop app is not available in this install: ")
+
+
+def test_the_desktop_command_line_tells_its_version(tmp_path: Path) -> None:
+    # The frozen bundle's executable is this command line (packaging/desktop/servermanager_desktop.py).
+    done = run_self_test(tmp_path, "from servermanager.desktop.main import cli; cli(['--version'])")
+    assert (done.returncode, done.stdout.strip()) == (0, f"servermanager desktop {__version__}")
