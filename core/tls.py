@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from servermanager.common.settings import SettingsError
-from servermanager.common.tls import fingerprint, pem_certificate
+from servermanager.common.tls import fingerprint, pem_certificate, spki_pin
 from servermanager.core.datadir import TLS_CERT_FILE, TLS_KEY_FILE
 from servermanager.core.settings import CoreSettings
 
@@ -93,6 +93,16 @@ def current_fingerprint(settings: CoreSettings, folder: Path) -> str | None:
     if not own and not cert.exists():
         return None
     return read_fingerprint(cert)
+
+
+def current_pins(settings: CoreSettings, folder: Path) -> tuple[str, str] | None:
+    """(certificate pin `sha256:<hex>`, public-key pin `sha256//<base64>` for curl) of the certificate
+    the core serves; None before it made one."""
+    cert, _key, own = certificate_paths(settings, folder)
+    if not own and not cert.exists():
+        return None
+    pin = read_fingerprint(cert)  # the readable-PEM checks and their messages
+    return pin, spki_pin(pem_certificate(cert.read_bytes()))
 
 
 def server_tls(settings: CoreSettings, folder: Path) -> ServerTLS | None:
