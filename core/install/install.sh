@@ -153,17 +153,17 @@ main() {
 		"$python" -m venv "$venv" || die "could not create the venv $venv"
 	fi
 	pip() { "$venv/bin/python" -m pip --disable-pip-version-check --quiet "$@"; }
-	pip install --upgrade "$tmp/$PACKAGE[agent]" || die "pip could not install the agent"
+	pip install --upgrade "$tmp/${PACKAGE}[agent]" || die "pip could not install the agent"
 	# The same version again (a re-run) is not reinstalled by --upgrade alone.
 	pip install --no-deps --force-reinstall "$tmp/$PACKAGE" || die "pip could not install the agent"
 
 	mkdir -p "$etc"
 	{
 		printf '# Written by the Server Manager agent installer from %s.\n' "$CORE_URL"
-		printf '# Every option: packaging/agent.toml.example in the source, or `servermanager agent --help`.\n'
+		printf '# Every option: packaging/agent.toml.example in the source, or: servermanager agent --help\n'
 		printf 'core = "%s"\n' "$CORE_URL"
 		if [ -n "$CORE_PIN" ]; then
-			printf '# The pin of the core'"'"'s TLS certificate (`servermanager admin fingerprint` on the core).\n'
+			printf '# The pin of the TLS certificate of the core (servermanager admin fingerprint prints it).\n'
 			printf 'core_fingerprint = "%s"\n' "$CORE_PIN"
 		fi
 	} >"$tmp/agent.toml"
