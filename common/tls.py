@@ -2,8 +2,6 @@
 
 The core prints it (`servermanager admin fingerprint`, the enrollment command, its start-up log);
 agents and the desktop compare it with what the core presents. One format, written and read here.
-The install one-liner's curl pins the certificate's public key instead (`--pinnedpubkey`, the only
-pin curl knows): `spki_pin` writes that form, `sha256//<base64>`, from the same certificate.
 """
 
 from __future__ import annotations
@@ -26,20 +24,6 @@ def fingerprint(der: bytes) -> str:
 def digest_pin(digest: bytes) -> str:
     """The pin of a certificate whose SHA-256 digest is already computed."""
     return PREFIX + digest.hex()
-
-
-def spki_pin(der: bytes) -> str:
-    """curl's `--pinnedpubkey` pin of a DER certificate: `sha256//` and the base64 SHA-256 of its
-    SubjectPublicKeyInfo (the key alone, so a renewed certificate with the same key still matches)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    spki = (
-        x509.load_der_x509_certificate(der)
-        .public_key()
-        .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    )
-    return "sha256//" + base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
 
 
 def pem_certificate(pem: bytes) -> bytes:

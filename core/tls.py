@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from servermanager.common.settings import SettingsError
-from servermanager.common.tls import fingerprint, pem_certificate, spki_pin
+from servermanager.common.tls import fingerprint, pem_certificate
 from servermanager.core.datadir import TLS_CERT_FILE, TLS_KEY_FILE
 from servermanager.core.settings import CoreSettings
 
@@ -93,6 +93,24 @@ def current_fingerprint(settings: CoreSettings, folder: Path) -> str | None:
     if not own and not cert.exists():
         return None
     return read_fingerprint(cert)
+
+
+def spki_pin(der: bytes) -> str:
+    """curl's `--pinnedpubkey` pin of a DER certificate: `sha256//` and the base64 SHA-256 of its
+    SubjectPublicKeyInfo. The install one-liner's curl knows only this form; agents and the desktop
+    pin the certificate itself (`sha256:<hex>`, common.tls)."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    spki = (
+        x509.load_der_x509_certificate(der)
+        .public_key()
+        .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    )
+    return "sha256//" + base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
 
 
 def current_pins(settings: CoreSettings, folder: Path) -> tuple[str, str] | None:

@@ -13,7 +13,6 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import servermanager
 from servermanager.common import __version__
 
 log = logging.getLogger(__name__)
@@ -47,12 +46,16 @@ def _describe(path: Path) -> AgentPackage:
 
 def source_tree() -> Path | None:
     """The project root this core runs from (a clone or an editable install), or None for an installed wheel."""
-    root = Path(servermanager.__file__).resolve().parent.parent
-    try:
-        project = tomllib.loads((root / "pyproject.toml").read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        return None
-    return root if project.get("project", {}).get("name") == "servermanager" else None
+    here = Path(__file__)
+    # servermanager/core/install/ in a clone run as is; core/install/ itself in an editable install.
+    for root in (here.parents[3], here.resolve().parents[2]):
+        try:
+            project = tomllib.loads((root / "pyproject.toml").read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        if project.get("project", {}).get("name") == "servermanager":
+            return root
+    return None
 
 
 def _source_parts(root: Path) -> list[Path]:

@@ -50,21 +50,3 @@ def test_pasted_pins_are_normalised(pasted: str) -> None:
 def test_anything_else_is_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="not a certificate fingerprint"):
         parse_fingerprint(bad)
-
-
-def test_the_public_key_pin_is_what_openssl_makes_for_curl(tmp_path: Path) -> None:
-    import base64
-    import subprocess
-
-    from servermanager.common.tls import spki_pin
-
-    cert, _key, _pin = CA.make(tmp_path / "ca").issue(tmp_path / "server")
-    # curl's manual: openssl x509 -pubkey | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64
-    pub = subprocess.run(
-        ["openssl", "x509", "-in", str(cert), "-pubkey", "-noout"], capture_output=True, check=True
-    )
-    der = subprocess.run(
-        ["openssl", "pkey", "-pubin", "-outform", "der"], input=pub.stdout, capture_output=True, check=True
-    )
-    expected = "sha256//" + base64.b64encode(hashlib.sha256(der.stdout).digest()).decode()
-    assert spki_pin(pem_certificate(cert.read_bytes())) == expected
