@@ -221,7 +221,9 @@ SERVERMANAGER_UNIT_END
 		useradd --system --no-create-home --home-dir "$state" --shell /usr/sbin/nologin ${group:+--gid "$group"} "$user" ||
 			die "could not create the user $user"
 	fi
-	sed "s|^ExecStart=[^ ]*|ExecStart=$venv/bin/servermanager|" "$tmp/unit" >"/etc/systemd/system/$unit_name"
+	# Its commands (ExecStart=, ExecStartPre=+...) run servermanager from this venv, wherever the unit had it.
+	sed "s|^\(ExecStart[A-Za-z]*=[-+!@:]*\)[^ ]*/servermanager |\1$venv/bin/servermanager |" "$tmp/unit" \
+		>"/etc/systemd/system/$unit_name"
 	chmod 0644 "/etc/systemd/system/$unit_name"
 
 	env_file=$etc/agent.env
