@@ -3,9 +3,10 @@
 # downloads is checked against nothing but what the core already said.
 #
 # It downloads the agent package from the core, checks its SHA-256, installs it into a venv under
-# %ProgramFiles%\ServerManager\agent, writes %ProgramData%\ServerManager\agent.toml, enrolls the agent
-# and installs it as a Windows service. Run it in an elevated Windows PowerShell, as the core's
-# "Add server" line does; saved to a file, set $env:SM_AGENT_ENROLL_TOKEN first.
+# %ProgramFiles%\ServerManager\agent, writes %ProgramData%\ServerManager\agent.toml, then
+# `servermanager agent install-service` enrolls the agent and installs it as a Windows service.
+# Run it in an elevated Windows PowerShell, as the core's "Add server" line does; saved to a file,
+# set $env:SM_AGENT_ENROLL_TOKEN first.
 $ErrorActionPreference = 'Stop'
 
 $CoreUrl = @CORE_URL@
@@ -59,7 +60,7 @@ function Invoke-Checked([string] $what, [scriptblock] $block) {
 $python = Find-Python
 $venv = Join-Path $env:ProgramFiles 'ServerManager\agent'
 $etc = Join-Path $env:ProgramData 'ServerManager'
-$state = Join-Path $etc 'agent-state'
+$state = Join-Path $etc 'agent'
 $conf = Join-Path $etc 'agent.toml'
 $tmp = Join-Path ([IO.Path]::GetTempPath()) ('servermanager-' + [Guid]::NewGuid())
 New-Item -ItemType Directory -Force -Path $tmp, $etc | Out-Null
@@ -94,30 +95,20 @@ try {
     New-Item -ItemType Directory -Force -Path $state | Out-Null
     Invoke-Checked 'icacls' { icacls $state /inheritance:r /grant:r '*S-1-5-18:(OI)(CI)F' '*S-1-5-32-544:(OI)(CI)F' | Out-Null }
 
+    # install-service enrolls first (waiting for the core's welcome) when it is given a token, then
+    # registers the Windows service with the same settings.
     $exe = Join-Path $venv 'Scripts\servermanager.exe'
     $credential = Join-Path $state 'credential'
     if (Test-Path $credential) {
         Write-Host "already enrolled (kept $credential; delete it to enroll anew)"
     } else {
-        Write-Host "enrolling with $CoreUrl"
         $env:SM_AGENT_ENROLL_TOKEN = $Token
-        try {
-            $agent = Start-Process -FilePath $exe -PassThru -WindowStyle Hidden `
-                -ArgumentList 'agent', '--config', "`"$conf`"", '--state-dir', "`"$state`""
-        } finally {
-            Remove-Item Env:SM_AGENT_ENROLL_TOKEN
-        }
-        $deadline = (Get-Date).AddSeconds(60)
-        while (-not (Test-Path $credential)) {
-            if ($agent.HasExited) { Fail "the agent stopped before it enrolled (exit $($agent.ExitCode))" }
-            if ((Get-Date) -gt $deadline) { Stop-Process -Id $agent.Id -Force; Fail 'the agent did not enroll within 60 s' }
-            Start-Sleep -Seconds 1
-        }
-        Stop-Process -Id $agent.Id -Force
-        $agent.WaitForExit()
     }
-
-    Invoke-Checked 'installing the service' { & $exe agent install-service --config $conf --state-dir $state }
+    try {
+        Invoke-Checked 'installing the service' { & $exe agent install-service --config $conf --state-dir $state }
+    } finally {
+        Remove-Item Env:SM_AGENT_ENROLL_TOKEN -ErrorAction SilentlyContinue
+    }
     Write-Host "the agent $Version runs as a Windows service and is enrolled with $CoreUrl; settings: $conf"
 } finally {
     Remove-Item -Recurse -Force -Path $tmp -ErrorAction SilentlyContinue
