@@ -100,7 +100,8 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         "alert_retry_max": "longest wait between two attempts of a failed notification",
         "alert_delivery_max_age": "a notification still failing this long after it was queued is marked failed",
         "agent_package": "the agent wheel (.whl) new servers install from this core (GET /api/v1/agent/package); "
-        "empty: built from this core's own source tree on first request and kept in the data dir",
+        "empty: the wheel of this version in <venv>/share/servermanager, else built from this core's source tree "
+        "on first request and kept in the data dir",
     }
 
     def validate(self) -> None:

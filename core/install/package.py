@@ -84,9 +84,12 @@ def _source_key(root: Path) -> str:
 class PackageSource:
     """Finds or builds the wheel once per process; concurrent first requests share one build."""
 
-    def __init__(self, setting: str, data_dir: Path) -> None:
+    def __init__(self, setting: str, data_dir: Path, prefix: str = sys.prefix) -> None:
         self.setting = setting
         self.cache = data_dir / CACHE_DIR
+        # Where a package build (the .deb, an image) puts the wheel it installed the core from:
+        # <venv>/share/servermanager/servermanager-<version>-*.whl, found with no setting.
+        self.shipped = Path(prefix) / "share" / "servermanager"
         self._package: AgentPackage | None = None
         self._lock = asyncio.Lock()
 
@@ -110,11 +113,15 @@ class PackageSource:
             if path.suffix != ".whl" or not path.is_file():
                 raise PackageError(f"setting agent_package: {path} is not a wheel file (.whl)")
             return _describe(path)
+        shipped = sorted(self.shipped.glob(f"servermanager-{__version__}-*.whl"))
+        if shipped:
+            return _describe(shipped[-1])
         root = source_tree()
         if root is None:
             raise PackageError(
                 "this core runs from an installed package without its source, so it cannot build the "
-                "agent wheel: set agent_package to the servermanager wheel (.whl) of this version"
+                f"agent wheel: set agent_package to the servermanager wheel (.whl) of this version, or "
+                f"put it in {self.shipped}"
             )
         folder = self.cache / f"{__version__}-{_source_key(root)}"
         built = sorted(folder.glob("servermanager-*.whl")) if folder.is_dir() else []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -47,3 +48,18 @@ async def test_without_a_package_the_scripts_say_why(misconfigured: RunningCore)
     )
     assert status == 503 and body["error"]["code"] == "agent_package_unavailable"
     assert "agent.tar.gz is not a wheel file" in body["error"]["message"]
+
+
+async def test_a_wheel_shipped_beside_the_core_is_served_without_a_setting(
+    agent_wheel: Path, tmp_path: Path
+) -> None:
+    from servermanager.common import __version__
+
+    shipped = tmp_path / "venv" / "share" / "servermanager"
+    shipped.mkdir(parents=True)
+    (shipped / "servermanager-0.0.1-py3-none-any.whl").write_bytes(b"another version: not this one")
+    wheel = shipped / f"servermanager-{__version__}-py3-none-any.whl"
+    shutil.copyfile(agent_wheel, wheel)
+    found = await PackageSource("", tmp_path / "data", prefix=str(tmp_path / "venv")).get()
+    assert found.path == wheel
+    assert not (tmp_path / "data").exists()  # nothing built
