@@ -233,6 +233,41 @@ class EnrollToken(msgspec.Struct):
     uses: int
 
 
+class InstallCommandCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A new enrollment token and the lines that install an agent with it."""
+
+    ttl: Annotated[float, Meta(gt=0, le=30 * 86400)] = 3600.0
+    uses: Annotated[int, Meta(ge=1, le=100_000)] = 1
+    # The core's address as the new server reaches it (https://HOST:PORT); default: the address
+    # this request came to, unless that is loopback.
+    core_url: Annotated[str, Meta(min_length=1, max_length=300)] | None = None
+
+
+class InstallCommand(msgspec.Struct, kw_only=True):
+    """Paste `linux` (a shell of a user who may sudo) or `windows` (an elevated Windows PowerShell) on
+    the new server; `agent` is for one that already has servermanager. All carry the token."""
+
+    token: str
+    token_id: str  # revoke it by this id (DELETE /api/v1/enroll-tokens/{id}) if it was shared too widely
+    expires_at: float
+    uses: int
+    core_url: str
+    linux: str
+    windows: str
+    agent: str
+    fingerprint: str | None = None  # sha256:<hex> of the core's certificate, with TLS
+    public_key_pin: str | None = None  # sha256//<base64> of its public key, what curl --pinnedpubkey takes
+
+
+class AgentPackageInfo(msgspec.Struct, kw_only=True):
+    """The agent wheel GET /api/v1/agent/package serves, and its SHA-256 to check it by."""
+
+    filename: str
+    version: str
+    sha256: str
+    size: int
+
+
 class AuditQuery(msgspec.Struct, forbid_unknown_fields=True):
     user: str | None = None
     action: str | None = None

@@ -102,41 +102,63 @@ def cmd_enroll_token(args: argparse.Namespace) -> int:
 
 
 def enroll_command(settings: CoreSettings, token: str, host: str | None = None) -> str:
-    """What to run on a new server: the core's URL, the token and, with TLS, the certificate's pin."""
-    import shlex
+    """What to run on a new server: the agent with the core's URL, the token and, with TLS, the
+    certificate's pin; then the one-line installers for a server that has no agent yet."""
+    from servermanager.core.install.commands import (
+        agent_line,
+        linux_line,
+        settings_origin,
+        settings_pins,
+        windows_line,
+    )
+    from servermanager.core.tls import tls_enabled
 
-    from servermanager.core.tls import agent_url, current_fingerprint, tls_enabled
-
-    url = agent_url(settings, host)
-    command = f"SM_AGENT_ENROLL_TOKEN={shlex.quote(token)} servermanager agent --core {shlex.quote(url)}"
+    base = settings_origin(settings, host)
     lines = ["On the new server, run (or put the same settings in its agent.toml and agent.env):", ""]
     if not tls_enabled(settings):
         lines += [
-            f"  {command}",
+            f"  {agent_line(base, token, None)}",
             "",
             f"TLS is off with these settings (listen {settings.listen}, tls {settings.tls}; pass the core's "
             "--config if it has another). Behind a TLS-terminating proxy, give agents the proxy's https:// "
             "URL instead: over plain ws:// the token and the agent's credential cross the network in the clear.",
         ]
-        return "\n".join(lines)
-    pin = current_fingerprint(settings, data_dir(settings))
-    if pin is None:
+        return "\n".join(
+            [*lines, *_installer_lines(linux_line(base, token, None), windows_line(base, token, None))]
+        )
+    pins = settings_pins(settings, data_dir(settings))
+    if pins is None:
         lines += [
-            f"  {command} --core-fingerprint sha256:...",
+            f"  {agent_line(base, token, None)} --core-fingerprint sha256:...",
             "",
             "The core has not made its certificate yet (it does on its first start with TLS on): start it, "
             "then `servermanager admin fingerprint` prints the value for --core-fingerprint.",
         ]
-    else:
-        lines += [f"  {command} --core-fingerprint {pin}"]
-        if settings.tls_cert:
-            lines += [
-                "",
-                f"This pins your own certificate {settings.tls_cert} itself: once it is renewed, agents refuse "
-                "the new one until re-pinned. If a CA the agents trust signed it, leave --core-fingerprint out "
-                "(or give --ca-file FILE for a private CA).",
-            ]
-    return "\n".join(lines)
+        return "\n".join(lines)
+    lines += [f"  {agent_line(base, token, pins)}"]
+    if settings.tls_cert:
+        lines += [
+            "",
+            f"This pins your own certificate {settings.tls_cert} itself: once it is renewed, agents refuse "
+            "the new one until re-pinned. If a CA the agents trust signed it, leave --core-fingerprint out "
+            "(or give --ca-file FILE for a private CA).",
+        ]
+    return "\n".join(
+        [*lines, *_installer_lines(linux_line(base, token, pins), windows_line(base, token, pins))]
+    )
+
+
+def _installer_lines(linux: str, windows: str) -> list[str]:
+    return [
+        "",
+        "Or, on a server without the agent, install it from this core in one line. Linux (as a user who may sudo):",
+        "",
+        f" {linux}",
+        "",
+        "Windows (in an elevated Windows PowerShell):",
+        "",
+        f"  {windows}",
+    ]
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:

@@ -286,6 +286,17 @@ class EnrollTokens:
         )
         return token
 
+    async def usable(self, token: str) -> bool:
+        """Whether the token would enroll a node now: known, not expired, not used up, not revoked
+        (a revoked one is deleted). Checking spends nothing: the install script downloads with it first."""
+        if not token.startswith(ENROLL_PREFIX):
+            return False
+        row = await self.db.fetchone(
+            "SELECT 1 FROM enroll_tokens WHERE hash = ? AND uses_left > 0 AND expires_at > ?",
+            (token_hash(token), time.time()),
+        )
+        return row is not None
+
 
 class SlidingWindow:
     """At most `limit` events per key in any `window` seconds: login failures, commands per user."""

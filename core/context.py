@@ -16,6 +16,7 @@ from servermanager.core.auth import EnrollTokens, LoginThrottle, SlidingWindow, 
 from servermanager.core.bus import Bus
 from servermanager.core.clients import Clients, Handshakes
 from servermanager.core.commands import Commands
+from servermanager.core.install.package import PackageSource
 from servermanager.core.nodes import Nodes
 from servermanager.core.settings import CoreSettings
 from servermanager.core.store.db import Database
@@ -42,6 +43,7 @@ class Core:
     started_at: float = field(default_factory=time.time)
     clients: Clients = field(default_factory=Clients)
     handshakes: Handshakes = field(default_factory=lambda: Handshakes(256))
+    packages: PackageSource | None = None  # the agent package new servers install; made on first use
 
     def heartbeat_timeout(self, interval: float) -> float:
         """How long a node on this interval may stay silent before it counts as offline."""

@@ -53,6 +53,7 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     alert_retry_initial: float = 10.0
     alert_retry_max: float = 600.0
     alert_delivery_max_age: float = 86400.0
+    agent_package: str = ""
 
     __doc_fields__ = {
         "listen": "HOST:PORT the HTTP and WebSocket server binds",
@@ -98,6 +99,9 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         "alert_retry_initial": "first wait before a failed notification is tried again; doubles per attempt",
         "alert_retry_max": "longest wait between two attempts of a failed notification",
         "alert_delivery_max_age": "a notification still failing this long after it was queued is marked failed",
+        "agent_package": "the agent wheel (.whl) new servers install from this core (GET /api/v1/agent/package); "
+        "empty: the wheel of this version in <venv>/share/servermanager, else built from this core's source tree "
+        "on first request and kept in the data dir",
     }
 
     def validate(self) -> None:

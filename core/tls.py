@@ -95,6 +95,34 @@ def current_fingerprint(settings: CoreSettings, folder: Path) -> str | None:
     return read_fingerprint(cert)
 
 
+def spki_pin(der: bytes) -> str:
+    """curl's `--pinnedpubkey` pin of a DER certificate: `sha256//` and the base64 SHA-256 of its
+    SubjectPublicKeyInfo. The install one-liner's curl knows only this form; agents and the desktop
+    pin the certificate itself (`sha256:<hex>`, common.tls)."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    spki = (
+        x509.load_der_x509_certificate(der)
+        .public_key()
+        .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    )
+    return "sha256//" + base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
+
+
+def current_pins(settings: CoreSettings, folder: Path) -> tuple[str, str] | None:
+    """(certificate pin `sha256:<hex>`, public-key pin `sha256//<base64>` for curl) of the certificate
+    the core serves; None before it made one."""
+    cert, _key, own = certificate_paths(settings, folder)
+    if not own and not cert.exists():
+        return None
+    pin = read_fingerprint(cert)  # the readable-PEM checks and their messages
+    return pin, spki_pin(pem_certificate(cert.read_bytes()))
+
+
 def server_tls(settings: CoreSettings, folder: Path) -> ServerTLS | None:
     """The TLS set-up for these settings, making the certificate on first use; None: plain HTTP."""
     if not tls_enabled(settings):

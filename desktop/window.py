@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QLabel, QMainWindow, QMenu, QTabWidget, QToolBar, 
 from servermanager.common import rest as m
 from servermanager.common.alerts import Alert
 from servermanager.desktop.accountflow import AccountFlow
+from servermanager.desktop.addserver import AddServerDialog, InstallRequest
 from servermanager.desktop.alerting import AlertingView
 from servermanager.desktop.audit import AuditPanel
 from servermanager.desktop.console import ConsolePanel
@@ -57,6 +58,7 @@ class MainWindow(QMainWindow):
         self._declined: set[str] = set()  # changed certificates the user would not trust, this run
         self.settings_dialog: SettingsDialog | None = None
         self.signing_dialog: SigningKeyDialog | None = None
+        self.add_server_dialog: AddServerDialog | None = None
         self.node_views: dict[int, NodeView] = {}
         self.console: ConsolePanel | None = None
         self.audit: AuditPanel | None = None
@@ -106,6 +108,12 @@ class MainWindow(QMainWindow):
         self.users_action.setToolTip("Users, their sign-ins and tokens, enrollment tokens (admins)")
         self.users_action.triggered.connect(lambda: self.open_accounts())
         self.users_action.setVisible(False)
+        self.add_server_action = QAction("Add server…", self)
+        self.add_server_action.setToolTip(
+            "The one line that installs and enrolls an agent on a new server (admins)"
+        )
+        self.add_server_action.triggered.connect(lambda: self.open_add_server())
+        self.add_server_action.setVisible(False)
         self.password_action = QAction("Change password…", self)
         self.password_action.triggered.connect(lambda: self.account.change_password())
         self.two_factor_action = QAction("Two-factor sign-in…", self)
@@ -138,6 +146,7 @@ class MainWindow(QMainWindow):
         )
         toolbar.addAction(self.signing_action)
         toolbar.addAction(self.users_action)
+        toolbar.addAction(self.add_server_action)
         toolbar.addSeparator()
         toolbar.addWidget(self.account_button)
         self.addToolBar(toolbar)
@@ -388,6 +397,29 @@ class MainWindow(QMainWindow):
         self.signing_dialog.raise_()
         return self.signing_dialog
 
+    def open_add_server(self) -> AddServerDialog | None:
+        """The Add server dialog (admins): each request makes a new enrollment token and its lines."""
+        session = self.ctx.rest.session
+        if session is None or session.role != "admin":
+            return None
+        if self.add_server_dialog is None:
+            dialog = AddServerDialog(self)
+            dialog.requested.connect(
+                lambda req: self.ctx.aio.spawn(self._install_command(dialog, req), "install-command")
+            )
+            self.add_server_dialog = dialog
+        self.add_server_dialog.show()
+        self.add_server_dialog.raise_()
+        return self.add_server_dialog
+
+    async def _install_command(self, dialog: AddServerDialog, req: InstallRequest) -> None:
+        try:
+            cmd = await self.ctx.rest.install_command(req.ttl, req.uses, req.core_url)
+        except CoreError as exc:
+            dialog.show_error(exc.message)
+            return
+        dialog.show_command(cmd)
+
     def sign_out(self) -> None:
         self.ctx.aio.spawn(self._sign_out(), "sign-out")
 
@@ -578,6 +610,10 @@ class MainWindow(QMainWindow):
         admin = session is not None and session.role == "admin"
         self.users_action.setVisible(admin)
         self.users_action.setEnabled(admin)
+        self.add_server_action.setVisible(admin)
+        self.add_server_action.setEnabled(admin)
+        if not admin and self.add_server_dialog is not None:
+            self.add_server_dialog.close()  # it may show a token: not for the next one at this desk
         self.account_button.setEnabled(session is not None)
         if self.accounts is not None and session is None:
             self._close_tab(self.tabs.indexOf(self.accounts))

@@ -29,3 +29,18 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.close()
+
+
+@pytest.fixture(scope="session")
+def agent_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The agent package as a core without `agent_package` builds it (pip wheel of this tree), once per
+    session; cores in tests get it through the setting, so each does not build its own."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from servermanager.core.install.package import PackageSource
+
+    source = PackageSource("", tmp_path_factory.mktemp("agent-package"))
+    # A thread of its own: the desktop tests' loop may count as running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, source.get()).result().path

@@ -22,6 +22,7 @@ from servermanager.core.accounts import Accounts
 from servermanager.core.auth import Principal, RefreshReuse, Role, TokenKind, token_hash
 from servermanager.core.commands import DuplicateIdError, LiveCommand, SignatureError, TargetError
 from servermanager.core.http.accounts_api import ACCOUNT_ROUTES
+from servermanager.core.http.agent_api import AGENT_ROUTES
 from servermanager.core.http.alerts_api import ALERT_ROUTES
 from servermanager.core.http.channels_api import CHANNEL_ROUTES
 from servermanager.core.http.openapi import build_openapi
@@ -623,3 +624,4 @@ ROUTES: list[Route] = [
 ROUTES += ACCOUNT_ROUTES
 ROUTES += ALERT_ROUTES
 ROUTES += CHANNEL_ROUTES
+ROUTES += AGENT_ROUTES

@@ -20,6 +20,7 @@ _EXTRA = {
     409: "Conflicts with the current state (e.g. the node is offline)",
     429: "Too many attempts; Retry-After says when to try again",
     502: "The agent could not do it; the message says why",
+    503: "Not available now; the message says why",
 }
 
 
@@ -60,6 +61,11 @@ def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:
                 "description": "OK",
                 "content": {"application/json": {"schema": by_type[r.response]}},
             }
+        elif r.content_type is not None:
+            responses[str(r.status)] = {
+                "description": "OK",
+                "content": {r.content_type: {"schema": {"type": "string"}}},
+            }
         elif r.status == 204:
             responses["204"] = {"description": "Done"}
         else:
@@ -69,6 +75,8 @@ def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:
             responses["400"] = {"description": "Invalid input; the message names the field", **error}
         if r.role is not None:
             op["security"] = [{"bearer": []}]
+            if r.enroll_token:
+                op["description"] = "An agent enrollment token is accepted in place of a user's token."
             responses["401"] = {"description": "Missing or invalid token", **error}
             responses["403"] = {
                 "description": f"Needs the {r.role.value} role (or two-factor set-up, or a step-up)",

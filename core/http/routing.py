@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from servermanager.common import rest as m
-from servermanager.core.auth import Principal, Role, TokenKind
+from servermanager.core.auth import ENROLL_PREFIX, Principal, Role, TokenKind
 from servermanager.core.context import CORE, Core
 from servermanager.core.store.db import StorageFull
 
@@ -72,6 +72,10 @@ class Route:
     status: int = 200
     tag: str = "core"
     errors: tuple[int, ...] = ()  # answers beyond what the role, body and path imply (see openapi)
+    # A usable enrollment token also lets the caller in (with no user: Call.who is None). Only for
+    # what a new server fetches with the token it was given: the agent package and its installer.
+    enroll_token: bool = False
+    content_type: str | None = None  # a response that is not JSON (a script, a wheel): its type
 
 
 _json = msgspec.json.Encoder()
@@ -122,6 +126,17 @@ async def authenticate(core: Core, request: web.Request, role: Role) -> Principa
     return who
 
 
+async def enrollment(core: Core, request: web.Request) -> bool:
+    """True for a usable enrollment token; a 401 for an enrollment token that is not (or no longer)
+    usable; False for anything else, which is then checked as a user's token."""
+    token = bearer(request)
+    if token is None or not token.startswith(ENROLL_PREFIX):
+        return False
+    if not await core.enroll.usable(token):
+        raise ApiError(401, "unauthorized", "enrollment token is unknown, expired, used up or revoked")
+    return True
+
+
 # What a user who must set up two-factor sign-in may still do: that, and see who they are.
 _TOTP_SETUP_PATHS = ("/api/v1/auth/totp/", "/api/v1/auth/me", "/api/v1/auth/logout", "/api/v1/auth/password")
 
@@ -131,7 +146,9 @@ def aiohttp_handler(route: Route) -> Callable[[web.Request], Awaitable[web.Strea
 
     async def handle(request: web.Request) -> web.StreamResponse:
         core = request.app[CORE]
-        who = await authenticate(core, request, route.role) if route.role is not None else None
+        who = None
+        if route.role is not None and not (route.enroll_token and await enrollment(core, request)):
+            who = await authenticate(core, request, route.role)
         body: Any = None
         query: Any = None
         if route.body is not None:

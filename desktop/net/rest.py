@@ -684,3 +684,10 @@ class RestClient(QObject):
 
     async def revoke_enroll_token(self, token_id: str) -> None:
         await self.call("DELETE", f"/enroll-tokens/{token_id}")
+
+    async def install_command(self, ttl: float, uses: int, core_url: str | None = None) -> m.InstallCommand:
+        """A new enrollment token and the lines that install an agent with it (admins)."""
+        body = m.InstallCommandCreate(ttl=ttl, uses=uses, core_url=core_url)
+        result = await self.call("POST", "/agent/install-command", m.InstallCommand, json=body)
+        assert result is not None
+        return result

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import ipaddress
 import os
 import re
@@ -240,3 +241,23 @@ def test_a_missing_certificate_file_stops_the_core_with_exit_2(tmp_path: Path) -
     env = {**os.environ, "SM_CORE_TLS_CERT": str(missing), "SM_CORE_TLS_KEY": str(missing)}
     r = cli("core", "--tls", "on", "--listen", "127.0.0.1:9", "--data-dir", str(tmp_path / "d"), env=env)
     assert r.returncode == 2 and f"no such file: {missing}" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_public_key_pin_is_what_openssl_makes_for_curl(tmp_path: Path) -> None:
+    import base64
+    import subprocess
+
+    from servermanager.common.tls import pem_certificate
+    from servermanager.core.tls import spki_pin
+    from tests.helpers.tls import CA
+
+    cert, _key, _pin = CA.make(tmp_path / "ca").issue(tmp_path / "server")
+    # curl's manual: openssl x509 -pubkey | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64
+    pub = subprocess.run(
+        ["openssl", "x509", "-in", str(cert), "-pubkey", "-noout"], capture_output=True, check=True
+    )
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-outform", "der"], input=pub.stdout, capture_output=True, check=True
+    )
+    expected = "sha256//" + base64.b64encode(hashlib.sha256(der.stdout).digest()).decode()
+    assert spki_pin(pem_certificate(cert.read_bytes())) == expected
