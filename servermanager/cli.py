@@ -131,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="the agent's TOML settings file (env SM_AGENT_CONFIG)")
     p.add_argument("--user", default="servermanager-agent", help="the agent's user (default %(default)s)")
     p.add_argument(
-        "--install", action="store_true", help="write it into polkit's rules dir (as root) instead of printing"
+        "--install",
+        action="store_true",
+        help="write it into polkit's rules dir (as root) instead of printing",
     )
     p.add_argument("--rules-dir", default="/etc/polkit-1/rules.d", help=argparse.SUPPRESS)
     p.set_defaults(fn=cmd_polkit_rule)

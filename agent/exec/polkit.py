@@ -24,6 +24,9 @@ _TEMPLATE = """\
 // It lets {user} start, stop and restart the systemd units whose `service VERB NAME` line the
 // agent's allow list matches and its deny list does not (NAME with or without .service), as the
 // agent itself decides; every other request of that user falls through to polkit's defaults.
+// [exec] enabled: {enabled}
+// [exec] allow: {allow_text}
+// [exec] deny: {deny_text}
 polkit.addRule(function (action, subject) {{
     if (action.id !== "org.freedesktop.systemd1.manage-units" || subject.user !== {user_js}) {{
         return polkit.Result.NOT_HANDLED;
@@ -68,6 +71,8 @@ def render_rule(exec_settings: ExecSettings, *, user: str = DEFAULT_USER, source
         user_js=json.dumps(user),
         enabled="true" if exec_settings.enabled else "false",
         verbs=json.dumps(list(VERBS)),
+        allow_text=json.dumps(exec_settings.allow),  # JSON: no pattern can end the comment's line
+        deny_text=json.dumps(exec_settings.deny),
         allow=_regexes(exec_settings.allow),
         deny=_regexes(exec_settings.deny),
     )
