@@ -12,7 +12,7 @@ from pathlib import Path
 # are imported from beside this script.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import debs  # noqa: E402
+import debs
 
 ROOT = Path(__file__).resolve().parents[1]
 

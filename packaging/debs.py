@@ -95,12 +95,18 @@ FLAVORS = {
 # ---------------------------------------------------------------- helpers
 
 
+def clean_env() -> dict[str, str]:
+    """This environment without PYTHON* variables: a PYTHONPATH naming the checkout (as in the tests)
+    would make pip think servermanager is installed already, and leave it out of the venv."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+
+
 def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     """Run a build step; its own output stays visible, a failure becomes a BuildError."""
     try:
-        return subprocess.run(cmd, check=True, text=True, **kwargs)  # type: ignore[call-overload, no-any-return]
+        return subprocess.run(cmd, check=True, text=True, env=clean_env(), **kwargs)  # type: ignore[call-overload]
     except FileNotFoundError:
-        raise BuildError(f"{cmd[0]} is not installed (Debian: apt-get install dpkg)") from None
+        raise BuildError(f"{cmd[0]} is not installed") from None
     except subprocess.CalledProcessError as exc:
         raise BuildError(f"{' '.join(map(str, cmd[:4]))} ... failed (exit {exc.returncode})") from None
 
@@ -206,6 +212,11 @@ def build_venv(stage: Path, flavor: Flavor, wheel: Path, python: str, pip_cache:
         data = f.read_bytes()
         if old in data:
             f.write_bytes(data.replace(old, final.encode()))
+    got = run(
+        [str(venv / "bin" / "python"), "-I", "-B", "-m", "servermanager", "--version"], capture_output=True
+    )
+    if got.stdout.split() != ["servermanager", version()]:
+        raise BuildError(f"the venv in {venv} does not run servermanager {version()}: {got.stdout.strip()}")
     for junk in venv.rglob("direct_url.json"):  # it names the build machine's wheel path
         junk.unlink()
     # Bytecode now, for the final paths: the service cannot write it under ProtectSystem=strict.
@@ -366,7 +377,7 @@ def build_tree(stage: Path, flavor: Flavor, ver: str, arch: str, pyver: tuple[in
     for f in sorted(p for p in stage.rglob("*") if p.is_file() and not p.is_symlink()):
         rel = f.relative_to(stage)
         if rel.parts[0] != "DEBIAN":
-            sums.append(f"{hashlib.md5(f.read_bytes()).hexdigest()}  {rel}\n")  # noqa: S324 - dpkg's format
+            sums.append(f"{hashlib.md5(f.read_bytes()).hexdigest()}  {rel}\n")  # dpkg's md5sums format
     (debian / "md5sums").write_text("".join(sums), encoding="utf-8")
     (debian / "md5sums").chmod(0o644)
 
