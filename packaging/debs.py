@@ -422,6 +422,9 @@ def build(out: Path, *, python: str = "/usr/bin/python3", cache: Path | None = N
         )
         built.append(out / name)
     if cached:
+        for stale in cached.parent.glob("deb-*"):  # one build kept: the cache never grows
+            if stale.is_dir() and stale.name != "deb-work":
+                shutil.rmtree(stale, ignore_errors=True)
         cached.mkdir(parents=True, exist_ok=True)
         for p in built:
             shutil.copyfile(p, cached / p.name)

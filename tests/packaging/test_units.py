@@ -78,5 +78,5 @@ def test_core_keeps_its_descriptor_limit_and_agent_sees_home() -> None:
     assert agent["ProtectHome"] == ["read-only"]
     # The agent's polkit rule is written as root before the sandboxed agent starts.
     assert agent["ExecStartPre"] == [
-        "+/opt/servermanager/agent/bin/servermanager polkit-rule --config /etc/servermanager/agent.toml --install"
+        "-+/opt/servermanager/agent/bin/servermanager polkit-rule --config /etc/servermanager/agent.toml --install"
     ]
