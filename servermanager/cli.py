@@ -36,6 +36,14 @@ def cmd_desktop(args: argparse.Namespace) -> int:
     return int(desktop_main(args))
 
 
+def cmd_polkit_rule(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from servermanager.agent.exec import polkit
+
+    return polkit.main(args.config, user=args.user, install=args.install, rules_dir=Path(args.rules_dir))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from servermanager.demo import run_demo
 
@@ -114,6 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("agent", help="run the agent daemon")
     agent_arguments(p)
     p.set_defaults(fn=cmd_agent)
+
+    p = sub.add_parser(
+        "polkit-rule",
+        help="print (or --install) the polkit rule that lets the agent's user start, stop and restart "
+        "the services its [exec] allow list names",
+    )
+    p.add_argument("--config", metavar="FILE", help="the agent's TOML settings file (env SM_AGENT_CONFIG)")
+    p.add_argument("--user", default="servermanager-agent", help="the agent's user (default %(default)s)")
+    p.add_argument(
+        "--install",
+        action="store_true",
+        help="write it into polkit's rules dir (as root) instead of printing",
+    )
+    p.add_argument("--rules-dir", default="/etc/polkit-1/rules.d", help=argparse.SUPPRESS)
+    p.set_defaults(fn=cmd_polkit_rule)
 
     p = sub.add_parser("desktop", help="open the desktop app")
     p.add_argument("--core", help="core URL to connect to")

@@ -95,6 +95,12 @@ def _glob_regex(pattern: str, wildcard: str) -> str:
     return "(?s:" + "".join(out) + r")\Z"
 
 
+def portable_regex(pattern: str) -> str:
+    """A plain pattern's whole-line regex in syntax JavaScript reads too (the agent's polkit rule)."""
+    body = _glob_regex(pattern, r"[\s\S]")  # no (?s:) flag in JavaScript: [\s\S] is any character
+    return "^(?:" + body.removeprefix("(?s:").removesuffix(r")\Z") + ")$"
+
+
 def compile_patterns(patterns: Iterable[str], meta: str | None = None) -> list[tuple[str, re.Pattern[str]]]:
     """Each pattern with its regex: plain fnmatch, or with wildcards that skip `meta` characters."""
     wildcard = "." if meta is None else "[^" + "".join(re.escape(c) for c in meta) + "]"

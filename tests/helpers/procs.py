@@ -61,9 +61,11 @@ class CoreProcess(Daemon):
         host: str = "127.0.0.1",
         tls: bool = False,
         args: tuple[str, ...] = (),
+        command: tuple[str, ...] = (),
         **env: str,
     ) -> None:
         self.data_dir = data_dir
+        self.command = list(command) or CLI  # another install's `servermanager` (the .deb's, say)
         self.port = port or free_port()
         self.host = host
         self.tls = tls
@@ -88,7 +90,7 @@ class CoreProcess(Daemon):
         listen = f"{self.host}:{self.port}"
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [*CLI, "core", "--data-dir", str(self.data_dir), "--listen", listen, *self.args],
+                [*self.command, "core", "--data-dir", str(self.data_dir), "--listen", listen, *self.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
@@ -138,14 +140,19 @@ class AgentProcess(Daemon):
     """`servermanager agent` with its own state dir."""
 
     def __init__(
-        self, core_url: str, state_dir: Path, token: str | None = None, interval: float = 1.0
+        self,
+        core_url: str,
+        state_dir: Path,
+        token: str | None = None,
+        interval: float = 1.0,
+        command: tuple[str, ...] = (),
     ) -> None:
         self.state_dir = state_dir
         self.env = {**os.environ, "SM_AGENT_BACKOFF_INITIAL": "0.2", "SM_AGENT_BACKOFF_MAX": "1"}
         if token:
             self.env["SM_AGENT_ENROLL_TOKEN"] = token
         self.args = [
-            *CLI,
+            *(list(command) or CLI),
             "agent",
             "--core",
             core_url,
