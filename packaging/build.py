@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import debs
+import desktop_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,8 +24,30 @@ def build_debs(args: argparse.Namespace) -> list[Path]:
     )
 
 
+def build_desktop(args: argparse.Namespace) -> list[Path]:
+    """The frozen desktop app: its folder, and on Linux the .tar.gz beside it."""
+    folder = desktop_bundle.build(args.out.resolve())
+    return [folder, *sorted(args.out.resolve().glob(f"{desktop_bundle.NAME}-*.tar.gz"))]
+
+
+def build_wheel(args: argparse.Namespace) -> list[Path]:
+    """The wheel that `pip install 'servermanager[core]'` (or agent, desktop) takes."""
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    wheel = debs.build_wheel(out / ".wheel-work")
+    dest = out / wheel.name
+    wheel.replace(dest)
+    (out / ".wheel-work" / "wheel").rmdir()
+    (out / ".wheel-work").rmdir()
+    return [dest]
+
+
 # Each target builds into args.out and returns what it wrote.
-TARGETS: dict[str, Callable[[argparse.Namespace], list[Path]]] = {"deb": build_debs}
+TARGETS: dict[str, Callable[[argparse.Namespace], list[Path]]] = {
+    "deb": build_debs,
+    "desktop": build_desktop,
+    "wheel": build_wheel,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or sorted(TARGETS):
         try:
             made += TARGETS[name](args)
-        except debs.BuildError as exc:
+        except (debs.BuildError, desktop_bundle.BuildError) as exc:
             print(f"packaging/build.py: {name}: {exc}", file=sys.stderr)
             return 1
     for path in made:

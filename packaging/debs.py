@@ -410,6 +410,9 @@ def build(out: Path, *, python: str = "/usr/bin/python3", cache: Path | None = N
         started = time.monotonic()
         stage = work / flavor.package
         venv = build_venv(stage, flavor, wheel, python, pip_cache)
+        if flavor.name == "core":
+            # The core serves this wheel to new servers ("Add server"), found here with no setting.
+            _install(wheel, venv / "share" / "servermanager" / wheel.name, 0o644)
         build_tree(stage, flavor, ver, arch, pyver, min_glibc(venv))
         # --root-owner-group: root-owned files whoever builds; xz level 6 is dpkg's default.
         run(
