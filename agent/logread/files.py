@@ -134,10 +134,13 @@ class Follower:
             return
         data = self.fh.read(min(waiting, budget))
         self.offset += len(data)
+        boundary = True
         if waiting > budget:
             # A flood: what is over the budget is skipped, not queued (it would only grow).
             out.skipped += waiting - len(data)
-            self.fh.seek(size)
+            self.fh.seek(size - 1)
+            # Reading on from mid-line would show half a line: drop up to the next newline then.
+            boundary = self.fh.read(1) == b"\n"
             self.offset = size
         chunk = self.partial + data
         if self.resync:
@@ -151,7 +154,7 @@ class Follower:
         self.partial = pieces.pop()
         if out.skipped:
             self.partial = b""
-            self.resync = True
+            self.resync = not boundary
         elif len(self.partial) > self.MAX_PARTIAL:
             pieces.append(self.partial)
             self.partial = b""

@@ -105,10 +105,12 @@ class LogService:
             if task is not None:
                 task.cancel()
             return
-        task = asyncio.create_task(self._serve(frame, send), name=f"logs-{frame.request_id[:16]}")
+        # Counted here, not in the task: two requests in one read must not both find a free slot.
+        busy = frame.follow and len(self._follows) >= self.settings.max_follows
+        task = asyncio.create_task(self._serve(frame, send, busy), name=f"logs-{frame.request_id[:16]}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        if frame.follow:
+        if frame.follow and not busy:
             self._follows[frame.request_id] = task
             task.add_done_callback(functools.partial(self._forget, frame.request_id))
 
@@ -123,11 +125,11 @@ class LogService:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _serve(self, req: LogsRequest, send: Send) -> None:
+    async def _serve(self, req: LogsRequest, send: Send, busy: bool = False) -> None:
         q = req.query
         what = f"logs {req.request_id} ({'follow ' if req.follow else ''}{q.source})"
         try:
-            if req.follow and len(self._follows) > self.settings.max_follows:
+            if busy:
                 raise LogRefused(
                     f"this agent follows at most {self.settings.max_follows} log(s) at once ([logs] max_follows)",
                     "busy",

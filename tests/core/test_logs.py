@@ -116,6 +116,7 @@ async def test_refusals_are_precise(setup: Setup, tmp_path: Path) -> None:
     status, body = await s.core.request("GET", f"/api/v1/nodes/{s.node_id}/logs/sources", viewer)
     assert status == 403
     status, body = await s.core.request("GET", f"/api/v1/audit?action=logs.read&node={s.node_id}", s.token)
+    assert status == 200
     results = [r["result"] for r in body["entries"]]
     assert sorted(results) == ["invalid", "invalid", "not_found", "refused", "refused", "refused"]
 
@@ -176,6 +177,7 @@ async def test_follow_streams_appends_and_rotation_to_the_client_that_asked(setu
     )
 
     status, body = await s.core.request("GET", f"/api/v1/audit?action=logs.follow&node={s.node_id}", s.token)
+    assert status == 200
     [row] = body["entries"]
     assert row["actor"] == "ops" and row["result"] == "ok"
     assert row["detail"] == {"source": str(s.log), "lines": 1, "follow": True}
