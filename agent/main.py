@@ -18,6 +18,7 @@ from servermanager.agent.exec.outbox import Runner
 from servermanager.agent.hostfacts import agent_version, host_facts
 from servermanager.agent.incident import Snapshots
 from servermanager.agent.link.connection import AgentError, Connection, ConnState
+from servermanager.agent.logread.service import LogService
 from servermanager.agent.settings import AgentSettings
 from servermanager.agent.spool import SPOOL_FILE, Spool
 from servermanager.agent.stats import Pulse, Stats
@@ -83,6 +84,8 @@ class Agent:
             raise
         # Snapshots for the core when an alert fires: read-only, bounded, refused if [incident] is off.
         self.snapshots = Snapshots(settings.incident)
+        # Logs for the node view: read-only, only what [logs] allowlists; works with [exec] off.
+        self.logs = LogService(settings.logs, max_frame_bytes=settings.max_frame_bytes)
         self._conn = Connection(
             settings,
             self._spool,
@@ -93,6 +96,7 @@ class Agent:
             outbox=self._runner.outbox,
             dispatch=self._runner.handle,
             incident=self.snapshots.answer,
+            logs=self.logs,
             stats=self.stats,
             pulse=self._pulse,
         )
@@ -170,6 +174,12 @@ class Agent:
             + (f"up to {inc.journal_lines} lines" if inc.journal else "off")
             if inc.enabled
             else "off",
+        )
+        lg = self.settings.logs
+        log.info(
+            "logs: journal %s, %d allowlisted file pattern(s)",
+            "on" if lg.journal else "off",
+            len(lg.files),
         )
         sampler = asyncio.create_task(self._sampler(), name="agent-sampler")
         try:

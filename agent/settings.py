@@ -12,6 +12,7 @@ import msgspec
 
 # The pattern syntax only: the runner (exec.runner) is imported when [exec] is enabled.
 from servermanager.agent.exec.policy import compile_patterns
+from servermanager.agent.logread.config import LogsSettings
 from servermanager.common.incidents import MAX_JOURNAL_LINES, MAX_TOP
 from servermanager.common.protocol import AGENT_WS_PATH, DEFAULT_MAX_FRAME_BYTES, MAX_SAMPLES_PER_BATCH
 from servermanager.common.settings import SettingsError, load_settings
@@ -180,6 +181,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
     host_root: str = ""
     exec: ExecSettings = msgspec.field(default_factory=ExecSettings)
     incident: IncidentSettings = msgspec.field(default_factory=IncidentSettings)
+    logs: LogsSettings = msgspec.field(default_factory=LogsSettings)
 
     __doc_fields__ = {
         "core": "URL of the core (ws://, wss://, http:// or https://); /ws/agent is appended",
@@ -200,6 +202,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
         "(e.g. /hostfs): disk usage then covers the host's mounts; empty: the agent's own view",
         "exec": "remote commands and service control: the [exec] table (off by default)",
         "incident": "snapshots of the top processes (and journal) when an alert fires: the [incident] table",
+        "logs": "read-only journal and allowlisted log files for the node view: the [logs] table",
     }
 
     def validate(self) -> None:
@@ -245,6 +248,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
                 )
         self.exec.validate()
         self.incident.validate()
+        self.logs.validate()
 
     def _validate_trust(self) -> None:
         if self.core_fingerprint.strip():

@@ -35,6 +35,9 @@ class MsgType(enum.StrEnum):
     COMMAND_RESULT = "command_result"  # also relayed to clients
     INCIDENT_REQUEST = "incident_request"  # core -> agent: a snapshot, please (an alert fired)
     INCIDENT = "incident"  # agent -> core: the snapshot, or why there is none
+    LOGS_REQUEST = "logs_request"  # core -> agent: read (or follow) one log source
+    LOGS_CHUNK = "logs_chunk"  # agent -> core -> the one client that asked: entries, or why not
+    LOGS_CANCEL = "logs_cancel"  # core -> agent: stop following
     # client <-> core
     AUTH = "auth"
     AUTH_OK = "auth_ok"
@@ -46,6 +49,8 @@ class MsgType(enum.StrEnum):
     SAMPLE = "sample"
     BATCH = "batch"  # several queued events in one frame, each as it would travel alone
     ALERT = "alert"  # an alert changed state, severity, acknowledgement or silence
+    LOGS_FOLLOW = "logs_follow"  # client -> core: follow a node's log source over this socket
+    LOGS_STOP = "logs_stop"  # client -> core: stop one follow
     # both directions
     ERROR = "error"
 
@@ -80,6 +85,7 @@ class Hello(Frame, tag=MsgType.HELLO.value):
     enroll_token: str | None = None
     spool_dropped: int = 0  # samples the agent's spool had to evict, ever
     interval: float = 5.0  # the agent's own sample interval, used unless the core imposes one
+    log_sources: LogSources | None = None  # what its [logs] config lets be read; None: an older agent
 
 
 class Welcome(Frame, tag=MsgType.WELCOME.value):
@@ -286,9 +292,103 @@ class Incident(Frame, tag=MsgType.INCIDENT.value):
     error: str | None = None
 
 
-AgentToCore = Hello | Samples | Ping | Pong | Error | CommandOutput | CommandResult | Incident
-CoreToAgent = Welcome | Ack | Ping | Pong | Error | Command | CommandCancel | IncidentRequest
-ClientToCore = Auth | Subscribe | Ping | Pong
+# ---------------------------------------------------------------- logs (read-only, allowlisted by the agent)
+
+JOURNAL = "journal"  # the source name of the system journal; any other source is an absolute file path
+MAX_LOG_LINES = 10_000  # most entries one request may ask for
+MAX_LOG_MESSAGE = 8192  # characters of one entry kept; the rest is cut
+MAX_LOG_ENTRIES_PER_CHUNK = 2000
+MAX_LOG_FILES = 256  # allowlisted files one agent reports
+LogErrorCode = Literal["refused", "invalid", "not_found", "busy", "failed", "timeout", "offline", "forbidden"]
+RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+LogSource = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+LogUnit = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class LogQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    """What to read: the journal (unit, priority and time filters) or one allowlisted file.
+
+    `priority` keeps entries at that syslog level or more urgent (0 emerg .. 7 debug); `since` and
+    `until` are seconds since the epoch; `lines` is how many of the newest entries to send first.
+    `match` keeps only entries whose message contains it (case-sensitive), for either kind.
+    """
+
+    source: LogSource = JOURNAL
+    unit: LogUnit | None = None
+    priority: Annotated[int, msgspec.Meta(ge=0, le=7)] | None = None
+    since: Annotated[float, msgspec.Meta(ge=0, le=1e11)] | None = None
+    until: Annotated[float, msgspec.Meta(ge=0, le=1e11)] | None = None
+    lines: Annotated[int, msgspec.Meta(ge=0, le=MAX_LOG_LINES)] = 100
+    match: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+
+
+class LogEntry(msgspec.Struct, array_like=True, gc=False):
+    """One line: [ts, priority, unit, message]. ts is None where the source has no time of its own
+    (a file line read in one go); priority and unit are the journal's, None for a file."""
+
+    ts: float | None
+    priority: int | None
+    unit: str | None
+    message: str
+
+
+class LogSources(msgspec.Struct, gc=False):
+    """What an agent's [logs] config offers: the journal (if on and journalctl is there) and the
+    allowlisted files as they matched when it connected, plus the patterns themselves."""
+
+    journal: bool = False
+    files: Annotated[list[str], msgspec.Meta(max_length=MAX_LOG_FILES)] = []
+    patterns: Annotated[list[str], msgspec.Meta(max_length=MAX_LOG_FILES)] = []
+    note: str | None = None  # why the journal is off, for the node view
+
+
+class LogsRequest(Frame, tag=MsgType.LOGS_REQUEST.value):
+    """Read `query` once (follow false: chunks, the last with eof) or keep following it until a
+    `logs_cancel`, the agent's follow timeout, or the socket ends."""
+
+    request_id: RequestId
+    query: LogQuery
+    follow: bool = False
+
+
+class LogsCancel(Frame, tag=MsgType.LOGS_CANCEL.value):
+    request_id: RequestId
+
+
+class LogsChunk(Frame, tag=MsgType.LOGS_CHUNK.value):
+    """Entries of one request, oldest first. `truncated`: some were left out (a limit of the
+    agent's config, or a rate cut), `note` says which. `eof`: the last chunk of the request; with
+    `error` (and `code`) it says why the request was refused or ended early. node_id is 0 from the
+    agent and filled in by the core for clients."""
+
+    request_id: RequestId
+    entries: Annotated[list[LogEntry], msgspec.Meta(max_length=MAX_LOG_ENTRIES_PER_CHUNK)] = []
+    truncated: bool = False
+    eof: bool = False
+    error: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    code: LogErrorCode | None = None
+    note: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    node_id: int = 0
+
+
+class LogsFollow(Frame, tag=MsgType.LOGS_FOLLOW.value):
+    """Client -> core: stream this node's `query` to this socket, as `logs_chunk` frames carrying
+    the client's own request_id. Needs the operator role, as GET /nodes/{id}/logs does."""
+
+    request_id: RequestId
+    node_id: int
+    query: LogQuery
+
+
+class LogsStop(Frame, tag=MsgType.LOGS_STOP.value):
+    request_id: RequestId
+
+
+AgentToCore = Hello | Samples | Ping | Pong | Error | CommandOutput | CommandResult | Incident | LogsChunk
+CoreToAgent = (
+    Welcome | Ack | Ping | Pong | Error | Command | CommandCancel | IncidentRequest | LogsRequest | LogsCancel
+)
+ClientToCore = Auth | Subscribe | Ping | Pong | LogsFollow | LogsStop
 CoreToClient = (
     AuthOk
     | Snapshot
@@ -300,6 +400,7 @@ CoreToClient = (
     | CommandOutput
     | CommandResult
     | AlertEvent
+    | LogsChunk
     | Ping
     | Pong
     | Error

@@ -9,7 +9,18 @@ from msgspec import Meta
 
 from servermanager.common.alerts import Alert, AlertState, AlertTransition, Delivery, Op, Severity
 from servermanager.common.incidents import IncidentSnapshot
-from servermanager.common.protocol import CommandSignature, NodeInfo, ServiceInfo, ServiceRequest
+from servermanager.common.protocol import (
+    JOURNAL,
+    MAX_LOG_LINES,
+    CommandSignature,
+    LogEntry,
+    LogSource,
+    LogSources,
+    LogUnit,
+    NodeInfo,
+    ServiceInfo,
+    ServiceRequest,
+)
 
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
 Group = Annotated[str, Meta(max_length=64)]
@@ -371,6 +382,40 @@ class ServiceActionQuery(msgspec.Struct, forbid_unknown_fields=True):
 class ServiceList(msgspec.Struct):
     node_id: int
     services: list[ServiceInfo]
+
+
+# ---------------------------------------------------------------- logs
+
+
+class LogsQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """GET /nodes/{id}/logs: the journal (unit, priority 0-7 and since/until filters) or one file the
+    agent's [logs] config allowlists (lines and match only)."""
+
+    source: LogSource = JOURNAL
+    unit: LogUnit | None = None
+    priority: Annotated[int, Meta(ge=0, le=7)] | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
+    lines: Annotated[int, Meta(ge=0, le=MAX_LOG_LINES)] = 100
+    match: Annotated[str, Meta(max_length=256)] | None = None
+
+
+class LogsResponse(msgspec.Struct):
+    """Entries oldest first, each [ts, priority, unit, message]; `truncated` if a limit cut them."""
+
+    node_id: int
+    source: str
+    entries: list[LogEntry]
+    truncated: bool = False
+    note: str | None = None
+
+
+class LogSourcesResponse(msgspec.Struct):
+    """What the node's agent offers (as it said when it connected); sources None: an agent too old to say."""
+
+    node_id: int
+    online: bool
+    sources: LogSources | None = None
 
 
 # ---------------------------------------------------------------- alerting

@@ -28,6 +28,7 @@ from servermanager.core.datadir import DB_FILENAME, INITIAL_PASSWORD_FILE, data_
 from servermanager.core.http.api import ROUTES
 from servermanager.core.http.prometheus import metrics_handler
 from servermanager.core.http.routing import BAD_REQUEST_LOG, add_routes, errors_middleware
+from servermanager.core.logs import LogRelay
 from servermanager.core.nodes import Nodes
 from servermanager.core.settings import CoreSettings
 from servermanager.core.store.db import Database, StorageFull
@@ -148,6 +149,7 @@ def create_app(settings: CoreSettings) -> web.Application:
             channels=channels,
             outbox=Outbox(db, channels, settings),
             incidents=Incidents(db, nodes, alerts),
+            logs=LogRelay(nodes),
             handshakes=Handshakes(settings.max_unauthenticated),
         )
         await core.nodes.load()

@@ -17,6 +17,7 @@ from servermanager.core.bus import Bus
 from servermanager.core.clients import Clients, Handshakes
 from servermanager.core.commands import Commands
 from servermanager.core.install.package import PackageSource
+from servermanager.core.logs import LogRelay
 from servermanager.core.nodes import Nodes
 from servermanager.core.settings import CoreSettings
 from servermanager.core.store.db import Database
@@ -40,6 +41,7 @@ class Core:
     channels: Channels
     outbox: Outbox
     incidents: Incidents
+    logs: LogRelay
     started_at: float = field(default_factory=time.time)
     clients: Clients = field(default_factory=Clients)
     handshakes: Handshakes = field(default_factory=lambda: Handshakes(256))

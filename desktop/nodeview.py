@@ -23,6 +23,7 @@ from servermanager.desktop.charts.panel import ChartPanel
 from servermanager.desktop.charts.ranges import PRESET_RANGES, ChartRange, HistoryRequest, preset
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.format import NA, fmt_ago, fmt_bytes, fmt_duration, fmt_time
+from servermanager.desktop.logview import LogsPanel
 from servermanager.desktop.meters import MeterBox
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.services import ServicesPanel
@@ -103,6 +104,8 @@ class NodeView(QWidget):
         self.sections.setDocumentMode(True)
         self.sections.addTab(self.charts_box, "History")
         self.sections.addTab(self.services, "Services")
+        self.logs = LogsPanel(ctx, node_id)
+        self.sections.addTab(self.logs, "Logs")
         self.sections.currentChanged.connect(self._section_changed)
         outer.addWidget(self.sections, 1)
 
@@ -152,6 +155,7 @@ class NodeView(QWidget):
     def shutdown(self) -> None:
         """Stop listening and fetching before the view is deleted."""
         self.services.shutdown()
+        self.logs.shutdown()
         if self._history is not None:
             self._history.cancel()
         for signal, slot in (
@@ -166,7 +170,13 @@ class NodeView(QWidget):
         self.sections.setCurrentWidget(self.services)
         return self.services
 
+    def show_logs(self) -> LogsPanel:
+        self.sections.setCurrentWidget(self.logs)
+        return self.logs
+
     def _section_changed(self, index: int) -> None:
+        if self.sections.widget(index) is self.logs and self.logs.loads == 0:
+            self.logs.refresh_sources()
         if (
             self.sections.widget(index) is self.services
             and self.services.loads == 0

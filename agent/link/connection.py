@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from servermanager.agent.credentials import Credentials, CredentialStore, StateDirError
 from servermanager.agent.exec.outbox import Outbox
 from servermanager.agent.hostfacts import agent_version
-from servermanager.agent.link.stream import ConnectionDead, Stream, StreamContext, race
+from servermanager.agent.link.stream import ConnectionDead, LogsHandler, Stream, StreamContext, race
 from servermanager.agent.link.tls import (
     PinMismatchError,
     check_pin,
@@ -41,6 +41,7 @@ from servermanager.common.protocol import (
     Hello,
     Incident,
     IncidentRequest,
+    LogSources,
     Ping,
     Pong,
     Welcome,
@@ -148,6 +149,7 @@ class Connection:
         outbox: Outbox,
         dispatch: Callable[[Command | CommandCancel], None],
         incident: Callable[[IncidentRequest], Awaitable[Incident]] | None = None,
+        logs: LogsHandler | None = None,
         stats: Stats | None = None,
         pulse: Pulse | None = None,
         rng: random.Random | None = None,
@@ -187,6 +189,7 @@ class Connection:
             max_inflight=settings.max_inflight_batches,
             max_frame_bytes=settings.max_frame_bytes,
             incident=incident,
+            logs=logs,
         )
 
     # ------------------------------------------------------------ state
@@ -365,6 +368,8 @@ class Connection:
 
     async def _session(self, wire: Wire) -> None:
         creds = self.credentials
+        # Globs matched against the disk now (files appear and go): off the event loop.
+        log_sources = await asyncio.to_thread(self._log_sources)
         hello = Hello(
             protocol=PROTOCOL_VERSION,
             host=self.facts,
@@ -372,6 +377,7 @@ class Connection:
             enroll_token=None if creds else self._enroll_token,
             spool_dropped=self.spool.dropped,
             interval=self.interval,
+            log_sources=log_sources,
         )
         await wire.send(encode(hello))
         async with asyncio.timeout(self.settings.connect_timeout):
@@ -385,6 +391,10 @@ class Connection:
             f"node {welcome.node_id}, interval {self.interval:g}s, {backlog} spooled to send",
         )
         await Stream(self._stream_context, wire, boundary).run()
+
+    def _log_sources(self) -> LogSources | None:
+        logs = self._stream_context.logs
+        return logs.sources() if logs is not None else None
 
     async def _await_welcome(self, wire: Wire) -> Welcome:
         while True:

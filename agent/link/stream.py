@@ -18,6 +18,10 @@ from servermanager.common.protocol import (
     CoreToAgent,
     Incident,
     IncidentRequest,
+    LogsCancel,
+    LogsChunk,
+    LogSources,
+    LogsRequest,
     Ping,
     Pong,
     Welcome,
@@ -133,8 +137,24 @@ class StreamContext:
     max_frame_bytes: int
     # Where `incident_request` frames go (agent.incident.Snapshots.answer); None: each is refused.
     incident: Callable[[IncidentRequest], Awaitable[Incident]] | None = None
+    # Where `logs_request` / `logs_cancel` frames go (agent.logread.service.LogService); None: refused.
+    logs: LogsHandler | None = None
 
 
+class LogsHandler(Protocol):
+    """The agent's log reader as a stream uses it: frames in (with where to send the chunks), and
+    everything stopped when the socket ends."""
+
+    def handle(
+        self, frame: LogsRequest | LogsCancel, send: Callable[[LogsChunk], Awaitable[None]]
+    ) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def sources(self) -> LogSources: ...
+
+
+NO_LOGS = "this agent reads no logs"
 NO_SNAPSHOTS = "this agent takes no snapshots"
 
 
@@ -179,6 +199,8 @@ class Stream:
             for task in self._answers:
                 task.cancel()
             await asyncio.gather(*self._answers, return_exceptions=True)
+            if self.ctx.logs is not None:
+                await self.ctx.logs.close()  # follows were for this socket; the core forgets them too
 
     # ------------------------------------------------------------ sending
 
@@ -288,8 +310,19 @@ class Stream:
                 task = asyncio.create_task(self._answer(frame), name=f"incident-{frame.request_id[:16]}")
                 self._answers.add(task)
                 task.add_done_callback(self._answers.discard)
+            elif isinstance(frame, LogsRequest | LogsCancel):
+                if ctx.logs is not None:
+                    ctx.logs.handle(frame, self._send_chunk)
+                elif isinstance(frame, LogsRequest):
+                    await self._send_chunk(
+                        LogsChunk(request_id=frame.request_id, eof=True, error=NO_LOGS, code="refused")
+                    )
             elif isinstance(frame, Welcome):
                 log.warning("ignoring a second welcome from the core")
+
+    async def _send_chunk(self, chunk: LogsChunk) -> None:
+        await self.wire.send(encode(chunk))
+        self.ctx.changed()
 
     async def _answer(self, req: IncidentRequest) -> None:
         incident = self.ctx.incident

@@ -25,6 +25,7 @@ from servermanager.core.http.accounts_api import ACCOUNT_ROUTES
 from servermanager.core.http.agent_api import AGENT_ROUTES
 from servermanager.core.http.alerts_api import ALERT_ROUTES
 from servermanager.core.http.channels_api import CHANNEL_ROUTES
+from servermanager.core.http.logs_api import LOG_ROUTES
 from servermanager.core.http.openapi import build_openapi
 from servermanager.core.http.routing import ApiError, Call, Route, bearer, decode_body, json_response
 
@@ -625,3 +626,4 @@ ROUTES += ACCOUNT_ROUTES
 ROUTES += ALERT_ROUTES
 ROUTES += CHANNEL_ROUTES
 ROUTES += AGENT_ROUTES
+ROUTES += LOG_ROUTES

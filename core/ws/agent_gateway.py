@@ -204,6 +204,7 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
         log.warning("agent %s went away before its welcome (node %d)", peer, node.id)
         return ws
     await core.nodes.attach(node, session, hello.host, hello.spool_dropped)
+    core.logs.set_sources(node.id, hello.log_sources)
     core.alerts.node_online(node)
     await core.commands.node_online(node)
     acker = asyncio.create_task(session.send_acks())
@@ -215,6 +216,8 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
             await asyncio.gather(session.closer, return_exceptions=True)
         await asyncio.gather(acker, return_exceptions=True)
         await core.nodes.detach(node, session)
+        # The agent ends its follows with the socket; whoever read them hears the node went away.
+        core.logs.node_gone(node.id)
         if not node.online:  # not replaced by a newer link (the registry ignores deleted nodes)
             core.alerts.node_offline(node)
     return ws
@@ -257,6 +260,8 @@ async def _serve(core: Core, node: NodeState, session: AgentSession) -> None:
             await core.commands.on_result(node.id, frame)
         elif isinstance(frame, p.Incident):
             core.incidents.on_incident(node.id, frame)
+        elif isinstance(frame, p.LogsChunk):
+            core.logs.on_chunk(node.id, frame)
         elif isinstance(frame, p.Ping):
             await session.send(p.Pong(ts=frame.ts))
         elif isinstance(frame, p.Error):

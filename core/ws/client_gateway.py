@@ -9,10 +9,12 @@ import logging
 from aiohttp import WSMsgType, web
 
 from servermanager.common import protocol as p
-from servermanager.core.auth import TokenKind, token_hash
+from servermanager.core.auth import Principal, Role, TokenKind, token_hash
 from servermanager.core.bus import Subscription
 from servermanager.core.clients import ClientLink
 from servermanager.core.context import CORE, Core
+from servermanager.core.http.logs_api import audit_detail
+from servermanager.core.logs import LogFailure
 from servermanager.core.ws.handshake import MAX_BAD_FRAMES, accept_first, refuse
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,9 @@ async def client_ws(request: web.Request) -> web.WebSocketResponse:
     writer = asyncio.create_task(_pump(ws, sub))
     core.clients.add(ClientLink(ws, token_hash(auth.token), who.name, peer, sub))
     try:
-        await _serve(core, ws, sub, peer)
+        await _serve(core, ws, sub, peer, who)
     finally:
+        await core.logs.owner_gone(ws)  # its follows end, and their agents are told
         core.clients.discard(ws)
         sub.close()
         writer.cancel()
@@ -71,7 +74,7 @@ async def _pump(ws: web.WebSocketResponse, sub: Subscription, max_batch: int = 5
         return
 
 
-async def _serve(core: Core, ws: web.WebSocketResponse, sub: Subscription, peer: str) -> None:
+async def _serve(core: Core, ws: web.WebSocketResponse, sub: Subscription, peer: str, who: Principal) -> None:
     bad = 0
     while not ws.closed:
         msg = await ws.receive()
@@ -95,7 +98,52 @@ async def _serve(core: Core, ws: web.WebSocketResponse, sub: Subscription, peer:
             # Queue the snapshot before widening the filter, so no event can overtake it.
             sub.queue.put_nowait((None, p.encode(p.Snapshot(nodes=nodes))))
             sub.nodes = wanted
+        elif isinstance(frame, p.LogsFollow):
+            await _follow(core, ws, sub, who, frame)
+        elif isinstance(frame, p.LogsStop):
+            await core.logs.stop(ws, frame.request_id)
         elif isinstance(frame, p.Ping):
             await ws.send_str(p.encode_str(p.Pong(ts=frame.ts)))
         elif isinstance(frame, p.Auth):
             await ws.send_str(p.encode_str(p.Error(code="unexpected", message="already authenticated")))
+
+
+async def _follow(
+    core: Core, ws: web.WebSocketResponse, sub: Subscription, who: Principal, f: p.LogsFollow
+) -> None:
+    """Start a follow for this socket: the same role and audit as GET /nodes/{id}/logs; refusals
+    come back as one `logs_chunk` with eof, error and code."""
+
+    async def refuse(code: str, message: str) -> None:
+        chunk = p.LogsChunk(request_id=f.request_id, eof=True, error=message, code=code, node_id=f.node_id)  # type: ignore[arg-type]
+        await ws.send_str(p.encode_str(chunk))
+
+    detail = audit_detail(f.query, True)
+    target = f"node:{f.node_id}"
+    # The role as it is now (the recheck lowers it when an admin does), not as it was at auth.
+    if not sub.role.allows(Role.OPERATOR):
+        await core.audit.record(who.name, "logs.follow", target, "forbidden", detail)
+        await refuse("forbidden", f"reading logs needs the operator role; you are {sub.role.value}")
+        return
+    st = core.nodes.get(f.node_id)
+    if st is None:
+        await refuse("not_found", "no such node")
+        return
+
+    def deliver(chunk: p.LogsChunk) -> bool:
+        if ws.closed or not sub.role.allows(Role.OPERATOR):
+            return False
+        try:
+            sub.queue.put_nowait((f.node_id, p.encode(chunk)))
+        except asyncio.QueueFull:
+            sub.lagging.set()  # the pump closes a client this far behind
+            return False
+        return True
+
+    try:
+        await core.logs.follow(ws, f.request_id, st, f.query, deliver)
+    except LogFailure as exc:
+        await core.audit.record(who.name, "logs.follow", target, exc.code, {**detail, "error": exc.message})
+        await refuse(exc.code, exc.message)
+        return
+    await core.audit.record(who.name, "logs.follow", target, "ok", detail)

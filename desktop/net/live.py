@@ -64,6 +64,7 @@ class LiveLink(QObject):
     command_output = Signal(object)  # p.CommandOutput (node_id filled in by the core)
     command_result = Signal(object)  # p.CommandResult
     alert = Signal(object)  # common.alerts.Alert, as it is after a change
+    logs_chunk = Signal(object)  # p.LogsChunk of a follow this app started (send_frame)
 
     def __init__(
         self,
@@ -93,6 +94,7 @@ class LiveLink(QObject):
         self._live: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._dec = p.decoder(p.CoreToClient)
+        self._ws: aiohttp.ClientWebSocketResponse | None = None  # while authenticated
         rest.session_expired.connect(self._expired)
 
     # ------------------------------------------------------------ state
@@ -238,6 +240,7 @@ class LiveLink(QObject):
             self.rest.set_role(ok.role)
             await ws.send_bytes(p.encode(p.Subscribe(all=True)))
             pinger = self.aio.spawn(self._pinger(ws), "live-ping")
+            self._ws = ws
             async for msg in ws:
                 if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     break
@@ -255,6 +258,7 @@ class LiveLink(QObject):
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise self.rest.explain(exc, s.url) from None
         finally:
+            self._ws = None
             if pinger is not None:
                 pinger.cancel()
             await ws.close()
@@ -290,6 +294,8 @@ class LiveLink(QObject):
                 self.command_result.emit(frame)
             case p.AlertEvent(alert=alert):
                 self.alert.emit(alert)
+            case p.LogsChunk():
+                self.logs_chunk.emit(frame)
             case p.Pong(ts=ts):
                 self.latency_ms = max(0.0, (time.monotonic() - ts) * 1000.0)
                 self.latency_changed.emit(self.latency_ms)
@@ -297,6 +303,17 @@ class LiveLink(QObject):
                 await ws.send_bytes(p.encode(p.Pong(ts=ts)))
             case p.Error(code=code, message=message):
                 log.warning("core reported %s: %s", code, message)
+
+    async def send_frame(self, frame: p.Frame) -> bool:
+        """Send a request frame (logs_follow, logs_stop) on the live socket; False if it is down."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return False
+        try:
+            await ws.send_bytes(p.encode(frame))
+        except (ConnectionError, aiohttp.ClientError):
+            return False
+        return True
 
     async def _pinger(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         with contextlib.suppress(ConnectionError, aiohttp.ClientError):

@@ -495,6 +495,18 @@ class RestClient(QObject):
         assert info is not None
         return info
 
+    async def log_sources(self, node_id: int) -> m.LogSourcesResponse:
+        result = await self.call("GET", f"/nodes/{node_id}/logs/sources", m.LogSourcesResponse)
+        assert result is not None
+        return result
+
+    async def logs(self, node_id: int, query: p.LogQuery) -> m.LogsResponse:
+        """Recent lines of one source (operator role); the agent's refusal is the CoreError's message."""
+        params = {k: str(v) for k, v in msgspec.to_builtins(query).items() if v is not None}
+        result = await self.call("GET", f"/nodes/{node_id}/logs", m.LogsResponse, params=params)
+        assert result is not None
+        return result
+
     async def audit(
         self,
         *,

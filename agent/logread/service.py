@@ -1,0 +1,356 @@
+"""Answers the core's `logs_request` frames: one-shot reads and follows, bounded and refused clearly.
+
+Only what [logs] allows is read, whatever [exec] says: journalctl (if `journal` is on) and the
+allowlisted files. File reads run in a thread; journalctl is an asyncio subprocess. Each follow is
+rate-limited to max_bytes_per_second (a flood is skipped and the next chunk says so), ends after
+follow_timeout, on `logs_cancel`, or when the socket ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+
+from servermanager.agent.logread.config import Allowlist, LogRefused, LogsSettings, journal_note, sources
+from servermanager.common.protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
+    JOURNAL,
+    MAX_LOG_ENTRIES_PER_CHUNK,
+    LogEntry,
+    LogQuery,
+    LogsCancel,
+    LogsChunk,
+    LogSources,
+    LogsRequest,
+)
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[LogsChunk], Awaitable[None]]
+ONE_SHOT_TIMEOUT = 20.0  # seconds journalctl may take for one read
+FLUSH_EVERY = 0.25  # seconds between chunks of a follow
+_entry_size = msgspec.json.Encoder().encode
+
+
+def _size(e: LogEntry) -> int:
+    return len(e.message.encode()) + 40
+
+
+class Bucket:
+    """max_bytes_per_second, with a second's worth saved up; take() says whether `n` bytes may go."""
+
+    def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.clock = clock
+        self.tokens = float(rate)
+        self.at = clock()
+
+    def take(self, n: int) -> bool:
+        now = self.clock()
+        self.tokens = min(float(self.rate), self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if n > self.tokens:
+            return False
+        self.tokens -= n
+        return True
+
+    def available(self) -> int:
+        now = self.clock()
+        self.tokens = min(float(self.rate), self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        return max(0, int(self.tokens))
+
+
+class LogService:
+    """The agent's log reader: `handle(frame, send)` for each logs frame, `close()` when the socket ends."""
+
+    def __init__(
+        self,
+        settings: LogsSettings,
+        *,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        poll_every: float = 0.5,
+        journalctl: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.allow = Allowlist(settings.files)
+        self.max_frame_bytes = max_frame_bytes
+        self.poll_every = poll_every
+        self._journalctl = journalctl  # tests may point it elsewhere; None: looked up on PATH
+        self._follows: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.served = 0
+        self.refused = 0
+
+    def sources(self) -> LogSources:
+        return sources(self.settings, self.allow)
+
+    @property
+    def following(self) -> int:
+        return len(self._follows)
+
+    # ------------------------------------------------------------ frames
+
+    def handle(self, frame: LogsRequest | LogsCancel, send: Send) -> None:
+        if isinstance(frame, LogsCancel):
+            task = self._follows.pop(frame.request_id, None)
+            if task is not None:
+                task.cancel()
+            return
+        # Counted here, not in the task: two requests in one read must not both find a free slot.
+        busy = frame.follow and len(self._follows) >= self.settings.max_follows
+        task = asyncio.create_task(self._serve(frame, send, busy), name=f"logs-{frame.request_id[:16]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if frame.follow and not busy:
+            self._follows[frame.request_id] = task
+            task.add_done_callback(functools.partial(self._forget, frame.request_id))
+
+    def _forget(self, rid: str, task: asyncio.Task[None]) -> None:
+        if self._follows.get(rid) is task:
+            del self._follows[rid]
+
+    async def close(self) -> None:
+        """Stop everything being read (the socket they were for is gone)."""
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _serve(self, req: LogsRequest, send: Send, busy: bool = False) -> None:
+        q = req.query
+        what = f"logs {req.request_id} ({'follow ' if req.follow else ''}{q.source})"
+        try:
+            if busy:
+                raise LogRefused(
+                    f"this agent follows at most {self.settings.max_follows} log(s) at once ([logs] max_follows)",
+                    "busy",
+                )
+            if q.source == JOURNAL:
+                await self._journal(req, send)
+            else:
+                await self._file(req, send)
+            self.served += 1
+        except LogRefused as exc:
+            self.refused += 1
+            log.info("%s refused: %s", what, exc)
+            await self._emit(send, req.request_id, [], eof=True, error=str(exc), code=exc.code)
+        except TimeoutError:
+            log.info("%s: journalctl took too long", what)
+            await self._emit(
+                send, req.request_id, [], eof=True, error="journalctl took too long", code="timeout"
+            )
+        except asyncio.CancelledError:
+            raise
+        except ConnectionError:
+            return  # the socket went away: nobody to tell
+        except Exception as exc:
+            log.exception("%s failed", what)
+            await self._emit(
+                send, req.request_id, [], eof=True, error=f"reading failed: {exc!r}"[:500], code="failed"
+            )
+
+    async def _emit(
+        self,
+        send: Send,
+        rid: str,
+        entries: list[LogEntry],
+        *,
+        eof: bool = False,
+        truncated: bool = False,
+        note: str | None = None,
+        error: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        """Entries in as many chunks as the frame size needs; flags and words go with the last."""
+        budget = self.max_frame_bytes // 2
+        batch: list[LogEntry] = []
+        size = 0
+        for e in entries:
+            n = len(_entry_size(e))
+            if batch and (size + n > budget or len(batch) >= MAX_LOG_ENTRIES_PER_CHUNK):
+                await send(LogsChunk(request_id=rid, entries=batch))
+                batch, size = [], 0
+            batch.append(e)
+            size += n
+        with contextlib.suppress(ConnectionError):
+            await send(
+                LogsChunk(
+                    request_id=rid,
+                    entries=batch,
+                    eof=eof,
+                    truncated=truncated,
+                    note=note[:2000] if note else None,
+                    error=error[:2000] if error else None,
+                    code=code,  # type: ignore[arg-type]
+                )
+            )
+
+    # ------------------------------------------------------------ files
+
+    def _file_query(self, q: LogQuery) -> str:
+        if q.unit is not None or q.priority is not None or q.since is not None or q.until is not None:
+            raise LogRefused(
+                "unit, priority, since and until filter the journal only; a file takes lines and match",
+                "invalid",
+            )
+        return self.allow.resolve(q.source)
+
+    async def _file(self, req: LogsRequest, send: Send) -> None:
+        from servermanager.agent.logread.files import Follower, tail
+
+        q, s = req.query, self.settings
+        real = self._file_query(q)
+        lines = min(q.lines, s.max_lines_per_request)
+        if not req.follow:
+            got = await asyncio.to_thread(tail, real, lines, s.max_bytes_per_request, q.match)
+            await self._emit(
+                send,
+                req.request_id,
+                self._lines(got.lines, None),
+                eof=True,
+                truncated=got.truncated,
+                note=got.note,
+            )
+            return
+        follower = await asyncio.to_thread(Follower, q.source, real, self.allow.resolve)
+        try:
+            got = await asyncio.to_thread(
+                tail, real, lines, s.max_bytes_per_request, q.match, follower.offset
+            )
+            await self._emit(
+                send, req.request_id, self._lines(got.lines, None), truncated=got.truncated, note=got.note
+            )
+            bucket = Bucket(s.max_bytes_per_second)
+            async with asyncio.timeout(s.follow_timeout):
+                while True:
+                    await asyncio.sleep(self.poll_every)
+                    try:
+                        polled = await asyncio.to_thread(follower.poll, max(1, bucket.available()))
+                    except LogRefused as exc:  # rotated into something the allowlist refuses
+                        raise LogRefused(f"stopped following: {exc}", exc.code) from None
+                    except FileNotFoundError:
+                        continue
+                    lines_now = [x for x in polled.lines if q.match is None or q.match in x]
+                    bucket.take(sum(len(x) + 1 for x in polled.lines))
+                    notes = list(polled.notes)
+                    if polled.skipped:
+                        notes.append(
+                            f"{polled.skipped} bytes skipped: more than max_bytes_per_second = "
+                            f"{s.max_bytes_per_second} arrived"
+                        )
+                    if lines_now or notes:
+                        await self._emit(
+                            send,
+                            req.request_id,
+                            self._lines(lines_now, time.time()),
+                            truncated=bool(polled.skipped),
+                            note="; ".join(notes) or None,
+                        )
+        except TimeoutError:
+            await self._emit(
+                send,
+                req.request_id,
+                [],
+                eof=True,
+                note=f"follow ended after {s.follow_timeout:g}s ([logs] follow_timeout)",
+            )
+        finally:
+            follower.close()
+
+    @staticmethod
+    def _lines(lines: list[str], ts: float | None) -> list[LogEntry]:
+        return [LogEntry(ts, None, None, x) for x in lines]
+
+    # ------------------------------------------------------------ journal
+
+    async def _journal(self, req: LogsRequest, send: Send) -> None:
+        from servermanager.agent.logread.journal import entries, journal_argv
+
+        q, s = req.query, self.settings
+        exe = self._journalctl
+        if exe is None:
+            note = journal_note(s)
+            if note is not None:
+                raise LogRefused(f"the journal cannot be read: {note}")
+            exe = shutil.which("journalctl") or "journalctl"
+        elif not s.journal:
+            raise LogRefused(f"the journal cannot be read: {journal_note(s)}")
+        lines = min(q.lines, s.max_lines_per_request)
+        argv = journal_argv(exe, q, lines, follow=req.follow, directory=s.journal_directory)
+        if not req.follow:
+            kept: collections.deque[LogEntry] = collections.deque()
+            used = 0
+            dropped = 0
+            async for e in entries(argv, timeout=ONE_SHOT_TIMEOUT):
+                if q.match is not None and q.match not in e.message:
+                    continue
+                kept.append(e)
+                used += _size(e)
+                while used > s.max_bytes_per_request and kept:
+                    used -= _size(kept.popleft())  # the newest entries are the ones to keep
+                    dropped += 1
+            note = (
+                f"{dropped} older entries left out: over max_bytes_per_request = {s.max_bytes_per_request}"
+                if dropped
+                else None
+            )
+            await self._emit(send, req.request_id, list(kept), eof=True, truncated=bool(dropped), note=note)
+            return
+        await self._journal_follow(req, send, argv)
+
+    async def _journal_follow(self, req: LogsRequest, send: Send, argv: list[str]) -> None:
+        from servermanager.agent.logread.journal import entries
+
+        q, s = req.query, self.settings
+        pending: list[LogEntry] = []
+        skipped = 0
+        bucket = Bucket(s.max_bytes_per_second)
+
+        async def read() -> None:
+            nonlocal skipped
+            async for e in entries(argv, timeout=None):
+                if q.match is not None and q.match not in e.message:
+                    continue
+                if bucket.take(_size(e)):
+                    pending.append(e)
+                else:
+                    skipped += 1
+
+        reader = asyncio.create_task(read(), name=f"journal-{req.request_id[:16]}")
+        try:
+            async with asyncio.timeout(s.follow_timeout):
+                while True:
+                    # Sent in chunks a quarter second apart: one frame per entry would cost the
+                    # core a send per line of a busy journal.
+                    await asyncio.sleep(FLUSH_EVERY)
+                    batch, pending[:] = list(pending), []
+                    cut, skipped = skipped, 0
+                    if batch or cut:
+                        note = f"{cut} entries skipped: over max_bytes_per_second = {s.max_bytes_per_second}"
+                        await self._emit(
+                            send, req.request_id, batch, truncated=bool(cut), note=note if cut else None
+                        )
+                    if reader.done():
+                        break
+            reader.result()  # journalctl ended (it should not while following): say why
+            await self._emit(send, req.request_id, [], eof=True, note="journalctl ended")
+        except TimeoutError:
+            await self._emit(
+                send,
+                req.request_id,
+                [],
+                eof=True,
+                note=f"follow ended after {s.follow_timeout:g}s ([logs] follow_timeout)",
+            )
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
