@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -13,10 +13,14 @@ import msgspec
 # The pattern syntax only: the runner (exec.runner) is imported when [exec] is enabled.
 from servermanager.agent.exec.policy import compile_patterns
 from servermanager.common.incidents import MAX_JOURNAL_LINES, MAX_TOP
+from servermanager.common.metrics import MAX_PROCS_TOP_N
 from servermanager.common.protocol import AGENT_WS_PATH, DEFAULT_MAX_FRAME_BYTES, MAX_SAMPLES_PER_BATCH
 from servermanager.common.settings import SettingsError, load_settings
 from servermanager.common.signing import KeyLineError, parse_public_key
 from servermanager.common.tls import parse_fingerprint
+
+if TYPE_CHECKING:
+    from servermanager.agent.processes import ProcessCollector
 
 ENV_PREFIX = "SM_AGENT_"
 # The enrollment token is a secret, so it is deliberately not a settings field: it can come only
@@ -161,6 +165,38 @@ class IncidentSettings(msgspec.Struct, kw_only=True):
             )
 
 
+class ProcessesSettings(msgspec.Struct, kw_only=True):
+    """The [processes] table: the top processes each sample carries (env SM_AGENT_PROCESSES_<KEY>).
+
+    Read-only, through /proc (psutil elsewhere); no command runs for them.
+    """
+
+    enabled: bool = True
+    top: int = 10
+    cmdline: bool = True
+    interval: float = 0.0
+
+    __doc_fields__ = {
+        "enabled": "send the top processes with the samples at all",
+        "top": f"processes in each ranking (by CPU, by memory, by disk I/O), 1 to {MAX_PROCS_TOP_N}",
+        "cmdline": "include command lines (cut to 200 characters); the core shows them to operators "
+        "and admins only, since they can carry secrets",
+        "interval": "seconds between two lists (0: every sample); samples in between carry none",
+    }
+
+    def validate(self) -> None:
+        if not 1 <= self.top <= MAX_PROCS_TOP_N:
+            raise SettingsError(f"setting processes.top must be 1 to {MAX_PROCS_TOP_N} (got {self.top})")
+        if not 0 <= self.interval <= 3600:
+            raise SettingsError(f"setting processes.interval must be 0 to 1h (got {self.interval:g}s)")
+
+    def collector(self) -> ProcessCollector | None:
+        # Imported here: the CLI reads settings without needing psutil.
+        from servermanager.agent.processes import ProcessCollector
+
+        return ProcessCollector(self.top, self.cmdline, every=self.interval) if self.enabled else None
+
+
 class AgentSettings(msgspec.Struct, kw_only=True):
     """Settings of the agent daemon (TOML keys; env SM_AGENT_<KEY>)."""
 
@@ -180,6 +216,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
     host_root: str = ""
     exec: ExecSettings = msgspec.field(default_factory=ExecSettings)
     incident: IncidentSettings = msgspec.field(default_factory=IncidentSettings)
+    processes: ProcessesSettings = msgspec.field(default_factory=ProcessesSettings)
 
     __doc_fields__ = {
         "core": "URL of the core (ws://, wss://, http:// or https://); /ws/agent is appended",
@@ -200,6 +237,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
         "(e.g. /hostfs): disk usage then covers the host's mounts; empty: the agent's own view",
         "exec": "remote commands and service control: the [exec] table (off by default)",
         "incident": "snapshots of the top processes (and journal) when an alert fires: the [incident] table",
+        "processes": "the top processes sent with every sample: the [processes] table",
     }
 
     def validate(self) -> None:
@@ -245,6 +283,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
                 )
         self.exec.validate()
         self.incident.validate()
+        self.processes.validate()
 
     def _validate_trust(self) -> None:
         if self.core_fingerprint.strip():
