@@ -24,6 +24,7 @@ from servermanager.common.metrics import (
     Metrics,
     MetricsBase,
     NetIface,
+    ProcInfo,
     Temperature,
 )
 
@@ -489,7 +490,9 @@ class MetricsCollector:
         disks = self._optional("disks", self.disks.collect, DiskReading([], None, None, None, None))
         net = self._optional("network", self.net.collect, NetReading([], None, None))
         sensors = self._optional("sensors", self.sensors.collect, SensorsReading([], None))
-        procs = [] if self.processes is None else self._optional("processes", self.processes.collect, [])
+        procs: list[ProcInfo] = []
+        if self.processes is not None:
+            procs = self._optional("processes", self.processes.collect, procs)
         scalars: dict[str, Any] = {
             "cpu_pct": cpu.pct,
             "load1": load.load1,

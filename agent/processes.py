@@ -151,7 +151,9 @@ class ProcessCollector:
         self._rates = RateTracker(clock)
         self._ncpu = psutil.cpu_count() or 1
         self._scan: _LinuxScan | _PsutilScan = (
-            _LinuxScan() if sys.platform.startswith("linux") and os.path.isdir("/proc/self") else _PsutilScan()
+            _LinuxScan()
+            if sys.platform.startswith("linux") and os.path.isdir("/proc/self")
+            else _PsutilScan()
         )
         # Name, owner and command line of the processes that made a list, by key, with the comm
         # they were read under: a process that stays on top is not looked up again every second.

@@ -99,7 +99,9 @@ class SampleStore:
         """Rows past retention: "raw", "1m", "1h" and, if given, "processes" (the top lists)."""
         removed = await self.upkeep.prune(retention, now, chunk)
         if "processes" in retention:
-            removed += await self.procs.prune(retention["processes"], time.time() if now is None else now, chunk)
+            removed += await self.procs.prune(
+                retention["processes"], time.time() if now is None else now, chunk
+            )
         return removed
 
     async def delete_node(self, node_id: int) -> None:

@@ -76,7 +76,9 @@ class Writer:
         # which would stall the event loop for the whole batch.
         rows = [to_row(node_id, s) for s in samples]
         self._queue.append(
-            _Pending(node_id, rows, max((s.seq for s in samples), default=0), done, proc_rows(node_id, samples))
+            _Pending(
+                node_id, rows, max((s.seq for s in samples), default=0), done, proc_rows(node_id, samples)
+            )
         )
         self._wake.set()
 
