@@ -112,6 +112,8 @@ class ProcessesPanel(QWidget):
         self.ts: float | None = None  # the shown snapshot's time
         self.loads = 0  # completed loads; tests wait on it
         self._task: asyncio.Task[None] | None = None
+        self._want = 0.0  # newest sample time seen live: a live load should show it or later
+        self._again = False  # a sample arrived while a live load was under way
         self.model = ProcessesModel(self)
         self.proxy = QSortFilterProxyModel(self)
         self.proxy.setSourceModel(self.model)
@@ -160,7 +162,8 @@ class ProcessesPanel(QWidget):
             if not self.live:
                 self._task.cancel()  # a newer moment supersedes the one in flight
             else:
-                return  # live: the load under way is as fresh as this one would be
+                self._again = True  # live: load once more when the one under way is done
+                return
         self._task = self.ctx.aio.spawn(self._load(self.at), f"processes-{self.node_id}")
 
     def show_at(self, ts: float) -> None:
@@ -176,19 +179,34 @@ class ProcessesPanel(QWidget):
         self.when.setText("Live")
         self.refresh()
 
-    def _sample(self, node_id: int, _sample: mt.Sample) -> None:
+    def _sample(self, node_id: int, sample: mt.Sample) -> None:
         if node_id == self.node_id and self.live and self.isVisible():
+            self._want = max(self._want, sample.ts)
             self.refresh()
 
     async def _load(self, at: float | None) -> None:
-        try:
-            result = await self.ctx.rest.processes(self.node_id, at)
-        except CoreError as exc:
-            self.status.setText(f"Processes unavailable: {exc.message}")
-            self.status.show()
-            return
-        if at != self.at:
-            return  # the user went live or picked another moment meanwhile
+        # The core announces a sample on arrival and commits it a moment later: a live load made
+        # at once may find the previous snapshot, so it asks again a few times, shortly after.
+        # (An agent with [processes] interval sends lists less often: then it settles for older.)
+        for attempt in range(4):
+            self._again = False
+            try:
+                result = await self.ctx.rest.processes(self.node_id, at)
+            except CoreError as exc:
+                self.status.setText(f"Processes unavailable: {exc.message}")
+                self.status.show()
+                return
+            if at != self.at:
+                return  # the user went live or picked another moment meanwhile
+            stale = at is None and result.ts is not None and result.ts < self._want - 0.001
+            if not (self._again or (stale and attempt < 3)):
+                break
+            self._show(result, at)
+            await asyncio.sleep(0.0 if self._again else 0.2)
+        self._show(result, at)
+        self.loads += 1
+
+    def _show(self, result: m.Processes, at: float | None) -> None:
         self.ts = result.ts
         self.model.set_processes(result.processes)
         notes = []
@@ -204,7 +222,6 @@ class ProcessesPanel(QWidget):
             self.when.setText(f"At {fmt_time(result.ts, seconds=True)}")
         else:
             self.when.setText(f"At {fmt_time(at, seconds=True)}")
-        self.loads += 1
 
     def shutdown(self) -> None:
         if self._task is not None:

@@ -14,8 +14,12 @@ from tests.helpers.core import RawAgent, RawClient
 
 def top(tag: str) -> list[ProcInfo]:
     return [
-        ProcInfo(pid=42, name=f"{tag}-busy", cpu_pct=88.5, rss=1 << 30, user="app", cmd=f"{tag} --password=hunter2"),
-        ProcInfo(pid=7, name=f"{tag}-big", cpu_pct=None, rss=2 << 30, user="db", read_bps=10.0, write_bps=20.0),
+        ProcInfo(
+            pid=42, name=f"{tag}-busy", cpu_pct=88.5, rss=1 << 30, user="app", cmd=f"{tag} --password=hunter2"
+        ),
+        ProcInfo(
+            pid=7, name=f"{tag}-big", cpu_pct=None, rss=2 << 30, user="db", read_bps=10.0, write_bps=20.0
+        ),
     ]
 
 

@@ -14,7 +14,14 @@ from tests.helpers.core import metrics
 
 def procs(tag: str, n: int = 3) -> list[ProcInfo]:
     return [
-        ProcInfo(pid=100 + i, name=f"{tag}{i}", cpu_pct=10.0 * i, rss=1 << 20, user="www-data", cmd=f"/usr/bin/{tag}")
+        ProcInfo(
+            pid=100 + i,
+            name=f"{tag}{i}",
+            cpu_pct=10.0 * i,
+            rss=1 << 20,
+            user="www-data",
+            cmd=f"/usr/bin/{tag}",
+        )
         for i in range(n)
     ]
 
@@ -27,7 +34,9 @@ async def test_snapshot_at_or_before_a_moment(store: SampleStore) -> None:
     runner = asyncio.create_task(store.run())
     try:
         t0 = time.time() - 100
-        await store.store(1, [sample(1, t0, procs("a")), sample(2, t0 + 10, procs("b")), sample(3, t0 + 20, [])])
+        await store.store(
+            1, [sample(1, t0, procs("a")), sample(2, t0 + 10, procs("b")), sample(3, t0 + 20, [])]
+        )
         assert await store.procs.at(1, t0 - 1) is None  # nothing before the first
         assert await store.procs.at(1, t0) == (round(t0 * 1000) / 1000, procs("a"))
         at = await store.procs.at(1, t0 + 15)
