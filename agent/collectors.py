@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, TypeVar
 import msgspec
 import psutil
 
+from servermanager.agent.processes import ProcessCollector
 from servermanager.agent.rates import RateTracker
 from servermanager.common.metrics import (
     FIELDS,
@@ -23,6 +24,7 @@ from servermanager.common.metrics import (
     Metrics,
     MetricsBase,
     NetIface,
+    ProcInfo,
     Temperature,
 )
 
@@ -421,6 +423,7 @@ class MetricsCollector:
     `host_root`: where the host's / is mounted when the agent runs in a container (see DiskCollector).
     `scalars` (default: SCALAR_COLLECTORS) are the collectors of the table's added rows;
     `fields` and `metrics_type` are the table and the struct it made (tests pass their own).
+    `processes`: the top-processes collector ([processes] in the agent's config), None for none.
     """
 
     def __init__(
@@ -431,6 +434,7 @@ class MetricsCollector:
         scalars: Mapping[str, ScalarCollector] | None = None,
         fields: Iterable[Field] = FIELDS,
         metrics_type: type[MetricsBase] = Metrics,
+        processes: ProcessCollector | None = None,
     ) -> None:
         self._decimals = {f.name: f.decimals for f in fields}
         self._scalars = dict(SCALAR_COLLECTORS if scalars is None else scalars)
@@ -447,6 +451,9 @@ class MetricsCollector:
         self.net = NetCollector(clock)
         self.system = SystemCollector()
         self.sensors = SensorsCollector()
+        self.processes = processes
+        if processes is not None:
+            processes.collect()  # baseline, so the first sample already has CPU % and I/O rates
         self._failed: set[str] = set()
 
     def _optional(self, family: str, fn: Callable[[], T], default: T) -> T:
@@ -483,6 +490,9 @@ class MetricsCollector:
         disks = self._optional("disks", self.disks.collect, DiskReading([], None, None, None, None))
         net = self._optional("network", self.net.collect, NetReading([], None, None))
         sensors = self._optional("sensors", self.sensors.collect, SensorsReading([], None))
+        procs: list[ProcInfo] = []
+        if self.processes is not None:
+            procs = self._optional("processes", self.processes.collect, procs)
         scalars: dict[str, Any] = {
             "cpu_pct": cpu.pct,
             "load1": load.load1,
@@ -519,5 +529,6 @@ class MetricsCollector:
             ],
             temps=sensors.temps,
             battery=sensors.battery,
+            procs_top=procs,
             **{name: self._round(name, value) for name, value in scalars.items()},
         )

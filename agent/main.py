@@ -58,7 +58,9 @@ class Agent:
         self._spool = Spool(state_dir / SPOOL_FILE, settings.spool_max_samples)
         try:
             # Built (and primed) now, so the first sample one interval after start has real rates.
-            self._collector: SupportsCollect = collector or MetricsCollector(host_root=settings.host_root)
+            self._collector: SupportsCollect = collector or MetricsCollector(
+                host_root=settings.host_root, processes=settings.processes.collector()
+            )
             facts = facts or host_facts()
         except BaseException:
             self._spool.close()

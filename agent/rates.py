@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 
 class RateTracker:
@@ -17,13 +17,14 @@ class RateTracker:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._last: dict[str, tuple[float, float]] = {}  # key -> (value, clock reading)
+        # Any hashable key: a name ("eth0.rx"), or a tuple (a process's (pid, start time), counter).
+        self._last: dict[Hashable, tuple[float, float]] = {}  # key -> (value, clock reading)
 
     def now(self) -> float:
         """One clock reading, so a collector can stamp a whole snapshot with the same instant."""
         return self._clock()
 
-    def rate(self, key: str, value: float, now: float | None = None) -> float | None:
+    def rate(self, key: Hashable, value: float, now: float | None = None) -> float | None:
         """Units per second of `key` since its previous reading, or None when there is none.
 
         Unrounded: the collector rounds every value by its metric table row, in one place.
@@ -41,7 +42,7 @@ class RateTracker:
             return None
         return (value - prev_value) / elapsed
 
-    def retain(self, keys: Iterable[str]) -> None:
+    def retain(self, keys: Iterable[Hashable]) -> None:
         """Forget keys not in `keys`, so churning names (veth interfaces) cannot grow memory."""
         keep = set(keys)
         for key in [k for k in self._last if k not in keep]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -14,10 +14,14 @@ import msgspec
 from servermanager.agent.exec.policy import compile_patterns
 from servermanager.agent.logread.config import LogsSettings
 from servermanager.common.incidents import MAX_JOURNAL_LINES, MAX_TOP
+from servermanager.common.metrics import MAX_PROCS_TOP_N
 from servermanager.common.protocol import AGENT_WS_PATH, DEFAULT_MAX_FRAME_BYTES, MAX_SAMPLES_PER_BATCH
 from servermanager.common.settings import SettingsError, load_settings
 from servermanager.common.signing import KeyLineError, parse_public_key
 from servermanager.common.tls import parse_fingerprint
+
+if TYPE_CHECKING:
+    from servermanager.agent.processes import ProcessCollector
 
 ENV_PREFIX = "SM_AGENT_"
 # The enrollment token is a secret, so it is deliberately not a settings field: it can come only
@@ -162,6 +166,42 @@ class IncidentSettings(msgspec.Struct, kw_only=True):
             )
 
 
+class ProcessesSettings(msgspec.Struct, kw_only=True):
+    """The [processes] table: the top processes each sample carries (env SM_AGENT_PROCESSES_<KEY>).
+
+    Read-only, through /proc (psutil elsewhere); no command runs for them.
+    """
+
+    enabled: bool = True
+    top: int = 10
+    # Off by default, as in [incident]: command lines can carry passwords and tokens, and they are
+    # three quarters of a stored list (2,090 B against 494 B a snapshot).
+    cmdline: bool = False
+    # A list every 15 s, not every sample: a week of them is ~20 MB a node instead of ~60 MB at the
+    # default 5 s sample interval (incident snapshots still give an alert's moment exactly).
+    interval: float = 15.0
+
+    __doc_fields__ = {
+        "enabled": "send the top processes with the samples at all",
+        "top": f"processes in each ranking (by CPU, by memory, by disk I/O), 1 to {MAX_PROCS_TOP_N}",
+        "cmdline": "include command lines (cut to 200 characters); the core shows them to operators "
+        "and admins only, since they can carry secrets",
+        "interval": "seconds between two lists (0: every sample); samples in between carry none",
+    }
+
+    def validate(self) -> None:
+        if not 1 <= self.top <= MAX_PROCS_TOP_N:
+            raise SettingsError(f"setting processes.top must be 1 to {MAX_PROCS_TOP_N} (got {self.top})")
+        if not 0 <= self.interval <= 3600:
+            raise SettingsError(f"setting processes.interval must be 0 to 1h (got {self.interval:g}s)")
+
+    def collector(self) -> ProcessCollector | None:
+        # Imported here: the CLI reads settings without needing psutil.
+        from servermanager.agent.processes import ProcessCollector
+
+        return ProcessCollector(self.top, self.cmdline, every=self.interval) if self.enabled else None
+
+
 class AgentSettings(msgspec.Struct, kw_only=True):
     """Settings of the agent daemon (TOML keys; env SM_AGENT_<KEY>)."""
 
@@ -182,6 +222,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
     exec: ExecSettings = msgspec.field(default_factory=ExecSettings)
     incident: IncidentSettings = msgspec.field(default_factory=IncidentSettings)
     logs: LogsSettings = msgspec.field(default_factory=LogsSettings)
+    processes: ProcessesSettings = msgspec.field(default_factory=ProcessesSettings)
 
     __doc_fields__ = {
         "core": "URL of the core (ws://, wss://, http:// or https://); /ws/agent is appended",
@@ -203,6 +244,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
         "exec": "remote commands and service control: the [exec] table (off by default)",
         "incident": "snapshots of the top processes (and journal) when an alert fires: the [incident] table",
         "logs": "read-only journal and allowlisted log files for the node view: the [logs] table",
+        "processes": "the top processes sent with every sample: the [processes] table",
     }
 
     def validate(self) -> None:
@@ -249,6 +291,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
         self.exec.validate()
         self.incident.validate()
         self.logs.validate()
+        self.processes.validate()
 
     def _validate_trust(self) -> None:
         if self.core_fingerprint.strip():

@@ -34,6 +34,7 @@ __all__ = [
     "Metrics",
     "MetricsBase",
     "NetIface",
+    "ProcInfo",
     "Sample",
     "Temperature",
     "Unit",
@@ -114,6 +115,29 @@ class Battery(msgspec.Struct, frozen=True, gc=False):
     secs_left: float | None = None
 
 
+# Bounds of the top-processes list a sample carries: an agent's own config may ask for less.
+MAX_PROCS_TOP_N = 20  # processes in each ranking (by CPU, by memory, by disk I/O)
+MAX_PROCS_TOP = 3 * MAX_PROCS_TOP_N  # the three rankings' union, at most
+MAX_PROC_NAME = 64  # characters
+MAX_PROC_USER = 32
+MAX_PROC_CMD = 200  # a command line is cut to this, "…" included
+
+
+class ProcInfo(msgspec.Struct, frozen=True, gc=False, omit_defaults=True, array_like=True):
+    """One process of a sample's top list. An array on the wire and in storage (no key names),
+    so a sample's 10-30 processes cost a few hundred bytes, not a few kilobytes."""
+
+    pid: Annotated[int, msgspec.Meta(ge=0, le=2**32)]
+    name: Annotated[str, msgspec.Meta(max_length=MAX_PROC_NAME)]
+    # Percent of the whole machine (all CPUs together), like cpu_pct; None on a process's first sight.
+    cpu_pct: Annotated[float, msgspec.Meta(ge=0, le=100)] | None = None
+    rss: Count = 0  # resident memory, bytes
+    user: Annotated[str, msgspec.Meta(max_length=MAX_PROC_USER)] | None = None
+    read_bps: Annotated[float, msgspec.Meta(ge=0)] | None = None  # None where the OS does not tell
+    write_bps: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    cmd: Annotated[str, msgspec.Meta(max_length=MAX_PROC_CMD)] | None = None  # None: hidden or unreadable
+
+
 class MetricsBase(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """One reading of a host, as the built-in collectors fill it. Rates are None when there is no
     previous reading to diff. `Metrics` is this plus any table row added since (see FIELDS)."""
@@ -141,6 +165,9 @@ class MetricsBase(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     net_tx_bps: float | None = None
     temps: list[Temperature] = []
     battery: Battery | None = None
+    # The top processes by CPU, memory and disk I/O (deduplicated); stored apart from the metrics
+    # (core/store/processes.py) and left out of the live sample events.
+    procs_top: Annotated[list[ProcInfo], msgspec.Meta(max_length=MAX_PROCS_TOP)] = []
 
     @property
     def disk_pct(self) -> float | None:

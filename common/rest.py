@@ -124,6 +124,36 @@ class History(msgspec.Struct):
     max: dict[str, list[float | None]] | None = None
 
 
+class ProcessesQuery(msgspec.Struct, forbid_unknown_fields=True):
+    at: Timestamp | None = None  # the snapshot at or just before this moment; default: the latest
+
+
+class Process(msgspec.Struct, omit_defaults=True):
+    """One process of a node's top list (the wire's ProcInfo, with its keys)."""
+
+    pid: int
+    name: str
+    cpu_pct: float | None = None  # percent of the whole machine; None on the process's first sight
+    rss: int = 0  # bytes
+    user: str | None = None
+    read_bps: float | None = None  # disk I/O, bytes/s; None where the OS does not tell
+    write_bps: float | None = None
+    cmd: str | None = None  # operators and admins only (command lines can carry secrets)
+
+
+class Processes(msgspec.Struct):
+    """The top processes (by CPU, memory and disk I/O) of the snapshot at or before the asked moment.
+
+    `ts` is the snapshot's own time, None when the node has none stored (then `processes` is
+    empty); `cmdline_hidden` says command lines were left out for the caller's role.
+    """
+
+    node_id: int
+    ts: float | None
+    processes: list[Process]
+    cmdline_hidden: bool = False
+
+
 class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     password: Annotated[str, Meta(min_length=8, max_length=1024)]

@@ -189,7 +189,12 @@ def create_app(settings: CoreSettings) -> web.Application:
         _job(
             lambda: settings.prune_every,
             lambda: core_of().store.prune(
-                {"raw": settings.retention_raw, "1m": settings.retention_1m, "1h": settings.retention_1h}
+                {
+                    "raw": settings.retention_raw,
+                    "1m": settings.retention_1m,
+                    "1h": settings.retention_1h,
+                    "processes": settings.retention_processes,
+                }
             ),
             "retention",
         )

@@ -1,4 +1,4 @@
-"""The node view: host facts, current gauges and history charts of one node."""
+"""The node view: host facts, current gauges, history charts, services and top processes of one node."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from servermanager.desktop.format import NA, fmt_ago, fmt_bytes, fmt_duration, f
 from servermanager.desktop.logview import LogsPanel
 from servermanager.desktop.meters import MeterBox
 from servermanager.desktop.net.errors import CoreError
+from servermanager.desktop.processes import ProcessesPanel
 from servermanager.desktop.services import ServicesPanel
 
 
@@ -98,12 +99,16 @@ class NodeView(QWidget):
         self.charts_layout = QVBoxLayout(self.charts_box)
         self._build_charts()
         # ---- END HISTORY CHARTS -------------------------------------------------------------
-        # History and Services share the rest of the tab; services load when first shown.
+        # History, Services and Processes share the rest of the tab; each loads when first shown.
         self.services = ServicesPanel(ctx, node_id)
+        self.processes = ProcessesPanel(ctx, node_id)
         self.sections = QTabWidget()
         self.sections.setDocumentMode(True)
         self.sections.addTab(self.charts_box, "History")
         self.sections.addTab(self.services, "Services")
+        self.sections.addTab(self.processes, "Processes")
+        # A point clicked on a chart: the processes at that moment.
+        self.charts.pointClicked.connect(self.show_processes_at)
         self.logs = LogsPanel(ctx, node_id)
         self.sections.addTab(self.logs, "Logs")
         self.sections.currentChanged.connect(self._section_changed)
@@ -156,6 +161,7 @@ class NodeView(QWidget):
         """Stop listening and fetching before the view is deleted."""
         self.services.shutdown()
         self.logs.shutdown()
+        self.processes.shutdown()
         if self._history is not None:
             self._history.cancel()
         for signal, slot in (
@@ -174,9 +180,19 @@ class NodeView(QWidget):
         self.sections.setCurrentWidget(self.logs)
         return self.logs
 
+    def show_processes(self) -> ProcessesPanel:
+        self.sections.setCurrentWidget(self.processes)
+        return self.processes
+
+    def show_processes_at(self, ts: float) -> None:
+        self.processes.show_at(ts)
+        self.sections.setCurrentWidget(self.processes)
+
     def _section_changed(self, index: int) -> None:
         if self.sections.widget(index) is self.logs and self.logs.loads == 0:
             self.logs.refresh_sources()
+        if self.sections.widget(index) is self.processes and self.processes.live:
+            self.processes.refresh()
         if (
             self.sections.widget(index) is self.services
             and self.services.loads == 0

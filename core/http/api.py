@@ -216,6 +216,37 @@ async def node_history(c: Call) -> m.History:
     return m.History(node_id=nid, resolution=res, from_=start, to=end, fields=fields, **data)
 
 
+# Command lines can carry secrets (passwords in arguments, tokens in URLs): viewers get the rest
+# of each process, operators and admins, who may run commands on the node anyway, get them too.
+CMDLINE_ROLE = Role.OPERATOR
+
+
+async def node_processes(c: Call) -> m.Processes:
+    nid = c.path_id("node")
+    if c.core.nodes.get(nid) is None:
+        raise ApiError(404, "not_found", "no such node")
+    q: m.ProcessesQuery = c.query
+    found = await c.core.store.procs.at(nid, q.at)
+    if found is None:
+        return m.Processes(node_id=nid, ts=None, processes=[])
+    ts, procs = found
+    hide = c.who is None or not c.who.role.allows(CMDLINE_ROLE)
+    out = [
+        m.Process(
+            pid=x.pid,
+            name=x.name,
+            cpu_pct=x.cpu_pct,
+            rss=x.rss,
+            user=x.user,
+            read_bps=x.read_bps,
+            write_bps=x.write_bps,
+            cmd=None if hide else x.cmd,
+        )
+        for x in procs
+    ]
+    return m.Processes(node_id=nid, ts=ts, processes=out, cmdline_hidden=hide and any(x.cmd for x in procs))
+
+
 async def list_users(c: Call) -> m.UserList:
     return m.UserList(await Accounts(c.core.db, c.core.users).all())
 
@@ -473,6 +504,16 @@ ROUTES: list[Route] = [
         summary="One node",
         role=Role.VIEWER,
         response=m.NodeInfo,
+        tag="nodes",
+    ),
+    Route(
+        "GET",
+        f"{V}/nodes/{{id}}/processes",
+        node_processes,
+        summary="The node's top processes at a moment (default: the latest); command lines for operators",
+        role=Role.VIEWER,
+        query=m.ProcessesQuery,
+        response=m.Processes,
         tag="nodes",
     ),
     Route(

@@ -10,8 +10,9 @@ import msgspec
 
 from servermanager.common.metrics import DERIVED, SCALAR_FIELDS, Metrics, Sample
 
-# Fields of Metrics that are not scalar columns travel in the detail blob.
-_DETAIL_FIELDS = tuple(f for f in Metrics.__struct_fields__ if f not in SCALAR_FIELDS)
+# Fields of Metrics that are not scalar columns travel in the detail blob; the top processes have
+# their own table (core/store/processes.py), with their own retention.
+_DETAIL_FIELDS = tuple(f for f in Metrics.__struct_fields__ if f not in SCALAR_FIELDS and f != "procs_top")
 # Columns read back into the struct; a derived row's column is computed again from the detail.
 _COLUMN_FIELDS = tuple(f for f in SCALAR_FIELDS if f in Metrics.__struct_fields__)
 _msgpack = msgspec.msgpack.Encoder()

@@ -3,6 +3,7 @@ history reads and upkeep over a shared DayCache."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +12,7 @@ from servermanager.core.store.daycache import DayCache
 from servermanager.core.store.db import Database
 from servermanager.core.store.history import History
 from servermanager.core.store.maintenance import Maintenance
+from servermanager.core.store.processes import ProcessStore
 from servermanager.core.store.writer import Done, Writer
 
 
@@ -33,6 +35,7 @@ class SampleStore:
         self.writer = Writer(db, flush_every, max_rows_per_commit)
         self.reads = History(db, self.days)
         self.upkeep = Maintenance(db, self.days)
+        self.procs = ProcessStore(db)
 
     # ------------------------------------------------------------ writes
 
@@ -93,7 +96,13 @@ class SampleStore:
         return await self.upkeep.rollup_pass(now)
 
     async def prune(self, retention: dict[str, float], now: float | None = None, chunk: int = 50_000) -> int:
-        return await self.upkeep.prune(retention, now, chunk)
+        """Rows past retention: "raw", "1m", "1h" and, if given, "processes" (the top lists)."""
+        removed = await self.upkeep.prune(retention, now, chunk)
+        if "processes" in retention:
+            removed += await self.procs.prune(
+                retention["processes"], time.time() if now is None else now, chunk
+            )
+        return removed
 
     async def delete_node(self, node_id: int) -> None:
         await self.upkeep.delete_node(node_id)

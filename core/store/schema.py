@@ -340,6 +340,20 @@ INSERT INTO sqlite_sequence (name, seq) SELECT 'silences', coalesce(max(x), 0) F
 );
 CREATE INDEX silences_ends ON silences(ends_at);
 """,
+    # 10: the top processes of each sample (core/store/processes.py), kept apart from the metrics
+    # with their own retention. A rowid table appends each commit's rows in arrival order (rows of
+    # ~1 kB would make a WITHOUT ROWID table rewrite a page per node); the small indexes find a
+    # node's snapshot at a moment and the rows past retention.
+    """
+CREATE TABLE proc_samples (
+    id INTEGER PRIMARY KEY,
+    node_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE UNIQUE INDEX proc_samples_node_ts ON proc_samples(node_id, ts);
+CREATE INDEX proc_samples_ts ON proc_samples(ts);
+""",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

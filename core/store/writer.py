@@ -11,6 +11,7 @@ from typing import Any
 
 from servermanager.common.metrics import Sample
 from servermanager.core.store.db import Database, StorageFull
+from servermanager.core.store.processes import PROC_INSERT, proc_rows
 from servermanager.core.store.rows import COLUMNS, to_row
 from servermanager.core.store.schema import ROLLUP_TABLES
 from servermanager.core.store.values import execute_values
@@ -50,6 +51,7 @@ class _Pending:
     rows: list[tuple[Any, ...]]
     last_seq: int
     done: Done
+    procs: list[tuple[int, int, bytes]]  # proc_samples rows of the same samples
 
 
 class Writer:
@@ -73,7 +75,11 @@ class Writer:
         # Rows are built here, spread over arrivals, rather than all at once in the commit loop,
         # which would stall the event loop for the whole batch.
         rows = [to_row(node_id, s) for s in samples]
-        self._queue.append(_Pending(node_id, rows, max((s.seq for s in samples), default=0), done))
+        self._queue.append(
+            _Pending(
+                node_id, rows, max((s.seq for s in samples), default=0), done, proc_rows(node_id, samples)
+            )
+        )
         self._wake.set()
 
     async def store(self, node_id: int, samples: list[Sample]) -> None:
@@ -118,6 +124,7 @@ class Writer:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         rows: list[tuple[Any, ...]] = []
+        procs: list[tuple[int, int, bytes]] = []
         dirty: set[tuple[str, int, int]] = set()
         last_seq: dict[int, int] = {}
         step = ROLLUP_TABLES["1m"][1]
@@ -125,11 +132,13 @@ class Writer:
             for row in p.rows:
                 rows.append(row)
                 dirty.add(("1m", p.node_id, row[1] // step * step))
+            procs.extend(p.procs)
             if p.rows:
                 last_seq[p.node_id] = max(last_seq.get(p.node_id, 0), p.last_seq)
         try:
             async with self.db.transaction(bulk=True) as con:
                 await execute_values(con, _HEAD_INSERT, rows)
+                await execute_values(con, PROC_INSERT, procs)
                 await execute_values(con, _DIRTY_INSERT, list(dirty))
                 await execute_values(con, _LAST_SEQ_UPDATE, list(last_seq.items()))
         except StorageFull as exc:

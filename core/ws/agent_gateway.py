@@ -9,9 +9,11 @@ import functools
 import logging
 import time
 
+import msgspec
 from aiohttp import WSMsgType, web
 
 from servermanager.common import protocol as p
+from servermanager.common.metrics import Sample
 from servermanager.core.context import CORE, Core
 from servermanager.core.nodes import EnrollError, NodeState
 from servermanager.core.store.db import StorageFull
@@ -270,6 +272,10 @@ async def _serve(core: Core, node: NodeState, session: AgentSession) -> None:
             await session.send(p.Error(code="unexpected", message="hello is only valid as the first frame"))
 
 
+def _without_procs(sample: Sample) -> Sample:
+    return msgspec.structs.replace(sample, metrics=msgspec.structs.replace(sample.metrics, procs_top=[]))
+
+
 async def _on_samples(core: Core, node: NodeState, session: AgentSession, frame: p.Samples) -> None:
     if not frame.samples:
         await session.send(p.Error(code="invalid_frame", message="samples batch is empty"))
@@ -294,6 +300,12 @@ async def _on_samples(core: Core, node: NodeState, session: AgentSession, frame:
     for sample in accepted:
         # Only a newer sample is live news; backfill goes to storage without waking every client.
         if node.latest is None or sample.ts > node.latest.ts:
+            if sample.metrics.procs_top:
+                # The top processes are stored (with the sample, below) and served by REST; the
+                # live event, the node list and every fleet-wide subscriber go without them: a
+                # few hundred bytes per node per second that no fleet table shows, and command
+                # lines that viewers may not see.
+                sample = _without_procs(sample)
             node.latest = sample
             core.bus.publish(node.id, p.SampleEvent(node_id=node.id, sample=sample))
             core.alerts.on_sample(node, sample)

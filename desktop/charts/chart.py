@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -28,6 +29,8 @@ class HistoryChart(QWidget):
     # Data x under the mouse, so a panel can mirror the crosshair on sibling charts; hidden on leave.
     crosshairMoved = Signal(float)
     crosshairHidden = Signal()
+    # Data x (a moment, unix seconds) of a left click inside the plot: "what was happening then".
+    pointClicked = Signal(float)
 
     def __init__(
         self,
@@ -98,6 +101,8 @@ class HistoryChart(QWidget):
         self._mouse_proxy = pg.SignalProxy(
             self.plot_widget.scene().sigMouseMoved, rateLimit=60, slot=self.mouse_moved
         )
+
+        self.plot_widget.scene().sigMouseClicked.connect(self.mouse_clicked)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -235,6 +240,14 @@ class HistoryChart(QWidget):
         x = float(self.vb.mapSceneToView(pos).x())
         self.show_crosshair(x)
         self.crosshairMoved.emit(x)
+
+    def mouse_clicked(self, event: Any) -> None:
+        """Scene click slot: a left click on the plot picks that moment (pointClicked)."""
+        if event.button() != Qt.MouseButton.LeftButton or event.double():
+            return
+        pos = event.scenePos()
+        if self.vb.sceneBoundingRect().contains(pos):
+            self.pointClicked.emit(float(self.vb.mapSceneToView(pos).x()))
 
     def show_crosshair(self, x: float) -> str:
         """Put the crosshair on the point nearest x and return the label's plain text."""

@@ -84,6 +84,7 @@ class ChartPanel(QWidget):
     """All family charts of one node, x-linked, under a range selector that emits what to fetch."""
 
     rangeRequested = Signal(object)  # HistoryRequest
+    pointClicked = Signal(float)  # a moment clicked on any chart (unix seconds)
 
     def __init__(
         self,
@@ -148,6 +149,7 @@ class ChartPanel(QWidget):
             chart.rangeSelected.connect(self._on_user_zoom)
             chart.crosshairMoved.connect(lambda x, src=chart: self._mirror_crosshair(src, x))
             chart.crosshairHidden.connect(self._hide_crosshairs)
+            chart.pointClicked.connect(self.pointClicked)
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(4, 4, 4, 4)

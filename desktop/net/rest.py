@@ -432,6 +432,13 @@ class RestClient(QObject):
         assert result is not None
         return result
 
+    async def processes(self, node_id: int, at: float | None = None) -> m.Processes:
+        """The node's top processes at `at` (the snapshot at or just before it), default the latest."""
+        params = {"at": f"{at:.3f}"} if at is not None else None
+        result = await self.call("GET", f"/nodes/{node_id}/processes", m.Processes, params=params)
+        assert result is not None
+        return result
+
     # ------------------------------------------------------------ remote operations
 
     @needs_step_up

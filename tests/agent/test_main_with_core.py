@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,3 +116,51 @@ async def test_used_up_enroll_token_is_refused(
         async with asyncio.timeout(10):
             await task
     assert not (tmp_path / "a2" / "credential").exists()
+
+
+@pytest.fixture
+def burner() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, "-c", "x = 0\nwhile True: x += 1  # sm-e2e-burner"])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_cpu_burner_reaches_the_processes_endpoint(
+    tmp_path: Path, real_core: RunningCore, runner: AgentRunner, burner: subprocess.Popen[bytes]
+) -> None:
+    agent = Agent(
+        fast_settings(tmp_path / "agent", real_core.url, interval=0.2), await real_core.enroll_token()
+    )
+    runner.start(agent)
+    async with asyncio.timeout(10):
+        await agent.wait_state(ConnState.STREAMING)
+    admin = await real_core.admin_token()
+    viewer = await real_core.user_token("vic", "viewer")
+    path = f"/api/v1/nodes/{agent.node_id}/processes"
+
+    async def latest() -> dict[str, Any]:
+        status, body = await real_core.request("GET", path, admin)
+        assert status == 200, body
+        return dict(body)
+
+    def burner_first(body: dict[str, Any]) -> bool:
+        procs = [x for x in body["processes"] if x.get("cpu_pct")]
+        return bool(procs) and max(procs, key=lambda x: x["cpu_pct"])["pid"] == burner.pid
+
+    then = await wait_until(latest, burner_first, timeout=20, what="the burner on top by CPU")
+    busy = max(then["processes"], key=lambda x: x.get("cpu_pct") or 0)
+    assert "sm-e2e-burner" in busy["cmd"]
+    burner.kill()
+    burner.wait()
+    # Later snapshots no longer list it; the moment of `then` still answers with that snapshot.
+    await wait_until(
+        latest, lambda b: all(x["pid"] != burner.pid for x in b["processes"]), what="the burner gone"
+    )
+    status, past = await real_core.request("GET", path, viewer, params={"at": str(then["ts"])})
+    assert status == 200 and past["ts"] == then["ts"]
+    assert [x["pid"] for x in past["processes"]] == [x["pid"] for x in then["processes"]]
+    assert all("cmd" not in x for x in past["processes"])  # a viewer: names, not command lines
+    await runner.stop(agent)
