@@ -131,9 +131,9 @@ def burner() -> Iterator[subprocess.Popen[bytes]]:
 async def test_cpu_burner_reaches_the_processes_endpoint(
     tmp_path: Path, real_core: RunningCore, runner: AgentRunner, burner: subprocess.Popen[bytes]
 ) -> None:
-    agent = Agent(
-        fast_settings(tmp_path / "agent", real_core.url, interval=0.2), await real_core.enroll_token()
-    )
+    settings = fast_settings(tmp_path / "agent", real_core.url, interval=0.2)
+    settings.processes.cmdline, settings.processes.interval = True, 0.0  # a list with every sample
+    agent = Agent(settings, await real_core.enroll_token())
     runner.start(agent)
     async with asyncio.timeout(10):
         await agent.wait_state(ConnState.STREAMING)

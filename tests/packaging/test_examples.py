@@ -7,7 +7,14 @@ from pathlib import Path
 
 import msgspec
 
-from servermanager.agent.settings import AgentSettings, ExecSettings, IncidentSettings, load_agent_settings
+from servermanager.agent.logread.config import LogsSettings
+from servermanager.agent.settings import (
+    AgentSettings,
+    ExecSettings,
+    IncidentSettings,
+    ProcessesSettings,
+    load_agent_settings,
+)
 from tests.packaging.conftest import REPO
 
 EXAMPLE = REPO / "packaging" / "agent.toml.example"
@@ -30,10 +37,13 @@ def sections() -> dict[str, set[str]]:
 
 def test_every_setting_is_shown() -> None:
     shown = sections()
-    top = {f for f in AgentSettings.__struct_fields__ if f not in ("exec", "incident")}
+    tables = {"exec", "incident", "logs", "processes"}
+    top = {f for f in AgentSettings.__struct_fields__ if f not in tables}
     assert shown[""] == top
     assert shown["exec"] == set(ExecSettings.__struct_fields__)
     assert shown["incident"] == set(IncidentSettings.__struct_fields__)
+    assert shown["logs"] == set(LogsSettings.__struct_fields__)
+    assert shown["processes"] == set(ProcessesSettings.__struct_fields__)
 
 
 def test_as_shipped_it_changes_nothing() -> None:
