@@ -55,7 +55,9 @@ def usable_data_dir(folder: Path) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
-        raise DataDirError(f"cannot create the data dir {folder}: {exc.strerror or exc}") from None
+        raise DataDirError(
+            f"cannot use the data dir {folder} as {_whoami()}: {exc.strerror or exc}"
+        ) from None
     if not folder.is_dir():
         raise DataDirError(f"the data dir {folder} is not a directory")
     for path in (folder, folder / DB_FILENAME):
