@@ -34,21 +34,32 @@ def ensure_venv(extras: str) -> None:
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> int:
-    """Run cmd to its end. SIGTERM and SIGHUP are passed on to it, and on Ctrl-C (which the
-    terminal sends it too) this waits for it: either way it stops what it started first."""
+    """Run cmd to its end, passing on SIGINT, SIGTERM and SIGHUP, and never leave it behind.
+
+    On POSIX it runs in a process group of its own, so a terminal's Ctrl-C reaches only this
+    process, which passes it on once: the child hears every stop request exactly once, whether
+    it came from the terminal or from `kill -INT <this pid>`, and stops what it started itself
+    (the demo's core and agent). A repeated signal is passed on again; this never kills the
+    child, which would orphan whatever it started.
+    """
     print("+", " ".join(cmd), flush=True)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
-    for name in ("SIGTERM", "SIGHUP"):
+    posix = os.name == "posix"
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, process_group=0 if posix else None)
+
+    def forward(signum: int, frame: object) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    # On Windows the console sends Ctrl-C to every process attached to it; there it stays
+    # Python's KeyboardInterrupt, and this keeps waiting.
+    for name in ("SIGINT", "SIGTERM", "SIGHUP") if posix else ("SIGTERM",):
         if hasattr(signal, name):
-            signal.signal(getattr(signal, name), lambda signum, frame: proc.send_signal(signum))
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
+            signal.signal(getattr(signal, name), forward)
+    while True:
         try:
             return proc.wait()
-        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting for a clean stop
-            proc.kill()
-            return proc.wait()
+        except KeyboardInterrupt:
+            continue
 
 
 def cmd_run(args: list[str]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sqlite3
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from servermanager.common.settings import load_settings, parse_duration
-from servermanager.core.datadir import DB_FILENAME, data_dir
+from servermanager.core.datadir import DB_FILENAME, data_dir, usable_data_dir
 from servermanager.core.settings import CoreSettings
 
 
@@ -35,8 +36,7 @@ def _admin_core(args: argparse.Namespace) -> Any:
     from servermanager.core.store.db import Database
 
     settings = core_settings(args)
-    folder = data_dir(settings)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = usable_data_dir(data_dir(settings))
     db = Database(folder / DB_FILENAME)
     return settings, db, Users, EnrollTokens
 
@@ -214,17 +214,34 @@ def cmd_api_token(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-
-    src = data_dir(core_settings(args)) / DB_FILENAME
+    src = usable_data_dir(data_dir(core_settings(args))) / DB_FILENAME
     if not src.exists():
         print(f"error: no database at {src}", file=sys.stderr)
         return 1
     dest = Path(args.file)
-    # Recorded first, so the backup holds the row that says when and by whom it was taken.
-    _audit_sync(src, "admin.backup", {"file": str(dest)})
-    # SQLite's online backup copies a consistent snapshot while the core keeps writing.
-    with sqlite3.connect(src) as s, sqlite3.connect(dest) as d:
-        s.backup(d)
+    if dest.is_dir():
+        print(f"error: cannot write the backup to {dest}: it is a directory; name a file", file=sys.stderr)
+        return 1
+    try:
+        # Opened first: a path that cannot be written is said before anything is recorded.
+        out = sqlite3.connect(dest)
+    except sqlite3.Error:
+        why = "no such directory" if not dest.parent.is_dir() else "permission denied"
+        print(f"error: cannot write the backup to {dest}: {why}", file=sys.stderr)
+        return 1
+    try:
+        # Recorded first, so the backup holds the row that says when and by whom it was taken.
+        _audit_sync(src, "admin.backup", {"file": str(dest)})
+        # SQLite's online backup copies a consistent snapshot while the core keeps writing.
+        with contextlib.closing(sqlite3.connect(src)) as s:
+            s.backup(out)
+        # One self-contained file: no -wal or -shm appears beside it when it is read (or restored).
+        out.execute("PRAGMA journal_mode=DELETE")
+    except sqlite3.Error as exc:
+        print(f"error: the backup to {dest} failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        out.close()
     os.chmod(dest, 0o600)
     print(f"backup written to {dest}")
     return 0
@@ -235,7 +252,8 @@ def _audit_sync(db_file: Path, action: str, detail: dict[str, Any]) -> None:
     import json
     import time
 
-    with sqlite3.connect(db_file, timeout=10) as con:
+    # closing(): a Connection's own `with` only commits, and an open one keeps the -wal file.
+    with contextlib.closing(sqlite3.connect(db_file, timeout=10)) as con, con:
         con.execute(
             "INSERT INTO audit (ts, actor, action, target, detail, result) VALUES (?, ?, ?, NULL, ?, 'ok')",
             (time.time(), _actor(), action, json.dumps(detail)),
@@ -243,32 +261,102 @@ def _audit_sync(db_file: Path, action: str, detail: dict[str, Any]) -> None:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from servermanager.core.store.schema import SCHEMA_VERSION, migrate_sync
+    """Replace the database with a checked backup, only while no core uses the data dir; the file
+    replaced is kept beside it, and the new one gets its owner and mode."""
+    from servermanager.core.datadir import DataDirBusy, DataDirLock
+    from servermanager.core.store.schema import SCHEMA_VERSION
 
     src = Path(args.file)
+    problem = _backup_problem(src, SCHEMA_VERSION)
+    if problem:
+        print(f"error: {src} {problem}; nothing was changed", file=sys.stderr)
+        return 1
+    folder = usable_data_dir(data_dir(core_settings(args)))
     try:
-        with sqlite3.connect(f"file:{src}?mode=ro", uri=True) as con:
+        # Held through the swap: a core that starts meanwhile waits for nothing, it is refused.
+        with DataDirLock(folder):
+            kept = _swap_in(src, folder)
+    except DataDirBusy as exc:
+        print(
+            f"error: {exc}; stop it first (systemctl stop servermanager-core), then restore",
+            file=sys.stderr,
+        )
+        return 1
+    except (sqlite3.Error, OSError) as exc:
+        print(f"error: restore into {folder} failed: {exc}", file=sys.stderr)
+        return 1
+    was = f"; the database it replaced is kept as {kept}" if kept else ""
+    print(f"restored {src} into {folder / DB_FILENAME}{was}; start the core again")
+    return 0
+
+
+def _backup_problem(src: Path, newest: int) -> str | None:
+    """What is wrong with a backup file (it is only read), or None when it can be restored."""
+    if not src.is_file():
+        return "is not a usable backup: no such file"
+    try:
+        with contextlib.closing(sqlite3.connect(_ro_uri(src), uri=True)) as con:
             ok = con.execute("PRAGMA integrity_check").fetchone()[0]
             version = con.execute("PRAGMA user_version").fetchone()[0]
+            has_users = con.execute("SELECT 1 FROM sqlite_master WHERE name = 'users'").fetchone()
     except sqlite3.DatabaseError as exc:
-        print(f"error: {src} is not a usable backup: {exc}", file=sys.stderr)
-        return 1
-    if ok != "ok" or version > SCHEMA_VERSION:
-        print(f"error: {src} failed its check ({ok}, schema {version})", file=sys.stderr)
-        return 1
-    folder = data_dir(core_settings(args))
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return f"is not a usable backup: {exc}"
+    if ok != "ok":
+        return f"failed its integrity check: {ok}"
+    if version > newest:
+        return f"has schema {version}, newer than this servermanager's ({newest}): upgrade first"
+    if version < 1 or not has_users:
+        return "is not a usable backup: not a Server Manager database"
+    return None
+
+
+def _swap_in(src: Path, folder: Path) -> Path | None:
+    """Copy `src` beside the database, bring it up to date, then rename it over the database.
+
+    The file replaced is first copied (SQLite's backup, so the WAL's last commits are in it) to
+    <db>.before-restore-<UTC time>; that name is returned. Every file made here gets the owner and
+    mode of the database it replaces (or of the data dir): a restore run as root must leave the
+    service a database its own user can write.
+    """
+    import time
+
+    from servermanager.core.datadir import match_owner
+    from servermanager.core.store.schema import migrate_sync
+
     dest = folder / DB_FILENAME
+    like, mode = (dest, None) if dest.exists() else (folder, 0o600)
+    kept: Path | None = None
+    if dest.exists():
+        kept = folder / f"{DB_FILENAME}.before-restore-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        _sqlite_copy(dest, kept)
+        match_owner(kept, like, mode)
     tmp = folder / (DB_FILENAME + ".restore")
-    with sqlite3.connect(src) as s, sqlite3.connect(tmp) as d:
-        s.backup(d)
+    tmp.unlink(missing_ok=True)
+    _sqlite_copy(src, tmp, read_only=True)
+    migrate_sync(tmp)
+    _audit_sync(tmp, "admin.restore", {"file": str(src)})
+    with contextlib.closing(sqlite3.connect(tmp)) as con:
+        # Back to one file: its -wal and -shm (made by this process's user) go with the last close.
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    match_owner(tmp, like, mode)
+    # The old WAL must not outlive its database: SQLite would replay it onto the new file.
     for suffix in ("-wal", "-shm"):
         Path(str(dest) + suffix).unlink(missing_ok=True)
     os.replace(tmp, dest)
-    migrate_sync(dest)
-    _audit_sync(dest, "admin.restore", {"file": str(src)})
-    print(f"restored {src} into {dest}; start the core again")
-    return 0
+    return kept
+
+
+def _sqlite_copy(src: Path, dest: Path, read_only: bool = False) -> None:
+    """SQLite's backup of `src` into `dest`; read_only: `src` is opened read-only (a backup file,
+    which may sit where this user cannot write)."""
+    source = sqlite3.connect(_ro_uri(src), uri=True) if read_only else sqlite3.connect(src)
+    with contextlib.closing(source) as s, contextlib.closing(sqlite3.connect(dest)) as d:
+        s.backup(d)
+        d.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, as a backup is
+
+
+def _ro_uri(path: Path) -> str:
+    return path.resolve().as_uri() + "?mode=ro"
 
 
 # ---------------------------------------------------------------- accounts (the REST account API's twin)

@@ -24,19 +24,23 @@ from servermanager.core.bus import Bus
 from servermanager.core.clients import Handshakes
 from servermanager.core.commands import Commands
 from servermanager.core.context import CORE, Core
-from servermanager.core.datadir import DB_FILENAME, INITIAL_PASSWORD_FILE, data_dir
+from servermanager.core.datadir import DB_FILENAME, INITIAL_PASSWORD_FILE, DataDirLock, data_dir
 from servermanager.core.http.api import ROUTES
 from servermanager.core.http.prometheus import metrics_handler
 from servermanager.core.http.routing import BAD_REQUEST_LOG, add_routes, errors_middleware
 from servermanager.core.logs import LogRelay
 from servermanager.core.nodes import Nodes
 from servermanager.core.settings import CoreSettings
-from servermanager.core.store.db import Database, StorageFull
+from servermanager.core.store.db import Database, StorageFull, is_fatal
 from servermanager.core.store.samples import SampleStore
 from servermanager.core.ws.agent_gateway import agent_ws
 from servermanager.core.ws.client_gateway import client_ws
 
 log = logging.getLogger(__name__)
+
+# Set when the core must stop by itself: its database cannot be written (see Database.fatal). The
+# process that serves the app (runtime.serve) waits on it beside SIGTERM and then exits non-zero.
+STOP = web.AppKey("stop", asyncio.Event)
 
 
 async def _first_admin(core: Core, folder: Path) -> None:
@@ -70,7 +74,9 @@ def _job(
                 await fn()
             except StorageFull:
                 pass  # the database said so once; the job tries again next time
-            except Exception:
+            except Exception as exc:
+                if is_fatal(exc):
+                    continue  # the database said so once, and the core is stopping
                 log.exception("background job %s failed; will retry", name)
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -119,12 +125,41 @@ async def _alerting_shutdown(app: web.Application) -> None:
 def create_app(settings: CoreSettings) -> web.Application:
     logging.getLogger("aiohttp.server").addFilter(BAD_REQUEST_LOG)  # once per process: addFilter dedups
     app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_frame_bytes)
+    app[STOP] = asyncio.Event()
     folder = data_dir(settings)
 
     async def services(app: web.Application) -> AsyncIterator[None]:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Held while this core uses the data dir: a second core, or a restore, is refused.
+        lock = DataDirLock(folder).acquire()
         db = Database(folder / DB_FILENAME)
+        try:
+            await _open_services(app, db)
+        except BaseException:
+            await db.close()  # its threads would keep the process from ever ending
+            lock.release()
+            raise
+        store = app[CORE].store
+        writer = asyncio.create_task(store.run(), name="sample-writer")
+        yield
+        try:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            if db.fatal is None:  # else every write would fail again, each with its own error
+                await store.drain()
+                try:
+                    await store.settle()
+                except Exception:  # the head stays queryable and settles on the next start's first rollup
+                    log.exception("could not settle the sample head at shutdown")
+                await app[CORE].nodes.persist_last_seen()
+        finally:
+            await db.close()
+            lock.release()
+
+    async def _open_services(app: web.Application, db: Database) -> None:
         await db.open()
+        db.on_fatal = lambda exc: app[STOP].set()
         store = SampleStore(
             db, settings.flush_every, day_cache_bytes=int(settings.history_cache_mb * (1 << 20))
         )
@@ -155,19 +190,6 @@ def create_app(settings: CoreSettings) -> web.Application:
         await core.nodes.load()
         await _first_admin(core, folder)
         app[CORE] = core
-        writer = asyncio.create_task(store.run(), name="sample-writer")
-        log.info("core ready; database %s", db.path)
-        yield
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
-        await store.drain()
-        try:
-            await store.settle()
-        except Exception:  # the head stays queryable and settles on the next start's first rollup
-            log.exception("could not settle the sample head at shutdown")
-        await core.nodes.persist_last_seen()
-        await db.close()
 
     async def close_sockets(app: web.Application) -> None:
         # Agents reconnect to the next core; tell them it is going away rather than just dropping.

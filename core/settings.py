@@ -7,6 +7,9 @@ import msgspec
 from servermanager.common.history import RETENTION_1H, RETENTION_1M, RETENTION_RAW
 from servermanager.common.settings import SettingsError
 
+# What logging knows by name; anything else ("VERBOSE") is refused rather than read as INFO.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 class CoreSettings(msgspec.Struct, kw_only=True):
     """Settings of the core daemon (TOML keys; env SM_CORE_<KEY>)."""
@@ -107,6 +110,11 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     }
 
     def validate(self) -> None:
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise SettingsError(
+                f"setting log_level: expected DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}"
+            )
+        self.log_level = self.log_level.upper()
         _, sep, port = self.listen.rpartition(":")
         if not sep or not port.isdigit():
             raise SettingsError(f"setting listen: expected HOST:PORT, got {self.listen!r}")

@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_admin("cmd_create_user"))
     p = adm.add_parser("enroll-token", help="print a new agent enrollment token")
     core_opts(p)
-    p.add_argument("--ttl", default="1h", help="lifetime, e.g. 30m, 1h, 7d")
+    p.add_argument("--ttl", type=_duration, default="1h", help="lifetime, e.g. 30m, 1h, 7d")
     p.add_argument("--uses", type=int, default=1, help="how many agents may enroll with it")
     p.add_argument(
         "--core-host",
@@ -261,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     core_opts(p)
     p.add_argument("file")
     p.set_defaults(fn=_admin("cmd_backup"))
-    p = adm.add_parser("restore", help="restore the database from FILE (stop the core first)")
+    p = adm.add_parser(
+        "restore", help="restore the database from FILE (refused while a core runs; keeps the old one)"
+    )
     core_opts(p)
     p.add_argument("file")
     p.set_defaults(fn=_admin("cmd_restore"))

@@ -6,6 +6,8 @@ import argparse
 import importlib.util
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,28 +18,79 @@ from servermanager.core.runtime import setup_logging
 from servermanager.core.tls import is_loopback
 
 
-def _wait_health(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+class _Stop:
+    """Set by SIGINT, SIGTERM or SIGHUP; every wait of the demo polls it. Nothing is raised from the
+    handler, so a signal never lands between starting a child and recording it, and a second one
+    cannot cut the clean-up short (which is bounded by STOP_WAIT)."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.signal is None:
+            self.signal = signal.Signals(signum).name
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+
+# How long the children get to stop after SIGTERM before they are killed.
+STOP_WAIT = 10.0
+
+
+def _wait_health(url: str, proc: subprocess.Popen[bytes], stop: _Stop, timeout: float = 30.0) -> bool:
+    """True once the core answers; False if a signal came first. SystemExit (one line) if it failed."""
     import urllib.request
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop:
         if proc.poll() is not None:
-            raise SystemExit("the core exited during start-up; see its log above")
+            raise SystemExit("servermanager demo: the core exited during start-up; its log above says why")
         try:
             with urllib.request.urlopen(url + "/api/v1/health", timeout=1) as r:
-                if r.status == 200:
-                    return
+                if r.status == 200 and proc.poll() is None:
+                    return True
         except OSError:
-            time.sleep(0.2)
-    raise SystemExit("the core did not answer in time")
+            time.sleep(0.1)
+    if stop:
+        return False
+    raise SystemExit("servermanager demo: the core did not answer in time")
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    """Whether the port is taken, tried as the core will bind it (SO_REUSEADDR, as aiohttp does on
+    POSIX, so a port left in TIME_WAIT by the last demo counts as free)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        if os.name == "posix":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _stop_children(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to every child still running, then SIGKILL to whichever has not ended by STOP_WAIT."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + STOP_WAIT
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def run_demo(args: argparse.Namespace) -> int:
     """Core + one local agent on a throwaway data dir; the desktop app joins once it exists."""
-    import signal
     import tempfile
 
     host = args.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
+    port = args.listen.rpartition(":")[2]
     if not is_loopback(host):
         # The demo is plain HTTP with a printed password: fine on this machine, not on a network.
         print(
@@ -46,17 +99,36 @@ def run_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if not port.isdigit():
+        print(f"servermanager demo: --listen expects HOST:PORT, got {args.listen!r}", file=sys.stderr)
+        return 2
+    # Said before anything starts: otherwise the health check could be answered by whatever holds
+    # the port, and the demo would print a password for a core that never served.
+    if _port_in_use(host, int(port)):
+        print(
+            f"servermanager demo: cannot listen on {args.listen}: the port is in use (another demo or "
+            "core?); stop it, or pick another port with --listen 127.0.0.1:PORT",
+            file=sys.stderr,
+        )
+        return 2
 
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # the cleanup below stops the children, as on Ctrl-C
-
-    # SIGTERM (kill, a service manager) and SIGHUP (the terminal closed) would otherwise end the
-    # demo alone and leave its core and agent running.
-    for name in ("SIGTERM", "SIGHUP"):
+    # SIGINT (Ctrl-C; or kill -INT), SIGTERM (kill, a service manager) and SIGHUP (the terminal
+    # closed) all stop the demo and everything it started, however often they come.
+    stop = _Stop()
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), stop)
     setup_logging("INFO")
     base = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="servermanager-demo-"))
+    try:
+        return _run(args, base, stop)
+    finally:
+        if not args.data_dir:
+            # It holds the admin password: it never outlives the demo.
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, base: Path, stop: _Stop) -> int:
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(base, 0o700)
     exe = [sys.executable, "-m", "servermanager"]
@@ -64,19 +136,24 @@ def run_demo(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     core_dir, state_dir = base / "core", base / "agent"
     procs: list[subprocess.Popen[bytes]] = []
-    desktop: subprocess.Popen[bytes] | None = None
     try:
-        core = subprocess.Popen([*exe, "core", "--data-dir", str(core_dir), "--listen", args.listen], env=env)
-        procs.append(core)
-        _wait_health(url, core)
-        token = subprocess.run(
+        procs.append(
+            subprocess.Popen([*exe, "core", "--data-dir", str(core_dir), "--listen", args.listen], env=env)
+        )
+        if not _wait_health(url, procs[0], stop):
+            return 0
+        made = subprocess.run(
             [*exe, "admin", "enroll-token", "--data-dir", str(core_dir), "--ttl", "10m"],
-            check=True,
             capture_output=True,
             text=True,
             env=env,
-        ).stdout.strip()
-        agent_env = dict(env, SM_AGENT_ENROLL_TOKEN=token)
+        )
+        if made.returncode != 0:
+            if stop:
+                return 0
+            print(f"servermanager demo: no enrollment token: {made.stderr.strip()}", file=sys.stderr)
+            return 1
+        agent_env = dict(env, SM_AGENT_ENROLL_TOKEN=made.stdout.strip())
         procs.append(
             subprocess.Popen(
                 [*exe, "agent", "--core", url, "--state-dir", str(state_dir), "--interval", "2"],
@@ -93,6 +170,8 @@ def run_demo(args: argparse.Namespace) -> int:
             "    Ctrl-C stops everything.\n",
             flush=True,
         )
+        daemons = list(procs)
+        desktop: subprocess.Popen[bytes] | None = None
         why_not = _why_no_desktop(args)
         if why_not:
             print(f"  Not opening the desktop app: {why_not}.\n", flush=True)
@@ -101,8 +180,8 @@ def run_demo(args: argparse.Namespace) -> int:
             desktop = subprocess.Popen(
                 [*exe, "desktop", "--core", url, "--demo-login"], env=dict(env, SM_DEMO_PASSWORD=password)
             )
-        daemons = list(procs)
-        while all(p.poll() is None for p in daemons):
+            procs.append(desktop)
+        while not stop and all(p.poll() is None for p in daemons):
             if desktop is not None and desktop.poll() is not None:
                 if desktop.returncode == 0:
                     return 0  # quitting the app ends the demo
@@ -112,23 +191,10 @@ def run_demo(args: argparse.Namespace) -> int:
                     flush=True,
                 )
                 desktop = None
-            time.sleep(0.5)
-        return 1  # the core or the agent died: their logs above say why
-    except KeyboardInterrupt:
-        return 0
+            time.sleep(0.2)
+        return 0 if stop else 1  # without a signal, the core or the agent died: their logs say why
     finally:
-        if desktop is not None:
-            procs.append(desktop)
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if not args.data_dir:
-            shutil.rmtree(base, ignore_errors=True)
+        _stop_children(procs)
 
 
 def _why_no_desktop(args: argparse.Namespace) -> str | None:

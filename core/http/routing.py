@@ -14,7 +14,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from servermanager.common import rest as m
 from servermanager.core.auth import ENROLL_PREFIX, Principal, Role, TokenKind
 from servermanager.core.context import CORE, Core
-from servermanager.core.store.db import StorageFull
+from servermanager.core.store.db import StorageFull, is_fatal
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +245,11 @@ async def errors_middleware(
         # answer. Anyone can do this, thousands of times a second, so it is no ERROR.
         log.debug("%s %s: the peer went away (%s)", request.method, request.path, exc)
         return web.Response(status=499, reason="Client Closed Request")
-    except Exception:
+    except Exception as exc:
+        if is_fatal(exc):
+            # The database said it once and the core is stopping: no traceback per request.
+            return error_response(
+                503, "storage_failed", "the core's database cannot be used; the core is stopping"
+            )
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error; see the core log")

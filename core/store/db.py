@@ -9,16 +9,16 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from servermanager.core.store.schema import migrate_sync
-from servermanager.core.store.transaction import StorageFull, Transaction, is_full
+from servermanager.core.store.transaction import StorageFull, Transaction, is_fatal, is_full
 
-__all__ = ["Database", "StorageFull"]
+__all__ = ["Database", "StorageFull", "is_fatal"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,10 @@ class Database:
         # the end of it. It is when a bulk write (a sample commit) fits, or any write fits this long
         # after the last failure.
         self.full_quiet = 30.0
+        # The first write error no retry mends (read-only file, corruption; see is_fatal), and who
+        # hears of it: the core stops on it rather than serve on with every write failing.
+        self.fatal: BaseException | None = None
+        self.on_fatal: Callable[[BaseException], None] | None = None
 
     def _outcome(self, exc: BaseException | None, bulk: bool = False) -> None:
         """Every write's ending: the first failure for lack of space is said once, clearly, and the
@@ -58,6 +62,8 @@ class Database:
                 )
                 self.full_since = None
             return
+        if is_fatal(exc):
+            self._broken(exc)
         if is_full(exc):
             self._full_last = time.time()
         if is_full(exc) and self.full_since is None:
@@ -73,25 +79,46 @@ class Database:
                 free,
             )
 
+    def _broken(self, exc: BaseException) -> None:
+        """A read or write failed in a way no retry mends: said once, and the core told to stop."""
+        if self.fatal is None:
+            self.fatal = exc
+            log.error("the database %s cannot be used: %s", self.path, exc)
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
+
     async def open(self) -> None:
         """Bring the file's schema up to date (see schema.migrate_sync), then connect."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         migrate_sync(self.path)
-        self._w = await aiosqlite.connect(self.path, isolation_level=None)
-        self._r = [await aiosqlite.connect(self.path, isolation_level=None) for _ in range(self.readers)]
-        for con in (self._w, *self._r):
-            await con.execute("PRAGMA foreign_keys=ON")
-            await con.execute("PRAGMA busy_timeout=5000")
+        _probe_write(self.path)
+        try:
+            self._w = await aiosqlite.connect(self.path, isolation_level=None)
+            for _ in range(self.readers):
+                self._r.append(await aiosqlite.connect(self.path, isolation_level=None))
+            for con in (self._w, *self._r):
+                await con.execute("PRAGMA foreign_keys=ON")
+                await con.execute("PRAGMA busy_timeout=5000")
+            # NORMAL in WAL mode survives a process kill -9: only an OS crash can lose the last commits.
+            await self._w.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            # Each connection is a thread the interpreter waits for at exit: one left open here
+            # would keep a core that failed to start from ever ending.
+            await self.close()
+            raise
         for con in self._r:
             self._idle.put_nowait(con)
-        # NORMAL in WAL mode survives a process kill -9: only an OS crash can lose the last commits.
-        await self._w.execute("PRAGMA synchronous=NORMAL")
 
     async def close(self) -> None:
-        for con in (self._w, *self._r):
+        """Close every connection, each even when another fails: an unclosed one is a thread the
+        interpreter would wait for at exit."""
+        cons, self._w, self._r = [self._w, *self._r], None, []
+        for con in cons:
             if con is not None:
-                await con.close()
-        self._w, self._r = None, []
+                try:
+                    await con.close()
+                except sqlite3.Error as exc:  # its thread has stopped all the same
+                    log.warning("closing a connection to %s: %s", self.path, exc)
         self._idle = asyncio.Queue()
 
     @property
@@ -106,6 +133,10 @@ class Database:
         con = await self._idle.get()
         try:
             yield con
+        except sqlite3.Error as exc:
+            if is_fatal(exc):  # a damaged or vanished file shows first in a read
+                self._broken(exc)
+            raise
         finally:
             # A cancelled read may still be running in the connection's thread; the next user's
             # statement queues behind it there, so the connection can go back at once.
@@ -139,3 +170,15 @@ class Database:
 
     def _bulk_outcome(self, exc: BaseException | None) -> None:
         self._outcome(exc, bulk=True)
+
+
+def _probe_write(path: Path) -> None:
+    """Raise now (SQLITE_READONLY) if the file cannot be written, rather than serve with health "ok"
+    until the first write fails: an up-to-date schema needs no write to open, so try one that
+    changes nothing."""
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        con.execute(f"PRAGMA user_version = {int(version)}")
+    finally:
+        con.close()

@@ -23,6 +23,32 @@ def is_full(exc: BaseException | None) -> bool:
     )
 
 
+# SQLite's primary result codes that no retry mends: the file cannot be written (read-only file,
+# directory or mount; owned by another user), opened, or read as a database. A core that keeps
+# serving on one answers health "ok" while every write fails, so these end the process.
+FATAL_CODES = frozenset(
+    {
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_NOTADB,
+    }
+)
+
+
+def is_fatal(exc: BaseException | None) -> bool:
+    """A storage error the core cannot serve on (see FATAL_CODES); a full disk is not one."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (
+        isinstance(exc, sqlite3.Error)
+        and not is_full(exc)
+        and code is not None
+        and code & 0xFF in FATAL_CODES
+    )
+
+
 def _noop(exc: BaseException | None) -> None:
     return None
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from servermanager.common.metrics import Sample
-from servermanager.core.store.db import Database, StorageFull
+from servermanager.core.store.db import Database, StorageFull, is_fatal
 from servermanager.core.store.processes import PROC_INSERT, proc_rows
 from servermanager.core.store.rows import COLUMNS, to_row
 from servermanager.core.store.schema import ROLLUP_TABLES
@@ -146,6 +146,10 @@ class Writer:
             await self._tell(batch, exc)
             return
         except Exception as exc:
+            if is_fatal(exc):
+                # No batch of ours is to blame: the database said so once, and the core stops.
+                await self._tell(batch, exc)
+                return
             if len(batch) > 1:
                 # One agent's batch must not fail everyone else's: split the group and commit the
                 # halves apart, down to the batch that fails on its own.

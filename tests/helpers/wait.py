@@ -33,9 +33,11 @@ async def wait_until(
         await asyncio.sleep(0.02)
 
 
-def wait_sync(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:
+def wait_sync(
+    cond: Callable[[], object], timeout: float = 20.0, what: str = "condition", interval: float = 0.05
+) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(interval)
