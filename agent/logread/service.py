@@ -16,11 +16,13 @@ import logging
 import shutil
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from servermanager.agent.logread.config import Allowlist, LogRefused, LogsSettings, journal_note, sources
 from servermanager.common.protocol import (
+    CONTAINER_PREFIX,
     DEFAULT_MAX_FRAME_BYTES,
     JOURNAL,
     MAX_LOG_ENTRIES_PER_CHUNK,
@@ -31,6 +33,9 @@ from servermanager.common.protocol import (
     LogSources,
     LogsRequest,
 )
+
+if TYPE_CHECKING:
+    from servermanager.agent.containers import ContainerWatcher
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,14 @@ class Bucket:
         return max(0, int(self.tokens))
 
 
+class EngineFailed(Exception):
+    """The container engine could not serve a log request; `code` is the chunk's error code."""
+
+    def __init__(self, message: str, code: str = "failed") -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class LogService:
     """The agent's log reader: `handle(frame, send)` for each logs frame, `close()` when the socket ends."""
 
@@ -79,8 +92,10 @@ class LogService:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         poll_every: float = 0.5,
         journalctl: str | None = None,
+        containers: ContainerWatcher | None = None,
     ) -> None:
         self.settings = settings
+        self.containers = containers  # the [containers] engine, for container:<name> sources
         self.allow = Allowlist(settings.files)
         self.max_frame_bytes = max_frame_bytes
         self.poll_every = poll_every
@@ -91,7 +106,10 @@ class LogService:
         self.refused = 0
 
     def sources(self) -> LogSources:
-        return sources(self.settings, self.allow)
+        out = sources(self.settings, self.allow)
+        if self.settings.containers and self.containers is not None:
+            out = msgspec.structs.replace(out, containers=True)
+        return out
 
     @property
     def following(self) -> int:
@@ -136,6 +154,8 @@ class LogService:
                 )
             if q.source == JOURNAL:
                 await self._journal(req, send)
+            elif q.source.startswith(CONTAINER_PREFIX):
+                await self._container(req, send)
             else:
                 await self._file(req, send)
             self.served += 1
@@ -143,6 +163,9 @@ class LogService:
             self.refused += 1
             log.info("%s refused: %s", what, exc)
             await self._emit(send, req.request_id, [], eof=True, error=str(exc), code=exc.code)
+        except EngineFailed as exc:
+            log.info("%s: %s", what, exc)
+            await self._emit(send, req.request_id, [], eof=True, error=str(exc)[:2000], code=exc.code)
         except TimeoutError:
             log.info("%s: journalctl took too long", what)
             await self._emit(
@@ -269,6 +292,17 @@ class LogService:
     @staticmethod
     def _lines(lines: list[str], ts: float | None) -> list[LogEntry]:
         return [LogEntry(ts, None, None, x) for x in lines]
+
+    # ------------------------------------------------------------ containers
+
+    async def _container(self, req: LogsRequest, send: Send) -> None:
+        from servermanager.agent.logread.containers import read_container
+
+        if not self.settings.containers:
+            raise LogRefused("container logs are off in this agent's config ([logs] containers = false)")
+        if self.containers is None:
+            raise LogRefused("container logs need [containers] enabled in this agent's config")
+        await read_container(self, req, send)
 
     # ------------------------------------------------------------ journal
 
