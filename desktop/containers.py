@@ -78,7 +78,11 @@ class ContainersModel(QAbstractTableModel):
         ("CPU", lambda c: NA if c.cpu_pct is None else f"{c.cpu_pct:.1f} %", lambda c: _num(c.cpu_pct)),
         ("Memory", _mem, lambda c: _num(c.mem_used)),
         ("Net in / out", lambda c: _pair(c.net_rx_bps, c.net_tx_bps), lambda c: _num(c.net_rx_bps)),
-        ("Disk read / write", lambda c: _pair(c.blk_read_bps, c.blk_write_bps), lambda c: _num(c.blk_read_bps)),
+        (
+            "Disk read / write",
+            lambda c: _pair(c.blk_read_bps, c.blk_write_bps),
+            lambda c: _num(c.blk_read_bps),
+        ),
     )
     CPU, MEMORY = 4, 5
 
@@ -242,7 +246,9 @@ class ContainersPanel(QWidget):
             self.chart_title.setText(f"{c.name}: the last hour")
             if self._history is not None:
                 self._history.cancel()
-            self._history = self.ctx.aio.spawn(self._load_history(c.name), f"container-history-{self.node_id}")
+            self._history = self.ctx.aio.spawn(
+                self._load_history(c.name), f"container-history-{self.node_id}"
+            )
 
     async def _load_history(self, name: str) -> None:
         end = time.time()
@@ -253,8 +259,8 @@ class ContainersPanel(QWidget):
             return
         values: dict[str, Sequence[float | None]] = {
             "cpu_pct": h.cpu_pct,
-            "mem_used": h.mem_used,  # type: ignore[dict-item]
-            "mem_limit": h.mem_limit,  # type: ignore[dict-item]
+            "mem_used": h.mem_used,
+            "mem_limit": h.mem_limit,
             "net_rx_bps": h.net_rx_bps,
             "net_tx_bps": h.net_tx_bps,
             "blk_read_bps": h.blk_read_bps,
