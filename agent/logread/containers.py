@@ -9,14 +9,32 @@ import re
 import struct
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from servermanager.agent.logread.config import LogRefused
-from servermanager.agent.logread.service import FLUSH_EVERY, Bucket, EngineFailed, LogService, Send
+from servermanager.agent.logread.config import LogRefused, LogsSettings
+from servermanager.agent.logread.limits import FLUSH_EVERY, Bucket, EngineFailed, Send
 from servermanager.common.protocol import CONTAINER_PREFIX, MAX_LOG_MESSAGE, LogEntry, LogsRequest
 
 if TYPE_CHECKING:
-    from servermanager.agent.containers import Engine
+    from servermanager.agent.containers import ContainerWatcher, Engine
+
+
+class Emit(Protocol):
+    """LogService._emit: entries in chunks as the frame size allows, flags with the last."""
+
+    async def __call__(
+        self,
+        send: Send,
+        rid: str,
+        entries: list[LogEntry],
+        *,
+        eof: bool = False,
+        truncated: bool = False,
+        note: str | None = None,
+        error: str | None = None,
+        code: str | None = None,
+    ) -> None: ...
+
 
 # Docker's container names (and ids): never a path, a query or an option.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -95,17 +113,18 @@ def container_name(source: str) -> str:
     return name
 
 
-async def read_container(svc: LogService, req: LogsRequest, send: Send) -> None:
+async def read_container(
+    s: LogsSettings, watcher: ContainerWatcher, emit: Emit, req: LogsRequest, send: Send
+) -> None:
     from servermanager.agent.containers import EngineError
 
-    q, s = req.query, svc.settings
+    q = req.query
     name = container_name(q.source)
     if q.unit is not None or q.priority is not None:
         raise LogRefused("unit and priority filter the journal only", "invalid")
-    assert svc.containers is not None
-    engine = svc.containers._find()
+    engine = watcher._find()
     if engine is None:
-        raise EngineFailed(f"no container engine socket at {' or '.join(svc.containers.settings.sockets())}")
+        raise EngineFailed(f"no container engine socket at {' or '.join(watcher.settings.sockets())}")
     lines = min(q.lines, s.max_lines_per_request)
     params = {"stdout": "1", "stderr": "1", "timestamps": "1", "tail": str(lines)}
     if q.since is not None:
@@ -115,18 +134,24 @@ async def read_container(svc: LogService, req: LogsRequest, send: Send) -> None:
     try:
         if req.follow:
             params["follow"] = "1"
-            await _follow(svc, req, send, engine, params)
+            await _follow(s, emit, req, send, engine, params)
         else:
-            await _once(svc, req, send, engine, params, lines)
+            await _once(s, emit, req, send, engine, params, lines)
     except EngineError as exc:
         code = "not_found" if exc.status == 404 else "failed"
         raise EngineFailed(f"container {name}: {exc}", code) from None
 
 
 async def _once(
-    svc: LogService, req: LogsRequest, send: Send, engine: Engine, params: dict[str, str], lines: int
+    s: LogsSettings,
+    emit: Emit,
+    req: LogsRequest,
+    send: Send,
+    engine: Engine,
+    params: dict[str, str],
+    lines: int,
 ) -> None:
-    q, s = req.query, svc.settings
+    q = req.query
     demux = Demux()
     kept: collections.deque[LogEntry] = collections.deque(maxlen=max(1, lines))
     used = 0
@@ -151,15 +176,13 @@ async def _once(
     for stream, line in demux.flush():
         keep(stream, line)
     note = f"cut at max_bytes_per_request = {s.max_bytes_per_request}" if truncated else None
-    await svc._emit(
-        send, req.request_id, list(kept) if lines else [], eof=True, truncated=truncated, note=note
-    )
+    await emit(send, req.request_id, list(kept) if lines else [], eof=True, truncated=truncated, note=note)
 
 
 async def _follow(
-    svc: LogService, req: LogsRequest, send: Send, engine: Engine, params: dict[str, str]
+    s: LogsSettings, emit: Emit, req: LogsRequest, send: Send, engine: Engine, params: dict[str, str]
 ) -> None:
-    q, s = req.query, svc.settings
+    q = req.query
     demux = Demux()
     pending: list[LogEntry] = []
     skipped = 0
@@ -195,17 +218,15 @@ async def _follow(
                     cut, skipped = skipped, 0
                     if batch or cut:
                         note = f"{cut} lines skipped: over max_bytes_per_second = {s.max_bytes_per_second}"
-                        await svc._emit(
+                        await emit(
                             send, req.request_id, batch, truncated=bool(cut), note=note if cut else None
                         )
                     if ended.is_set():
                         break
             reader.result()
-            await svc._emit(
-                send, req.request_id, [], eof=True, note="the container's output ended (it stopped)"
-            )
+            await emit(send, req.request_id, [], eof=True, note="the container's output ended (it stopped)")
         except TimeoutError:
-            await svc._emit(
+            await emit(
                 send,
                 req.request_id,
                 [],

@@ -15,12 +15,12 @@ import functools
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from servermanager.agent.logread.config import Allowlist, LogRefused, LogsSettings, journal_note, sources
+from servermanager.agent.logread.limits import FLUSH_EVERY, Bucket, EngineFailed, Send
 from servermanager.common.protocol import (
     CONTAINER_PREFIX,
     DEFAULT_MAX_FRAME_BYTES,
@@ -39,47 +39,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[LogsChunk], Awaitable[None]]
 ONE_SHOT_TIMEOUT = 20.0  # seconds journalctl may take for one read
-FLUSH_EVERY = 0.25  # seconds between chunks of a follow
 _entry_size = msgspec.json.Encoder().encode
 
 
 def _size(e: LogEntry) -> int:
     return len(e.message.encode()) + 40
-
-
-class Bucket:
-    """max_bytes_per_second, with a second's worth saved up; take() says whether `n` bytes may go."""
-
-    def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.clock = clock
-        self.tokens = float(rate)
-        self.at = clock()
-
-    def take(self, n: int) -> bool:
-        now = self.clock()
-        self.tokens = min(float(self.rate), self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if n > self.tokens:
-            return False
-        self.tokens -= n
-        return True
-
-    def available(self) -> int:
-        now = self.clock()
-        self.tokens = min(float(self.rate), self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        return max(0, int(self.tokens))
-
-
-class EngineFailed(Exception):
-    """The container engine could not serve a log request; `code` is the chunk's error code."""
-
-    def __init__(self, message: str, code: str = "failed") -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class LogService:
@@ -302,7 +267,7 @@ class LogService:
             raise LogRefused("container logs are off in this agent's config ([logs] containers = false)")
         if self.containers is None:
             raise LogRefused("container logs need [containers] enabled in this agent's config")
-        await read_container(self, req, send)
+        await read_container(self.settings, self.containers, self._emit, req, send)
 
     # ------------------------------------------------------------ journal
 
