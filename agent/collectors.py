@@ -19,8 +19,10 @@ from servermanager.agent.rates import RateTracker
 from servermanager.common.metrics import (
     FIELDS,
     Battery,
+    ContainerInfo,
     DiskUsage,
     Field,
+    Hardware,
     Metrics,
     MetricsBase,
     NetIface,
@@ -424,6 +426,7 @@ class MetricsCollector:
     `scalars` (default: SCALAR_COLLECTORS) are the collectors of the table's added rows;
     `fields` and `metrics_type` are the table and the struct it made (tests pass their own).
     `processes`: the top-processes collector ([processes] in the agent's config), None for none.
+    `containers`, `hardware`: what hands over the newest container list or hardware reading, if new.
     """
 
     def __init__(
@@ -435,6 +438,8 @@ class MetricsCollector:
         fields: Iterable[Field] = FIELDS,
         metrics_type: type[MetricsBase] = Metrics,
         processes: ProcessCollector | None = None,
+        containers: Callable[[], list[ContainerInfo] | None] | None = None,
+        hardware: Callable[[], Hardware | None] | None = None,
     ) -> None:
         self._decimals = {f.name: f.decimals for f in fields}
         self._scalars = dict(SCALAR_COLLECTORS if scalars is None else scalars)
@@ -452,6 +457,10 @@ class MetricsCollector:
         self.system = SystemCollector()
         self.sensors = SensorsCollector()
         self.processes = processes
+        # Takers of the background polls' newest lists (agent/containers.py, hardware.py): a
+        # sample carries each only when it is new, and never waits for one.
+        self.containers = containers
+        self.hardware = hardware
         if processes is not None:
             processes.collect()  # baseline, so the first sample already has CPU % and I/O rates
         self._failed: set[str] = set()
@@ -530,5 +539,7 @@ class MetricsCollector:
             temps=sensors.temps,
             battery=sensors.battery,
             procs_top=procs,
+            containers=None if self.containers is None else self.containers(),
+            hardware=None if self.hardware is None else self.hardware(),
             **{name: self._round(name, value) for name, value in scalars.items()},
         )

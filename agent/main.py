@@ -56,10 +56,17 @@ class Agent:
         self._store = CredentialStore(state_dir)
         credentials = self._store.load()
         self._spool = Spool(state_dir / SPOOL_FILE, settings.spool_max_samples)
+        # Background polls of the container engine and the hardware: the samples take their
+        # newest lists and never wait for them.
+        self.containers = settings.containers.watcher()
+        self.hardware = settings.hardware.watcher()
         try:
             # Built (and primed) now, so the first sample one interval after start has real rates.
             self._collector: SupportsCollect = collector or MetricsCollector(
-                host_root=settings.host_root, processes=settings.processes.collector()
+                host_root=settings.host_root,
+                processes=settings.processes.collector(),
+                containers=self.containers.take if self.containers is not None else None,
+                hardware=self.hardware.take if self.hardware is not None else None,
             )
             facts = facts or host_facts()
         except BaseException:
@@ -87,7 +94,9 @@ class Agent:
         # Snapshots for the core when an alert fires: read-only, bounded, refused if [incident] is off.
         self.snapshots = Snapshots(settings.incident)
         # Logs for the node view: read-only, only what [logs] allowlists; works with [exec] off.
-        self.logs = LogService(settings.logs, max_frame_bytes=settings.max_frame_bytes)
+        self.logs = LogService(
+            settings.logs, max_frame_bytes=settings.max_frame_bytes, containers=self.containers
+        )
         self._conn = Connection(
             settings,
             self._spool,
@@ -184,12 +193,18 @@ class Agent:
             len(lg.files),
         )
         sampler = asyncio.create_task(self._sampler(), name="agent-sampler")
+        polls = [
+            asyncio.create_task(w.run(), name=f"agent-{name}")
+            for name, w in (("containers", self.containers), ("hardware", self.hardware))
+            if w is not None
+        ]
         try:
             await self._conn.run()
         finally:
             self._stop.set()
-            sampler.cancel()
-            await asyncio.gather(sampler, return_exceptions=True)
+            for task in (sampler, *polls):
+                task.cancel()
+            await asyncio.gather(sampler, *polls, return_exceptions=True)
             # Running commands are killed (group SIGTERM, then SIGKILL) rather than orphaned.
             await self._runner.shutdown()
 

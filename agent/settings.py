@@ -10,8 +10,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from servermanager.agent.containers import ContainersSettings
+
 # The pattern syntax only: the runner (exec.runner) is imported when [exec] is enabled.
 from servermanager.agent.exec.policy import compile_patterns
+from servermanager.agent.hardware import HardwareSettings
 from servermanager.agent.logread.config import LogsSettings
 from servermanager.common.incidents import MAX_JOURNAL_LINES, MAX_TOP
 from servermanager.common.metrics import MAX_PROCS_TOP_N
@@ -223,6 +226,8 @@ class AgentSettings(msgspec.Struct, kw_only=True):
     incident: IncidentSettings = msgspec.field(default_factory=IncidentSettings)
     logs: LogsSettings = msgspec.field(default_factory=LogsSettings)
     processes: ProcessesSettings = msgspec.field(default_factory=ProcessesSettings)
+    containers: ContainersSettings = msgspec.field(default_factory=ContainersSettings)
+    hardware: HardwareSettings = msgspec.field(default_factory=HardwareSettings)
 
     __doc_fields__ = {
         "core": "URL of the core (ws://, wss://, http:// or https://); /ws/agent is appended",
@@ -245,6 +250,9 @@ class AgentSettings(msgspec.Struct, kw_only=True):
         "incident": "snapshots of the top processes (and journal) when an alert fires: the [incident] table",
         "logs": "read-only journal and allowlisted log files for the node view: the [logs] table",
         "processes": "the top processes sent with every sample: the [processes] table",
+        "containers": "Docker or Podman containers through the engine's socket, read-only: the "
+        "[containers] table",
+        "hardware": "NVIDIA GPUs (NVML) and SMART disk health (smartctl): the [hardware] table",
     }
 
     def validate(self) -> None:
@@ -292,6 +300,8 @@ class AgentSettings(msgspec.Struct, kw_only=True):
         self.incident.validate()
         self.logs.validate()
         self.processes.validate()
+        self.containers.validate()
+        self.hardware.validate()
 
     def _validate_trust(self) -> None:
         if self.core_fingerprint.strip():

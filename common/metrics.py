@@ -26,9 +26,13 @@ __all__ = [
     "FIELD_DECIMALS",
     "SCALAR_FIELDS",
     "Battery",
+    "ContainerInfo",
+    "DiskHealth",
     "DiskUsage",
     "Family",
     "Field",
+    "GpuInfo",
+    "Hardware",
     "HostFacts",
     "Kind",
     "Metrics",
@@ -138,6 +142,64 @@ class ProcInfo(msgspec.Struct, frozen=True, gc=False, omit_defaults=True, array_
     cmd: Annotated[str, msgspec.Meta(max_length=MAX_PROC_CMD)] | None = None  # None: hidden or unreadable
 
 
+# Bounds of the container list a sample carries ([containers] max_containers may ask for less).
+MAX_CONTAINERS = 500
+MAX_CONTAINER_NAME = 128  # characters; Docker's names are shorter, a longer one is cut
+MAX_CONTAINER_IMAGE = 200
+
+
+class ContainerInfo(msgspec.Struct, frozen=True, gc=False, omit_defaults=True, array_like=True):
+    """One container of a Docker or Podman engine, as its API reports it. An array on the wire and
+    in storage, like ProcInfo. Rates and CPU are None on a container's first sight, and for a
+    container that is not running."""
+
+    name: Annotated[str, msgspec.Meta(max_length=MAX_CONTAINER_NAME)]
+    image: Annotated[str, msgspec.Meta(max_length=MAX_CONTAINER_IMAGE)] = ""
+    state: Annotated[str, msgspec.Meta(max_length=32)] = ""  # running, exited, paused, restarting...
+    health: Annotated[str, msgspec.Meta(max_length=32)] | None = None  # healthy...; None: no check
+    # Percent of one CPU, as `docker stats` shows it: 250 is two and a half CPUs busy.
+    cpu_pct: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    mem_used: Count | None = None  # bytes, page cache left out (the Docker CLI's figure)
+    mem_limit: Count | None = None  # bytes; the host's memory where the container has no limit
+    net_rx_bps: Annotated[float, msgspec.Meta(ge=0)] | None = None  # bytes/s, all its interfaces
+    net_tx_bps: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    blk_read_bps: Annotated[float, msgspec.Meta(ge=0)] | None = None  # bytes/s
+    blk_write_bps: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+
+class GpuInfo(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """One NVIDIA GPU as NVML reports it."""
+
+    index: int
+    name: str
+    util_pct: float | None = None
+    mem_used: Count | None = None
+    mem_total: Count | None = None
+    temp: float | None = None  # degrees Celsius
+    power_w: float | None = None
+
+
+class DiskHealth(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """One disk's SMART verdict as `smartctl --json -a` reports it; `note` says why a value is missing."""
+
+    device: str
+    model: str = ""
+    passed: bool | None = None  # the overall self-assessment; None: the disk has no SMART
+    temp: float | None = None
+    power_on_hours: int | None = None
+    note: str | None = None
+
+
+class Hardware(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """GPUs and disk health, sent now and then (not with every sample); a note says why a part is
+    empty ("no NVIDIA driver", "smartctl not installed") so the node view can say so."""
+
+    gpus: list[GpuInfo] = []
+    gpu_note: str | None = None
+    smart: list[DiskHealth] = []
+    smart_note: str | None = None
+
+
 class MetricsBase(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """One reading of a host, as the built-in collectors fill it. Rates are None when there is no
     previous reading to diff. `Metrics` is this plus any table row added since (see FIELDS)."""
@@ -168,6 +230,12 @@ class MetricsBase(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     # The top processes by CPU, memory and disk I/O (deduplicated); stored apart from the metrics
     # (core/store/processes.py) and left out of the live sample events.
     procs_top: Annotated[list[ProcInfo], msgspec.Meta(max_length=MAX_PROCS_TOP)] = []
+    # The engine's containers, when the agent's [containers] poll has a fresh list (not every
+    # sample); stored apart (core/store/containers.py) and left out of the live events too.
+    containers: Annotated[list[ContainerInfo], msgspec.Meta(max_length=MAX_CONTAINERS)] | None = None
+    # GPUs and SMART, when the agent's [hardware] check has a fresh reading; kept by the core
+    # with the node (NodeInfo.hardware), not in the sample tables.
+    hardware: Hardware | None = None
 
     @property
     def disk_pct(self) -> float | None:

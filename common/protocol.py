@@ -9,7 +9,7 @@ import msgspec
 
 from servermanager.common.alerts import Alert
 from servermanager.common.incidents import IncidentSnapshot
-from servermanager.common.metrics import HostFacts, Sample
+from servermanager.common.metrics import Hardware, HostFacts, Sample
 
 PROTOCOL_VERSION = 1
 AGENT_WS_PATH = "/ws/agent"
@@ -151,6 +151,8 @@ class NodeInfo(msgspec.Struct, gc=False):
     interval: float | None = None
     spool_dropped: int = 0
     latest: Sample | None = None
+    containers: int | None = None  # running containers in the agent's last list; None: no engine seen
+    hardware: Hardware | None = None  # GPUs and SMART as the agent last reported them
 
 
 class Snapshot(Frame, tag=MsgType.SNAPSHOT.value):
@@ -295,6 +297,7 @@ class Incident(Frame, tag=MsgType.INCIDENT.value):
 # ---------------------------------------------------------------- logs (read-only, allowlisted by the agent)
 
 JOURNAL = "journal"  # the source name of the system journal; any other source is an absolute file path
+CONTAINER_PREFIX = "container:"  # a source "container:<name>" is that container's output (stdout, stderr)
 MAX_LOG_LINES = 10_000  # most entries one request may ask for
 MAX_LOG_MESSAGE = 8192  # characters of one entry kept; the rest is cut
 MAX_LOG_ENTRIES_PER_CHUNK = 2000
@@ -340,6 +343,9 @@ class LogSources(msgspec.Struct, gc=False):
     files: Annotated[list[str], msgspec.Meta(max_length=MAX_LOG_FILES)] = []
     patterns: Annotated[list[str], msgspec.Meta(max_length=MAX_LOG_FILES)] = []
     note: str | None = None  # why the journal is off, for the node view
+    # Container logs ("container:<name>" sources) are allowed by [logs] containers and an engine
+    # is configured; the names come from the node's container list.
+    containers: bool = False
 
 
 class LogsRequest(Frame, tag=MsgType.LOGS_REQUEST.value):

@@ -154,6 +154,63 @@ class Processes(msgspec.Struct):
     cmdline_hidden: bool = False
 
 
+class ContainersQuery(msgspec.Struct, forbid_unknown_fields=True):
+    at: Timestamp | None = None  # the list at or just before this moment; default: the latest
+
+
+class Container(msgspec.Struct, omit_defaults=True):
+    """One container of a node's list (the wire's ContainerInfo, with its keys)."""
+
+    name: str
+    image: str = ""
+    state: str = ""
+    health: str | None = None
+    cpu_pct: float | None = None  # percent of one CPU, as `docker stats` shows it
+    mem_used: int | None = None  # bytes
+    mem_limit: int | None = None
+    net_rx_bps: float | None = None  # bytes/s
+    net_tx_bps: float | None = None
+    blk_read_bps: float | None = None
+    blk_write_bps: float | None = None
+
+
+class Containers(msgspec.Struct):
+    """The node's containers in the list at or before the asked moment; `ts` is the list's own
+    time, None when the node has none stored (no engine, or [containers] off on its agent)."""
+
+    node_id: int
+    ts: float | None
+    containers: list[Container]
+
+
+ContainerName = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+class ContainerHistoryQuery(msgspec.Struct, forbid_unknown_fields=True):
+    name: ContainerName
+    from_: Timestamp | None = msgspec.field(default=None, name="from")  # default: an hour before `to`
+    to: Timestamp | None = None  # default: now
+    points: Annotated[int, Meta(ge=10, le=10_000)] = 1000  # at most about this many lists are read
+
+
+class ContainerHistory(msgspec.Struct):
+    """One container's series, a value per stored list that had it; None where it had no value
+    (not running, or the first sight of it)."""
+
+    node_id: int
+    name: str
+    from_: float = msgspec.field(name="from")
+    to: float
+    ts: list[float]
+    cpu_pct: list[float | None]
+    mem_used: list[int | None]
+    mem_limit: list[int | None]
+    net_rx_bps: list[float | None]
+    net_tx_bps: list[float | None]
+    blk_read_bps: list[float | None]
+    blk_write_bps: list[float | None]
+
+
 class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     password: Annotated[str, Meta(min_length=8, max_length=1024)]

@@ -216,6 +216,7 @@ def create_app(settings: CoreSettings) -> web.Application:
                     "1m": settings.retention_1m,
                     "1h": settings.retention_1h,
                     "processes": settings.retention_processes,
+                    "containers": settings.retention_containers,
                 }
             ),
             "retention",

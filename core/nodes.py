@@ -11,7 +11,7 @@ from typing import Protocol
 
 import msgspec
 
-from servermanager.common.metrics import HostFacts, Sample
+from servermanager.common.metrics import Hardware, HostFacts, Sample
 from servermanager.common.protocol import CloseCode, Frame, NodeInfo, NodeRemoved, NodeStatus, NodeUpdated
 from servermanager.core.auth import NODE_CRED_PREFIX, new_secret, token_hash
 from servermanager.core.bus import Bus
@@ -45,6 +45,8 @@ class NodeState:
     link: AgentLink | None = None
     last_frame: float = 0.0  # monotonic time of the last frame from the agent
     interval: float | None = None
+    containers: int | None = None  # running containers in the last list the agent sent
+    hardware: Hardware | None = None
 
     @property
     def online(self) -> bool:
@@ -63,6 +65,8 @@ class NodeState:
             interval=self.interval,
             spool_dropped=self.spool_dropped,
             latest=self.latest if with_latest else None,
+            containers=self.containers,
+            hardware=self.hardware,
         )
 
 

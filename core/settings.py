@@ -34,6 +34,7 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     retention_1m: float = RETENTION_1M
     retention_1h: float = RETENTION_1H
     retention_processes: float = 7 * 86400.0
+    retention_containers: float = 7 * 86400.0
     rollup_every: float = 10.0
     prune_every: float = 300.0
     flush_every: float = 0.05
@@ -81,6 +82,7 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         "retention_1m": "how long 1-minute rollups are kept",
         "retention_1h": "how long 1-hour rollups are kept",
         "retention_processes": "how long the top processes of each sample are kept",
+        "retention_containers": "how long the container lists the agents send are kept",
         "rollup_every": "how often the rollup job runs",
         "prune_every": "how often the retention job runs",
         "flush_every": "longest time a received sample waits before its batch is committed",
@@ -146,6 +148,8 @@ class CoreSettings(msgspec.Struct, kw_only=True):
             raise SettingsError("setting agent_interval must be 0 (agent decides) or at least 1 second")
         if self.retention_processes <= 0:
             raise SettingsError("setting retention_processes must be above 0")
+        if self.retention_containers <= 0:
+            raise SettingsError("setting retention_containers must be above 0")
         if self.history_cache_mb < 0:
             raise SettingsError("setting history_cache_mb must be 0 (off) or more")
         if self.alert_repeat_interval <= 0 or self.alert_repeat_max < self.alert_repeat_interval:

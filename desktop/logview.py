@@ -211,8 +211,14 @@ class LogsPanel(QWidget):
             self.ctx.aio.spawn(self._sources(), f"log-sources-{self.node_id}")
 
     async def _sources(self) -> None:
+        containers: list[str] = []
         try:
             answer = await self.ctx.rest.log_sources(self.node_id)
+            if answer.sources is not None and answer.sources.containers:
+                # The names come from the node's latest container list; the agent allows them all.
+                with contextlib.suppress(CoreError):
+                    listed = await self.ctx.rest.containers(self.node_id)
+                    containers = [c.name for c in listed.containers]
         except CoreError as exc:
             self.status.setText(f"Could not list log sources: {exc.message}")
             return
@@ -229,6 +235,8 @@ class LogsPanel(QWidget):
                 self.source.addItem("System journal", p.JOURNAL)
             for f in s.files:
                 self.source.addItem(f, f)
+            for name in containers:
+                self.source.addItem(f"Container {name}", f"{p.CONTAINER_PREFIX}{name}")
             if self.source.count() == 0:
                 self.status.setText(
                     "No logs are allowed by this agent's config: set [logs] journal or files on the node."

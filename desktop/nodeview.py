@@ -21,6 +21,7 @@ from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
 from servermanager.desktop.charts.panel import ChartPanel
 from servermanager.desktop.charts.ranges import PRESET_RANGES, ChartRange, HistoryRequest, preset
+from servermanager.desktop.containers import ContainersPanel
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.format import NA, fmt_ago, fmt_bytes, fmt_duration, fmt_time
 from servermanager.desktop.logview import LogsPanel
@@ -81,6 +82,8 @@ class NodeView(QWidget):
             ("boot", "Booted"),
             ("agent", "Agent"),
             ("enrolled", "Enrolled"),
+            ("gpu", "GPU"),
+            ("smart", "SMART"),
         ]:
             key_label = QLabel(label)
             key_label.setObjectName("factKey")
@@ -111,6 +114,8 @@ class NodeView(QWidget):
         self.charts.pointClicked.connect(self.show_processes_at)
         self.logs = LogsPanel(ctx, node_id)
         self.sections.addTab(self.logs, "Logs")
+        self.containers = ContainersPanel(ctx, node_id)
+        self.sections.addTab(self.containers, "Containers")
         self.sections.currentChanged.connect(self._section_changed)
         outer.addWidget(self.sections, 1)
 
@@ -162,6 +167,7 @@ class NodeView(QWidget):
         self.services.shutdown()
         self.logs.shutdown()
         self.processes.shutdown()
+        self.containers.shutdown()
         if self._history is not None:
             self._history.cancel()
         for signal, slot in (
@@ -188,7 +194,13 @@ class NodeView(QWidget):
         self.processes.show_at(ts)
         self.sections.setCurrentWidget(self.processes)
 
+    def show_containers(self) -> ContainersPanel:
+        self.sections.setCurrentWidget(self.containers)
+        return self.containers
+
     def _section_changed(self, index: int) -> None:
+        if self.sections.widget(index) is self.containers:
+            self.containers.refresh()
         if self.sections.widget(index) is self.logs and self.logs.loads == 0:
             self.logs.refresh_sources()
         if self.sections.widget(index) is self.processes and self.processes.live:
@@ -247,3 +259,31 @@ class NodeView(QWidget):
         f["boot"].setText(fmt_time(h.boot_time) + up)
         every = f", every {node.interval:g} s" if node.interval else ""
         f["agent"].setText(f"{h.agent_version}{every}")
+        gpu, smart = hardware_lines(node.hardware)
+        f["gpu"].setText(gpu)
+        f["smart"].setText(smart)
+
+
+def hardware_lines(hw: mt.Hardware | None) -> tuple[str, str]:
+    """The node header's GPU and SMART lines: what the agent read, or why it read nothing."""
+    if hw is None:
+        return "not reported (an older agent, or [hardware] off)", "not reported"
+    gpus = [
+        f"{g.name}"
+        + (f" {g.util_pct:.0f} %" if g.util_pct is not None else "")
+        + (
+            f", {fmt_bytes(g.mem_used)} of {fmt_bytes(g.mem_total)}"
+            if g.mem_used is not None and g.mem_total
+            else ""
+        )
+        + (f", {g.temp:.0f} °C" if g.temp is not None else "")
+        for g in hw.gpus
+    ]
+    disks = []
+    for d in hw.smart:
+        verdict = (d.note or "no SMART") if d.passed is None else ("PASSED" if d.passed else "FAILING")
+        extra = (f", {d.temp:.0f} °C" if d.temp is not None else "") + (
+            f", {d.power_on_hours} h on" if d.power_on_hours is not None else ""
+        )
+        disks.append(f"{' '.join(x for x in (d.device, d.model) if x)}: {verdict}{extra}")
+    return "; ".join(gpus) or (hw.gpu_note or "none"), "; ".join(disks) or (hw.smart_note or "none")

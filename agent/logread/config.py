@@ -47,6 +47,7 @@ class LogsSettings(msgspec.Struct, kw_only=True):
     max_bytes_per_second: int = 64 * 1024
     follow_timeout: float = 3600.0
     max_follows: int = 4
+    containers: bool = False
 
     __doc_fields__ = {
         "journal": "let the core read the system journal (through journalctl) where journalctl exists",
@@ -61,6 +62,8 @@ class LogsSettings(msgspec.Struct, kw_only=True):
         "and marked truncated",
         "follow_timeout": "longest a follow runs before the agent ends it (the desktop can start a new one)",
         "max_follows": "follows running at once on this agent; more are refused until one ends",
+        "containers": "let the core read containers' output (stdout and stderr) through the "
+        "[containers] engine socket; off by default",
     }
 
     def validate(self) -> None:

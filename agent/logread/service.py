@@ -15,12 +15,14 @@ import functools
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from servermanager.agent.logread.config import Allowlist, LogRefused, LogsSettings, journal_note, sources
+from servermanager.agent.logread.limits import FLUSH_EVERY, Bucket, EngineFailed, Send
 from servermanager.common.protocol import (
+    CONTAINER_PREFIX,
     DEFAULT_MAX_FRAME_BYTES,
     JOURNAL,
     MAX_LOG_ENTRIES_PER_CHUNK,
@@ -32,41 +34,17 @@ from servermanager.common.protocol import (
     LogsRequest,
 )
 
+if TYPE_CHECKING:
+    from servermanager.agent.containers import ContainerWatcher
+
 log = logging.getLogger(__name__)
 
-Send = Callable[[LogsChunk], Awaitable[None]]
 ONE_SHOT_TIMEOUT = 20.0  # seconds journalctl may take for one read
-FLUSH_EVERY = 0.25  # seconds between chunks of a follow
 _entry_size = msgspec.json.Encoder().encode
 
 
 def _size(e: LogEntry) -> int:
     return len(e.message.encode()) + 40
-
-
-class Bucket:
-    """max_bytes_per_second, with a second's worth saved up; take() says whether `n` bytes may go."""
-
-    def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.clock = clock
-        self.tokens = float(rate)
-        self.at = clock()
-
-    def take(self, n: int) -> bool:
-        now = self.clock()
-        self.tokens = min(float(self.rate), self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if n > self.tokens:
-            return False
-        self.tokens -= n
-        return True
-
-    def available(self) -> int:
-        now = self.clock()
-        self.tokens = min(float(self.rate), self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        return max(0, int(self.tokens))
 
 
 class LogService:
@@ -79,8 +57,10 @@ class LogService:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         poll_every: float = 0.5,
         journalctl: str | None = None,
+        containers: ContainerWatcher | None = None,
     ) -> None:
         self.settings = settings
+        self.containers = containers  # the [containers] engine, for container:<name> sources
         self.allow = Allowlist(settings.files)
         self.max_frame_bytes = max_frame_bytes
         self.poll_every = poll_every
@@ -91,7 +71,10 @@ class LogService:
         self.refused = 0
 
     def sources(self) -> LogSources:
-        return sources(self.settings, self.allow)
+        out = sources(self.settings, self.allow)
+        if self.settings.containers and self.containers is not None:
+            out = msgspec.structs.replace(out, containers=True)
+        return out
 
     @property
     def following(self) -> int:
@@ -136,6 +119,8 @@ class LogService:
                 )
             if q.source == JOURNAL:
                 await self._journal(req, send)
+            elif q.source.startswith(CONTAINER_PREFIX):
+                await self._container(req, send)
             else:
                 await self._file(req, send)
             self.served += 1
@@ -143,6 +128,9 @@ class LogService:
             self.refused += 1
             log.info("%s refused: %s", what, exc)
             await self._emit(send, req.request_id, [], eof=True, error=str(exc), code=exc.code)
+        except EngineFailed as exc:
+            log.info("%s: %s", what, exc)
+            await self._emit(send, req.request_id, [], eof=True, error=str(exc)[:2000], code=exc.code)
         except TimeoutError:
             log.info("%s: journalctl took too long", what)
             await self._emit(
@@ -269,6 +257,17 @@ class LogService:
     @staticmethod
     def _lines(lines: list[str], ts: float | None) -> list[LogEntry]:
         return [LogEntry(ts, None, None, x) for x in lines]
+
+    # ------------------------------------------------------------ containers
+
+    async def _container(self, req: LogsRequest, send: Send) -> None:
+        from servermanager.agent.logread.containers import read_container
+
+        if not self.settings.containers:
+            raise LogRefused("container logs are off in this agent's config ([logs] containers = false)")
+        if self.containers is None:
+            raise LogRefused("container logs need [containers] enabled in this agent's config")
+        await read_container(self.settings, self.containers, self._emit, req, send)
 
     # ------------------------------------------------------------ journal
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from servermanager.common import __version__
 from servermanager.common import rest as m
 from servermanager.common.history import choose_resolution
-from servermanager.common.metrics import SCALAR_FIELDS
+from servermanager.common.metrics import SCALAR_FIELDS, ContainerInfo
 from servermanager.common.protocol import PROTOCOL_VERSION, CommandSignature, ServiceRequest
 from servermanager.common.rest import Targets
 from servermanager.core.accounts import Accounts
@@ -245,6 +245,35 @@ async def node_processes(c: Call) -> m.Processes:
         for x in procs
     ]
     return m.Processes(node_id=nid, ts=ts, processes=out, cmdline_hidden=hide and any(x.cmd for x in procs))
+
+
+def _container(x: ContainerInfo) -> m.Container:
+    return m.Container(**{f: getattr(x, f) for f in ContainerInfo.__struct_fields__})
+
+
+async def node_containers(c: Call) -> m.Containers:
+    nid = c.path_id("node")
+    if c.core.nodes.get(nid) is None:
+        raise ApiError(404, "not_found", "no such node")
+    q: m.ContainersQuery = c.query
+    found = await c.core.store.containers.at(nid, q.at)
+    if found is None:
+        return m.Containers(node_id=nid, ts=None, containers=[])
+    ts, items = found
+    return m.Containers(node_id=nid, ts=ts, containers=[_container(x) for x in items])
+
+
+async def container_history(c: Call) -> m.ContainerHistory:
+    nid = c.path_id("node")
+    if c.core.nodes.get(nid) is None:
+        raise ApiError(404, "not_found", "no such node")
+    q: m.ContainerHistoryQuery = c.query
+    end = q.to if q.to is not None else time.time()
+    start = q.from_ if q.from_ is not None else end - 3600
+    if start >= end:
+        raise ApiError(400, "invalid_query", "query parameter 'from' must be before 'to'")
+    data = await c.core.store.containers.series(nid, q.name, start, end, q.points)
+    return m.ContainerHistory(node_id=nid, name=q.name, from_=start, to=end, **data)
 
 
 async def list_users(c: Call) -> m.UserList:
@@ -514,6 +543,26 @@ ROUTES: list[Route] = [
         role=Role.VIEWER,
         query=m.ProcessesQuery,
         response=m.Processes,
+        tag="nodes",
+    ),
+    Route(
+        "GET",
+        f"{V}/nodes/{{id}}/containers",
+        node_containers,
+        summary="The node's containers (Docker or Podman) at a moment (default: the latest)",
+        role=Role.VIEWER,
+        query=m.ContainersQuery,
+        response=m.Containers,
+        tag="nodes",
+    ),
+    Route(
+        "GET",
+        f"{V}/nodes/{{id}}/containers/history",
+        container_history,
+        summary="One container's CPU, memory, network and block I/O over a time range",
+        role=Role.VIEWER,
+        query=m.ContainerHistoryQuery,
+        response=m.ContainerHistory,
         tag="nodes",
     ),
     Route(

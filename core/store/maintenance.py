@@ -154,7 +154,14 @@ class Maintenance:
     async def delete_node(self, node_id: int) -> None:
         """Every stored row of the node, in every tier and resolution, and its cached days."""
         async with self.db.transaction() as con:
-            for table in ("samples_head", "samples_raw", "samples_1m", "samples_1h", "proc_samples"):
+            for table in (
+                "samples_head",
+                "samples_raw",
+                "samples_1m",
+                "samples_1h",
+                "proc_samples",
+                "container_samples",
+            ):
                 await con.execute(f"DELETE FROM {table} WHERE node_id = ?", (node_id,))
             await con.execute("DELETE FROM rollup_dirty WHERE node_id = ?", (node_id,))
         self.days.forget_node(node_id)

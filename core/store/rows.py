@@ -10,9 +10,11 @@ import msgspec
 
 from servermanager.common.metrics import DERIVED, SCALAR_FIELDS, Metrics, Sample
 
-# Fields of Metrics that are not scalar columns travel in the detail blob; the top processes have
-# their own table (core/store/processes.py), with their own retention.
-_DETAIL_FIELDS = tuple(f for f in Metrics.__struct_fields__ if f not in SCALAR_FIELDS and f != "procs_top")
+# Fields of Metrics that are not scalar columns travel in the detail blob; the top processes and
+# the containers have their own tables (core/store/processes.py, containers.py), with their own
+# retention, and the hardware reading is kept with the node.
+_APART = ("procs_top", "containers", "hardware")
+_DETAIL_FIELDS = tuple(f for f in Metrics.__struct_fields__ if f not in SCALAR_FIELDS and f not in _APART)
 # Columns read back into the struct; a derived row's column is computed again from the detail.
 _COLUMN_FIELDS = tuple(f for f in SCALAR_FIELDS if f in Metrics.__struct_fields__)
 _msgpack = msgspec.msgpack.Encoder()

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from servermanager.common.metrics import Sample
+from servermanager.core.store.containers import ContainerStore
 from servermanager.core.store.daycache import DayCache
 from servermanager.core.store.db import Database
 from servermanager.core.store.history import History
@@ -36,6 +37,7 @@ class SampleStore:
         self.reads = History(db, self.days)
         self.upkeep = Maintenance(db, self.days)
         self.procs = ProcessStore(db)
+        self.containers = ContainerStore(db)
 
     # ------------------------------------------------------------ writes
 
@@ -96,11 +98,16 @@ class SampleStore:
         return await self.upkeep.rollup_pass(now)
 
     async def prune(self, retention: dict[str, float], now: float | None = None, chunk: int = 50_000) -> int:
-        """Rows past retention: "raw", "1m", "1h" and, if given, "processes" (the top lists)."""
+        """Rows past retention: "raw", "1m", "1h" and, if given, "processes" (the top lists) and
+        "containers" (the container lists)."""
         removed = await self.upkeep.prune(retention, now, chunk)
         if "processes" in retention:
             removed += await self.procs.prune(
                 retention["processes"], time.time() if now is None else now, chunk
+            )
+        if "containers" in retention:
+            removed += await self.containers.prune(
+                retention["containers"], time.time() if now is None else now, chunk
             )
         return removed
 

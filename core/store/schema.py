@@ -354,6 +354,19 @@ CREATE TABLE proc_samples (
 CREATE UNIQUE INDEX proc_samples_node_ts ON proc_samples(node_id, ts);
 CREATE INDEX proc_samples_ts ON proc_samples(ts);
 """,
+    # 12 (issue 14 item 4; items 5+6 take 11, the lead renumbers at merge): the containers of each
+    # sample that carries a list (core/store/containers.py), laid out like proc_samples and for
+    # the same reasons, with their own retention.
+    """
+CREATE TABLE container_samples (
+    id INTEGER PRIMARY KEY,
+    node_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE UNIQUE INDEX container_samples_node_ts ON container_samples(node_id, ts);
+CREATE INDEX container_samples_ts ON container_samples(ts);
+""",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from servermanager.common.metrics import Sample
+from servermanager.core.store.containers import CONTAINER_INSERT, container_rows
 from servermanager.core.store.db import Database, StorageFull, is_fatal
 from servermanager.core.store.processes import PROC_INSERT, proc_rows
 from servermanager.core.store.rows import COLUMNS, to_row
@@ -52,6 +53,7 @@ class _Pending:
     last_seq: int
     done: Done
     procs: list[tuple[int, int, bytes]]  # proc_samples rows of the same samples
+    containers: list[tuple[int, int, bytes]]  # container_samples rows of the same samples
 
 
 class Writer:
@@ -77,7 +79,12 @@ class Writer:
         rows = [to_row(node_id, s) for s in samples]
         self._queue.append(
             _Pending(
-                node_id, rows, max((s.seq for s in samples), default=0), done, proc_rows(node_id, samples)
+                node_id,
+                rows,
+                max((s.seq for s in samples), default=0),
+                done,
+                proc_rows(node_id, samples),
+                container_rows(node_id, samples),
             )
         )
         self._wake.set()
@@ -125,6 +132,7 @@ class Writer:
     async def _commit(self, batch: list[_Pending]) -> None:
         rows: list[tuple[Any, ...]] = []
         procs: list[tuple[int, int, bytes]] = []
+        containers: list[tuple[int, int, bytes]] = []
         dirty: set[tuple[str, int, int]] = set()
         last_seq: dict[int, int] = {}
         step = ROLLUP_TABLES["1m"][1]
@@ -133,12 +141,14 @@ class Writer:
                 rows.append(row)
                 dirty.add(("1m", p.node_id, row[1] // step * step))
             procs.extend(p.procs)
+            containers.extend(p.containers)
             if p.rows:
                 last_seq[p.node_id] = max(last_seq.get(p.node_id, 0), p.last_seq)
         try:
             async with self.db.transaction(bulk=True) as con:
                 await execute_values(con, _HEAD_INSERT, rows)
                 await execute_values(con, PROC_INSERT, procs)
+                await execute_values(con, CONTAINER_INSERT, containers)
                 await execute_values(con, _DIRTY_INSERT, list(dirty))
                 await execute_values(con, _LAST_SEQ_UPDATE, list(last_seq.items()))
         except StorageFull as exc:

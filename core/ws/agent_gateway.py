@@ -13,7 +13,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from servermanager.common import protocol as p
-from servermanager.common.metrics import Sample
+from servermanager.common.metrics import Metrics, Sample
 from servermanager.core.context import CORE, Core
 from servermanager.core.nodes import EnrollError, NodeState
 from servermanager.core.store.db import StorageFull
@@ -273,7 +273,27 @@ async def _serve(core: Core, node: NodeState, session: AgentSession) -> None:
 
 
 def _without_procs(sample: Sample) -> Sample:
-    return msgspec.structs.replace(sample, metrics=msgspec.structs.replace(sample.metrics, procs_top=[]))
+    return msgspec.structs.replace(
+        sample,
+        metrics=msgspec.structs.replace(sample.metrics, procs_top=[], containers=None, hardware=None),
+    )
+
+
+def _note_extras(core: Core, node: NodeState, m: Metrics) -> None:
+    """The container count and the hardware reading a sample brings, kept with the node; the
+    node list hears of them only when they change (a count every second would be a node_updated
+    per agent per second)."""
+    changed = False
+    if m.containers is not None:
+        running = sum(1 for c in m.containers if c.state == "running")
+        if running != node.containers:
+            node.containers = running
+            changed = True
+    if m.hardware is not None and m.hardware != node.hardware:
+        node.hardware = m.hardware
+        changed = True
+    if changed:
+        core.bus.publish(node.id, p.NodeUpdated(node=node.info(with_latest=False)))
 
 
 async def _on_samples(core: Core, node: NodeState, session: AgentSession, frame: p.Samples) -> None:
@@ -300,7 +320,10 @@ async def _on_samples(core: Core, node: NodeState, session: AgentSession, frame:
     for sample in accepted:
         # Only a newer sample is live news; backfill goes to storage without waking every client.
         if node.latest is None or sample.ts > node.latest.ts:
-            if sample.metrics.procs_top:
+            m = sample.metrics
+            if m.containers is not None or m.hardware is not None:
+                _note_extras(core, node, m)
+            if m.procs_top or m.containers is not None or m.hardware is not None:
                 # The top processes are stored (with the sample, below) and served by REST; the
                 # live event, the node list and every fleet-wide subscriber go without them: a
                 # few hundred bytes per node per second that no fleet table shows, and command

@@ -92,7 +92,19 @@ LEADING: tuple[Column, ...] = (
     Column("tags", "Tags", lambda n, _now: _text(", ".join(n.tags)), 110),
     Column("os", "OS", _os, 200),
 )
-TRAILING: tuple[Column, ...] = (Column("last_seen", "Last seen", _last_seen, numeric=True),)
+
+
+def _containers(node: p.NodeInfo, _now: float) -> tuple[str, Any]:
+    # None: the agent sent no list (no engine, or [containers] off), which is not "0 running".
+    return ("" if node.containers is None else str(node.containers)), (
+        -1 if node.containers is None else node.containers
+    )
+
+
+TRAILING: tuple[Column, ...] = (
+    Column("containers", "Containers", _containers, 90, numeric=True),
+    Column("last_seen", "Last seen", _last_seen, numeric=True),
+)
 
 
 def fleet_columns(

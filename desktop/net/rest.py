@@ -439,6 +439,24 @@ class RestClient(QObject):
         assert result is not None
         return result
 
+    async def containers(self, node_id: int, at: float | None = None) -> m.Containers:
+        """The node's containers in the list at or just before `at`, default the latest."""
+        params = {"at": f"{at:.3f}"} if at is not None else None
+        result = await self.call("GET", f"/nodes/{node_id}/containers", m.Containers, params=params)
+        assert result is not None
+        return result
+
+    async def container_history(
+        self, node_id: int, name: str, start: float, end: float
+    ) -> m.ContainerHistory:
+        """One container's series over [start, end]."""
+        params = {"name": name, "from": f"{start:.3f}", "to": f"{end:.3f}"}
+        result = await self.call(
+            "GET", f"/nodes/{node_id}/containers/history", m.ContainerHistory, params=params
+        )
+        assert result is not None
+        return result
+
     # ------------------------------------------------------------ remote operations
 
     @needs_step_up

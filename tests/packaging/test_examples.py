@@ -7,6 +7,8 @@ from pathlib import Path
 
 import msgspec
 
+from servermanager.agent.containers import ContainersSettings
+from servermanager.agent.hardware import HardwareSettings
 from servermanager.agent.logread.config import LogsSettings
 from servermanager.agent.settings import (
     AgentSettings,
@@ -37,13 +39,15 @@ def sections() -> dict[str, set[str]]:
 
 def test_every_setting_is_shown() -> None:
     shown = sections()
-    tables = {"exec", "incident", "logs", "processes"}
+    tables = {"exec", "incident", "logs", "processes", "containers", "hardware"}
     top = {f for f in AgentSettings.__struct_fields__ if f not in tables}
     assert shown[""] == top
     assert shown["exec"] == set(ExecSettings.__struct_fields__)
     assert shown["incident"] == set(IncidentSettings.__struct_fields__)
     assert shown["logs"] == set(LogsSettings.__struct_fields__)
     assert shown["processes"] == set(ProcessesSettings.__struct_fields__)
+    assert shown["containers"] == set(ContainersSettings.__struct_fields__)
+    assert shown["hardware"] == set(HardwareSettings.__struct_fields__)
 
 
 def test_as_shipped_it_changes_nothing() -> None:
