@@ -151,6 +151,9 @@ class NodeInfo(msgspec.Struct, gc=False):
     interval: float | None = None
     spool_dropped: int = 0
     latest: Sample | None = None
+    # Why the core considers the node offline ("heartbeat timeout ...", "agent stopped", ...); None
+    # while online, or from an older core.
+    offline_reason: str | None = None
 
 
 class Snapshot(Frame, tag=MsgType.SNAPSHOT.value):
@@ -161,6 +164,7 @@ class NodeStatus(Frame, tag=MsgType.NODE_STATUS.value):
     node_id: int
     online: bool
     last_seen: float | None
+    reason: str | None = None  # why it went offline (NodeInfo.offline_reason)
 
 
 class NodeUpdated(Frame, tag=MsgType.NODE_UPDATED.value):

@@ -434,8 +434,7 @@ class MainWindow(QMainWindow):
         if view is None:
             view = NodeView(self.ctx, node_id)
             self.node_views[node_id] = view
-            node = self.ctx.model.node(node_id)
-            self.tabs.addTab(view, node.name if node else f"Node {node_id}")
+            self.tabs.addTab(view, self.ctx.model.display_name(node_id))
         self.tabs.setCurrentWidget(view)
         return view
 
