@@ -10,9 +10,11 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QScrollArea,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -144,7 +146,12 @@ class NodeView(QWidget):
         self.chart_note.setObjectName("error")
         self.chart_note.hide()
         self.charts_layout.addWidget(self.chart_note)
-        self.charts_layout.addWidget(self.charts, 1)
+        # On a short window the charts scroll rather than being cut off below the window's edge.
+        self.charts_scroll = QScrollArea()
+        self.charts_scroll.setWidgetResizable(True)
+        self.charts_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.charts_scroll.setWidget(self.charts)
+        self.charts_layout.addWidget(self.charts_scroll, 1)
         self._fields = sorted({f for chart in self.charts.charts.values() for f in chart.fields})
         self._history: asyncio.Task[None] | None = None
         self.history_loads = 0  # responses drawn; tests and the screenshot script wait on it

@@ -135,6 +135,8 @@ class MainWindow(QMainWindow):
         for action in (self.connect_action, self.settings_action, self.signout_action):
             toolbar.addAction(action)
         toolbar.addSeparator()
+        toolbar.addAction(self.fleet.refresh_action)
+        self.addAction(self.fleet.refresh_action)  # F5 from any tab
         toolbar.addAction(self.alerts_action)
         toolbar.addAction(self.console_action)
         toolbar.addAction(self.audit_action)

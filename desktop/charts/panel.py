@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from PySide6.QtCore import QDateTime, Signal
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtGui import QColor, QPalette, QResizeEvent
 from PySide6.QtWidgets import (
     QButtonGroup,
     QDateTimeEdit,
@@ -42,6 +42,7 @@ from servermanager.desktop.format import fmt_time
 # Points further apart than this many times the expected spacing mark an outage: a late sample or
 # two is jitter, a whole missed heartbeat's worth is not.
 GAP_FACTOR = 2.5
+MIN_CHART_WIDTH = 380  # pixels: narrower, and the time axis' labels crowd each other out
 
 
 class CustomRangeDialog(QDialog):
@@ -147,9 +148,11 @@ class ChartPanel(QWidget):
         # may be light while the charts are dark, and its colour would show in the gaps.
         self.chart_area = QWidget()
         self.chart_area.setAutoFillBackground(True)
-        grid = QGridLayout(self.chart_area)
+        self.grid = grid = QGridLayout(self.chart_area)
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setSpacing(2)
+        # At most this many columns; fewer on a narrow panel (see resizeEvent).
+        self.max_columns = self.columns = columns
         self.charts: dict[str, HistoryChart] = {}
         first: HistoryChart | None = None
         for i, fam in enumerate(families):
@@ -175,6 +178,21 @@ class ChartPanel(QWidget):
         outer.addWidget(self.chart_area, 1)
         self._paint_chart_area(dark)
         self._update_range_label()
+
+    def fitting_columns(self, width: int) -> int:
+        """Charts narrower than MIN_CHART_WIDTH are unreadable: fewer columns (at least one)."""
+        return max(1, min(self.max_columns, width // MIN_CHART_WIDTH))
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        columns = self.fitting_columns(self.width())
+        if columns != self.columns:
+            self.columns = columns
+            charts = list(self.charts.values())
+            for chart in charts:
+                self.grid.removeWidget(chart)
+            for i, chart in enumerate(charts):
+                self.grid.addWidget(chart, i // columns, i % columns)
 
     # ------------------------------------------------------------ ranges
 

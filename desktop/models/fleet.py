@@ -38,6 +38,7 @@ _SEVERITY_RANK = {"critical": 2, "warning": 1}
 
 # Initial widths of the metric columns by unit: a bar needs room, a load average does not.
 _UNIT_WIDTHS = {mt.Unit.PLAIN: 60, mt.Unit.SECONDS: 80}
+_METRIC_WIDTH = 84
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Column:
     key: str  # a metric row's name, or the name of a fixed column ("status", "name", ...)
     header: str
     cell: Callable[[p.NodeInfo, float], tuple[str, Any]]  # (node, now) -> (display text, sort key)
-    width: int | None = None  # initial width in pixels; None for the last, stretched column
+    width: int | None = None  # initial width in pixels; None: stretched to the room left
     numeric: bool = False  # right-aligned
     bar: bool = False  # drawn as a percentage bar behind the text
 
@@ -82,7 +83,9 @@ def metric_column(field: mt.Field) -> Column:
         return format_value(field.unit, v), v
 
     percent = field.unit is mt.Unit.PERCENT
-    return Column(field.name, field.column, cell, _UNIT_WIDTHS.get(field.unit, 90), numeric=True, bar=percent)
+    return Column(
+        field.name, field.column, cell, _UNIT_WIDTHS.get(field.unit, _METRIC_WIDTH), numeric=True, bar=percent
+    )
 
 
 # The columns before the metrics and after them: what a node is, and when it was last heard from.
@@ -91,9 +94,11 @@ LEADING: tuple[Column, ...] = (
     Column("name", "Name", lambda n, _now: (n.name, n.name.lower()), 150),
     Column("group", "Group", lambda n, _now: _text(n.group), 100),
     Column("tags", "Tags", lambda n, _now: _text(", ".join(n.tags)), 110),
-    Column("os", "OS", _os, 200),
+    # OS takes what the window leaves (its tooltip has the rest), so "Last seen" is in sight at
+    # 1280 px without scrolling sideways.
+    Column("os", "OS", _os),
 )
-TRAILING: tuple[Column, ...] = (Column("last_seen", "Last seen", _last_seen, numeric=True),)
+TRAILING: tuple[Column, ...] = (Column("last_seen", "Last seen", _last_seen, 90, numeric=True),)
 
 
 def fleet_columns(
