@@ -75,7 +75,7 @@ def test_headless_demo_runs_core_and_agent(tmp_path: Path, stop: signal.Signals)
                 {"targets": {"nodes": [seen["node"]]}, "command": command, "timeout": 10},
             )
 
-            def finished(cid: str = cmd["id"]) -> bool:
+            def finished(cid: str = cmd["id"], command: str = command) -> bool:
                 info = _api(url, seen["token"], "GET", f"/api/v1/commands/{cid}")
                 runs[command] = info["runs"][0]
                 return bool(info["status"] != "running")
