@@ -141,7 +141,8 @@ class NodeView(QWidget):
         self.charts = ChartPanel(
             dark=self.ctx.themes.dark, initial=_initial_range(self.ctx, self.node), columns=3
         )
-        self.charts.setMinimumHeight(340)
+        # No fixed minimum height: the charts' own minimums set the scrolled height, so a chart
+        # never overflows the area (in two or three columns).
         self.chart_note = QLabel()
         self.chart_note.setObjectName("error")
         self.chart_note.hide()

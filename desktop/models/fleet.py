@@ -98,7 +98,7 @@ LEADING: tuple[Column, ...] = (
     # 1280 px without scrolling sideways.
     Column("os", "OS", _os),
 )
-TRAILING: tuple[Column, ...] = (Column("last_seen", "Last seen", _last_seen, 90, numeric=True),)
+TRAILING: tuple[Column, ...] = (Column("last_seen", "Last seen", _last_seen, 104, numeric=True),)
 
 
 def fleet_columns(

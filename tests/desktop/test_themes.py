@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 from PySide6.QtGui import QColor, QImage, QPalette
-from PySide6.QtWidgets import QApplication, QComboBox
+from PySide6.QtWidgets import QApplication, QComboBox, QTabBar, QWidget
 from pytestqt.qtbot import QtBot
 
 from servermanager.desktop.context import AppContext
@@ -77,3 +77,19 @@ def test_the_hovered_item_of_a_drop_down_is_readable(
     other = view.viewport().grab(view.visualRect(combo.model().index(2, 0))).toImage()
     assert row.pixelColor(2, 2) != other.pixelColor(2, 2)
     combo.hidePopup()
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_the_tab_close_button_stands_out(
+    window: MainWindow, ctx: AppContext, qapp: QApplication, qtbot: QtBot, theme: str
+) -> None:
+    ctx.settings.set("theme", theme)
+    window.show()
+    page = QWidget()
+    window.tabs.addTab(page, "Closable")
+    bar = window.tabs.tabBar()
+    button = bar.tabButton(window.tabs.indexOf(page), QTabBar.ButtonPosition.RightSide)
+    assert button is not None
+    qtbot.waitUntil(button.isVisible, timeout=2000)
+    # The cross against the tab behind it (Fusion's own was dark grey on the dark theme's tabs).
+    assert text_contrast(button.grab().toImage()) >= 3.0
