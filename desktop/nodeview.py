@@ -80,7 +80,7 @@ class NodeView(QWidget):
         row.setSpacing(12)
         self.now = MeterBox()
         self.meters = self.now.meters  # by metric row name
-        row.addWidget(self.now, 3)
+        row.addWidget(self.now, 5)  # the meters need the width more than the host facts (which wrap)
 
         host_box = QGroupBox("Host")
         self.facts = QFormLayout(host_box)

@@ -289,9 +289,12 @@ class ChartPanel(QWidget):
         ):
             return False
         ts = history.ts
-        self._step = history.step or ROLLUP_STEP.get(history.resolution) or self.interval
-        if self._step is None and len(ts) > 2:
-            self._step = float(np.median(np.diff(ts)))  # the interval is not known: what the data shows
+        step = history.step or ROLLUP_STEP.get(history.resolution) or self.interval
+        if len(ts) > 2:
+            # The data's own usual spacing counts too: history written at another interval (the
+            # agent's changed since, or a backfill) must not read as one long run of outages.
+            step = max(step or 0.0, float(np.median(np.diff(ts))))
+        self._step = step
         self._apply_gaps()
         for chart in self.charts.values():
             chart.set_history(ts, history.avg, history.min, history.max, keep_newer_tail=self.is_live)
