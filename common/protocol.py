@@ -153,6 +153,9 @@ class NodeInfo(msgspec.Struct, gc=False):
     latest: Sample | None = None
     containers: int | None = None  # running containers in the agent's last list; None: no engine seen
     hardware: Hardware | None = None  # GPUs and SMART as the agent last reported them
+    # Why the core considers the node offline ("heartbeat timeout ...", "agent stopped", ...); None
+    # while online, or from an older core.
+    offline_reason: str | None = None
 
 
 class Snapshot(Frame, tag=MsgType.SNAPSHOT.value):
@@ -163,6 +166,7 @@ class NodeStatus(Frame, tag=MsgType.NODE_STATUS.value):
     node_id: int
     online: bool
     last_seen: float | None
+    reason: str | None = None  # why it went offline (NodeInfo.offline_reason)
 
 
 class NodeUpdated(Frame, tag=MsgType.NODE_UPDATED.value):

@@ -47,6 +47,9 @@ class NodeState:
     interval: float | None = None
     containers: int | None = None  # running containers in the last list the agent sent
     hardware: Hardware | None = None
+    # Why the node is offline, as the core saw its link end; shown to users next to "last seen".
+    offline_reason: str | None = "no connection since the core started"
+    clock_skewed: bool = False  # the agent's last batch was rejected whole for its clock
 
     @property
     def online(self) -> bool:
@@ -67,6 +70,7 @@ class NodeState:
             latest=self.latest if with_latest else None,
             containers=self.containers,
             hardware=self.hardware,
+            offline_reason=None if self.online else self.offline_reason,
         )
 
 
@@ -117,7 +121,7 @@ class Nodes:
             assert cur.lastrowid is not None
             node_id = cur.lastrowid
             await con.execute("DELETE FROM enroll_tokens WHERE uses_left <= 0 OR expires_at <= ?", (now,))
-        st = NodeState(node_id, host.hostname, "", [], now, None, host)
+        st = NodeState(node_id, host.hostname, "", [], now, None, host, offline_reason="enrolling")
         self.nodes[node_id] = st
         log.info("node %d enrolled (hostname %s)", node_id, host.hostname)
         self.bus.publish(None, NodeUpdated(node=st.info()))
@@ -131,6 +135,8 @@ class Nodes:
             await old.close(CloseCode.REPLACED, "replaced by a newer connection for this node")
         st.last_frame = time.monotonic()
         st.last_seen = time.time()
+        st.offline_reason = None
+        st.clock_skewed = False
         st.spool_dropped = spool_dropped
         changed_host = st.host != host
         st.host = host
@@ -144,14 +150,19 @@ class Nodes:
         if changed_host:
             self.bus.publish(st.id, NodeUpdated(node=st.info(with_latest=False)))
 
-    async def detach(self, st: NodeState, link: AgentLink) -> None:
-        """The link ended; the node goes offline only if this was its current link."""
+    async def detach(self, st: NodeState, link: AgentLink, reason: str = "connection closed") -> None:
+        """The link ended (reason says how); the node goes offline only if this was its current link."""
         if st.link is not link:
             return
         st.link = None
+        if st.clock_skewed:
+            reason += "; its last samples were rejected: the agent's clock is off"
+        st.offline_reason = reason
         await self.db.execute("UPDATE nodes SET last_seen = ? WHERE id = ?", (st.last_seen, st.id))
-        log.info("node %d offline", st.id)
-        self.bus.publish(st.id, NodeStatus(node_id=st.id, online=False, last_seen=st.last_seen))
+        log.info("node %d offline: %s", st.id, reason)
+        self.bus.publish(
+            st.id, NodeStatus(node_id=st.id, online=False, last_seen=st.last_seen, reason=reason)
+        )
 
     def seen(self, st: NodeState) -> None:
         st.last_frame = time.monotonic()
@@ -172,9 +183,10 @@ class Nodes:
             link = st.link
             if link is None:  # an earlier detach in this sweep let another task in
                 continue
-            log.warning("node %d silent for %.1fs, closing", st.id, now - st.last_frame)
+            silent_for = now - st.last_frame
+            log.warning("node %d silent for %.1fs, closing", st.id, silent_for)
             # Offline first: a dead peer never answers the close handshake started next.
-            await self.detach(st, link)
+            await self.detach(st, link, f"heartbeat timeout: nothing heard for {silent_for:.0f} s")
             await link.close(CloseCode.TIMEOUT, "heartbeat timeout")
         return len(silent)
 

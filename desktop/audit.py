@@ -27,6 +27,7 @@ from servermanager.desktop.models.records import RecordsModel
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.net.rest import Session
 
+MAX_COLUMN = 360  # pixels: a column fits its widest cell up to this; the tooltip has the rest
 RANGES = (("Last hour", 3600.0), ("Last 24 hours", 86400.0), ("Last 7 days", 7 * 86400.0), ("All", None))
 VIEWER_HINT = "The audit log needs the operator role."
 
@@ -146,8 +147,16 @@ class AuditPanel(QWidget):
         if generation != self._generation:
             return  # a newer request replaced this one
         self.model.set_entries(entries)
+        self.fit_columns()
         self.status.setText(f"{len(entries)} entries")
         self.loads += 1
+
+    def fit_columns(self) -> None:
+        """Every column but the last (Detail, which stretches) as wide as its widest cell, capped."""
+        header = self.table.horizontalHeader()
+        for col in range(self.model.columnCount() - 1):
+            self.table.resizeColumnToContents(col)
+            header.resizeSection(col, min(header.sectionSize(col), MAX_COLUMN))
 
     def shutdown(self) -> None:
         with contextlib.suppress(RuntimeError, TypeError):

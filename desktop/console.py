@@ -219,8 +219,7 @@ class ConsolePanel(QWidget):
         self.copy_button.setEnabled(self.tabs.count() > 0)
 
     def _name(self, node_id: int) -> str:
-        node = self.ctx.model.node(node_id)
-        return node.name if node else f"node {node_id}"
+        return self.ctx.model.display_name(node_id)
 
     def set_targets(self, node_ids: list[int]) -> None:
         self.targets = list(dict.fromkeys(node_ids))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, QPoint, Qt, Signal
+from PySide6.QtCore import QEvent, QModelIndex, QObject, QPoint, Qt, Signal
+from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -74,6 +75,12 @@ class FleetPanel(QWidget):
         self.remove_button.clicked.connect(self.remove_selected)
         self.run_button = QPushButton("Run command…")
         self.run_button.clicked.connect(self.run_on_selected)
+        # F5 anywhere in the window (the window adds this action to itself and its toolbar).
+        self.refresh_action = QAction(icon("refresh"), "Refresh", self)
+        self.refresh_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Refresh))
+        self.refresh_action.setToolTip("Fetch the node list from the core now (F5)")
+        self.refresh_action.triggered.connect(self.refresh)
+        self.refreshes = 0  # lists applied; tests wait on it
 
         bar = QHBoxLayout()
         bar.addWidget(self.search, 2)
@@ -100,12 +107,16 @@ class FleetPanel(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(28)
         header = self.table.horizontalHeader()
         header.setHighlightSections(False)
-        header.setStretchLastSection(True)
+        header.setStretchLastSection(False)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setMinimumSectionSize(48)
         for i, column in enumerate(ctx.model.columns):
             if column.width is not None:
                 header.resizeSection(i, column.width)
+            else:
+                header.setSectionResizeMode(i, QHeaderView.ResizeMode.Stretch)
         self.table.doubleClicked.connect(self._double_clicked)
+        self.table.installEventFilter(self)  # Enter/Return opens the current row's node
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._context_menu)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._update_buttons())
@@ -194,6 +205,34 @@ class FleetPanel(QWidget):
 
     # ------------------------------------------------------------ actions
 
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if (
+            watched is self.table
+            and event.type() == QEvent.Type.KeyPress
+            and isinstance(event, QKeyEvent)
+            and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+        ):
+            index = self.table.currentIndex()
+            if index.isValid():
+                self._double_clicked(index)
+                return True
+        return super().eventFilter(watched, event)
+
+    def refresh(self) -> None:
+        """Ask the core for the node list now, whatever the live link is doing."""
+        if self.ctx.rest.session is not None:
+            self.ctx.aio.spawn(self._refresh(), "refresh-nodes")
+
+    async def _refresh(self) -> None:
+        try:
+            nodes = await self.ctx.rest.nodes()
+        except CoreError as exc:
+            self.message.emit(f"Could not refresh: {exc.message}")
+            return
+        self.ctx.model.apply_snapshot(nodes)
+        self.refreshes += 1
+        self.message.emit(f"Refreshed: {len(nodes)} node{'s' if len(nodes) != 1 else ''}.")
+
     def _double_clicked(self, index: QModelIndex) -> None:
         node_id = index.data(NodeIdRole)
         if node_id is not None:
@@ -206,7 +245,9 @@ class FleetPanel(QWidget):
         if not self.table.selectionModel().isRowSelected(index.row(), QModelIndex()):
             self.table.selectRow(index.row())
         menu = QMenu(self)
-        menu.addAction("Open").triggered.connect(lambda: self._double_clicked(index))
+        open_action = menu.addAction("Open")
+        open_action.setShortcut(QKeySequence(Qt.Key.Key_Return))  # shown in the menu; the filter does it
+        open_action.triggered.connect(lambda: self._double_clicked(index))
         run = menu.addAction("Run command…")
         run.triggered.connect(self.run_on_selected)
         run.setEnabled(self.can_edit)
@@ -216,6 +257,8 @@ class FleetPanel(QWidget):
         remove.triggered.connect(self.remove_selected)
         edit.setEnabled(self.can_edit)
         remove.setEnabled(self.can_edit)
+        menu.addSeparator()
+        menu.addAction(self.refresh_action)
         menu.popup(self.table.viewport().mapToGlobal(pos))
 
     def edit_selected(self) -> EditNodeDialog | None:

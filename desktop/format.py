@@ -39,10 +39,15 @@ def fmt_rate(bps: float | None) -> str:
 
 
 def fmt_of(used: float, total: float) -> str:
-    """'11.7 / 16.0 GiB': a part of a whole, the unit said once when both share it."""
-    a, b = fmt_bytes(used), fmt_bytes(total)
-    unit_a, unit_b = a.rpartition(" ")[2], b.rpartition(" ")[2]
-    return f"{a.rpartition(' ')[0]} / {b}" if unit_a == unit_b else f"{a} / {b}"
+    """'11.7 / 16.0 GiB', '0.79 / 23.5 GiB': a part of a whole in the whole's unit, said once, so
+    it fits beside a meter's label ('812 MiB / 23.5 GiB' did not)."""
+    if not (math.isfinite(used) and math.isfinite(total)):
+        return NA
+    scale, prefix = binary_scale(total)
+    b = fmt_bytes(total)
+    x = used / scale
+    digits = 0 if prefix == "B" or abs(x) >= 100 else 1 if abs(x) >= 10 else 2
+    return f"{x:.{digits}f} / {b}"
 
 
 def fmt_pct(value: float | None, decimals: int = 0) -> str:

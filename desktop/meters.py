@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import QGridLayout, QGroupBox, QWidget
 
 from servermanager.common import metrics as mt
 from servermanager.desktop.format import NA, fmt_bytes, fmt_of, fmt_pct, format_value
 from servermanager.desktop.widgets import Meter
 
-METER_COLUMNS = 4
+METER_COLUMNS = 4  # at most; fewer when a meter's label and detail would not fit beside each other
+MIN_COLUMNS = 2
 MAX_MOUNTS = 7  # the fullest ones; a host with dozens of mounts would push the charts away
 # Where the meter rows go in the grid, four to a line: the gauges with a bar first, then the
 # rates, then counts. Meter rows not named here follow in table order.
@@ -80,12 +82,42 @@ class MeterBox(QGroupBox):
         self.grid.setVerticalSpacing(4)
         self.rows = meter_rows(rows)
         self.meters: dict[str, Meter] = {}  # by row name
-        for i, field in enumerate(self.rows):
-            meter = Meter(field.label)
-            self.meters[field.name] = meter
-            self.grid.addWidget(meter, i // METER_COLUMNS, i % METER_COLUMNS)
+        self.columns = METER_COLUMNS
+        for field in self.rows:
+            self.meters[field.name] = Meter(field.label)
         # Mounts follow the table's meters in the same grid.
         self.disk_meters: dict[str, Meter] = {}
+        self._place()
+
+    def _all(self) -> list[Meter]:
+        return [*self.meters.values(), *self.disk_meters.values()]
+
+    def _place(self) -> None:
+        for i, meter in enumerate(self._all()):
+            self.grid.addWidget(meter, i // self.columns, i % self.columns)
+
+    def fitting_columns(self, width: int) -> int:
+        """The most columns (up to METER_COLUMNS) in which every meter's label and detail fit."""
+        margins = self.grid.contentsMargins()
+        avail = width - margins.left() - margins.right()
+        spacing = max(0, self.grid.horizontalSpacing())
+        need = max((m.head_room()[0] + 8 for m in self._all()), default=0)
+        for n in range(METER_COLUMNS, MIN_COLUMNS, -1):
+            if (avail - (n - 1) * spacing) / n >= need:
+                return n
+        return MIN_COLUMNS
+
+    def _reflow(self) -> None:
+        columns = self.fitting_columns(self.width())
+        if columns != self.columns:
+            self.columns = columns
+            for meter in self._all():
+                self.grid.removeWidget(meter)
+            self._place()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._reflow()
 
     def show_missing(self, text: str = NA) -> None:
         """No reading to show (no sample yet, or no node): every table meter says so, dimmed."""
@@ -97,6 +129,7 @@ class MeterBox(QGroupBox):
             r = reading(field, m)
             self.meters[field.name].set_value(r.pct, r.text, detail=r.detail, dim=dim)
         self._show_disks(m.disks, dim)
+        self._reflow()  # longer details may need wider meters
 
     def _show_disks(self, disks: list[mt.DiskUsage], dim: bool) -> None:
         shown = sorted(disks, key=lambda d: d.pct, reverse=True)[:MAX_MOUNTS]
@@ -108,7 +141,7 @@ class MeterBox(QGroupBox):
             for i, disk in enumerate(shown, start=len(self.meters)):
                 meter = Meter(f"Disk {disk.mount}")
                 self.disk_meters[disk.mount] = meter
-                self.grid.addWidget(meter, i // METER_COLUMNS, i % METER_COLUMNS)
+                self.grid.addWidget(meter, i // self.columns, i % self.columns)
         for disk in shown:
             self.disk_meters[disk.mount].set_value(
                 disk.pct, fmt_pct(disk.pct), detail=fmt_of(disk.used, disk.total), dim=dim

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QScrollArea,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -20,7 +23,14 @@ from PySide6.QtWidgets import (
 from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
 from servermanager.desktop.charts.panel import ChartPanel
-from servermanager.desktop.charts.ranges import PRESET_RANGES, ChartRange, HistoryRequest, preset
+from servermanager.desktop.charts.ranges import (
+    LAST_1H,
+    LIVE_5M,
+    PRESET_RANGES,
+    ChartRange,
+    HistoryRequest,
+    preset,
+)
 from servermanager.desktop.containers import ContainersPanel
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.format import NA, fmt_ago, fmt_bytes, fmt_duration, fmt_time
@@ -31,9 +41,14 @@ from servermanager.desktop.processes import ProcessesPanel
 from servermanager.desktop.services import ServicesPanel
 
 
-def _initial_range(ctx: AppContext) -> ChartRange:
+def _initial_range(ctx: AppContext, node: p.NodeInfo | None) -> ChartRange:
+    """The user's range once they chose one; until then one that fits the node's age: a node
+    younger than an hour would show an hour of mostly empty charts, so it opens live."""
     key = ctx.settings.get("chart_range")
-    return preset(key) if key in {r.key for r in PRESET_RANGES} else PRESET_RANGES[1]
+    if ctx.settings.is_set("chart_range") and key in {r.key for r in PRESET_RANGES}:
+        return preset(key)
+    young = node is not None and time.time() - node.created_at < 3600.0
+    return LIVE_5M if young else LAST_1H
 
 
 class NodeView(QWidget):
@@ -66,7 +81,7 @@ class NodeView(QWidget):
         row.setSpacing(12)
         self.now = MeterBox()
         self.meters = self.now.meters  # by metric row name
-        row.addWidget(self.now, 3)
+        row.addWidget(self.now, 5)  # the meters need the width more than the host facts (which wrap)
 
         host_box = QGroupBox("Host")
         self.facts = QFormLayout(host_box)
@@ -119,22 +134,35 @@ class NodeView(QWidget):
         self.sections.currentChanged.connect(self._section_changed)
         outer.addWidget(self.sections, 1)
 
+        # "last seen 7s ago" is relative: while offline it is redrawn every second, not frozen.
+        self._ticker = QTimer(self)
+        self._ticker.setInterval(1000)
+        self._ticker.timeout.connect(self._tick)
         ctx.model.node_changed.connect(self._node_changed)
         self.refresh()
 
     def _build_charts(self) -> None:
         """History from REST for the chosen range, plus the live tail from pushed samples."""
-        self.charts = ChartPanel(dark=self.ctx.themes.dark, initial=_initial_range(self.ctx), columns=3)
-        self.charts.setMinimumHeight(340)
+        self.charts = ChartPanel(
+            dark=self.ctx.themes.dark, initial=_initial_range(self.ctx, self.node), columns=3
+        )
+        # No fixed minimum height: the charts' own minimums set the scrolled height, so a chart
+        # never overflows the area (in two or three columns).
         self.chart_note = QLabel()
         self.chart_note.setObjectName("error")
         self.chart_note.hide()
         self.charts_layout.addWidget(self.chart_note)
-        self.charts_layout.addWidget(self.charts, 1)
+        # On a short window the charts scroll rather than being cut off below the window's edge.
+        self.charts_scroll = QScrollArea()
+        self.charts_scroll.setWidgetResizable(True)
+        self.charts_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.charts_scroll.setWidget(self.charts)
+        self.charts_layout.addWidget(self.charts_scroll, 1)
         self._fields = sorted({f for chart in self.charts.charts.values() for f in chart.fields})
         self._history: asyncio.Task[None] | None = None
         self.history_loads = 0  # responses drawn; tests and the screenshot script wait on it
         self.charts.rangeRequested.connect(self.load_history)
+        self.charts.rangeRequested.connect(self._remember_range)
         self.ctx.themes.theme_changed.connect(self.charts.set_theme)
         self.ctx.model.sample_received.connect(self._sample)
         self.load_history(self.charts.current_request())
@@ -144,6 +172,12 @@ class NodeView(QWidget):
         if self._history is not None:
             self._history.cancel()
         self._history = self.ctx.aio.spawn(self._load(request), f"history-{self.node_id}")
+
+    def _remember_range(self, _request: HistoryRequest) -> None:
+        # A range picked on a chart is the next node view's too (the settings dialog's default).
+        rng = self.charts.current_range
+        if not rng.is_custom:
+            self.ctx.settings.set("chart_range", rng.key)
 
     async def _load(self, r: HistoryRequest) -> None:
         try:
@@ -170,6 +204,7 @@ class NodeView(QWidget):
         self.containers.shutdown()
         if self._history is not None:
             self._history.cancel()
+        self._ticker.stop()
         for signal, slot in (
             (self.ctx.model.node_changed, self._node_changed),
             (self.ctx.model.sample_received, self._sample),
@@ -227,14 +262,33 @@ class NodeView(QWidget):
             self.subtitle.setText("This node is not in the fleet any more (removed, or not signed in).")
             self.now.show_missing()
             return
-        self.title.setText(node.name)
-        status = "Online" if node.online else f"Offline — last seen {fmt_ago(node.last_seen)}"
+        self.title.setText(self.ctx.model.display_name(node.id))
+        self._show_status(node)
+        self.charts.set_interval(node.interval)
+        self._show_metrics(node)
+        self._show_host(node)
+
+    def _show_status(self, node: p.NodeInfo) -> None:
+        """The subtitle; while offline, "last seen" keeps counting and the core's reason is shown."""
+        if node.online:
+            status = "Online"
+        else:
+            status = f"Offline — last seen {fmt_ago(node.last_seen)}"
+            if node.offline_reason:
+                status += f" ({node.offline_reason})"
         where = [f"group {node.group}" if node.group else "no group"]
         if node.tags:
             where.append("tags " + ", ".join(node.tags))
         self.subtitle.setText(f"{status}  ·  {'  ·  '.join(where)}  ·  id {node.id}")
-        self._show_metrics(node)
-        self._show_host(node)
+        if node.online:
+            self._ticker.stop()
+        elif not self._ticker.isActive():
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        node = self.node
+        if node is not None:
+            self._show_status(node)
 
     def _show_metrics(self, node: p.NodeInfo) -> None:
         m = node.latest.metrics if node.latest is not None else None

@@ -97,10 +97,16 @@ class Settings(QObject):
         spec = _BY_KEY[key]
         return spec.coerce(self.store.value(f"settings/{key}", spec.default))
 
+    def is_set(self, key: str) -> bool:
+        """Whether the user chose a value (it may equal the default), rather than never touching it."""
+        return bool(self.store.contains(f"settings/{_BY_KEY[key].key}"))
+
     def set(self, key: str, value: Any) -> None:
         spec = _BY_KEY[key]
         value = spec.coerce(value)
         if value == self.get(key):
+            if not self.is_set(key):  # chosen now, even if it is the default: remember the choice
+                self.store.setValue(f"settings/{key}", value)
             return
         self.store.setValue(f"settings/{key}", value)
         self.changed.emit(key, value)
@@ -108,6 +114,7 @@ class Settings(QObject):
     def reset(self) -> None:
         for spec in SCHEMA:
             self.set(spec.key, spec.default)
+            self.store.remove(f"settings/{spec.key}")  # back to "never chosen"
 
 
 @dataclass

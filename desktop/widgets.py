@@ -222,6 +222,9 @@ class FleetDelegate(QStyledItemDelegate):
         return size
 
 
+LABEL_GAP = 12  # pixels between a meter's label and its detail
+
+
 class Meter(QWidget):
     """One gauge of the node view: a label and a detail above a bar with the headline value."""
 
@@ -244,6 +247,14 @@ class Meter(QWidget):
     def sizeHint(self) -> QSize:
         return QSize(180, 44)
 
+    def head_room(self) -> tuple[int, int]:
+        """(width the label and detail need, width they have) on the meter's head line."""
+        metrics = self.fontMetrics()
+        need = metrics.horizontalAdvance(self.label)
+        if self.detail:
+            need += LABEL_GAP + metrics.horizontalAdvance(self.detail)
+        return need, self.width() - 8
+
     def paintEvent(self, _event: object) -> None:
         painter = QPainter(self)
         pal = self.palette()
@@ -252,7 +263,7 @@ class Meter(QWidget):
         left = int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         right = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         metrics = painter.fontMetrics()
-        label_width = metrics.horizontalAdvance(self.label) + 12
+        label_width = metrics.horizontalAdvance(self.label) + LABEL_GAP
         painter.drawText(head, left, self.label)
         if self.detail:
             # The detail gives way (elided) before the label does.

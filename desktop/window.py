@@ -135,6 +135,8 @@ class MainWindow(QMainWindow):
         for action in (self.connect_action, self.settings_action, self.signout_action):
             toolbar.addAction(action)
         toolbar.addSeparator()
+        toolbar.addAction(self.fleet.refresh_action)
+        self.addAction(self.fleet.refresh_action)  # F5 from any tab
         toolbar.addAction(self.alerts_action)
         toolbar.addAction(self.console_action)
         toolbar.addAction(self.audit_action)
@@ -434,8 +436,7 @@ class MainWindow(QMainWindow):
         if view is None:
             view = NodeView(self.ctx, node_id)
             self.node_views[node_id] = view
-            node = self.ctx.model.node(node_id)
-            self.tabs.addTab(view, node.name if node else f"Node {node_id}")
+            self.tabs.addTab(view, self.ctx.model.display_name(node_id))
         self.tabs.setCurrentWidget(view)
         return view
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -85,6 +86,32 @@ def _stop_children(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
+# What the demo's agent lets the Console and Services tabs run: read-only commands only, so the demo
+# shows remote execution working without letting anything change the machine.
+DEMO_ALLOW = (
+    "uptime",
+    "df -h",
+    "free -h",
+    "uname -a",
+    "systemctl status",
+    "systemctl status *",
+    "service list",
+    "service status *",
+)
+
+
+def write_demo_agent_config(path: Path) -> Path:
+    """The demo agent's agent.toml: [exec] on, allowing DEMO_ALLOW and nothing else."""
+    allow = ",\n".join(f"    {json.dumps(c)}" for c in DEMO_ALLOW)
+    path.write_text(
+        "# Written by `servermanager demo`: remote execution limited to read-only commands.\n"
+        f"[exec]\nenabled = true\nallow = [\n{allow},\n]\nmax_runtime = 30\n",
+        encoding="utf-8",
+    )
+    os.chmod(path, 0o600)
+    return path
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Core + one local agent on a throwaway data dir; the desktop app joins once it exists."""
     import tempfile
@@ -154,9 +181,21 @@ def _run(args: argparse.Namespace, base: Path, stop: _Stop) -> int:
             print(f"servermanager demo: no enrollment token: {made.stderr.strip()}", file=sys.stderr)
             return 1
         agent_env = dict(env, SM_AGENT_ENROLL_TOKEN=made.stdout.strip())
+        agent_config = write_demo_agent_config(base / "agent.toml")
         procs.append(
             subprocess.Popen(
-                [*exe, "agent", "--core", url, "--state-dir", str(state_dir), "--interval", "2"],
+                [
+                    *exe,
+                    "agent",
+                    "--config",
+                    str(agent_config),
+                    "--core",
+                    url,
+                    "--state-dir",
+                    str(state_dir),
+                    "--interval",
+                    "2",
+                ],
                 env=agent_env,
             )
         )
@@ -167,6 +206,9 @@ def _run(args: argparse.Namespace, base: Path, stop: _Stop) -> int:
             f"    login:    admin / {password}\n"
             f"    try:      curl -s -X POST {url}/api/v1/auth/login -H 'Content-Type: application/json' "
             f'-d \'{{"username":"admin","password":"{password}"}}\'\n'
+            "    commands: the local agent runs only these read-only ones (Console and Services tabs):\n"
+            f"              {', '.join(c for c in DEMO_ALLOW if '*' not in c)} (and status of any service;\n"
+            f"              see {agent_config})\n"
             "    Ctrl-C stops everything.\n",
             flush=True,
         )

@@ -56,6 +56,7 @@ FLEET: list[Spec] = [
 OFFLINE = {"staging-1"}
 HISTORY = 3600.0  # seconds of backfilled history per node
 STEP = 15.0
+OUTAGE_NODE, OUTAGE = "api-1", (1500.0, 1320.0)  # three minutes without data, 25 minutes ago
 
 
 def metrics_at(t: float, cpu: float, mem: float, disk: float, net: float, seed: int) -> mt.Metrics:
@@ -106,6 +107,8 @@ class SimNode:
         self.seq = 0
         self.node_id = 0
         self.ws: aiohttp.ClientWebSocketResponse | None = None
+        # (from, to) seconds before now with no samples: the node view shows it as a gap.
+        self.outage: tuple[float, float] | None = OUTAGE if self.name == OUTAGE_NODE else None
 
     def _sample(self, t: float) -> mt.Sample:
         self.seq += 1
@@ -137,7 +140,8 @@ class SimNode:
         t = now - HISTORY
         batch: list[mt.Sample] = []
         while t < now - 1:
-            batch.append(self._sample(t))
+            if not self.outage or not (now - self.outage[0] <= t < now - self.outage[1]):
+                batch.append(self._sample(t))
             t += STEP
         await self.send(batch)
 
@@ -339,6 +343,9 @@ async def shoot(app: QApplication, workdir: Path, out: Path, size: tuple[int, in
                     f"{url}/api/v1/users/{uid}", json={"disabled": True}, headers=auth
                 ) as r:
                     r.raise_for_status()
+        # These nodes were enrolled a moment ago, so a node view would open live; the backfilled
+        # hour is what the screenshot shows, as if the user had picked it.
+        ctx.settings.set("chart_range", "1h")
         for theme in ("light", "dark"):
             ctx.settings.set("theme", theme)
             window.tabs.setCurrentIndex(0)

@@ -104,6 +104,7 @@ class AgentSession:
         self.ws = ws
         self.peer = peer
         self.closer: asyncio.Task[bool] | None = None
+        self.close_reason: str | None = None  # why the core closed this socket, if it did
         self._acks: list[p.Ack] = []
         self._acks_ready = asyncio.Event()
         self.storage_failed: BaseException | None = None
@@ -145,6 +146,7 @@ class AgentSession:
     async def close(self, code: int, reason: str) -> None:
         """Start the close handshake without waiting for the peer: callers may be other requests."""
         if self.closer is None:
+            self.close_reason = f"closed by the core: {reason}"
             self.closer = asyncio.create_task(self.ws.close(code=code, message=reason.encode()[:120]))
 
     async def send(self, frame: p.Frame) -> None:
@@ -210,14 +212,15 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
     core.alerts.node_online(node)
     await core.commands.node_online(node)
     acker = asyncio.create_task(session.send_acks())
+    reason = "connection lost"
     try:
-        await _serve(core, node, session)
+        reason = await _serve(core, node, session)
     finally:
         acker.cancel()
         if session.closer is not None:
             await asyncio.gather(session.closer, return_exceptions=True)
         await asyncio.gather(acker, return_exceptions=True)
-        await core.nodes.detach(node, session)
+        await core.nodes.detach(node, session, session.close_reason or reason)
         # The agent ends its follows with the socket; whoever read them hears the node went away.
         core.logs.node_gone(node.id)
         if not node.online:  # not replaced by a newer link (the registry ignores deleted nodes)
@@ -225,7 +228,17 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _serve(core: Core, node: NodeState, session: AgentSession) -> None:
+def _agent_closed(code: int | None, message: str) -> str:
+    """What an agent's close frame says about why it left, for the node's offline reason."""
+    if code == p.CloseCode.GOING_AWAY and "stopping" in message:
+        return "agent stopped"  # a clean shutdown: the service was stopped or the host went down
+    if code == p.CloseCode.GOING_AWAY:
+        return "agent reconnecting"
+    return f"agent closed the connection (code {code}{': ' + message if message else ''})"
+
+
+async def _serve(core: Core, node: NodeState, session: AgentSession) -> str:
+    """Serve the agent's frames until the socket ends; returns why it ended."""
     ws = session.ws
     bad = 0
     ingest = session.ingest = Ingest(core)
@@ -235,11 +248,13 @@ async def _serve(core: Core, node: NodeState, session: AgentSession) -> None:
         # No per-frame timeout: Nodes.watchdog closes links that fell silent, which costs one sweep
         # a tick instead of a timer armed and cancelled for every frame.
         msg = await ws.receive()
-        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
-            return
+        if msg.type == WSMsgType.CLOSE:
+            return _agent_closed(msg.data, str(msg.extra or ""))
+        if msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED):
+            return "connection lost"
         if msg.type == WSMsgType.ERROR:
             log.warning("node %d: socket error %s", node.id, msg.data)
-            return
+            return f"connection error: {msg.data}"
         if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
             continue
         delay = ingest.sent(len(msg.data))
@@ -252,7 +267,7 @@ async def _serve(core: Core, node: NodeState, session: AgentSession) -> None:
             await session.send(p.Error(code=exc.code, message=str(exc)))
             if bad >= MAX_BAD_FRAMES:
                 await session.close(p.CloseCode.BAD_REQUEST, "too many bad frames")
-                return
+                return "closed by the core: too many bad frames"
             continue
         if isinstance(frame, p.Samples):
             await _on_samples(core, node, session, frame)
@@ -270,6 +285,7 @@ async def _serve(core: Core, node: NodeState, session: AgentSession) -> None:
             log.warning("node %d reports %s: %s", node.id, frame.code, frame.message)
         elif isinstance(frame, p.Hello):
             await session.send(p.Error(code="unexpected", message="hello is only valid as the first frame"))
+    return session.close_reason or "connection lost"
 
 
 def _without_procs(sample: Sample) -> Sample:
@@ -308,6 +324,7 @@ async def _on_samples(core: Core, node: NodeState, session: AgentSession, frame:
             rejected.append(sample.seq)
         else:
             accepted.append(sample)
+    node.clock_skewed = bool(rejected) and not accepted
     if rejected:
         log.warning("node %d: rejected %d samples outside the clock bounds", node.id, len(rejected))
         await session.send(

@@ -21,6 +21,21 @@ from servermanager.desktop.charts.theme import DARK, chart_theme
 from servermanager.desktop.format import fmt_time, format_value
 
 
+def break_gaps(x: FloatArray, ys: FloatArray, gap_after: float | None) -> tuple[FloatArray, FloatArray]:
+    """x and the rows of ys with a NaN point inside every gap wider than gap_after seconds.
+
+    With connect="finite" a NaN ends a line, so an outage shows as a gap rather than as a straight
+    line bridging it; the inserted x sits mid-gap so x stays sorted.
+    """
+    if gap_after is None or x.shape[0] < 2:
+        return x, ys
+    at = np.flatnonzero(np.diff(x) > gap_after) + 1
+    if not at.shape[0]:
+        return x, ys
+    mid = (x[at - 1] + x[at]) / 2
+    return np.insert(x, at, mid), np.insert(ys, at, np.nan, axis=1)
+
+
 class HistoryChart(QWidget):
     """One metric family over time: avg lines, an optional min-max band, a live tail and a crosshair."""
 
@@ -31,6 +46,8 @@ class HistoryChart(QWidget):
     crosshairHidden = Signal()
     # Data x (a moment, unix seconds) of a left click inside the plot: "what was happening then".
     pointClicked = Signal(float)
+    # A double-click inside the plot: undo the zoom.
+    resetRequested = Signal()
 
     def __init__(
         self,
@@ -48,6 +65,9 @@ class HistoryChart(QWidget):
         self._theme = chart_theme(dark)
         self._buf = SeriesBuffer(len(family.fields))
         self._band_visible = False
+        # Points further apart than this (seconds) are an outage: the line breaks there instead of
+        # bridging it. None: no breaks (the expected spacing is not known yet).
+        self.gap_after: float | None = None
 
         self._axis = UnitAxisItem(family.unit)
         self.plot_widget = pg.PlotWidget(
@@ -151,7 +171,8 @@ class HistoryChart(QWidget):
             for f in self.fields:
                 lo = as_float_array(min.get(f), n)
                 hi = as_float_array(max.get(f), n)
-                self._bands[f].set_data(x, lo, hi)
+                bx, (blo, bhi) = break_gaps(x, np.vstack([lo, hi]), self.gap_after)
+                self._bands[f].set_data(bx, blo, bhi)
             self._show_band(True)
         else:
             self._show_band(False)
@@ -194,9 +215,21 @@ class HistoryChart(QWidget):
         lo, hi = self.vb.viewRange()[0]
         return float(lo), float(hi)
 
+    def set_gap_after(self, seconds: float | None) -> None:
+        """Break the lines where points are more than `seconds` apart (None: never)."""
+        if seconds != self.gap_after:
+            self.gap_after = seconds
+            self._refresh_curves()
+
+    def plotted(self, field: str) -> tuple[FloatArray, FloatArray]:
+        """What the curve of field was given to draw: the points with a NaN at every outage."""
+        x, y = self.curves[field].getOriginalDataset()
+        if x is None or y is None:
+            return np.empty(0), np.empty(0)
+        return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
     def _refresh_curves(self) -> None:
-        x = self._buf.xs()
-        ys = self._buf.ys()
+        x, ys = break_gaps(self._buf.xs(), self._buf.ys(), self.gap_after)
         for i, f in enumerate(self.fields):
             y = ys[i]
             # The finite check costs a pass over the data in pyqtgraph on every repaint; skip it when
@@ -243,10 +276,14 @@ class HistoryChart(QWidget):
 
     def mouse_clicked(self, event: Any) -> None:
         """Scene click slot: a left click on the plot picks that moment (pointClicked)."""
-        if event.button() != Qt.MouseButton.LeftButton or event.double():
+        if event.button() != Qt.MouseButton.LeftButton:
             return
         pos = event.scenePos()
-        if self.vb.sceneBoundingRect().contains(pos):
+        if not self.vb.sceneBoundingRect().contains(pos):
+            return
+        if event.double():
+            self.resetRequested.emit()
+        else:
             self.pointClicked.emit(float(self.vb.mapSceneToView(pos).x()))
 
     def show_crosshair(self, x: float) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
 from PySide6.QtCore import QDateTime, Signal
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtGui import QColor, QPalette, QResizeEvent
 from PySide6.QtWidgets import (
     QButtonGroup,
     QDateTimeEdit,
@@ -30,12 +31,18 @@ from servermanager.desktop.charts.ranges import (
     LIVE_5M,
     LIVE_WINDOW,
     PRESET_RANGES,
+    ROLLUP_STEP,
     ChartRange,
     HistoryRequest,
     request_for,
 )
 from servermanager.desktop.charts.theme import chart_theme
 from servermanager.desktop.format import fmt_time
+
+# Points further apart than this many times the expected spacing mark an outage: a late sample or
+# two is jitter, a whole missed heartbeat's worth is not.
+GAP_FACTOR = 2.5
+MIN_CHART_WIDTH = 380  # pixels: narrower, and the time axis' labels crowd each other out
 
 
 class CustomRangeDialog(QDialog):
@@ -100,6 +107,8 @@ class ChartPanel(QWidget):
         self._now = now
         self._range = initial
         self._pending: HistoryRequest | None = None
+        self.interval: float | None = None  # the node's sample interval, seconds
+        self._step: float | None = None  # spacing of the points drawn: the interval or a rollup's
         self.custom_dialog: CustomRangeDialog | None = None
 
         bar = QHBoxLayout()
@@ -126,14 +135,24 @@ class ChartPanel(QWidget):
         bar.addStretch(1)
         self.range_label = QLabel()
         bar.addWidget(self.range_label)
+        # A zoom or pan stops a live chart following the tail; this (or a double-click on a chart)
+        # undoes it, so the label never claims "Live" for a view that stands still.
+        self.zoomed = False
+        self.reset_button = QPushButton("Reset zoom")
+        self.reset_button.setToolTip("Show the whole range again (or double-click a chart)")
+        self.reset_button.clicked.connect(self.reset_zoom)
+        self.reset_button.hide()
+        bar.addWidget(self.reset_button)
 
         # The charts sit on an area painted in the theme's separator colour: the application palette
         # may be light while the charts are dark, and its colour would show in the gaps.
         self.chart_area = QWidget()
         self.chart_area.setAutoFillBackground(True)
-        grid = QGridLayout(self.chart_area)
+        self.grid = grid = QGridLayout(self.chart_area)
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setSpacing(2)
+        # At most this many columns; fewer on a narrow panel (see resizeEvent).
+        self.max_columns = self.columns = columns
         self.charts: dict[str, HistoryChart] = {}
         first: HistoryChart | None = None
         for i, fam in enumerate(families):
@@ -150,6 +169,7 @@ class ChartPanel(QWidget):
             chart.crosshairMoved.connect(lambda x, src=chart: self._mirror_crosshair(src, x))
             chart.crosshairHidden.connect(self._hide_crosshairs)
             chart.pointClicked.connect(self.pointClicked)
+            chart.resetRequested.connect(self.reset_zoom)
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(4, 4, 4, 4)
@@ -158,6 +178,21 @@ class ChartPanel(QWidget):
         outer.addWidget(self.chart_area, 1)
         self._paint_chart_area(dark)
         self._update_range_label()
+
+    def fitting_columns(self, width: int) -> int:
+        """Charts narrower than MIN_CHART_WIDTH are unreadable: fewer columns (at least one)."""
+        return max(1, min(self.max_columns, width // MIN_CHART_WIDTH))
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        columns = self.fitting_columns(self.width())
+        if columns != self.columns:
+            self.columns = columns
+            charts = list(self.charts.values())
+            for chart in charts:
+                self.grid.removeWidget(chart)
+            for i, chart in enumerate(charts):
+                self.grid.addWidget(chart, i // columns, i % columns)
 
     # ------------------------------------------------------------ ranges
 
@@ -179,6 +214,7 @@ class ChartPanel(QWidget):
     def select_range(self, rng: ChartRange) -> None:
         """Make rng current (as if clicked) and emit rangeRequested for it."""
         self._range = rng
+        self.zoomed = False
         button = self.range_buttons.get(rng.key)
         if button is not None:
             button.setChecked(True)
@@ -214,7 +250,28 @@ class ChartPanel(QWidget):
             text = f"{fmt_time(self._range.start)} to {fmt_time(self._range.end)}"
         else:
             text = self._range.label
-        self.range_label.setText(f"{text} · {res}" if res else text)
+        text = f"{text} · {res}" if res else text
+        if self.zoomed:
+            text += " · zoomed, not following live" if self._range.live else " · zoomed"
+        self.range_label.setText(text)
+        self.reset_button.setText("Back to live" if self._range.live else "Reset zoom")
+        self.reset_button.setVisible(self.zoomed)
+
+    def reset_zoom(self) -> None:
+        """Undo a zoom or pan: the whole current range again, following the tail if it is live."""
+        if not self.zoomed:
+            return
+        self.zoomed = False
+        if self._range.live and self.charts:
+            first = next(iter(self.charts.values()))
+            last = first.data()[0]
+            end = float(last[-1]) if last.shape[0] else self._now()
+            first.set_x_range(end - LIVE_WINDOW, end)
+            for chart in self.charts.values():
+                chart.follow_tail = True
+        elif self._pending is not None and self.charts:
+            next(iter(self.charts.values())).set_x_range(self._pending.start, self._pending.end)
+        self._update_range_label()
 
     # ------------------------------------------------------------ data
 
@@ -232,6 +289,13 @@ class ChartPanel(QWidget):
         ):
             return False
         ts = history.ts
+        step = history.step or ROLLUP_STEP.get(history.resolution) or self.interval
+        if len(ts) > 2:
+            # The data's own usual spacing counts too: history written at another interval (the
+            # agent's changed since, or a backfill) must not read as one long run of outages.
+            step = max(step or 0.0, float(np.median(np.diff(ts))))
+        self._step = step
+        self._apply_gaps()
         for chart in self.charts.values():
             chart.set_history(ts, history.avg, history.min, history.max, keep_newer_tail=self.is_live)
         start, end = history.from_, history.to
@@ -261,6 +325,20 @@ class ChartPanel(QWidget):
         for chart in self.charts.values():
             chart.clear()
 
+    def set_interval(self, seconds: float | None) -> None:
+        """The node's sample interval: raw points further apart than GAP_FACTOR times it are a gap."""
+        if seconds == self.interval:
+            return
+        self.interval = seconds
+        if self._step is None or self._pending is None or self._pending.resolution == "raw":
+            self._step = seconds
+            self._apply_gaps()
+
+    def _apply_gaps(self) -> None:
+        gap = GAP_FACTOR * self._step if self._step else None
+        for chart in self.charts.values():
+            chart.set_gap_after(gap)
+
     def set_theme(self, dark: bool) -> None:
         """Re-colour every chart and the gaps between them (the range bar follows the app palette)."""
         for chart in self.charts.values():
@@ -278,6 +356,9 @@ class ChartPanel(QWidget):
         # A manual zoom on one chart moved all (x-linked): none of them may snap back to the tail.
         for chart in self.charts.values():
             chart.follow_tail = False
+        if not self.zoomed:
+            self.zoomed = True
+            self._update_range_label()
 
     def _mirror_crosshair(self, source: HistoryChart, x: float) -> None:
         for chart in self.charts.values():

@@ -12,7 +12,7 @@ LIVE_WINDOW = 300.0
 # min-max band folds to one bin per two pixels, so more points only cost transfer and paint time.
 CHART_POINTS = 1500
 # Seconds per row of each rollup resolution.
-_ROLLUP_STEP: dict[str, float] = {"1m": 60.0, "1h": 3600.0}
+ROLLUP_STEP: dict[str, float] = {"1m": 60.0, "1h": 3600.0}
 
 
 @dataclass(frozen=True)
@@ -80,5 +80,5 @@ def request_for(rng: ChartRange, now: float, points: int = CHART_POINTS) -> Hist
     # Raw rows answer short ranges only (choose_resolution bounds their count), and are drawn as
     # the samples they are. A rollup range asks for merged rows where it could hold more than a
     # chart draws: 24 hours of minutes (1,440) come as stored, a week (10,080) in 10-minute buckets.
-    capped = res != "raw" and (end - start) / _ROLLUP_STEP[res] > points
+    capped = res != "raw" and (end - start) / ROLLUP_STEP[res] > points
     return HistoryRequest(start, end, res, points if capped else None)

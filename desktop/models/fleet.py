@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ _SEVERITY_RANK = {"critical": 2, "warning": 1}
 
 # Initial widths of the metric columns by unit: a bar needs room, a load average does not.
 _UNIT_WIDTHS = {mt.Unit.PLAIN: 60, mt.Unit.SECONDS: 80}
+_METRIC_WIDTH = 84
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class Column:
     key: str  # a metric row's name, or the name of a fixed column ("status", "name", ...)
     header: str
     cell: Callable[[p.NodeInfo, float], tuple[str, Any]]  # (node, now) -> (display text, sort key)
-    width: int | None = None  # initial width in pixels; None for the last, stretched column
+    width: int | None = None  # initial width in pixels; None: stretched to the room left
     numeric: bool = False  # right-aligned
     bar: bool = False  # drawn as a percentage bar behind the text
 
@@ -81,7 +83,9 @@ def metric_column(field: mt.Field) -> Column:
         return format_value(field.unit, v), v
 
     percent = field.unit is mt.Unit.PERCENT
-    return Column(field.name, field.column, cell, _UNIT_WIDTHS.get(field.unit, 90), numeric=True, bar=percent)
+    return Column(
+        field.name, field.column, cell, _UNIT_WIDTHS.get(field.unit, _METRIC_WIDTH), numeric=True, bar=percent
+    )
 
 
 # The columns before the metrics and after them: what a node is, and when it was last heard from.
@@ -90,7 +94,9 @@ LEADING: tuple[Column, ...] = (
     Column("name", "Name", lambda n, _now: (n.name, n.name.lower()), 150),
     Column("group", "Group", lambda n, _now: _text(n.group), 100),
     Column("tags", "Tags", lambda n, _now: _text(", ".join(n.tags)), 110),
-    Column("os", "OS", _os, 200),
+    # OS takes what the window leaves (its tooltip has the rest), so "Last seen" is in sight at
+    # 1280 px without scrolling sideways.
+    Column("os", "OS", _os),
 )
 
 
@@ -103,7 +109,7 @@ def _containers(node: p.NodeInfo, _now: float) -> tuple[str, Any]:
 
 TRAILING: tuple[Column, ...] = (
     Column("containers", "Containers", _containers, 90, numeric=True),
-    Column("last_seen", "Last seen", _last_seen, numeric=True),
+    Column("last_seen", "Last seen", _last_seen, 104, numeric=True),
 )
 
 
@@ -146,6 +152,7 @@ class NodesModel(QAbstractTableModel):
         self._row_of: dict[int, int] = {}
         self._facets: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
         self._firing: dict[int, dict[int, Alert]] = {}  # node id -> alert id -> its firing alert
+        self._shared_names: frozenset[str] = frozenset()  # names more than one node has
         # "Last seen" is relative text, so it changes with time alone.
         self._ticker = QTimer(self)
         self._ticker.timeout.connect(self._tick)
@@ -181,6 +188,8 @@ class NodesModel(QAbstractTableModel):
         col = self.columns[index.column()]
         if col.key == "status" and role in (Qt.ItemDataRole.DisplayRole, SortRole, AlertRole):
             return self._status_data(node, col, role)
+        if col.key == "name" and role == Qt.ItemDataRole.DisplayRole:
+            return self.display_name(node.id)
         if role == Qt.ItemDataRole.DisplayRole:
             return col.cell(node, time.time())[0]
         if role == SortRole:
@@ -248,6 +257,8 @@ class NodesModel(QAbstractTableModel):
         if key == "status":
             seen = fmt_ago(node.last_seen)
             text = f"{node.name} is {'online' if node.online else 'offline'}; last heard from {seen}"
+            if not node.online and node.offline_reason:
+                text += f"\nWhy: {node.offline_reason}"
             alerts = sorted(self.firing(node.id), key=lambda a: -_SEVERITY_RANK[a.severity])
             return "\n".join([text, *(f"{a.severity}: {a.rule}" for a in alerts)])
         if key == "load1" and node.latest is not None:
@@ -263,6 +274,14 @@ class NodesModel(QAbstractTableModel):
     def node(self, node_id: int) -> p.NodeInfo | None:
         row = self._row_of.get(node_id)
         return None if row is None else self._rows[row]
+
+    def display_name(self, node_id: int) -> str:
+        """The node's name, with its id when another node has the same name ("vm (#12)"): two
+        hosts both called "vm" must not look like one in the table, tabs and console."""
+        node = self.node(node_id)
+        if node is None:
+            return f"node {node_id}"
+        return f"{node.name} (#{node.id})" if node.name in self._shared_names else node.name
 
     def nodes(self) -> list[p.NodeInfo]:
         return list(self._rows)
@@ -304,7 +323,14 @@ class NodesModel(QAbstractTableModel):
             return
         counts = self.counts()
         old = self._rows[row]
-        new = p.NodeInfo(**{**_fields(old), "online": status.online, "last_seen": status.last_seen})
+        new = p.NodeInfo(
+            **{
+                **_fields(old),
+                "online": status.online,
+                "last_seen": status.last_seen,
+                "offline_reason": None if status.online else status.reason,
+            }
+        )
         self._replace(row, new)
         self._after_change(counts)
 
@@ -388,6 +414,18 @@ class NodesModel(QAbstractTableModel):
         counts = self.counts()
         if counts != counts_before:
             self.counts_changed.emit(*counts)
+        names = Counter(n.name for n in self._rows)
+        shared = frozenset(name for name, count in names.items() if count > 1)
+        if shared != self._shared_names:
+            # Rows whose name gained or lost a twin show (or drop) their id.
+            flipped = shared ^ self._shared_names
+            self._shared_names = shared
+            col = self._column_of.get("name")
+            for row, n in enumerate(self._rows):
+                if n.name in flipped:
+                    if col is not None:
+                        self.dataChanged.emit(self.index(row, col), self.index(row, col))
+                    self.node_changed.emit(n.id)
         facets = (
             frozenset(n.group for n in self._rows if n.group),
             frozenset(t for n in self._rows for t in n.tags),

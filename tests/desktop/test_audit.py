@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from PySide6.QtCore import Qt
+
 from devkit.cores import RunningCore
-from servermanager.desktop.audit import AuditPanel
+from servermanager.desktop.audit import MAX_COLUMN, AuditPanel
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import Run, enrolled, sign_in, until
@@ -50,3 +52,23 @@ def test_audit_view_shows_actions_and_filters(
     audit.refresh()
     run(until(lambda: audit.loads >= 4, "no one's log"))
     assert audit.model.rowCount() == 0
+
+
+def test_audit_columns_fit_their_contents(
+    window: MainWindow, ctx: AppContext, core: RunningCore, run: Run
+) -> None:
+    web = run(enrolled(core, "a-node-with-a-rather-long-name"))
+    run(sign_in(ctx, core))
+    window.resize(1280, 760)
+    window.show()
+    assert web.node_id is not None
+    run(ctx.rest.patch_node(web.node_id, group="somewhere-with-a-long-group-name"))
+    audit = window.open_audit()
+    assert isinstance(audit, AuditPanel)
+    run(until(lambda: audit.loads >= 1 and audit.model.rowCount() > 0, "the audit log"))
+    header = audit.table.horizontalHeader()
+    for col in range(audit.model.columnCount() - 1):  # the last one, Detail, stretches
+        wanted = max(audit.table.sizeHintForColumn(col), header.sectionSizeHint(col))
+        assert header.sectionSize(col) >= min(wanted, MAX_COLUMN), audit.model.headerData(
+            col, Qt.Orientation.Horizontal
+        )

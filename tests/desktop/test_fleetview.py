@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
+from pytestqt.qtbot import QtBot
 
 from devkit.cores import RunningCore
 from servermanager.desktop.context import AppContext
@@ -159,3 +160,71 @@ def test_operator_renames_regroups_tags_and_removes(
     status, _ = run(core.request("GET", f"/api/v1/nodes/{other.node_id}", run(core.admin_token())))
     assert status == 404
     assert panel.selected_node_id() is None or panel.selected_node_id() == agent.node_id
+
+
+def test_last_seen_is_in_sight_at_the_default_size(
+    window: MainWindow, ctx: AppContext, core: RunningCore, run: Run
+) -> None:
+    run(enrolled(core, "web-1"))
+    run(sign_in(ctx, core))
+    window.resize(1280, 760)
+    window.show()
+    table = window.fleet.table
+    run(until(lambda: ctx.model.rowCount() == 1, "the node listed"))
+    header = table.horizontalHeader()
+    last = ctx.model.column("last_seen")
+    run(until(lambda: header.sectionViewportPosition(last) > 0, "the header laid out"))
+    assert table.horizontalScrollBar().maximum() == 0  # no scrolling sideways
+    right = header.sectionViewportPosition(last) + header.sectionSize(last)
+    assert right <= table.viewport().width()
+    assert header.sectionSize(last) >= header.sectionSizeHint(last)  # "Last seen" is not cut
+
+
+def test_f5_refreshes_the_fleet_and_enter_opens_a_node(
+    window: MainWindow, ctx: AppContext, core: RunningCore, run: Run, qtbot: QtBot
+) -> None:
+    web = run(enrolled(core, "web-1"))
+    run(sign_in(ctx, core))
+    window.show()
+    qtbot.waitExposed(window)
+    assert web.node_id is not None
+    run(until(lambda: ctx.model.node(web.node_id or 0) is not None, "the node listed"))
+    refresh = window.fleet.refresh_action
+    assert refresh.shortcut().toString() == "F5" and refresh in window.actions()
+    # A row the app lost track of comes back on F5, without waiting for the live link.
+    ctx.model.remove_node(web.node_id)
+    window.activateWindow()
+    qtbot.keyClick(window.fleet.table, Qt.Key.Key_F5)
+    run(until(lambda: window.fleet.refreshes == 1, "the refresh"))
+    assert ctx.model.node(web.node_id) is not None
+
+    table = window.fleet.table
+    assert window.fleet.select_node(web.node_id)
+    table.setCurrentIndex(table.model().index(0, 1))
+    table.setFocus()
+    qtbot.keyClick(table, Qt.Key.Key_Return)
+    assert web.node_id in window.node_views
+    assert window.tabs.currentWidget() is window.node_views[web.node_id]
+
+
+def test_nodes_with_the_same_name_are_told_apart(
+    window: MainWindow, ctx: AppContext, core: RunningCore, run: Run
+) -> None:
+    one = run(enrolled(core, "vm"))
+    two = run(enrolled(core, "vm"))
+    other = run(enrolled(core, "db-1"))
+    run(sign_in(ctx, core))
+    assert one.node_id and two.node_id and other.node_id
+    run(until(lambda: ctx.model.rowCount() == 3, "three nodes"))
+    names = sorted(visible_names(window))
+    assert names == sorted(["db-1", f"vm (#{one.node_id})", f"vm (#{two.node_id})"])
+    console = window.open_console([one.node_id, two.node_id])
+    assert console is not None
+    text = console.targets_label.text()
+    assert f"vm (#{one.node_id})" in text and f"vm (#{two.node_id})" in text
+    view = window.open_node(two.node_id)
+    assert window.tabs.tabText(window.tabs.indexOf(view)) == f"vm (#{two.node_id})"
+    assert view.title.text() == f"vm (#{two.node_id})"
+    # Renamed apart, both drop the id again.
+    run(ctx.rest.patch_node(two.node_id, name="vm-2"))
+    run(until(lambda: "vm" in visible_names(window), "the twin's id dropped"))

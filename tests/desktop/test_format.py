@@ -66,7 +66,9 @@ def test_sizes_parts_durations_and_ages() -> None:
     assert fmt_bytes(1023) == "1023 B"
     assert fmt_bytes(5 * 2**40 * 1024) == "5120 TiB"  # no prefix past TiB
     assert fmt_of(11.7 * 2**30, 16 * 2**30) == "11.7 / 16.0 GiB"  # the unit said once
-    assert fmt_of(512 * 2**20, 16 * 2**30) == "512 MiB / 16.0 GiB"
+    # The part in the whole's unit: "512 MiB / 16.0 GiB" did not fit beside a meter's label.
+    assert fmt_of(512 * 2**20, 16 * 2**30) == "0.50 / 16.0 GiB"
+    assert fmt_of(612 * 2**30, 2**40) == "0.60 / 1.00 TiB"
     assert fmt_duration(59) == "59s" and fmt_duration(61) == "1m 1s" and fmt_duration(3720) == "1h 2m"
     assert fmt_duration(-5) == "0s"
     assert fmt_count(None) == NA

@@ -63,6 +63,22 @@ def test_one_more_row_is_one_more_meter_before_the_mounts(qtbot: QtBot) -> None:
     # The mounts follow in the same grid, after the table's meters.
     mount = box.disk_meters["/"]
     index = box.grid.indexOf(mount)
-    assert box.grid.getItemPosition(index)[:2] == divmod(len(WRITTEN) + 1, METER_COLUMNS)
+    assert box.grid.getItemPosition(index)[:2] == divmod(len(WRITTEN) + 1, box.columns)
     box.show_missing("no data yet")
     assert gpu.text == "no data yet" and gpu.dim
+
+
+def test_meters_take_fewer_columns_when_their_details_would_not_fit(qtbot: QtBot) -> None:
+    box = MeterBox()
+    qtbot.addWidget(box)
+    box.show_reading(metrics(mem_used=812 << 20, mem_total=int(23.5 * 2**30)), dim=False)
+    box.show()
+    box.resize(1200, 200)
+    assert box.columns == METER_COLUMNS
+    box.resize(420, 300)
+    assert box.columns < METER_COLUMNS
+    qtbot.waitUntil(lambda: box.meters["mem_pct"].width() < 200, timeout=2000)
+    need, room = box.meters["mem_pct"].head_room()
+    assert need <= room
+    box.resize(1200, 200)
+    assert box.columns == METER_COLUMNS  # and back when there is room again

@@ -6,8 +6,10 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+from PySide6.QtCore import Qt
 
 from servermanager.common import metrics as mt
+from servermanager.common import protocol as p
 from servermanager.desktop.charts.ranges import CHART_POINTS
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.window import MainWindow
@@ -106,3 +108,66 @@ def test_a_week_comes_merged_to_chart_size_with_the_band_of_its_buckets(
         )
     )
     assert status == 200 and len(body["ts"]) == 5000 > CHART_POINTS
+
+
+def test_an_offline_node_says_why_and_its_last_seen_keeps_counting(
+    window: MainWindow, ctx: AppContext, cores: Cores, run: Run
+) -> None:
+    agent = run(enrolled(cores.c, "web-1"))
+    run(sign_in(ctx, cores.c))
+    assert agent.node_id is not None and agent.ws is not None
+    view = window.open_node(agent.node_id)
+    assert view.subtitle.text().startswith("Online")
+    run(agent.ws.close(code=p.CloseCode.GOING_AWAY, message=b"agent stopping"))
+    run(until(lambda: "Offline" in view.subtitle.text(), "the node offline"))
+    assert "(agent stopped)" in view.subtitle.text()
+    assert "just now" in view.subtitle.text()
+    # Nothing about the node changes from here on: only the clock moves the text.
+    run(until(lambda: "ago" in view.subtitle.text(), "last seen counting up", timeout=12))
+    assert "(agent stopped)" in view.subtitle.text()
+    # The fleet table's status tooltip says it too.
+    model = ctx.model
+    row = model.row_of(agent.node_id)
+    assert row is not None
+    tip = model.index(row, model.column("status")).data(Qt.ItemDataRole.ToolTipRole)
+    assert "Why: agent stopped" in tip
+
+
+def test_a_young_node_opens_live_and_a_picked_range_is_remembered(
+    window: MainWindow, ctx: AppContext, cores: Cores, run: Run
+) -> None:
+    agent = run(enrolled(cores.c, "new-1"))
+    run(sign_in(ctx, cores.c))
+    assert agent.node_id is not None
+    assert not ctx.settings.is_set("chart_range")
+    view = window.open_node(agent.node_id)
+    # Enrolled seconds ago: an hour of charts would be empty but for a sliver at the right.
+    assert view.charts.current_range.key == "live"
+    run(until(lambda: view.history_loads >= 1, "history drawn"))
+    view.charts.range_buttons["1h"].click()
+    assert ctx.settings.is_set("chart_range") and ctx.settings.get("chart_range") == "1h"
+    window.close_node(agent.node_id)
+    again = window.open_node(agent.node_id)
+    assert again.charts.current_range.key == "1h"  # the user's choice wins over the node's age
+
+
+def test_on_a_short_window_the_charts_scroll_rather_than_being_cut_off(
+    window: MainWindow, ctx: AppContext, cores: Cores, run: Run
+) -> None:
+    agent = run(enrolled(cores.c, "web-1"))
+    run(sign_in(ctx, cores.c))
+    assert agent.node_id is not None
+    window.resize(1024, 640)
+    window.show()
+    view = window.open_node(agent.node_id)
+    run(until(lambda: view.charts_scroll.viewport().height() > 0, "the charts laid out"))
+    assert (window.width(), window.height()) == (1024, 640)  # the content did not force it larger
+    assert view.charts.columns == 2  # three charts a row would be too narrow to read
+    scroll = view.charts_scroll
+    last = list(view.charts.charts.values())[-1]
+    # The last chart is either in sight or reachable by the scroll bar.
+    bottom = last.mapTo(view.charts, last.rect().bottomLeft()).y()
+    assert bottom <= scroll.viewport().height() + scroll.verticalScrollBar().maximum()
+    assert scroll.verticalScrollBar().maximum() > 0 or bottom <= scroll.viewport().height()
+    # The node view ends inside the window.
+    assert view.mapTo(window, view.rect().bottomLeft()).y() <= window.height()

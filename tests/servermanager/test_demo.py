@@ -9,6 +9,7 @@ import signal
 import subprocess
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -40,6 +41,8 @@ def test_headless_demo_runs_core_and_agent(tmp_path: Path, stop: signal.Signals)
         wait_sync(password_file.exists, what="the demo core")
         url = f"http://127.0.0.1:{port}"
 
+        seen: dict[str, Any] = {}
+
         def node_online() -> bool:
             login = urllib.request.Request(
                 url + "/api/v1/auth/login",
@@ -50,19 +53,36 @@ def test_headless_demo_runs_core_and_agent(tmp_path: Path, stop: signal.Signals)
             )
             try:
                 with urllib.request.urlopen(login, timeout=5) as r:
-                    token = json.loads(r.read())["access_token"]
-                req = urllib.request.Request(
-                    url + "/api/v1/nodes", headers={"Authorization": f"Bearer {token}"}
-                )
-                with urllib.request.urlopen(req, timeout=5) as r:
-                    nodes = json.loads(r.read())["nodes"]
+                    seen["token"] = json.loads(r.read())["access_token"]
+                nodes = _api(url, seen["token"], "GET", "/api/v1/nodes")["nodes"]
             except OSError:  # the file is written just before the core starts listening
                 return False
+            seen["node"] = nodes[0]["id"] if nodes else None
             return bool(nodes) and nodes[0]["online"] and nodes[0]["latest"] is not None
 
         wait_sync(node_online, what="the demo agent's first sample")
         assert demo.poll() is None, log.read_text()
         assert "Not opening the desktop app: there is no display" in log.read_text()
+        # The demo's agent runs read-only commands, says so, and refuses anything else.
+        assert "runs only these read-only ones" in log.read_text()
+        runs = {}
+        for command in ("uptime", "touch /tmp/servermanager-demo-was-here"):
+            cmd = _api(
+                url,
+                seen["token"],
+                "POST",
+                "/api/v1/commands",
+                {"targets": {"nodes": [seen["node"]]}, "command": command, "timeout": 10},
+            )
+
+            def finished(cid: str = cmd["id"], command: str = command) -> bool:
+                info = _api(url, seen["token"], "GET", f"/api/v1/commands/{cid}")
+                runs[command] = info["runs"][0]
+                return bool(info["status"] != "running")
+
+            wait_sync(finished, what=f"{command!r} on the demo agent")
+        assert runs["uptime"]["status"] == "ok" and "load average" in runs["uptime"]["stdout"], runs
+        assert runs["touch /tmp/servermanager-demo-was-here"]["status"] == "refused", runs
         children = psutil.Process(demo.pid).children()
         assert len(children) == 2, children  # the core and the agent
         # To the demo alone: a signal from kill or a service manager, not a terminal's to its group.
@@ -78,3 +98,14 @@ def test_headless_demo_runs_core_and_agent(tmp_path: Path, stop: signal.Signals)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(demo.pid, signal.SIGKILL)
         demo.wait()
+
+
+def _api(url: str, token: str, method: str, path: str, body: object = None) -> Any:
+    req = urllib.request.Request(
+        url + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read())

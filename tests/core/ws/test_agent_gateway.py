@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -262,3 +263,46 @@ async def test_a_deleted_nodes_id_is_not_given_to_the_next_node(core_server: Run
     assert w2.node_id > w1.node_id  # the new host does not inherit the old one's audit trail
     _, audit = await core_server.request("GET", f"/api/v1/audit?node={w2.node_id}", admin)
     assert [e["action"] for e in audit["entries"]] == ["node.enroll"]  # its own, nothing of the old host
+
+
+async def test_the_core_says_why_a_node_went_offline(core_server: RunningCore) -> None:
+    """The reason reaches clients live (node_status) and over REST (offline_reason)."""
+    admin = await core_server.admin_token()
+    client = RawClient(core_server)
+    await client.connect(admin)
+    await client.subscribe()
+
+    async def offline(agent: RawAgent) -> tuple[p.NodeStatus, Any]:
+        status = await client.recv_type(
+            p.NodeStatus, where=lambda f: not f.online and f.node_id == agent.node_id
+        )
+        _, node = await core_server.request("GET", f"/api/v1/nodes/{agent.node_id}", admin)
+        return status, node
+
+    # A clean stop: the agent says goodbye as it does on SIGTERM.
+    stopped = RawAgent(core_server, "stopped")
+    await stopped.hello(token=await core_server.enroll_token())
+    _, node = await core_server.request("GET", f"/api/v1/nodes/{stopped.node_id}", admin)
+    assert node["online"] and node.get("offline_reason") is None
+    assert stopped.ws is not None
+    await stopped.ws.close(code=p.CloseCode.GOING_AWAY, message=b"agent stopping")
+    status, node = await offline(stopped)
+    assert status.reason == node["offline_reason"] == "agent stopped"
+
+    # Silence: the watchdog's sweep.
+    silent = RawAgent(core_server, "silent")
+    await silent.hello(token=await core_server.enroll_token())
+    await core_server.core.nodes.watchdog(lambda _interval: 0.0)
+    status, node = await offline(silent)
+    assert status.reason is not None and status.reason.startswith("heartbeat timeout: nothing heard for")
+    assert node["offline_reason"] == status.reason
+
+    # A clock far off: every sample rejected, then the link ends.
+    skewed = RawAgent(core_server, "skewed")
+    await skewed.hello(token=await core_server.enroll_token())
+    ack = await skewed.send_samples(skewed.make(2, ts=time.time() + 86400))
+    assert ack.rejected
+    await skewed.close()
+    status, node = await offline(skewed)
+    assert "clock is off" in (status.reason or "") and node["offline_reason"] == status.reason
+    await client.close()

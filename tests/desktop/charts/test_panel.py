@@ -8,8 +8,9 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QImage
+from PySide6.QtCore import QEvent, QPointF, Qt
+from PySide6.QtGui import QColor, QImage, QMouseEvent
+from PySide6.QtWidgets import QApplication, QWidget
 from pytestqt.qtbot import QtBot
 
 from servermanager.common.metrics import Sample
@@ -211,3 +212,103 @@ def test_panel_draws_a_merged_week_with_the_band_of_its_buckets(qtbot: QtBot) ->
     np.testing.assert_array_equal(band[1], np.array(merged.min["net_rx_bps"], dtype=np.float64))
     np.testing.assert_array_equal(band[2], np.array(merged.max["net_rx_bps"], dtype=np.float64))
     assert chart.x_range() == pytest.approx((request.start, request.end))
+
+
+def double_click(widget: QWidget, at: QPointF) -> None:
+    """The events a real double-click delivers (QTest.mouseDClick skips the first click, which
+    pyqtgraph's scene needs to pair the second with)."""
+    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
+    for kind, buttons in (
+        (QEvent.Type.MouseButtonPress, left),
+        (QEvent.Type.MouseButtonRelease, none),
+        (QEvent.Type.MouseButtonDblClick, left),
+        (QEvent.Type.MouseButtonRelease, none),
+    ):
+        event = QMouseEvent(kind, at, widget.mapToGlobal(at), left, buttons, Qt.KeyboardModifier.NoModifier)
+        QApplication.sendEvent(widget, event)
+
+
+def _raw_history(ts: list[float], cpu: float = 30.0) -> History:
+    return History(
+        node_id=1,
+        resolution="raw",
+        from_=NOW - 300,
+        to=NOW,
+        fields=["cpu_pct"],
+        ts=ts,
+        avg={"cpu_pct": [cpu] * len(ts)},
+    )
+
+
+def test_an_outage_is_drawn_as_a_gap_in_history_and_in_the_live_tail(qtbot: QtBot) -> None:
+    panel = make_panel(qtbot, initial=preset("live"))
+    panel.set_interval(2.0)
+    request = panel.current_request()
+    # Samples every 2 s, then 38 s of nothing (an outage), then samples again.
+    before = [request.start + 10 + 2 * i for i in range(10)]
+    after = [before[-1] + 38 + 2 * i for i in range(5)]
+    assert panel.set_history(_raw_history(before + after))
+    cpu = panel.charts["cpu"]
+    x, y = cpu.plotted("cpu_pct")
+    assert len(x) == len(before) + len(after) + 1
+    gap = int(np.flatnonzero(np.isnan(y))[0])
+    assert x[gap - 1] == before[-1] and x[gap + 1] == after[0]  # the break sits inside the outage
+    assert np.isfinite(np.delete(y, gap)).all()  # and nowhere else: 2 s steps are not gaps
+    assert np.all(np.diff(x) > 0)
+
+    # The live tail: a sample 2 s on continues the line; one 20 s later starts a new one.
+    panel.append_sample(Sample(seq=100, ts=after[-1] + 2, metrics=reading(40.0)))
+    assert np.isnan(cpu.plotted("cpu_pct")[1]).sum() == 1
+    panel.append_sample(Sample(seq=101, ts=after[-1] + 22, metrics=reading(41.0)))
+    x, y = cpu.plotted("cpu_pct")
+    assert np.isnan(y).sum() == 2 and np.isnan(y[-2]) and y[-1] == 41.0
+
+
+def test_rollups_break_where_buckets_are_missing_not_between_them(qtbot: QtBot) -> None:
+    panel = make_panel(qtbot, initial=preset("24h"))
+    panel.set_interval(2.0)  # raw spacing must not make every minute bucket a gap
+    request = panel.current_request()
+    ts = [request.start + 60 * i for i in range(30)] + [request.start + 60 * 40 + 60 * i for i in range(5)]
+    history = _raw_history(ts)
+    history.resolution = "1m"
+    history.from_ = request.start
+    assert panel.set_history(history)
+    y = panel.charts["cpu"].plotted("cpu_pct")[1]
+    assert np.isnan(y).sum() == 1
+
+
+def test_reset_zoom_brings_a_zoomed_live_chart_back_to_following(qtbot: QtBot) -> None:
+    panel = make_panel(qtbot, initial=preset("live"))
+    panel.resize(900, 600)
+    panel.show()
+    qtbot.waitExposed(panel)
+    cpu = panel.charts["cpu"]
+    for i in range(5):
+        panel.append_sample(Sample(seq=i + 1, ts=NOW - 50 + 10 * i, metrics=reading(30.0)))
+    assert not panel.reset_button.isVisible() and "zoomed" not in panel.range_label.text()
+
+    # The user zooms (what a wheel or drag on the plot emits): the chart stops following...
+    cpu.set_x_range(NOW - 120, NOW - 60)
+    cpu.vb.sigRangeChangedManually.emit([True, False])
+    assert panel.zoomed and panel.reset_button.isVisible()
+    assert "zoomed, not following live" in panel.range_label.text()
+    assert panel.reset_button.text() == "Back to live"
+    panel.append_sample(Sample(seq=10, ts=NOW + 10, metrics=reading(31.0)))
+    assert cpu.x_range()[1] < NOW  # ...and the label says so
+
+    # ...until reset: the live window again, and it follows the next sample.
+    qtbot.mouseClick(panel.reset_button, Qt.MouseButton.LeftButton)
+    assert not panel.zoomed and not panel.reset_button.isVisible()
+    assert cpu.x_range()[1] == pytest.approx(NOW + 10)
+    panel.append_sample(Sample(seq=11, ts=NOW + 20, metrics=reading(32.0)))
+    assert cpu.x_range()[1] == pytest.approx(NOW + 20)
+
+    # A double-click on a chart does the same.
+    cpu.set_x_range(NOW - 120, NOW - 60)
+    cpu.vb.sigRangeChangedManually.emit([True, False])
+    assert panel.zoomed
+    double_click(
+        cpu.plot_widget.viewport(), QPointF(cpu.plot_widget.mapFromScene(cpu.vb.sceneBoundingRect().center()))
+    )
+    qtbot.waitUntil(lambda: not panel.zoomed, timeout=2000)
+    assert cpu.x_range()[1] == pytest.approx(NOW + 20)
