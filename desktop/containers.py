@@ -19,9 +19,11 @@ from PySide6.QtCore import (
 )
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QScrollArea,
     QSplitter,
     QTableView,
     QVBoxLayout,
@@ -176,9 +178,15 @@ class ContainersPanel(QWidget):
         col.setContentsMargins(0, 0, 0, 0)
         col.addWidget(self.chart_title)
         col.addLayout(row, 1)
+        # In a scroll area: the charts' own minimum height must not make the node view (whose tabs
+        # share one height) taller than a 1024x640 window.
+        charts_area = QScrollArea()
+        charts_area.setWidgetResizable(True)
+        charts_area.setFrameShape(QFrame.Shape.NoFrame)
+        charts_area.setWidget(charts)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.table)
-        split.addWidget(charts)
+        split.addWidget(charts_area)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 4, 0, 0)
         layout.addWidget(self.when)

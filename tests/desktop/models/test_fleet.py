@@ -153,10 +153,11 @@ def test_the_table_gives_the_columns_as_they_were() -> None:
         "Net out",
         "Load",
         "Uptime",
+        "Containers",
         "Last seen",
     ]
     # OS stretches (None) and "Last seen" is fixed, so it stays in sight at 1280 px (test_fleetview).
-    assert [c.width for c in columns] == [90, 150, 100, 110, None, 84, 84, 84, 84, 84, 60, 80, 104]
+    assert [c.width for c in columns] == [90, 150, 100, 110, None, 84, 84, 84, 84, 84, 60, 80, 90, 104]
     assert [c.header for c in columns if c.bar] == ["CPU", "Memory", "Disk"]
     assert [c.header for c in columns if c.numeric] == [
         "CPU",
@@ -166,6 +167,7 @@ def test_the_table_gives_the_columns_as_they_were() -> None:
         "Net out",
         "Load",
         "Uptime",
+        "Containers",
         "Last seen",
     ]
 
