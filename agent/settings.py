@@ -13,6 +13,7 @@ import msgspec
 # The pattern syntax only: the runner (exec.runner) is imported when [exec] is enabled.
 from servermanager.agent.exec.policy import compile_patterns
 from servermanager.agent.logread.config import LogsSettings
+from servermanager.agent.plugins.config import CheckSettings, CustomSettings, ScrapeSettings, validate_all
 from servermanager.common.incidents import MAX_JOURNAL_LINES, MAX_TOP
 from servermanager.common.metrics import MAX_PROCS_TOP_N
 from servermanager.common.protocol import AGENT_WS_PATH, DEFAULT_MAX_FRAME_BYTES, MAX_SAMPLES_PER_BATCH
@@ -223,6 +224,9 @@ class AgentSettings(msgspec.Struct, kw_only=True):
     incident: IncidentSettings = msgspec.field(default_factory=IncidentSettings)
     logs: LogsSettings = msgspec.field(default_factory=LogsSettings)
     processes: ProcessesSettings = msgspec.field(default_factory=ProcessesSettings)
+    custom: list[CustomSettings] = []
+    scrape: list[ScrapeSettings] = []
+    check: list[CheckSettings] = []
 
     __doc_fields__ = {
         "core": "URL of the core (ws://, wss://, http:// or https://); /ws/agent is appended",
@@ -245,6 +249,9 @@ class AgentSettings(msgspec.Struct, kw_only=True):
         "incident": "snapshots of the top processes (and journal) when an alert fires: the [incident] table",
         "logs": "read-only journal and allowlisted log files for the node view: the [logs] table",
         "processes": "the top processes sent with every sample: the [processes] table",
+        "custom": "commands whose output becomes named series: [[custom]] tables",
+        "scrape": "local Prometheus endpoints (loopback only) read into named series: [[scrape]] tables",
+        "check": "HTTP(S), TCP and ping checks run from this agent: [[check]] tables",
     }
 
     def validate(self) -> None:
@@ -292,6 +299,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
         self.incident.validate()
         self.logs.validate()
         self.processes.validate()
+        validate_all(self.custom, self.scrape, self.check)
 
     def _validate_trust(self) -> None:
         if self.core_fingerprint.strip():

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import msgspec
 
 from servermanager.common.metric_table import FAMILIES, FIELDS, Family, Field, Kind, Unit
+from servermanager.common.series import MAX_PLUGINS, MAX_SERIES_POINTS, PluginStatus, SeriesPoint
 
 __all__ = [
     "DERIVED",
@@ -168,6 +169,10 @@ class MetricsBase(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     # The top processes by CPU, memory and disk I/O (deduplicated); stored apart from the metrics
     # (core/store/processes.py) and left out of the live sample events.
     procs_top: Annotated[list[ProcInfo], msgspec.Meta(max_length=MAX_PROCS_TOP)] = []
+    # Named series of the agent's own [[custom]], [[scrape]] and [[check]] entries (common/series.py),
+    # stored apart (core/store/series.py), and how each entry last ran (kept live, not stored).
+    series: Annotated[list[SeriesPoint], msgspec.Meta(max_length=MAX_SERIES_POINTS)] = []
+    plugins: Annotated[list[PluginStatus], msgspec.Meta(max_length=MAX_PLUGINS)] = []
 
     @property
     def disk_pct(self) -> float | None:

@@ -13,6 +13,7 @@ import msgspec
 
 from servermanager.common.metrics import HostFacts, Sample
 from servermanager.common.protocol import CloseCode, Frame, NodeInfo, NodeRemoved, NodeStatus, NodeUpdated
+from servermanager.common.series import PluginStatus
 from servermanager.core.auth import NODE_CRED_PREFIX, new_secret, token_hash
 from servermanager.core.bus import Bus
 from servermanager.core.store.db import Database
@@ -45,6 +46,7 @@ class NodeState:
     link: AgentLink | None = None
     last_frame: float = 0.0  # monotonic time of the last frame from the agent
     interval: float | None = None
+    plugins: tuple[PluginStatus, ...] = ()  # how the agent's [[custom]]/[[scrape]]/[[check]] last ran
 
     @property
     def online(self) -> bool:

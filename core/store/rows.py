@@ -12,7 +12,12 @@ from servermanager.common.metrics import DERIVED, SCALAR_FIELDS, Metrics, Sample
 
 # Fields of Metrics that are not scalar columns travel in the detail blob; the top processes have
 # their own table (core/store/processes.py), with their own retention.
-_DETAIL_FIELDS = tuple(f for f in Metrics.__struct_fields__ if f not in SCALAR_FIELDS and f != "procs_top")
+# Named series and plugin statuses are stored apart too (core/store/series.py) or kept live only.
+_DETAIL_FIELDS = tuple(
+    f
+    for f in Metrics.__struct_fields__
+    if f not in SCALAR_FIELDS and f not in ("procs_top", "series", "plugins")
+)
 # Columns read back into the struct; a derived row's column is computed again from the detail.
 _COLUMN_FIELDS = tuple(f for f in SCALAR_FIELDS if f in Metrics.__struct_fields__)
 _msgpack = msgspec.msgpack.Encoder()

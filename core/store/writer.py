@@ -14,6 +14,7 @@ from servermanager.core.store.db import Database, StorageFull
 from servermanager.core.store.processes import PROC_INSERT, proc_rows
 from servermanager.core.store.rows import COLUMNS, to_row
 from servermanager.core.store.schema import ROLLUP_TABLES
+from servermanager.core.store.series import PendingPoint, SeriesStore, pending_points
 from servermanager.core.store.values import execute_values
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,21 @@ class _Pending:
     last_seq: int
     done: Done
     procs: list[tuple[int, int, bytes]]  # proc_samples rows of the same samples
+    series: list[PendingPoint]  # named series points of the same samples
 
 
 class Writer:
     """Group-commits samples from every agent; each submitted batch hears once its rows are durable."""
 
-    def __init__(self, db: Database, flush_every: float = 0.05, max_rows_per_commit: int = 20_000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        flush_every: float = 0.05,
+        max_rows_per_commit: int = 20_000,
+        series: SeriesStore | None = None,
+    ) -> None:
         self.db = db
+        self.series = series or SeriesStore(db)
         self.flush_every = flush_every
         self.max_rows = max_rows_per_commit
         self._queue: deque[_Pending] = deque()
@@ -77,7 +86,12 @@ class Writer:
         rows = [to_row(node_id, s) for s in samples]
         self._queue.append(
             _Pending(
-                node_id, rows, max((s.seq for s in samples), default=0), done, proc_rows(node_id, samples)
+                node_id,
+                rows,
+                max((s.seq for s in samples), default=0),
+                done,
+                proc_rows(node_id, samples),
+                pending_points(node_id, samples),
             )
         )
         self._wake.set()
@@ -125,6 +139,7 @@ class Writer:
     async def _commit(self, batch: list[_Pending]) -> None:
         rows: list[tuple[Any, ...]] = []
         procs: list[tuple[int, int, bytes]] = []
+        points: list[PendingPoint] = []
         dirty: set[tuple[str, int, int]] = set()
         last_seq: dict[int, int] = {}
         step = ROLLUP_TABLES["1m"][1]
@@ -133,12 +148,14 @@ class Writer:
                 rows.append(row)
                 dirty.add(("1m", p.node_id, row[1] // step * step))
             procs.extend(p.procs)
+            points.extend(p.series)
             if p.rows:
                 last_seq[p.node_id] = max(last_seq.get(p.node_id, 0), p.last_seq)
         try:
             async with self.db.transaction(bulk=True) as con:
                 await execute_values(con, _HEAD_INSERT, rows)
                 await execute_values(con, PROC_INSERT, procs)
+                found = await self.series.write(con, points)
                 await execute_values(con, _DIRTY_INSERT, list(dirty))
                 await execute_values(con, _LAST_SEQ_UPDATE, list(last_seq.items()))
         except StorageFull as exc:
@@ -159,6 +176,7 @@ class Writer:
             )
             await self._tell(batch, exc)
             return
+        self.series.remember(found)
         self.commits += 1
         self.rows_written += len(rows)
         await self._tell(batch, None)

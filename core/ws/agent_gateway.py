@@ -273,7 +273,9 @@ async def _serve(core: Core, node: NodeState, session: AgentSession) -> None:
 
 
 def _without_procs(sample: Sample) -> Sample:
-    return msgspec.structs.replace(sample, metrics=msgspec.structs.replace(sample.metrics, procs_top=[]))
+    return msgspec.structs.replace(
+        sample, metrics=msgspec.structs.replace(sample.metrics, procs_top=[], series=[], plugins=[])
+    )
 
 
 async def _on_samples(core: Core, node: NodeState, session: AgentSession, frame: p.Samples) -> None:
@@ -300,7 +302,11 @@ async def _on_samples(core: Core, node: NodeState, session: AgentSession, frame:
     for sample in accepted:
         # Only a newer sample is live news; backfill goes to storage without waking every client.
         if node.latest is None or sample.ts > node.latest.ts:
-            if sample.metrics.procs_top:
+            full = sample  # the alert rules read its named series too
+            if sample.metrics.plugins:
+                node.plugins = tuple(sample.metrics.plugins)  # served by GET .../series
+            if sample.metrics.procs_top or sample.metrics.series or sample.metrics.plugins:
+                # Named series and plugin statuses likewise: stored or kept here, served by REST.
                 # The top processes are stored (with the sample, below) and served by REST; the
                 # live event, the node list and every fleet-wide subscriber go without them: a
                 # few hundred bytes per node per second that no fleet table shows, and command
@@ -308,7 +314,7 @@ async def _on_samples(core: Core, node: NodeState, session: AgentSession, frame:
                 sample = _without_procs(sample)
             node.latest = sample
             core.bus.publish(node.id, p.SampleEvent(node_id=node.id, sample=sample))
-            core.alerts.on_sample(node, sample)
+            core.alerts.on_sample(node, full)
     seqs = [x.seq for x in frame.samples]
     ack = p.Ack(upto_seq=max(seqs), from_seq=min(seqs), rejected=rejected or _NONE_REJECTED)
     if session.ingest is not None:
