@@ -58,7 +58,13 @@ def _coerce(cls: type[msgspec.Struct], raw: dict[str, Any], where: str) -> dict[
                     raise SettingsError(f"setting {where}{key} must be a table")
                 out[key] = _coerce(t.cls, value, f"{where}{key}.")
                 continue
-            if isinstance(t, msgspec.inspect.FloatType) and isinstance(value, str):
+            if (
+                isinstance(t, msgspec.inspect.UnionType)
+                and any(isinstance(x, msgspec.inspect.FloatType) for x in t.types)
+                and isinstance(value, str)
+            ):
+                value = parse_duration(value)  # an optional duration (`timeout` of [[check]])
+            elif isinstance(t, msgspec.inspect.FloatType) and isinstance(value, str):
                 value = parse_duration(value)
             elif isinstance(t, msgspec.inspect.IntType) and isinstance(value, str):
                 value = int(value)

@@ -91,6 +91,13 @@ async def run_command(argv: list[str], timeout: float, max_output: int) -> str:
             r.cancel()
         await asyncio.gather(*reads, return_exceptions=True)
         with contextlib.suppress(Exception):
+            # A reader that stopped at the output limit left its pipe paused; read it to EOF
+            # so that its transport closes.
+            async with asyncio.timeout(2):
+                for stream in (proc.stdout, proc.stderr):
+                    while await stream.read(65536):
+                        pass
+        with contextlib.suppress(Exception):
             await wait_exit(proc, timeout=2)
             await asyncio.wait_for(proc.wait(), timeout=2)
         OWN_CHILDREN.release(proc)
@@ -207,7 +214,10 @@ class PluginHub:
             await asyncio.gather(*tasks)
         finally:
             for t in tasks:
-                t.cancel()
+                # gather() cancelled them already when it was: a second cancel would interrupt
+                # the cleanup that kills a running plugin's process group.
+                if not t.done() and not t.cancelling():
+                    t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _loop(self, e: _Entry) -> None:
