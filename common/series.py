@@ -52,7 +52,7 @@ class SeriesPoint(msgspec.Struct, frozen=True, gc=False, omit_defaults=True, arr
     unit: Annotated[str, msgspec.Meta(max_length=16)] | None = None
 
 
-class PluginStatus(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+class PluginStatus(msgspec.Struct, frozen=True, gc=False):
     """How one of the agent's [[custom]], [[scrape]] or [[check]] entries last ran.
 
     `ok` False with `error` saying why (a timeout, too much output, a refused connection); `bad_lines`
