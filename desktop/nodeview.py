@@ -27,6 +27,7 @@ from servermanager.desktop.logview import LogsPanel
 from servermanager.desktop.meters import MeterBox
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.processes import ProcessesPanel
+from servermanager.desktop.series import SeriesPanel
 from servermanager.desktop.services import ServicesPanel
 
 
@@ -111,6 +112,9 @@ class NodeView(QWidget):
         self.charts.pointClicked.connect(self.show_processes_at)
         self.logs = LogsPanel(ctx, node_id)
         self.sections.addTab(self.logs, "Logs")
+        # Named series of the agent's [[custom]], [[scrape]] and [[check]] entries.
+        self.custom = SeriesPanel(ctx, node_id)
+        self.sections.addTab(self.custom, "Custom")
         self.sections.currentChanged.connect(self._section_changed)
         outer.addWidget(self.sections, 1)
 
@@ -162,6 +166,7 @@ class NodeView(QWidget):
         self.services.shutdown()
         self.logs.shutdown()
         self.processes.shutdown()
+        self.custom.shutdown()
         if self._history is not None:
             self._history.cancel()
         for signal, slot in (
@@ -184,6 +189,10 @@ class NodeView(QWidget):
         self.sections.setCurrentWidget(self.processes)
         return self.processes
 
+    def show_custom(self) -> SeriesPanel:
+        self.sections.setCurrentWidget(self.custom)
+        return self.custom
+
     def show_processes_at(self, ts: float) -> None:
         self.processes.show_at(ts)
         self.sections.setCurrentWidget(self.processes)
@@ -191,6 +200,8 @@ class NodeView(QWidget):
     def _section_changed(self, index: int) -> None:
         if self.sections.widget(index) is self.logs and self.logs.loads == 0:
             self.logs.refresh_sources()
+        if self.sections.widget(index) is self.custom:
+            self.custom.refresh()
         if self.sections.widget(index) is self.processes and self.processes.live:
             self.processes.refresh()
         if (

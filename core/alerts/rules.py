@@ -116,8 +116,8 @@ def normalize(
             raise RuleError(f"metric: {exc}") from None
     elif metric != OFFLINE and metric not in SCALAR_FIELDS:
         raise RuleError(
-            f'unknown metric {metric!r}; use {OFFLINE!r}, {SERIES_PREFIX}NAME{{label="value"}} '
-            f"for a named series, or one of: {', '.join(SCALAR_FIELDS)}"
+            f"unknown metric {metric!r}; use {OFFLINE!r} or one of: {', '.join(SCALAR_FIELDS)}; "
+            f'or {SERIES_PREFIX}NAME{{label="value"}} for a named series'
         )
     for_ = _duration("for", body.for_)
     keep = _duration("keep_firing_for", body.keep_firing_for)
