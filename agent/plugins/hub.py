@@ -14,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from servermanager.agent.exec.subproc import OWN_CHILDREN, kill_group_now, new_group_kwargs, wait_exit
 from servermanager.agent.plugins.checks import PING_COMMAND, CheckResult, ping_method, run_check
 from servermanager.agent.plugins.config import CheckSettings, CustomSettings, ScrapeSettings
 from servermanager.agent.plugins.parse import parse
@@ -60,6 +59,9 @@ async def run_command(argv: list[str], timeout: float, max_output: int) -> str:
     Runs without a shell in a new session; whatever the outcome, its process group is killed
     before this returns, so a plugin's leftover children cannot pile up.
     """
+    # Imported here: an agent without [[custom]] entries (and [exec] off) never loads exec code.
+    from servermanager.agent.exec.subproc import OWN_CHILDREN, kill_group_now, new_group_kwargs, wait_exit
+
     try:
         proc = await OWN_CHILDREN.spawn(
             lambda: asyncio.create_subprocess_exec(

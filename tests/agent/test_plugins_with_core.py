@@ -81,12 +81,18 @@ async def test_custom_series_and_check_alert_end_to_end(
 
     # History, in the metrics history's shape, by selector and by name + labels.
     status, hist = await real_core.request(
-        "GET", f"/api/v1/nodes/{nid}/series/history", viewer, params={"series": "queue_depth", "resolution": "raw"}
+        "GET",
+        f"/api/v1/nodes/{nid}/series/history",
+        viewer,
+        params={"series": "queue_depth", "resolution": "raw"},
     )
     assert status == 200, hist
     assert hist["fields"] == ["queue_depth"] and hist["avg"]["queue_depth"][-1] == 42 and hist["ts"]
     status, hist = await real_core.request(
-        "GET", f"/api/v1/nodes/{nid}/series/history", viewer, params={"name": "check_up", "labels": '{"check": "db"}'}
+        "GET",
+        f"/api/v1/nodes/{nid}/series/history",
+        viewer,
+        params={"name": "check_up", "labels": '{"check": "db"}'},
     )
     assert status == 200 and hist["avg"]['check_up{check="db"}'][-1] == 1
     status, err = await real_core.request(
@@ -105,7 +111,7 @@ async def test_custom_series_and_check_alert_end_to_end(
         admin,
         json={
             "name": "db down",
-            "metric": "series:check_up{ check = \"db\" }",
+            "metric": 'series:check_up{ check = "db" }',
             "op": "<",
             "threshold": 1,
             "targets": {"nodes": [nid]},

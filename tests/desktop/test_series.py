@@ -36,7 +36,9 @@ def test_the_tab_lists_a_real_hubs_series_and_charts_one(
     # What a real agent's hub makes of a working command, a failing one and a check of a closed port.
     hub = PluginHub(
         [
-            CustomSettings(name="queue", command=["/bin/sh", "-c", "echo queue_depth 12"], interval=60, timeout=5),
+            CustomSettings(
+                name="queue", command=["/bin/sh", "-c", "echo queue_depth 12"], interval=60, timeout=5
+            ),
             CustomSettings(name="broken", command=["/bin/sh", "-c", "exit 4"], interval=60, timeout=5),
         ],
         [],
@@ -50,15 +52,22 @@ def test_the_tab_lists_a_real_hubs_series_and_charts_one(
     run(collect())
     agent = run(enrolled(core, "web-1"))
     assert agent.node_id is not None
-    t0 = time.time() + 1  # the last sample is newer than enrolled()'s: the node's latest, with its statuses
+    t0 = time.time()  # the last sample is newer than enrolled()'s: the node's latest, with its statuses
     for i in range(3):
-        run(agent.send_samples(agent.make(1, ts=t0 - 20 + 10 * i, series=hub.points(), plugins=hub.statuses())))
+        run(
+            agent.send_samples(
+                agent.make(1, ts=t0 - 20 + 10 * i, series=hub.points(), plugins=hub.statuses())
+            )
+        )
     run(sign_in(ctx, core))
     view = window.open_node(agent.node_id)
     window.show()
     panel = view.show_custom()
     run(until(lambda: panel.loads >= 1, "the series loaded"))
-    shown = {s.selector: (s.last_value, panel.model.data(panel.model.index(i, 2))) for i, s in enumerate(panel.model.series)}
+    shown = {
+        s.selector: (s.last_value, panel.model.data(panel.model.index(i, 2)))
+        for i, s in enumerate(panel.model.series)
+    }
     assert shown["queue_depth"] == (12.0, "")
     assert shown['check_up{check="db"}'] == (0.0, "down")
     assert shown['plugin_up{plugin="broken"}'] == (0.0, "down")
