@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import msgspec
+
 from servermanager.agent.collectors import MetricsCollector
 from servermanager.agent.credentials import CredentialStore, StateDirError, ensure_state_dir
 from servermanager.agent.exec import make_runner
@@ -19,6 +21,7 @@ from servermanager.agent.hostfacts import agent_version, host_facts
 from servermanager.agent.incident import Snapshots
 from servermanager.agent.link.connection import AgentError, Connection, ConnState
 from servermanager.agent.logread.service import LogService
+from servermanager.agent.plugins.hub import PluginHub
 from servermanager.agent.settings import AgentSettings
 from servermanager.agent.spool import SPOOL_FILE, Spool
 from servermanager.agent.stats import Pulse, Stats
@@ -71,6 +74,12 @@ class Agent:
             facts = facts or host_facts()
         except BaseException:
             self._spool.close()
+            raise
+        try:
+            # Named series from [[custom]], [[scrape]] and [[check]]: each entry runs in its own task.
+            self.plugins = PluginHub(settings.custom, settings.scrape, settings.check)
+        except BaseException:
+            self._spool.close()  # a ping check that cannot run here: SettingsError, exit 2
             raise
         self.stats = Stats()
         self._pulse = Pulse()
@@ -192,12 +201,20 @@ class Agent:
             "on" if lg.journal else "off",
             len(lg.files),
         )
+        if self.plugins:
+            log.info(
+                "plugins: %d custom, %d scrape, %d check",
+                len(self.settings.custom),
+                len(self.settings.scrape),
+                len(self.settings.check),
+            )
         sampler = asyncio.create_task(self._sampler(), name="agent-sampler")
         polls = [
             asyncio.create_task(w.run(), name=f"agent-{name}")
             for name, w in (("containers", self.containers), ("hardware", self.hardware))
             if w is not None
         ]
+        polls.append(asyncio.create_task(self.plugins.run(), name="agent-plugins"))
         try:
             await self._conn.run()
         finally:
@@ -251,6 +268,11 @@ class Agent:
         ts = time.time()
         try:
             metrics = await asyncio.to_thread(self._collector.collect)
+            if self.plugins:
+                # The last results of each entry: a plugin still running is never waited for.
+                metrics = msgspec.structs.replace(
+                    metrics, series=self.plugins.points(), plugins=self.plugins.statuses()
+                )
             sample = await asyncio.to_thread(self._spool.append, ts, metrics)
         except Exception as exc:
             # One lost tick is better than a dead sampler; the error says which part failed.

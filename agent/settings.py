@@ -16,6 +16,7 @@ from servermanager.agent.containers import ContainersSettings
 from servermanager.agent.exec.policy import compile_patterns
 from servermanager.agent.hardware import HardwareSettings
 from servermanager.agent.logread.config import LogsSettings
+from servermanager.agent.plugins.config import CheckSettings, CustomSettings, ScrapeSettings, validate_all
 from servermanager.common.incidents import MAX_JOURNAL_LINES, MAX_TOP
 from servermanager.common.metrics import MAX_PROCS_TOP_N
 from servermanager.common.protocol import AGENT_WS_PATH, DEFAULT_MAX_FRAME_BYTES, MAX_SAMPLES_PER_BATCH
@@ -228,6 +229,9 @@ class AgentSettings(msgspec.Struct, kw_only=True):
     processes: ProcessesSettings = msgspec.field(default_factory=ProcessesSettings)
     containers: ContainersSettings = msgspec.field(default_factory=ContainersSettings)
     hardware: HardwareSettings = msgspec.field(default_factory=HardwareSettings)
+    custom: list[CustomSettings] = []
+    scrape: list[ScrapeSettings] = []
+    check: list[CheckSettings] = []
 
     __doc_fields__ = {
         "core": "URL of the core (ws://, wss://, http:// or https://); /ws/agent is appended",
@@ -253,6 +257,9 @@ class AgentSettings(msgspec.Struct, kw_only=True):
         "containers": "Docker or Podman containers through the engine's socket, read-only: the "
         "[containers] table",
         "hardware": "NVIDIA GPUs (NVML) and SMART disk health (smartctl): the [hardware] table",
+        "custom": "commands whose output becomes named series: [[custom]] tables",
+        "scrape": "local Prometheus endpoints (loopback only) read into named series: [[scrape]] tables",
+        "check": "HTTP(S), TCP and ping checks run from this agent: [[check]] tables",
     }
 
     def validate(self) -> None:
@@ -302,6 +309,7 @@ class AgentSettings(msgspec.Struct, kw_only=True):
         self.processes.validate()
         self.containers.validate()
         self.hardware.validate()
+        validate_all(self.custom, self.scrape, self.check)
 
     def _validate_trust(self) -> None:
         if self.core_fingerprint.strip():

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import msgspec
 
 from servermanager.common.metric_table import FAMILIES, FIELDS, Family, Field, Kind, Unit
+from servermanager.common.series import MAX_PLUGINS, MAX_SERIES_POINTS, PluginStatus, SeriesPoint
 
 __all__ = [
     "DERIVED",
@@ -236,6 +237,10 @@ class MetricsBase(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     # GPUs and SMART, when the agent's [hardware] check has a fresh reading; kept by the core
     # with the node (NodeInfo.hardware), not in the sample tables.
     hardware: Hardware | None = None
+    # Named series of the agent's own [[custom]], [[scrape]] and [[check]] entries (common/series.py),
+    # stored apart (core/store/series.py), and how each entry last ran (kept live, not stored).
+    series: Annotated[list[SeriesPoint], msgspec.Meta(max_length=MAX_SERIES_POINTS)] = []
+    plugins: Annotated[list[PluginStatus], msgspec.Meta(max_length=MAX_PLUGINS)] = []
 
     @property
     def disk_pct(self) -> float | None:

@@ -21,6 +21,7 @@ from servermanager.common.protocol import (
     ServiceInfo,
     ServiceRequest,
 )
+from servermanager.common.series import PluginStatus
 
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
 Group = Annotated[str, Meta(max_length=64)]
@@ -209,6 +210,40 @@ class ContainerHistory(msgspec.Struct):
     net_tx_bps: list[float | None]
     blk_read_bps: list[float | None]
     blk_write_bps: list[float | None]
+
+
+class SeriesInfo(msgspec.Struct, omit_defaults=True):
+    """One named series of a node, with its last stored point."""
+
+    name: str
+    labels: dict[str, str]
+    selector: str  # name{label="value",...}: what history's `series` and an alert rule's metric take
+    unit: str | None = None
+    last_ts: float | None = None
+    last_value: float | None = None
+
+
+class SeriesList(msgspec.Struct):
+    """A node's named series (custom metrics, scrapes, checks) and how each agent entry last ran.
+
+    `plugins` is what the node's latest sample said (empty while it has sent none since the core started).
+    """
+
+    node_id: int
+    series: list[SeriesInfo]
+    plugins: list[PluginStatus]
+
+
+class SeriesHistoryQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """One series by `series` (a selector: `check_up{check="web"}`), or by `name` and `labels`
+    (a JSON object: `{"check": "web"}`)."""
+
+    series: Annotated[str, Meta(min_length=1, max_length=512)] | None = None
+    name: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    labels: Annotated[str, Meta(max_length=2048)] | None = None
+    from_: Timestamp | None = msgspec.field(default=None, name="from")
+    to: Timestamp | None = None
+    resolution: Resolution = "auto"
 
 
 class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -517,7 +552,8 @@ class RuleCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     severities: warning past `threshold`, critical past `critical_threshold`."""
 
     name: Name
-    metric: Annotated[str, Meta(min_length=1, max_length=64)]
+    # A scalar field, "offline", or "series:NAME{label=\"v\",...}" for a named series (exact labels).
+    metric: Annotated[str, Meta(min_length=1, max_length=512)]
     op: Op = ">"
     threshold: float = 0.0
     clear_threshold: float | None = None  # hysteresis: clears only past this (default: threshold)
@@ -532,7 +568,7 @@ class RuleCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class RulePatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
     name: Name | None = None
-    metric: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    metric: Annotated[str, Meta(min_length=1, max_length=512)] | None = None
     op: Op | None = None
     threshold: float | None = None
     clear_threshold: float | msgspec.UnsetType | None = msgspec.UNSET  # left out: kept; null: none

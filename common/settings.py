@@ -58,7 +58,13 @@ def _coerce(cls: type[msgspec.Struct], raw: dict[str, Any], where: str) -> dict[
                     raise SettingsError(f"setting {where}{key} must be a table")
                 out[key] = _coerce(t.cls, value, f"{where}{key}.")
                 continue
-            if isinstance(t, msgspec.inspect.FloatType) and isinstance(value, str):
+            if (
+                isinstance(t, msgspec.inspect.UnionType)
+                and any(isinstance(x, msgspec.inspect.FloatType) for x in t.types)
+                and isinstance(value, str)
+            ):
+                value = parse_duration(value)  # an optional duration (`timeout` of [[check]])
+            elif isinstance(t, msgspec.inspect.FloatType) and isinstance(value, str):
                 value = parse_duration(value)
             elif isinstance(t, msgspec.inspect.IntType) and isinstance(value, str):
                 value = int(value)
@@ -67,6 +73,16 @@ def _coerce(cls: type[msgspec.Struct], raw: dict[str, Any], where: str) -> dict[
                 if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
                     raise ValueError(f"not a boolean: {value!r}")
                 value = low in ("1", "true", "yes", "on")
+            elif (
+                isinstance(t, msgspec.inspect.ListType)
+                and isinstance(t.item_type, msgspec.inspect.StructType)
+                and isinstance(value, list)
+            ):
+                # An array of tables ([[check]]): each table coerced like a nested one, named by index.
+                value = [
+                    _coerce(t.item_type.cls, v, f"{where}{key}[{i}].") if isinstance(v, dict) else v
+                    for i, v in enumerate(value)
+                ]
             elif isinstance(t, msgspec.inspect.ListType) and isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
         except ValueError as exc:

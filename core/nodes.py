@@ -13,6 +13,7 @@ import msgspec
 
 from servermanager.common.metrics import Hardware, HostFacts, Sample
 from servermanager.common.protocol import CloseCode, Frame, NodeInfo, NodeRemoved, NodeStatus, NodeUpdated
+from servermanager.common.series import PluginStatus
 from servermanager.core.auth import NODE_CRED_PREFIX, new_secret, token_hash
 from servermanager.core.bus import Bus
 from servermanager.core.store.db import Database
@@ -50,6 +51,7 @@ class NodeState:
     # Why the node is offline, as the core saw its link end; shown to users next to "last seen".
     offline_reason: str | None = "no connection since the core started"
     clock_skewed: bool = False  # the agent's last batch was rejected whole for its clock
+    plugins: tuple[PluginStatus, ...] = ()  # how the agent's [[custom]]/[[scrape]]/[[check]] last ran
 
     @property
     def online(self) -> bool:

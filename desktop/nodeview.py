@@ -38,6 +38,7 @@ from servermanager.desktop.logview import LogsPanel
 from servermanager.desktop.meters import MeterBox
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.processes import ProcessesPanel
+from servermanager.desktop.series import SeriesPanel
 from servermanager.desktop.services import ServicesPanel
 
 
@@ -131,6 +132,9 @@ class NodeView(QWidget):
         self.sections.addTab(self.logs, "Logs")
         self.containers = ContainersPanel(ctx, node_id)
         self.sections.addTab(self.containers, "Containers")
+        # Named series of the agent's [[custom]], [[scrape]] and [[check]] entries.
+        self.custom = SeriesPanel(ctx, node_id)
+        self.sections.addTab(self.custom, "Custom")
         self.sections.currentChanged.connect(self._section_changed)
         outer.addWidget(self.sections, 1)
 
@@ -202,6 +206,7 @@ class NodeView(QWidget):
         self.logs.shutdown()
         self.processes.shutdown()
         self.containers.shutdown()
+        self.custom.shutdown()
         if self._history is not None:
             self._history.cancel()
         self._ticker.stop()
@@ -225,6 +230,10 @@ class NodeView(QWidget):
         self.sections.setCurrentWidget(self.processes)
         return self.processes
 
+    def show_custom(self) -> SeriesPanel:
+        self.sections.setCurrentWidget(self.custom)
+        return self.custom
+
     def show_processes_at(self, ts: float) -> None:
         self.processes.show_at(ts)
         self.sections.setCurrentWidget(self.processes)
@@ -238,6 +247,8 @@ class NodeView(QWidget):
             self.containers.refresh()
         if self.sections.widget(index) is self.logs and self.logs.loads == 0:
             self.logs.refresh_sources()
+        if self.sections.widget(index) is self.custom:
+            self.custom.refresh()
         if self.sections.widget(index) is self.processes and self.processes.live:
             self.processes.refresh()
         if (

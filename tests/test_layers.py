@@ -406,8 +406,11 @@ def test_the_extras_allow_what_the_parts_are_built_on() -> None:
     assert allowed["common"] == {"msgspec", "platformdirs"}
     assert {"psutil", "websockets"} <= allowed["agent"]
     # The agent checks a certificate pin with the standard library; cryptography is there only to
-    # verify signed commands, imported only when trusted keys are configured.
-    assert not {"aiohttp", "aiosqlite", "pyside6"} & allowed["agent"]
+    # verify signed commands (and read a checked server's certificate date), imported only then.
+    assert not {"aiosqlite", "pyside6"} & allowed["agent"]
+    # aiohttp and icmplib run [[check]] and [[scrape]] entries; tests/agent/test_imports.py pins
+    # that an agent without any never imports them.
+    assert {"aiohttp", "icmplib"} <= allowed["agent"]
     assert {"aiohttp", "aiosqlite", "uvloop", "cryptography"} <= allowed["core"]
     assert not {"psutil", "pyside6"} & allowed["core"]
     assert {"pyside6", "qasync", "pyqtgraph", "keyring", "numpy"} <= allowed["desktop"]

@@ -40,6 +40,7 @@ from servermanager.common import rest as m
 from servermanager.common.alerts import Alert, AlertTransition, Delivery, WebhookAlert
 from servermanager.common.metrics import Sample, scalar_getter
 from servermanager.common.protocol import AlertEvent
+from servermanager.common.series import SERIES_PREFIX, series_reader
 from servermanager.core.alerts.machine import Change, Condition, Machine
 from servermanager.core.alerts.rules import RuleSpec, RuleStore
 from servermanager.core.alerts.silences import Silences, matches
@@ -106,6 +107,13 @@ class _Pending:
     after: list[Callable[[], None]] = field(default_factory=list)  # run once the batch is written
     deliveries: bool = False
     written: bool = False  # committed (or failed) and published: what sync() waits for
+
+
+def _reader(metric: str) -> Callable[[Any], float | None]:
+    """A rule's metric read from a reading: a scalar field, or a named series ("series:...")."""
+    if metric.startswith(SERIES_PREFIX):
+        return series_reader(metric[len(SERIES_PREFIX) :])
+    return scalar_getter(metric)
 
 
 def applies(rule: RuleSpec, st: NodeState) -> bool:
@@ -389,7 +397,7 @@ class AlertEngine:
             else:
                 check = (rule, rule.id, rule.cond.op == ">", rule.cond.threshold)
                 metrics.setdefault(rule.metric, []).append(check)
-        readers = [(scalar_getter(name), checks) for name, checks in metrics.items()]
+        readers = [(_reader(name), checks) for name, checks in metrics.items()]
         a = _Applicable(self._version, st.group, st.tags, frozenset(chosen), readers, offline)
         self._cache[st.id] = a
         return a

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 
 from servermanager.common import rest as m
+from servermanager.common.series import SERIES_PREFIX, parse_selector
 from servermanager.core.alerts.machine import Machine
 from servermanager.core.alerts.rules import RuleSpec
 from servermanager.core.nodes import NodeState
@@ -66,7 +67,16 @@ async def preview(
     field = "cpu_pct" if rule.offline else rule.metric
     alerts: list[m.PreviewAlert] = []
     for st in nodes:
-        data = await store.history(st.id, start, end, resolution, [field])
+        if field.startswith(SERIES_PREFIX):
+            # A named series: its own points, where the node has it at all.
+            name, labels = parse_selector(field[len(SERIES_PREFIX) :])
+            found_series = await store.series.find(st.id, name, labels)
+            if found_series is None:
+                continue
+            got = await store.series.history(found_series[0], start, end, resolution)
+            data = {"ts": got["ts"], "avg": {field: got["avg"]}}
+        else:
+            data = await store.history(st.id, start, end, resolution, [field])
         ts: list[float] = data["ts"]
         if rule.offline:
             interval = settings.agent_interval or st.interval or 1.0

@@ -12,6 +12,7 @@ import msgspec
 from servermanager.common import rest as m
 from servermanager.common.alerts import OFFLINE
 from servermanager.common.metrics import SCALAR_FIELDS
+from servermanager.common.series import SERIES_PREFIX, SelectorError, format_selector, parse_selector
 from servermanager.common.settings import parse_duration
 from servermanager.core.alerts.machine import Condition
 from servermanager.core.store.db import Database
@@ -106,9 +107,17 @@ def normalize(
     nodes: Collection[int],
 ) -> RuleSpec:
     """Check a whole rule; `channels` and `nodes` are the ids that exist. Raises RuleError."""
-    if body.metric != OFFLINE and body.metric not in SCALAR_FIELDS:
+    metric = body.metric
+    if metric.startswith(SERIES_PREFIX):
+        # A named series: kept in its canonical form (labels sorted), as the engine matches it.
+        try:
+            metric = SERIES_PREFIX + format_selector(*parse_selector(metric[len(SERIES_PREFIX) :]))
+        except SelectorError as exc:
+            raise RuleError(f"metric: {exc}") from None
+    elif metric != OFFLINE and metric not in SCALAR_FIELDS:
         raise RuleError(
-            f"unknown metric {body.metric!r}; use {OFFLINE!r} or one of: {', '.join(SCALAR_FIELDS)}"
+            f"unknown metric {metric!r}; use {OFFLINE!r} or one of: {', '.join(SCALAR_FIELDS)}; "
+            f'or {SERIES_PREFIX}NAME{{label="value"}} for a named series'
         )
     for_ = _duration("for", body.for_)
     keep = _duration("keep_firing_for", body.keep_firing_for)
@@ -149,7 +158,7 @@ def normalize(
     return RuleSpec(
         id=rule_id,
         name=body.name,
-        metric=body.metric,
+        metric=metric,
         cond=Condition(
             op=op,
             threshold=body.threshold,

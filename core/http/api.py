@@ -28,6 +28,7 @@ from servermanager.core.http.channels_api import CHANNEL_ROUTES
 from servermanager.core.http.logs_api import LOG_ROUTES
 from servermanager.core.http.openapi import build_openapi
 from servermanager.core.http.routing import ApiError, Call, Route, bearer, decode_body, json_response
+from servermanager.core.http.series_api import SERIES_ROUTES
 
 log = logging.getLogger(__name__)
 
@@ -717,3 +718,4 @@ ROUTES += ALERT_ROUTES
 ROUTES += CHANNEL_ROUTES
 ROUTES += AGENT_ROUTES
 ROUTES += LOG_ROUTES
+ROUTES += SERIES_ROUTES

@@ -13,6 +13,7 @@ from servermanager.core.store.daycache import DAY_MS, DayCache
 from servermanager.core.store.db import Database
 from servermanager.core.store.rows import COLUMNS
 from servermanager.core.store.schema import ROLLUP_TABLES, metric_columns
+from servermanager.core.store.series import SeriesStore, rollup_sql
 
 # How long after a minute ends its bucket waits for the last samples before being rolled up.
 ROLLUP_GRACE_MS = 2_000
@@ -38,8 +39,9 @@ async def _settle(con: aiosqlite.Connection) -> int:
 class Maintenance:
     """The background jobs on the sample tables, and a node's deletion; keeps `days` in step with them."""
 
-    def __init__(self, db: Database, days: DayCache) -> None:
+    def __init__(self, db: Database, days: DayCache, series: SeriesStore | None = None) -> None:
         self.db = db
+        self.series = series or SeriesStore(db)
         self.days = days
         self._passes = itertools.count()
 
@@ -113,6 +115,8 @@ class Maintenance:
                     "WHERE d.res = ? AND d.ts <= ? GROUP BY d.node_id, d.ts",
                     (step, res, upto),
                 )
+                # The named series of the same nodes and buckets, from the same marks.
+                await con.execute(rollup_sql(res, src), (step, res, upto))
                 if parent is not None:
                     pstep = ROLLUP_TABLES[parent][1]
                     await con.execute(
@@ -149,6 +153,7 @@ class Maintenance:
                     self.days.forget_until(cutoff // DAY_MS)
                 if n < chunk:
                     break
+        removed += await self.series.prune(retention, now)
         return removed
 
     async def delete_node(self, node_id: int) -> None:
@@ -164,4 +169,6 @@ class Maintenance:
             ):
                 await con.execute(f"DELETE FROM {table} WHERE node_id = ?", (node_id,))
             await con.execute("DELETE FROM rollup_dirty WHERE node_id = ?", (node_id,))
+            await self.series.delete_node(con, node_id)
         self.days.forget_node(node_id)
+        self.series.forget_node(node_id)

@@ -12,8 +12,9 @@ from servermanager.common.metrics import DERIVED, SCALAR_FIELDS, Metrics, Sample
 
 # Fields of Metrics that are not scalar columns travel in the detail blob; the top processes and
 # the containers have their own tables (core/store/processes.py, containers.py), with their own
-# retention, and the hardware reading is kept with the node.
-_APART = ("procs_top", "containers", "hardware")
+# retention, and the hardware reading is kept with the node. Named series are stored apart too
+# (core/store/series.py), and plugin statuses kept live only.
+_APART = ("procs_top", "containers", "hardware", "series", "plugins")
 _DETAIL_FIELDS = tuple(f for f in Metrics.__struct_fields__ if f not in SCALAR_FIELDS and f not in _APART)
 # Columns read back into the struct; a derived row's column is computed again from the detail.
 _COLUMN_FIELDS = tuple(f for f in SCALAR_FIELDS if f in Metrics.__struct_fields__)

@@ -14,6 +14,7 @@ from servermanager.core.store.db import Database
 from servermanager.core.store.history import History
 from servermanager.core.store.maintenance import Maintenance
 from servermanager.core.store.processes import ProcessStore
+from servermanager.core.store.series import SeriesStore
 from servermanager.core.store.writer import Done, Writer
 
 
@@ -33,9 +34,10 @@ class SampleStore:
     ) -> None:
         self.db = db
         self.days = DayCache(day_cache_bytes)
-        self.writer = Writer(db, flush_every, max_rows_per_commit)
+        self.series = SeriesStore(db)
+        self.writer = Writer(db, flush_every, max_rows_per_commit, self.series)
         self.reads = History(db, self.days)
-        self.upkeep = Maintenance(db, self.days)
+        self.upkeep = Maintenance(db, self.days, self.series)
         self.procs = ProcessStore(db)
         self.containers = ContainerStore(db)
 

@@ -354,7 +354,40 @@ CREATE TABLE proc_samples (
 CREATE UNIQUE INDEX proc_samples_node_ts ON proc_samples(node_id, ts);
 CREATE INDEX proc_samples_ts ON proc_samples(ts);
 """,
-    # 12 (issue 14 item 4; items 5+6 take 11, the lead renumbers at merge): the containers of each
+    # 11: named series (custom metrics, service checks; core/store/series.py): a dictionary of
+    # (node, name, labels) and narrow point tables keyed (series_id, ts), each in step with the
+    # sample tables' resolutions and retentions.
+    """
+CREATE TABLE series (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    node_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    unit TEXT,
+    UNIQUE (node_id, name, labels)
+);
+CREATE TABLE series_raw (
+    series_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (series_id, ts)
+) WITHOUT ROWID;
+CREATE TABLE series_1m (
+    series_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    cnt INTEGER NOT NULL,
+    avg REAL, min REAL, max REAL,
+    PRIMARY KEY (series_id, ts)
+) WITHOUT ROWID;
+CREATE TABLE series_1h (
+    series_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    cnt INTEGER NOT NULL,
+    avg REAL, min REAL, max REAL,
+    PRIMARY KEY (series_id, ts)
+) WITHOUT ROWID;
+""",
+    # 12: the containers of each
     # sample that carries a list (core/store/containers.py), laid out like proc_samples and for
     # the same reasons, with their own retention.
     """

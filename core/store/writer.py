@@ -15,6 +15,7 @@ from servermanager.core.store.db import Database, StorageFull, is_fatal
 from servermanager.core.store.processes import PROC_INSERT, proc_rows
 from servermanager.core.store.rows import COLUMNS, to_row
 from servermanager.core.store.schema import ROLLUP_TABLES
+from servermanager.core.store.series import PendingPoint, SeriesStore, pending_points
 from servermanager.core.store.values import execute_values
 
 log = logging.getLogger(__name__)
@@ -54,13 +55,21 @@ class _Pending:
     done: Done
     procs: list[tuple[int, int, bytes]]  # proc_samples rows of the same samples
     containers: list[tuple[int, int, bytes]]  # container_samples rows of the same samples
+    series: list[PendingPoint]  # named series points of the same samples
 
 
 class Writer:
     """Group-commits samples from every agent; each submitted batch hears once its rows are durable."""
 
-    def __init__(self, db: Database, flush_every: float = 0.05, max_rows_per_commit: int = 20_000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        flush_every: float = 0.05,
+        max_rows_per_commit: int = 20_000,
+        series: SeriesStore | None = None,
+    ) -> None:
         self.db = db
+        self.series = series or SeriesStore(db)
         self.flush_every = flush_every
         self.max_rows = max_rows_per_commit
         self._queue: deque[_Pending] = deque()
@@ -85,6 +94,7 @@ class Writer:
                 done,
                 proc_rows(node_id, samples),
                 container_rows(node_id, samples),
+                pending_points(node_id, samples),
             )
         )
         self._wake.set()
@@ -133,6 +143,7 @@ class Writer:
         rows: list[tuple[Any, ...]] = []
         procs: list[tuple[int, int, bytes]] = []
         containers: list[tuple[int, int, bytes]] = []
+        points: list[PendingPoint] = []
         dirty: set[tuple[str, int, int]] = set()
         last_seq: dict[int, int] = {}
         step = ROLLUP_TABLES["1m"][1]
@@ -142,6 +153,7 @@ class Writer:
                 dirty.add(("1m", p.node_id, row[1] // step * step))
             procs.extend(p.procs)
             containers.extend(p.containers)
+            points.extend(p.series)
             if p.rows:
                 last_seq[p.node_id] = max(last_seq.get(p.node_id, 0), p.last_seq)
         try:
@@ -149,6 +161,7 @@ class Writer:
                 await execute_values(con, _HEAD_INSERT, rows)
                 await execute_values(con, PROC_INSERT, procs)
                 await execute_values(con, CONTAINER_INSERT, containers)
+                found = await self.series.write(con, points)
                 await execute_values(con, _DIRTY_INSERT, list(dirty))
                 await execute_values(con, _LAST_SEQ_UPDATE, list(last_seq.items()))
         except StorageFull as exc:
@@ -173,6 +186,7 @@ class Writer:
             )
             await self._tell(batch, exc)
             return
+        self.series.remember(found)
         self.commits += 1
         self.rows_written += len(rows)
         await self._tell(batch, None)

@@ -291,7 +291,9 @@ async def _serve(core: Core, node: NodeState, session: AgentSession) -> str:
 def _without_procs(sample: Sample) -> Sample:
     return msgspec.structs.replace(
         sample,
-        metrics=msgspec.structs.replace(sample.metrics, procs_top=[], containers=None, hardware=None),
+        metrics=msgspec.structs.replace(
+            sample.metrics, procs_top=[], containers=None, hardware=None, series=[], plugins=[]
+        ),
     )
 
 
@@ -337,10 +339,14 @@ async def _on_samples(core: Core, node: NodeState, session: AgentSession, frame:
     for sample in accepted:
         # Only a newer sample is live news; backfill goes to storage without waking every client.
         if node.latest is None or sample.ts > node.latest.ts:
+            full = sample  # the alert rules read its named series too
             m = sample.metrics
             if m.containers is not None or m.hardware is not None:
                 _note_extras(core, node, m)
-            if m.procs_top or m.containers is not None or m.hardware is not None:
+            if m.plugins:
+                node.plugins = tuple(m.plugins)  # served by GET .../series
+            if m.procs_top or m.containers is not None or m.hardware is not None or m.series or m.plugins:
+                # Named series and plugin statuses likewise: stored or kept here, served by REST.
                 # The top processes are stored (with the sample, below) and served by REST; the
                 # live event, the node list and every fleet-wide subscriber go without them: a
                 # few hundred bytes per node per second that no fleet table shows, and command
@@ -348,7 +354,7 @@ async def _on_samples(core: Core, node: NodeState, session: AgentSession, frame:
                 sample = _without_procs(sample)
             node.latest = sample
             core.bus.publish(node.id, p.SampleEvent(node_id=node.id, sample=sample))
-            core.alerts.on_sample(node, sample)
+            core.alerts.on_sample(node, full)
     seqs = [x.seq for x in frame.samples]
     ack = p.Ack(upto_seq=max(seqs), from_seq=min(seqs), rejected=rejected or _NONE_REJECTED)
     if session.ingest is not None:

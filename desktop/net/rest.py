@@ -432,6 +432,21 @@ class RestClient(QObject):
         assert result is not None
         return result
 
+    async def series(self, node_id: int) -> m.SeriesList:
+        """The node's named series (custom metrics, checks) with last values, and its plugins' status."""
+        result = await self.call("GET", f"/nodes/{node_id}/series", m.SeriesList)
+        assert result is not None
+        return result
+
+    async def series_history(
+        self, node_id: int, selector: str, start: float, end: float, resolution: str = "auto"
+    ) -> m.History:
+        """One named series over [start, end], in the metrics history's shape (its field: the selector)."""
+        params = {"series": selector, "from": f"{start:.3f}", "to": f"{end:.3f}", "resolution": resolution}
+        result = await self.call("GET", f"/nodes/{node_id}/series/history", m.History, params=params)
+        assert result is not None
+        return result
+
     async def processes(self, node_id: int, at: float | None = None) -> m.Processes:
         """The node's top processes at `at` (the snapshot at or just before it), default the latest."""
         params = {"at": f"{at:.3f}"} if at is not None else None

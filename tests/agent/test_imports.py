@@ -116,6 +116,9 @@ async def test_exec_code_is_imported_only_when_exec_is_enabled(
         "websockets.asyncio.client",
     } <= modules, modules
     assert not set(UNUSED_STDLIB) & modules, f"imported for real: {set(UNUSED_STDLIB) & modules}"
+    # No [[check]] or [[scrape]] entries: the libraries that run them stay out of the agent's RSS.
+    check_libs = {m for m in modules if m.partition(".")[0] in ("aiohttp", "icmplib")}
+    assert not check_libs, f"imported without checks or scrapes: {sorted(check_libs)[:5]}"
     signing_loaded = {m for m in modules if m == SIGNING_MODULE or m.partition(".")[0] == "cryptography"}
     if signed:
         assert result.message == UNSIGNED

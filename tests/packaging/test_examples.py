@@ -10,6 +10,7 @@ import msgspec
 from servermanager.agent.containers import ContainersSettings
 from servermanager.agent.hardware import HardwareSettings
 from servermanager.agent.logread.config import LogsSettings
+from servermanager.agent.plugins.config import CheckSettings, CustomSettings, ScrapeSettings
 from servermanager.agent.settings import (
     AgentSettings,
     ExecSettings,
@@ -29,7 +30,7 @@ def sections() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {"": set()}
     table = ""
     for line in EXAMPLE.read_text().splitlines():
-        if m := re.fullmatch(r"\[(\w+)\]", line):
+        if m := re.fullmatch(r"\[(\w+)\]", line) or re.fullmatch(r"# \[\[(\w+)\]\]", line):
             table = m.group(1)
             found[table] = set()
         elif m := re.fullmatch(r"# (\w+) = .+", line):
@@ -39,7 +40,7 @@ def sections() -> dict[str, set[str]]:
 
 def test_every_setting_is_shown() -> None:
     shown = sections()
-    tables = {"exec", "incident", "logs", "processes", "containers", "hardware"}
+    tables = {"exec", "incident", "logs", "processes", "containers", "hardware", "custom", "scrape", "check"}
     top = {f for f in AgentSettings.__struct_fields__ if f not in tables}
     assert shown[""] == top
     assert shown["exec"] == set(ExecSettings.__struct_fields__)
@@ -48,6 +49,9 @@ def test_every_setting_is_shown() -> None:
     assert shown["processes"] == set(ProcessesSettings.__struct_fields__)
     assert shown["containers"] == set(ContainersSettings.__struct_fields__)
     assert shown["hardware"] == set(HardwareSettings.__struct_fields__)
+    assert shown["custom"] == set(CustomSettings.__struct_fields__)
+    assert shown["scrape"] == set(ScrapeSettings.__struct_fields__)
+    assert shown["check"] == set(CheckSettings.__struct_fields__)
 
 
 def test_as_shipped_it_changes_nothing() -> None:
@@ -55,7 +59,7 @@ def test_as_shipped_it_changes_nothing() -> None:
 
 
 def test_uncommented_it_loads(tmp_path: Path) -> None:
-    text = re.sub(r"(?m)^# (\w+ = .+)$", r"\1", EXAMPLE.read_text())
+    text = re.sub(r"(?m)^# (\w+ = .+|\[\[\w+\]\])$", r"\1", EXAMPLE.read_text())
     text = re.sub(rf"(?m)^({'|'.join(PLACEHOLDERS)}) = .+$", "", text)
     config = tmp_path / "agent.toml"
     config.write_text(text)
@@ -64,5 +68,8 @@ def test_uncommented_it_loads(tmp_path: Path) -> None:
     defaults = load_agent_settings(environ={})
     assert settings.exec.allow and settings.exec.deny
     settings.exec.allow, settings.exec.deny = [], []
+    # One example entry of each array of tables, all valid as written.
+    assert [len(settings.custom), len(settings.scrape), len(settings.check)] == [1, 1, 1]
+    settings.custom, settings.scrape, settings.check = [], [], []
     settings.state_dir = defaults.state_dir
     assert msgspec.to_builtins(settings) == msgspec.to_builtins(defaults)

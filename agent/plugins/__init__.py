@@ -1,0 +1,1 @@
+"""Named series an agent makes itself: [[custom]] commands, [[scrape]] endpoints, [[check]] service checks."""
