@@ -36,7 +36,8 @@ EXTRAS = ("agent", "core", "desktop")
 NOT_IMPORTED = {
     # cryptography is the agent's own (signed commands), loaded only with trusted keys:
     # tests/agent/exec checks that in a subprocess; this imports every module, signing.py included.
-    "agent": {"aiohttp", "aiosqlite", "PySide6"},
+    # So is aiohttp since [[check]] and [[scrape]] (loaded only when one is configured: tests/agent/test_imports.py).
+    "agent": {"aiosqlite", "PySide6"},
     "core": {"psutil", "PySide6"},
     "desktop": {"aiosqlite", "psutil"},
 }

@@ -74,11 +74,12 @@ def test_packaged_commands_run(installed: Root) -> None:
             [*packaged(installed, name), "--version"], capture_output=True, text=True, timeout=60
         )
         assert (r.returncode, r.stdout.strip()) == (0, f"servermanager {__version__}"), r.stderr
-    # The agent's env holds the agent's libraries, not the core's.
+    # The agent's env holds the agent's libraries (aiohttp for its HTTP checks), not the core's.
     py = str(installed / "opt/servermanager/agent/bin/python")
-    probe = "import importlib.util as u; print(*(bool(u.find_spec(m)) for m in ('psutil', 'websockets', 'aiohttp')))"
+    mods = ("psutil", "websockets", "aiohttp", "aiosqlite", "PySide6")
+    probe = f"import importlib.util as u; print(*(bool(u.find_spec(m)) for m in {mods!r}))"
     r = subprocess.run([py, "-I", "-c", probe], capture_output=True, text=True, timeout=60)
-    assert r.stdout.split() == ["True", "True", "False"], r.stderr
+    assert r.stdout.split() == ["True", "True", "True", "False", "False"], r.stderr
 
 
 def test_systemd_analyze_verify_in_the_root(installed: Root) -> None:
