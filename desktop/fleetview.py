@@ -34,6 +34,7 @@ class FleetPanel(QWidget):
 
     open_node = Signal(int)
     run_command = Signal(list)  # node ids: open the console with these targets
+    compare = Signal(list)  # node ids: overlay their metrics in the Compare tab
     message = Signal(str)  # a note for the status bar
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
@@ -75,6 +76,12 @@ class FleetPanel(QWidget):
         self.remove_button.clicked.connect(self.remove_selected)
         self.run_button = QPushButton("Run command…")
         self.run_button.clicked.connect(self.run_on_selected)
+        self.compare_action = QAction("Compare…", self)
+        self.compare_action.setToolTip("Overlay one metric of the selected nodes (up to 10) on one chart")
+        self.compare_action.triggered.connect(self.compare_selected)
+        self.compare_button = QPushButton("Compare…")
+        self.compare_button.setToolTip(self.compare_action.toolTip())
+        self.compare_button.clicked.connect(self.compare_selected)
         # F5 anywhere in the window (the window adds this action to itself and its toolbar).
         self.refresh_action = QAction(icon("refresh"), "Refresh", self)
         self.refresh_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Refresh))
@@ -88,6 +95,7 @@ class FleetPanel(QWidget):
         bar.addWidget(self.group_filter)
         bar.addWidget(self.tag_filter)
         bar.addStretch(1)
+        bar.addWidget(self.compare_button)
         bar.addWidget(self.run_button)
         bar.addWidget(self.edit_button)
         bar.addWidget(self.remove_button)
@@ -191,6 +199,9 @@ class FleetPanel(QWidget):
             if index.data(NodeIdRole) in node_ids:
                 selection.select(index, flags)
 
+    def compare_selected(self) -> None:
+        self.compare.emit(self.selected_node_ids())
+
     def run_on_selected(self) -> None:
         if self.can_edit:
             self.run_command.emit(self.selected_node_ids())
@@ -248,6 +259,7 @@ class FleetPanel(QWidget):
         open_action = menu.addAction("Open")
         open_action.setShortcut(QKeySequence(Qt.Key.Key_Return))  # shown in the menu; the filter does it
         open_action.triggered.connect(lambda: self._double_clicked(index))
+        menu.addAction(self.compare_action)
         run = menu.addAction("Run command…")
         run.triggered.connect(self.run_on_selected)
         run.setEnabled(self.can_edit)

@@ -15,6 +15,7 @@ from servermanager.desktop.accountflow import AccountFlow
 from servermanager.desktop.addserver import AddServerDialog, InstallRequest
 from servermanager.desktop.alerting import AlertingView
 from servermanager.desktop.audit import AuditPanel
+from servermanager.desktop.compare import CompareView
 from servermanager.desktop.console import ConsolePanel
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.dialogs import CertificateDialog, ConnectionDialog, SettingsDialog
@@ -64,6 +65,7 @@ class MainWindow(QMainWindow):
         self.audit: AuditPanel | None = None
         self.alerting: AlertingView | None = None
         self.accounts: AccountsView | None = None
+        self.compare: CompareView | None = None
         # Change password, two-factor, "Confirm it's you" before commands, what sign-in asks.
         self.account = AccountFlow(ctx, self)
         self.account.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
@@ -74,6 +76,7 @@ class MainWindow(QMainWindow):
         self.fleet = FleetPanel(ctx)
         self.fleet.open_node.connect(self.open_node)
         self.fleet.run_command.connect(self.open_console)
+        self.fleet.compare.connect(self.open_compare)
         self.fleet.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
@@ -440,6 +443,20 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(view)
         return view
 
+    def open_compare(self, node_ids: list[int] | None = None) -> CompareView | None:
+        """The Compare tab with node_ids (default: the fleet table's selection) overlaid."""
+        if self.ctx.rest.session is None:
+            return None
+        if node_ids is None:
+            node_ids = self.fleet.selected_node_ids()
+        if self.compare is None:
+            self.compare = CompareView(self.ctx, node_ids)
+            self.tabs.addTab(self.compare, "Compare")
+        elif node_ids:
+            self.compare.set_nodes(node_ids)
+        self.tabs.setCurrentWidget(self.compare)
+        return self.compare
+
     def open_console(self, node_ids: list[int] | None = None) -> ConsolePanel | None:
         """The console tab, targeting node_ids (default: the fleet table's selection)."""
         session = self.ctx.rest.session
@@ -504,7 +521,7 @@ class MainWindow(QMainWindow):
             self.node_views.pop(view.node_id, None)
             view.shutdown()
             view.deleteLater()
-        elif isinstance(view, ConsolePanel | AuditPanel | AlertingView | AccountsView):
+        elif isinstance(view, ConsolePanel | AuditPanel | AlertingView | AccountsView | CompareView):
             self.tabs.removeTab(index)
             if view is self.console:
                 self.console = None
@@ -514,6 +531,8 @@ class MainWindow(QMainWindow):
                 self.alerting = None
             if view is self.accounts:
                 self.accounts = None
+            if view is self.compare:
+                self.compare = None
             view.shutdown()
             view.deleteLater()
 
@@ -624,7 +643,10 @@ class MainWindow(QMainWindow):
             self.user_label.setText("")
             self.setWindowTitle("Server Manager")
             return
-        if self.node_views and any(v.core_url != session.url for v in self.node_views.values()):
+        urls = [v.core_url for v in self.node_views.values()]
+        if self.compare is not None:
+            urls.append(self.compare.core_url)
+        if any(url != session.url for url in urls):
             self._signed_out()  # node ids are per core: another core's node 3 is another machine
         profile = self.ctx.signin.profile
         where = profile.name if profile else session.url
@@ -637,6 +659,8 @@ class MainWindow(QMainWindow):
             self.tabs.removeTab(self.tabs.indexOf(view))
             view.shutdown()
             view.deleteLater()
+        if self.compare is not None:
+            self._close_tab(self.tabs.indexOf(self.compare))
 
     def _setting_changed(self, key: str, value: object) -> None:
         if key == "notifications":

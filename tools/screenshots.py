@@ -33,6 +33,7 @@ from servermanager.core.settings import CoreSettings
 from servermanager.desktop.account import StepUpDialog
 from servermanager.desktop.accountflow import PASSWORD_REASON
 from servermanager.desktop.alerts import FILTERS
+from servermanager.desktop.charts.ranges import preset
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.main import make_app
 from servermanager.desktop.net.errors import OTP_REQUIRED
@@ -357,6 +358,16 @@ async def shoot(app: QApplication, workdir: Path, out: Path, size: tuple[int, in
             await settle(0.8)
             save(window, f"node-{theme}", out)
             window.close_node(view.node_id)
+            # Compare: the frontend nodes' CPU over the same hour on one chart.
+            window.fleet.select_nodes([n.node_id for n in nodes if n.group == "frontend"])
+            compare = window.open_compare()
+            assert compare is not None
+            compare.select_range(preset("1h"))
+            loads = compare.history_loads
+            await wait_for(lambda: compare.history_loads > loads)  # noqa: B023 - awaited right here
+            await settle(0.8)
+            save(window, f"compare-{theme}", out)
+            window._close_tab(window.tabs.indexOf(compare))
             alerting = window.open_alerting()
             assert alerting is not None
             page = alerting.alerts

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from servermanager.common.metrics import Unit
 from servermanager.desktop.charts.buffer import FloatArray, SeriesBuffer, as_float_array
+from servermanager.desktop.charts.export import ChartExporter, ExportSeries
 from servermanager.desktop.charts.families import ChartFamily
 from servermanager.desktop.charts.items import BandItem, UnitAxisItem
 from servermanager.desktop.charts.ranges import LIVE_WINDOW
@@ -123,6 +124,8 @@ class HistoryChart(QWidget):
         )
 
         self.plot_widget.scene().sigMouseClicked.connect(self.mouse_clicked)
+        # Right-click: the chart as PNG, its data as CSV.
+        self.exporter = ChartExporter(self, self.plot_widget, self.export_series, lambda: self.family.title)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -203,6 +206,14 @@ class HistoryChart(QWidget):
         x = self._buf.xs().copy()
         ys = self._buf.ys()
         return x, {f: ys[i].copy() for i, f in enumerate(self.fields)}
+
+    def export_series(self) -> list[ExportSeries]:
+        """The lines as exported to CSV: one per field, named by its legend."""
+        x, ys = self.data()
+        return [
+            ExportSeries(label, self.family.unit, x, ys[f])
+            for f, label in zip(self.fields, self.family.labels, strict=True)
+        ]
 
     @property
     def buffer_capacity(self) -> int:
