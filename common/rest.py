@@ -234,6 +234,13 @@ class SeriesList(msgspec.Struct):
     plugins: list[PluginStatus]
 
 
+class SeriesListQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """Which of a node's series: its agent's own ("custom": custom metrics, scrapes, checks) or
+    the per-device ones the core derives from its samples ("device": `dev:disk_pct{mount="/"}`...)."""
+
+    kind: Literal["custom", "device"] = "custom"
+
+
 class SeriesHistoryQuery(msgspec.Struct, forbid_unknown_fields=True):
     """One series by `series` (a selector: `check_up{check="web"}`), or by `name` and `labels`
     (a JSON object: `{"check": "web"}`)."""

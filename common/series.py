@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import msgspec
 
 __all__ = [
+    "DEVICE_PREFIX",
     "LABEL_RE",
     "MAX_LABELS",
     "MAX_PLUGINS",
@@ -66,6 +67,10 @@ class PluginStatus(msgspec.Struct, frozen=True, gc=False):
     bad_lines: Annotated[int, msgspec.Meta(ge=0)] = 0
     last_run: float | None = None  # unix seconds of the last finished run
 
+
+# Names of the series the core derives from a sample's disks, interfaces and sensors
+# (core/store/devices.py): reserved, an agent's own series with such a name are not stored.
+DEVICE_PREFIX = "dev:"
 
 # An alert rule's metric naming a series: "series:check_up{check=\"web\"}" (exact label set).
 SERIES_PREFIX = "series:"

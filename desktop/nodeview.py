@@ -33,6 +33,7 @@ from servermanager.desktop.charts.ranges import (
 )
 from servermanager.desktop.containers import ContainersPanel
 from servermanager.desktop.context import AppContext
+from servermanager.desktop.devices import DevicesPanel
 from servermanager.desktop.format import NA, fmt_ago, fmt_bytes, fmt_duration, fmt_time
 from servermanager.desktop.logview import LogsPanel
 from servermanager.desktop.meters import MeterBox
@@ -135,6 +136,9 @@ class NodeView(QWidget):
         # Named series of the agent's [[custom]], [[scrape]] and [[check]] entries.
         self.custom = SeriesPanel(ctx, node_id)
         self.sections.addTab(self.custom, "Custom")
+        # History per disk mount, interface and sensor, one device at a time.
+        self.devices = DevicesPanel(ctx, node_id)
+        self.sections.addTab(self.devices, "Devices")
         self.sections.currentChanged.connect(self._section_changed)
         outer.addWidget(self.sections, 1)
 
@@ -207,6 +211,7 @@ class NodeView(QWidget):
         self.processes.shutdown()
         self.containers.shutdown()
         self.custom.shutdown()
+        self.devices.shutdown()
         if self._history is not None:
             self._history.cancel()
         self._ticker.stop()
@@ -234,6 +239,10 @@ class NodeView(QWidget):
         self.sections.setCurrentWidget(self.custom)
         return self.custom
 
+    def show_devices(self) -> DevicesPanel:
+        self.sections.setCurrentWidget(self.devices)
+        return self.devices
+
     def show_processes_at(self, ts: float) -> None:
         self.processes.show_at(ts)
         self.sections.setCurrentWidget(self.processes)
@@ -249,6 +258,8 @@ class NodeView(QWidget):
             self.logs.refresh_sources()
         if self.sections.widget(index) is self.custom:
             self.custom.refresh()
+        if self.sections.widget(index) is self.devices:
+            self.devices.refresh()
         if self.sections.widget(index) is self.processes and self.processes.live:
             self.processes.refresh()
         if (

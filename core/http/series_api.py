@@ -24,7 +24,8 @@ async def node_series(c: Call) -> m.SeriesList:
     st = c.core.nodes.get(nid)
     if st is None:
         raise ApiError(404, "not_found", "no such node")
-    rows = await c.core.store.series.list(nid)
+    q: m.SeriesListQuery = c.query
+    rows = await c.core.store.series.list(nid, devices=q.kind == "device")
     out = [
         m.SeriesInfo(
             name=name,
@@ -114,10 +115,12 @@ SERIES_ROUTES = [
         "GET",
         f"{V}/nodes/{{id}}/series",
         node_series,
-        summary="A node's named series (custom metrics, scrapes, checks) with last values, and its plugins' status",
+        summary="A node's named series (custom metrics, scrapes, checks; or with kind=device its "
+        "per-disk, per-interface and per-sensor series) with last values, and its plugins' status",
         role=Role.VIEWER,
+        query=m.SeriesListQuery,
         response=m.SeriesList,
-        errors=(404,),
+        errors=(400, 404),
         tag="nodes",
     ),
     Route(

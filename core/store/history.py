@@ -109,7 +109,10 @@ class History:
         )
         if row is None:
             return None
-        return sample_from_row(row[0], row[1], row[2:-1], row[-1])
+        # The detail is the node's newest one the writer kept (it may lag the row by up to
+        # Writer.latest_every after a crash; a clean stop writes the last one).
+        detail = await self.db.fetchone("SELECT detail FROM node_latest WHERE node_id = ?", (node_id,))
+        return sample_from_row(row[0], row[1], row[2:], None if detail is None else detail[0])
 
     async def seqs(self, node_id: int) -> list[int]:
         """Every stored seq of the node, once each (a resent sample may sit in both tiers until settled)."""

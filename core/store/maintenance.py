@@ -169,6 +169,7 @@ class Maintenance:
             ):
                 await con.execute(f"DELETE FROM {table} WHERE node_id = ?", (node_id,))
             await con.execute("DELETE FROM rollup_dirty WHERE node_id = ?", (node_id,))
+            await con.execute("DELETE FROM node_latest WHERE node_id = ?", (node_id,))
             await self.series.delete_node(con, node_id)
         self.days.forget_node(node_id)
         self.series.forget_node(node_id)

@@ -1,4 +1,4 @@
-"""A Sample as a table row and back: a column per metric, the rest of the reading as a msgpack blob."""
+"""A Sample as a table row and back: a column per metric; the rest of the reading (the detail) as a msgpack blob kept per node, not per row."""
 
 from __future__ import annotations
 
@@ -21,10 +21,14 @@ _COLUMN_FIELDS = tuple(f for f in SCALAR_FIELDS if f in Metrics.__struct_fields_
 _msgpack = msgspec.msgpack.Encoder()
 _unpack = msgspec.msgpack.Decoder(dict[str, Any])
 
-# A raw row, as samples_head and samples_raw hold it (see to_row).
-COLUMNS = f"node_id, ts, seq, {', '.join(SCALAR_FIELDS)}, detail"
+# A raw row, as samples_head and samples_raw hold it (see to_row). Their `detail` column is no
+# longer written: the detail was 72 % of a row and read only for the node's latest sample at core
+# start, so the writer keeps the newest one per node in node_latest instead (writer.py); its
+# per-device values are stored as device series (devices.py). Rows of older cores keep theirs
+# until pruned.
+COLUMNS = f"node_id, ts, seq, {', '.join(SCALAR_FIELDS)}"
 # What sample_from_row takes, in order.
-SAMPLE_COLUMNS = f"seq, ts, {', '.join(SCALAR_FIELDS)}, detail"
+SAMPLE_COLUMNS = f"seq, ts, {', '.join(SCALAR_FIELDS)}"
 
 # attrgetter fetches many attributes in one C call: this runs for every sample the core receives.
 # The rows a reading sends are fetched so; a DERIVED row is computed (as scalar() does) and put in
@@ -43,15 +47,20 @@ def _scalars(m: Metrics) -> list[Any]:
 
 def to_row(node_id: int, s: Sample) -> tuple[Any, ...]:
     """The row of COLUMNS for one sample of the node."""
-    m = s.metrics
-    detail = _msgpack.encode(dict(zip(_DETAIL_FIELDS, _details(m), strict=True)))
-    return (node_id, round(s.ts * 1000), s.seq, *_scalars(m), detail)
+    return (node_id, round(s.ts * 1000), s.seq, *_scalars(s.metrics))
 
 
-def sample_from_row(seq: int, ts_ms: int, values: Sequence[Any], detail: bytes) -> Sample:
-    """The sample of one row of SAMPLE_COLUMNS: `values` are its metric columns."""
+def detail_of(s: Sample) -> bytes:
+    """The sample's detail (the non-scalar fields kept with the node), as node_latest holds it."""
+    return _msgpack.encode(dict(zip(_DETAIL_FIELDS, _details(s.metrics), strict=True)))
+
+
+def sample_from_row(seq: int, ts_ms: int, values: Sequence[Any], detail: bytes | None) -> Sample:
+    """The sample of one row of SAMPLE_COLUMNS (`values` are its metric columns) with a detail
+    blob of detail_of(), if there is one (else its lists are empty)."""
     data = dict(zip(SCALAR_FIELDS, values, strict=True))
     metrics = {f: data[f] for f in _COLUMN_FIELDS}
-    metrics.update(_unpack.decode(detail))
+    if detail is not None:
+        metrics.update(_unpack.decode(detail))
     # REAL columns hand back floats for int fields; strict=False converts integral floats back.
     return Sample(seq=seq, ts=ts_ms / 1000, metrics=msgspec.convert(metrics, Metrics, strict=False))

@@ -114,4 +114,5 @@ class SampleStore:
         return removed
 
     async def delete_node(self, node_id: int) -> None:
+        self.writer.forget_node(node_id)
         await self.upkeep.delete_node(node_id)

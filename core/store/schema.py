@@ -400,6 +400,25 @@ CREATE TABLE container_samples (
 CREATE UNIQUE INDEX container_samples_node_ts ON container_samples(node_id, ts);
 CREATE INDEX container_samples_ts ON container_samples(ts);
 """,
+    # 13: the newest detail of each node (per-core CPU, disks, interfaces, sensors, battery), which
+    # the raw rows no longer carry (core/store/rows.py): filled from the newest row that has one.
+    """
+CREATE TABLE node_latest (
+    node_id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    detail BLOB NOT NULL
+);
+INSERT INTO node_latest (node_id, ts, detail)
+    SELECT id, ts, detail FROM (
+        SELECT n.id AS id,
+            (SELECT ts FROM samples_raw WHERE node_id = n.id AND detail IS NOT NULL ORDER BY ts DESC LIMIT 1) AS ts,
+            (SELECT detail FROM samples_raw WHERE node_id = n.id AND detail IS NOT NULL ORDER BY ts DESC LIMIT 1) AS detail
+        FROM nodes AS n
+    ) WHERE detail IS NOT NULL;
+INSERT INTO node_latest (node_id, ts, detail)
+    SELECT node_id, max(ts), detail FROM samples_head WHERE detail IS NOT NULL GROUP BY node_id
+    ON CONFLICT (node_id) DO UPDATE SET ts = excluded.ts, detail = excluded.detail WHERE excluded.ts > node_latest.ts;
+""",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

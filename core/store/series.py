@@ -15,7 +15,7 @@ from typing import Any
 import aiosqlite
 
 from servermanager.common.metrics import Sample
-from servermanager.common.series import labels_key
+from servermanager.common.series import DEVICE_PREFIX, labels_key
 from servermanager.core.store.db import Database
 from servermanager.core.store.values import execute_values
 
@@ -36,6 +36,8 @@ def pending_points(node_id: int, samples: Iterable[Sample]) -> list[PendingPoint
             continue
         ts = round(s.ts * 1000)
         for p in s.metrics.series:
+            if p.name.startswith(DEVICE_PREFIX):
+                continue  # reserved for the core's device series (core/store/devices.py)
             out.append(((node_id, p.name, labels_key(p.labels)), p.unit, ts, p.value))
     return out
 
@@ -99,15 +101,17 @@ class SeriesStore:
     # ------------------------------------------------------------ reads
 
     async def list(
-        self, node_id: int
+        self, node_id: int, devices: bool = False
     ) -> list[tuple[int, str, dict[str, str], str | None, float | None, float | None]]:
-        """Every series of the node: id, name, labels, unit, and its last raw point (ts s, value)."""
+        """The node's series, its own (custom, scrapes, checks) or with `devices` the device series
+        the core derives (core/store/devices.py): id, name, labels, unit, and its last raw point
+        (ts s, value)."""
         rows = await self.db.fetchall(
             "SELECT s.id, s.name, s.labels, s.unit, "
             "(SELECT ts FROM series_raw WHERE series_id = s.id ORDER BY ts DESC LIMIT 1), "
             "(SELECT value FROM series_raw WHERE series_id = s.id ORDER BY ts DESC LIMIT 1) "
-            "FROM series AS s WHERE s.node_id = ? ORDER BY s.name, s.labels",
-            (node_id,),
+            "FROM series AS s WHERE s.node_id = ? AND (substr(s.name, 1, ?) = ?) = ? ORDER BY s.name, s.labels",
+            (node_id, len(DEVICE_PREFIX), DEVICE_PREFIX, devices),
         )
         return [
             (r[0], r[1], json.loads(r[2]), r[3], None if r[4] is None else r[4] / 1000, r[5]) for r in rows

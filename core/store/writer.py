@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,8 +13,9 @@ from typing import Any
 from servermanager.common.metrics import Sample
 from servermanager.core.store.containers import CONTAINER_INSERT, container_rows
 from servermanager.core.store.db import Database, StorageFull, is_fatal
+from servermanager.core.store.devices import device_points
 from servermanager.core.store.processes import PROC_INSERT, proc_rows
-from servermanager.core.store.rows import COLUMNS, to_row
+from servermanager.core.store.rows import COLUMNS, detail_of, to_row
 from servermanager.core.store.schema import ROLLUP_TABLES
 from servermanager.core.store.series import PendingPoint, SeriesStore, pending_points
 from servermanager.core.store.values import execute_values
@@ -26,6 +28,12 @@ log = logging.getLogger(__name__)
 _HEAD_INSERT = f"INSERT OR IGNORE INTO samples_head ({COLUMNS}) VALUES {{values}}"
 _DIRTY_INSERT = "INSERT OR IGNORE INTO rollup_dirty (res, node_id, ts) VALUES {values}"
 # UPDATE .. FROM (SQLite 3.33+): every node's high-water seq in one statement.
+# The node's newest detail (rows.py says why it is kept per node); a replayed older sample keeps it.
+_LATEST_UPSERT = (
+    "INSERT INTO node_latest (node_id, ts, detail) VALUES {values} "
+    "ON CONFLICT (node_id) DO UPDATE SET ts = excluded.ts, detail = excluded.detail "
+    "WHERE excluded.ts >= node_latest.ts"
+)
 _LAST_SEQ_UPDATE = "UPDATE nodes SET last_seq = max(last_seq, v.column2) FROM (VALUES {values}) AS v WHERE nodes.id = v.column1"
 
 
@@ -55,7 +63,8 @@ class _Pending:
     done: Done
     procs: list[tuple[int, int, bytes]]  # proc_samples rows of the same samples
     containers: list[tuple[int, int, bytes]]  # container_samples rows of the same samples
-    series: list[PendingPoint]  # named series points of the same samples
+    series: list[PendingPoint]  # named series and device points of the same samples
+    latest: tuple[int, bytes] | None  # ts (ms) and detail of the batch's newest sample
 
 
 class Writer:
@@ -67,6 +76,7 @@ class Writer:
         flush_every: float = 0.05,
         max_rows_per_commit: int = 20_000,
         series: SeriesStore | None = None,
+        latest_every: float = 60.0,
     ) -> None:
         self.db = db
         self.series = series or SeriesStore(db)
@@ -76,6 +86,12 @@ class Writer:
         self._wake = asyncio.Event()
         self.commits = 0
         self.rows_written = 0
+        # node_latest is written for a node at most every `latest_every` seconds: an upsert per node
+        # and commit would rewrite a page per node (the reason for samples_head). What is newer
+        # waits in _unsaved, written by drain() at a clean stop; a crash loses at most that long.
+        self.latest_every = latest_every
+        self._saved_at: dict[int, float] = {}
+        self._unsaved: dict[int, tuple[int, bytes]] = {}
 
     def submit(self, node_id: int, samples: list[Sample], done: Done) -> None:
         """Queue samples for the next group commit; `done` hears the outcome.
@@ -86,6 +102,7 @@ class Writer:
         # Rows are built here, spread over arrivals, rather than all at once in the commit loop,
         # which would stall the event loop for the whole batch.
         rows = [to_row(node_id, s) for s in samples]
+        newest = max(samples, key=lambda s: s.ts, default=None)
         self._queue.append(
             _Pending(
                 node_id,
@@ -94,7 +111,8 @@ class Writer:
                 done,
                 proc_rows(node_id, samples),
                 container_rows(node_id, samples),
-                pending_points(node_id, samples),
+                pending_points(node_id, samples) + device_points(node_id, samples),
+                None if newest is None else (round(newest.ts * 1000), detail_of(newest)),
             )
         )
         self._wake.set()
@@ -134,16 +152,26 @@ class Writer:
                 await self._commit(batch)
 
     async def drain(self) -> None:
-        """Commit whatever is queued now (used at shutdown)."""
+        """Commit whatever is queued now, and every node's newest detail (used at shutdown)."""
         while self._queue:
             batch, self._queue = list(self._queue), deque()
             await self._commit(batch)
+        if self._unsaved:
+            unsaved, self._unsaved = self._unsaved, {}
+            async with self.db.transaction() as con:
+                await execute_values(con, _LATEST_UPSERT, [(nid, *v) for nid, v in unsaved.items()])
+
+    def forget_node(self, node_id: int) -> None:
+        """A deleted node's unsaved detail, so drain() does not bring its node_latest row back."""
+        self._unsaved.pop(node_id, None)
+        self._saved_at.pop(node_id, None)
 
     async def _commit(self, batch: list[_Pending]) -> None:
         rows: list[tuple[Any, ...]] = []
         procs: list[tuple[int, int, bytes]] = []
         containers: list[tuple[int, int, bytes]] = []
         points: list[PendingPoint] = []
+        latest: dict[int, tuple[int, bytes]] = {}
         dirty: set[tuple[str, int, int]] = set()
         last_seq: dict[int, int] = {}
         step = ROLLUP_TABLES["1m"][1]
@@ -154,6 +182,10 @@ class Writer:
             procs.extend(p.procs)
             containers.extend(p.containers)
             points.extend(p.series)
+            if p.latest is not None:
+                have = latest.get(p.node_id) or self._unsaved.get(p.node_id)
+                if have is None or p.latest[0] >= have[0]:
+                    latest[p.node_id] = p.latest
             if p.rows:
                 last_seq[p.node_id] = max(last_seq.get(p.node_id, 0), p.last_seq)
         try:
@@ -164,6 +196,10 @@ class Writer:
                 found = await self.series.write(con, points)
                 await execute_values(con, _DIRTY_INSERT, list(dirty))
                 await execute_values(con, _LAST_SEQ_UPDATE, list(last_seq.items()))
+                now = time.monotonic()
+                saved = self._saved_at
+                save = {nid for nid in latest if nid not in saved or now - saved[nid] >= self.latest_every}
+                await execute_values(con, _LATEST_UPSERT, [(nid, *latest[nid]) for nid in save])
         except StorageFull as exc:
             # Said once by the database; every agent keeps its samples and resends after a backoff.
             await self._tell(batch, exc)
@@ -187,6 +223,12 @@ class Writer:
             await self._tell(batch, exc)
             return
         self.series.remember(found)
+        for nid, v in latest.items():
+            if nid in save:
+                self._saved_at[nid] = now
+                self._unsaved.pop(nid, None)
+            else:
+                self._unsaved[nid] = v
         self.commits += 1
         self.rows_written += len(rows)
         await self._tell(batch, None)

@@ -432,9 +432,10 @@ class RestClient(QObject):
         assert result is not None
         return result
 
-    async def series(self, node_id: int) -> m.SeriesList:
-        """The node's named series (custom metrics, checks) with last values, and its plugins' status."""
-        result = await self.call("GET", f"/nodes/{node_id}/series", m.SeriesList)
+    async def series(self, node_id: int, kind: str = "custom") -> m.SeriesList:
+        """The node's named series (custom metrics, checks; or with kind "device" its per-device
+        series) with last values, and its plugins' status."""
+        result = await self.call("GET", f"/nodes/{node_id}/series", m.SeriesList, params={"kind": kind})
         assert result is not None
         return result
 

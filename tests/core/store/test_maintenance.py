@@ -13,6 +13,7 @@ import pytest
 from devkit.cores import RunningCore
 from servermanager.common.metrics import Sample
 from servermanager.core.store.db import Database
+from servermanager.core.store.devices import device_points
 from servermanager.core.store.maintenance import HOURLY_EVERY, ROLLUP_GRACE_MS
 from servermanager.core.store.rows import to_row
 from servermanager.core.store.samples import SampleStore
@@ -55,10 +56,12 @@ async def test_late_backfill_recomputes_its_buckets(store: SampleStore) -> None:
 async def test_retention_per_resolution(store: SampleStore) -> None:
     now = 1_800_000_000.0
     old = now - 3 * 86400
-    await write_samples(store, 1, make_samples(old, 5, 1.0) + make_samples(now - 10, 5, 1.0, seq0=6))
+    old_samples = make_samples(old, 5, 1.0)
+    await write_samples(store, 1, old_samples + make_samples(now - 10, 5, 1.0, seq0=6))
     await store.rollup(now=now)
     removed = await store.prune({"raw": 48 * 3600, "1m": 30 * 86400, "1h": 730 * 86400}, now=now)
-    assert removed == 5
+    # The five raw rows and their device series points (core/store/devices.py).
+    assert removed == 5 + len(device_points(1, old_samples))
     assert await store.seqs(1) == [6, 7, 8, 9, 10]
     # The old minute survives as a rollup, so history beyond raw retention still works.
     m = await store.history(1, old - 60, now, "1m", ["cpu_pct"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from servermanager.common.metrics import SCALAR_FIELDS, DiskUsage, Sample, scalar
-from servermanager.core.store.rows import sample_from_row, to_row
+from servermanager.core.store.rows import detail_of, sample_from_row, to_row
 from servermanager.core.store.samples import SampleStore
 from tests.helpers.core import metrics
 from tests.helpers.store import make_samples, write_samples
@@ -31,6 +31,9 @@ def test_a_row_holds_every_table_row_in_table_order_derived_ones_included(
     )
     row = to_row(7, Sample(seq=3, ts=1_700_000_000.25, metrics=m))
     assert row[:3] == (7, 1_700_000_000_250, 3)
-    assert row[3:-1] == tuple(scalar(m, f) for f in SCALAR_FIELDS)
+    # No detail blob in the row: the node's newest detail is kept apart (node_latest).
+    assert row[3:] == tuple(scalar(m, f) for f in SCALAR_FIELDS)
+    assert not any(isinstance(v, bytes) for v in row)
     assert row[3 + SCALAR_FIELDS.index("disk_pct")] == (90.0 if disks else None)
-    assert sample_from_row(3, row[1], row[3:-1], row[-1]) == Sample(seq=3, ts=1_700_000_000.25, metrics=m)
+    s = Sample(seq=3, ts=1_700_000_000.25, metrics=m)
+    assert sample_from_row(3, row[1], row[3:], detail_of(s)) == s

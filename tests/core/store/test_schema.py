@@ -294,3 +294,28 @@ def test_rule_channel_and_silence_ids_are_never_given_again(tmp_path: Path) -> N
             "INSERT INTO alert_rules (name, spec, created_at, created_by) VALUES ('x', '{}', 0, 'a')"
         )
         assert cur.lastrowid == 11
+
+
+def test_the_newest_detail_of_each_node_moves_to_node_latest(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    assert migrate_sync(path, upto=12) == 12
+    with sqlite3.connect(path) as con:
+        con.execute(
+            "INSERT INTO nodes (id, name, cred_hash, created_at) "
+            "VALUES (1, 'a', x'01', 0), (2, 'b', x'02', 0), (3, 'c', x'03', 0)"
+        )
+        con.executemany(
+            "INSERT INTO samples_raw (node_id, ts, seq, detail) VALUES (?, ?, ?, ?)",
+            [(1, 1000, 1, b"a"), (1, 2000, 2, b"b"), (1, 3000, 3, None), (2, 50, 1, b"e")],
+        )
+        # Node 1's newest is in the head; node 2's head row is older than its settled one.
+        con.executemany(
+            "INSERT INTO samples_head (node_id, ts, seq, detail) VALUES (?, ?, ?, ?)",
+            [(1, 4000, 4, b"c"), (2, 10, 2, b"d")],
+        )
+    assert migrate_sync(path) == SCHEMA_VERSION
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT node_id, ts, detail FROM node_latest ORDER BY node_id").fetchall() == [
+            (1, 4000, b"c"),
+            (2, 50, b"e"),
+        ]
