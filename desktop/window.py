@@ -60,6 +60,15 @@ def tip_with_key(action: QAction, tip: str) -> None:
     action.setToolTip(f"{tip} ({key})" if key and key not in tip else tip)
 
 
+def fill_menu(menu: QMenu, *actions: QAction | None) -> None:
+    """The actions in order, None for a separator."""
+    for action in actions:
+        if action is None:
+            menu.addSeparator()
+        else:
+            menu.addAction(action)
+
+
 class MainWindow(QMainWindow):
     """Owns the panels and opens dialogs; all network work goes through the context's services."""
 
@@ -259,13 +268,21 @@ class MainWindow(QMainWindow):
         self.close_tab_action.triggered.connect(lambda: self._close_tab(self.tabs.currentIndex()))
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
-        for action in (self.connect_action, self.signout_action, None, self.add_server_action):
-            file_menu.addSeparator() if action is None else file_menu.addAction(action)
-        file_menu.addSeparator()
-        for action in (self.settings_action, self.signing_action, None, self.quit_action):
-            file_menu.addSeparator() if action is None else file_menu.addAction(action)
+        fill_menu(
+            file_menu,
+            self.connect_action,
+            self.signout_action,
+            None,
+            self.add_server_action,
+            None,
+            self.settings_action,
+            self.signing_action,
+            None,
+            self.quit_action,
+        )
         view_menu = bar.addMenu("&View")
-        for action in (
+        fill_menu(
+            view_menu,
             self.palette_action,
             self.find_action,
             self.fleet.refresh_action,
@@ -279,8 +296,7 @@ class MainWindow(QMainWindow):
             self.next_tab_action,
             self.previous_tab_action,
             self.close_tab_action,
-        ):
-            view_menu.addSeparator() if action is None else view_menu.addAction(action)
+        )
         self.account_menu.setTitle("&Account")
         bar.addMenu(self.account_menu)
         self.menus = [file_menu, view_menu, self.account_menu]
