@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -404,6 +405,13 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Started minimized to the tray")
         else:
             self.show()
+        if demo_password is None:
+            # The last known fleet at once, marked stale, while the core is asked (which may take long).
+            profiles = self.ctx.profiles
+            name = profiles.last if not core_url else None
+            profile = profiles.for_url(normalize_url(core_url)) if core_url else profiles.get(name or "")
+            if profile is not None:
+                self.ctx.show_cached(profile.url)
         self.ctx.aio.spawn(self._startup(core_url, demo_password), "startup")
 
     async def _startup(self, core_url: str | None, demo_password: str | None) -> None:
@@ -433,6 +441,11 @@ class MainWindow(QMainWindow):
             self.ask_trust(exc, profile, lambda: self.ctx.aio.spawn(self._resume(profile), "resume"), dialog)
             return
         except CoreError as exc:
+            if exc.kind in ("unreachable", "timeout") and self.ctx.model.stale_since is not None:
+                # The cached fleet is on screen: keep trying in the background rather than ask.
+                self.fleet.set_stale_detail(f"{exc.message} Trying again…")
+                self.ctx.aio.spawn(self._resume_later(profile), "resume-retry")
+                return
             self.open_connection(exc.message, profile.name)
             return
         if session is None:
@@ -442,6 +455,14 @@ class MainWindow(QMainWindow):
             self.connection_dialog.accept()
         if not session.is_api_token:
             await self.account.check()  # a password to change, two-factor to set up
+
+    async def _resume_later(self, profile: Profile) -> None:
+        """Resume again after the live link's back-off, while the cached fleet is still what is shown."""
+        await asyncio.sleep(self.ctx.live.backoff.next())
+        if self.ctx.rest.session is None and self.ctx.model.stale_since is not None:
+            await self._resume(profile)
+        else:
+            self.ctx.live.backoff.reset()
 
     # ------------------------------------------------------------ dialogs
 
