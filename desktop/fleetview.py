@@ -48,11 +48,13 @@ class FleetPanel(QWidget):
         self.search = QLineEdit()
         self.search.setObjectName("search")
         self.search.setPlaceholderText("Search name, group, tag, OS…")
+        self.search.setAccessibleName("Search nodes")
         self.search.setClearButtonEnabled(True)
         self.search.addAction(icon("search"), QLineEdit.ActionPosition.LeadingPosition)
         self.search.textChanged.connect(self.proxy.set_search)
 
         self.status_filter = QComboBox()
+        self.status_filter.setAccessibleName("Status filter")
         self.status_filter.addItem("All statuses", None)
         self.status_filter.addItem("Online", True)
         self.status_filter.addItem("Offline", False)
@@ -60,10 +62,12 @@ class FleetPanel(QWidget):
             lambda _i: self.proxy.set_status(self.status_filter.currentData())
         )
         self.group_filter = QComboBox()
+        self.group_filter.setAccessibleName("Group filter")
         self.group_filter.currentIndexChanged.connect(
             lambda _i: self.proxy.set_group(self.group_filter.currentData())
         )
         self.tag_filter = QComboBox()
+        self.tag_filter.setAccessibleName("Tag filter")
         self.tag_filter.currentIndexChanged.connect(
             lambda _i: self.proxy.set_tag(self.tag_filter.currentData())
         )
@@ -96,6 +100,10 @@ class FleetPanel(QWidget):
 
         self.table = QTableView()
         self.table.setObjectName("fleetTable")
+        self.table.setAccessibleName("Fleet")
+        self.table.setAccessibleDescription(
+            "One row per node; Enter opens the node, the menu key its actions"
+        )
         self.table.setModel(self.proxy)
         self.table.setItemDelegate(FleetDelegate(self.table))
         self.table.setSortingEnabled(True)

@@ -70,6 +70,17 @@ def fill_menu(menu: QMenu, *actions: QAction | None) -> None:
             menu.addAction(action)
 
 
+class Tabs(QTabWidget):
+    """The window's tabs; each close button is named after its tab, which a screen reader needs."""
+
+    def tabInserted(self, index: int) -> None:
+        super().tabInserted(index)
+        bar = self.tabBar()
+        button = bar.tabButton(index, bar.ButtonPosition.RightSide)
+        if button is not None:
+            button.setAccessibleName(f"Close {bar.tabText(index)}")
+
+
 class MainWindow(QMainWindow):
     """Owns the panels and opens dialogs; all network work goes through the context's services."""
 
@@ -102,7 +113,7 @@ class MainWindow(QMainWindow):
         self.fleet.open_node.connect(self.open_node)
         self.fleet.run_command.connect(self.open_console)
         self.fleet.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
-        self.tabs = QTabWidget()
+        self.tabs = Tabs()
         self.tabs.setDocumentMode(True)
         self.tabs.setTabsClosable(True)
         self.tabs.addTab(self.fleet, "Fleet")
@@ -306,6 +317,13 @@ class MainWindow(QMainWindow):
         for action in [a for menu in self.menus for a in menu.actions() if not a.isSeparator()]:
             tip_with_key(action, action.toolTip())
         self.palette_popup: CommandPalette | None = None
+        self.tabs.setAccessibleName("Open views")
+        for name, button in (
+            ("qt_toolbar_ext_button", "More toolbar actions"),
+            ("qt_menubar_ext_button", "More menus"),
+        ):
+            for found in self.findChildren(QToolButton, name):
+                found.setAccessibleName(button)
         # Ctrl+K is "delete to the end of the line" in a line edit, which would swallow it there.
         app = QApplication.instance()
         if app is not None:
