@@ -105,7 +105,7 @@ class PaletteModel(QAbstractListModel):
             return None
         entry = self._shown[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
-            return f"{entry.text}\t{entry.shortcut}" if entry.shortcut else entry.text
+            return f"{entry.text}  ·  {entry.shortcut}" if entry.shortcut else entry.text
         if role in (Qt.ItemDataRole.ToolTipRole, Qt.ItemDataRole.AccessibleTextRole):
             where = f" ({entry.shortcut})" if entry.shortcut else ""
             return f"{entry.kind}: {entry.text}{where}"

@@ -154,3 +154,7 @@ def test_shortcuts_exist_and_menus_show_them(
     qtbot.keyClick(window, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
     assert window.tabs.currentWidget() is window.fleet
     qtbot.waitUntil(lambda: QApplication.focusWidget() is window.fleet.search)
+    # A key without modifiers: Qt keeps the last key event's modifiers as "held", which would turn
+    # the next test's selectRow into a Ctrl+click.
+    qtbot.keyClick(window.fleet.search, Qt.Key.Key_End)
+    assert QApplication.keyboardModifiers() == Qt.KeyboardModifier.NoModifier
