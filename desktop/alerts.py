@@ -138,6 +138,7 @@ class AlertsPanel(QWidget):
         self.detail_tabs.addTab(self.detail, "Story")
         self.detail_tabs.addTab(self.snapshot, "Snapshot")
         self.detail_loads = 0  # completed loads of an alert's story; tests wait on it
+        self.table.setAccessibleName("Alerts")
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.table)
         split.addWidget(self.detail_tabs)

@@ -152,6 +152,7 @@ class ContainersPanel(QWidget):
         self.status.setWordWrap(True)
         self.status.hide()
         self.table = QTableView()
+        self.table.setAccessibleName("Containers")
         self.table.setModel(self.proxy)
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(ContainersModel.CPU, Qt.SortOrder.DescendingOrder)

@@ -9,6 +9,7 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
 from servermanager.desktop.aio import Aio
+from servermanager.desktop.fleetcache import FleetCache
 from servermanager.desktop.models.fleet import NodesModel
 from servermanager.desktop.net.live import LiveLink
 from servermanager.desktop.net.rest import RestClient, Session
@@ -35,6 +36,8 @@ class AppContext:
     themes: ThemeManager
     signing: OperatorKey  # signs every command and service request (private key in the keyring)
     fleet_url: str | None = field(default=None, init=False)  # the core the model's rows came from
+    # The last known fleet per core, for an instant start; None keeps nothing (tests, self-test).
+    fleet_cache: FleetCache | None = None
 
     @classmethod
     def create(
@@ -45,6 +48,7 @@ class AppContext:
         backoff: tuple[float, float] = (1.0, 30.0),
         ping_every: float = 10.0,
         request_timeout: float = 10.0,
+        fleet_cache: FleetCache | None = None,
     ) -> AppContext:
         """Wire the services together; the keywords tune the link's timings (tests use short ones)."""
         settings = Settings(store)
@@ -66,6 +70,7 @@ class AppContext:
             signin=SignIn(rest, live, secrets, profiles, aio),
             themes=ThemeManager(app),
             signing=OperatorKey(secrets),
+            fleet_cache=fleet_cache,
         )
         rest.signer = ctx.signing
         live.snapshot.connect(model.apply_snapshot)
@@ -76,6 +81,9 @@ class AppContext:
         live.node_removed.connect(model.remove_node)
         ctx.signin.signed_out.connect(model.clear)
         rest.session_changed.connect(ctx._session_changed)
+        # After the model has applied them (connected first): a full list is worth keeping.
+        live.snapshot.connect(ctx.keep_fleet)
+        live.polled.connect(ctx.keep_fleet)
         live.set_poll_interval(settings.get("refresh_interval"))
         settings.changed.connect(ctx._setting_changed)
         ctx.themes.apply(settings.get("theme"))
@@ -87,6 +95,25 @@ class AppContext:
             self.model.clear()
             self.fleet_url = session.url
 
+    def show_cached(self, url: str) -> bool:
+        """Fill the fleet with what was last known of this core, marked stale; False when nothing."""
+        if self.fleet_cache is None or self.rest.session is not None:
+            return False
+        cached = self.fleet_cache.load(url)
+        if cached is None:
+            return False
+        self.fleet_url = url  # the live list of the same core then replaces these rows in place
+        self.model.show_cached(cached.nodes, cached.saved_at)
+        return True
+
+    def keep_fleet(self, _nodes: object = None) -> None:
+        """Save the fleet as the core last listed it, for the next start."""
+        session = self.rest.session
+        if self.fleet_cache is None or session is None or self.model.stale_since is not None:
+            return
+        if session.url == self.fleet_url:
+            self.fleet_cache.save(session.url, self.model.nodes())
+
     def _setting_changed(self, key: str, value: Any) -> None:
         if key == "theme":
             self.themes.apply(value)
@@ -95,6 +122,7 @@ class AppContext:
 
     async def close(self) -> None:
         """Stop the live link and every task, close the HTTP session; call before the loop ends."""
+        self.keep_fleet()  # the latest values, not only those of the last snapshot
         await self.live.stop()
         await self.rest.close()
         await self.aio.close()

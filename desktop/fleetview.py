@@ -9,6 +9,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QHeaderView,
+    QLabel,
     QLineEdit,
     QMenu,
     QMessageBox,
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.dialogs import EditNodeDialog
+from servermanager.desktop.format import fmt_time
 from servermanager.desktop.models.fleet import FleetFilter, NodeIdRole
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.net.rest import Session
@@ -47,11 +49,13 @@ class FleetPanel(QWidget):
         self.search = QLineEdit()
         self.search.setObjectName("search")
         self.search.setPlaceholderText("Search name, group, tag, OS…")
+        self.search.setAccessibleName("Search nodes")
         self.search.setClearButtonEnabled(True)
         self.search.addAction(icon("search"), QLineEdit.ActionPosition.LeadingPosition)
         self.search.textChanged.connect(self.proxy.set_search)
 
         self.status_filter = QComboBox()
+        self.status_filter.setAccessibleName("Status filter")
         self.status_filter.addItem("All statuses", None)
         self.status_filter.addItem("Online", True)
         self.status_filter.addItem("Offline", False)
@@ -59,10 +63,12 @@ class FleetPanel(QWidget):
             lambda _i: self.proxy.set_status(self.status_filter.currentData())
         )
         self.group_filter = QComboBox()
+        self.group_filter.setAccessibleName("Group filter")
         self.group_filter.currentIndexChanged.connect(
             lambda _i: self.proxy.set_group(self.group_filter.currentData())
         )
         self.tag_filter = QComboBox()
+        self.tag_filter.setAccessibleName("Tag filter")
         self.tag_filter.currentIndexChanged.connect(
             lambda _i: self.proxy.set_tag(self.tag_filter.currentData())
         )
@@ -102,6 +108,10 @@ class FleetPanel(QWidget):
 
         self.table = QTableView()
         self.table.setObjectName("fleetTable")
+        self.table.setAccessibleName("Fleet")
+        self.table.setAccessibleDescription(
+            "One row per node; Enter opens the node, the menu key its actions"
+        )
         self.table.setModel(self.proxy)
         self.table.setItemDelegate(FleetDelegate(self.table))
         self.table.setSortingEnabled(True)
@@ -129,12 +139,22 @@ class FleetPanel(QWidget):
         self.table.customContextMenuRequested.connect(self._context_menu)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._update_buttons())
 
+        # Shown while the rows are the fleet kept from the last run, until the core's own list comes.
+        self.stale_label = QLabel()
+        self.stale_label.setObjectName("staleBanner")
+        self.stale_label.setWordWrap(True)
+        self.stale_label.hide()
+        self._stale_detail = ""
+
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addLayout(bar)
+        layout.addWidget(self.stale_label)
         layout.addWidget(self.table)
 
         ctx.model.facets_changed.connect(self._fill_facets)
+        ctx.model.stale_changed.connect(self._stale_changed)
+        self._stale_changed(ctx.model.stale_since)
         ctx.rest.session_changed.connect(self._session_changed)
         self._session_changed(ctx.rest.session)
 
@@ -149,6 +169,23 @@ class FleetPanel(QWidget):
         self.edit_button.setToolTip(hint or "Rename, regroup or retag the selected node")
         self.remove_button.setToolTip(hint or "Remove the selected node and revoke its credential")
         self._update_buttons()
+
+    def _stale_changed(self, since: float | None) -> None:
+        if since is None:
+            self._stale_detail = ""
+            self.stale_label.hide()
+            return
+        when = fmt_time(since)
+        self.stale_label.setText(
+            f"Offline since {when}: the fleet as it was then, not live. Connecting… {self._stale_detail}".strip()
+        )
+        self.stale_label.setAccessibleName(self.stale_label.text())
+        self.stale_label.show()
+
+    def set_stale_detail(self, detail: str) -> None:
+        """Why the core is not answering yet, after the stale banner's own words."""
+        self._stale_detail = detail
+        self._stale_changed(self.ctx.model.stale_since)
 
     def _update_buttons(self) -> None:
         count = len(self.selected_node_ids())

@@ -118,10 +118,12 @@ class LogsPanel(QWidget):
         self.model = LogsModel(parent=self)
 
         self.source = QComboBox()
+        self.source.setAccessibleName("Log source")
         self.source.setMinimumContentsLength(24)
         self.source.currentIndexChanged.connect(lambda _i: self._update_controls())
         self.unit = QLineEdit()
         self.unit.setPlaceholderText("unit, e.g. nginx.service")
+        self.unit.setAccessibleName("Unit")
         self.priority = QComboBox()
         self.priority.addItem("Any priority", None)
         for level, name in enumerate(PRIORITIES):
@@ -135,6 +137,7 @@ class LogsPanel(QWidget):
         self.lines.setSuffix(" lines")
         self.match = QLineEdit()
         self.match.setPlaceholderText("containing…")
+        self.match.setAccessibleName("Lines containing")
         self.load_button = QPushButton("Load")
         self.load_button.clicked.connect(self.load)
         self.follow_button = QPushButton("Follow")
@@ -148,6 +151,7 @@ class LogsPanel(QWidget):
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.table = QTableView()
+        self.table.setAccessibleName("Log lines")
         self.table.setModel(self.model)
         self.table.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)

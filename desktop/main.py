@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QApplication
 
 from servermanager.common import __version__
 from servermanager.desktop.context import AppContext
+from servermanager.desktop.fleetcache import FleetCache
 from servermanager.desktop.themes import icon
 from servermanager.desktop.window import MainWindow
 
@@ -90,7 +91,7 @@ async def run(app: QApplication, args: argparse.Namespace, demo_password: str | 
     wake.timeout.connect(lambda: None)
     wake.start(300)
 
-    ctx = AppContext.create(app, QSettings())
+    ctx = AppContext.create(app, QSettings(), fleet_cache=FleetCache())
     window = MainWindow(ctx)
     window.quit_requested.connect(quit_event.set)
     window.start(core_url=args.core, demo_password=demo_password)

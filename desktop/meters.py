@@ -77,6 +77,7 @@ class MeterBox(QGroupBox):
 
     def __init__(self, rows: Sequence[mt.Field] = mt.FIELDS, parent: QWidget | None = None) -> None:
         super().__init__("Now", parent)
+        self.setAccessibleName("Current values")
         self.grid = QGridLayout(self)
         self.grid.setHorizontalSpacing(16)
         self.grid.setVerticalSpacing(4)

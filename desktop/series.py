@@ -154,6 +154,7 @@ class SeriesPanel(QWidget):
         self.chart_layout.setContentsMargins(0, 0, 0, 0)
         self.chart_layout.addWidget(self.chart_title)
         self.charts: ChartPanel | None = None
+        self.table.setAccessibleName("Series")
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.table)
         split.addWidget(self.chart_box)

@@ -73,6 +73,7 @@ class ServicesPanel(QWidget):
 
         self.filter = QLineEdit()
         self.filter.setPlaceholderText("Filter services…")
+        self.filter.setAccessibleName("Filter services")
         self.filter.setClearButtonEnabled(True)
         self.filter.textChanged.connect(self.proxy.setFilterFixedString)
         self.refresh_button = QPushButton("Refresh")
@@ -89,6 +90,7 @@ class ServicesPanel(QWidget):
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.table = QTableView()
+        self.table.setAccessibleName("Services")
         self.table.setModel(self.proxy)
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)

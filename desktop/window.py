@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent
-from PySide6.QtWidgets import QLabel, QMainWindow, QMenu, QTabWidget, QToolBar, QToolButton, QWidget
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeyEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMenu,
+    QTabWidget,
+    QToolBar,
+    QToolButton,
+    QWidget,
+)
 
 from servermanager.common import rest as m
 from servermanager.common.alerts import Alert
@@ -25,6 +36,7 @@ from servermanager.desktop.net.errors import CertificateChanged, CertificateUntr
 from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.net.rest import Session, normalize_url
 from servermanager.desktop.nodeview import NodeView
+from servermanager.desktop.palette import CommandPalette, PaletteEntry
 from servermanager.desktop.secrets import Kept
 from servermanager.desktop.settings import Profile
 from servermanager.desktop.signing import SigningKeyDialog
@@ -42,6 +54,32 @@ LINK_TEXT = {
     LinkState.POLLING: "Polling",
     LinkState.OFFLINE: "Offline",
 }
+
+
+def tip_with_key(action: QAction, tip: str) -> None:
+    """The toolbar's tooltips say the key too, as the menus do: "Alerts (Ctrl+Shift+A)"."""
+    key = action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+    action.setToolTip(f"{tip} ({key})" if key and key not in tip else tip)
+
+
+def fill_menu(menu: QMenu, *actions: QAction | None) -> None:
+    """The actions in order, None for a separator."""
+    for action in actions:
+        if action is None:
+            menu.addSeparator()
+        else:
+            menu.addAction(action)
+
+
+class Tabs(QTabWidget):
+    """The window's tabs; each close button is named after its tab, which a screen reader needs."""
+
+    def tabInserted(self, index: int) -> None:
+        super().tabInserted(index)
+        bar = self.tabBar()
+        button = bar.tabButton(index, bar.ButtonPosition.RightSide)
+        if button is not None:
+            button.setAccessibleName(f"Close {bar.tabText(index)}")
 
 
 class MainWindow(QMainWindow):
@@ -78,7 +116,7 @@ class MainWindow(QMainWindow):
         self.fleet.run_command.connect(self.open_console)
         self.fleet.compare.connect(self.open_compare)
         self.fleet.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
-        self.tabs = QTabWidget()
+        self.tabs = Tabs()
         self.tabs.setDocumentMode(True)
         self.tabs.setTabsClosable(True)
         self.tabs.addTab(self.fleet, "Fleet")
@@ -155,6 +193,7 @@ class MainWindow(QMainWindow):
         toolbar.addSeparator()
         toolbar.addWidget(self.account_button)
         self.addToolBar(toolbar)
+        self._keyboard()
 
         self.link_icon = QLabel()
         self.link_label = QLabel()
@@ -206,6 +245,179 @@ class MainWindow(QMainWindow):
         self._counts_changed(*ctx.model.counts())
         self.restore_state()
 
+    # ------------------------------------------------------------ keyboard
+
+    def _keyboard(self) -> None:
+        """Shortcuts on every action, a menu bar that shows them, tab keys and the command palette."""
+        keys: list[tuple[QAction, QKeySequence | str]] = [
+            (self.connect_action, "Ctrl+O"),
+            (self.settings_action, "Ctrl+,"),
+            (self.signout_action, "Ctrl+Shift+O"),
+            (self.alerts_action, "Ctrl+Shift+A"),
+            (self.console_action, "Ctrl+Shift+X"),
+            (self.audit_action, "Ctrl+Shift+L"),
+            (self.users_action, "Ctrl+Shift+U"),
+            (self.add_server_action, "Ctrl+Shift+N"),
+            (self.signing_action, "Ctrl+Shift+K"),
+            (self.sessions_action, "Ctrl+Shift+S"),
+        ]
+        for action, key in keys:
+            action.setShortcut(QKeySequence(key))
+        self.fleet_action = QAction("Fleet", self)
+        self.fleet_action.setShortcut("Ctrl+1")
+        self.fleet_action.triggered.connect(lambda: self.tabs.setCurrentWidget(self.fleet))
+        self.find_action = QAction("Find nodes", self)
+        self.find_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Find))
+        self.find_action.triggered.connect(self._find)
+        self.palette_action = QAction("Command palette…", self)
+        self.palette_action.setShortcut("Ctrl+K")
+        self.palette_action.triggered.connect(lambda: self.open_palette())
+        self.next_tab_action = QAction("Next tab", self)
+        self.next_tab_action.setShortcuts([QKeySequence("Ctrl+Tab"), QKeySequence("Ctrl+PgDown")])
+        self.next_tab_action.triggered.connect(lambda: self._step_tab(1))
+        self.previous_tab_action = QAction("Previous tab", self)
+        self.previous_tab_action.setShortcuts([QKeySequence("Ctrl+Shift+Tab"), QKeySequence("Ctrl+PgUp")])
+        self.previous_tab_action.triggered.connect(lambda: self._step_tab(-1))
+        self.close_tab_action = QAction("Close tab", self)
+        self.close_tab_action.setShortcut(QKeySequence("Ctrl+W"))
+        self.close_tab_action.triggered.connect(lambda: self._close_tab(self.tabs.currentIndex()))
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        fill_menu(
+            file_menu,
+            self.connect_action,
+            self.signout_action,
+            None,
+            self.add_server_action,
+            None,
+            self.settings_action,
+            self.signing_action,
+            None,
+            self.quit_action,
+        )
+        view_menu = bar.addMenu("&View")
+        fill_menu(
+            view_menu,
+            self.palette_action,
+            self.find_action,
+            self.fleet.refresh_action,
+            None,
+            self.fleet_action,
+            self.alerts_action,
+            self.console_action,
+            self.audit_action,
+            self.users_action,
+            None,
+            self.next_tab_action,
+            self.previous_tab_action,
+            self.close_tab_action,
+        )
+        self.account_menu.setTitle("&Account")
+        bar.addMenu(self.account_menu)
+        self.menus = [file_menu, view_menu, self.account_menu]
+        for action in (self.fleet_action, self.find_action, self.palette_action, *self._tab_actions()):
+            self.addAction(action)  # work with the menu bar closed, from any tab
+        for action in [a for menu in self.menus for a in menu.actions() if not a.isSeparator()]:
+            tip_with_key(action, action.toolTip())
+        self.palette_popup: CommandPalette | None = None
+        self.tabs.setAccessibleName("Open views")
+        for name, button in (
+            ("qt_toolbar_ext_button", "More toolbar actions"),
+            ("qt_menubar_ext_button", "More menus"),
+        ):
+            for found in self.findChildren(QToolButton, name):
+                found.setAccessibleName(button)
+        # Ctrl+K is "delete to the end of the line" in a line edit, which would swallow it there.
+        app = QApplication.instance()
+        if app is not None:
+            app.installEventFilter(self)
+
+    def _tab_actions(self) -> tuple[QAction, ...]:
+        return (self.next_tab_action, self.previous_tab_action, self.close_tab_action)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if (
+            event.type() == QEvent.Type.ShortcutOverride
+            and isinstance(event, QKeyEvent)
+            and isinstance(watched, QLineEdit)
+            and watched.window() is self
+            and QKeySequence(event.keyCombination()) == self.palette_action.shortcut()
+        ):
+            return True  # not accepted by the line edit: the window's shortcut runs
+        return super().eventFilter(watched, event)
+
+    def _find(self) -> None:
+        self.tabs.setCurrentWidget(self.fleet)
+        self.fleet.search.setFocus()
+        self.fleet.search.selectAll()
+
+    def _step_tab(self, step: int) -> None:
+        count = self.tabs.count()
+        if count > 1:
+            self.tabs.setCurrentIndex((self.tabs.currentIndex() + step) % count)
+
+    def palette_entries(self) -> list[PaletteEntry]:
+        """What the palette lists: the nodes, then the views and actions this user can use now."""
+
+        def key(action: QAction) -> str:
+            return action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+
+        entries: list[PaletteEntry] = []
+        model = self.ctx.model
+        for node in sorted(model.nodes(), key=lambda n: n.name.lower()):
+            entries.append(
+                PaletteEntry(f"node:{node.id}", "Node", f"Open node {model.display_name(node.id)}")
+            )
+        for name, action in self._palette_actions().items():
+            if action.isEnabled() and action.isVisible():
+                kind = "View" if name.startswith("view:") else "Action"
+                entries.append(PaletteEntry(name, kind, action.text().replace("&", ""), key(action)))
+        return entries
+
+    def _palette_actions(self) -> dict[str, QAction]:
+        return {
+            "view:fleet": self.fleet_action,
+            "view:alerts": self.alerts_action,
+            "view:console": self.console_action,
+            "view:audit": self.audit_action,
+            "view:users": self.users_action,
+            "view:sessions": self.sessions_action,
+            "action:refresh": self.fleet.refresh_action,
+            "action:find": self.find_action,
+            "action:add-server": self.add_server_action,
+            "action:connect": self.connect_action,
+            "action:settings": self.settings_action,
+            "action:signing-key": self.signing_action,
+            "action:password": self.password_action,
+            "action:two-factor": self.two_factor_action,
+            "action:sign-out": self.signout_action,
+            "action:close-tab": self.close_tab_action,
+            "action:quit": self.quit_action,
+        }
+
+    def open_palette(self) -> CommandPalette:
+        """The Ctrl+K popup, filled afresh: a node or role change since the last one shows."""
+        if self.palette_popup is not None:
+            self.palette_popup.close()
+        palette = CommandPalette(self.palette_entries(), self)
+        palette.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        palette.chosen.connect(self.run_palette_entry)
+        palette.finished.connect(lambda _r: setattr(self, "palette_popup", None))
+        self.palette_popup = palette
+        palette.open()
+        palette.filter.setFocus()
+        return palette
+
+    def run_palette_entry(self, key: str) -> None:
+        kind, _, value = key.partition(":")
+        if kind == "node":
+            if self.ctx.model.node(int(value)) is not None:
+                self.open_node(int(value))
+            return
+        action = self._palette_actions().get(key)
+        if action is not None and action.isEnabled() and action.isVisible():
+            action.trigger()
+
     # ------------------------------------------------------------ start-up
 
     def start(self, core_url: str | None = None, demo_password: str | None = None) -> None:
@@ -214,6 +426,13 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Started minimized to the tray")
         else:
             self.show()
+        if demo_password is None:
+            # The last known fleet at once, marked stale, while the core is asked (which may take long).
+            profiles = self.ctx.profiles
+            name = profiles.last if not core_url else None
+            profile = profiles.for_url(normalize_url(core_url)) if core_url else profiles.get(name or "")
+            if profile is not None:
+                self.ctx.show_cached(profile.url)
         self.ctx.aio.spawn(self._startup(core_url, demo_password), "startup")
 
     async def _startup(self, core_url: str | None, demo_password: str | None) -> None:
@@ -243,6 +462,11 @@ class MainWindow(QMainWindow):
             self.ask_trust(exc, profile, lambda: self.ctx.aio.spawn(self._resume(profile), "resume"), dialog)
             return
         except CoreError as exc:
+            if exc.kind in ("unreachable", "timeout") and self.ctx.model.stale_since is not None:
+                # The cached fleet is on screen: keep trying in the background rather than ask.
+                self.fleet.set_stale_detail(f"{exc.message} Trying again…")
+                self.ctx.aio.spawn(self._resume_later(profile), "resume-retry")
+                return
             self.open_connection(exc.message, profile.name)
             return
         if session is None:
@@ -252,6 +476,14 @@ class MainWindow(QMainWindow):
             self.connection_dialog.accept()
         if not session.is_api_token:
             await self.account.check()  # a password to change, two-factor to set up
+
+    async def _resume_later(self, profile: Profile) -> None:
+        """Resume again after the live link's back-off, while the cached fleet is still what is shown."""
+        await asyncio.sleep(self.ctx.live.backoff.next())
+        if self.ctx.rest.session is None and self.ctx.model.stale_since is not None:
+            await self._resume(profile)
+        else:
+            self.ctx.live.backoff.reset()
 
     # ------------------------------------------------------------ dialogs
 
@@ -624,9 +856,9 @@ class MainWindow(QMainWindow):
         operator = session is not None and session.can_edit
         hint = "" if operator or session is None else " (needs the operator role)"
         self.console_action.setEnabled(operator)
-        self.console_action.setToolTip("Run a command on the nodes selected in the fleet table" + hint)
+        tip_with_key(self.console_action, "Run a command on the nodes selected in the fleet table" + hint)
         self.audit_action.setEnabled(operator)
-        self.audit_action.setToolTip("Who did what, when" + hint)
+        tip_with_key(self.audit_action, "Who did what, when" + hint)
         admin = session is not None and session.role == "admin"
         self.users_action.setVisible(admin)
         self.users_action.setEnabled(admin)

@@ -353,6 +353,11 @@ async def shoot(app: QApplication, workdir: Path, out: Path, size: tuple[int, in
             window.fleet.select_node(web1.node_id)
             await settle()
             save(window, f"fleet-{theme}", out)
+            palette = window.open_palette()
+            palette.filter.setText("web")
+            await settle()
+            save(palette, f"palette-{theme}", out)
+            palette.close()
             view = window.open_node(web1.node_id)
             await wait_for(lambda: view.history_loads >= 1)  # noqa: B023 - awaited right here
             await settle(0.8)

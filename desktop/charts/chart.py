@@ -60,6 +60,7 @@ class HistoryChart(QWidget):
     ) -> None:
         super().__init__(parent)
         self.family = family
+        self.setAccessibleName(f"{family.title} chart")
         self.live_window = live_window
         # Whether append_live scrolls the view to keep the newest point in sight; a manual zoom stops it.
         self.follow_tail = True

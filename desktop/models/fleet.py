@@ -138,6 +138,7 @@ class NodesModel(QAbstractTableModel):
     node_changed = Signal(int)  # anything about this node changed
     sample_received = Signal(int, object)  # node id, mt.Sample: the live tail for charts
     facets_changed = Signal()  # the set of groups or tags changed
+    stale_changed = Signal(object)  # float | None: when the cached rows shown were saved; None: live
 
     def __init__(
         self,
@@ -153,6 +154,8 @@ class NodesModel(QAbstractTableModel):
         self._facets: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
         self._firing: dict[int, dict[int, Alert]] = {}  # node id -> alert id -> its firing alert
         self._shared_names: frozenset[str] = frozenset()  # names more than one node has
+        # Rows from the fleet cache at start-up, until the core's own list replaces them.
+        self.stale_since: float | None = None
         # "Last seen" is relative text, so it changes with time alone.
         self._ticker = QTimer(self)
         self._ticker.timeout.connect(self._tick)
@@ -219,6 +222,8 @@ class NodesModel(QAbstractTableModel):
             return next((sev for sev, rank in _SEVERITY_RANK.items() if rank == worst), None)
         if role == SortRole:
             return (key, -worst, -len(firing))
+        if self.stale_since is not None and role == Qt.ItemDataRole.DisplayRole:
+            text += " (cached)"  # what the core said then, not what it says now
         return f"{text} · {len(firing)} alert{'s' if len(firing) != 1 else ''}" if firing else text
 
     def set_alerts(self, alerts: Iterable[Alert]) -> None:
@@ -301,8 +306,23 @@ class NodesModel(QAbstractTableModel):
 
     # ------------------------------------------------------------ updates
 
+    def show_cached(self, nodes: list[p.NodeInfo], saved_at: float) -> None:
+        """The last known fleet, kept from an earlier run: shown, marked stale, until a live list."""
+        self.apply_snapshot(nodes)
+        self._set_stale(saved_at)
+
+    def _set_stale(self, since: float | None) -> None:
+        if since == self.stale_since:
+            return
+        self.stale_since = since
+        if self._rows and "status" in self._column_of:
+            col = self._column_of["status"]
+            self.dataChanged.emit(self.index(0, col), self.index(len(self._rows) - 1, col))
+        self.stale_changed.emit(since)
+
     def apply_snapshot(self, nodes: list[p.NodeInfo]) -> None:
         """A full list (socket snapshot or REST poll): diff it against what the rows hold."""
+        self._set_stale(None)  # cached rows of the same core are diffed in place, not flashed away
         counts = self.counts()
         wanted = {n.id for n in nodes}
         for node_id in [n.id for n in self._rows if n.id not in wanted]:
@@ -353,6 +373,7 @@ class NodesModel(QAbstractTableModel):
             self._after_change(counts)
 
     def clear(self) -> None:
+        self._set_stale(None)
         if not self._rows:
             return
         counts = self.counts()
