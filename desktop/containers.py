@@ -5,15 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import pyqtgraph as pg
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QItemSelection,
-    QModelIndex,
-    QPersistentModelIndex,
     QSortFilterProxyModel,
     Qt,
 )
@@ -36,10 +32,9 @@ from servermanager.desktop.charts.chart import HistoryChart
 from servermanager.desktop.charts.families import ChartFamily
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.format import NA, fmt_bytes, fmt_rate, fmt_time
+from servermanager.desktop.models.columns import SORT_ROLE, Column, ColumnsModel
 from servermanager.desktop.net.errors import CoreError
 
-Index = QModelIndex | QPersistentModelIndex
-SORT_ROLE = Qt.ItemDataRole.UserRole
 HISTORY_SPAN = 3600.0  # seconds of a picked container's history the charts show
 # Percent of one CPU, as `docker stats` shows it: 250 % is two and a half CPUs busy.
 CPU_FAMILY = ChartFamily("container_cpu", "CPU (% of one CPU)", ("cpu_pct",), ("CPU",), mt.Unit.PERCENT)
@@ -69,10 +64,10 @@ def _pair(a: float | None, b: float | None) -> str:
     return NA if a is None and b is None else f"{fmt_rate(a)} / {fmt_rate(b)}"
 
 
-class ContainersModel(QAbstractTableModel):
+class ContainersModel(ColumnsModel):
     """Rows of m.Container; each column a header, how it shows, and what it sorts by."""
 
-    columns: Sequence[tuple[str, Callable[[m.Container], str], Callable[[m.Container], Any]]] = (
+    columns: Sequence[Column] = (
         ("Name", lambda c: c.name, lambda c: c.name.lower()),
         ("Image", lambda c: c.image or NA, lambda c: c.image),
         ("State", lambda c: c.state or NA, lambda c: c.state),
@@ -87,44 +82,7 @@ class ContainersModel(QAbstractTableModel):
         ),
     )
     CPU, MEMORY = 4, 5
-
-    def __init__(self, parent: Any = None) -> None:
-        super().__init__(parent)
-        self.containers: list[m.Container] = []
-
-    def set_containers(self, containers: Sequence[m.Container]) -> None:
-        self.beginResetModel()
-        self.containers = list(containers)
-        self.endResetModel()
-
-    def container(self, row: int) -> m.Container | None:
-        return self.containers[row] if 0 <= row < len(self.containers) else None
-
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.containers)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.columns)
-
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self.containers):
-            return None
-        c = self.containers[index.row()]
-        _header, show, sort = self.columns[index.column()]
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
-            return show(c)
-        if role == SORT_ROLE:
-            return sort(c)
-        if role == Qt.ItemDataRole.TextAlignmentRole and index.column() >= self.CPU:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.columns[section][0] if 0 <= section < len(self.columns) else None
-        return None
+    right = frozenset(range(CPU, len(columns)))  # the numbers
 
 
 class ContainersPanel(QWidget):
@@ -218,7 +176,7 @@ class ContainersPanel(QWidget):
             return
         self.ts = result.ts
         picked = self.picked
-        self.model.set_containers(result.containers)
+        self.model.set_rows(result.containers)
         if picked is not None:
             self.select(picked, load=False)
         if result.ts is None:
@@ -236,7 +194,7 @@ class ContainersPanel(QWidget):
         """Select the row of container `name` (and chart it); False if it is not listed."""
         for row in range(self.proxy.rowCount()):
             src = self.proxy.mapToSource(self.proxy.index(row, 0))
-            c = self.model.container(src.row())
+            c = self.model.row_at(src.row())
             if c is not None and c.name == name:
                 if not load:
                     self.table.selectionModel().blockSignals(True)
@@ -249,7 +207,7 @@ class ContainersPanel(QWidget):
         rows = self.table.selectionModel().selectedRows()
         if not rows:
             return
-        c = self.model.container(self.proxy.mapToSource(rows[0]).row())
+        c = self.model.row_at(self.proxy.mapToSource(rows[0]).row())
         if c is not None:
             self.picked = c.name
             self.chart_title.setText(f"{c.name}: the last hour")

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from PySide6.QtCore import (
-    QAbstractTableModel,
-    QModelIndex,
-    QPersistentModelIndex,
     QSortFilterProxyModel,
     Qt,
 )
@@ -30,11 +26,10 @@ from servermanager.common import metrics as mt
 from servermanager.common import rest as m
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.format import NA, fmt_bytes, fmt_pct, fmt_rate, fmt_time
+from servermanager.desktop.models.columns import SORT_ROLE, Column, ColumnsModel
 from servermanager.desktop.net.errors import CoreError
 
-Index = QModelIndex | QPersistentModelIndex
 # The raw value of a cell, for sorting: numbers sort as numbers, missing ones first.
-SORT_ROLE = Qt.ItemDataRole.UserRole
 CMDLINE_HINT = "Command lines are shown to operators and admins only."
 
 
@@ -42,10 +37,10 @@ def _num(v: float | None) -> float:
     return -1.0 if v is None else float(v)
 
 
-class ProcessesModel(QAbstractTableModel):
+class ProcessesModel(ColumnsModel):
     """Rows of m.Process; each column a header, how it shows, and what it sorts by."""
 
-    columns: Sequence[tuple[str, Callable[[m.Process], str], Callable[[m.Process], Any]]] = (
+    columns: Sequence[Column] = (
         ("PID", lambda p: str(p.pid), lambda p: p.pid),
         ("Name", lambda p: p.name, lambda p: p.name.lower()),
         ("User", lambda p: p.user or NA, lambda p: p.user or ""),
@@ -56,44 +51,7 @@ class ProcessesModel(QAbstractTableModel):
         ("Command", lambda p: p.cmd or "", lambda p: p.cmd or ""),
     )
     CPU, MEMORY = 3, 4
-
-    def __init__(self, parent: Any = None) -> None:
-        super().__init__(parent)
-        self.processes: list[m.Process] = []
-
-    def set_processes(self, processes: Sequence[m.Process]) -> None:
-        self.beginResetModel()
-        self.processes = list(processes)
-        self.endResetModel()
-
-    def process(self, row: int) -> m.Process | None:
-        return self.processes[row] if 0 <= row < len(self.processes) else None
-
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.processes)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.columns)
-
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self.processes):
-            return None
-        p = self.processes[index.row()]
-        _header, show, sort = self.columns[index.column()]
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
-            return show(p)
-        if role == SORT_ROLE:
-            return sort(p)
-        if role == Qt.ItemDataRole.TextAlignmentRole and index.column() in (0, 3, 4, 5, 6):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.columns[section][0] if 0 <= section < len(self.columns) else None
-        return None
+    right = frozenset((0, 3, 4, 5, 6))  # the numbers
 
 
 class ProcessesPanel(QWidget):
@@ -210,7 +168,7 @@ class ProcessesPanel(QWidget):
 
     def _show(self, result: m.Processes, at: float | None) -> None:
         self.ts = result.ts
-        self.model.set_processes(result.processes)
+        self.model.set_rows(result.processes)
         notes = []
         if result.ts is None:
             notes.append("No processes stored for this node" + (" before that moment." if at else " yet."))

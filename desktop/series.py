@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QModelIndex,
-    QPersistentModelIndex,
     QSortFilterProxyModel,
     Qt,
 )
@@ -32,10 +29,9 @@ from servermanager.desktop.charts.panel import ChartPanel
 from servermanager.desktop.charts.ranges import LAST_1H, HistoryRequest
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.format import NA, fmt_ago
+from servermanager.desktop.models.columns import SORT_ROLE, Column, ColumnsModel
 from servermanager.desktop.net.errors import CoreError
 
-Index = QModelIndex | QPersistentModelIndex
-SORT_ROLE = Qt.ItemDataRole.UserRole
 # Series whose value is a 1/0 state rather than a measure: shown as up or down.
 UP_SERIES = ("check_up", "plugin_up")
 
@@ -53,53 +49,16 @@ def _value(s: m.SeriesInfo) -> str:
     return f"{text} {s.unit}" if s.unit else text
 
 
-class SeriesModel(QAbstractTableModel):
+class SeriesModel(ColumnsModel):
     """Rows of m.SeriesInfo: series, last value, state (for check_up and plugin_up), last update."""
 
-    columns: Sequence[tuple[str, Callable[[m.SeriesInfo], str], Callable[[m.SeriesInfo], Any]]] = (
+    columns: Sequence[Column] = (
         ("Series", lambda s: s.selector, lambda s: s.selector.lower()),
         ("Value", _value, lambda s: -1e300 if s.last_value is None else s.last_value),
         ("State", _state, _state),
         ("Updated", lambda s: fmt_ago(s.last_ts), lambda s: s.last_ts or 0.0),
     )
-
-    def __init__(self, parent: Any = None) -> None:
-        super().__init__(parent)
-        self.series: list[m.SeriesInfo] = []
-
-    def set_series(self, series: Sequence[m.SeriesInfo]) -> None:
-        self.beginResetModel()
-        self.series = list(series)
-        self.endResetModel()
-
-    def item(self, row: int) -> m.SeriesInfo | None:
-        return self.series[row] if 0 <= row < len(self.series) else None
-
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.series)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.columns)
-
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self.series):
-            return None
-        s = self.series[index.row()]
-        _header, show, sort = self.columns[index.column()]
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
-            return show(s)
-        if role == SORT_ROLE:
-            return sort(s)
-        if role == Qt.ItemDataRole.TextAlignmentRole and index.column() == 1:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.columns[section][0] if 0 <= section < len(self.columns) else None
-        return None
+    right = frozenset((1,))  # the numbers
 
 
 def plugin_problems(plugins: Sequence[m.PluginStatus]) -> list[str]:
@@ -187,20 +146,20 @@ class SeriesPanel(QWidget):
         self.loads += 1
 
     def _show(self, result: m.SeriesList) -> None:
-        self.model.set_series(result.series)
+        self.model.set_rows(result.series)
         problems = plugin_problems(result.plugins)
         self.status.setText("\n".join(problems))
         self.status.setVisible(bool(problems))
         self.empty.setVisible(not result.series)
         if self.selector is not None:
-            rows = [i for i, s in enumerate(self.model.series) if s.selector == self.selector]
+            rows = [i for i, s in enumerate(self.model.rows) if s.selector == self.selector]
             if rows:
                 self.table.selectRow(self.proxy.mapFromSource(self.model.index(rows[0], 0)).row())
 
     # ------------------------------------------------------------ the chart
 
     def _picked(self, current: QModelIndex, _previous: QModelIndex) -> None:
-        s = self.model.item(self.proxy.mapToSource(current).row()) if current.isValid() else None
+        s = self.model.row_at(self.proxy.mapToSource(current).row()) if current.isValid() else None
         if s is not None and s.selector != self.selector:
             self.chart_series(s)
 

@@ -40,7 +40,7 @@ def cores(run: Run, tmp_path: Path) -> Iterator[Cores]:
 
 def test_model_sorts_and_shows(qtmodeltester: Any) -> None:
     model = ContainersModel()
-    model.set_containers(
+    model.set_rows(
         [
             m.Container(
                 name="web",
@@ -127,7 +127,7 @@ def agent(core: RunningCore, run: Run, tmp_path: Path, podman: Podman) -> Iterat
 
 
 def top(panel: Any) -> m.Container:
-    c = panel.model.container(panel.proxy.mapToSource(panel.proxy.index(0, 0)).row())
+    c = panel.model.row_at(panel.proxy.mapToSource(panel.proxy.index(0, 0)).row())
     assert c is not None
     return c
 

@@ -55,7 +55,7 @@ def rows(view: Any) -> list[tuple[int, str]]:
 
 def test_model_sorts_numbers_as_numbers(qtmodeltester: Any) -> None:
     model = ProcessesModel()
-    model.set_processes(
+    model.set_rows(
         [
             m.Process(pid=9, name="b", cpu_pct=9.5, rss=2048),
             m.Process(pid=10, name="a", cpu_pct=10.0, rss=100, cmd="a --x"),

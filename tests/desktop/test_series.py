@@ -16,7 +16,7 @@ from tests.desktop.conftest import Cores, Run, enrolled, sign_in, until
 
 def test_model(qtmodeltester: Any) -> None:
     model = SeriesModel()
-    model.set_series(
+    model.set_rows(
         [
             m.SeriesInfo("check_up", {"check": "web"}, 'check_up{check="web"}', None, 1.0, 0.0),
             m.SeriesInfo("queue_depth", {}, "queue_depth", "jobs", 2.0, 12.5),
@@ -66,7 +66,7 @@ def test_the_tab_lists_a_real_hubs_series_and_charts_one(
     run(until(lambda: panel.loads >= 1, "the series loaded"))
     shown = {
         s.selector: (s.last_value, panel.model.data(panel.model.index(i, 2)))
-        for i, s in enumerate(panel.model.series)
+        for i, s in enumerate(panel.model.rows)
     }
     assert shown["queue_depth"] == (12.0, "")
     assert shown['check_up{check="db"}'] == (0.0, "down")
@@ -77,7 +77,7 @@ def test_the_tab_lists_a_real_hubs_series_and_charts_one(
     assert plugin_problems([]) == []
 
     # Picking a row charts it, from the series history.
-    row = next(i for i, s in enumerate(panel.model.series) if s.selector == "queue_depth")
+    row = next(i for i, s in enumerate(panel.model.rows) if s.selector == "queue_depth")
     panel.table.selectRow(panel.proxy.mapFromSource(panel.model.index(row, 0)).row())
     run(until(lambda: panel.chart_loads >= 1, "the chart loaded"))
     assert panel.charts is not None
