@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,23 @@ def break_gaps(x: FloatArray, ys: FloatArray, gap_after: float | None) -> tuple[
         return x, ys
     mid = (x[at - 1] + x[at]) / 2
     return np.insert(x, at, mid), np.insert(ys, at, np.nan, axis=1)
+
+
+def add_crosshair(
+    pi: pg.PlotItem, plot_widget: pg.PlotWidget, on_move: Callable[[tuple[QPointF]], None]
+) -> tuple[pg.InfiniteLine, pg.TextItem, pg.SignalProxy]:
+    """A vertical line and a value label over `pi`, and mouse moves relayed to `on_move`.
+
+    Rate-limited: the label is HTML, and laying out text on every move event would lag the pointer.
+    """
+    line = pg.InfiniteLine(angle=90, movable=False)
+    line.setZValue(50)
+    label = pg.TextItem(anchor=(0, 0))
+    label.setZValue(51)
+    pi.addItem(line, ignoreBounds=True)
+    pi.addItem(label, ignoreBounds=True)
+    proxy = pg.SignalProxy(plot_widget.scene().sigMouseMoved, rateLimit=60, slot=on_move)
+    return line, label, proxy
 
 
 class HistoryChart(QWidget):
@@ -112,17 +129,10 @@ class HistoryChart(QWidget):
             # Band items join the plot only while a band is shown (see _show_band).
             self._bands[field] = band
 
-        self.crosshair_line = pg.InfiniteLine(angle=90, movable=False)
-        self.crosshair_line.setZValue(50)
-        self.crosshair_label = pg.TextItem(anchor=(0, 0))
-        self.crosshair_label.setZValue(51)
-        pi.addItem(self.crosshair_line, ignoreBounds=True)
-        pi.addItem(self.crosshair_label, ignoreBounds=True)
-        self.hide_crosshair()
-        # Rate-limit mouse moves: the label is HTML and relaying out text per event would lag the pointer.
-        self._mouse_proxy = pg.SignalProxy(
-            self.plot_widget.scene().sigMouseMoved, rateLimit=60, slot=self.mouse_moved
+        self.crosshair_line, self.crosshair_label, self._mouse_proxy = add_crosshair(
+            pi, self.plot_widget, self.mouse_moved
         )
+        self.hide_crosshair()
 
         self.plot_widget.scene().sigMouseClicked.connect(self.mouse_clicked)
         # Right-click: the chart as PNG, its data as CSV.

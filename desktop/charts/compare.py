@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from servermanager.common.metrics import Unit
 from servermanager.desktop.charts.buffer import FloatArray, SeriesBuffer, as_float_array
-from servermanager.desktop.charts.chart import break_gaps
+from servermanager.desktop.charts.chart import add_crosshair, break_gaps
 from servermanager.desktop.charts.export import ChartExporter, ExportSeries
 from servermanager.desktop.charts.items import UnitAxisItem
 from servermanager.desktop.charts.ranges import LIVE_WINDOW
@@ -74,16 +74,10 @@ class CompareChart(QWidget):
         self.vb.sigRangeChangedManually.connect(self._on_manual_range)
         self.legend = pi.addLegend(offset=(8, 8))
 
-        self.crosshair_line = pg.InfiniteLine(angle=90, movable=False)
-        self.crosshair_line.setZValue(50)
-        self.crosshair_label = pg.TextItem(anchor=(0, 0))
-        self.crosshair_label.setZValue(51)
-        pi.addItem(self.crosshair_line, ignoreBounds=True)
-        pi.addItem(self.crosshair_label, ignoreBounds=True)
-        self.hide_crosshair()
-        self._mouse_proxy = pg.SignalProxy(
-            self.plot_widget.scene().sigMouseMoved, rateLimit=60, slot=self.mouse_moved
+        self.crosshair_line, self.crosshair_label, self._mouse_proxy = add_crosshair(
+            pi, self.plot_widget, self.mouse_moved
         )
+        self.hide_crosshair()
         self.plot_widget.scene().sigMouseClicked.connect(self._clicked)
         self.exporter = ChartExporter(self, self.plot_widget, self.export_series, lambda: self.title)
 
