@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import re
+import select
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -18,8 +19,10 @@ from servermanager.agent.processes import ProcessCollector
 from servermanager.agent.rates import RateTracker
 from servermanager.common.metrics import (
     FIELDS,
+    MAX_DISK_IO,
     Battery,
     ContainerInfo,
+    DiskIO,
     DiskUsage,
     Field,
     Hardware,
@@ -105,6 +108,50 @@ def _cpu_pct(before: Any, after: Any) -> float:
     return min(100.0, max(0.0, busy / total * 100.0))
 
 
+class LinuxCpuTimes(NamedTuple):
+    """One line of /proc/stat in seconds, with psutil's field names (scputimes on Linux)."""
+
+    user: float
+    nice: float
+    system: float
+    idle: float
+    iowait: float
+    irq: float
+    softirq: float
+    steal: float
+    guest: float
+    guest_nice: float
+
+
+def _linux_cpu_times(path: str) -> tuple[LinuxCpuTimes, list[LinuxCpuTimes]]:
+    """The machine's and each CPU's times from one read of /proc/stat (psutil reads it twice).
+
+    The kernel writes the whole file (interrupt counts of every CPU included) on each read, so
+    one read is half the work of two. ValueError for a kernel older than 2.6.33 (fewer fields).
+    """
+    tick = _CLOCK_TICKS
+    total: LinuxCpuTimes | None = None
+    per: list[LinuxCpuTimes] = []
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.startswith(b"cpu"):
+                break
+            fields = line.split()
+            if len(fields) < 11:
+                raise ValueError(f"{path}: fewer CPU time fields than expected")
+            times = LinuxCpuTimes(*(int(v) / tick for v in fields[1:11]))
+            if fields[0] == b"cpu":
+                total = times
+            else:
+                per.append(times)
+    if total is None:
+        raise ValueError(f"{path}: no cpu line")
+    return total, per
+
+
+_CLOCK_TICKS = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+
+
 class CpuCollector:
     """CPU % since the previous call, like psutil.cpu_percent(interval=None).
 
@@ -114,13 +161,20 @@ class CpuCollector:
     constructor takes the first baseline, so the very first collect() is already meaningful.
     """
 
-    def __init__(self) -> None:
-        self._total = psutil.cpu_times()
-        self._per = psutil.cpu_times(percpu=True)
+    def __init__(self, proc_stat: str = "/proc/stat") -> None:
+        self._proc_stat = proc_stat if sys.platform.startswith("linux") else ""
+        self._total, self._per = self._times()
+
+    def _times(self) -> tuple[Any, list[Any]]:
+        if self._proc_stat:
+            try:
+                return _linux_cpu_times(self._proc_stat)
+            except (OSError, ValueError, IndexError):
+                self._proc_stat = ""  # an odd kernel: psutil from now on
+        return psutil.cpu_times(), psutil.cpu_times(percpu=True)
 
     def collect(self) -> CpuReading:
-        total = psutil.cpu_times()
-        per = psutil.cpu_times(percpu=True)
+        total, per = self._times()
         pct = _cpu_pct(self._total, total)
         if len(per) == len(self._per):
             per_core = [_cpu_pct(b, a) for b, a in zip(self._per, per, strict=True)]
@@ -157,10 +211,52 @@ class MemoryReading(NamedTuple):
     swap_pct: float
 
 
+_MEMINFO_KEYS = (b"MemTotal", b"MemAvailable", b"SwapTotal", b"SwapFree")
+
+
+def _pct(used: int, total: int) -> float:
+    # psutil's usage_percent(used, total, round_=1), so either path gives the same figure.
+    return round(used / total * 100, 1) if total > 0 else 0.0
+
+
 class MemoryCollector:
-    """RAM and swap; "used" is total - available so it agrees with the percentage."""
+    """RAM and swap; "used" is total - available so it agrees with the percentage.
+
+    On Linux one read of /proc/meminfo gives both (psutil reads it twice, and /proc/vmstat too,
+    for swap-in and swap-out counts no one here uses); elsewhere, or on a kernel without
+    MemAvailable (before 3.14), psutil's own estimate.
+    """
+
+    def __init__(self, meminfo: str = "/proc/meminfo") -> None:
+        self._meminfo = meminfo if sys.platform.startswith("linux") else ""
+
+    def _linux(self) -> MemoryReading | None:
+        try:
+            with open(self._meminfo, "rb") as f:
+                data = f.read()
+        except OSError:
+            return None
+        found: dict[bytes, int] = {}
+        for line in data.split(b"\n"):
+            name, _, rest = line.partition(b":")
+            if name in _MEMINFO_KEYS:
+                found[name] = int(rest.split()[0]) * 1024  # kB
+        if len(found) < len(_MEMINFO_KEYS):
+            return None
+        total, avail = found[b"MemTotal"], found[b"MemAvailable"]
+        swap_total = found[b"SwapTotal"]
+        swap_used = swap_total - found[b"SwapFree"]
+        used = total - avail
+        return MemoryReading(
+            total, used, _pct(used, total), swap_total, swap_used, _pct(swap_used, swap_total)
+        )
 
     def collect(self) -> MemoryReading:
+        if self._meminfo:
+            fast = self._linux()
+            if fast is not None:
+                return fast
+            self._meminfo = ""  # not this kernel: psutil from now on
         vm = psutil.virtual_memory()
         try:
             sw = psutil.swap_memory()
@@ -177,6 +273,7 @@ class DiskReading(NamedTuple):
     write_bps: float | None
     read_iops: float | None
     write_iops: float | None
+    devices: list[DiskIO] = []
 
 
 class Mount(NamedTuple):
@@ -215,18 +312,111 @@ def host_mounts(host_root: str) -> list[Mount]:
     return mounts
 
 
+class DiskCounters(NamedTuple):
+    """One line of /proc/diskstats, the fields used, with psutil's names (bytes, not sectors)."""
+
+    read_count: int
+    write_count: int
+    read_bytes: int
+    write_bytes: int
+
+
+def linux_diskstats(path: str = "/proc/diskstats") -> dict[str, DiskCounters]:
+    """Every device's counters, as psutil.disk_io_counters(perdisk=True) reads them, for the four
+    fields used: without its generic parse of eleven fields per line. Sectors are 512 bytes in this
+    file whatever the device's own sector size. ValueError for a layout psutil knows and this does
+    not (Linux 2.4's)."""
+    out: dict[str, DiskCounters] = {}
+    with open(path, "rb") as f:
+        data = f.read()
+    for line in data.splitlines():
+        fields = line.split()
+        n = len(fields)
+        if n == 14 or n >= 18:  # a disk, or a partition on 2.6.25 and later
+            out[fields[2].decode()] = DiskCounters(
+                int(fields[3]), int(fields[7]), int(fields[5]) * 512, int(fields[9]) * 512
+            )
+        elif n == 7:  # a partition, before 2.6.25
+            out[fields[2].decode()] = DiskCounters(
+                int(fields[3]), int(fields[5]), int(fields[4]) * 512, int(fields[6]) * 512
+            )
+        elif n:
+            raise ValueError(f"{path}: a line of {n} fields")
+    return out
+
+
+# Block devices left out of the per-device I/O: loop devices (snap images, whose reads the disk
+# under them counts again), RAM disks and compressed swap in RAM, floppies. Their I/O still counts
+# in the totals, as it always has (psutil's own rule for whole disks).
+_NO_DEVICE_IO = ("loop", "ram", "zram", "fd")
+# Mounts are listed again at least this often (seconds) where the mount table cannot say it changed.
+MOUNTS_MAX_AGE = 30.0
+# The rate keys of the totals.
+_TOTALS = ("read_bytes", "write_bytes", "read_count", "write_count")
+
+
+class _MountWatch:
+    """Whether a mount table changed since the last look: the kernel marks /proc/PID/mounts with
+    POLLPRI on every mount and unmount, so one poll(0) replaces reading and parsing the table (and
+    /proc/filesystems) every sample. Elsewhere, or for a file that is not procfs's, the table is
+    read again every MOUNTS_MAX_AGE seconds."""
+
+    def __init__(self, path: str, clock: Clock) -> None:
+        self._clock = clock
+        self._listed_at: float | None = None
+        self._poll: Any = None
+        self._fd = -1
+        if hasattr(select, "poll") and os.path.exists(path):
+            try:
+                self._fd = os.open(path, os.O_RDONLY)
+                self._poll = select.poll()
+                self._poll.register(self._fd, select.POLLPRI)
+            except OSError:
+                self.close()
+
+    def changed(self) -> bool:
+        now = self._clock()
+        stale = self._listed_at is None or now - self._listed_at >= MOUNTS_MAX_AGE
+        if self._poll is not None:
+            try:
+                # Polling also resets the mark: a change after this is seen by the next call.
+                stale = bool(self._poll.poll(0)) or stale
+            except OSError:
+                stale = True
+        if stale:
+            self._listed_at = now
+        return stale
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._poll = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class DiskCollector:
-    """Usage per real mount plus aggregate I/O rates from the kernel's counters.
+    """Usage per real mount, I/O rates per block device and in total, from the kernel's counters.
 
     With `host_root` (the host's / mounted there, as in a container) the mounts are the host's,
     each measured under that path and reported by its path on the host. The I/O counters need no
-    such help: /proc/diskstats is the same in every mount namespace.
+    such help: /proc/diskstats is the same in every mount namespace. The mounts are listed again
+    only when the mount table changes (see _MountWatch); their usage is measured every sample.
     """
 
     def __init__(self, clock: Clock = time.monotonic, host_root: str = "") -> None:
         self._rates = RateTracker(clock)
         self._warned: set[str] = set()
         self._host_root = host_root.rstrip("/")
+        table = f"{self._host_root}/proc/1/mounts" if self._host_root else "/proc/self/mounts"
+        self._mounts_changed = _MountWatch(table, clock)
+        self._mounts: list[Mount] = []
+        # Which of /proc/diskstats' names are whole disks (not partitions), asked of sysfs once per name.
+        self._whole: dict[str, bool] = {}
+        self._sys_block = os.path.isdir("/sys/block")
+        self._diskstats = "/proc/diskstats" if sys.platform.startswith("linux") else ""
         self._io()  # baseline, so the first collect() already has rates
 
     def collect(self) -> DiskReading:
@@ -237,25 +427,38 @@ class DiskCollector:
             return host_mounts(self._host_root)
         return [Mount(p.device, p.mountpoint, p.fstype, p.opts) for p in psutil.disk_partitions(all=False)]
 
-    def _usage(self) -> list[DiskUsage]:
+    def _listed(self) -> list[Mount]:
+        """The mounts worth measuring, shortest mount point first, listed again only on a change."""
+        if not self._mounts_changed.changed():
+            return self._mounts
         try:
             parts = self._partitions()
         except OSError as exc:
             self._warn_once("partitions", f"cannot list mounts: {exc}")
+            self._mounts = []
             return []
         # Shortest mount point first, so a bind mount never hides the real one.
         parts = sorted(parts, key=lambda p: (len(p.mountpoint), p.mountpoint))
-        seen_devices: set[str] = set()
-        seen_mounts: set[str] = set()
-        out: list[DiskUsage] = []
+        kept: list[Mount] = []
         for p in parts:
-            if p.fstype in PSEUDO_FSTYPES or not p.fstype or p.mountpoint in seen_mounts:
+            if p.fstype in PSEUDO_FSTYPES or not p.fstype:
                 continue
             if "cdrom" in p.opts:
                 continue  # an empty Windows optical drive raises on every query
             if sys.platform == "darwin" and p.mountpoint.startswith("/System/Volumes/"):
                 if p.mountpoint not in _MAC_KEEP:
                     continue
+            kept.append(p)
+        self._mounts = kept
+        return kept
+
+    def _usage(self) -> list[DiskUsage]:
+        seen_devices: set[str] = set()
+        seen_mounts: set[str] = set()
+        out: list[DiskUsage] = []
+        for p in self._listed():
+            if p.mountpoint in seen_mounts:
+                continue
             if p.device and p.device in seen_devices:
                 continue  # same block device mounted twice (bind mounts, btrfs subvolumes)
             try:
@@ -273,21 +476,69 @@ class DiskCollector:
             out.append(DiskUsage(p.mountpoint, p.fstype, int(u.total), int(u.used), float(u.percent)))
         return out
 
-    def _io(self) -> tuple[float | None, float | None, float | None, float | None]:
+    def _is_whole(self, name: str) -> bool:
+        """psutil's rule for its totals: a name under /sys/block is a disk, anything else a partition."""
+        whole = self._whole.get(name)
+        if whole is None:
+            whole = not self._sys_block or os.path.exists(f"/sys/block/{name.replace('/', '!')}")
+            self._whole[name] = whole
+        return whole
+
+    def _counters(self) -> Mapping[str, Any]:
+        """Every block device's counters, from one read of the kernel's (the totals and the devices)."""
+        if self._diskstats:
+            try:
+                return linux_diskstats(self._diskstats)
+            except (OSError, ValueError, IndexError):
+                self._diskstats = ""  # an odd kernel (2.4's layout): psutil from now on
+        return psutil.disk_io_counters(perdisk=True) or {}
+
+    def _io(self) -> tuple[float | None, float | None, float | None, float | None, list[DiskIO]]:
         try:
-            io = psutil.disk_io_counters(perdisk=False)
-        except (OSError, RuntimeError) as exc:
+            per = self._counters()
+        except (OSError, RuntimeError, NotImplementedError) as exc:
             self._warn_once("io", f"disk I/O counters unavailable: {exc}")
-            io = None
-        if io is None:  # no disks at all (some containers, some VMs)
-            return None, None, None, None
+            per = {}
+        if not per:  # no disks at all (some containers, some VMs)
+            return None, None, None, None, []
         now = self._rates.now()
-        return (
-            self._rates.rate("read_bytes", io.read_bytes, now),
-            self._rates.rate("write_bytes", io.write_bytes, now),
-            self._rates.rate("read_count", io.read_count, now),
-            self._rates.rate("write_count", io.write_count, now),
-        )
+        rate = self._rates.rate
+        totals = [0, 0, 0, 0]
+        whole = False
+        devices: list[DiskIO] = []
+        names: list[str] = []
+        for name in sorted(per):
+            if not self._is_whole(name):
+                continue
+            whole = True
+            c = per[name]
+            totals[0] += c.read_bytes
+            totals[1] += c.write_bytes
+            totals[2] += c.read_count
+            totals[3] += c.write_count
+            if name.startswith(_NO_DEVICE_IO) or len(devices) >= MAX_DISK_IO:
+                continue
+            if not (c.read_count or c.write_count):
+                continue  # never used since boot (an empty drive, an unused nbd): nothing to chart
+            names.append(name)
+            devices.append(
+                DiskIO(
+                    name[:64],
+                    rate(f"{name}.rb", c.read_bytes, now),
+                    rate(f"{name}.wb", c.write_bytes, now),
+                    rate(f"{name}.r", c.read_count, now),
+                    rate(f"{name}.w", c.write_count, now),
+                )
+            )
+        if not whole:
+            return None, None, None, None, []
+        # Forget devices that went away, so hot-plugging cannot grow memory.
+        if len(self._rates) > len(_TOTALS) + 4 * len(names):
+            self._rates.retain([*_TOTALS, *(f"{n}.{k}" for n in names for k in ("rb", "wb", "r", "w"))])
+        if len(self._whole) > 2 * len(per):
+            self._whole = {n: w for n, w in self._whole.items() if n in per}
+        rb, wb, rc, wc = (rate(key, value, now) for key, value in zip(_TOTALS, totals, strict=True))
+        return rb, wb, rc, wc, devices
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -363,8 +614,11 @@ class SystemCollector:
     def __init__(self) -> None:
         self._boot = psutil.boot_time()
 
-    def collect(self) -> SystemReading:
-        return SystemReading(max(0.0, time.time() - self._boot), len(psutil.pids()))
+    def collect(self, procs: int | None = None) -> SystemReading:
+        """`procs`: the count a process scan of this sample already made, instead of listing again."""
+        return SystemReading(
+            max(0.0, time.time() - self._boot), len(psutil.pids()) if procs is None else procs
+        )
 
 
 class SensorsReading(NamedTuple):
@@ -372,11 +626,22 @@ class SensorsReading(NamedTuple):
     battery: Battery | None
 
 
-class SensorsCollector:
-    """Temperatures and battery where psutil supports them; anything missing reads as empty."""
+# A host that showed no temperature sensor is looked at again only this often (seconds).
+NO_SENSORS_RECHECK = 60.0
 
-    def __init__(self) -> None:
+
+class SensorsCollector:
+    """Temperatures and battery where psutil supports them; anything missing reads as empty.
+
+    Finding no sensor costs as much as reading them (psutil lists the hwmon and thermal
+    directories every time), and most virtual machines have none: such a host is looked at again
+    every NO_SENSORS_RECHECK seconds, not every sample.
+    """
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
         self._warned = False
+        self._clock = clock
+        self._none_until = float("-inf")
 
     def collect(self) -> SensorsReading:
         return SensorsReading(self._temps(), self._battery())
@@ -385,13 +650,19 @@ class SensorsCollector:
         fn = getattr(psutil, "sensors_temperatures", None)  # absent on macOS and Windows
         if fn is None:
             return []
+        now = self._clock()
+        if now < self._none_until:
+            return []
         try:
             groups = fn()
         except Exception as exc:  # psutil surfaces odd hwmon drivers as many exception types
             if not self._warned:
                 self._warned = True
                 log.warning("temperature sensors unreadable: %s", exc)
+            self._none_until = now + NO_SENSORS_RECHECK
             return []
+        if not groups:
+            self._none_until = now + NO_SENSORS_RECHECK
         out: list[Temperature] = []
         for sensor, entries in sorted(groups.items()):
             for i, entry in enumerate(entries):
@@ -455,7 +726,7 @@ class MetricsCollector:
         self.disks = DiskCollector(clock, host_root)
         self.net = NetCollector(clock)
         self.system = SystemCollector()
-        self.sensors = SensorsCollector()
+        self.sensors = SensorsCollector(clock)
         self.processes = processes
         # Takers of the background polls' newest lists (agent/containers.py, hardware.py): a
         # sample carries each only when it is new, and never waits for one.
@@ -493,15 +764,18 @@ class MetricsCollector:
         cpu = self.cpu.collect()
         load = self.load.collect()
         mem = self.memory.collect()
-        system = self.system.collect()
+        procs: list[ProcInfo] = []
+        scanned: int | None = None
+        if self.processes is not None:
+            procs = self._optional("processes", self.processes.collect, procs)
+            # A scan that ran for this sample counted every process: no second listing of them.
+            scanned = self.processes.count if procs else None
+        system = self.system.collect(scanned)
         # The optional families must never cost the whole sample: an exotic mount or NIC driver
         # raising something unexpected leaves its fields at their defaults instead.
         disks = self._optional("disks", self.disks.collect, DiskReading([], None, None, None, None))
         net = self._optional("network", self.net.collect, NetReading([], None, None))
         sensors = self._optional("sensors", self.sensors.collect, SensorsReading([], None))
-        procs: list[ProcInfo] = []
-        if self.processes is not None:
-            procs = self._optional("processes", self.processes.collect, procs)
         scalars: dict[str, Any] = {
             "cpu_pct": cpu.pct,
             "load1": load.load1,
@@ -530,6 +804,16 @@ class MetricsCollector:
         return self._metrics_type(
             cpu_per_core=[self._round("cpu_pct", p) for p in cpu.per_core],
             disks=disks.disks,
+            disk_io=[
+                DiskIO(
+                    d.name,
+                    self._round("disk_read_bps", d.read_bps),
+                    self._round("disk_write_bps", d.write_bps),
+                    self._round("disk_read_iops", d.read_iops),
+                    self._round("disk_write_iops", d.write_iops),
+                )
+                for d in disks.devices
+            ],
             nets=[
                 msgspec.structs.replace(
                     n, rx_bps=self._round("net_rx_bps", n.rx_bps), tx_bps=self._round("net_tx_bps", n.tx_bps)

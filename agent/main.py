@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import sqlite3
@@ -26,13 +27,15 @@ from servermanager.agent.settings import AgentSettings
 from servermanager.agent.spool import SPOOL_FILE, Spool
 from servermanager.agent.stats import Pulse, Stats
 from servermanager.common import logs
-from servermanager.common.metrics import HostFacts, Metrics
+from servermanager.common.metrics import HostFacts, Metrics, Sample
 from servermanager.common.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FATAL = 2  # auth refused, protocol mismatch, unusable settings or state dir
+# How long stopping waits for a sample under way (seconds) before leaving its thread behind.
+SAMPLER_JOIN_TIMEOUT = 10.0
 
 
 class SupportsCollect(Protocol):
@@ -120,7 +123,6 @@ class Agent:
             stats=self.stats,
             pulse=self._pulse,
         )
-        self._stop = asyncio.Event()
         self._ran = False
 
     # ------------------------------------------------------------ observation
@@ -218,7 +220,6 @@ class Agent:
         try:
             await self._conn.run()
         finally:
-            self._stop.set()
             for task in (sampler, *polls):
                 task.cancel()
             await asyncio.gather(sampler, *polls, return_exceptions=True)
@@ -227,7 +228,6 @@ class Agent:
 
     def stop(self) -> None:
         """Ask run() to finish: closes the socket with 1001 and stops sampling. Idempotent."""
-        self._stop.set()
         self._conn.stop()
 
     def close(self) -> None:
@@ -237,52 +237,93 @@ class Agent:
     # ------------------------------------------------------------ sampling
 
     async def _sampler(self) -> None:
-        """Sample on a monotonic schedule (tick n at start + n*interval), whatever the connection does."""
+        """Sample on a monotonic schedule (tick n at start + n*interval), whatever the connection
+        does, in a thread of its own (_sampling): it wakes on its own timer, reads the host and
+        spools the reading, and wakes the event loop once, to send it. A thread pool would cost
+        the loop a timer, a hand-over and a completion every second; blocking reads (a hung
+        network mount) stall this thread only. This task relays interval changes to it."""
+        loop = asyncio.get_running_loop()
+        conn = self._conn
+        halt = threading.Event()  # set: sample no more
+        rephase = threading.Event()  # set: wake early, the interval changed (or halt)
+        thread = threading.Thread(
+            target=self._sampling, args=(loop, halt, rephase), name="agent-sampler", daemon=True
+        )
+        thread.start()
+        try:
+            while True:
+                await conn.interval_changed.wait()
+                conn.interval_changed.clear()
+                rephase.set()
+        finally:
+            halt.set()
+            rephase.set()
+            # A sample under way finishes (spooled whole) before the spool may close; one stuck in
+            # a hung read is left behind after a while, as a daemon thread.
+            await asyncio.shield(asyncio.to_thread(thread.join, SAMPLER_JOIN_TIMEOUT))
+
+    def _sampling(
+        self, loop: asyncio.AbstractEventLoop, halt: threading.Event, rephase: threading.Event
+    ) -> None:
+        """The sampling thread: the schedule of _sampler, one sample per tick, until halt."""
         conn = self._conn
         last_tick = time.monotonic()
         next_at = last_tick + conn.interval
-        while not self._stop.is_set():
+        while not halt.is_set():
             delay = next_at - time.monotonic()
-            if delay > 0:
-                try:
-                    async with asyncio.timeout(delay):
-                        await conn.interval_changed.wait()
-                except TimeoutError:
-                    pass
-                else:
-                    # The core asked for another interval: keep the phase of the last tick.
-                    conn.interval_changed.clear()
-                    next_at = last_tick + conn.interval
-                    continue
-            await self._take_sample()
+            if delay > 0 and rephase.wait(delay):
+                rephase.clear()
+                # The core asked for another interval (or we halt): keep the phase of the last tick.
+                next_at = last_tick + conn.interval
+                continue
+            if halt.is_set() or not self._take_sample(loop):
+                return
+            interval = conn.interval
             last_tick = next_at
-            next_at += conn.interval
+            next_at += interval
             now = time.monotonic()
             if next_at <= now:
                 # Suspended or starved: skip the missed ticks instead of firing a burst of them.
-                missed = int((now - next_at) // conn.interval) + 1
-                next_at += missed * conn.interval
+                missed = int((now - next_at) // interval) + 1
+                next_at += missed * interval
                 log.warning("sampling fell %d interval(s) behind; skipped them", missed)
 
-    async def _take_sample(self) -> None:
+    def _collect_and_spool(self, ts: float) -> Sample:
+        """Read the host and spool the reading (blocking: the sampling thread's work)."""
+        metrics = self._collector.collect()
+        if self.plugins:
+            # The last results of each plugin entry (each replaced whole by its run, so a snapshot
+            # read from this thread): a plugin still running is never waited for.
+            metrics = msgspec.structs.replace(
+                metrics, series=self.plugins.points(), plugins=self.plugins.statuses()
+            )
+        return self._spool.append(ts, metrics)
+
+    def _take_sample(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """One sample, reported to the loop; False once the loop is gone."""
         ts = time.time()
         try:
-            metrics = await asyncio.to_thread(self._collector.collect)
-            if self.plugins:
-                # The last results of each entry: a plugin still running is never waited for.
-                metrics = msgspec.structs.replace(
-                    metrics, series=self.plugins.points(), plugins=self.plugins.statuses()
-                )
-            sample = await asyncio.to_thread(self._spool.append, ts, metrics)
+            sample = self._collect_and_spool(ts)
         except Exception as exc:
-            # One lost tick is better than a dead sampler; the error says which part failed.
-            self.stats.sample_errors += 1
-            log.error("sampling failed: %r", exc)
-            return
+            done: Callable[[], None] = functools.partial(self._sample_failed, exc)
+        else:
+            done = functools.partial(self._sampled, sample.seq)
+        try:
+            loop.call_soon_threadsafe(done)
+        except RuntimeError:
+            return False  # the loop closed: the agent is stopping
+        return True
+
+    def _sampled(self, seq: int) -> None:
         self.stats.samples_spooled += 1
-        log.debug("spooled sample seq %d", sample.seq)
+        log.debug("spooled sample seq %d", seq)
         self._conn.notify_new_samples()
         self._pulse.fire()
+
+    def _sample_failed(self, exc: Exception) -> None:
+        # One lost tick is better than a dead sampler; the error says which part failed.
+        self.stats.sample_errors += 1
+        log.error("sampling failed: %r", exc)
 
 
 # ---------------------------------------------------------------- process entry points

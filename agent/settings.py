@@ -11,12 +11,12 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from servermanager.agent.containers import ContainersSettings
-
-# The pattern syntax only: the runner (exec.runner) is imported when [exec] is enabled.
-from servermanager.agent.exec.policy import compile_patterns
 from servermanager.agent.hardware import HardwareSettings
 from servermanager.agent.logread.config import LogsSettings
 from servermanager.agent.plugins.config import CheckSettings, CustomSettings, ScrapeSettings, validate_all
+
+# The pattern syntax only: the runner (exec.runner) is imported when [exec] is enabled.
+from servermanager.common.exec_policy import compile_patterns
 from servermanager.common.incidents import MAX_JOURNAL_LINES, MAX_TOP
 from servermanager.common.metrics import MAX_PROCS_TOP_N
 from servermanager.common.protocol import AGENT_WS_PATH, DEFAULT_MAX_FRAME_BYTES, MAX_SAMPLES_PER_BATCH

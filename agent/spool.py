@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 SPOOL_FILE = "spool.sqlite3"
 DEFAULT_MAX_SAMPLES = 100_000
+RECENT = 8  # newest encoded samples kept in memory for the link (Spool.recent)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
@@ -77,6 +78,14 @@ class Spool:
                     os.replace(extra, Path(f"{aside}{suffix}"))
             self._db = self._open()
         self._closed = False
+        # The newest appended samples, encoded, for the link to send without a trip to a worker
+        # thread and the database: a tuple replaced whole, so the event loop reads it unlocked.
+        self._recent: tuple[tuple[int, bytes], ...] = ()
+        # Ranges the core acknowledged, deleted in the next append's transaction (delete_later);
+        # their own lock is held for a list operation only, never across database work.
+        self._acked: list[tuple[int, int]] = []
+        self._acked_rows = 0  # samples in those ranges, left out of count() already
+        self._acked_lock = threading.Lock()
         self._last_seq = self._meta("last_seq")
         self._dropped = self._meta("dropped")
         self._count = int(self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
@@ -132,12 +141,20 @@ class Spool:
             self._check()
             seq = self._last_seq + 1
             sample = Sample(seq=seq, ts=ts, metrics=metrics)
-            with self._tx():
-                self._db.execute(
-                    "INSERT INTO samples (seq, ts, data) VALUES (?, ?, ?)", (seq, ts, _encoder.encode(sample))
-                )
-                self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seq,))
-                evicted = self._evict_sql(self._count + 1)
+            data = _encoder.encode(sample)
+            acked, rows = self._take_acked()
+            try:
+                with self._tx():
+                    deleted = self._delete_sql(acked)
+                    self._db.execute("INSERT INTO samples (seq, ts, data) VALUES (?, ?, ?)", (seq, ts, data))
+                    self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seq,))
+                    evicted = self._evict_sql(self._count - deleted + 1)
+            except BaseException:
+                self._requeue_acked(acked, rows)
+                raise
+            self._count -= deleted
+            # Committed: now the link may see it. An eviction may have taken older ones.
+            self._recent = (*(self._recent[1 - RECENT :] if not evicted else ()), (seq, data))
             self._last_seq = seq
             self._count += 1 - evicted
             self._dropped += evicted
@@ -145,12 +162,58 @@ class Spool:
             log.debug("spool full (%d samples): evicted %d oldest", self.max_samples, evicted)
         return sample
 
+    def _delete_sql(self, ranges: list[tuple[int, int]]) -> int:
+        n = 0
+        for lo, hi in ranges:
+            n += self._db.execute("DELETE FROM samples WHERE seq BETWEEN ? AND ?", (lo, hi)).rowcount
+        return n
+
+    def delete_later(self, from_seq: int, upto_seq: int, rows: int) -> None:
+        """Forget the `rows` samples from_seq..upto_seq: the link's way after an ack, which then
+        costs neither a transaction nor a trip to a worker thread of its own. Does not block.
+
+        count() leaves them out at once and every read deletes them first; the rows themselves go
+        with the next append's commit (or at close). A kill -9 before that sends them again, which
+        the core takes as the replays they are.
+        """
+        if upto_seq >= from_seq:
+            with self._acked_lock:
+                self._acked.append((from_seq, upto_seq))
+                self._acked_rows += rows
+
+    def _take_acked(self) -> tuple[list[tuple[int, int]], int]:
+        """The acknowledged ranges not deleted yet, handed to the caller (who holds _lock)."""
+        with self._acked_lock:
+            acked, rows = self._acked, self._acked_rows
+            self._acked, self._acked_rows = [], 0
+        return acked, rows
+
+    def _requeue_acked(self, acked: list[tuple[int, int]], rows: int) -> None:
+        with self._acked_lock:
+            self._acked[:0] = acked  # still acknowledged: deleted with the next commit
+            self._acked_rows += rows
+
+    def _flush_acked(self) -> None:
+        """Delete the acknowledged ranges now (the caller holds _lock): before any read."""
+        acked, rows = self._take_acked()
+        if not acked:
+            return
+        try:
+            with self._tx():
+                deleted = self._delete_sql(acked)
+        except BaseException:
+            self._requeue_acked(acked, rows)
+            raise
+        self._count -= deleted
+
     def delete_range(self, from_seq: int, upto_seq: int) -> int:
         """Forget samples from_seq..upto_seq (inclusive), e.g. once the core acknowledged them."""
         if upto_seq < from_seq:
             return 0
         with self._lock:
             self._check()
+            self._flush_acked()  # so the count returned is of these rows alone
+            self._recent = tuple(r for r in self._recent if not from_seq <= r[0] <= upto_seq)
             with self._tx():
                 n = self._db.execute(
                     "DELETE FROM samples WHERE seq BETWEEN ? AND ?", (from_seq, upto_seq)
@@ -164,6 +227,9 @@ class Spool:
             return 0
         with self._lock:
             self._check()
+            self._flush_acked()
+            gone = set(seqs)
+            self._recent = tuple(r for r in self._recent if r[0] not in gone)
             with self._tx():
                 n = 0
                 for seq in seqs:
@@ -192,6 +258,7 @@ class Spool:
         """Up to `limit` (seq, encoded Sample) pairs with after_seq < seq <= upto_seq, in seq order."""
         with self._lock:
             self._check()
+            self._flush_acked()
             if upto_seq is None:
                 rows = self._db.execute(
                     "SELECT seq, data FROM samples WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
@@ -203,6 +270,14 @@ class Spool:
                 ).fetchall()
         return [(int(seq), bytes(data)) for seq, data in rows]
 
+    def recent(self, limit: int, after_seq: int) -> list[tuple[int, bytes]] | None:
+        """What read_raw(limit, after_seq) returns, from memory, when the newest appended samples
+        hold all of it; None otherwise (read the database). Does not block: for the event loop."""
+        recent = self._recent
+        if not recent or recent[0][0] > after_seq + 1:
+            return None  # the samples right after after_seq are not all in memory
+        return [r for r in recent if r[0] > after_seq][:limit]
+
     def oldest(self, limit: int, after_seq: int | None = None) -> list[Sample]:
         """The oldest `limit` samples (after `after_seq` if given), in seq order."""
         return [_decoder.decode(data) for _, data in self.read_raw(limit, after_seq or 0)]
@@ -211,18 +286,25 @@ class Spool:
         """The newest `limit` samples, in seq order."""
         with self._lock:
             self._check()
+            self._flush_acked()
             rows = self._db.execute("SELECT data FROM samples ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
         return [_decoder.decode(bytes(data)) for (data,) in reversed(rows)]
 
     def count(self) -> int:
         with self._lock:
-            return self._count
+            return self._count - self._acked_rows
 
     @property
     def last_seq(self) -> int:
         """The highest seq ever assigned (0 for a brand-new spool)."""
         with self._lock:
             return self._last_seq
+
+    @property
+    def newest_seq(self) -> int:
+        """last_seq without waiting for the lock, for a caller on the event loop: one int read,
+        set only after its sample's commit, so a sample up to it is always there to read."""
+        return self._last_seq
 
     @property
     def dropped(self) -> int:
@@ -242,6 +324,7 @@ class Spool:
                 return
             self._closed = True
             try:
+                self._flush_acked()
                 # Folds the WAL back into the main file so a clean stop leaves one tidy file.
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:

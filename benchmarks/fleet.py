@@ -57,6 +57,8 @@ _RESERVOIR = 200_000
 _MAX_INFLIGHT = 1_000
 _COUNTERS = (
     "samples_sent",
+    "samples_resent",
+    "samples_evicted",
     "samples_acked",
     "samples_rejected",
     "ticks_missed",
@@ -156,6 +158,8 @@ class FleetStats:
     failed: int
     seconds: float
     samples_sent: int
+    samples_resent: int
+    samples_evicted: int
     samples_acked: int
     samples_rejected: int
     ticks_missed: int
@@ -177,6 +181,9 @@ class FleetStats:
 _FRAME_HEAD = b'{"type":"samples","samples":[{"seq":'
 
 
+_PROC_NAMES = ("postgres", "nginx", "python3", "java", "node", "redis-server", "dockerd", "sshd", "systemd")
+
+
 class SimAgent:
     """One virtual agent: its identity, seq counter, counts, and a metrics random walk."""
 
@@ -195,6 +202,10 @@ class SimAgent:
         self.fatal: str | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.inflight: dict[int, float] = {}  # seq -> loop time sent (insertion order = oldest first)
+        # seq -> the sample's ts, for every sample not acknowledged yet: resent after a reconnect, as
+        # the real agent's spool does, so a core killed under load loses nothing (benchmarks.cluster).
+        self.unacked: dict[int, float] = {}
+        self.resend: list[int] = []  # seqs to send again first on the new connection
         # Spread the first sends of the fleet evenly over one interval.
         self.phase = index / max(1, fleet.count) * fleet.interval
         self._rng = rng
@@ -266,6 +277,10 @@ class SimAgent:
         self.rx_total += int(rx_bps * dt)
         self.tx_total += int(tx_bps * dt)
         self.lo_total += int(lo_bps * dt)
+        read_bps = round(r.expovariate(1 / 400_000), 1)
+        write_bps = round(r.expovariate(1 / 900_000), 1)
+        read_iops = round(r.expovariate(1 / 20), 1)
+        write_iops = round(r.expovariate(1 / 60), 1)
         mem_used = int(self.mem_used)
         swap_used = int(self.swap_used)
         disk_used = int(self.disk_used)
@@ -292,10 +307,12 @@ class SimAgent:
                     pct=round(disk_used / self.disk_total * 100, 1),
                 )
             ],
-            disk_read_bps=round(r.expovariate(1 / 400_000), 1),
-            disk_write_bps=round(r.expovariate(1 / 900_000), 1),
-            disk_read_iops=round(r.expovariate(1 / 20), 1),
-            disk_write_iops=round(r.expovariate(1 / 60), 1),
+            disk_read_bps=read_bps,
+            disk_write_bps=write_bps,
+            disk_read_iops=read_iops,
+            disk_write_iops=write_iops,
+            # The one disk's rates: four dev: series per sample, as a real agent's sda gives.
+            disk_io=[mt.DiskIO("sda", read_bps, write_bps, read_iops, write_iops)],
             nets=[
                 mt.NetIface(
                     name="eth0", rx_total=self.rx_total, tx_total=self.tx_total, rx_bps=rx_bps, tx_bps=tx_bps
@@ -306,7 +323,25 @@ class SimAgent:
             ],
             net_rx_bps=round(rx_bps, 1),
             net_tx_bps=round(tx_bps, 1),
+            procs_top=self._procs_top(),
         )
+
+    def _procs_top(self) -> list[mt.ProcInfo]:
+        """A plausible top list: the busiest first, each with a name, user, CPU, RSS and I/O rates."""
+        r = self._rng
+        n = self.fleet.procs_top
+        return [
+            mt.ProcInfo(
+                pid=1000 + i * 37,
+                name=_PROC_NAMES[i % len(_PROC_NAMES)],
+                cpu_pct=round(self.cpu / (i + 2) * r.uniform(0.5, 1.5), 1),
+                rss=int(self.mem_total / (i + 20) * r.uniform(0.8, 1.2)),
+                user="root" if i % 3 else "www-data",
+                read_bps=round(r.expovariate(1 / 20_000), 1),
+                write_bps=round(r.expovariate(1 / 50_000), 1),
+            )
+            for i in range(n)
+        ]
 
     # ------------------------------------------------------------ life cycle
 
@@ -390,8 +425,14 @@ class SimAgent:
         self.node_id = frame.node_id
         if frame.credential:
             self.credential = frame.credential
-        self.seq = max(self.seq, frame.last_seq or 0)
-        self.inflight.clear()  # the core never acks across connections; unacked ones are lost
+        committed = frame.last_seq or 0
+        self.seq = max(self.seq, committed)
+        # The core never acks across connections: what it says it has committed is done, the rest
+        # goes again.
+        self.inflight.clear()
+        for seq in [s for s in self.unacked if s <= committed]:
+            del self.unacked[seq]
+        self.resend = sorted(self.unacked)
         self.ws = ws
         self.connected = True
         fleet.connected += 1
@@ -444,6 +485,8 @@ class SimAgent:
         now = fleet.loop_time()
         lo = ack.from_seq or ack.upto_seq
         rejected = set(ack.rejected)
+        for seq in [s for s in self.unacked if lo <= s <= ack.upto_seq]:
+            del self.unacked[seq]
         for seq in [s for s in self.inflight if lo <= s <= ack.upto_seq]:
             sent_at = self.inflight.pop(seq)
             if seq in rejected:
@@ -470,6 +513,14 @@ class SimAgent:
         loop_time = fleet.loop_time
         due = fleet.next_slot(self.phase, loop_time())
         next_ping = due if ping_every else math.inf
+        if self.resend:
+            batch = [mt.Sample(seq=s, ts=self.unacked[s], metrics=self.metrics()) for s in self.resend]
+            self.resend = []
+            sent_at = loop_time()
+            for sample in batch:
+                self.inflight[sample.seq] = sent_at
+            await ws.send_bytes(p.encode(p.Samples(samples=batch)))
+            fleet.samples_resent += len(batch)
         while not ws.closed:
             delay = due - loop_time()
             if delay > 0:
@@ -484,10 +535,15 @@ class SimAgent:
                 late -= skipped * interval
             fleet.record_lag(late)
             self.seq += 1
-            data = self._frame(self.seq, time.time())
+            ts = time.time()
+            data = self._frame(self.seq, ts)
             if len(self.inflight) >= _MAX_INFLIGHT:
                 self.inflight.pop(next(iter(self.inflight)))
+            if len(self.unacked) >= _MAX_INFLIGHT:
+                self.unacked.pop(next(iter(self.unacked)))  # given up on, as a full spool evicts
+                fleet.samples_evicted += 1
             self.inflight[self.seq] = loop_time()
+            self.unacked[self.seq] = ts
             await ws.send_bytes(data)
             self.sent += 1
             fleet.samples_sent += 1
@@ -531,6 +587,7 @@ class Fleet:
         seed: int | None = None,
         pool: int = 30,
         agent_class: type[SimAgent] | None = None,
+        procs_top: int = 0,
     ) -> None:
         if count < 1:
             raise ValueError("count must be at least 1")
@@ -551,6 +608,8 @@ class Fleet:
         self.backoff_max = backoff_max
         self.max_msg_size = max_msg_size
         self.pool = max(0, pool)
+        # Processes in each sample's top list, as an agent with [processes] every = 1 sends them.
+        self.procs_top = max(0, min(procs_top, mt.MAX_PROCS_TOP))
         self.decoder = p.decoder(p.CoreToAgent)
         rng = random.Random(seed)
         width = len(str(count - 1))
@@ -563,6 +622,8 @@ class Fleet:
         # Fleet-wide counters (the agents keep their own too).
         self.connected = 0
         self.samples_sent = 0
+        self.samples_resent = 0  # unacknowledged samples sent again after a reconnect
+        self.samples_evicted = 0  # unacknowledged samples given up on (over _MAX_INFLIGHT per agent)
         self.samples_acked = 0
         self.samples_rejected = 0
         self.ticks_missed = 0
@@ -783,6 +844,7 @@ async def _run_cli(args: argparse.Namespace) -> int:
         start_timeout=args.start_timeout,
         seed=args.seed,
         pool=args.pool,
+        procs_top=args.procs_top,
     )
     _emit("starting", count=args.count, interval=args.interval, url=fleet.url, nofile=nofile)
     try:
@@ -857,6 +919,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=30,
         help="readings made ahead per agent and replayed in order (0: a fresh random-walk step per send)",
+    )
+    ap.add_argument(
+        "--procs-top",
+        type=int,
+        default=0,
+        help="processes in every sample's top list, as [processes] every = 1 sends (0: none)",
     )
     ap.add_argument(
         "--allow-partial",

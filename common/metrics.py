@@ -29,6 +29,7 @@ __all__ = [
     "Battery",
     "ContainerInfo",
     "DiskHealth",
+    "DiskIO",
     "DiskUsage",
     "Family",
     "Field",
@@ -98,6 +99,21 @@ class DiskUsage(msgspec.Struct, frozen=True, gc=False):
     total: Count  # bytes
     used: Count  # bytes
     pct: float
+
+
+# Block devices a sample carries I/O rates for (the agent keeps the first by name past it).
+MAX_DISK_IO = 32
+
+
+class DiskIO(msgspec.Struct, frozen=True, gc=False, omit_defaults=True, array_like=True):
+    """One block device's I/O rates (a whole disk, not a partition): an array on the wire, like
+    ProcInfo. Rates are None on a device's first reading."""
+
+    name: Annotated[str, msgspec.Meta(max_length=64)]  # the kernel's name: sda, nvme0n1, dm-0
+    read_bps: Annotated[float, msgspec.Meta(ge=0)] | None = None  # bytes/s
+    write_bps: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    read_iops: Annotated[float, msgspec.Meta(ge=0)] | None = None  # operations/s
+    write_iops: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
 
 class NetIface(msgspec.Struct, frozen=True, gc=False):
@@ -223,6 +239,8 @@ class MetricsBase(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     disk_write_bps: float | None = None
     disk_read_iops: float | None = None
     disk_write_iops: float | None = None
+    # The same rates per block device, for the device series (core/store/devices.py).
+    disk_io: Annotated[list[DiskIO], msgspec.Meta(max_length=MAX_DISK_IO)] = []
     nets: list[NetIface] = []
     net_rx_bps: float | None = None
     net_tx_bps: float | None = None

@@ -78,6 +78,19 @@ class Frame(msgspec.Struct, tag_field="type", forbid_unknown_fields=False, gc=Fa
     """Base of every frame; the tag is the MsgType value."""
 
 
+class ExecReport(msgspec.Struct, frozen=True, gc=False):
+    """What an agent's [exec] lets run, as it says in its hello: the core replays it for a command
+    preview (common.exec_policy), so operators learn who would refuse before anything runs. The agent
+    still decides each request itself."""
+
+    enabled: bool
+    allow: list[str] = []
+    deny: list[str] = []
+    signed_only: bool = False  # trusted operator keys are set: unsigned requests are refused
+    services: bool = True  # the platform has a service manager the agent drives
+    windows: bool = False  # shell lines go to cmd.exe (another set of metacharacters)
+
+
 class Hello(Frame, tag=MsgType.HELLO.value):
     protocol: int
     host: HostFacts
@@ -86,6 +99,7 @@ class Hello(Frame, tag=MsgType.HELLO.value):
     spool_dropped: int = 0  # samples the agent's spool had to evict, ever
     interval: float = 5.0  # the agent's own sample interval, used unless the core imposes one
     log_sources: LogSources | None = None  # what its [logs] config lets be read; None: an older agent
+    exec_policy: ExecReport | None = None  # what its [exec] config lets run; None: an older agent
 
 
 class Welcome(Frame, tag=MsgType.WELCOME.value):
@@ -302,6 +316,8 @@ class Incident(Frame, tag=MsgType.INCIDENT.value):
 
 JOURNAL = "journal"  # the source name of the system journal; any other source is an absolute file path
 CONTAINER_PREFIX = "container:"  # a source "container:<name>" is that container's output (stdout, stderr)
+EVENTLOG_PREFIX = "eventlog:"  # a source "eventlog:<channel>" is that Windows Event Log (System, Application)
+MAX_EVENTLOGS = 16  # Windows Event Log channels one agent offers
 MAX_LOG_LINES = 10_000  # most entries one request may ask for
 MAX_LOG_MESSAGE = 8192  # characters of one entry kept; the rest is cut
 MAX_LOG_ENTRIES_PER_CHUNK = 2000
@@ -350,6 +366,9 @@ class LogSources(msgspec.Struct, gc=False):
     # Container logs ("container:<name>" sources) are allowed by [logs] containers and an engine
     # is configured; the names come from the node's container list.
     containers: bool = False
+    # The Windows Event Log channels that may be read ("eventlog:<channel>" sources): [logs]
+    # eventlogs, where the agent runs on Windows with pywin32; empty elsewhere.
+    eventlogs: Annotated[list[str], msgspec.Meta(max_length=MAX_EVENTLOGS)] = []
 
 
 class LogsRequest(Frame, tag=MsgType.LOGS_REQUEST.value):

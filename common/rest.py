@@ -457,6 +457,44 @@ class CommandCreate(msgspec.Struct, forbid_unknown_fields=True):
     signatures: Annotated[dict[Id, CommandSignature], Meta(max_length=10_000)] | None = None
 
 
+class ServiceBatch(msgspec.Struct, forbid_unknown_fields=True):
+    """One service action on many nodes (POST /services, and its preview): a command whose body is
+    a service request, fanned out like POST /commands."""
+
+    targets: Targets
+    action: Literal["list", "status", "start", "stop", "restart", "enable", "disable"]
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9@_.:][A-Za-z0-9@_.:+-]{0,255}$")] | None = None
+    timeout: Annotated[float, Meta(gt=0, le=300)] = 30.0
+    queue_offline: bool = False
+    expires_in: Annotated[float, Meta(gt=0, le=7 * 86400)] = 3600.0
+    id: CommandId | None = None
+    signatures: Annotated[dict[Id, CommandSignature], Meta(max_length=10_000)] | None = None
+
+
+Verdict = Literal["run", "queue", "refused", "unknown"]
+
+
+class PreviewRun(msgspec.Struct):
+    """What one target node would do with the request: run it, queue it until it is back, refuse it
+    (with why), or unknown (its agent has not said what its [exec] allows)."""
+
+    node_id: int
+    name: str
+    verdict: Verdict
+    reason: str | None = None
+
+
+class CommandPreview(msgspec.Struct):
+    """A dry run: nothing was sent. `line` is what each agent's [exec] patterns are matched against."""
+
+    line: str
+    runs: list[PreviewRun]
+    run: int  # nodes that would run it now
+    queue: int
+    refused: int
+    unknown: int
+
+
 class CommandRunInfo(msgspec.Struct):
     node_id: int
     status: str
@@ -555,11 +593,14 @@ ChannelIds = Annotated[list[Id], Meta(max_length=32)]
 
 class RuleCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """An alert rule. `metric` is a scalar field of the metric table or "offline" (then `for` is the
-    grace period and the thresholds are unused). With `critical_threshold` the rule has both
-    severities: warning past `threshold`, critical past `critical_threshold`."""
+    grace period and the thresholds are unused), a named series (`series:check_up{check="web"}`), or
+    a device's, container's or GPU's value (`dev:disk_pct{mount="/"}`, `container:running{name="web"}`,
+    `gpu:util_pct{index="0"}`; without the label, the worst of them). With `critical_threshold` the
+    rule has both severities: warning past `threshold`, critical past `critical_threshold`."""
 
     name: Name
-    # A scalar field, "offline", or "series:NAME{label=\"v\",...}" for a named series (exact labels).
+    # A scalar field, "offline", "series:NAME{label=\"v\",...}" for a named series (exact labels), or
+    # "dev:", "container:" or "gpu:" NAME{item-label="v"} (common/itemmetrics.py; no label: every item).
     metric: Annotated[str, Meta(min_length=1, max_length=512)]
     op: Op = ">"
     threshold: float = 0.0

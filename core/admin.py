@@ -26,6 +26,8 @@ def core_settings(args: argparse.Namespace) -> CoreSettings:
             "data_dir": args.data_dir,
             "listen": getattr(args, "listen", None),
             "tls": getattr(args, "tls", None),
+            "database": getattr(args, "database", None),
+            "bus": getattr(args, "bus", None),
         },
     )
 
@@ -33,11 +35,11 @@ def core_settings(args: argparse.Namespace) -> CoreSettings:
 def _admin_core(args: argparse.Namespace) -> Any:
     """Open the core's services on its data dir for one admin action (no server started)."""
     from servermanager.core.auth import EnrollTokens, Users
-    from servermanager.core.store.db import Database
+    from servermanager.core.store.backend import database_for
 
     settings = core_settings(args)
     folder = usable_data_dir(data_dir(settings))
-    db = Database(folder / DB_FILENAME)
+    db = database_for(settings.database, folder / DB_FILENAME)
     return settings, db, Users, EnrollTokens
 
 
@@ -213,7 +215,24 @@ def cmd_api_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _on_postgresql(settings: CoreSettings, verb: str) -> bool:
+    """Say so (one line) when the database is PostgreSQL: backup and restore work on the SQLite file,
+    which after `admin migrate` is an old copy."""
+    if settings.database == "sqlite":
+        return False
+    from servermanager.core.settings import redact_url
+
+    print(
+        f"error: the database is PostgreSQL ({redact_url(settings.database)}); {verb} works on the SQLite "
+        "file only: use pg_dump / pg_restore",
+        file=sys.stderr,
+    )
+    return True
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
+    if _on_postgresql(core_settings(args), "backup"):
+        return 1
     src = usable_data_dir(data_dir(core_settings(args))) / DB_FILENAME
     if not src.exists():
         print(f"error: no database at {src}", file=sys.stderr)
@@ -247,6 +266,82 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Copy the data dir's database into PostgreSQL with no core running (the data dir's lock is
+    held throughout), then print each table's rows on both sides; 1 when any count differs."""
+    from servermanager.common.settings import SettingsError
+    from servermanager.core.datadir import DataDirBusy, DataDirLock
+    from servermanager.core.settings import parse_database_url, redact_url
+
+    shown = redact_url(args.to)
+    try:
+        parse_database_url(args.to)
+    except SettingsError as exc:
+        print(f"error: {str(exc).replace('setting database', '--to')}", file=sys.stderr)
+        return 2
+    folder = usable_data_dir(data_dir(core_settings(args)))
+    src = folder / DB_FILENAME
+    if not src.exists():
+        print(f"error: no database at {src}", file=sys.stderr)
+        return 1
+    try:
+        with DataDirLock(folder):
+            counts = asyncio.run(_migrate(src, args.to, args.force))
+    except DataDirBusy as exc:
+        print(
+            f"error: {exc}; stop it first (systemctl stop servermanager-core), then migrate", file=sys.stderr
+        )
+        return 1
+    except _MigrateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:
+        print(f"error: cannot read the database {src}: {exc}", file=sys.stderr)
+        return 1
+    width = max(len(t) for t in counts)
+    print(f"{'table':<{width}}  {'sqlite':>10}  {'postgresql':>10}")
+    bad = [t for t, (a, b) in counts.items() if a != b]
+    for table, (a, b) in counts.items():
+        print(f"{table:<{width}}  {a:>10}  {b:>10}{'  MISMATCH' if a != b else ''}")
+    if bad:
+        print(f"error: row counts differ in {', '.join(bad)}", file=sys.stderr)
+        return 1
+    print(
+        f"copied {sum(a for a, _ in counts.values())} rows into {shown}; every count matches. Start the core "
+        f'with database = "{shown}" (the password, if any, from PGPASSWORD or ~/.pgpass)'
+    )
+    return 0
+
+
+class _MigrateError(Exception):
+    """A migration that cannot go on, in one line."""
+
+
+async def _migrate(src: Path, url: str, force: bool) -> dict[str, tuple[int, int]]:
+    from servermanager.core.settings import redact_url
+    from servermanager.core.store.pg import PgDatabase
+    from servermanager.core.store.schema import migrate_sync
+    from servermanager.core.store.transfer import TargetNotEmpty, copy_sqlite_to_pg
+
+    migrate_sync(src)  # the file at this core's schema, as the core would bring it on start
+    db = PgDatabase(url, readers=1)
+    try:
+        await db.open()
+        # Recorded once the target answers, in the file copied: the new database holds the row that
+        # says when and by whom.
+        _audit_sync(src, "admin.migrate", {"to": redact_url(url)})
+        return await copy_sqlite_to_pg(src, db, force=force, say=lambda line: print(line, flush=True))
+    except TargetNotEmpty as exc:
+        raise _MigrateError(
+            f"{redact_url(url)} already holds rows (in {exc}); nothing was copied. Use an empty database, "
+            "or --force to replace them"
+        ) from None
+    except (sqlite3.Error, RuntimeError, OSError) as exc:
+        raise _MigrateError(f"migrating into {redact_url(url)} failed, nothing was kept: {exc}") from None
+    finally:
+        await db.close()
+
+
 def _audit_sync(db_file: Path, action: str, detail: dict[str, Any]) -> None:
     """An audit row for a CLI action that works on the file itself, not through the store."""
     import json
@@ -266,6 +361,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from servermanager.core.datadir import DataDirBusy, DataDirLock
     from servermanager.core.store.schema import SCHEMA_VERSION
 
+    if _on_postgresql(core_settings(args), "restore"):
+        return 1
     src = Path(args.file)
     problem = _backup_problem(src, SCHEMA_VERSION)
     if problem:

@@ -7,9 +7,10 @@ import contextlib
 import logging
 import os
 import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -29,12 +30,16 @@ from servermanager.core.http.api import ROUTES
 from servermanager.core.http.prometheus import metrics_handler
 from servermanager.core.http.routing import BAD_REQUEST_LOG, add_routes, errors_middleware
 from servermanager.core.logs import LogRelay
-from servermanager.core.nodes import Nodes
+from servermanager.core.nodes import WATCHDOG_EVERY, Nodes
 from servermanager.core.settings import CoreSettings
+from servermanager.core.store.backend import database_for
 from servermanager.core.store.db import Database, StorageFull, is_fatal
 from servermanager.core.store.samples import SampleStore
 from servermanager.core.ws.agent_gateway import agent_ws
 from servermanager.core.ws.client_gateway import client_ws
+
+if TYPE_CHECKING:
+    from servermanager.core.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +68,19 @@ async def _first_admin(core: Core, folder: Path) -> None:
 
 
 def _job(
-    every: Callable[[], float], fn: Callable[[], Awaitable[object]], name: str
+    every: Callable[[], float],
+    fn: Callable[[], Awaitable[object]],
+    name: str,
+    leads: Callable[[], bool] | None = None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A periodic background job as a cleanup context: started with the app, cancelled with it."""
+    """A periodic background job as a cleanup context: started with the app, cancelled with it.
+    With `leads`, it runs only while that says this core leads the cluster (once per cluster)."""
 
     async def loop() -> None:
         while True:
             await asyncio.sleep(every())
+            if leads is not None and not leads():
+                continue
             try:
                 await fn()
             except StorageFull:
@@ -104,6 +115,50 @@ def _task(
     return ctx
 
 
+def _leader_task(
+    run: Callable[[], Coroutine[Any, Any, object]], leads: Callable[[], bool], name: str
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A long-running task that runs only while this core leads the cluster: started when it takes
+    the lead, cancelled when it loses it."""
+
+    async def watch() -> None:
+        task: asyncio.Task[object] | None = None
+        try:
+            while True:
+                if leads() and task is None:
+                    task = asyncio.create_task(run(), name=name)
+                elif not leads() and task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    task = None
+                await asyncio.sleep(0.25)
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    return _task(watch, f"{name}-leader")
+
+
+async def _cluster(app: web.Application) -> AsyncIterator[None]:
+    """With a Redis bus: connect, then route other cores' frames and node changes into this core's
+    services; let go of the cluster's keys at the end, so the others take over at once."""
+    core = app[CORE]
+    cluster = core.cluster
+    await core.bus.start()
+    if cluster is not None:
+        from servermanager.core.cluster import wire
+
+        wire(core, cluster)
+        await cluster.start()
+    yield
+    if cluster is not None:
+        await cluster.stop()
+    await core.bus.stop()
+
+
 async def _alerting(app: web.Application) -> AsyncIterator[None]:
     """The alert engine: open alerts loaded before agents connect; its writes drained before the
     database closes (cleanup contexts unwind in reverse)."""
@@ -122,6 +177,26 @@ async def _alerting_shutdown(app: web.Application) -> None:
     app[CORE].alerts.shutting_down = True
 
 
+def _bus(settings: CoreSettings) -> Bus:
+    if not settings.clustered:
+        return Bus()
+    # Imported only here: a core on its own never loads the Redis client.
+    from servermanager.core.redisbus import RedisBus
+
+    core_id = settings.core_id or f"{socket.gethostname()}:{settings.port}:{secrets.token_hex(3)}"
+    return RedisBus(settings.bus, settings.bus_prefix, core_id)
+
+
+def _cluster_of(bus: Bus, nodes: Nodes, settings: CoreSettings) -> Cluster | None:
+    if not settings.clustered:
+        return None
+    from servermanager.core.cluster import Cluster
+    from servermanager.core.redisbus import RedisBus
+
+    assert isinstance(bus, RedisBus)
+    return Cluster(bus, nodes, settings.bus_ttl)
+
+
 def create_app(settings: CoreSettings) -> web.Application:
     logging.getLogger("aiohttp.server").addFilter(BAD_REQUEST_LOG)  # once per process: addFilter dedups
     app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_frame_bytes)
@@ -132,7 +207,7 @@ def create_app(settings: CoreSettings) -> web.Application:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Held while this core uses the data dir: a second core, or a restore, is refused.
         lock = DataDirLock(folder).acquire()
-        db = Database(folder / DB_FILENAME)
+        db = database_for(settings.database, folder / DB_FILENAME)
         try:
             await _open_services(app, db)
         except BaseException:
@@ -163,7 +238,7 @@ def create_app(settings: CoreSettings) -> web.Application:
         store = SampleStore(
             db, settings.flush_every, day_cache_bytes=int(settings.history_cache_mb * (1 << 20))
         )
-        bus = Bus()
+        bus = _bus(settings)
         nodes = Nodes(db, store, bus)
         audit = Audit(db)
         channels = Channels(db)
@@ -186,6 +261,7 @@ def create_app(settings: CoreSettings) -> web.Application:
             incidents=Incidents(db, nodes, alerts),
             logs=LogRelay(nodes),
             handshakes=Handshakes(settings.max_unauthenticated),
+            cluster=_cluster_of(bus, nodes, settings),
         )
         await core.nodes.load()
         await _first_admin(core, folder)
@@ -195,7 +271,7 @@ def create_app(settings: CoreSettings) -> web.Application:
         # Agents reconnect to the next core; tell them it is going away rather than just dropping.
         core = app[CORE]
         for st in list(core.nodes.nodes.values()):
-            if st.link is not None:
+            if st.link is not None and st.here:  # another core's agents stay where they are
                 await st.link.close(CloseCode.GOING_AWAY, "core shutting down")
         # Desktop clients too, or each would hold the shutdown for its whole timeout.
         await core.clients.close_all(CloseCode.GOING_AWAY, "core shutting down")
@@ -203,9 +279,13 @@ def create_app(settings: CoreSettings) -> web.Application:
     def core_of() -> Core:
         return app[CORE]
 
+    def leads() -> bool:
+        return core_of().leads()
+
     app.cleanup_ctx.append(services)
+    app.cleanup_ctx.append(_cluster)
     app.cleanup_ctx.append(
-        _job(lambda: settings.rollup_every, lambda: core_of().store.rollup_pass(), "rollup")
+        _job(lambda: settings.rollup_every, lambda: core_of().store.rollup_pass(), "rollup", leads)
     )
     app.cleanup_ctx.append(
         _job(
@@ -220,24 +300,33 @@ def create_app(settings: CoreSettings) -> web.Application:
                 }
             ),
             "retention",
+            leads,
         )
     )
     app.cleanup_ctx.append(_job(lambda: 30.0, lambda: core_of().nodes.persist_last_seen(), "last-seen"))
+    app.cleanup_ctx.append(_job(lambda: 1.0, lambda: core_of().nodes.flush(), "node-updates"))
     app.cleanup_ctx.append(_job(lambda: 1.0, lambda: core_of().commands.sweep(), "command-sweep"))
     app.cleanup_ctx.append(
         _job(
-            lambda: 0.25, lambda: core_of().nodes.watchdog(core_of().heartbeat_timeout), "heartbeat-watchdog"
+            lambda: WATCHDOG_EVERY,
+            lambda: core_of().nodes.watchdog(core_of().heartbeat_timeout),
+            "heartbeat-watchdog",
         )
     )
-    app.cleanup_ctx.append(_job(lambda: 3600.0, lambda: core_of().users.purge_expired(), "token-purge"))
+    app.cleanup_ctx.append(
+        _job(lambda: 3600.0, lambda: core_of().users.purge_expired(), "token-purge", leads)
+    )
     app.cleanup_ctx.append(
         _job(lambda: 1.0, lambda: core_of().clients.recheck(core_of().users), "client-token-recheck")
     )
-    app.cleanup_ctx.append(_task(lambda: core_of().outbox.run(), "alert-outbox"))
+    if settings.clustered:
+        app.cleanup_ctx.append(_leader_task(lambda: core_of().outbox.run(), leads, "alert-outbox"))
+    else:
+        app.cleanup_ctx.append(_task(lambda: core_of().outbox.run(), "alert-outbox"))
     app.cleanup_ctx.append(_alerting)
     app.cleanup_ctx.append(_job(lambda: 1.0, lambda: core_of().incidents.sweep(), "incident-timeouts"))
     app.cleanup_ctx.append(
-        _job(lambda: settings.prune_every, lambda: core_of().alerts.prune(), "alert-retention")
+        _job(lambda: settings.prune_every, lambda: core_of().alerts.prune(), "alert-retention", leads)
     )
     app.on_shutdown.append(_alerting_shutdown)
     app.on_shutdown.append(close_sockets)

@@ -39,9 +39,23 @@ class Subscription:
 
 
 class Bus:
+    """The local bus: one process is the whole cluster. RedisBus (core/redisbus.py) extends it to several."""
+
     def __init__(self, queue_size: int = 20_000) -> None:
         self._subs: set[Subscription] = set()
         self.queue_size = queue_size
+        self.remote = False  # events also go to other cores (forward)
+
+    @property
+    def problem(self) -> str | None:
+        """Why the bus cannot reach the other cores right now (health shows it); None: all is well."""
+        return None
+
+    async def start(self) -> None:
+        """Connect to whatever carries events between cores; the local bus has nothing to connect."""
+
+    async def stop(self) -> None:
+        pass
 
     def subscribe(self, role: Role) -> Subscription:
         sub = Subscription(self, self.queue_size, role)
@@ -55,8 +69,16 @@ class Bus:
     def publish(self, node_id: int | None, frame: Frame, role: Role = Role.VIEWER) -> None:
         """node_id scopes the event to subscribers of that node (None reaches every node's);
         role is what REST asks to fetch the same thing, and subscribers below it never get it."""
-        if not self._subs:
+        if not self._subs and not self.remote:
             return
         data = encode(frame)
+        self.fan_out(node_id, data, role)
+        self.forward(node_id, data, role)
+
+    def fan_out(self, node_id: int | None, data: bytes, role: Role) -> None:
+        """Offer one encoded event to this process's subscribers."""
         for sub in tuple(self._subs):
             sub.offer(node_id, data, role)
+
+    def forward(self, node_id: int | None, data: bytes, role: Role) -> None:
+        """Send one encoded event to the other cores; the local bus has none."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import secrets
@@ -15,7 +17,15 @@ from typing import Any
 import msgspec
 
 from servermanager.common import protocol as p
-from servermanager.common.rest import CommandInfo, CommandRunInfo, Targets
+from servermanager.common.exec_policy import Policy
+from servermanager.common.rest import (
+    CommandInfo,
+    CommandPreview,
+    CommandRunInfo,
+    PreviewRun,
+    Targets,
+    Verdict,
+)
 from servermanager.common.signing import check_fields
 from servermanager.common.status import FINAL
 from servermanager.core.audit import Audit
@@ -164,6 +174,8 @@ class Commands:
         self.bus = bus
         self.audit = audit
         self.live: dict[str, LiveCommand] = {}
+        # Several cores share the database: a command this core does not follow may be another's.
+        self.clustered = False
 
     def resolve(self, targets: Targets) -> list[NodeState]:
         """Nodes named by id, group, tag or all; an unknown id or an empty selection is an error."""
@@ -182,6 +194,44 @@ class Commands:
         if not chosen:
             raise TargetError("the targets match no node")
         return [chosen[k] for k in sorted(chosen)]
+
+    async def preview(
+        self,
+        targets: Targets,
+        frame_args: dict[str, Any],
+        *,
+        queue_offline: bool = False,
+        signatures: dict[int, p.CommandSignature] | None = None,
+    ) -> CommandPreview:
+        """A dry run of create(): per target node, would it run, be queued, or be refused and why,
+        judged by what each agent reported of its [exec] in its hello. Nothing is sent or stored.
+        TargetError if the targets match no node."""
+        nodes = self.resolve(targets)
+        frame = p.Command(command_id="preview", **frame_args)
+        line = policy_line(frame)
+        known = await self._known_services(nodes) if frame.service and frame.service.name else {}
+        runs = []
+        for n in nodes:
+            verdict, reason = _verdict(n, frame, line, queue_offline, signatures, known.get(n.id))
+            runs.append(PreviewRun(n.id, n.name, verdict, reason))
+        count = {v: sum(1 for r in runs if r.verdict == v) for v in ("run", "queue", "refused", "unknown")}
+        return CommandPreview(line, runs, count["run"], count["queue"], count["refused"], count["unknown"])
+
+    async def _known_services(self, nodes: list[NodeState]) -> dict[int, set[str]]:
+        """Each node's services as its latest successful `service list` reported them (none: never listed)."""
+        ids = [n.id for n in nodes]
+        known: dict[int, set[str]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = await self.db.fetchall(
+                "SELECT node_id, services FROM command_runs WHERE services IS NOT NULL AND status = 'ok' "
+                f"AND node_id IN ({','.join('?' * len(chunk))}) ORDER BY finished_at",
+                tuple(chunk),
+            )
+            for nid, services in rows:  # the newest list wins: rows come oldest first
+                listed = msgspec.json.decode(services, type=list[p.ServiceInfo])
+                known[nid] = {s.name for s in listed}
+        return known
 
     async def create(
         self,
@@ -298,6 +348,12 @@ class Commands:
             Role.OPERATOR,
         )
 
+    async def undelivered(self, node_id: int, command_id: str) -> None:
+        """The core holding the node's socket could not hand it the command: it went offline."""
+        cmd = self.live.get(command_id)
+        if cmd is not None and node_id in cmd.runs and cmd.runs[node_id].status == "sent":
+            await self._finish(cmd, node_id, "offline", None, "node went offline before the command was sent")
+
     async def on_result(self, node_id: int, frame: p.CommandResult) -> None:
         cmd = self.live.get(frame.command_id)
         # A run given up as lost still takes its real result: the agent may have held it through an outage.
@@ -371,8 +427,10 @@ class Commands:
             elif run.status == "sent":
                 node = self.nodes.get(run.node_id)
                 if node is not None and node.link is not None:
-                    # The agent kills the process group and answers with a cancelled result.
-                    await node.link.send(p.CommandCancel(command_id=cid))
+                    # The agent kills the process group and answers with a cancelled result. A link
+                    # that is gone (or another core out of reach) ends the run as lost in the sweep.
+                    with contextlib.suppress(ConnectionError):
+                        await node.link.send(p.CommandCancel(command_id=cid))
         return cmd
 
     async def node_online(self, node: NodeState) -> None:
@@ -431,6 +489,14 @@ class Commands:
         frame = msgspec.json.decode(row[4], type=p.Command)
         signed = msgspec.json.decode(row[4], type=_StoredSignatures).signatures
         statuses = [r[1] for r in runs]
+        status = ("cancelled" if row[7] else "done") if all(s in FINAL for s in statuses) else "interrupted"
+        # Until the core that started it would have given up on it, another core follows it.
+        if (
+            status == "interrupted"
+            and self.clustered
+            and time.time() < (row[6] or row[2] + frame.timeout + LOST_GRACE)
+        ):
+            status = "running"
         return CommandInfo(
             id=row[0],
             user=row[1],
@@ -442,9 +508,7 @@ class Commands:
             targets=msgspec.json.decode(row[5], type=Targets),
             expires_at=row[6],
             # A core restarted mid-command never learns the outcome of runs still open.
-            status=("cancelled" if row[7] else "done")
-            if all(s in FINAL for s in statuses)
-            else "interrupted",
+            status=status,
             runs=[
                 CommandRunInfo(
                     node_id=r[0],
@@ -476,6 +540,61 @@ class Commands:
                 runs = [msgspec.structs.replace(r, stdout="", stderr="") for r in info.runs]
                 out.append(msgspec.structs.replace(info, runs=runs))
         return out
+
+
+def policy_line(frame: p.Command) -> str:
+    """The line an agent matches its [exec] patterns against (agent.exec.runner.command_line)."""
+    if frame.service is not None:
+        if frame.service.action == "list":
+            return "service list"
+        return f"service {frame.service.action} {frame.service.name or ''}".rstrip()
+    return frame.shell if frame.shell is not None else shlex.join(frame.argv or [])
+
+
+@functools.lru_cache(maxsize=64)
+def _policy(allow: tuple[str, ...], deny: tuple[str, ...], windows: bool) -> Policy:
+    """A fleet's agents mostly share a few [exec] configs: each is compiled once, not once a node."""
+    return Policy(allow, deny, windows=windows)
+
+
+def _verdict(
+    node: NodeState,
+    frame: p.Command,
+    line: str,
+    queue_offline: bool,
+    signatures: dict[int, p.CommandSignature] | None,
+    services: set[str] | None,
+) -> tuple[Verdict, str | None]:
+    """One node's answer to a preview, with the reason for anything but "run"."""
+    report = node.exec_policy  # kept from its last hello while it is away
+    offline = f"offline ({node.offline_reason or 'no connection'})"
+    if not node.online and not queue_offline:
+        return "refused", offline
+    if report is not None and not report.enabled:
+        return "refused", "remote execution is off on this agent ([exec] enabled = false)"
+    if report is not None and report.signed_only and not (signatures and node.id in signatures):
+        return (
+            "refused",
+            "this agent runs only signed requests ([exec] trusted_keys) and this one is unsigned",
+        )
+    if report is not None:
+        policy = _policy(tuple(report.allow), tuple(report.deny), report.windows)
+        why = policy.check(line, shell=frame.shell is not None) or policy.check_env(frame.env)
+        if why is not None:
+            return "refused", why
+        if frame.service is not None and not report.services:
+            return "refused", "this agent's platform has no service control"
+    svc = frame.service
+    if svc is not None and svc.name and services is not None and svc.name not in services:
+        return "refused", f"service unknown: {svc.name!r} is not in the node's last service list"
+    if not node.online:
+        return "queue", f"{offline}: runs when it is back, unless it expires first"
+    if report is None:
+        return (
+            "unknown",
+            "the agent has not said what its [exec] allows (an older agent): it decides on arrival",
+        )
+    return "run", None
 
 
 def _spec(frame: p.Command, signatures: dict[int, p.CommandSignature]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -22,6 +23,9 @@ from servermanager.core.nodes import Nodes
 from servermanager.core.settings import CoreSettings
 from servermanager.core.store.db import Database
 from servermanager.core.store.samples import SampleStore
+
+if TYPE_CHECKING:  # imported with the Redis client only by a core on a Redis bus
+    from servermanager.core.cluster import Cluster
 
 
 @dataclass
@@ -46,6 +50,11 @@ class Core:
     clients: Clients = field(default_factory=Clients)
     handshakes: Handshakes = field(default_factory=lambda: Handshakes(256))
     packages: PackageSource | None = None  # the agent package new servers install; made on first use
+    cluster: Cluster | None = None  # with a Redis bus: ownership, routing and leadership across cores
+
+    def leads(self) -> bool:
+        """This core runs the cluster-wide jobs (always, when it is the only one)."""
+        return self.cluster is None or self.cluster.leader
 
     def heartbeat_timeout(self, interval: float) -> float:
         """How long a node on this interval may stay silent before it counts as offline."""

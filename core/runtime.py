@@ -35,6 +35,11 @@ def setup_logging(level: str) -> None:
 
 # How long a stop waits for requests in flight before closing their connections.
 SHUTDOWN_TIMEOUT = 3.0
+# Connections the kernel queues while the event loop is busy (the kernel caps it at net.core.somaxconn).
+# aiohttp's 128 overflowed when thousands of agents came back at once after a core restart: each dropped
+# SYN costs its agent a 1 s, then 3 s, then 7 s retransmit, and the late ones arrive as the next storm.
+LISTEN_BACKLOG = 4096
+
 # A stop that takes longer than this is cut short (os._exit): a stuck thread or socket must never
 # leave a core that looks "running" to its service manager after SIGTERM.
 STOP_DEADLINE = SHUTDOWN_TIMEOUT + 7.0
@@ -84,6 +89,7 @@ async def _serve(app: web.Application, settings: CoreSettings, tls: ServerTLS | 
     from servermanager.core.app import STOP
     from servermanager.core.context import CORE
     from servermanager.core.datadir import DataDirBusy
+    from servermanager.core.settings import redact_url
     from servermanager.core.tls import announce
 
     loop = asyncio.get_running_loop()
@@ -107,10 +113,17 @@ async def _serve(app: web.Application, settings: CoreSettings, tls: ServerTLS | 
             raise StartError(f"{exc}; stop it first (one data dir serves one core)") from None
         except (sqlite3.Error, RuntimeError, OSError) as exc:
             # RuntimeError: a schema newer than this core (schema.migrate_sync says so).
+            where = f"in {settings.data_dir or 'the data dir'}" if settings.database == "sqlite" else ""
             raise StartError(
-                f"cannot use the database in {settings.data_dir or 'the data dir'}: {exc}"
+                f"cannot use the database {where or redact_url(settings.database)}: {exc}"
             ) from None
-        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=tls.context if tls else None)
+        site = web.TCPSite(
+            runner,
+            settings.host,
+            settings.port,
+            ssl_context=tls.context if tls else None,
+            backlog=LISTEN_BACKLOG,
+        )
         try:
             await site.start()
         except OSError as exc:

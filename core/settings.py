@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from urllib.parse import SplitResult, unquote, urlsplit
+
 import msgspec
 
 from servermanager.common.history import RETENTION_1H, RETENTION_1M, RETENTION_RAW
@@ -9,6 +12,32 @@ from servermanager.common.settings import SettingsError
 
 # What logging knows by name; anything else ("VERBOSE") is refused rather than read as INFO.
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+BUS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def check_bus_url(bus: str) -> None:
+    """SettingsError (naming the URL without its password) unless `bus` is local or a usable Redis URL."""
+    if bus == "local":
+        return
+    try:
+        parts = urlsplit(bus)
+        port = parts.port  # raises on a port that is not a number
+    except ValueError as exc:
+        raise SettingsError(f"setting bus: {exc} in {redact_url(bus)}") from None
+    if parts.scheme not in BUS_SCHEMES:
+        raise SettingsError(
+            f"setting bus: expected local or a redis://, rediss:// or unix:// URL, got {redact_url(bus)!r}"
+        )
+    if parts.scheme == "unix" and not parts.path:
+        raise SettingsError("setting bus: a unix:// URL needs the socket's path")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise SettingsError(f"setting bus: no host in {redact_url(bus)!r}")
+    db = parts.path.strip("/")
+    if parts.scheme != "unix" and db and not db.isdigit():
+        raise SettingsError(f"setting bus: the path must be a database number, got {db!r}")
+    del port
 
 
 class CoreSettings(msgspec.Struct, kw_only=True):
@@ -19,6 +48,7 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     tls_cert: str = ""
     tls_key: str = ""
     data_dir: str = ""
+    database: str = "sqlite"
     log_level: str = "INFO"
     max_frame_bytes: int = 1 << 20
     hello_timeout: float = 10.0
@@ -59,6 +89,10 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     alert_retry_max: float = 600.0
     alert_delivery_max_age: float = 86400.0
     agent_package: str = ""
+    bus: str = "local"
+    bus_prefix: str = "sm"
+    bus_ttl: float = 5.0
+    core_id: str = ""
 
     __doc_fields__ = {
         "listen": "HOST:PORT the HTTP and WebSocket server binds",
@@ -67,6 +101,8 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         "tls_cert": "PEM certificate (chain) to serve; empty: one generated into the data dir on first start",
         "tls_key": "PEM private key of tls_cert",
         "data_dir": "where the SQLite database lives (default: the platform's user data dir)",
+        "database": "sqlite (the file in the data dir) or a PostgreSQL URL, postgresql://USER@HOST:PORT/DBNAME; "
+        "the password is best given by PGPASSWORD or ~/.pgpass rather than in the URL",
         "log_level": "DEBUG, INFO, WARNING or ERROR",
         "max_frame_bytes": "largest WebSocket frame accepted; bigger ones close with 1009",
         "hello_timeout": "seconds a new socket may stay silent before its first frame",
@@ -109,9 +145,19 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         "agent_package": "the agent wheel (.whl) new servers install from this core (GET /api/v1/agent/package); "
         "empty: the wheel of this version in <venv>/share/servermanager, else built from this core's source tree "
         "on first request and kept in the data dir",
+        "bus": "where live events, command routing and node ownership go: local (this process only) or a "
+        "redis:// (rediss://, unix://) URL that several cores share to serve one fleet",
+        "bus_prefix": "the prefix of every Redis key and channel: cores with the same bus and prefix form one cluster",
+        "bus_ttl": "how long a dead core's node ownership and leadership last in Redis before another core takes over",
+        "core_id": "this core's name in the cluster (unique per process); empty: host name, port and a random suffix",
     }
 
     def validate(self) -> None:
+        self.database = self.database.strip()
+        if self.database.lower() == "sqlite":
+            self.database = "sqlite"
+        else:
+            parse_database_url(self.database)
         if self.log_level.upper() not in LOG_LEVELS:
             raise SettingsError(
                 f"setting log_level: expected DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}"
@@ -164,6 +210,19 @@ class CoreSettings(msgspec.Struct, kw_only=True):
             raise SettingsError("setting alert_retry_max must be at least alert_retry_initial")
         if self.sample_max_age >= self.retention_raw:
             raise SettingsError("setting sample_max_age must be below retention_raw")
+        self.bus = self.bus.strip()
+        check_bus_url(self.bus)
+        if not self.bus_prefix or any(c.isspace() for c in self.bus_prefix):
+            raise SettingsError("setting bus_prefix must be non-empty and without spaces")
+        if "\0" in self.core_id:
+            raise SettingsError("setting core_id must not contain NUL")
+        if self.bus_ttl < 1:
+            raise SettingsError("setting bus_ttl must be at least 1 second")
+
+    @property
+    def clustered(self) -> bool:
+        """Several cores share a Redis bus (else this process is the whole cluster)."""
+        return self.bus != "local"
 
     @property
     def host(self) -> str:
@@ -172,3 +231,41 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+def _split(url: str) -> SplitResult | None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return None
+    return parts
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password, if any, as `***`: what every log line and error shows of a database URL."""
+    parts = _split(url)
+    if parts is None:
+        # Unparseable: whatever sits between "//" and "@" may be a password.
+        return re.sub(r"//[^@/]*@", "//***@", url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def parse_database_url(url: str) -> SplitResult:
+    """A `postgresql://` URL checked for what a connection needs; SettingsError names the fault
+    (with the password redacted) otherwise."""
+    parts = _split(url)
+    shown = redact_url(url)
+    if parts is None or parts.scheme not in ("postgresql", "postgres"):
+        raise SettingsError(
+            f"setting database: expected sqlite or a postgresql://USER@HOST:PORT/DBNAME URL, got {shown!r}"
+        )
+    if not parts.hostname:
+        raise SettingsError(f"setting database: no host in {shown!r}")
+    if not unquote(parts.path.lstrip("/")):
+        raise SettingsError(f"setting database: no database name in {shown!r} (postgresql://HOST/DBNAME)")
+    return parts

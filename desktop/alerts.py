@@ -22,9 +22,8 @@ from PySide6.QtWidgets import (
 from servermanager.common import rest as m
 from servermanager.common.alerts import OFFLINE, Alert
 from servermanager.common.incidents import summary
-from servermanager.common.metrics import FIELDS_BY_NAME
 from servermanager.desktop.context import AppContext
-from servermanager.desktop.format import NA, fmt_ago, fmt_time, format_value
+from servermanager.desktop.format import fmt_ago, fmt_time, format_metric
 from servermanager.desktop.models.records import RecordsModel
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.net.rest import Session
@@ -44,11 +43,8 @@ OPERATOR_HINT = "Acknowledging needs the operator role."
 
 
 def metric_value(metric: str, v: float | None) -> str:
-    """A value of this metric as the rest of the app shows it (by its table unit)."""
-    field = FIELDS_BY_NAME.get(metric)
-    if v is None:
-        return NA
-    return format_value(field.unit, v, precise=True) if field is not None else f"{v:g}"
+    """A value of this metric as the rest of the app shows it (by its unit)."""
+    return format_metric(metric, v)
 
 
 def value_text(alert: Alert) -> str:

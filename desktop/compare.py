@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QButtonGroup,
@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from servermanager.common import metrics as mt
+from servermanager.common import protocol as p
 from servermanager.common.rest import History
 from servermanager.desktop.charts.compare import MAX_SERIES, CompareChart
 from servermanager.desktop.charts.panel import GAP_FACTOR, CustomRangeDialog
@@ -52,6 +53,42 @@ def gap_after(history: History, interval: float | None) -> float | None:
     return GAP_FACTOR * step if step else None
 
 
+class CompareNodes(QObject):
+    """The nodes a comparison can show and their history, by key: here one core's, whose keys are
+    its node ids; desktop.cores.CoreSetNodes has every core of the window (keys of core and id)."""
+
+    sample_received = Signal(object, object)  # key, mt.Sample
+    node_changed = Signal(object)  # key
+
+    def __init__(self, ctx: AppContext, parent: QObject | None = None, *, listen: bool = True) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        if listen:  # a subclass with nodes of other models listens to those itself
+            ctx.model.sample_received.connect(self._sample)
+            ctx.model.node_changed.connect(self._changed)
+
+    def _sample(self, node_id: int, sample: mt.Sample) -> None:
+        self.sample_received.emit(node_id, sample)
+
+    def _changed(self, node_id: int) -> None:
+        self.node_changed.emit(node_id)
+
+    def name(self, key: int) -> str:
+        return self.ctx.model.display_name(key)
+
+    def nodes(self) -> list[tuple[int, p.NodeInfo]]:
+        return [(n.id, n) for n in self.ctx.model.nodes()]
+
+    def node(self, key: int) -> p.NodeInfo | None:
+        return self.ctx.model.node(key)
+
+    def signed_in(self) -> bool:
+        return self.ctx.rest.session is not None
+
+    async def history(self, key: int, r: HistoryRequest, fields: list[str]) -> History:
+        return await self.ctx.rest.history(key, r.start, r.end, r.resolution, fields, points=r.points)
+
+
 class CompareView(QWidget):
     """A metric picker, a range bar, the overlaid chart and the list of nodes compared."""
 
@@ -62,9 +99,14 @@ class CompareView(QWidget):
         parent: QWidget | None = None,
         *,
         now: Callable[[], float] = time.time,
+        nodes: CompareNodes | None = None,
     ) -> None:
         super().__init__(parent)
         self.ctx = ctx
+        # Node "ids" here are the keys of `nodes`: ctx's own node ids unless it spans several cores.
+        self.nodes = nodes if nodes is not None else CompareNodes(ctx, self)
+        if self.nodes.parent() is None:
+            self.nodes.setParent(self)  # its connections go with the view
         self.core_url = ctx.rest.session.url if ctx.rest.session else ""  # node ids are per core
         self._now = now
         self.node_ids: list[int] = []
@@ -151,8 +193,8 @@ class CompareView(QWidget):
         outer.addWidget(self.note)
         outer.addLayout(self.body, 1)
 
-        ctx.model.sample_received.connect(self._sample)
-        ctx.model.node_changed.connect(self._node_changed)
+        self.nodes.sample_received.connect(self._sample)
+        self.nodes.node_changed.connect(self._node_changed)
         ctx.themes.theme_changed.connect(self._theme_changed)
         self._fill_add_combo()
         self.set_nodes(node_ids)
@@ -203,7 +245,7 @@ class CompareView(QWidget):
         self.note.setVisible(bool(text))
 
     def name(self, node_id: int) -> str:
-        return self.ctx.model.display_name(node_id)
+        return self.nodes.name(node_id)
 
     def _fill_list(self) -> None:
         self.node_list.clear()
@@ -216,9 +258,9 @@ class CompareView(QWidget):
 
     def _fill_add_combo(self) -> None:
         self.add_combo.clear()
-        for node in sorted(self.ctx.model.nodes(), key=lambda n: self.name(n.id).lower()):
-            if node.id not in self.node_ids:
-                self.add_combo.addItem(self.name(node.id), node.id)
+        for key, _node in sorted(self.nodes.nodes(), key=lambda kn: self.name(kn[0]).lower()):
+            if key not in self.node_ids:
+                self.add_combo.addItem(self.name(key), key)
         self.add_button.setEnabled(self.add_combo.count() > 0)
 
     def _add_chosen(self) -> None:
@@ -237,7 +279,7 @@ class CompareView(QWidget):
             self.chart.set_series(node_id, self.name(node_id), x, y)
         if node_id in self.node_ids:
             self._fill_list()
-        elif self.add_combo.findData(node_id) < 0 and self.ctx.model.node(node_id) is not None:
+        elif self.add_combo.findData(node_id) < 0 and self.nodes.node(node_id) is not None:
             self._fill_add_combo()
 
     # ------------------------------------------------------------ metric and ranges
@@ -324,16 +366,13 @@ class CompareView(QWidget):
         self.chart.follow_tail = self._range.live
         self._pending = request_for(self._range, self._now())
         self._update_range_label()
-        if self.node_ids and self.ctx.rest.session is not None:
+        if self.node_ids and self.nodes.signed_in():
             self._task = self.ctx.aio.spawn(self._load(self._pending, list(self.node_ids)), "compare")
 
     async def _load(self, r: HistoryRequest, node_ids: list[int]) -> None:
         metric = self.metric_name
         answers = await asyncio.gather(
-            *(
-                self.ctx.rest.history(n, r.start, r.end, r.resolution, [metric], points=r.points)
-                for n in node_ids
-            ),
+            *(self.nodes.history(n, r, [metric]) for n in node_ids),
             return_exceptions=True,
         )
         failed: list[str] = []
@@ -345,7 +384,7 @@ class CompareView(QWidget):
                 continue
             if isinstance(answer, BaseException):
                 raise answer
-            node = self.ctx.model.node(node_id)
+            node = self.nodes.node(node_id)
             self.chart.set_series(node_id, self.name(node_id), np.asarray(answer.ts), answer.avg.get(metric))
             self.chart.set_gap_after(node_id, gap_after(answer, node.interval if node else None))
         if failed:
@@ -366,8 +405,8 @@ class CompareView(QWidget):
         if self._task is not None:
             self._task.cancel()
         for signal, slot in (
-            (self.ctx.model.sample_received, self._sample),
-            (self.ctx.model.node_changed, self._node_changed),
+            (self.nodes.sample_received, self._sample),
+            (self.nodes.node_changed, self._node_changed),
             (self.ctx.themes.theme_changed, self._theme_changed),
         ):
             with contextlib.suppress(RuntimeError, TypeError):

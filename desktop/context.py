@@ -38,6 +38,8 @@ class AppContext:
     fleet_url: str | None = field(default=None, init=False)  # the core the model's rows came from
     # The last known fleet per core, for an instant start; None keeps nothing (tests, self-test).
     fleet_cache: FleetCache | None = None
+    # The profile name this context is signed in to when the window holds several cores ("" alone).
+    core_name: str = ""
 
     @classmethod
     def create(
@@ -72,6 +74,44 @@ class AppContext:
             signing=OperatorKey(secrets),
             fleet_cache=fleet_cache,
         )
+        ctx._wire()
+        ctx.themes.apply(settings.get("theme"))
+        return ctx
+
+    def sibling(self, core_name: str) -> AppContext:
+        """A context for one more core in the same window: the app's settings, tasks, keyring, key and
+        themes, with its own REST session, live socket (and polling), fleet rows and sign-in."""
+        rest = RestClient(request_timeout=self.rest.request_timeout)
+        live = LiveLink(
+            rest,
+            self.aio,
+            backoff=(self.live.backoff.initial, self.live.backoff.cap),
+            ping_every=self.live.ping_every,
+            request_timeout=self.live.request_timeout,
+        )
+        signin = SignIn(rest, live, self.secrets, self.profiles, self.aio)
+        signin.remember_last = False  # the window's first core stays the one it opens on next time
+        ctx = AppContext(
+            settings=self.settings,
+            profiles=self.profiles,
+            window_state=self.window_state,
+            aio=self.aio,
+            rest=rest,
+            live=live,
+            secrets=self.secrets,
+            model=NodesModel(),
+            signin=signin,
+            themes=self.themes,
+            signing=self.signing,
+            fleet_cache=self.fleet_cache,
+            core_name=core_name,
+        )
+        ctx._wire()
+        return ctx
+
+    def _wire(self) -> None:
+        """Connect this context's REST client and live link to its fleet rows."""
+        rest, live, model, settings, ctx = self.rest, self.live, self.model, self.settings, self
         rest.signer = ctx.signing
         live.snapshot.connect(model.apply_snapshot)
         live.polled.connect(model.apply_snapshot)
@@ -86,8 +126,6 @@ class AppContext:
         live.polled.connect(ctx.keep_fleet)
         live.set_poll_interval(settings.get("refresh_interval"))
         settings.changed.connect(ctx._setting_changed)
-        ctx.themes.apply(settings.get("theme"))
-        return ctx
 
     def _session_changed(self, session: Session | None) -> None:
         # Node ids are per core: rows of another core must not be diffed against this one's.
@@ -116,7 +154,8 @@ class AppContext:
 
     def _setting_changed(self, key: str, value: Any) -> None:
         if key == "theme":
-            self.themes.apply(value)
+            if not self.core_name:  # once for the app, not once per core
+                self.themes.apply(value)
         elif key == "refresh_interval":
             self.live.set_poll_interval(value)
 

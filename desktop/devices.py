@@ -1,4 +1,4 @@
-"""A node's per-device history (disk mounts, network interfaces, temperature sensors): a device picker and its charts."""
+"""A node's per-device history (disk mounts, block devices, network interfaces, temperature sensors): a device picker and its charts."""
 
 from __future__ import annotations
 
@@ -20,11 +20,15 @@ from servermanager.desktop.net.errors import CoreError
 
 # The label that names the device in each kind of device series (core/store/devices.py), the
 # word the picker shows before it, and the order kinds are listed in.
-KINDS = (("mount", "Disk"), ("iface", "Interface"), ("sensor", "Sensor"))
+KINDS = (("mount", "Disk"), ("disk", "Disk I/O"), ("iface", "Interface"), ("sensor", "Sensor"))
 # Each device series (without the prefix): its chart, the chart's title and unit, and its legend label.
 CHARTS: dict[str, tuple[str, str, Unit, str]] = {
     "disk_pct": ("usage", "Usage", Unit.PERCENT, "used %"),
     "disk_used_bytes": ("used", "Used space", Unit.BYTES, "used"),
+    "disk_read_bps": ("io", "Throughput", Unit.BYTES_PER_S, "read"),
+    "disk_write_bps": ("io", "Throughput", Unit.BYTES_PER_S, "written"),
+    "disk_read_iops": ("iops", "Operations", Unit.PER_S, "reads"),
+    "disk_write_iops": ("iops", "Operations", Unit.PER_S, "writes"),
     "net_rx_bps": ("traffic", "Traffic", Unit.BYTES_PER_S, "received"),
     "net_tx_bps": ("traffic", "Traffic", Unit.BYTES_PER_S, "sent"),
     "temp_celsius": ("temp", "Temperature (°C)", Unit.PLAIN, "°C"),
@@ -35,7 +39,7 @@ CHARTS: dict[str, tuple[str, str, Unit, str]] = {
 class Device:
     """One disk mount, interface or sensor, and the selectors of its series."""
 
-    kind: str  # a KINDS label: mount, iface, sensor
+    kind: str  # a KINDS label: mount, disk, iface, sensor
     name: str
     selectors: tuple[tuple[str, str], ...]  # (series name without the prefix, selector)
 
@@ -143,7 +147,7 @@ class DevicesPanel(QWidget):
         self.status.hide()
         self.empty = QLabel(
             "No per-device history from this node yet: it appears with the node's samples that "
-            "carry disk mounts, network interfaces or temperature sensors."
+            "carry disk mounts, block devices, network interfaces or temperature sensors."
         )
         self.empty.setWordWrap(True)
         self.empty.hide()
@@ -198,7 +202,7 @@ class DevicesPanel(QWidget):
                 self.chart_device(devices[index])
 
     def pick(self, title: str) -> None:
-        """Pick the device shown as `title` ("Disk /", "Interface eth0")."""
+        """Pick the device shown as `title` ("Disk /", "Disk I/O sda", "Interface eth0")."""
         self.picker.setCurrentIndex(self.picker.findText(title))
 
     def _picked(self, index: int) -> None:

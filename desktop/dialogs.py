@@ -425,6 +425,11 @@ def parse_tags(text: str) -> list[str]:
     return sorted({t for t in re.split(r"[,\s]+", text) if t})
 
 
+def bad_tags(tags: list[str]) -> list[str]:
+    """The tags the core would refuse."""
+    return [t for t in tags if not _TAG.match(t)]
+
+
 class EditNodeDialog(QDialog):
     """Rename a node, move it to another group and set its tags."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QModelIndex, QObject, QPoint, Qt, Signal
+from PySide6.QtCore import QEvent, QItemSelectionModel, QModelIndex, QObject, QPoint, Qt, Signal
 from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -19,14 +19,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from servermanager.common import protocol as p
 from servermanager.desktop.context import AppContext
+from servermanager.desktop.cores import UNREACHABLE, CoreSet
 from servermanager.desktop.dialogs import EditNodeDialog
 from servermanager.desktop.format import fmt_time
 from servermanager.desktop.models.fleet import FleetFilter, NodeIdRole
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.net.rest import Session
 from servermanager.desktop.themes import icon
-from servermanager.desktop.widgets import FleetDelegate
+from servermanager.desktop.widgets import FleetDelegate, status_width
 
 VIEWER_HINT = "Your role can only view nodes; editing needs the operator role."
 
@@ -34,17 +36,23 @@ VIEWER_HINT = "Your role can only view nodes; editing needs the operator role."
 class FleetPanel(QWidget):
     """Everything on the Fleet tab. Takes the app context; the table itself is a plain view."""
 
-    open_node = Signal(int)
+    open_node = Signal(object)  # a node key (models/merged.py): may not fit a C++ int
     run_command = Signal(list)  # node ids: open the console with these targets
     compare = Signal(list)  # node ids: overlay their metrics in the Compare tab
     message = Signal(str)  # a note for the status bar
 
-    def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, ctx: AppContext, parent: QWidget | None = None, *, cores: CoreSet | None = None
+    ) -> None:
         super().__init__(parent)
         self.ctx = ctx
+        # The rows of every core the window shows (only ctx's when alone); node ids here are node
+        # keys (models/merged.py), which are ctx's own ids while it is the only core.
+        self.cores = cores if cores is not None else CoreSet(ctx, self)
+        self.fleet = self.cores.fleet
         self.can_edit = False
         self.proxy = FleetFilter(self)
-        self.proxy.setSourceModel(ctx.model)
+        self.proxy.setSourceModel(self.fleet)
 
         self.search = QLineEdit()
         self.search.setObjectName("search")
@@ -72,7 +80,12 @@ class FleetPanel(QWidget):
         self.tag_filter.currentIndexChanged.connect(
             lambda _i: self.proxy.set_tag(self.tag_filter.currentData())
         )
-        for combo in (self.status_filter, self.group_filter, self.tag_filter):
+        self.core_filter = QComboBox()  # shown with more than one core
+        self.core_filter.setAccessibleName("Core filter")
+        self.core_filter.currentIndexChanged.connect(
+            lambda _i: self.proxy.set_core(self.core_filter.currentData())
+        )
+        for combo in (self.status_filter, self.group_filter, self.tag_filter, self.core_filter):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self._fill_facets()
 
@@ -94,12 +107,15 @@ class FleetPanel(QWidget):
         self.refresh_action.setToolTip("Fetch the node list from the core now (F5)")
         self.refresh_action.triggered.connect(self.refresh)
         self.refreshes = 0  # lists applied; tests wait on it
+        # Actions on the selection that live elsewhere (desktop.batch), listed in the context menu.
+        self.selection_actions: list[QAction] = []
 
         bar = QHBoxLayout()
         bar.addWidget(self.search, 2)
         bar.addWidget(self.status_filter)
         bar.addWidget(self.group_filter)
         bar.addWidget(self.tag_filter)
+        bar.addWidget(self.core_filter)
         bar.addStretch(1)
         bar.addWidget(self.compare_button)
         bar.addWidget(self.run_button)
@@ -115,7 +131,7 @@ class FleetPanel(QWidget):
         self.table.setModel(self.proxy)
         self.table.setItemDelegate(FleetDelegate(self.table))
         self.table.setSortingEnabled(True)
-        self.table.sortByColumn(ctx.model.column("name"), Qt.SortOrder.AscendingOrder)
+        self.table.sortByColumn(self.fleet.column("name"), Qt.SortOrder.AscendingOrder)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setAlternatingRowColors(True)
@@ -128,11 +144,16 @@ class FleetPanel(QWidget):
         header.setStretchLastSection(False)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setMinimumSectionSize(48)
-        for i, column in enumerate(ctx.model.columns):
+        for i, column in enumerate(self.fleet.columns):
             if column.width is not None:
                 header.resizeSection(i, column.width)
             else:
                 header.setSectionResizeMode(i, QHeaderView.ResizeMode.Stretch)
+        # "Online · 1 alert" must not clip: the Status column fits its widest words in this font.
+        status = self.fleet.column("status")
+        header.resizeSection(status, max(header.sectionSize(status), status_width(self.table.fontMetrics())))
+        # The Core column is the model's last (so other columns keep their indexes) but reads first.
+        header.moveSection(header.visualIndex(self.fleet.column("core")), 0)
         self.table.doubleClicked.connect(self._double_clicked)
         self.table.installEventFilter(self)  # Enter/Return opens the current row's node
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -152,16 +173,20 @@ class FleetPanel(QWidget):
         layout.addWidget(self.stale_label)
         layout.addWidget(self.table)
 
-        ctx.model.facets_changed.connect(self._fill_facets)
-        ctx.model.stale_changed.connect(self._stale_changed)
-        self._stale_changed(ctx.model.stale_since)
+        self.fleet.facets_changed.connect(self._fill_facets)
+        self.fleet.stale_changed.connect(self._stale_changed)
+        self.fleet.cores_changed.connect(self._cores_changed)
+        self._cores_changed()
+        self._stale_changed(self.fleet.stale_since)
         ctx.rest.session_changed.connect(self._session_changed)
+        self.cores.sessions_changed.connect(self._session_changed)
         self._session_changed(ctx.rest.session)
 
     # ------------------------------------------------------------ state
 
-    def _session_changed(self, session: Session | None) -> None:
-        self.set_can_edit(session is not None and session.can_edit)
+    def _session_changed(self, _session: Session | None = None) -> None:
+        # Any core's role that may edit enables the buttons; the selected node's core still decides.
+        self.set_can_edit(self.cores.can_edit())
 
     def set_can_edit(self, can_edit: bool) -> None:
         self.can_edit = can_edit
@@ -185,7 +210,7 @@ class FleetPanel(QWidget):
     def set_stale_detail(self, detail: str) -> None:
         """Why the core is not answering yet, after the stale banner's own words."""
         self._stale_detail = detail
-        self._stale_changed(self.ctx.model.stale_since)
+        self._stale_changed(self.fleet.stale_since)
 
     def _update_buttons(self) -> None:
         count = len(self.selected_node_ids())
@@ -200,8 +225,8 @@ class FleetPanel(QWidget):
 
     def _fill_facets(self) -> None:
         for combo, everything, values in (
-            (self.group_filter, "All groups", self.ctx.model.groups()),
-            (self.tag_filter, "All tags", self.ctx.model.tags()),
+            (self.group_filter, "All groups", self.fleet.groups()),
+            (self.tag_filter, "All tags", self.fleet.tags()),
         ):
             current = combo.currentData()
             combo.blockSignals(True)
@@ -214,6 +239,31 @@ class FleetPanel(QWidget):
             combo.blockSignals(False)
             if index < 0:  # the chosen group or tag is gone: show everything again
                 combo.currentIndexChanged.emit(0)
+
+    def _cores_changed(self) -> None:
+        """The Core column and filter show only while the window holds more than one core."""
+        names = self.fleet.core_names()
+        several = len(names) > 1
+        self.table.setColumnHidden(self.fleet.column("core"), not several)
+        if several:
+            # Room for "Unreachable" beside the dot (8 + 10 + 6 px) and the margins, which only rows
+            # of one of several cores say; only ever wider, so a width the user chose stays.
+            status = self.fleet.column("status")
+            header = self.table.horizontalHeader()
+            needed = 8 + 10 + 6 + 8 + self.table.fontMetrics().horizontalAdvance(UNREACHABLE)
+            header.resizeSection(status, max(header.sectionSize(status), needed))
+        self.core_filter.setVisible(several)
+        current = self.core_filter.currentData()
+        self.core_filter.blockSignals(True)
+        self.core_filter.clear()
+        self.core_filter.addItem("All cores", None)
+        for slot, name in names.items():
+            self.core_filter.addItem(name, slot)
+        index = self.core_filter.findData(current) if current is not None else 0
+        self.core_filter.setCurrentIndex(max(0, index))
+        self.core_filter.blockSignals(False)
+        if index < 0:  # the chosen core was disconnected: show every core again
+            self.core_filter.currentIndexChanged.emit(0)
 
     def selected_node_id(self) -> int | None:
         rows = self.table.selectionModel().selectedRows()
@@ -247,7 +297,12 @@ class FleetPanel(QWidget):
         for row in range(self.proxy.rowCount()):
             index = self.proxy.index(row, 0)
             if index.data(NodeIdRole) == node_id:
-                self.table.selectRow(row)
+                # Not selectRow: in extended selection it reads the keyboard's modifiers, so a held
+                # (or stale) Ctrl/Shift would add to the selection instead of replacing it.
+                flags = (
+                    QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows
+                )
+                self.table.selectionModel().setCurrentIndex(index, flags)
                 return True
         return False
 
@@ -267,19 +322,21 @@ class FleetPanel(QWidget):
         return super().eventFilter(watched, event)
 
     def refresh(self) -> None:
-        """Ask the core for the node list now, whatever the live link is doing."""
-        if self.ctx.rest.session is not None:
-            self.ctx.aio.spawn(self._refresh(), "refresh-nodes")
+        """Ask each core for its node list now, whatever its live link is doing."""
+        for ctx in list(self.cores.contexts.values()):
+            if ctx.rest.session is not None:
+                ctx.aio.spawn(self._refresh(ctx), "refresh-nodes")
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, ctx: AppContext) -> None:
+        where = f" {ctx.core_name}" if ctx.core_name else ""
         try:
-            nodes = await self.ctx.rest.nodes()
+            nodes = await ctx.rest.nodes()
         except CoreError as exc:
-            self.message.emit(f"Could not refresh: {exc.message}")
+            self.message.emit(f"Could not refresh{where}: {exc.message}")
             return
-        self.ctx.model.apply_snapshot(nodes)
+        ctx.model.apply_snapshot(nodes)
         self.refreshes += 1
-        self.message.emit(f"Refreshed: {len(nodes)} node{'s' if len(nodes) != 1 else ''}.")
+        self.message.emit(f"Refreshed{where}: {len(nodes)} node{'s' if len(nodes) != 1 else ''}.")
 
     def _double_clicked(self, index: QModelIndex) -> None:
         node_id = index.data(NodeIdRole)
@@ -300,6 +357,8 @@ class FleetPanel(QWidget):
         run = menu.addAction("Run command…")
         run.triggered.connect(self.run_on_selected)
         run.setEnabled(self.can_edit)
+        for action in self.selection_actions:
+            menu.addAction(action)
         edit = menu.addAction(icon("edit"), "Edit…")
         edit.triggered.connect(self.edit_selected)
         remove = menu.addAction(icon("remove"), "Remove…")
@@ -310,39 +369,46 @@ class FleetPanel(QWidget):
         menu.addAction(self.refresh_action)
         menu.popup(self.table.viewport().mapToGlobal(pos))
 
+    def _selected_on_core(self) -> tuple[AppContext, p.NodeInfo] | None:
+        """The selected node's core and the node as that core has it."""
+        key = self.selected_node_id()
+        found = self.cores.context_of(key) if key is not None else None
+        node = found[0].model.node(found[1]) if found is not None else None
+        return None if found is None or node is None else (found[0], node)
+
     def edit_selected(self) -> EditNodeDialog | None:
-        node_id = self.selected_node_id()
-        node = self.ctx.model.node(node_id) if node_id is not None else None
-        if node is None or not self.can_edit:
+        found = self._selected_on_core()
+        if found is None or not self.can_edit:
             return None
-        dialog = EditNodeDialog(node, self.ctx.model.groups(), self)
+        ctx, node = found
+        dialog = EditNodeDialog(node, ctx.model.groups(), self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.submitted.connect(
-            lambda nid, name, group, tags: self.ctx.aio.spawn(
-                self._save(dialog, nid, name, group, tags), "edit-node"
+            lambda nid, name, group, tags: ctx.aio.spawn(
+                self._save(ctx, dialog, nid, name, group, tags), "edit-node"
             )
         )
         dialog.open()
         return dialog
 
     async def _save(
-        self, dialog: EditNodeDialog, node_id: int, name: str, group: str, tags: list[str]
+        self, ctx: AppContext, dialog: EditNodeDialog, node_id: int, name: str, group: str, tags: list[str]
     ) -> None:
         try:
-            node = await self.ctx.rest.patch_node(node_id, name=name, group=group, tags=tags)
+            node = await ctx.rest.patch_node(node_id, name=name, group=group, tags=tags)
         except CoreError as exc:
             dialog.show_error(exc.message)
             return
         # The socket will say the same; applying the reply now makes the edit show at once.
-        self.ctx.model.apply_node(node)
+        ctx.model.apply_node(node)
         dialog.accept()
         self.message.emit(f"Saved {node.name}.")
 
     def remove_selected(self) -> QMessageBox | None:
-        node_id = self.selected_node_id()
-        node = self.ctx.model.node(node_id) if node_id is not None else None
-        if node is None or not self.can_edit:
+        found = self._selected_on_core()
+        if found is None or not self.can_edit:
             return None
+        ctx, node = found
         box = QMessageBox(
             QMessageBox.Icon.Warning,
             "Remove node",
@@ -355,7 +421,7 @@ class FleetPanel(QWidget):
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         box.buttonClicked.connect(
             lambda button: (
-                self.ctx.aio.spawn(self._remove(node.id, node.name), "remove-node")
+                ctx.aio.spawn(self._remove(ctx, node.id, node.name), "remove-node")
                 if button is remove
                 else None
             )
@@ -363,11 +429,11 @@ class FleetPanel(QWidget):
         box.open()
         return box
 
-    async def _remove(self, node_id: int, name: str) -> None:
+    async def _remove(self, ctx: AppContext, node_id: int, name: str) -> None:
         try:
-            await self.ctx.rest.delete_node(node_id)
+            await ctx.rest.delete_node(node_id)
         except CoreError as exc:
             self.message.emit(f"Could not remove {name}: {exc.message}")
             return
-        self.ctx.model.remove_node(node_id)
+        ctx.model.remove_node(node_id)
         self.message.emit(f"Removed {name}.")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import time
 
-from servermanager.common.metrics import Unit
+from servermanager.common.itemmetrics import ITEM_METRICS_BY_NAME
+from servermanager.common.metrics import FIELDS_BY_NAME, Unit
 
 NA = "\N{EN DASH}"  # shown where a value is unknown (no sample yet, no rate yet, a gap in history)
 
@@ -128,3 +129,22 @@ def format_value(unit: Unit, v: float | None, *, precise: bool = False) -> str:
         case Unit.COUNT:
             return fmt_count(v)
     return fmt_plain(v)
+
+
+# A per-item metric's unit (common/itemmetrics.py) as the table's, where the table has it.
+_ITEM_UNITS = {"%": Unit.PERCENT, "B": Unit.BYTES, "B/s": Unit.BYTES_PER_S}
+
+
+def format_metric(metric: str, v: float | None) -> str:
+    """A value of an alert rule's metric: a scalar by its table row's unit, a device's, container's
+    or GPU's by its own (`dev:disk_pct{mount="/"}` as a percentage), anything else as a number."""
+    if v is None or not math.isfinite(v):
+        return NA
+    field = FIELDS_BY_NAME.get(metric)
+    if field is not None:
+        return format_value(field.unit, v, precise=True)
+    item = ITEM_METRICS_BY_NAME.get(metric.split("{", 1)[0])
+    if item is None:
+        return f"{v:g}"
+    unit = _ITEM_UNITS.get(item.unit)
+    return format_value(unit, v, precise=True) if unit is not None else f"{v:g} {item.unit}".rstrip()

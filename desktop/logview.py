@@ -1,5 +1,6 @@
 """A node's logs: a bounded table model of entries, and the Logs tab (source, filters, Follow) that reads
-the journal or an allowlisted file through the core: once over REST, or followed over the live socket."""
+the journal, a Windows Event Log or an allowlisted file through the core: once over REST, or followed
+over the live socket."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ RANGES = (
     ("Last 24 h", 86400),
 )
 OPERATOR_HINT = "Reading logs needs the operator role: logs can carry secrets."
+UNIT_HINT = "unit, e.g. nginx.service"
 
 
 class LogsModel(QAbstractTableModel):
@@ -122,7 +124,7 @@ class LogsPanel(QWidget):
         self.source.setMinimumContentsLength(24)
         self.source.currentIndexChanged.connect(lambda _i: self._update_controls())
         self.unit = QLineEdit()
-        self.unit.setPlaceholderText("unit, e.g. nginx.service")
+        self.unit.setPlaceholderText(UNIT_HINT)
         self.unit.setAccessibleName("Unit")
         self.priority = QComboBox()
         self.priority.addItem("Any priority", None)
@@ -179,12 +181,22 @@ class LogsPanel(QWidget):
             self.follow_button.setChecked(False)
         self._update_controls()
 
+    def _filtered(self) -> bool:
+        """The source has units, priorities and times of its own: the journal or a Windows Event Log."""
+        source = self.current_source() or ""
+        return source == p.JOURNAL or source.startswith(p.EVENTLOG_PREFIX)
+
     def _update_controls(self) -> None:
-        journal = self.current_source() == p.JOURNAL
+        filtered = self._filtered()
         has_source = self.source.count() > 0
         for w in (self.unit, self.priority, self.range):
-            w.setEnabled(journal)  # files have no units, priorities or times of their own
-            w.setToolTip("" if journal else "These filters apply to the journal only.")
+            w.setEnabled(filtered)  # files have no units, priorities or times of their own
+            w.setToolTip(
+                "" if filtered else "These filters apply to the journal and the Windows Event Log only."
+            )
+        eventlog = (self.current_source() or "").startswith(p.EVENTLOG_PREFIX)
+        # An event's source (Service Control Manager, MsiInstaller...) stands where a unit does.
+        self.unit.setPlaceholderText("event source, e.g. Service Control Manager" if eventlog else UNIT_HINT)
         following = self.follow_id is not None
         self.load_button.setEnabled(self.can_read and has_source and not following)
         self.follow_button.setEnabled(self.can_read and has_source)
@@ -196,7 +208,7 @@ class LogsPanel(QWidget):
 
     def query(self) -> p.LogQuery:
         source = self.current_source() or p.JOURNAL
-        if source != p.JOURNAL:
+        if not self._filtered():
             return p.LogQuery(source=source, lines=self.lines.value(), match=self.match.text() or None)
         seconds = self.range.currentData()
         return p.LogQuery(
@@ -237,6 +249,8 @@ class LogsPanel(QWidget):
         else:
             if s.journal:
                 self.source.addItem("System journal", p.JOURNAL)
+            for channel in s.eventlogs:
+                self.source.addItem(f"Windows Event Log: {channel}", f"{p.EVENTLOG_PREFIX}{channel}")
             for f in s.files:
                 self.source.addItem(f, f)
             for name in containers:
@@ -245,7 +259,7 @@ class LogsPanel(QWidget):
                 self.status.setText(
                     "No logs are allowed by this agent's config: set [logs] journal or files on the node."
                 )
-            elif s.note:
+            elif s.note and not s.eventlogs:  # on Windows the Event Log stands where the journal would
                 self.status.setText(f"Journal unavailable: {s.note}")
             else:
                 self.status.setText("")

@@ -102,6 +102,7 @@ async def run(app: QApplication, args: argparse.Namespace, demo_password: str | 
         window.save_state()
         window.tray.hide()
         window.hide()
+        await window.cores.close()  # the other cores' sockets, before the tasks they run on stop
         await ctx.close()
         window.deleteLater()
     return 0

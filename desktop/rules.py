@@ -1,6 +1,8 @@
-"""Alert rules: the list of the core's rules, and the rule editor with its "what would it have done" preview."""
+"""Alert rules: the list of the core's rules, and the rule editor with its metric picker and "what would it have done" preview."""
 
 from __future__ import annotations
+
+import asyncio
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtWidgets import (
@@ -18,20 +20,75 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from servermanager.common import protocol as p
 from servermanager.common import rest as m
 from servermanager.common.alerts import OFFLINE
-from servermanager.common.metrics import FIELDS, FIELDS_BY_NAME
+from servermanager.common.itemmetrics import CONTAINER_PREFIX, GPU_PREFIX, ITEM_METRICS
+from servermanager.common.metrics import FIELDS
+from servermanager.common.series import SERIES_PREFIX, format_selector
 from servermanager.common.settings import parse_duration
 from servermanager.desktop.context import AppContext
-from servermanager.desktop.format import fmt_duration, fmt_time, format_value
+from servermanager.desktop.format import fmt_duration, fmt_time, format_metric
 from servermanager.desktop.listpanel import ListPanel
 from servermanager.desktop.models.records import RecordsModel
 from servermanager.desktop.net.errors import CoreError
+from servermanager.desktop.net.rest import RestClient
 from servermanager.desktop.widgets import FormDialog
 
 Index = QModelIndex | QPersistentModelIndex
 OPERATOR_HINT = "Creating and editing rules needs the operator role."
 TARGET_KINDS = (("all", "Every node"), ("group", "A group"), ("tag", "A tag"), ("nodes", "Node ids"))
+# The picker asks about at most this many nodes (a few calls each): a big fleet's first ones say
+# what kinds of series there are; any other selector can be typed.
+PICKER_NODES = 50
+METRIC_HINT = (
+    'The metric the rule watches. Pick one, or type a selector: series:NAME{label="value"} for an '
+    'agent\'s custom metric or check, dev:, container: or gpu: NAME{label="value"} for a device, '
+    "container or GPU; leave a label out to watch every one (the rule judges the worst)."
+)
+
+
+async def fleet_metrics(rest: RestClient) -> list[tuple[str, str]]:
+    """What the fleet has to alert on beyond the metric table, as (metric, description): each node's
+    named and device series (the REST listings), its containers' and GPUs' values; sorted."""
+    nodes = sorted(await rest.nodes(), key=lambda n: n.id)[:PICKER_NODES]
+    seen: dict[str, tuple[str, list[str]]] = {}  # metric -> its unit, the nodes that have it
+
+    def add(metric: str, unit: str, node: str) -> None:
+        seen.setdefault(metric, (unit, []))[1].append(node)
+
+    async def one(node: p.NodeInfo) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        try:
+            found += [(SERIES_PREFIX + s.selector, s.unit or "") for s in (await rest.series(node.id)).series]
+            found += [(s.selector, s.unit or "") for s in (await rest.series(node.id, "device")).series]
+            containers = (await rest.containers(node.id)).containers if node.containers is not None else []
+        except CoreError as exc:
+            if exc.status != 404:
+                raise
+            return []  # deleted since the list: nothing to offer of it
+        for c in containers:
+            found += [
+                (format_selector(im.name, {"name": c.name}), im.unit)
+                for im in ITEM_METRICS
+                if im.name.startswith(CONTAINER_PREFIX)
+            ]
+        for g in node.hardware.gpus if node.hardware is not None else ():
+            found += [
+                (format_selector(im.name, {"index": str(g.index)}), im.unit)
+                for im in ITEM_METRICS
+                if im.name.startswith(GPU_PREFIX)
+            ]
+        return found
+
+    for node, found in zip(nodes, await asyncio.gather(*(one(n) for n in nodes)), strict=True):
+        for metric, unit in found:
+            add(metric, unit, node.name)
+    out = []
+    for metric, (unit, names) in sorted(seen.items()):
+        where = ", ".join(names[:3]) + (f" +{len(names) - 3}" if len(names) > 3 else "")
+        out.append((metric, f"{metric}  ({unit + ', ' if unit else ''}on {where})"))
+    return out
 
 
 def targets_text(t: m.Targets) -> str:
@@ -47,8 +104,10 @@ def targets_text(t: m.Targets) -> str:
 def condition_text(r: m.Rule) -> str:
     if r.metric == OFFLINE:
         return f"offline for {fmt_duration(r.for_)}"
-    field = FIELDS_BY_NAME.get(r.metric)
-    fmt = (lambda v: format_value(field.unit, v, precise=True)) if field else (lambda v: f"{v:g}")
+
+    def fmt(v: float) -> str:
+        return format_metric(r.metric, v)
+
     text = f"{r.metric} {r.op} {fmt(r.threshold)}"
     if r.critical_threshold is not None:
         text += f" (critical {r.op} {fmt(r.critical_threshold)})"
@@ -77,10 +136,19 @@ class RuleDialog(FormDialog):
         super().__init__(f"Edit rule {rule.name}" if rule is not None else "New alert rule", parent)
         self.rule_id = rule.id if rule is not None else None
         self.name = QLineEdit(rule.name if rule else "")
+        # The picker fills the metric line; the line is what is saved, so a label matcher can be typed.
         self.metric_box = QComboBox()
+        self.metric_box.setMaxVisibleItems(20)
         for f in FIELDS:
             self.metric_box.addItem(f"{f.label} ({f.name})", f.name)
         self.metric_box.addItem("Node offline (offline)", OFFLINE)
+        self.metric_box.insertSeparator(self.metric_box.count())
+        for im in ITEM_METRICS:
+            self.metric_box.addItem(f"{im.name}: {im.help} (every {im.label}: the worst)", im.name)
+        self.selector = QLineEdit()
+        self.selector.setPlaceholderText('dev:disk_pct{mount="/"}')
+        self.selector.setToolTip(METRIC_HINT)
+        self.metric_box.setToolTip(METRIC_HINT)
         self.op = QComboBox()
         self.op.addItems([">", "<"])
         self.threshold = self._number()
@@ -109,14 +177,18 @@ class RuleDialog(FormDialog):
             self.channels.addItem(item)
         self.enabled = QCheckBox("Enabled")
         self.enabled.setChecked(rule.enabled if rule else True)
+        self.selector.setText(str(self.metric_box.currentData()))
+        self.fleet_listed = False  # the fleet's own metrics were asked for (added, or could not be)
         if rule is not None:
             self._load(rule)
-        self.metric_box.currentIndexChanged.connect(lambda _i: self._metric_changed())
+        self.metric_box.currentIndexChanged.connect(lambda _i: self._metric_picked())
+        self.selector.textChanged.connect(lambda _t: self._metric_changed())
         self._metric_changed()
 
         form = QFormLayout()
         form.addRow("Name", self.name)
         form.addRow("Metric", self.metric_box)
+        form.addRow("Selector", self.selector)
         row = QHBoxLayout()
         row.addWidget(self.op)
         row.addWidget(self.threshold, 1)
@@ -155,7 +227,8 @@ class RuleDialog(FormDialog):
         return box
 
     def _load(self, r: m.Rule) -> None:
-        self.metric_box.setCurrentIndex(max(0, self.metric_box.findData(r.metric)))
+        self.metric_box.setCurrentIndex(self.metric_box.findData(r.metric))
+        self.selector.setText(r.metric)
         self.op.setCurrentText(r.op)
         self.threshold.setValue(r.threshold)
         self.clear_threshold.setText("" if r.clear_threshold is None else f"{r.clear_threshold:g}")
@@ -176,8 +249,27 @@ class RuleDialog(FormDialog):
         self.target_kind.setCurrentIndex(self.target_kind.findData(kind))
         self.target_value.setText(value)
 
+    def add_metrics(self, entries: list[tuple[str, str]]) -> None:
+        """Offer the fleet's own metrics (fleet_metrics) after the fixed ones; the typed selector stays."""
+        self.metric_box.blockSignals(True)
+        try:
+            if entries:
+                self.metric_box.insertSeparator(self.metric_box.count())
+            for metric, text in entries:
+                if self.metric_box.findData(metric) < 0:
+                    self.metric_box.addItem(text, metric)
+            self.metric_box.setCurrentIndex(self.metric_box.findData(self.selector.text().strip()))
+        finally:
+            self.metric_box.blockSignals(False)
+        self.fleet_listed = True
+
+    def _metric_picked(self) -> None:
+        picked = self.metric_box.currentData()
+        if picked is not None:
+            self.selector.setText(str(picked))
+
     def _metric_changed(self) -> None:
-        offline = self.metric_box.currentData() == OFFLINE
+        offline = self.selector.text().strip() == OFFLINE
         for w in (self.op, self.threshold, self.clear_threshold, self.critical_threshold):
             w.setEnabled(not offline)
 
@@ -202,6 +294,9 @@ class RuleDialog(FormDialog):
         name = self.name.text().strip()
         if not name:
             raise ValueError("A rule needs a name.")
+        metric = self.selector.text().strip()
+        if not metric:
+            raise ValueError("Pick a metric, or type a selector.")
         kind, value = self.target_kind.currentData(), self.target_value.text().strip()
         if kind == "all":
             targets = m.Targets(all=True)
@@ -223,7 +318,7 @@ class RuleDialog(FormDialog):
         ]
         return m.RuleCreate(
             name=name,
-            metric=str(self.metric_box.currentData()),
+            metric=metric,
             op=">" if self.op.currentText() == ">" else "<",
             threshold=self.threshold.value(),
             clear_threshold=optional_number(self.clear_threshold, "Clears past"),
@@ -284,6 +379,7 @@ class RulesPanel(ListPanel[m.Rule]):
         if not self.can_edit:
             return None
         dialog = RuleDialog(self.channels, rule, self)
+        self.ctx.aio.spawn(self._offer_metrics(dialog), "rule-metrics")
         dialog.submitted.connect(lambda body: self.ctx.aio.spawn(self._save(dialog, body), "rule-save"))
         dialog.preview_requested.connect(
             lambda body, span: self.ctx.aio.spawn(self._preview(dialog, body, span), "rule-preview")
@@ -291,6 +387,17 @@ class RulesPanel(ListPanel[m.Rule]):
         self.dialog = dialog
         dialog.show()
         return dialog
+
+    async def _offer_metrics(self, dialog: RuleDialog) -> None:
+        try:
+            entries = await fleet_metrics(self.ctx.rest)
+        except CoreError as exc:
+            # The fixed entries and a typed selector still work; say why the fleet's are missing.
+            dialog.metric_box.setToolTip(
+                f"{METRIC_HINT}\n\nThe fleet's series could not be listed: {exc.message}"
+            )
+            return
+        dialog.add_metrics(entries)
 
     async def _save(self, dialog: RuleDialog, body: m.RuleCreate) -> None:
         try:

@@ -206,6 +206,21 @@ class Profiles:
     def last(self, name: str) -> None:
         self.store.setValue("profiles_last", name)
 
+    @property
+    def also_open(self) -> list[str]:
+        """The profiles connected beside the last one when the app last ran (names only: their
+        tokens are in the keyring), in the order they were added."""
+        value = self.store.value("profiles_also_open")
+        names = [value] if isinstance(value, str) else list(value or [])
+        return [str(n) for n in names if n]
+
+    @also_open.setter
+    def also_open(self, names: list[str]) -> None:
+        if names:
+            self.store.setValue("profiles_also_open", list(names))
+        else:
+            self.store.remove("profiles_also_open")
+
 
 class WindowState:
     """Window geometry and dock/toolbar state: kept apart from the user's settings."""

@@ -135,6 +135,8 @@ class TrayState(QObject):
         self.paused = False  # the tray menu's "pause notifications"
         self._pending: list[tuple[str, bool]] = []
         self.firing: dict[int, Alert] = {}  # by alert id: what colours the icon
+        self.cores_down: list[str] = []  # the names of the window's other cores that are unreachable
+        self.cores_live = 0  # how many of the window's other cores are live (socket or polling)
         self._pending_alerts: list[Alert] = []
         self._flush = QTimer(self)
         self._flush.setSingleShot(True)
@@ -144,27 +146,30 @@ class TrayState(QObject):
 
     @property
     def level(self) -> Level:
-        if self.link not in _LIVE:
+        if self.link not in _LIVE and not (self.link == LinkState.IDLE.value and self.cores_live):
             return Level.DISCONNECTED
         severities = {a.severity for a in self.firing.values()}
         if "critical" in severities:
             return Level.CRITICAL
-        if self.down:
+        if self.down or self.cores_down:
             return Level.DOWN
         return Level.WARNING if severities else Level.UP
 
     @property
     def tooltip(self) -> str:
-        if self.link == LinkState.IDLE.value:
+        if self.link == LinkState.IDLE.value and not self.cores_live:
             return "Server Manager: not signed in"
         if self.watch.announced:
             return f"Server Manager: core unreachable since {self._since()}: {self.watch.reason}"
-        if self.link not in _LIVE:
+        if self.link not in _LIVE and self.link != LinkState.IDLE.value:
             return f"Server Manager: disconnected ({self.link})"
         text = f"Server Manager: {self.up} online, {self.down} offline"
         if self.firing:
             text += f", {len(self.firing)} alert{'s' if len(self.firing) != 1 else ''} firing"
-        return text + (" (polling)" if self.link == LinkState.POLLING.value else "")
+        text += " (polling)" if self.link == LinkState.POLLING.value else ""
+        if self.cores_down:
+            text += f"; unreachable: {', '.join(self.cores_down)}"
+        return text
 
     def set_link(self, state: str, detail: str = "", url: str = "") -> None:
         """The link's state (a LinkState value), its detail and the core's URL, as the live link says."""
@@ -172,6 +177,19 @@ class TrayState(QObject):
         self.link = state
         self.watch.update(state, detail, url)
         if (self.link, self.tooltip) != before:  # the tooltip also tells a new reason for an outage
+            self.changed.emit()
+
+    def set_cores_down(self, names: list[str]) -> None:
+        """The window's other cores that cannot be reached now (their nodes count as offline)."""
+        if names != self.cores_down:
+            self.cores_down = list(names)
+            self.changed.emit()
+
+    def set_cores_live(self, count: int) -> None:
+        """How many of the window's other cores are live: signed out of the first, the tray still
+        watches those."""
+        if count != self.cores_live:
+            self.cores_live = count
             self.changed.emit()
 
     def set_unreachable_after(self, seconds: float) -> None:
@@ -210,7 +228,7 @@ class TrayState(QObject):
             del self.firing[alert.id]
         self.changed.emit()
 
-    def node_transition(self, _node_id: int, name: str, online: bool) -> None:
+    def node_transition(self, _node: object, name: str, online: bool) -> None:
         """A node went offline or came back: queue a notification unless muted."""
         if not self.enabled or self.paused:
             return
@@ -280,7 +298,7 @@ class Tray(QObject):
     show_requested = Signal()
     quit_requested = Signal()
     pause_toggled = Signal(bool)
-    ack_requested = Signal(int)  # alert id
+    ack_requested = Signal(object)  # alert id (a key of core and id: may not fit a C++ int)
     snooze_requested = Signal(object, float)  # Alert, seconds: silence its rule on its node
 
     SNOOZES: tuple[tuple[str, float], ...] = (("1 hour", 3600.0), ("4 hours", 4 * 3600.0), ("1 day", 86400.0))

@@ -14,7 +14,7 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QColor, QPainter, QPalette, QPen
+from PySide6.QtGui import QAction, QColor, QFontMetrics, QKeySequence, QPainter, QPalette, QPen
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
@@ -144,6 +144,19 @@ def paint_bar(
     painter.restore()
 
 
+# The status cell: a dot, then the words. The column is sized for the widest words it shows in
+# practice, in the table's own font; rarer, longer ones (10 alerts and more, "(cached)" while the app
+# is offline) are elided, never cut mid-letter.
+STATUS_DOT, STATUS_LEFT, STATUS_GAP, STATUS_RIGHT = 10, 8, 6, 4
+WIDEST_STATUS = "Offline · 9 alerts"
+
+
+def status_width(metrics: QFontMetrics) -> int:
+    """The Status column's width for WIDEST_STATUS in this font, dot and margins included."""
+    pad = STATUS_LEFT + STATUS_DOT + STATUS_GAP + STATUS_RIGHT
+    return pad + metrics.horizontalAdvance(WIDEST_STATUS) + 4  # 4: the view's own cell margin
+
+
 class FleetDelegate(QStyledItemDelegate):
     """Paints the fleet table: status dots, percentage bars, and dimmed rows for offline nodes."""
 
@@ -191,8 +204,8 @@ class FleetDelegate(QStyledItemDelegate):
             widget.style().drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, widget)
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        d = 10
-        dot = QRectF(rect.x() + 8, rect.center().y() - d / 2 + 1, d, d)
+        d = STATUS_DOT
+        dot = QRectF(rect.x() + STATUS_LEFT, rect.center().y() - d / 2 + 1, d, d)
         alert = index.data(AlertRole)
         if online:
             # A firing alert turns an online node's dot amber (warning) or red (critical).
@@ -203,12 +216,11 @@ class FleetDelegate(QStyledItemDelegate):
             painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.drawEllipse(dot.adjusted(1, 1, -1, -1))
         painter.setPen(opt.palette.color(QPalette.ColorRole.Text))
-        text_rect = rect.adjusted(8 + d + 6, 0, -4, 0)
-        painter.drawText(
-            text_rect,
-            int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft),
-            str(index.data() or ""),
+        text_rect = rect.adjusted(STATUS_LEFT + d + STATUS_GAP, 0, -STATUS_RIGHT, 0)
+        text = opt.fontMetrics.elidedText(
+            str(index.data() or ""), Qt.TextElideMode.ElideRight, text_rect.width()
         )
+        painter.drawText(text_rect, int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft), text)
         painter.restore()
 
     def sizeHint(self, option: QStyleOptionViewItem, index: Index) -> QSize:
@@ -272,3 +284,9 @@ class Meter(QWidget):
             painter.drawText(head, right, detail)
         paint_bar(painter, QRect(0, 17, self.width(), 27), self.pct, self.text, pal, dim=self.dim)
         painter.end()
+
+
+def tip_with_key(action: QAction, tip: str) -> None:
+    """The toolbar's tooltips say the key too, as the menus do: "Alerts (Ctrl+Shift+A)"."""
+    key = action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+    action.setToolTip(f"{tip} ({key})" if key and key not in tip else tip)

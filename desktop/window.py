@@ -26,12 +26,17 @@ from servermanager.desktop.accountflow import AccountFlow
 from servermanager.desktop.addserver import AddServerDialog, InstallRequest
 from servermanager.desktop.alerting import AlertingView
 from servermanager.desktop.audit import AuditPanel
+from servermanager.desktop.batch import BatchActions, BatchView, describe
 from servermanager.desktop.compare import CompareView
 from servermanager.desktop.console import ConsolePanel
 from servermanager.desktop.context import AppContext
+from servermanager.desktop.corealerts import MergedAlertsPanel
+from servermanager.desktop.cores import CoreSet, CoreSetNodes
+from servermanager.desktop.corewindow import CoreMenu
 from servermanager.desktop.dialogs import CertificateDialog, ConnectionDialog, SettingsDialog
 from servermanager.desktop.fleetview import FleetPanel
 from servermanager.desktop.format import fmt_duration
+from servermanager.desktop.models.merged import split_key
 from servermanager.desktop.net.errors import CertificateChanged, CertificateUntrusted, CoreError
 from servermanager.desktop.net.live import LinkState
 from servermanager.desktop.net.rest import Session, normalize_url
@@ -43,6 +48,7 @@ from servermanager.desktop.signing import SigningKeyDialog
 from servermanager.desktop.themes import icon
 from servermanager.desktop.tray import Tray, TrayState
 from servermanager.desktop.users import AccountsView
+from servermanager.desktop.widgets import tip_with_key
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +60,6 @@ LINK_TEXT = {
     LinkState.POLLING: "Polling",
     LinkState.OFFLINE: "Offline",
 }
-
-
-def tip_with_key(action: QAction, tip: str) -> None:
-    """The toolbar's tooltips say the key too, as the menus do: "Alerts (Ctrl+Shift+A)"."""
-    key = action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
-    action.setToolTip(f"{tip} ({key})" if key and key not in tip else tip)
 
 
 def fill_menu(menu: QMenu, *actions: QAction | None) -> None:
@@ -111,11 +111,20 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(icon("app"))
         self.resize(1280, 760)
 
-        self.fleet = FleetPanel(ctx)
+        # Every core this window shows: ctx's (slot 0) and those connected beside it.
+        self.cores = CoreSet(ctx, self)
+        self.fleet = FleetPanel(ctx, cores=self.cores)
         self.fleet.open_node.connect(self.open_node)
         self.fleet.run_command.connect(self.open_console)
         self.fleet.compare.connect(self.open_compare)
         self.fleet.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        # Batch command, service action and group/tags edit on the fleet's selection (desktop.batch).
+        self.batch = BatchActions(
+            ctx, self.fleet.selected_node_ids, self, lambda keys: self._one_core(keys, "A batch action")
+        )
+        self.batch.view_opened.connect(self._add_batch_view)
+        self.fleet.selection_actions = list(self.batch.actions)
+        self.batch_views: list[BatchView] = []
         self.tabs = Tabs()
         self.tabs.setDocumentMode(True)
         self.tabs.setTabsClosable(True)
@@ -161,14 +170,11 @@ class MainWindow(QMainWindow):
         self.two_factor_action.triggered.connect(lambda: self.account.two_factor())
         self.sessions_action = QAction("Sessions and tokens…", self)
         self.sessions_action.triggered.connect(lambda: self.open_accounts("sessions"))
+        # In the menu bar only: a toolbar button with the same menu showed "Account" twice.
         self.account_menu = QMenu("Account", self)
+        self.account_menu.setToolTip("Your password, two-factor sign-in, sessions and tokens")
         for action in (self.password_action, self.two_factor_action, self.sessions_action):
             self.account_menu.addAction(action)
-        self.account_button = QToolButton()
-        self.account_button.setText("Account")
-        self.account_button.setToolTip("Your password, two-factor sign-in, sessions and tokens")
-        self.account_button.setMenu(self.account_menu)
-        self.account_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self.quit_action = QAction("Quit", self)
         self.quit_action.setShortcut("Ctrl+Q")
         self.quit_action.triggered.connect(self.request_quit)
@@ -190,8 +196,6 @@ class MainWindow(QMainWindow):
         toolbar.addAction(self.signing_action)
         toolbar.addAction(self.users_action)
         toolbar.addAction(self.add_server_action)
-        toolbar.addSeparator()
-        toolbar.addWidget(self.account_button)
         self.addToolBar(toolbar)
         self._keyboard()
 
@@ -228,21 +232,22 @@ class MainWindow(QMainWindow):
         ctx.live.latency_changed.connect(self._latency_changed)
         ctx.rest.session_changed.connect(self._session_changed)
         ctx.rest.certificate_changed.connect(self._certificate_changed)
-        ctx.model.counts_changed.connect(self._counts_changed)
-        ctx.model.online_changed.connect(self.tray_state.node_transition)
-        # Alerts colour the tray: the firing ones are listed whenever the fleet is (a snapshot on
-        # every live connect, each poll while polling), and alert events keep them current between.
-        ctx.live.alert.connect(self.tray_state.alert_changed)
-        ctx.live.alert.connect(ctx.model.alert_changed)
-        ctx.live.snapshot.connect(self._refresh_firing)
-        ctx.live.polled.connect(self._refresh_firing)
+        self.cores.fleet.counts_changed.connect(self._counts_changed)
+        self.cores.node_transition.connect(self.tray_state.node_transition)  # every core's nodes
+        # Alerts colour the tray: each core's firing ones are listed whenever its fleet is (a
+        # snapshot on every live connect, each poll while polling; see CoreSet), and alert events
+        # keep them current between.
+        self.cores.alert.connect(self.tray_state.alert_changed)
+        self.cores.firing_changed.connect(self._firing_changed)
+        # "Connect another core…", "Disconnect core", and the other cores' link states.
+        self.core_menu = CoreMenu(self)
         ctx.settings.changed.connect(self._setting_changed)
         ctx.signin.needs_login.connect(self._needs_login)
         ctx.signin.signed_out.connect(self._signed_out)
         ctx.signin.warning.connect(self._warning)
         self._link_changed(ctx.live.state.value, "")
         self._session_changed(ctx.rest.session)
-        self._counts_changed(*ctx.model.counts())
+        self._counts_changed(*self.cores.fleet.counts())
         self.restore_state()
 
     # ------------------------------------------------------------ keyboard
@@ -312,10 +317,18 @@ class MainWindow(QMainWindow):
             self.previous_tab_action,
             self.close_tab_action,
         )
+        nodes_menu = bar.addMenu("&Nodes")
+        fill_menu(nodes_menu, *self.batch.actions)
         self.account_menu.setTitle("&Account")
         bar.addMenu(self.account_menu)
-        self.menus = [file_menu, view_menu, self.account_menu]
-        for action in (self.fleet_action, self.find_action, self.palette_action, *self._tab_actions()):
+        self.menus = [file_menu, view_menu, nodes_menu, self.account_menu]
+        for action in (
+            self.fleet_action,
+            self.find_action,
+            self.palette_action,
+            *self.batch.actions,
+            *self._tab_actions(),
+        ):
             self.addAction(action)  # work with the menu bar closed, from any tab
         for action in [a for menu in self.menus for a in menu.actions() if not a.isSeparator()]:
             tip_with_key(action, action.toolTip())
@@ -363,21 +376,26 @@ class MainWindow(QMainWindow):
             return action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
 
         entries: list[PaletteEntry] = []
-        model = self.ctx.model
-        for node in sorted(model.nodes(), key=lambda n: n.name.lower()):
+        fleet = self.cores.fleet
+        for node_key, _node in sorted(fleet.keyed_nodes(), key=lambda kn: kn[1].name.lower()):
             entries.append(
-                PaletteEntry(f"node:{node.id}", "Node", f"Open node {model.display_name(node.id)}")
+                PaletteEntry(f"node:{node_key}", "Node", f"Open node {fleet.display_name(node_key)}")
             )
         for name, action in self._palette_actions().items():
             if action.isEnabled() and action.isVisible():
                 kind = "View" if name.startswith("view:") else "Action"
                 entries.append(PaletteEntry(name, kind, action.text().replace("&", ""), key(action)))
+        for slot in self.cores.extra_slots():  # File → Disconnect core's items
+            entries.append(
+                PaletteEntry(f"disconnect:{slot}", "Action", f"Disconnect core {self.cores.name(slot)}")
+            )
         return entries
 
     def _palette_actions(self) -> dict[str, QAction]:
         return {
             "view:fleet": self.fleet_action,
             "view:alerts": self.alerts_action,
+            "view:all-alerts": self.core_menu.alerts_action,
             "view:console": self.console_action,
             "view:audit": self.audit_action,
             "view:users": self.users_action,
@@ -386,8 +404,12 @@ class MainWindow(QMainWindow):
             "action:find": self.find_action,
             "action:add-server": self.add_server_action,
             "action:connect": self.connect_action,
+            "action:connect-core": self.core_menu.connect_action,
             "action:settings": self.settings_action,
             "action:signing-key": self.signing_action,
+            "action:batch-command": self.batch.command_action,
+            "action:batch-service": self.batch.service_action,
+            "action:bulk-edit": self.batch.edit_action,
             "action:password": self.password_action,
             "action:two-factor": self.two_factor_action,
             "action:sign-out": self.signout_action,
@@ -411,8 +433,12 @@ class MainWindow(QMainWindow):
     def run_palette_entry(self, key: str) -> None:
         kind, _, value = key.partition(":")
         if kind == "node":
-            if self.ctx.model.node(int(value)) is not None:
+            if self.cores.fleet.node(int(value)) is not None:
                 self.open_node(int(value))
+            return
+        if kind == "disconnect":
+            if int(value) in self.cores.extra_slots():
+                self.core_menu.disconnect_core(int(value))
             return
         action = self._palette_actions().get(key)
         if action is not None and action.isEnabled() and action.isVisible():
@@ -433,6 +459,7 @@ class MainWindow(QMainWindow):
             profile = profiles.for_url(normalize_url(core_url)) if core_url else profiles.get(name or "")
             if profile is not None:
                 self.ctx.show_cached(profile.url)
+            self.core_menu.resume_others()  # the cores open beside it last time, each on its own
         self.ctx.aio.spawn(self._startup(core_url, demo_password), "startup")
 
     async def _startup(self, core_url: str | None, demo_password: str | None) -> None:
@@ -527,6 +554,13 @@ class MainWindow(QMainWindow):
         session_only: bool,
         code: str = "",
     ) -> None:
+        slot = self.cores.slot_for_url(normalize_url(profile.url))
+        if slot is not None and slot != 0:
+            # Two sessions to one core would show each of its nodes twice.
+            dialog.show_error(
+                f"{self.cores.name(slot)} is already in this window: File → Disconnect core first."
+            )
+            return
         try:
             session = await self.ctx.signin.sign_in(
                 profile, secret, remember=remember, session_only=session_only, otp=code or None
@@ -666,23 +700,38 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------ node views
 
-    def open_node(self, node_id: int) -> NodeView:
-        view = self.node_views.get(node_id)
+    def open_node(self, key: int) -> NodeView:
+        """The node's tab; key is a node key (models/merged.py): its core's id when alone."""
+        view = self.node_views.get(key)
         if view is None:
-            view = NodeView(self.ctx, node_id)
-            self.node_views[node_id] = view
-            self.tabs.addTab(view, self.ctx.model.display_name(node_id))
+            found = self.cores.context_of(key)
+            ctx, node_id = found if found is not None else (self.ctx, key)
+            view = NodeView(ctx, node_id)
+            self.node_views[key] = view
+            self.tabs.addTab(view, self.cores.fleet.display_name(key))
         self.tabs.setCurrentWidget(view)
         return view
 
+    def _one_core(self, keys: list[int], what: str) -> tuple[AppContext, list[int]] | None:
+        """The core of these node keys and their ids there; None (and a note why) when they span
+        several cores, since a console or a comparison talks to one core's session."""
+        ctx, ids = self.cores.on_one_core(keys)
+        if ctx is None:
+            self.statusBar().showMessage(
+                f"{what} works on one core at a time: select nodes of one core.", 10000
+            )
+            return None
+        return ctx, ids
+
     def open_compare(self, node_ids: list[int] | None = None) -> CompareView | None:
-        """The Compare tab with node_ids (default: the fleet table's selection) overlaid."""
-        if self.ctx.rest.session is None:
+        """The Compare tab with node_ids (node keys, of any of the window's cores; default: the fleet
+        table's selection) overlaid; each line's history is asked of its own core."""
+        if not any(c.rest.session is not None for c in self.cores.contexts.values()):
             return None
         if node_ids is None:
             node_ids = self.fleet.selected_node_ids()
         if self.compare is None:
-            self.compare = CompareView(self.ctx, node_ids)
+            self.compare = CompareView(self.ctx, node_ids, nodes=CoreSetNodes(self.cores))
             self.tabs.addTab(self.compare, "Compare")
         elif node_ids:
             self.compare.set_nodes(node_ids)
@@ -690,16 +739,22 @@ class MainWindow(QMainWindow):
         return self.compare
 
     def open_console(self, node_ids: list[int] | None = None) -> ConsolePanel | None:
-        """The console tab, targeting node_ids (default: the fleet table's selection)."""
-        session = self.ctx.rest.session
+        """The console tab, targeting node_ids (node keys; default: the fleet table's selection)."""
+        found = self._one_core(
+            self.fleet.selected_node_ids() if node_ids is None else node_ids, "The console"
+        )
+        if found is None:
+            return None
+        ctx, node_ids = found
+        session = ctx.rest.session
         if session is None or not session.can_edit:
             return None
+        if self.console is not None and self.console.ctx is not ctx and node_ids:
+            self._close_tab(self.tabs.indexOf(self.console))  # it ran on another core
         if self.console is None:
-            self.console = ConsolePanel(self.ctx)
+            self.console = ConsolePanel(ctx)
             self.console.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
             self.tabs.addTab(self.console, "Console")
-        if node_ids is None:
-            node_ids = self.fleet.selected_node_ids()
         if node_ids or not self.console.targets:
             self.console.set_targets(node_ids)
         self.tabs.setCurrentWidget(self.console)
@@ -741,6 +796,14 @@ class MainWindow(QMainWindow):
         self.accounts.show_page(page)
         return self.accounts
 
+    def _add_batch_view(self, view: BatchView) -> None:
+        view.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.batch_views.append(view)
+        what = describe(view.request)
+        self.tabs.addTab(view, f"Batch: {what[:24]}…" if len(what) > 25 else f"Batch: {what}")
+        self.tabs.setCurrentWidget(view)
+        view.table.setFocus()
+
     def close_node(self, node_id: int) -> None:
         view = self.node_views.get(node_id)
         if view is not None:
@@ -750,10 +813,18 @@ class MainWindow(QMainWindow):
         view = self.tabs.widget(index)
         if isinstance(view, NodeView):
             self.tabs.removeTab(index)
-            self.node_views.pop(view.node_id, None)
+            for key in [k for k, v in self.node_views.items() if v is view]:
+                del self.node_views[key]
             view.shutdown()
             view.deleteLater()
-        elif isinstance(view, ConsolePanel | AuditPanel | AlertingView | AccountsView | CompareView):
+        elif isinstance(view, BatchView):
+            self.tabs.removeTab(index)
+            self.batch_views.remove(view)
+            view.shutdown()
+            view.deleteLater()
+        elif isinstance(
+            view, ConsolePanel | AuditPanel | AlertingView | AccountsView | CompareView | MergedAlertsPanel
+        ):
             self.tabs.removeTab(index)
             if view is self.console:
                 self.console = None
@@ -765,6 +836,8 @@ class MainWindow(QMainWindow):
                 self.accounts = None
             if view is self.compare:
                 self.compare = None
+            if view is self.core_menu.alerts_panel:
+                self.core_menu.alerts_panel = None
             view.shutdown()
             view.deleteLater()
 
@@ -794,13 +867,17 @@ class MainWindow(QMainWindow):
         self.ctx.aio.spawn(self._acknowledge(alert_id), "alert-ack")
 
     async def _acknowledge(self, alert_id: int) -> None:
+        found = self.cores.context_of(alert_id)  # the tray's alert ids are keys of (core, id)
+        if found is None:
+            return
+        ctx, raw_id = found
         try:
-            alert = await self.ctx.rest.ack_alert(alert_id)
+            alert = await ctx.rest.ack_alert(raw_id)
         except CoreError as exc:
             self.statusBar().showMessage(f"Could not acknowledge the alert: {exc.message}", 10000)
             return
-        self.tray_state.alert_changed(alert)
-        self.ctx.model.alert_changed(alert)
+        ctx.model.alert_changed(alert)
+        self.cores.alert_event(self.cores.slot_of(ctx) or 0, alert)  # the tray and the merged list
         self.statusBar().showMessage(f"Acknowledged: {alert.rule} on {alert.node}", 6000)
 
     def snooze_alert(self, alert: Alert, seconds: float) -> None:
@@ -808,6 +885,10 @@ class MainWindow(QMainWindow):
         self.ctx.aio.spawn(self._snooze(alert, seconds), "alert-snooze")
 
     async def _snooze(self, alert: Alert, seconds: float) -> None:
+        found = self.cores.context_of(alert.id)  # the tray's alert ids are keys of (core, id)
+        if found is None:
+            return
+        ctx = found[0]
         body = m.SilenceCreate(
             rule=alert.rule_id,
             node=alert.node_id,
@@ -815,7 +896,7 @@ class MainWindow(QMainWindow):
             comment=f"Snoozed for {fmt_duration(seconds)} from the tray",
         )
         try:
-            await self.ctx.rest.create_silence(body)
+            await ctx.rest.create_silence(body)
         except CoreError as exc:
             self.statusBar().showMessage(f"Could not snooze the alert: {exc.message}", 10000)
             return
@@ -832,19 +913,8 @@ class MainWindow(QMainWindow):
     def _warning(self, text: str) -> None:
         self.statusBar().showMessage(text, 15000)
 
-    def _refresh_firing(self, _nodes: object = None) -> None:
-        if self.ctx.rest.session is not None:
-            self.ctx.aio.spawn(self._load_firing(), "firing-alerts")
-
-    async def _load_firing(self) -> None:
-        try:
-            alerts = await self.ctx.rest.alerts(state="firing")
-        except CoreError as exc:
-            # A core without alerting, or a blip: the next snapshot or poll asks again.
-            log.info("could not list firing alerts: %s", exc.message)
-            return
-        self.tray_state.set_alerts(alerts)
-        self.ctx.model.set_alerts(alerts)
+    def _firing_changed(self) -> None:
+        self.tray_state.set_alerts(self.cores.all_firing())
 
     def _counts_changed(self, up: int, down: int) -> None:
         self.counts_label.setText(f"{up} online · {down} offline" if up + down else "")
@@ -866,17 +936,17 @@ class MainWindow(QMainWindow):
         self.add_server_action.setEnabled(admin)
         if not admin and self.add_server_dialog is not None:
             self.add_server_dialog.close()  # it may show a token: not for the next one at this desk
-        self.account_button.setEnabled(session is not None)
+        self.account_menu.setEnabled(session is not None)
+        self.batch.set_can_edit(operator)
         if self.accounts is not None and session is None:
             self._close_tab(self.tabs.indexOf(self.accounts))
         if session is None:
-            self.tray_state.set_alerts([])
             self.ctx.model.set_alerts([])
             self.user_label.setText("")
             self.setWindowTitle("Server Manager")
             return
-        urls = [v.core_url for v in self.node_views.values()]
-        if self.compare is not None:
+        urls = [v.core_url for v in self._own_views()]
+        if self.compare is not None and self.compare.ctx is self.ctx:
             urls.append(self.compare.core_url)
         if any(url != session.url for url in urls):
             self._signed_out()  # node ids are per core: another core's node 3 is another machine
@@ -885,13 +955,26 @@ class MainWindow(QMainWindow):
         self.user_label.setText(f"{session.user} ({session.role})")
         self.setWindowTitle(f"Server Manager — {where}")
 
+    def _own_views(self) -> list[NodeView]:
+        """The node views of the window's first core (the one Sign out and Connect… change)."""
+        return [v for v in self.node_views.values() if v.ctx is self.ctx]
+
+    def close_core_views(self, ctx: AppContext, slot: int | None = None) -> None:
+        """Close every tab that shows one core's nodes (its node views, its console) and take its
+        nodes (at `slot`) out of the comparison."""
+        for view in [v for v in self.node_views.values() if v.ctx is ctx]:
+            self._close_tab(self.tabs.indexOf(view))
+        if self.console is not None and self.console.ctx is ctx:
+            self._close_tab(self.tabs.indexOf(self.console))
+        if self.compare is not None and slot is not None:
+            # The comparison goes on with the other cores' nodes.
+            for key in [k for k in self.compare.node_ids if split_key(k)[0] == slot]:
+                self.compare.remove_node(key)
+
     def _signed_out(self) -> None:
-        for node_id in list(self.node_views):
-            view = self.node_views.pop(node_id)
-            self.tabs.removeTab(self.tabs.indexOf(view))
-            view.shutdown()
-            view.deleteLater()
-        if self.compare is not None:
+        for view in self._own_views():
+            self._close_tab(self.tabs.indexOf(view))
+        if self.compare is not None and self.compare.ctx is self.ctx:
             self._close_tab(self.tabs.indexOf(self.compare))
 
     def _setting_changed(self, key: str, value: object) -> None:

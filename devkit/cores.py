@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,23 @@ FAST = {
 }
 
 
+# The PostgreSQL databases RunningCores made (name -> server), for drop_postgresql_databases().
+PG_DATABASES: dict[str, str] = {}
+
+
+async def drop_postgresql_databases() -> None:
+    """Drop every database a RunningCore made under SM_DEVKIT_POSTGRESQL."""
+    import asyncpg
+
+    for name, server in list(PG_DATABASES.items()):
+        con = await asyncpg.connect(f"{server.rstrip('/')}/postgres", timeout=5)
+        try:
+            await con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await con.close()
+        del PG_DATABASES[name]
+
+
 class RunningCore:
     """create_app() served by an AppRunner on 127.0.0.1:<free port>.
 
@@ -40,6 +59,16 @@ class RunningCore:
     def __init__(self, data_dir: Path, port: int | None = None, **settings: Any) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
+        # With SM_DEVKIT_POSTGRESQL (a server's URL, no database name), a core not given a `database`
+        # runs on a fresh PostgreSQL database of its own there, made on start and dropped on stop:
+        # how the whole suite runs on PostgreSQL.
+        self.pg_server = os.environ.get("SM_DEVKIT_POSTGRESQL", "") if "database" not in settings else ""
+        # Named after the data dir: a core restarted on the same data dir finds its data again. Each
+        # is dropped by drop_postgresql_databases() (tests: at the end of the session).
+        digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+        self.pg_name = f"sm_test_{digest}" if self.pg_server else ""
+        if self.pg_server:
+            settings = {**settings, "database": f"{self.pg_server.rstrip('/')}/{self.pg_name}"}
         opts = {**FAST, **settings, "data_dir": str(data_dir), "listen": f"127.0.0.1:{self.port}"}
         self.settings = msgspec.convert(opts, CoreSettings)
         self.settings.validate()
@@ -71,7 +100,20 @@ class RunningCore:
     def core(self) -> Core:
         return self.app[CORE]
 
+    async def _pg_admin(self, sql: str) -> None:
+        import asyncpg
+
+        con = await asyncpg.connect(f"{self.pg_server.rstrip('/')}/postgres", timeout=5)
+        try:
+            await con.execute(sql)
+        finally:
+            await con.close()
+
     async def start(self) -> RunningCore:
+        if self.pg_name and self.pg_name not in PG_DATABASES:
+            await self._pg_admin(f"DROP DATABASE IF EXISTS {self.pg_name} WITH (FORCE)")  # a past run's
+            await self._pg_admin(f"CREATE DATABASE {self.pg_name}")
+            PG_DATABASES[self.pg_name] = self.pg_server
         await self.runner.setup()
         context = self.tls.context if self.tls else None
         await web.TCPSite(self.runner, "127.0.0.1", self.port, ssl_context=context).start()

@@ -54,9 +54,16 @@ def _admin(name: str) -> Callable[[argparse.Namespace], int]:
     """An admin subcommand, imported from core.admin only when it runs."""
 
     def run(args: argparse.Namespace) -> int:
+        import sqlite3
+
         from servermanager.core import admin
 
-        return int(getattr(admin, name)(args))
+        try:
+            return int(getattr(admin, name)(args))
+        except sqlite3.Error as exc:
+            # The database cannot be used (PostgreSQL unreachable, a file that is not one): one line.
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
 
     return run
 
@@ -116,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls",
         choices=["auto", "on", "off"],
         help="HTTPS/WSS: auto (default) unless listening on loopback only; off only behind a TLS proxy",
+    )
+    p.add_argument(
+        "--database",
+        metavar="URL",
+        help="sqlite (default: the data dir's file) or postgresql://USER@HOST:PORT/DBNAME (env SM_CORE_DATABASE)",
+    )
+    p.add_argument(
+        "--bus",
+        help="local (default) or a redis:// URL shared by several cores serving one fleet (env SM_CORE_BUS)",
     )
     p.set_defaults(fn=cmd_core)
 
@@ -188,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-offline", action="store_true", help="hold it for offline nodes (does not wait)")
     p.add_argument("--expires-in", type=_duration, default=3600.0, help="with --queue-offline (default 1h)")
     p.add_argument("--no-wait", action="store_true", help="print the command id and return")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run nothing: print which nodes would run it, and which would refuse and why",
+    )
     p.add_argument("--poll", type=float, default=0.5, help=argparse.SUPPRESS)
     p.set_defaults(fn=_sign("cmd_run"))
 
@@ -267,6 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
     core_opts(p)
     p.add_argument("file")
     p.set_defaults(fn=_admin("cmd_restore"))
+    p = adm.add_parser(
+        "migrate",
+        help="copy the data dir's SQLite database into PostgreSQL and verify the row counts "
+        "(refused while a core uses the data dir)",
+    )
+    core_opts(p)
+    p.add_argument(
+        "--to", metavar="URL", required=True, help="postgresql://USER@HOST:PORT/DBNAME (an existing database)"
+    )
+    p.add_argument("--force", action="store_true", help="replace the rows a non-empty target holds")
+    p.set_defaults(fn=_admin("cmd_migrate"))
     return ap
 
 

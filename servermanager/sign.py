@@ -27,7 +27,7 @@ import msgspec
 
 from servermanager.common import signing
 from servermanager.common.protocol import Command, CommandSignature, NodeInfo, ServiceRequest
-from servermanager.common.rest import CommandInfo, NodeList, ServiceList
+from servermanager.common.rest import CommandInfo, CommandPreview, NodeList, ServiceList
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -198,6 +198,25 @@ def command_body(
     return body
 
 
+def service_body(
+    cmd: Command, signatures: dict[int, CommandSignature], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The POST /api/v1/services body of a signed service action on several nodes."""
+    assert cmd.service is not None
+    body: dict[str, Any] = {
+        "id": cmd.command_id,
+        "targets": {"nodes": sorted(signatures)},
+        "action": cmd.service.action,
+        "timeout": cmd.timeout,
+        "signatures": {str(n): msgspec.to_builtins(s) for n, s in sorted(signatures.items())},
+    }
+    if cmd.service.name is not None:
+        body["name"] = cmd.service.name
+    if getattr(args, "queue_offline", False):
+        body.update(queue_offline=True, expires_in=args.expires_in)
+    return body
+
+
 def service_path(cmd: Command, node_id: int, sig: CommandSignature) -> str:
     """The path and query of a signed service request (GET for list, POST otherwise)."""
     assert cmd.service is not None
@@ -329,9 +348,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     cmd = command_from_args(args, signing.new_command_id())
     nodes = resolve(core.get("/api/v1/nodes", NodeList).nodes, args)
     names = {n.id: n.name for n in nodes}
-    if cmd.service is not None:
-        if len(nodes) != 1:
-            raise CliError(f"a service request is for one node; the targets match {len(nodes)}")
+    if args.dry_run:
+        return dry_run(core, key, cmd, nodes, args)
+    if cmd.service is not None and cmd.service.action == "list" and len(nodes) != 1:
+        raise CliError(f"a service list is for one node; the targets match {len(nodes)}")
+    if cmd.service is not None and len(nodes) == 1:
         sig = sign_command(key, cmd, nodes[0].id, lifetime(args))
         path = service_path(cmd, nodes[0].id, sig)
         if cmd.service.action == "list":
@@ -342,9 +363,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         info = msgspec.json.decode(core.call("POST", path), type=CommandInfo)
         return report(info, names)
     signatures = {n.id: sign_command(key, cmd, n.id, lifetime(args)) for n in nodes}
-    info = msgspec.json.decode(
-        core.call("POST", "/api/v1/commands", command_body(cmd, signatures, args)), type=CommandInfo
-    )
+    if cmd.service is not None:  # one action on many nodes: POST /services, answered like a command
+        body, path = service_body(cmd, signatures, args), "/api/v1/services"
+    else:
+        body, path = command_body(cmd, signatures, args), "/api/v1/commands"
+    info = msgspec.json.decode(core.call("POST", path, body), type=CommandInfo)
     if args.no_wait or args.queue_offline:
         print(f"command {info.id} started on {len(info.runs)} node(s)")
         return 0
@@ -353,6 +376,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         time.sleep(args.poll)
         info = core.get(f"/api/v1/commands/{info.id}", CommandInfo)
     return report(info, names)
+
+
+def dry_run(
+    core: Core, key: Ed25519PrivateKey, cmd: Command, nodes: list[NodeInfo], args: argparse.Namespace
+) -> int:
+    """Ask the core's preview who would run the signed request; EXIT_FAILED if any node would refuse."""
+    signatures = {n.id: sign_command(key, cmd, n.id, lifetime(args)) for n in nodes}
+    if cmd.service is not None:
+        body, path = service_body(cmd, signatures, args), "/api/v1/services/preview"
+    else:
+        body, path = command_body(cmd, signatures, args), "/api/v1/commands/preview"
+    preview = msgspec.json.decode(core.call("POST", path, body), type=CommandPreview)
+    for run in preview.runs:
+        print(f"{run.name} [{run.node_id}]\t{run.verdict}" + (f"\t{run.reason}" if run.reason else ""))
+    print(
+        f"{preview.run} would run, {preview.queue} queued, {preview.refused} refused, {preview.unknown} unknown "
+        f"(matched as: {preview.line})",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED if preview.refused else 0
 
 
 def report(info: CommandInfo, names: dict[int, str]) -> int:

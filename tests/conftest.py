@@ -1,14 +1,33 @@
-"""Shared fixtures: a real core on loopback with a real SQLite file, or just its database."""
+"""Shared fixtures: a real core on loopback with a real SQLite file, or just its database.
+
+With SM_DEVKIT_POSTGRESQL set to a PostgreSQL server's URL (postgresql://postgres@127.0.0.1:5432),
+every RunningCore (devkit/cores.py) and the `db` fixture are on a fresh PostgreSQL database of their
+own instead, so the tests using them run on the other backend unchanged.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from devkit.cores import RunningCore
 from servermanager.core.store.db import Database
+from tests.helpers.pg import create_database, drop_database
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_postgresql_databases() -> Iterator[None]:
+    """The PostgreSQL databases of the session's cores (SM_DEVKIT_POSTGRESQL), dropped at its end."""
+    yield
+    if os.environ.get("SM_DEVKIT_POSTGRESQL"):
+        import asyncio
+
+        from devkit.cores import drop_postgresql_databases
+
+        asyncio.run(drop_postgresql_databases())
 
 
 @pytest.fixture
@@ -23,12 +42,24 @@ async def core_server(tmp_path: Path) -> AsyncIterator[RunningCore]:
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     """The core's database, migrated and open, on a file of its own."""
-    database = Database(tmp_path / "core.db")
-    await database.open()
+    if not os.environ.get("SM_DEVKIT_POSTGRESQL"):
+        database = Database(tmp_path / "core.db")
+        await database.open()
+        try:
+            yield database
+        finally:
+            await database.close()
+        return
+    from servermanager.core.store.pg import PgDatabase
+
+    url = await create_database()
+    pg = PgDatabase(url)
     try:
-        yield database
+        await pg.open()
+        yield pg
     finally:
-        await database.close()
+        await pg.close()
+        await drop_database(url)
 
 
 @pytest.fixture(scope="session")

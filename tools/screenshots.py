@@ -21,12 +21,13 @@ import aiohttp
 import msgspec
 import qasync
 from aiohttp import web
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QApplication, QWidget
 
 from devkit.ports import free_port
 from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
+from servermanager.common.exec_policy import Policy
 from servermanager.core.app import create_app
 from servermanager.core.datadir import initial_admin_password
 from servermanager.core.settings import CoreSettings
@@ -55,6 +56,16 @@ FLEET: list[Spec] = [
     ("staging-1", "ci", ["staging"], 12.0, 40.0, 22.0, 2.0e5),
 ]
 OFFLINE = {"staging-1"}
+# What each simulated agent says its [exec] allows (the batch preview reads it); the rest: exec off.
+READ_ONLY = ["df -h *", "uptime", "service status *"]
+EXEC = {
+    "web-1": p.ExecReport(enabled=True, allow=READ_ONLY),
+    "web-2": p.ExecReport(enabled=True, allow=READ_ONLY),
+    "api-1": p.ExecReport(enabled=True, allow=["uptime"]),
+    "db-1": p.ExecReport(enabled=True, allow=READ_ONLY),
+    "backup-1": p.ExecReport(enabled=True, allow=READ_ONLY),
+    "staging-1": p.ExecReport(enabled=True, allow=["*"]),
+}
 HISTORY = 3600.0  # seconds of backfilled history per node
 STEP = 15.0
 OUTAGE_NODE, OUTAGE = "api-1", (1500.0, 1320.0)  # three minutes without data, 25 minutes ago
@@ -132,7 +143,14 @@ class SimNode:
             boot_time=time.time() - 12 * 86400 - self.seed * 7200,
         )
         await self.ws.send_bytes(
-            p.encode(p.Hello(protocol=p.PROTOCOL_VERSION, host=host, enroll_token=enroll_token))
+            p.encode(
+                p.Hello(
+                    protocol=p.PROTOCOL_VERSION,
+                    host=host,
+                    enroll_token=enroll_token,
+                    exec_policy=EXEC.get(self.name, p.ExecReport(enabled=False)),
+                )
+            )
         )
         welcome = p.decode(p.decoder(p.CoreToAgent), (await self.ws.receive()).data)
         assert isinstance(welcome, p.Welcome), welcome
@@ -158,8 +176,23 @@ class SimNode:
                 await self.answer(frame)
 
     async def answer(self, cmd: p.Command) -> None:
-        """Canned output for the console screenshot: a df-like table, and a warning on stderr."""
+        """Canned output for the console screenshot: a df-like table, and a warning on stderr; a
+        refusal where the [exec] it reported would refuse, as a real agent does."""
         assert self.ws is not None
+        report = EXEC.get(self.name, p.ExecReport(enabled=False))
+        line = cmd.shell if cmd.shell is not None else " ".join(cmd.argv or [])
+        why = (
+            Policy(report.allow, report.deny).check(line, shell=cmd.shell is not None)
+            if report.enabled
+            else None
+        )
+        if not report.enabled or why is not None:
+            message = why or "remote execution is disabled in this agent's config ([exec] enabled = false)"
+            refusal = p.CommandResult(
+                command_id=cmd.command_id, status="refused", message=message, duration=0.0
+            )
+            await self.ws.send_bytes(p.encode(refusal))
+            return
         out = (
             "Filesystem      Size  Used Avail Use% Mounted on\n"
             f"/dev/sda1        80G   {int(self.disk * 0.8)}G   {80 - int(self.disk * 0.8)}G  {int(self.disk)}% /\n"
@@ -263,6 +296,26 @@ async def shoot_accounts(window: MainWindow, theme: str, out: Path) -> None:
     connect.reject()
 
 
+async def shoot_batch(window: MainWindow, node_ids: list[int], theme: str, out: Path) -> None:
+    """The batch preview on the whole fleet, then its result grid."""
+    window.fleet.select_nodes(node_ids)
+    dialog = window.batch.open_dialog()
+    assert dialog is not None
+    dialog.command.setText("df -h /")
+    dialog.request_preview()
+    await wait_for(lambda: dialog.previews >= 1)
+    await settle()
+    save(dialog, f"batch-preview-{theme}", out)
+    dialog.run()
+    view = window.batch_views[-1]
+    await wait_for(lambda: view.model.finished)
+    view.table.sortByColumn(1, Qt.SortOrder.AscendingOrder)
+    view.table.selectRow(0)
+    await settle()
+    save(window, f"batch-{theme}", out)
+    window._close_tab(window.tabs.indexOf(view))
+
+
 def save(widget: QWidget, name: str, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.png"
@@ -272,16 +325,83 @@ def save(widget: QWidget, name: str, out: Path) -> Path:
     return path
 
 
-async def shoot(app: QApplication, workdir: Path, out: Path, size: tuple[int, int] = (1400, 860)) -> None:
+async def start_core(data_dir: Path) -> tuple[str, web.AppRunner]:
+    """A core in this process on a free loopback port: its URL and runner (cleanup() stops it)."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     settings = msgspec.convert(
-        {"data_dir": str(workdir / "core"), "listen": f"127.0.0.1:{port}", "log_level": "WARNING"},
-        CoreSettings,
+        {"data_dir": str(data_dir), "listen": f"127.0.0.1:{port}", "log_level": "WARNING"}, CoreSettings
     )
     runner = web.AppRunner(create_app(settings), handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    return f"http://127.0.0.1:{port}", runner
+
+
+# A second site's core, for the merged fleet: one of its nodes has the name of one of Production's.
+SITE_B: list[Spec] = [
+    ("web-1", "frontend", ["us", "prod"], 27.0, 52.0, 35.0, 1.9e6),
+    ("shop-db", "storage", ["us", "prod"], 18.0, 79.0, 66.0, 7.0e5),
+    ("mail-1", "mail", ["us"], 6.0, 38.0, 47.0, 2.1e5),
+]
+
+
+async def shoot_cores(window: MainWindow, http: aiohttp.ClientSession, workdir: Path, out: Path) -> None:
+    """Two cores in one window (both themes), then the second one down: only its rows grey out."""
+    url, runner = await start_core(workdir / "core-b")
+    nodes: list[SimNode] = []
+    feeders: list[asyncio.Task[None]] = []
+    stopped = False
+    try:
+        password = initial_admin_password(workdir / "core-b")
+        async with http.post(
+            url + "/api/v1/auth/login", json={"username": "admin", "password": password}
+        ) as r:
+            auth = {"Authorization": f"Bearer {(await r.json())['access_token']}"}
+        async with http.post(url + "/api/v1/enroll-tokens", json={"uses": len(SITE_B)}, headers=auth) as r:
+            enroll = (await r.json())["token"]
+        for seed, spec in enumerate(SITE_B, start=len(FLEET)):
+            node = SimNode(http, url, spec, seed)
+            await node.start(enroll)
+            async with http.patch(
+                f"{url}/api/v1/nodes/{node.node_id}",
+                json={"group": node.group, "tags": node.tags},
+                headers=auth,
+            ) as r:
+                r.raise_for_status()
+            nodes.append(node)
+            feeders.append(asyncio.create_task(node.run()))
+        dialog = window.core_menu.open_dialog()
+        profile = Profile("Site B", url, "password", "admin", remember=False)
+        ctx_b = await window.core_menu.connect_core(dialog, profile, password, remember=False)
+        assert ctx_b is not None, dialog.error.text()
+        await wait_for(lambda: ctx_b.live.state == LinkState.CONNECTED)
+        await wait_for(lambda: window.cores.fleet.rowCount() == len(FLEET) + len(SITE_B))
+        window.tabs.setCurrentIndex(0)
+        window.fleet.table.clearSelection()
+        for theme in ("light", "dark"):
+            window.ctx.settings.set("theme", theme)
+            await settle()
+            save(window, f"fleet-cores-{theme}", out)
+        for task in feeders:
+            task.cancel()
+        await runner.cleanup()
+        stopped = True
+        await wait_for(lambda: window.cores.fleet.problem(1) is not None, timeout=30)
+        await settle()
+        save(window, "fleet-core-down-" + window.ctx.settings.get("theme"), out)
+    finally:
+        for task in feeders:
+            task.cancel()
+        await asyncio.gather(*feeders, return_exceptions=True)
+        await window.cores.close()
+        for node in nodes:
+            await node.close()
+        if not stopped:
+            await runner.cleanup()
+
+
+async def shoot(app: QApplication, workdir: Path, out: Path, size: tuple[int, int] = (1400, 860)) -> None:
+    url, runner = await start_core(workdir / "core")
     http = aiohttp.ClientSession()
     nodes: list[SimNode] = []
     feeders: list[asyncio.Task[None]] = []
@@ -390,6 +510,7 @@ async def shoot(app: QApplication, workdir: Path, out: Path, size: tuple[int, in
             save(window, f"rules-{theme}", out)
             alerting.show_page("alerts")
             await shoot_accounts(window, theme, out)
+            await shoot_batch(window, [n.node_id for n in nodes], theme, out)
         storage = [n.node_id for n in nodes if n.group == "storage"]
         window.fleet.select_nodes(storage)
         console = window.open_console()
@@ -409,6 +530,7 @@ async def shoot(app: QApplication, workdir: Path, out: Path, size: tuple[int, in
         await settle()
         save(settings_dialog, "settings-" + ctx.settings.get("theme"), out)
         settings_dialog.close()
+        await shoot_cores(window, http, workdir, out)
         window._quitting = True
         window.close()
     finally:

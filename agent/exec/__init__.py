@@ -46,8 +46,8 @@ def make_runner(
         )
     # The runner brings the run-as, process-group and service-manager code: 0.3 MB of the agent's
     # RSS with bytecode caches, 1.4 MB when compiled from source at start. Only an agent that runs
-    # commands imports it. (The settings import exec.policy, which imports this package first:
-    # keep its own imports as light as the outbox.)
+    # commands imports it. (Every agent imports this package for make_runner: keep its own imports
+    # as light as the outbox.)
     from servermanager.agent.exec.runner import CommandRunner
 
     return CommandRunner(settings, max_frame_bytes=max_frame_bytes, on_change=on_change, verifier=verifier)

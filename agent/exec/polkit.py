@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from servermanager.agent.exec.policy import portable_regex
 from servermanager.agent.settings import ExecSettings
+from servermanager.common.exec_policy import portable_regex
 
 DEFAULT_USER = "servermanager-agent"
 RULES_DIR = Path("/etc/polkit-1/rules.d")

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from servermanager.agent.exec.outbox import DISABLED_MESSAGE, Outbox, shorten
-from servermanager.agent.exec.policy import Policy
 from servermanager.agent.exec.runas import RefusedError, RunAs, default_cwd, minimal_env, resolve_run_as
 from servermanager.agent.exec.services import (
     ServiceError,
@@ -57,6 +56,7 @@ from servermanager.agent.exec.tree import (
     reap_orphans,
     release_subreaper,
 )
+from servermanager.common.exec_policy import Policy
 from servermanager.common.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     Command,

@@ -28,7 +28,7 @@ from servermanager.agent.link.tls import (
     untrusted_hint,
 )
 from servermanager.agent.link.wire import Wire
-from servermanager.agent.settings import AgentSettings, normalize_core_url
+from servermanager.agent.settings import AgentSettings, ExecSettings, normalize_core_url
 from servermanager.agent.spool import Spool
 from servermanager.agent.stats import Pulse, Stats
 from servermanager.common.backoff import Backoff
@@ -38,6 +38,7 @@ from servermanager.common.protocol import (
     CloseCode,
     Command,
     CommandCancel,
+    ExecReport,
     Hello,
     Incident,
     IncidentRequest,
@@ -378,6 +379,7 @@ class Connection:
             spool_dropped=self.spool.dropped,
             interval=self.interval,
             log_sources=log_sources,
+            exec_policy=exec_report(self.settings.exec),
         )
         await wire.send(encode(hello))
         async with asyncio.timeout(self.settings.connect_timeout):
@@ -457,3 +459,18 @@ class Connection:
             # back): continue above them so seq stays strictly increasing for this node.
             log.warning("spool seq moved up to the core's last seq %d", w.last_seq)
         self.stats.welcomes += 1
+
+
+def exec_report(ex: ExecSettings) -> ExecReport:
+    """What [exec] lets run, for the hello: the core previews commands by it."""
+    if not ex.enabled:
+        return ExecReport(enabled=False)
+    return ExecReport(
+        enabled=True,
+        allow=list(ex.allow),
+        deny=list(ex.deny),
+        signed_only=ex.requires_signatures,
+        # The platforms agent.exec.services drives (named here so the hello does not import it).
+        services=sys.platform.startswith("linux") or sys.platform in ("win32", "darwin"),
+        windows=sys.platform == "win32",
+    )

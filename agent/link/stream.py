@@ -112,11 +112,18 @@ class FrameSocket(Protocol):
 class SampleSource(Protocol):
     """What a stream does to the spool: read encoded samples, forget the delivered and undeliverable."""
 
+    @property
+    def newest_seq(self) -> int: ...
+
+    def recent(self, limit: int, after_seq: int) -> list[tuple[int, bytes]] | None: ...
+
     def read_raw(
         self, limit: int, after_seq: int = 0, upto_seq: int | None = None
     ) -> list[tuple[int, bytes]]: ...
 
     def delete_range(self, from_seq: int, upto_seq: int) -> int: ...
+
+    def delete_later(self, from_seq: int, upto_seq: int, rows: int) -> None: ...
 
     def discard(self, seqs: list[int]) -> int: ...
 
@@ -184,6 +191,8 @@ class Stream:
         self.inflight: dict[int, _Batch] = {}  # by upto_seq, which the ack names
         self.live_turn = True
         self._answers: set[asyncio.Task[None]] = set()  # snapshots being taken for the core
+        self._due = asyncio.Event()  # the heartbeat's timer went off: look at the socket
+        self._timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
         """Stream until the socket fails or the core is declared dead (ConnectionDead)."""
@@ -235,7 +244,13 @@ class Stream:
                     self.backlog_after = self.backlog_upto
                     return False
             else:
-                rows = await asyncio.to_thread(spool.read_raw, ctx.batch_size, self.live_after)
+                if self.live_after >= spool.newest_seq:
+                    return False  # nothing newer spooled: no trip to a worker thread to find out
+                # A live sample was just appended: it is still in memory, already encoded.
+                recent = spool.recent(ctx.batch_size, self.live_after)
+                if recent is None:
+                    recent = await asyncio.to_thread(spool.read_raw, ctx.batch_size, self.live_after)
+                rows = recent
                 if not rows:
                     return False
             frame, used, oversize = build_samples_frame(rows, ctx.max_frame_bytes)
@@ -259,7 +274,7 @@ class Stream:
             sent_rows = [seq for seq, _ in rows[:used] if seq not in oversize]
             batch = _Batch(sent_rows[0], sent_rows[-1], len(sent_rows), time.monotonic())
             self.inflight[batch.upto_seq] = batch
-            await self.wire.send(frame)
+            await self._send(frame)
             st = ctx.stats
             st.batches_sent += 1
             st.samples_sent += batch.count
@@ -279,7 +294,7 @@ class Stream:
         while True:
             frame = await outbox.get()
             try:
-                await self.wire.send(encode(frame))
+                await self._send(encode(frame))
             except BaseException:
                 outbox.requeue(frame)  # a result is kept for the next connection
                 raise
@@ -299,7 +314,7 @@ class Stream:
             if isinstance(frame, Ack):
                 await self._on_ack(frame)
             elif isinstance(frame, Ping):
-                await self.wire.send(encode(Pong(ts=frame.ts)))
+                await self._send(encode(Pong(ts=frame.ts)))
             elif isinstance(frame, Pong):
                 ctx.stats.pongs_received += 1
                 ctx.changed()
@@ -321,7 +336,7 @@ class Stream:
                 log.warning("ignoring a second welcome from the core")
 
     async def _send_chunk(self, chunk: LogsChunk) -> None:
-        await self.wire.send(encode(chunk))
+        await self._send(encode(chunk))
         self.ctx.changed()
 
     async def _answer(self, req: IncidentRequest) -> None:
@@ -332,7 +347,7 @@ class Stream:
             else await incident(req)
         )
         try:
-            await self.wire.send(encode(answer))
+            await self._send(encode(answer))
         except Exception as exc:  # the socket failed: the receiver and sender find out themselves
             log.info("could not send snapshot %s: %r", req.request_id, exc)
             return
@@ -356,9 +371,14 @@ class Stream:
                 batch.from_seq,
                 batch.upto_seq,
             )
-        deleted = await asyncio.to_thread(spool.delete_range, lo, ack.upto_seq)
         rejected = sorted(set(ack.rejected))
         outside = [s for s in rejected if not lo <= s <= ack.upto_seq]
+        if batch is not None:
+            # The usual ack, of a batch in flight: deleted with the next sample's commit.
+            spool.delete_later(lo, ack.upto_seq, batch.count)
+            deleted = 0
+        else:
+            deleted = await asyncio.to_thread(spool.delete_range, lo, ack.upto_seq)
         for seq in outside:
             deleted += await asyncio.to_thread(spool.delete_range, seq, seq)
         if rejected:
@@ -379,21 +399,55 @@ class Stream:
     # ------------------------------------------------------------ heartbeat
 
     async def _heartbeat(self) -> None:
+        """Ping when the socket has been quiet too long; give the core up when an ack is overdue.
+
+        It looks only when one of the two can be due (the `_arm` timer): a streaming agent sends a
+        batch every interval, which moves the timer on, so its heartbeat never wakes at all.
+        """
         ctx, wire = self.ctx, self.wire
-        while True:
-            interval = ctx.interval()
-            # A ping is only for an agent with nothing else to say (samples stopped, in-flight
-            # window full), which halves the frames a streaming fleet sends. The deadline follows
-            # the last frame sent, so a batch that comes a little late does not add a ping.
-            quiet_limit = interval + min(interval / 2, MAX_PING_GRACE)
-            if time.monotonic() - wire.last_sent >= quiet_limit:
-                await wire.send(encode(Ping(ts=time.time())))
-                ctx.stats.pings_sent += 1
-            if self.inflight:
-                oldest = min(b.sent_at for b in self.inflight.values())
-                limit = max(MIN_ACK_TIMEOUT, dead_after(interval))
-                if time.monotonic() - oldest > limit:
-                    raise ConnectionDead(f"no ack from the core for {limit:.0f}s")
-            # Until the silence would reach the limit, and at least once an interval for the acks.
-            quiet_left = wire.last_sent + quiet_limit - time.monotonic()
-            await asyncio.sleep(max(0.0, min(quiet_left, interval)))
+        try:
+            while True:
+                self._arm()
+                await self._due.wait()
+                self._due.clear()
+                interval = ctx.interval()
+                # A ping is only for an agent with nothing else to say (samples stopped, in-flight
+                # window full), which halves the frames a streaming fleet sends. The deadline
+                # follows the last frame sent, so a batch that comes a little late adds no ping.
+                if time.monotonic() - wire.last_sent >= _quiet_limit(interval):
+                    await self._send(encode(Ping(ts=time.time())))
+                    ctx.stats.pings_sent += 1
+                if self.inflight:
+                    oldest = min(b.sent_at for b in self.inflight.values())
+                    limit = _ack_limit(interval)
+                    if time.monotonic() - oldest > limit:
+                        raise ConnectionDead(f"no ack from the core for {limit:.0f}s")
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def _arm(self) -> None:
+        """(Re)set the heartbeat's timer: when the socket will have been quiet too long, or the
+        oldest batch in flight will be unacknowledged too long, whichever comes first."""
+        interval = self.ctx.interval()
+        due = self.wire.last_sent + _quiet_limit(interval)
+        if self.inflight:
+            due = min(due, min(b.sent_at for b in self.inflight.values()) + _ack_limit(interval))
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(due, self._due.set)
+
+    async def _send(self, data: bytes) -> None:
+        """One frame out; the heartbeat's quiet time starts again from it."""
+        await self.wire.send(data)
+        self._arm()
+
+
+def _quiet_limit(interval: float) -> float:
+    """How long the socket may stay quiet before a ping: an interval and some grace."""
+    return interval + min(interval / 2, MAX_PING_GRACE)
+
+
+def _ack_limit(interval: float) -> float:
+    """How long a batch may wait for its ack before the core is given up."""
+    return max(MIN_ACK_TIMEOUT, dead_after(interval))

@@ -15,13 +15,15 @@ import stat
 
 import msgspec
 
-from servermanager.agent.exec.policy import compile_patterns
-from servermanager.common.protocol import JOURNAL, MAX_LOG_FILES, MAX_LOG_LINES, LogSources
+from servermanager.common.exec_policy import compile_patterns
+from servermanager.common.protocol import JOURNAL, MAX_EVENTLOGS, MAX_LOG_FILES, MAX_LOG_LINES, LogSources
 from servermanager.common.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
 _GLOB_CHARS = "*?["
+# An Event Log channel's name as Event Viewer shows it ("System", "Microsoft-Windows-PowerShell/Operational").
+_EVENTLOG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _./-]{0,127}")
 
 
 class LogRefused(Exception):
@@ -48,6 +50,7 @@ class LogsSettings(msgspec.Struct, kw_only=True):
     follow_timeout: float = 3600.0
     max_follows: int = 4
     containers: bool = False
+    eventlogs: list[str] = msgspec.field(default_factory=lambda: ["System", "Application"])
 
     __doc_fields__ = {
         "journal": "let the core read the system journal (through journalctl) where journalctl exists",
@@ -64,6 +67,8 @@ class LogsSettings(msgspec.Struct, kw_only=True):
         "max_follows": "follows running at once on this agent; more are refused until one ends",
         "containers": "let the core read containers' output (stdout and stderr) through the "
         "[containers] engine socket; off by default",
+        "eventlogs": "the Windows Event Log channels that may be read where the agent runs on Windows "
+        "(through pywin32); empty: none",
     }
 
     def validate(self) -> None:
@@ -88,6 +93,14 @@ class LogsSettings(msgspec.Struct, kw_only=True):
                 f"setting logs.journal_directory: {self.journal_directory} is not a directory"
             )
         self.files = [check_pattern(p) for p in self.files]
+        if len(self.eventlogs) > MAX_EVENTLOGS:
+            raise SettingsError(f"setting logs.eventlogs: at most {MAX_EVENTLOGS} channels")
+        for name in self.eventlogs:
+            if not _EVENTLOG_NAME.fullmatch(name):
+                raise SettingsError(
+                    f"setting logs.eventlogs: {name[:100]!r} is not an event log name "
+                    "(letters, digits, space and _ . / -, such as System or Application)"
+                )
 
 
 def check_pattern(raw: str) -> str:

@@ -1,7 +1,8 @@
 """Answers the core's `logs_request` frames: one-shot reads and follows, bounded and refused clearly.
 
-Only what [logs] allows is read, whatever [exec] says: journalctl (if `journal` is on) and the
-allowlisted files. File reads run in a thread; journalctl is an asyncio subprocess. Each follow is
+Only what [logs] allows is read, whatever [exec] says: journalctl (if `journal` is on), the
+allowlisted files, and on Windows the Event Log channels of `eventlogs`. File and Event Log reads
+run in a thread; journalctl is an asyncio subprocess. Each follow is
 rate-limited to max_bytes_per_second (a flood is skipped and the next chunk says so), ends after
 follow_timeout, on `logs_cancel`, or when the socket ends.
 """
@@ -14,6 +15,7 @@ import contextlib
 import functools
 import logging
 import shutil
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -24,6 +26,7 @@ from servermanager.agent.logread.limits import FLUSH_EVERY, Bucket, EngineFailed
 from servermanager.common.protocol import (
     CONTAINER_PREFIX,
     DEFAULT_MAX_FRAME_BYTES,
+    EVENTLOG_PREFIX,
     JOURNAL,
     MAX_LOG_ENTRIES_PER_CHUNK,
     LogEntry,
@@ -36,10 +39,12 @@ from servermanager.common.protocol import (
 
 if TYPE_CHECKING:
     from servermanager.agent.containers import ContainerWatcher
+    from servermanager.agent.logread.eventlog import EvtLogApi, Formatter
 
 log = logging.getLogger(__name__)
 
 ONE_SHOT_TIMEOUT = 20.0  # seconds journalctl may take for one read
+EVENTLOG_POLL_LIMIT = 10_000  # Event Log records one follow poll turns into entries; more are skipped
 _entry_size = msgspec.json.Encoder().encode
 
 
@@ -58,6 +63,7 @@ class LogService:
         poll_every: float = 0.5,
         journalctl: str | None = None,
         containers: ContainerWatcher | None = None,
+        eventlog: tuple[EvtLogApi, Formatter] | None = None,
     ) -> None:
         self.settings = settings
         self.containers = containers  # the [containers] engine, for container:<name> sources
@@ -65,6 +71,8 @@ class LogService:
         self.max_frame_bytes = max_frame_bytes
         self.poll_every = poll_every
         self._journalctl = journalctl  # tests may point it elsewhere; None: looked up on PATH
+        # win32evtlog and its message formatter; tests hand a fake; None: pywin32's, on Windows.
+        self.eventlog = eventlog
         self._follows: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.served = 0
@@ -74,7 +82,16 @@ class LogService:
         out = sources(self.settings, self.allow)
         if self.settings.containers and self.containers is not None:
             out = msgspec.structs.replace(out, containers=True)
+        if self.settings.eventlogs and self._eventlog_api() is not None:
+            out = msgspec.structs.replace(out, eventlogs=list(self.settings.eventlogs))
         return out
+
+    def _eventlog_api(self) -> tuple[EvtLogApi, Formatter] | None:
+        if self.eventlog is None and sys.platform == "win32":
+            from servermanager.agent.logread.eventlog import load_api
+
+            self.eventlog = load_api()
+        return self.eventlog
 
     @property
     def following(self) -> int:
@@ -121,6 +138,8 @@ class LogService:
                 await self._journal(req, send)
             elif q.source.startswith(CONTAINER_PREFIX):
                 await self._container(req, send)
+            elif q.source.startswith(EVENTLOG_PREFIX):
+                await self._event_log(req, send)
             else:
                 await self._file(req, send)
             self.served += 1
@@ -268,6 +287,76 @@ class LogService:
         if self.containers is None:
             raise LogRefused("container logs need [containers] enabled in this agent's config")
         await read_container(self.settings, self.containers, self._emit, req, send)
+
+    # ------------------------------------------------------------ Windows Event Log
+
+    async def _event_log(self, req: LogsRequest, send: Send) -> None:
+        from servermanager.agent.logread.eventlog import Follower, entry_size, passes, read_recent
+
+        q, s = req.query, self.settings
+        channel = q.source[len(EVENTLOG_PREFIX) :]
+        if channel not in s.eventlogs:
+            raise LogRefused(f"the {channel[:100]!r} event log is not in this agent's [logs] eventlogs")
+        got = self._eventlog_api()
+        if got is None:
+            raise LogRefused(
+                "the Windows Event Log can be read only where the agent runs on Windows (with pywin32)"
+            )
+        api, fmt = got
+        lines = min(q.lines, s.max_lines_per_request)
+        if not req.follow:
+            recent = await asyncio.to_thread(
+                read_recent, api, channel, q, lines, s.max_bytes_per_request, fmt
+            )
+            await self._emit(
+                send, req.request_id, recent.entries, eof=True, truncated=recent.truncated, note=recent.note
+            )
+            return
+        # The follower first: the first read stops at its record number, the polls go on from it.
+        follower = await asyncio.to_thread(Follower, api, channel, fmt)
+        try:
+            recent = await asyncio.to_thread(
+                read_recent, api, channel, q, lines, s.max_bytes_per_request, fmt, follower.last
+            )
+            await self._emit(
+                send, req.request_id, recent.entries, truncated=recent.truncated, note=recent.note
+            )
+            bucket = Bucket(s.max_bytes_per_second)
+            async with asyncio.timeout(s.follow_timeout):
+                while True:
+                    await asyncio.sleep(self.poll_every)
+                    polled, skipped = await asyncio.to_thread(follower.poll, EVENTLOG_POLL_LIMIT)
+                    batch = []
+                    for e in polled:
+                        if not passes(e, q):
+                            continue
+                        if bucket.take(entry_size(e)):
+                            batch.append(e)
+                        else:
+                            skipped += 1
+                    notes = follower.take_notes()
+                    if skipped:
+                        notes.append(
+                            f"{skipped} entries skipped: over max_bytes_per_second = {s.max_bytes_per_second}"
+                        )
+                    if batch or notes:
+                        await self._emit(
+                            send,
+                            req.request_id,
+                            batch,
+                            truncated=bool(skipped),
+                            note="; ".join(notes) or None,
+                        )
+        except TimeoutError:
+            await self._emit(
+                send,
+                req.request_id,
+                [],
+                eof=True,
+                note=f"follow ended after {s.follow_timeout:g}s ([logs] follow_timeout)",
+            )
+        finally:
+            await asyncio.to_thread(follower.close)
 
     # ------------------------------------------------------------ journal
 

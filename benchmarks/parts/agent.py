@@ -28,7 +28,7 @@ from benchmarks.harness import (
     to_ms,
 )
 
-RSS_MB_TARGET = 30.0
+RSS_MB_TARGET = 32.0  # issue 14: with top processes and per-device history on, at 1 s
 CPU_VS_NODE_EXPORTER_TARGET = 0.5
 
 
@@ -151,6 +151,14 @@ async def bench_agent(workdir: Path, *, duration: float, warmup: float, source: 
         out["node_exporter"]["scrapes"] = len(scrapes)
         out["node_exporter"]["scrape_ms_p50"] = to_ms(percentiles(scrapes)["p50"])
         out["node_exporter"]["scrape_bytes_mean"] = round(sum(scrape_bytes) / max(1, len(scrape_bytes)))
+        # CPU per unit of work, beside the ratio: what one sample (collected, spooled, sent) and
+        # one scrape cost, so a figure taken on a busy machine can be compared with another.
+        if out["agent"]["samples_stored_in_window"]:
+            out["agent"]["cpu_ms_per_sample"] = round(
+                1000 * a["cpu_seconds"] / out["agent"]["samples_stored_in_window"], 2
+            )
+        if scrapes:
+            out["node_exporter"]["cpu_ms_per_scrape"] = round(1000 * n["cpu_seconds"] / len(scrapes), 2)
         cpu_ratio = a["cpu_pct"] / n["cpu_pct"] if n["cpu_pct"] else None
         rss_ratio = a["rss_mb_mean"] / n["rss_mb_mean"] if n["rss_mb_mean"] else None
         out["ratios"] = {
@@ -158,7 +166,7 @@ async def bench_agent(workdir: Path, *, duration: float, warmup: float, source: 
             "rss_agent_over_node_exporter": round(rss_ratio, 3) if rss_ratio is not None else None,
         }
         out["targets"] = {
-            "agent_rss_le_30mb": a["rss_mb_max"] <= RSS_MB_TARGET,
+            "agent_rss_le_32mb": a["rss_mb_max"] <= RSS_MB_TARGET,
             "agent_cpu_le_half_node_exporter": cpu_ratio is not None
             and cpu_ratio <= CPU_VS_NODE_EXPORTER_TARGET,
         }

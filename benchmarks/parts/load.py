@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -30,6 +31,7 @@ from benchmarks.harness import (
     spawned,
     terminate,
 )
+from servermanager.core.datadir import INITIAL_PASSWORD_FILE
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ class LoadOptions:
     start_timeout: float  # seconds allowed to enroll a fleet
     connect_timeout: float  # simulated agents' handshake timeout
     ping_interval: float  # simulated agents' extra ping period (0: none)
-    profile: bool  # py-spy the core during the window
+    profile: str | None  # py-spy the core during the window: "all" threads' stacks, or "gil" holders only
+    procs_top: int = 0  # processes in every simulated sample's top list (issue 14's core constraint)
 
 
 class FleetProc:
@@ -94,24 +97,26 @@ def fleet_sizes(count: int, per_process: int) -> list[int]:
 
 async def start_fleets(
     stack: contextlib.AsyncExitStack,
-    core_url: str,
+    core_url: str | list[str],
     token: str,
     sizes: list[int],
     opts: LoadOptions,
     workdir: Path,
     prefix: str = "sim",
 ) -> tuple[list[FleetProc], list[dict[str, Any]]]:
-    """One `benchmarks.fleet --control` process per size, stopped with the stack; returns once all are enrolled."""
+    """One `benchmarks.fleet --control` process per size, stopped with the stack; returns once all are enrolled.
+    Several core URLs: simulator process i dials core i modulo their number (a balancer's even split)."""
+    urls = [core_url] if isinstance(core_url, str) else core_url
     fleets: list[FleetProc] = []
     upper = opts.start_timeout + opts.warmup + opts.duration + 180
     for i, n in enumerate(sizes):
         cmd = [
             sys.executable, "-m", "benchmarks.fleet", "--control",
-            "--core", core_url, "--token", token, "--count", str(n), "--interval", str(opts.interval),
+            "--core", urls[i % len(urls)], "--token", token, "--count", str(n), "--interval", str(opts.interval),
             "--prefix", f"{prefix}{i}", "--duration", str(upper), "--start-timeout", str(opts.start_timeout),
             "--connect-timeout", str(opts.connect_timeout), "--allow-partial",
             "--ping-interval", str(opts.ping_interval),
-            "--seed", str(1000 + i),
+            "--seed", str(1000 + i), "--procs-top", str(opts.procs_top),
         ]  # fmt: skip
         proc = await stack.enter_async_context(spawned(cmd, workdir / f"fleet{i}.log", pipes=True))
         fleet = FleetProc(proc, f"fleet{i}")
@@ -122,8 +127,22 @@ async def start_fleets(
     return fleets, list(ready)
 
 
-async def bench_load(opts: LoadOptions, count: int, workdir: Path) -> dict[str, Any]:
-    sizes = fleet_sizes(count, opts.per_process)
+async def bench_load(
+    opts: LoadOptions,
+    count: int,
+    workdir: Path,
+    core_env: dict[str, str] | None = None,
+    core_cmd: list[str] | None = None,
+    cores: int = 1,
+    extra: list[ProcWatch] | None = None,
+) -> dict[str, Any]:
+    """core_env: the core's extra environment (SM_CORE_DATABASE for one on PostgreSQL, SM_CORE_BUS for
+    one on the Redis bus); core_cmd: what runs `servermanager` (default: the venv's, see
+    harness.servermanager_cmd). cores: that many cores with the same settings (one database and one
+    bus: a cluster), the fleet split evenly over them; `core` then sums their CPU and RSS and
+    `cores` has each. extra: other processes watched over the same window (PostgreSQL, Redis)."""
+    per_process = opts.per_process if cores == 1 else min(opts.per_process, math.ceil(count / cores))
+    sizes = fleet_sizes(count, per_process)
     nprocs = len(sizes)
     out: dict[str, Any] = {
         "agents": count,
@@ -134,8 +153,19 @@ async def bench_load(opts: LoadOptions, count: int, workdir: Path) -> dict[str, 
         "window_s": opts.duration,
     }
     async with contextlib.AsyncExitStack() as stack:
-        core = await stack.enter_async_context(CoreProc(workdir))
+        first_env = {**(core_env or {}), "SM_CORE_CORE_ID": "c0"} if cores > 1 else core_env
+        core = await stack.enter_async_context(CoreProc(workdir, env=first_env, cmd=core_cmd))
         assert core.proc is not None and core.token is not None
+        others = []
+        for i in range(1, cores):
+            # The same database: the admin made by the first core signs in at every one.
+            data_dir = workdir / f"core{i}" / "core"
+            data_dir.mkdir(parents=True, mode=0o700)
+            shutil.copy(core.data_dir / INITIAL_PASSWORD_FILE, data_dir / INITIAL_PASSWORD_FILE)
+            env = {**(core_env or {}), "SM_CORE_CORE_ID": f"c{i}"}
+            others.append(
+                await stack.enter_async_context(CoreProc(workdir / f"core{i}", data_dir, env, core_cmd))
+            )
         # Headroom: an agent whose welcome is lost (handshake timeout under overload) enrolls again
         # and spends another use; the orphaned nodes are counted below.
         token = await core.enroll_token(count + max(100, count // 2))
@@ -144,7 +174,8 @@ async def bench_load(opts: LoadOptions, count: int, workdir: Path) -> dict[str, 
         stack.push_async_callback(client.stop)
 
         t_enroll = time.monotonic()
-        fleets, ready = await start_fleets(stack, core.url, token, sizes, opts, workdir)
+        urls = [core.url, *(o.url for o in others)]
+        fleets, ready = await start_fleets(stack, urls, token, sizes, opts, workdir)
         out["enroll_seconds"] = round(time.monotonic() - t_enroll, 1)
         out["enrolled"] = sum(r["nodes"] for r in ready)
         out["ping_interval_s"] = opts.ping_interval
@@ -152,8 +183,11 @@ async def bench_load(opts: LoadOptions, count: int, workdir: Path) -> dict[str, 
             f"warming up {opts.warmup:g}s")  # fmt: skip
         await asyncio.sleep(opts.warmup)
 
-        c0 = await core.counters()
-        watches = [ProcWatch(core.proc.pid, "core")] + [ProcWatch(f.proc.pid, f.name) for f in fleets]
+        all_cores = [core, *others]
+        c0 = [await c.counters() for c in all_cores]
+        watches = [ProcWatch(c.proc.pid, f"core{i}") for i, c in enumerate(all_cores) if c.proc is not None]
+        watches += [ProcWatch(f.proc.pid, f.name) for f in fleets]
+        watches += extra or []
         me = ProcWatch(os.getpid(), "observer", children=False)
         system = SystemCpu()
         for f in fleets:
@@ -165,7 +199,9 @@ async def bench_load(opts: LoadOptions, count: int, workdir: Path) -> dict[str, 
         client.begin()
         profile = None
         if opts.profile:
-            profile = await start_profile(core.proc.pid, opts.duration, workdir / f"profile-{count}.txt")
+            profile = await start_profile(
+                core.proc.pid, opts.duration, workdir / f"profile-{count}.txt", gil=opts.profile == "gil"
+            )
         health: list[float] = []
 
         async def probe() -> None:
@@ -188,21 +224,41 @@ async def bench_load(opts: LoadOptions, count: int, workdir: Path) -> dict[str, 
         for f in fleets:
             await f.command("report")
         reports = await asyncio.gather(*(f.expect("report", 30) for f in fleets))
-        c1 = await core.counters()
+        c1 = [await c.counters() for c in all_cores]
         if profile is not None:
             out["profile"] = await finish_profile(profile, workdir / f"profile-{count}.txt", count)
 
         window = res[0]["seconds"]
         sent = sum(r["samples_sent"] for r in reports)
         acked = sum(r["samples_acked"] for r in reports)
-        written = c1.get("sm_core_samples_written_total", 0) - c0.get("sm_core_samples_written_total", 0)
-        commits = c1.get("sm_core_commits_total", 0) - c0.get("sm_core_commits_total", 0)
-        out["core"] = res[0]
+        written = sum(
+            b.get("sm_core_samples_written_total", 0) - a.get("sm_core_samples_written_total", 0)
+            for a, b in zip(c0, c1, strict=True)
+        )
+        commits = sum(
+            b.get("sm_core_commits_total", 0) - a.get("sm_core_commits_total", 0)
+            for a, b in zip(c0, c1, strict=True)
+        )
+        ncores = len(all_cores)
+        if ncores == 1:
+            out["core"] = res[0]
+        else:
+            out["cores"] = res[:ncores]
+            out["core"] = {
+                "seconds": res[0]["seconds"],
+                "cpu_pct": round(sum(r["cpu_pct"] or 0 for r in res[:ncores]), 2),
+                "rss_mb_max": round(sum(r["rss_mb_max"] or 0 for r in res[:ncores]), 1),
+            }
+        if extra:
+            out["extra"] = {w.name: w.result for w in extra}
         out["core"]["samples_written_per_s"] = round(written / window, 1)
         out["core"]["commits_per_s"] = round(commits / window, 2)
         out["simulator"] = {
             "processes": [
-                {**res[i + 1], **{k: reports[i][k] for k in ("agents", "connected", "send_rate", "ack_rate")}}
+                {
+                    **res[i + ncores],
+                    **{k: reports[i][k] for k in ("agents", "connected", "send_rate", "ack_rate")},
+                }
                 for i in range(nprocs)
             ],
             "achieved_send_rate": round(sent / window, 1),
@@ -243,9 +299,12 @@ async def bench_load(opts: LoadOptions, count: int, workdir: Path) -> dict[str, 
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(f.proc.wait(), 40)
         await client.stop()
+        for o in others:
+            await o.stop()
         out["core_exit_code"] = await core.stop()
     out["core_log"] = core_log_counts(core.log)
-    out["nodes_created"] = _count_rows(core.db_path, "nodes")
+    # On PostgreSQL the data dir holds no database file: the caller counts there.
+    out["nodes_created"] = _count_rows(core.db_path, "nodes") if core.db_path.exists() else None
     out["db_path"] = str(core.db_path)
     return out
 
@@ -283,13 +342,28 @@ def merge_pcts(items: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-async def start_profile(pid: int, seconds: float, path: Path) -> asyncio.subprocess.Process | None:
+def add_profile_argument(ap: argparse.ArgumentParser) -> None:
+    """--profile [gil], as every script that runs the load part takes it."""
+    ap.add_argument(
+        "--profile",
+        nargs="?",
+        const="all",
+        choices=["all", "gil"],
+        help="py-spy the core during each load window; 'gil': only what holds the GIL (Python's own CPU)",
+    )
+
+
+async def start_profile(
+    pid: int, seconds: float, path: Path, gil: bool = False
+) -> asyncio.subprocess.Process | None:
     spy = Path(sys.executable).parent / "py-spy"
     if not spy.exists():
         log("py-spy not installed in the venv; --profile skipped")
         return None
     cmd = [str(spy), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "50",
            "--format", "raw", "--threads", "--nonblocking", "--output", str(path)]  # fmt: skip
+    if gil:  # a thread waiting for the GIL shows where it waits, as if it worked there
+        cmd.append("--gil")
     return await asyncio.create_subprocess_exec(
         *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )

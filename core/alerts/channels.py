@@ -413,12 +413,18 @@ class Channels:
         return StoredChannel(cid, name, old.kind, cfg, enabled, old.created_at), changed
 
     async def rules_using(self, cid: int) -> list[tuple[int, str]]:
-        rows = await self.db.fetchall(
-            "SELECT id, name FROM alert_rules WHERE json_valid(spec) AND EXISTS "
-            "(SELECT 1 FROM json_each(spec, '$.channels') WHERE value = ?) ORDER BY id",
-            (cid,),
-        )
-        return [(r[0], r[1]) for r in rows]
+        # Read in Python rather than with SQLite's json_each, so it reads the same on PostgreSQL:
+        # rules are few, and a spec that is not JSON names no channel.
+        rows = await self.db.fetchall("SELECT id, name, spec FROM alert_rules ORDER BY id")
+        out = []
+        for rid, name, spec in rows:
+            try:
+                channels = msgspec.json.decode(spec).get("channels") or []
+            except (msgspec.DecodeError, AttributeError):
+                continue
+            if isinstance(channels, list) and cid in channels:
+                out.append((rid, name))
+        return out
 
     async def delete(self, cid: int) -> bool:
         """Delete a channel no rule uses (InUse names the rules that do); its undelivered

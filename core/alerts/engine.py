@@ -12,6 +12,11 @@ and the `alert_deliveries` rows announcing it go in the same transaction. Events
 once committed. Each alert that fires (but `offline`) is handed to `on_fire`, where the incident
 snapshots (core.alerts.incidents) ask its agent what the node is doing.
 
+Several cores on one database (a cluster): ids come from blocks each core reserves in the shared
+counter, so the batched writes stay as they are; a node's open alerts are held by the core holding
+its agent (`adopt` when it arrives, `hand_off` when it leaves) and the offline rule's by the leader
+(`lead`), each read from the database when taken over, so an alert is never opened twice.
+
 Noise control here (grouping, quiet hours and retries belong to the dispatcher):
 - silenced (a matching silence), suppressed (a non-offline alert of a node that is offline) and
   flapping alerts write no notifications; an alert still firing once that ends is notified then.
@@ -38,6 +43,7 @@ import msgspec
 
 from servermanager.common import rest as m
 from servermanager.common.alerts import Alert, AlertTransition, Delivery, WebhookAlert
+from servermanager.common.itemmetrics import ITEM_PREFIXES, item_reader
 from servermanager.common.metrics import Sample, scalar_getter
 from servermanager.common.protocol import AlertEvent
 from servermanager.common.series import SERIES_PREFIX, series_reader
@@ -54,6 +60,7 @@ log = logging.getLogger(__name__)
 
 TICK = 0.25  # seconds between sweeps for offline grace, repeats and silence ends
 WRITE_GATHER = 0.1  # seconds: the writer's shortest time between two commits
+ID_BLOCK = 10_000  # alert ids a core of a cluster reserves at a time in the shared database
 _PEAK_EVERY = 5.0  # seconds between writes of peaks that moved without a transition
 
 
@@ -109,10 +116,13 @@ class _Pending:
     written: bool = False  # committed (or failed) and published: what sync() waits for
 
 
-def _reader(metric: str) -> Callable[[Any], float | None]:
-    """A rule's metric read from a reading: a scalar field, or a named series ("series:...")."""
+def _reader(metric: str, above: bool) -> Callable[[Any], float | None]:
+    """A rule's metric read from a reading: a scalar field, a named series ("series:..."), or a
+    device's, container's or GPU's value ("dev:...", the worst of the items it matches for `above`)."""
     if metric.startswith(SERIES_PREFIX):
         return series_reader(metric[len(SERIES_PREFIX) :])
+    if metric.startswith(ITEM_PREFIXES):
+        return item_reader(metric, above)
     return scalar_getter(metric)
 
 
@@ -170,6 +180,12 @@ class AlertEngine:
         self.offline_since: dict[int, float] = {}
         self._flips: dict[tuple[int, int], deque[float]] = {}
         self._next_id = 1
+        # Ids below this are this core's to hand out. One core alone owns every id above the stored
+        # maximum; a core of a cluster owns only the blocks it reserved in the shared counter, so
+        # two cores never give one id to two alerts while each still writes its changes batched.
+        self._id_end = 0.0 if settings.clustered else float("inf")
+        self._blocks: deque[tuple[int, int]] = deque()
+        self._refill: asyncio.Task[None] | None = None
         self._version = 0
         self._by_node_rules: dict[int, list[RuleSpec]] = {}
         self._by_group: dict[str, list[RuleSpec]] = {}
@@ -191,6 +207,14 @@ class AlertEngine:
         # Called with an alert that just fired (not `offline`) and the ts of the sample that made it
         # fire: the incident snapshots' hook (core.alerts.incidents). It must not wait.
         self.on_fire: Callable[[Alert, float], None] | None = None
+        # Whether this core runs the offline rule: with several cores, only the leader does, so an
+        # offline alert opens once (samples' rules run on the core that receives the samples).
+        self.leads: Callable[[], bool] = lambda: True
+        self._taken_over = not settings.clustered  # the leader's open offline alerts are read in
+        self._taking: asyncio.Task[None] | None = None
+        # Told of every rule (kind "rule", its id) or silence ("silences", 0) changed here, so the
+        # other cores of a cluster reload it from the database they share.
+        self.on_change: Callable[[str, int], None] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -203,21 +227,48 @@ class AlertEngine:
         await self.silences.load(now)
         # Above every id ever given (the counter), not just the ones still stored: a receiver that
         # drops repeats by id must never see an old id on a new alert.
-        row = await self.db.fetchone(
-            "SELECT max(coalesce((SELECT max(id) FROM alerts), 0), "
-            "coalesce((SELECT value FROM counters WHERE name = 'alerts'), 0))"
+        if self.settings.clustered:
+            await self._reserve_ids()
+            # A cluster's open alerts are held where they are judged: a node's by the core holding its
+            # agent (adopt), the offline rule's by the leader (lead); none at start.
+            rows = []
+        else:
+            row = await self.db.fetchone(
+                "SELECT max(coalesce((SELECT max(id) FROM alerts), 0), "
+                "coalesce((SELECT value FROM counters WHERE name = 'alerts'), 0))"
+            )
+            self._next_id = (row[0] or 0) + 1
+            rows = await self.db.fetchall(f"SELECT {_ALERT_COLS} FROM alerts WHERE state != 'resolved'")
+        await self._take_in(rows, now)
+        # Every node is offline until its agent reconnects: give them a heartbeat timeout first.
+        grace = (self.settings.agent_interval or 5.0) * self.settings.heartbeat_misses + 1.0
+        for st in self.nodes.nodes.values():
+            if not st.online:
+                self.offline_since.setdefault(st.id, now + grace)
+        await self._flush()
+        log.info(
+            "alerting: %d rules, %d open alerts, %d silences",
+            len(self.rules),
+            len(self.open),
+            len(self.silences.active),
         )
-        self._next_id = (row[0] or 0) + 1
+
+    async def _take_in(self, rows: list[Any], now: float) -> None:
+        """Open alerts read from the database become this core's to judge (those it holds already stay)."""
+        rows = [r for r in rows if r[0] not in self.by_id and (r[1], r[3]) not in self.open]
+        if not rows:
+            return
+        ids = ", ".join(str(int(r[0])) for r in rows)
         notified = {
             r[0]
             for r in await self.db.fetchall(
-                "SELECT DISTINCT alert_id FROM alert_deliveries WHERE status = 'firing' AND alert_id IN "
-                "(SELECT id FROM alerts WHERE state = 'firing')"
+                f"SELECT DISTINCT alert_id FROM alert_deliveries WHERE status = 'firing' AND alert_id IN ({ids})"
             )
         }
-        rows = await self.db.fetchall(f"SELECT {_ALERT_COLS} FROM alerts WHERE state != 'resolved'")
         for r in rows:
             a = alert_from_row(r)
+            if a.id in self.by_id or (a.rule_id, a.node_id) in self.open:
+                continue  # opened or taken in meanwhile
             known = self.rules.get(a.rule_id)
             mach = Machine(
                 state=a.state,  # type: ignore[arg-type]
@@ -238,18 +289,106 @@ class AlertEngine:
             elif known.offline:
                 since = self.offline_since.get(a.node_id)
                 self.offline_since[a.node_id] = a.started_at if since is None else min(since, a.started_at)
-        # Every node is offline until its agent reconnects: give them a heartbeat timeout first.
-        grace = (self.settings.agent_interval or 5.0) * self.settings.heartbeat_misses + 1.0
-        for st in self.nodes.nodes.values():
-            if not st.online:
-                self.offline_since.setdefault(st.id, now + grace)
-        await self._flush()
-        log.info(
-            "alerting: %d rules, %d open alerts, %d silences",
-            len(self.rules),
-            len(self.open),
-            len(self.silences.active),
+
+    # ------------------------------------------------------------ several cores on one database
+
+    async def _reserve_ids(self) -> None:
+        """One more block of alert ids from the shared counter, taken in one committed statement."""
+        async with self.db.transaction() as con:
+            cur = await con.execute(
+                "UPDATE counters SET value = value + ? WHERE name = 'alerts' RETURNING value", (ID_BLOCK,)
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise RuntimeError("the alerts counter is missing from the database")
+        end = int(row[0]) + 1
+        if self._next_id >= self._id_end:
+            self._next_id, self._id_end = end - ID_BLOCK, end
+        else:
+            self._blocks.append((end - ID_BLOCK, end))  # once what is left of this one is used
+
+    def _new_id(self) -> int | None:
+        """The id of an alert about to open; None while a core of a cluster waits for its next block
+        (the condition is judged again on the next sample or tick, so the alert opens a moment later)."""
+        if self._next_id >= self._id_end and self._blocks:
+            self._next_id, self._id_end = self._blocks.popleft()
+        if self._id_end - self._next_id < ID_BLOCK // 2 and not self._blocks and self._refill is None:
+            self._refill = asyncio.create_task(self._refill_ids(), name="alert-ids")
+        if self._next_id >= self._id_end:
+            return None
+        nid = self._next_id
+        self._next_id += 1
+        return nid
+
+    async def _refill_ids(self) -> None:
+        try:
+            await self._reserve_ids()
+        except Exception as exc:
+            log.error("could not reserve alert ids: %s", exc)
+        finally:
+            self._refill = None
+
+    async def adopt(self, st: NodeState) -> None:
+        """A node's agent is now held by this core of a cluster: its open alerts (but the offline
+        rule's, the leader's) are judged here from now on, continued from the database rather than
+        opened again; the core that held it before let go of them (hand_off)."""
+        if not self.settings.clustered:
+            return
+        rows = await self.db.fetchall(
+            f"SELECT {_ALERT_COLS} FROM alerts WHERE node_id = ? AND state != 'resolved'", (st.id,)
         )
+        await self._take_in([r for r in rows if not self._offline_rule(r[1])], time.time())
+
+    def hand_off(self, st: NodeState) -> None:
+        """The node's agent left this core of a cluster: forget its open alerts (their last changes
+        written first), so whichever core holds it next continues them without a second voice."""
+        if not self.settings.clustered:
+            return
+        for lv in list(self.by_node.get(st.id, {}).values()):
+            if lv.rule.offline:
+                continue
+            if lv.m.peak != lv.saved_peak:
+                self._sql("UPDATE alerts SET peak = ? WHERE id = ?", lv.m.peak, lv.id)
+            self._unregister(lv)
+
+    async def lead(self, leads: bool) -> None:
+        """This core became (True) or stopped being the cluster's leader: the offline rule's open
+        alerts are taken in from the database, or forgotten here (the next leader continues them)."""
+        self._taken_over = False
+        if not leads:
+            for lv in [lv for lv in self.open.values() if lv.rule.offline]:
+                self._unregister(lv)
+            return
+        await self.sync()
+        now = time.time()
+        rows = await self.db.fetchall(f"SELECT {_ALERT_COLS} FROM alerts WHERE state != 'resolved'")
+        await self._take_in([r for r in rows if self._offline_rule(r[1])], now)
+        # Only now: an offline rule judged before the open alerts were read would open them again.
+        self._taken_over = True
+        for st in list(self.nodes.nodes.values()):
+            if st.online:
+                self.node_online(st)  # came back while no core led
+
+    async def _take_over(self) -> None:
+        try:
+            await self.lead(True)
+        except Exception as exc:
+            log.error("could not read the open offline alerts as the new leader: %s", exc)
+        finally:
+            self._taking = None
+
+    def _offline_rule(self, rule_id: int) -> bool:
+        rule = self.rules.get(rule_id)
+        return rule is not None and rule.offline
+
+    async def acked_elsewhere(self, alert_id: int) -> None:
+        """Another core acknowledged an alert this core holds: take the acknowledgement in."""
+        lv = self.by_id.get(alert_id)
+        if lv is None:
+            return
+        row = await self.db.fetchone("SELECT acked_by, acked_at FROM alerts WHERE id = ?", (alert_id,))
+        if row is not None and row[1] is not None and lv.acked_at is None:
+            lv.acked_by, lv.acked_at = row[0], row[1]
 
     async def start(self) -> None:
         self._tasks = [
@@ -258,6 +397,9 @@ class AlertEngine:
         ]
 
     async def stop(self) -> None:
+        for job in (self._refill, self._taking):
+            if job is not None:
+                job.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -389,21 +531,26 @@ class AlertEngine:
                 chosen[rule.id] = rule
         for rule in self._all:
             chosen[rule.id] = rule
-        metrics: dict[str, list[_Check]] = {}
+        # Keyed by direction too: a per-item metric reads the worst item, which depends on it.
+        metrics: dict[tuple[str, bool], list[_Check]] = {}
         offline: list[RuleSpec] = []
         for rule in chosen.values():
             if rule.offline:
                 offline.append(rule)
             else:
-                check = (rule, rule.id, rule.cond.op == ">", rule.cond.threshold)
-                metrics.setdefault(rule.metric, []).append(check)
-        readers = [(_reader(name), checks) for name, checks in metrics.items()]
+                above = rule.cond.op == ">"
+                check = (rule, rule.id, above, rule.cond.threshold)
+                metrics.setdefault((rule.metric, above), []).append(check)
+        readers = [(_reader(name, above), checks) for (name, above), checks in metrics.items()]
         a = _Applicable(self._version, st.group, st.tags, frozenset(chosen), readers, offline)
         self._cache[st.id] = a
         return a
 
-    def rule_changed(self, rule: RuleSpec | None, rule_id: int) -> None:
-        """After a rule was created, edited or deleted (None): reindex; close what no longer holds."""
+    def rule_changed(self, rule: RuleSpec | None, rule_id: int, announce: bool = True) -> None:
+        """After a rule was created, edited or deleted (None): reindex; close what no longer holds.
+        `announce` False: the change came from another core, which told the cluster already."""
+        if announce and self.on_change is not None:
+            self.on_change("rule", rule_id)
         old = self.rules.get(rule_id)
         if rule is None:
             self.rules.pop(rule_id, None)
@@ -475,8 +622,10 @@ class AlertEngine:
         now = time.time()
         for change in changes:
             if change == "pending":
-                lv = Live(self._next_id, rule, st.id, rule.name, st.name, mach)
-                self._next_id += 1
+                nid = self._new_id()
+                if nid is None:
+                    return  # no id yet: the next sample opens it
+                lv = Live(nid, rule, st.id, rule.name, st.name, mach)
                 self._register(lv)
                 self._insert(lv)
                 self._transition(lv, ts, "pending")
@@ -563,14 +712,16 @@ class AlertEngine:
 
     def _check_offline(self, st: NodeState, now: float) -> None:
         since = self.offline_since.get(st.id)
-        if since is None or now < since:
+        if since is None or now < since or not self.leads() or not self._taken_over:
             return
         for rule in self._applicable(st).offline:
             lv = self.open.get((rule.id, st.id))
             if lv is None:
+                nid = self._new_id()
+                if nid is None:
+                    return  # no id yet: the next tick opens it
                 mach = Machine(state="pending", severity=rule.cond.severity, started_at=since)
-                lv = Live(self._next_id, rule, st.id, rule.name, st.name, mach)
-                self._next_id += 1
+                lv = Live(nid, rule, st.id, rule.name, st.name, mach)
                 self._register(lv)
                 self._insert(lv)
                 self._transition(lv, since, "pending")
@@ -586,6 +737,10 @@ class AlertEngine:
     def tick(self, now: float | None = None) -> None:
         """Offline grace, nodes gone, silences ended, held and repeated notifications, peaks."""
         now = time.time() if now is None else now
+        if not self._taken_over and self._taking is None and self.leads():
+            # Leading, but the open offline alerts are not read in yet (the take-over failed, the
+            # database away): try again rather than never judge the offline rule.
+            self._taking = asyncio.create_task(self._take_over(), name="alert-take-over")
         for nid in list(self.offline_since):
             st = self.nodes.get(nid)
             if st is None:
@@ -697,7 +852,8 @@ class AlertEngine:
             a.acked_by,
             a.acked_at,
         )
-        self._sql("UPDATE counters SET value = max(value, ?) WHERE name = 'alerts'", a.id)
+        if not self.settings.clustered:  # a cluster's counter is past every block reserved already
+            self._sql("UPDATE counters SET value = max(value, ?) WHERE name = 'alerts'", a.id)
         lv.saved_peak = a.peak
 
     def _update(self, lv: Live) -> None:
@@ -800,6 +956,8 @@ class AlertEngine:
             row = await self.db.fetchone("SELECT state FROM alerts WHERE id = ?", (alert_id,))
             if row is None:
                 raise AlertError(404, "not_found", "no such alert")
+            if row[0] != "resolved" and self.settings.clustered:
+                return await self._ack_held_elsewhere(alert_id, who)
             raise AlertError(409, "conflict", "the alert is resolved; there is nothing to acknowledge")
         if lv.acked_at is None:
             lv.acked_by, lv.acked_at = who, time.time()
@@ -807,6 +965,20 @@ class AlertEngine:
             self._event(lv)
         await self.sync()
         return self.alert(lv)
+
+    async def _ack_held_elsewhere(self, alert_id: int, who: str) -> Alert:
+        """An open alert another core of the cluster holds: acknowledged in the database, and that
+        core told (it stops repeating the notification)."""
+        await self.db.execute(
+            "UPDATE alerts SET acked_by = ?, acked_at = ? WHERE id = ? AND acked_at IS NULL",
+            (who, time.time(), alert_id),
+        )
+        if self.on_change is not None:
+            self.on_change("ack", alert_id)
+        row = await self.db.fetchone(f"SELECT {_ALERT_COLS} FROM alerts WHERE id = ?", (alert_id,))
+        alert = alert_from_row(row)
+        self.bus.publish(alert.node_id, AlertEvent(alert=alert))
+        return alert
 
     async def announce(self, alert_id: int) -> None:
         """Tell the clients about an alert again, as it is now: something shown with it changed
@@ -821,8 +993,10 @@ class AlertEngine:
             alert = alert_from_row(row)
             self.bus.publish(alert.node_id, AlertEvent(alert=alert))
 
-    def silences_changed(self) -> None:
+    def silences_changed(self, announce: bool = True) -> None:
         """A silence was made or ended: tell clients about the open alerts whose `silenced` changed."""
+        if announce and self.on_change is not None:
+            self.on_change("silences", 0)
         for lv in self.open.values():
             self._event(lv)
 

@@ -3,7 +3,9 @@
 24 h is replayed on raw samples (1-minute averages when raw retention is shorter), 7 d on 1-minute
 rollups (hourly when those are gone). The same `Machine` as live evaluation decides, so the preview
 counts exactly what the rule would have fired on those points. An `offline` rule is replayed on the
-gaps between stored points: a gap longer than the heartbeat timeout plus the grace fires.
+gaps between stored points: a gap longer than the heartbeat timeout plus the grace fires. A `dev:`
+rule is replayed on the device series it matches, the worst of them at each moment as live; rules
+on containers and GPUs are not replayed (a precise 400).
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from servermanager.common import rest as m
-from servermanager.common.series import SERIES_PREFIX, parse_selector
+from servermanager.common.itemmetrics import CONTAINER_PREFIX, GPU_PREFIX, item_metric
+from servermanager.common.series import DEVICE_PREFIX, SERIES_PREFIX, parse_selector
 from servermanager.core.alerts.machine import Machine
 from servermanager.core.alerts.rules import RuleSpec
 from servermanager.core.nodes import NodeState
@@ -21,6 +25,10 @@ from servermanager.core.settings import CoreSettings
 from servermanager.core.store.samples import SampleStore
 
 RANGES = {"24h": 86400.0, "7d": 7 * 86400.0}
+
+
+class PreviewError(ValueError):
+    """A rule that cannot be replayed; the message is the 400's."""
 
 
 def replay(
@@ -65,9 +73,18 @@ async def preview(
         resolution = "1m" if start >= end - settings.retention_1m else "1h"
     step = {"raw": 0.0, "1m": 60.0, "1h": 3600.0}[resolution]
     field = "cpu_pct" if rule.offline else rule.metric
+    if field.startswith((CONTAINER_PREFIX, GPU_PREFIX)):
+        raise PreviewError(
+            f"{field}: the preview does not replay container or GPU values (only scalars, named and "
+            "device series); the rule itself is evaluated on every sample that carries them"
+        )
     alerts: list[m.PreviewAlert] = []
     for st in nodes:
-        if field.startswith(SERIES_PREFIX):
+        data: dict[str, Any]
+        if field.startswith(DEVICE_PREFIX):
+            worst = await _device_history(store, st.id, field, rule.cond.op == ">", start, end, resolution)
+            data = {"ts": list(worst), "avg": {field: list(worst.values())}}
+        elif field.startswith(SERIES_PREFIX):
             # A named series: its own points, where the node has it at all.
             name, labels = parse_selector(field[len(SERIES_PREFIX) :])
             found_series = await store.series.find(st.id, name, labels)
@@ -90,3 +107,20 @@ async def preview(
         ]
     alerts.sort(key=lambda a: a.fired_at)
     return m.RulePreview(from_=start, to=end, fired=len(alerts), alerts=alerts)
+
+
+async def _device_history(
+    store: SampleStore, node_id: int, metric: str, above: bool, start: float, end: float, resolution: str
+) -> dict[float, float]:
+    """The worst of the device series a `dev:` selector matches at each stored moment, in time order."""
+    im, labels = item_metric(metric)
+    pick = max if above else min
+    worst: dict[float, float] = {}
+    for sid, name, have, _unit, _ts, _value in await store.series.list(node_id, devices=True):
+        if name != im.name or any(have.get(k) != v for k, v in labels.items()):
+            continue
+        got = await store.series.history(sid, start, end, resolution)
+        for t, v in zip(got["ts"], got["avg"], strict=True):
+            if v is not None:
+                worst[t] = v if t not in worst else pick(worst[t], v)
+    return dict(sorted(worst.items()))

@@ -11,6 +11,7 @@ import msgspec
 
 from servermanager.common import rest as m
 from servermanager.common.alerts import OFFLINE
+from servermanager.common.itemmetrics import ITEM_PREFIXES, item_metric
 from servermanager.common.metrics import SCALAR_FIELDS
 from servermanager.common.series import SERIES_PREFIX, SelectorError, format_selector, parse_selector
 from servermanager.common.settings import parse_duration
@@ -114,10 +115,18 @@ def normalize(
             metric = SERIES_PREFIX + format_selector(*parse_selector(metric[len(SERIES_PREFIX) :]))
         except SelectorError as exc:
             raise RuleError(f"metric: {exc}") from None
+    elif metric.startswith(ITEM_PREFIXES):
+        # A device's, container's or GPU's value: its name checked, kept canonical like a series.
+        try:
+            im, labels = item_metric(metric)
+        except SelectorError as exc:
+            raise RuleError(f"metric: {exc}") from None
+        metric = format_selector(im.name, labels)
     elif metric != OFFLINE and metric not in SCALAR_FIELDS:
         raise RuleError(
             f"unknown metric {metric!r}; use {OFFLINE!r} or one of: {', '.join(SCALAR_FIELDS)}; "
-            f'or {SERIES_PREFIX}NAME{{label="value"}} for a named series'
+            f'or {SERIES_PREFIX}NAME{{label="value"}} for a named series; '
+            f'or dev:, container: or gpu: NAME{{label="value"}} for a device, container or GPU'
         )
     for_ = _duration("for", body.for_)
     keep = _duration("keep_firing_for", body.keep_firing_for)
@@ -199,6 +208,12 @@ class RuleStore:
             "SELECT id, name, spec, enabled, created_at, created_by FROM alert_rules ORDER BY id"
         )
         return [self._from_row(r) for r in rows]
+
+    async def get(self, rule_id: int) -> RuleSpec | None:
+        row = await self.db.fetchone(
+            "SELECT id, name, spec, enabled, created_at, created_by FROM alert_rules WHERE id = ?", (rule_id,)
+        )
+        return self._from_row(row) if row is not None else None
 
     @staticmethod
     def _from_row(r: Any) -> RuleSpec:

@@ -10,7 +10,7 @@ import msgspec
 from servermanager.common import rest as m
 from servermanager.common.alerts import Alert
 from servermanager.core.alerts.engine import AlertError, applies
-from servermanager.core.alerts.preview import preview
+from servermanager.core.alerts.preview import PreviewError, preview
 from servermanager.core.alerts.rules import RuleConflict, RuleError, RuleSpec, normalize, patched
 from servermanager.core.alerts.silences import SilenceError
 from servermanager.core.auth import Role
@@ -104,7 +104,10 @@ async def preview_draft(c: Call) -> m.RulePreview:
 async def _preview(c: Call, rule: RuleSpec) -> m.RulePreview:
     q: m.RulePreviewQuery = c.query
     nodes = [st for st in sorted(c.core.nodes.nodes.values(), key=lambda n: n.id) if applies(rule, st)]
-    return await preview(rule, nodes, c.core.store, c.core.settings, q.range)
+    try:
+        return await preview(rule, nodes, c.core.store, c.core.settings, q.range)
+    except PreviewError as exc:
+        raise ApiError(400, "invalid_rule", str(exc)) from None
 
 
 # ---------------------------------------------------------------- alerts
@@ -227,6 +230,7 @@ ALERT_ROUTES: list[Route] = [
         role=Role.VIEWER,
         query=m.RulePreviewQuery,
         response=m.RulePreview,
+        errors=(400,),
         tag="alerts",
     ),
     Route(

@@ -39,16 +39,15 @@ VERSION = __version__
 
 
 async def health(c: Call) -> m.Health:
-    full = c.core.db.full_since
-    if full is not None:
-        return m.Health(
-            status="degraded",
-            version=VERSION,
-            protocol=PROTOCOL_VERSION,
-            problems=[
-                f"disk full since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(full))}: writes refused"
-            ],
-        )
+    problems = []
+    problem = c.core.db.problem()
+    if problem is not None:
+        problems.append(problem)
+    bus = c.core.bus.problem
+    if bus is not None:
+        problems.append(bus)  # starts with "bus:"
+    if problems:
+        return m.Health(status="degraded", version=VERSION, protocol=PROTOCOL_VERSION, problems=problems)
     return m.Health(status="ok", version=VERSION, protocol=PROTOCOL_VERSION)
 
 
@@ -170,7 +169,7 @@ async def list_nodes(c: Call) -> m.NodeList:
 
 
 async def get_node(c: Call) -> Any:
-    st = c.core.nodes.get(c.path_id("node"))
+    st = await c.core.nodes.find(c.path_id("node"))
     if st is None:
         raise ApiError(404, "not_found", "no such node")
     return st.info()
@@ -196,7 +195,7 @@ async def delete_node(c: Call) -> None:
 
 async def node_history(c: Call) -> m.History:
     nid = c.path_id("node")
-    if c.core.nodes.get(nid) is None:
+    if await c.core.nodes.find(nid) is None:
         raise ApiError(404, "not_found", "no such node")
     q: m.HistoryQuery = c.query
     now = time.time()
@@ -224,7 +223,7 @@ CMDLINE_ROLE = Role.OPERATOR
 
 async def node_processes(c: Call) -> m.Processes:
     nid = c.path_id("node")
-    if c.core.nodes.get(nid) is None:
+    if await c.core.nodes.find(nid) is None:
         raise ApiError(404, "not_found", "no such node")
     q: m.ProcessesQuery = c.query
     found = await c.core.store.procs.at(nid, q.at)
@@ -254,7 +253,7 @@ def _container(x: ContainerInfo) -> m.Container:
 
 async def node_containers(c: Call) -> m.Containers:
     nid = c.path_id("node")
-    if c.core.nodes.get(nid) is None:
+    if await c.core.nodes.find(nid) is None:
         raise ApiError(404, "not_found", "no such node")
     q: m.ContainersQuery = c.query
     found = await c.core.store.containers.at(nid, q.at)
@@ -266,7 +265,7 @@ async def node_containers(c: Call) -> m.Containers:
 
 async def container_history(c: Call) -> m.ContainerHistory:
     nid = c.path_id("node")
-    if c.core.nodes.get(nid) is None:
+    if await c.core.nodes.find(nid) is None:
         raise ApiError(404, "not_found", "no such node")
     q: m.ContainerHistoryQuery = c.query
     end = q.to if q.to is not None else time.time()
@@ -366,15 +365,61 @@ async def _start(c: Call, targets: Targets, frame_args: dict[str, Any], **kw: An
 
 async def create_command(c: Call) -> m.CommandInfo:
     body: m.CommandCreate = c.body
+    cmd = await _start(
+        c,
+        body.targets,
+        _command_args(body),
+        queue_offline=body.queue_offline,
+        expires_in=body.expires_in,
+        command_id=body.id,
+        signatures=body.signatures,
+    )
+    return cmd.info()
+
+
+def _command_args(body: m.CommandCreate) -> dict[str, Any]:
     args: dict[str, Any] = {"timeout": body.timeout, "env": body.env, "cwd": body.cwd}
     if isinstance(body.command, str):
         args["shell"] = body.command
     else:
         args["argv"] = body.command
+    return args
+
+
+def _service_args(body: m.ServiceBatch) -> dict[str, Any]:
+    if body.action != "list" and body.name is None:
+        raise ApiError(400, "invalid_body", f"service {body.action} needs the service's name")
+    return {"timeout": body.timeout, "service": ServiceRequest(action=body.action, name=body.name)}
+
+
+async def _preview(
+    c: Call, targets: Targets, args: dict[str, Any], queue_offline: bool, signatures: Any
+) -> m.CommandPreview:
+    # A read, like GET /commands: nothing runs, so no step-up, no rate limit and no audit row.
+    try:
+        return await c.core.commands.preview(
+            targets, args, queue_offline=queue_offline, signatures=signatures
+        )
+    except TargetError as exc:
+        raise ApiError(400, "invalid_targets", str(exc)) from None
+
+
+async def preview_command(c: Call) -> m.CommandPreview:
+    body: m.CommandCreate = c.body
+    return await _preview(c, body.targets, _command_args(body), body.queue_offline, body.signatures)
+
+
+async def preview_service_batch(c: Call) -> m.CommandPreview:
+    body: m.ServiceBatch = c.body
+    return await _preview(c, body.targets, _service_args(body), body.queue_offline, body.signatures)
+
+
+async def create_service_batch(c: Call) -> m.CommandInfo:
+    body: m.ServiceBatch = c.body
     cmd = await _start(
         c,
         body.targets,
-        args,
+        _service_args(body),
         queue_offline=body.queue_offline,
         expires_in=body.expires_in,
         command_id=body.id,
@@ -419,7 +464,7 @@ def _query_signature(nid: int, q: m.ServiceActionQuery) -> dict[int, CommandSign
 
 
 async def _service_call(c: Call, nid: int, request: ServiceRequest, q: m.ServiceActionQuery) -> LiveCommand:
-    node = c.core.nodes.get(nid)
+    node = await c.core.nodes.find(nid)
     if node is None:
         raise ApiError(404, "not_found", "no such node")
     if not node.online:
@@ -659,6 +704,38 @@ ROUTES: list[Route] = [
         response=m.CommandInfo,
         status=202,
         errors=(429,),
+        tag="operations",
+    ),
+    Route(
+        "POST",
+        f"{V}/commands/preview",
+        preview_command,
+        summary="A dry run of POST /commands: per node, would it run, queue, or be refused and why",
+        role=Role.OPERATOR,
+        body=m.CommandCreate,
+        response=m.CommandPreview,
+        tag="operations",
+    ),
+    Route(
+        "POST",
+        f"{V}/services",
+        create_service_batch,
+        summary="A service action on many nodes (like POST /commands)",
+        role=Role.OPERATOR,
+        body=m.ServiceBatch,
+        response=m.CommandInfo,
+        status=202,
+        errors=(429,),
+        tag="operations",
+    ),
+    Route(
+        "POST",
+        f"{V}/services/preview",
+        preview_service_batch,
+        summary="A dry run of POST /services: per node, would it run, queue, or be refused and why",
+        role=Role.OPERATOR,
+        body=m.ServiceBatch,
+        response=m.CommandPreview,
         tag="operations",
     ),
     Route(

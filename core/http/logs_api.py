@@ -32,7 +32,7 @@ def audit_detail(q: LogQuery, follow: bool) -> dict[str, object]:
 
 async def log_sources(c: Call) -> m.LogSourcesResponse:
     nid = c.path_id("node")
-    st = c.core.nodes.get(nid)
+    st = await c.core.nodes.find(nid)
     if st is None:
         raise ApiError(404, "not_found", "no such node")
     return m.LogSourcesResponse(nid, st.online, c.core.logs.sources.get(nid))
@@ -40,7 +40,7 @@ async def log_sources(c: Call) -> m.LogSourcesResponse:
 
 async def read_logs(c: Call) -> m.LogsResponse:
     nid = c.path_id("node")
-    st = c.core.nodes.get(nid)
+    st = await c.core.nodes.find(nid)
     if st is None:
         raise ApiError(404, "not_found", "no such node")
     q: m.LogsQuery = c.query

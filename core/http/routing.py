@@ -227,14 +227,9 @@ async def errors_middleware(
         if exc.status < 400:
             raise
         return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, None)
-    except StorageFull:
+    except StorageFull as exc:
         # Nothing was half-stored (the write rolled back); the database logged it once.
-        return error_response(
-            503,
-            "storage_full",
-            "the core's disk is full; try again once space is freed",
-            {"Retry-After": "30"},
-        )
+        return error_response(503, exc.code, exc.advice, {"Retry-After": "30"})
     except ConnectionError as exc:
         transport = request.transport
         if transport is not None and not transport.is_closing():

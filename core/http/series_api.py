@@ -21,7 +21,7 @@ from servermanager.core.http.routing import ApiError, Call, Route
 
 async def node_series(c: Call) -> m.SeriesList:
     nid = c.path_id("node")
-    st = c.core.nodes.get(nid)
+    st = await c.core.nodes.find(nid)
     if st is None:
         raise ApiError(404, "not_found", "no such node")
     q: m.SeriesListQuery = c.query
@@ -37,7 +37,10 @@ async def node_series(c: Call) -> m.SeriesList:
         )
         for _, name, labels, unit, last_ts, last_value in rows
     ]
-    return m.SeriesList(node_id=nid, series=out, plugins=list(st.plugins))
+    plugins = st.plugins
+    if not st.here and c.core.cluster is not None:
+        plugins = await c.core.cluster.plugins(nid)  # known to the core holding its agent
+    return m.SeriesList(node_id=nid, series=out, plugins=list(plugins))
 
 
 def _wanted(q: m.SeriesHistoryQuery) -> tuple[str, dict[str, str]]:
@@ -77,7 +80,7 @@ def _wanted(q: m.SeriesHistoryQuery) -> tuple[str, dict[str, str]]:
 async def series_history(c: Call) -> m.History:
     """The shape of the metrics history, with the series' selector as its one field."""
     nid = c.path_id("node")
-    if c.core.nodes.get(nid) is None:
+    if await c.core.nodes.find(nid) is None:
         raise ApiError(404, "not_found", "no such node")
     q: m.SeriesHistoryQuery = c.query
     name, labels = _wanted(q)

@@ -82,7 +82,7 @@ class ContainerStore:
         step = max(1, math.ceil(count / max(1, points)))
         rows = await self.db.fetchall(
             "SELECT ts, data FROM (SELECT ts, data, row_number() OVER (ORDER BY ts) AS n "
-            "FROM container_samples WHERE node_id = ? AND ts BETWEEN ? AND ?) WHERE (n - 1) % ? = 0",
+            "FROM container_samples WHERE node_id = ? AND ts BETWEEN ? AND ?) AS r WHERE (n - 1) % ? = 0",
             (node_id, lo, hi, step),
         )
         out: dict[str, list[Any]] = {"ts": [], **{f: [] for f in SERIES_FIELDS}}

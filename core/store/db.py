@@ -48,6 +48,9 @@ class Database:
         # The first write error no retry mends (read-only file, corruption; see is_fatal), and who
         # hears of it: the core stops on it rather than serve on with every write failing.
         self.fatal: BaseException | None = None
+        # Set once close() starts: a task still ending after it (a socket handler cancelled late in
+        # a shutdown) skips its bookkeeping write rather than fail on a closed database.
+        self.closed = False
         self.on_fatal: Callable[[BaseException], None] | None = None
 
     def _outcome(self, exc: BaseException | None, bulk: bool = False) -> None:
@@ -78,6 +81,12 @@ class Database:
                 self.path,
                 free,
             )
+
+    def problem(self) -> str | None:
+        """Why writes are refused now, for health's `degraded`; None while they are not."""
+        if self.full_since is None:
+            return None
+        return f"disk full since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.full_since))}: writes refused"
 
     def _broken(self, exc: BaseException) -> None:
         """A read or write failed in a way no retry mends: said once, and the core told to stop."""
@@ -112,6 +121,7 @@ class Database:
     async def close(self) -> None:
         """Close every connection, each even when another fails: an unclosed one is a thread the
         interpreter would wait for at exit."""
+        self.closed = True
         cons, self._w, self._r = [self._w, *self._r], None, []
         for con in cons:
             if con is not None:

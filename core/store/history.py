@@ -23,8 +23,8 @@ _column = msgspec.json.Decoder(list[float | None])
 def _shown(field: str, expr: str) -> str:
     """expr as history writes it: a field kept in whole units as an integer, because SQLite's JSON
     writes a whole REAL as `4000000000.0` (rounded first: raw rows are as the agent sent them, and
-    CAST truncates)."""
-    return f"CAST(round({expr}) AS INTEGER)" if FIELD_DECIMALS[field] == 0 else expr
+    CAST truncates; round(x, 0), as PostgreSQL's one-argument round of a double rounds half to even)."""
+    return f"CAST(round({expr}, 0) AS INTEGER)" if FIELD_DECIMALS[field] == 0 else expr
 
 
 def _aliased(exprs: Sequence[str]) -> str:
@@ -102,8 +102,8 @@ class History:
         """The node's newest sample, from whichever tier holds it."""
         cols = SAMPLE_COLUMNS
         row = await self.db.fetchone(
-            f"SELECT * FROM (SELECT {cols} FROM samples_head WHERE node_id = ? ORDER BY ts DESC LIMIT 1) "
-            f"UNION ALL SELECT * FROM (SELECT {cols} FROM samples_raw WHERE node_id = ? ORDER BY ts DESC LIMIT 1) "
+            f"SELECT * FROM (SELECT {cols} FROM samples_head WHERE node_id = ? ORDER BY ts DESC LIMIT 1) AS h "
+            f"UNION ALL SELECT * FROM (SELECT {cols} FROM samples_raw WHERE node_id = ? ORDER BY ts DESC LIMIT 1) AS r "
             "ORDER BY ts DESC LIMIT 1",
             (node_id, node_id),
         )
@@ -159,14 +159,14 @@ class History:
             if not merge:
                 exprs = ["ts / 1000.0", *(_shown(f, f) for f in fields)]
                 data = await self._columns(
-                    f"SELECT {_aliased(exprs)} FROM ({src}) ORDER BY ts", params, len(exprs), encoded
+                    f"SELECT {_aliased(exprs)} FROM ({src}) AS u ORDER BY ts", params, len(exprs), encoded
                 )
                 return {"ts": data[0], "avg": dict(zip(fields, data[1:], strict=True)), "step": None}
             exprs = [
                 "min(ts) / 1000.0",
                 *(_shown(f, rounded(f, f"{agg}({f})")) for f in fields for agg in ("avg", "min", "max")),
             ]
-            inner = f"SELECT {_aliased(exprs)} FROM ({src}) GROUP BY ts / ? ORDER BY c0"
+            inner = f"SELECT {_aliased(exprs)} FROM ({src}) AS u GROUP BY ts / ? ORDER BY c0"
             data = await self._columns(inner, (*params, width), len(exprs), encoded)
         else:
             if merge:
@@ -268,7 +268,7 @@ class History:
         step), which beside a busy event loop made a long history take seconds.
         """
         aggs = ", ".join(f"json_group_array(c{i})" for i in range(n))
-        row = await self.db.fetchone(f"SELECT {aggs} FROM ({inner})", params)
+        row = await self.db.fetchone(f"SELECT {aggs} FROM ({inner}) AS q", params)
         return list(row)
 
     async def _columns(self, inner: str, params: Sequence[Any], n: int, encoded: bool = False) -> list[Any]:

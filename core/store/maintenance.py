@@ -13,7 +13,7 @@ from servermanager.core.store.daycache import DAY_MS, DayCache
 from servermanager.core.store.db import Database
 from servermanager.core.store.rows import COLUMNS
 from servermanager.core.store.schema import ROLLUP_TABLES, metric_columns
-from servermanager.core.store.series import SeriesStore, rollup_sql
+from servermanager.core.store.series import SERIES_TABLES, TIERS, SeriesStore, rollup_sql
 
 # How long after a minute ends its bucket waits for the last samples before being rolled up.
 ROLLUP_GRACE_MS = 2_000
@@ -28,8 +28,11 @@ _SETTLE = (
 )
 
 
-async def _settle(con: aiosqlite.Connection) -> int:
+async def _settle(db: Database, con: aiosqlite.Connection) -> int:
     """Move the head into samples_raw within the caller's transaction; returns the rows moved."""
+    settle_head = getattr(db, "settle_head", None)
+    if settle_head is not None:  # PostgreSQL: day partitions, and other cores writing meanwhile (store/pg.py)
+        return int(await settle_head(con))
     cur = await con.execute(_SETTLE)
     moved = cur.rowcount
     await con.execute("DELETE FROM samples_head")
@@ -50,9 +53,11 @@ class Maintenance:
         return await self.rollup(hours=next(self._passes) % HOURLY_EVERY == 0, now=now)
 
     async def settle(self) -> int:
-        """Move the head into samples_raw, in node order; returns the rows moved (duplicates dropped)."""
+        """Move the head into samples_raw, in node order, and new series points into their head;
+        returns the sample rows moved (duplicates dropped)."""
         async with self.db.transaction() as con:
-            return await _settle(con)
+            await self.series.move_incoming(con)
+            return await _settle(self.db, con)
 
     async def rollup(self, hours: bool = True, now: float | None = None) -> int:
         """Recompute every bucket touched since the last run (late backfill included); returns buckets done.
@@ -92,7 +97,11 @@ class Maintenance:
             columns = ", ".join(("node_id", "ts", "cnt", *metric_columns(table, SCALAR_FIELDS)))
             async with self.db.transaction() as con:
                 if src == "raw":
-                    await _settle(con)
+                    lock_marks = getattr(self.db, "lock_marks", None)
+                    if lock_marks is not None:  # PostgreSQL: other cores' writers (store/pg.py)
+                        await lock_marks(con)
+                    await _settle(self.db, con)
+                    await self.series.move_incoming(con)
                 async with con.execute(
                     "SELECT count(*) FROM rollup_dirty WHERE res = ? AND ts <= ?", (res, upto)
                 ) as cur:
@@ -100,6 +109,9 @@ class Maintenance:
                 n = int(row[0]) if row else 0
                 if not n:
                     continue
+                analyze = getattr(self.db, "analyze_if_grown", None)
+                if analyze is not None:  # PostgreSQL plans these joins from statistics (store/pg.py)
+                    await analyze(con, res, n, ("rollup_dirty", src_table, SERIES_TABLES[src], "series"))
                 if res == "1m" and self.days.max_bytes > 0:
                     # Past days this pass rewrites (a late backfill): cached text of them goes.
                     today = now_ms // DAY_MS * DAY_MS
@@ -115,7 +127,9 @@ class Maintenance:
                     "WHERE d.res = ? AND d.ts <= ? GROUP BY d.node_id, d.ts",
                     (step, res, upto),
                 )
-                # The named series of the same nodes and buckets, from the same marks.
+                # The named series of the same nodes and buckets, from the same marks; a bucket of
+                # a settled window is read from the head once its chunk is back there.
+                await self.series.reopen(con, TIERS[src], upto)
                 await con.execute(rollup_sql(res, src), (step, res, upto))
                 if parent is not None:
                     pstep = ROLLUP_TABLES[parent][1]
@@ -130,6 +144,8 @@ class Maintenance:
                 # After the commit: dropped before it, a fill could read the old rows after the drop.
                 self.days.forget_days(rewritten)
                 rewritten = set()
+        # After the rollups, so a window's buckets are rolled up from the head before it settles.
+        await self.series.settle(now_ms)
         return done
 
     async def prune(self, retention: dict[str, float], now: float | None = None, chunk: int = 50_000) -> int:
@@ -142,6 +158,10 @@ class Maintenance:
             ("samples_1h", retention["1h"]),
         ):
             cutoff = round((now - keep) * 1000)
+            drop_days_before = getattr(self.db, "drop_days_before", None)
+            if drop_days_before is not None and table == "samples_raw":
+                # PostgreSQL: whole days go with their partition; the rows below delete the rest.
+                removed += await drop_days_before(table, cutoff)
             while True:
                 n = await self.db.execute(
                     f"DELETE FROM {table} WHERE (node_id, ts) IN "

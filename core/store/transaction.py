@@ -16,6 +16,11 @@ class StorageFull(sqlite3.OperationalError):
     """The disk holding the database is full: this write was rolled back, nothing half-stored. The
     database says so once (see Database) and the first write that fits again says it is over."""
 
+    # What agents (close reason) and REST callers (code, message) are told.
+    reason = "core storage full"
+    code = "storage_full"
+    advice = "the core's disk is full; try again once space is freed"
+
 
 def is_full(exc: BaseException | None) -> bool:
     return isinstance(exc, sqlite3.Error) and (

@@ -1,4 +1,4 @@
-"""Multi-row statements: many rows bound into one INSERT, in few distinct SQL texts."""
+"""Multi-row statements: many rows bound into one INSERT (or a SELECT's VALUES list), in few distinct SQL texts."""
 
 from __future__ import annotations
 
@@ -32,6 +32,25 @@ def _pieces(n: int) -> list[int]:
     return out
 
 
+def values_statements(
+    con: aiosqlite.Connection, template: str, rows: Sequence[Sequence[Any]]
+) -> list[tuple[str, Sequence[Any]]]:
+    """The statements execute_values would run, for execute_all to run with others in one trip."""
+    if not rows:
+        return []
+    own = getattr(con, "values_statements", None)
+    if own is not None:  # PostgreSQL's connection (store/pg.py)
+        return list(own(template, rows))
+    ncols = len(rows[0])
+    out: list[tuple[str, Sequence[Any]]] = []
+    i = 0
+    for size in _pieces(len(rows)):
+        chunk = rows[i : i + size]
+        i += size
+        out.append((_values_sql(template, ncols, size), [v for row in chunk for v in row]))
+    return out
+
+
 async def execute_values(con: aiosqlite.Connection, template: str, rows: Sequence[Sequence[Any]]) -> None:
     """Run `template` with "{values}" standing for many "(?, ...)" rows, a statement per chunk.
 
@@ -41,12 +60,34 @@ async def execute_values(con: aiosqlite.Connection, template: str, rows: Sequenc
     """
     if not rows:
         return
+    own = getattr(con, "execute_values", None)
+    if own is not None:  # PostgreSQL's connection (store/pg.py) binds its own way
+        await own(template, rows)
+        return
     ncols = len(rows[0])
     i = 0
     for size in _pieces(len(rows)):
         chunk = rows[i : i + size]
         i += size
         await con.execute(_values_sql(template, ncols, size), [v for row in chunk for v in row])
+
+
+async def fetch_values(con: aiosqlite.Connection, template: str, rows: Sequence[Sequence[Any]]) -> list[Any]:
+    """execute_values for a SELECT: the rows of every statement, in statement order."""
+    if not rows:
+        return []
+    own = getattr(con, "fetch_values", None)
+    if own is not None:  # PostgreSQL's connection (store/pg.py)
+        return list(await own(template, rows))
+    ncols = len(rows[0])
+    out: list[Any] = []
+    i = 0
+    for size in _pieces(len(rows)):
+        chunk = rows[i : i + size]
+        i += size
+        async with con.execute(_values_sql(template, ncols, size), [v for row in chunk for v in row]) as cur:
+            out += await cur.fetchall()
+    return out
 
 
 async def execute_all(con: aiosqlite.Connection, stmts: Sequence[tuple[str, Sequence[Any]]]) -> None:
@@ -58,6 +99,10 @@ async def execute_all(con: aiosqlite.Connection, stmts: Sequence[tuple[str, Sequ
     public call for "run this function in your thread"; its `_execute` is that, and the loop
     below is the fallback should it ever go away (tests/core/store/test_values.py checks it is there).
     """
+    own = getattr(con, "execute_all", None)
+    if own is not None:  # PostgreSQL's connection (store/pg.py)
+        await own(stmts)
+        return
     run = getattr(con, "_execute", None)
     if run is None:
         for sql, params in stmts:

@@ -88,9 +88,18 @@ class Ingest:
                 self._logged_at, self.throttled = now, 0
         if delay > 0:
             await asyncio.sleep(delay)
-        while self.in_flight >= self.max_in_flight:
-            self.room.clear()
-            await self.room.wait()
+        if self.in_flight < self.max_in_flight:
+            return
+        # The core is behind, not the agent: while its socket goes unread the watchdog does not
+        # count its silence, which starts again when it is read.
+        node.held = True
+        try:
+            while self.in_flight >= self.max_in_flight:
+                self.room.clear()
+                await self.room.wait()
+        finally:
+            node.held = False
+            node.last_frame = max(node.last_frame, time.monotonic())
 
 
 class AgentSession:
@@ -132,7 +141,7 @@ class AgentSession:
             self._acks_ready.clear()
             if isinstance(self.storage_failed, StorageFull):
                 # The agent backs off and keeps spooling; nothing it sent is lost.
-                await self.close(p.CloseCode.TRY_AGAIN_LATER, "core storage full; resend later")
+                await self.close(p.CloseCode.TRY_AGAIN_LATER, f"{self.storage_failed.reason}; resend later")
                 return
             if self.storage_failed is not None:
                 await self.close(p.CloseCode.INTERNAL_ERROR, "storage error; resend later")
@@ -207,8 +216,16 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
         # The agent gave up waiting (an overloaded core); it will redial, with the credential if it got one.
         log.warning("agent %s went away before its welcome (node %d)", peer, node.id)
         return ws
+    if core.cluster is not None:
+        await core.cluster.claim(
+            node, hello.log_sources, hello.exec_policy
+        )  # the newer connection wins, on whichever core
     await core.nodes.attach(node, session, hello.host, hello.spool_dropped)
+    if core.cluster is not None:  # the other cores learn its interval and spool state too
+        core.bus.publish(node.id, p.NodeUpdated(node=node.info(with_latest=False)))
     core.logs.set_sources(node.id, hello.log_sources)
+    node.exec_policy = hello.exec_policy
+    await core.alerts.adopt(node)  # in a cluster: its open alerts, continued from the database
     core.alerts.node_online(node)
     await core.commands.node_online(node)
     acker = asyncio.create_task(session.send_acks())
@@ -221,6 +238,9 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
             await asyncio.gather(session.closer, return_exceptions=True)
         await asyncio.gather(acker, return_exceptions=True)
         await core.nodes.detach(node, session, session.close_reason or reason)
+        if core.cluster is not None and not node.here:  # not replaced by a newer socket on this core
+            await core.cluster.release(node)
+            core.alerts.hand_off(node)
         # The agent ends its follows with the socket; whoever read them hears the node went away.
         core.logs.node_gone(node.id)
         if not node.online:  # not replaced by a newer link (the registry ignores deleted nodes)
@@ -272,13 +292,16 @@ async def _serve(core: Core, node: NodeState, session: AgentSession) -> str:
         if isinstance(frame, p.Samples):
             await _on_samples(core, node, session, frame)
         elif isinstance(frame, p.CommandOutput):
-            await core.commands.on_output(node.id, frame)
+            if not _routed(core, node, frame.command_id, msg.data, False):
+                await core.commands.on_output(node.id, frame)
         elif isinstance(frame, p.CommandResult):
-            await core.commands.on_result(node.id, frame)
+            if not _routed(core, node, frame.command_id, msg.data, True):
+                await core.commands.on_result(node.id, frame)
         elif isinstance(frame, p.Incident):
             core.incidents.on_incident(node.id, frame)
         elif isinstance(frame, p.LogsChunk):
-            core.logs.on_chunk(node.id, frame)
+            if not _routed(core, node, frame.request_id, msg.data, frame.eof):
+                core.logs.on_chunk(node.id, frame)
         elif isinstance(frame, p.Ping):
             await session.send(p.Pong(ts=frame.ts))
         elif isinstance(frame, p.Error):
@@ -286,6 +309,14 @@ async def _serve(core: Core, node: NodeState, session: AgentSession) -> str:
         elif isinstance(frame, p.Hello):
             await session.send(p.Error(code="unexpected", message="hello is only valid as the first frame"))
     return session.close_reason or "connection lost"
+
+
+def _routed(core: Core, node: NodeState, request_id: str, data: str | bytes, final: bool) -> bool:
+    """An answer to a request another core of the cluster made goes back to that core."""
+    if core.cluster is None:
+        return False
+    raw = data.encode() if isinstance(data, str) else data
+    return core.cluster.route_back(node.id, request_id, raw, final)
 
 
 def _without_procs(sample: Sample) -> Sample:
@@ -345,6 +376,8 @@ async def _on_samples(core: Core, node: NodeState, session: AgentSession, frame:
                 _note_extras(core, node, m)
             if m.plugins:
                 node.plugins = tuple(m.plugins)  # served by GET .../series
+                if core.cluster is not None:
+                    core.cluster.note_plugins(node.id, node.plugins)
             if m.procs_top or m.containers is not None or m.hardware is not None or m.series or m.plugins:
                 # Named series and plugin statuses likewise: stored or kept here, served by REST.
                 # The top processes are stored (with the sample, below) and served by REST; the

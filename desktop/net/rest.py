@@ -475,23 +475,65 @@ class RestClient(QObject):
 
     # ------------------------------------------------------------ remote operations
 
+    async def _command_body(
+        self, targets: m.Targets, command: str | list[str] | p.ServiceRequest, timeout: float
+    ) -> dict[str, Any]:
+        """The body of POST /commands (a shell string or an argv list) or POST /services (a service
+        request), signed for each target node when there is a signer; the preview takes the same."""
+        body: dict[str, Any] = {"targets": msgspec.to_builtins(targets), "timeout": timeout}
+        if isinstance(command, p.ServiceRequest):
+            body["action"] = command.action
+            if command.name is not None:
+                body["name"] = command.name
+            what: dict[str, Any] = {"service": command}
+        else:
+            body["command"] = command
+            what = {"shell": command} if isinstance(command, str) else {"argv": command}
+        if self.signer is not None:
+            if targets.nodes is None:
+                raise CoreError(
+                    "invalid_targets", "Signed requests name their nodes: pick nodes, not a group or tag."
+                )
+            cid = new_command_id()
+            frame = p.Command(command_id=cid, timeout=timeout, **what)
+            signatures = await self.signer.sign(frame, targets.nodes)
+            body["id"] = cid
+            body["signatures"] = {str(n): msgspec.to_builtins(sig) for n, sig in signatures.items()}
+        return body
+
     @needs_step_up
     async def run_command(
         self, node_ids: list[int], command: str | list[str], timeout: float
     ) -> m.CommandInfo:
         """Start a command (a shell string, or an argv list run without a shell) on these nodes,
         signed for each of them when there is a signer."""
-        body: dict[str, Any] = {"targets": {"nodes": node_ids}, "command": command, "timeout": timeout}
-        if self.signer is not None:
-            cid = new_command_id()
-            what: dict[str, Any] = {"shell": command} if isinstance(command, str) else {"argv": command}
-            frame = p.Command(command_id=cid, timeout=timeout, **what)
-            signatures = await self.signer.sign(frame, node_ids)
-            body["id"] = cid
-            body["signatures"] = {str(n): msgspec.to_builtins(sig) for n, sig in signatures.items()}
-        info = await self.call("POST", "/commands", m.CommandInfo, json=body)
+        return await self._run_batch(m.Targets(nodes=node_ids), command, timeout)
+
+    @needs_step_up
+    async def run_batch(
+        self, targets: m.Targets, command: str | list[str] | p.ServiceRequest, timeout: float
+    ) -> m.CommandInfo:
+        """Start a command or a service action on every node the targets name."""
+        return await self._run_batch(targets, command, timeout)
+
+    async def _run_batch(
+        self, targets: m.Targets, command: str | list[str] | p.ServiceRequest, timeout: float
+    ) -> m.CommandInfo:
+        body = await self._command_body(targets, command, timeout)
+        path = "/services" if isinstance(command, p.ServiceRequest) else "/commands"
+        info = await self.call("POST", path, m.CommandInfo, json=body)
         assert info is not None
         return info
+
+    async def preview_batch(
+        self, targets: m.Targets, command: str | list[str] | p.ServiceRequest, timeout: float
+    ) -> m.CommandPreview:
+        """The dry run of run_batch: per node, would it run, queue, or be refused and why."""
+        body = await self._command_body(targets, command, timeout)
+        path = "/services/preview" if isinstance(command, p.ServiceRequest) else "/commands/preview"
+        preview = await self.call("POST", path, m.CommandPreview, json=body)
+        assert preview is not None
+        return preview
 
     async def command(self, command_id: str) -> m.CommandInfo:
         info = await self.call("GET", f"/commands/{command_id}", m.CommandInfo)

@@ -35,6 +35,9 @@ class SignIn(QObject):
         self.aio = aio
         self.profile: Profile | None = None
         self.kept = Kept.NOWHERE
+        # Whether signing in makes this profile the one the app opens on next time; False for the
+        # extra cores of a window that shows several.
+        self.remember_last = True
         rest.refresh_token_rotated.connect(self._rotated)
         rest.session_expired.connect(self._expired)
 
@@ -68,7 +71,8 @@ class SignIn(QObject):
         profile.remember = remember
         self.profile = profile
         self.profiles.upsert(profile)
-        self.profiles.last = profile.name
+        if self.remember_last:
+            self.profiles.last = profile.name
         token = session.access_token if session.is_api_token else session.refresh_token
         assert token is not None
         self.kept = Kept.NOWHERE
@@ -107,7 +111,8 @@ class SignIn(QObject):
         await self._leave_current()
         self.profile = profile
         self.kept = kept_before
-        self.profiles.last = profile.name
+        if self.remember_last:
+            self.profiles.last = profile.name
         if session.refresh_token is not None:
             # Resuming spent the kept refresh token; keep its successor in the same place.
             await self._keep(profile, session.refresh_token)

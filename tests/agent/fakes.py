@@ -45,7 +45,9 @@ class FakeTool:
     """A real executable named like a system tool (systemctl, sc.exe, launchctl) for a PATH entry.
 
     It appends its argv to a log (one line per call, each argument followed by a tab) and then
-    runs `cases`, the body of a shell `case "$*" in ... esac` that prints canned output.
+    runs `cases`, the body of a shell `case "$*" in ... esac` that prints canned output. The line is
+    built first and appended in one write: several agents may run the tool at once, and a write
+    per argument would interleave their lines.
     """
 
     def __init__(self, bin_dir: Path, name: str, cases: str) -> None:
@@ -53,7 +55,9 @@ class FakeTool:
         self.path = bin_dir / name
         self.path.write_text(
             "#!/bin/sh\n"
-            f"{{ for a in \"$@\"; do printf '%s\\t' \"$a\"; done; printf '\\n'; }} >> '{self.log}'\n"
+            "tab=$(printf '\\t'); line=''\n"
+            'for a in "$@"; do line="$line$a$tab"; done\n'
+            f"printf '%s\\n' \"$line\" >> '{self.log}'\n"
             f'case "$*" in\n{cases}\nesac\n'
         )
         self.path.chmod(0o755)
@@ -117,6 +121,7 @@ class FakeCore:
     refuse_code: int | None = None  # close with this code right after the hello
     drop_first_batch: bool = False  # close 1011 on the first batch of connection 1, unacked
     silent_after_welcome: bool = False  # never send another frame (a hung core)
+    withhold_acks: bool = False  # answer pings but acknowledge nothing (a core whose writer is stuck)
     reject: Callable[[list[int]], list[int]] = lambda seqs: []
     ack_gate: Callable[[int], Awaitable[None]] | None = None  # awaited before acking batch n
     after_welcome: list[str | bytes] = field(default_factory=list)  # raw frames to push
@@ -204,7 +209,7 @@ class FakeCore:
                     if self.drop_first_batch and conn_no == 1:
                         await ws.close(1011, "fake core crashed")
                         return
-                    if self.silent_after_welcome:
+                    if self.silent_after_welcome or self.withhold_acks:
                         continue
                     if self.ack_gate is not None:
                         await self.ack_gate(len(self.batches))

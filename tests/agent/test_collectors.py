@@ -3,37 +3,52 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import msgspec
 import psutil
 import pytest
 
 from servermanager.agent.collectors import (
+    MOUNTS_MAX_AGE,
+    NO_SENSORS_RECHECK,
     CpuCollector,
     CpuReading,
     DiskCollector,
+    DiskCounters,
     DiskReading,
     LoadReading,
+    MemoryCollector,
     MetricsCollector,
     NetCollector,
     NetReading,
     SensorsCollector,
     SystemReading,
+    _linux_cpu_times,
+    _MountWatch,
+    linux_diskstats,
 )
 from servermanager.common.metrics import (
     FIELD_DECIMALS,
     FIELDS,
+    MAX_DISK_IO,
     SCALAR_FIELDS,
+    DiskIO,
     Field,
     Metrics,
     NetIface,
     Sample,
+    Temperature,
     Unit,
     metrics_struct,
     scalar,
 )
 from servermanager.common.protocol import AgentToCore, Samples, decode, decoder, encode
+from tests.agent.test_rates import FakeClock
 
 
 def _busy() -> float:
@@ -128,6 +143,68 @@ def test_disk_usage_skips_pseudo_and_duplicates() -> None:
     assert {d.mount for d in disks} <= real
 
 
+def _disk_of(path: Path) -> str | None:
+    """The whole disk (as /proc/diskstats names it) that holds `path`, or None (tmpfs, overlay...)."""
+    st = os.stat(path)
+    sys_dev = Path(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}")
+    if not sys_dev.exists():
+        return None
+    real = sys_dev.resolve()
+    # A partition's sysfs directory sits inside its disk's.
+    return real.parent.name if (real / "partition").exists() else real.name
+
+
+def test_a_written_file_shows_in_its_disks_write_rate(tmp_path: Path) -> None:
+    disk = _disk_of(tmp_path) if sys.platform.startswith("linux") else None
+    if disk is None or disk.startswith(("loop", "ram", "zram")):
+        pytest.skip(f"{tmp_path} is on no block device whose counters the kernel reports per disk")
+    clock = FakeClock()
+    collector = DiskCollector(clock)
+    payload = os.urandom(1 << 20)
+    with open(tmp_path / "data.bin", "wb") as f:
+        for _ in range(8):
+            f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())  # on the disk now, so the kernel has counted it
+    clock.t += 1.0  # exactly one second, so the rate is the bytes counted in the window
+    reading = collector.collect()
+    by_name = {d.name: d for d in reading.devices}
+    assert disk in by_name, f"{disk} not among {sorted(by_name)}"
+    io = by_name[disk]
+    # Other writers on the machine can only add to it.
+    assert io.write_bps is not None and io.write_bps >= 8 << 20
+    assert io.write_iops is not None and io.write_iops >= 1
+    assert reading.write_bps is not None and reading.write_bps >= io.write_bps
+
+
+def test_disk_io_is_per_whole_disk_without_loop_or_ram_devices_and_no_first_rate() -> None:
+    collector = DiskCollector()
+    collector._rates.retain([])  # forget the priming reading: every rate is a first one
+    first = collector.collect()
+    assert all(d.read_bps is None and d.write_iops is None for d in first.devices)
+    assert first.read_bps is None
+    names = [d.name for d in first.devices]
+    assert len(names) <= MAX_DISK_IO and names == sorted(names)
+    assert not any(n.startswith(("loop", "ram", "zram")) for n in names)
+    if os.path.isdir("/sys/block"):
+        assert all(os.path.exists(f"/sys/block/{n}") for n in names)  # no partitions
+    second = collector.collect()
+    assert [d.name for d in second.devices] == names or not names
+    assert all(d.read_bps is not None and d.read_bps >= 0 for d in second.devices)
+
+
+def test_per_disk_rates_travel_rounded_in_the_sample() -> None:
+    clock = FakeClock()
+    collector = MetricsCollector(clock)
+    clock.t += 3.0
+    m = collector.collect()
+    for d in m.disk_io:
+        assert isinstance(d.read_bps, int) and isinstance(d.write_bps, int)
+        assert d.read_iops is not None and round(d.read_iops, 2) == d.read_iops
+    back = msgspec.json.decode(msgspec.json.encode(m), type=Metrics)
+    assert back.disk_io == m.disk_io
+
+
 def test_disk_usage_of_a_host_mounted_at_host_root(tmp_path: Path) -> None:
     # A container's view of a host: the host's / at tmp_path, its procfs at tmp_path/proc.
     (tmp_path / "proc" / "1").mkdir(parents=True)
@@ -155,6 +232,126 @@ def test_disk_usage_of_a_host_mounted_at_host_root(tmp_path: Path) -> None:
     assert all(d.total == here.total and 0 <= d.pct <= 100 for d in disks)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/diskstats is Linux's")
+def test_diskstats_read_as_psutil_reads_them(tmp_path: Path) -> None:
+    theirs = psutil.disk_io_counters(perdisk=True)
+    mine = linux_diskstats()
+    assert set(mine) == set(theirs)
+    for name, c in mine.items():
+        t = theirs[name]
+        # Read a moment apart: counters only move forward.
+        assert c.read_count >= t.read_count and c.write_count >= t.write_count
+        assert c.read_bytes >= t.read_bytes and c.write_bytes >= t.write_bytes
+        assert c.write_bytes - t.write_bytes < 1 << 30
+    old = tmp_path / "diskstats"
+    old.write_text("   3    1   hda1 8 16 24 32\n   8    0 sda 1 2 3 4 5 6 7 8 9 10 11\n")
+    assert linux_diskstats(str(old)) == {
+        "hda1": DiskCounters(8, 24, 16 * 512, 32 * 512),
+        "sda": DiskCounters(1, 5, 3 * 512, 7 * 512),
+    }
+    (tmp_path / "diskstats24").write_text("   3     0   8 hda 8 8 8 8 8 8 8 8 8 8 8\n")
+    with pytest.raises(ValueError, match="a line of 15 fields"):
+        linux_diskstats(str(tmp_path / "diskstats24"))  # Linux 2.4's layout: psutil reads that one
+    disks = DiskCollector()
+    disks._diskstats = str(tmp_path / "diskstats24")
+    assert {d.name for d in disks.collect().devices} <= set(theirs) and disks._diskstats == ""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/stat is Linux's")
+def test_cpu_times_from_one_read_of_proc_stat_are_psutils() -> None:
+    mine, per = _linux_cpu_times("/proc/stat")
+    theirs = psutil.cpu_times()
+    assert mine._fields == theirs._fields and len(per) == len(psutil.cpu_times(percpu=True))
+    # Read a moment apart: no counter moved back, and none by more than a second.
+    for a, b in zip(mine, theirs, strict=True):
+        assert a <= b <= a + 1.0
+
+
+def test_cpu_falls_back_to_psutil_on_an_odd_proc_stat(tmp_path: Path) -> None:
+    odd = tmp_path / "stat"
+    odd.write_text("cpu  1 2 3 4\ncpu0 1 2 3 4\n")  # a kernel older than 2.6.33
+    cpu = CpuCollector(str(odd))
+    _burn_cpu_time()
+    assert 0.0 < cpu.collect().pct <= 100.0  # psutil's times, not the file's
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/meminfo is Linux's")
+def test_memory_from_one_read_of_meminfo_agrees_with_psutil() -> None:
+    mine = MemoryCollector().collect()
+    vm, sw = psutil.virtual_memory(), psutil.swap_memory()
+    assert (mine.mem_total, mine.swap_total) == (vm.total, sw.total)
+    # Read a moment apart: the machine's other processes move the rest a little.
+    assert abs(mine.mem_used - (vm.total - vm.available)) < vm.total * 0.02
+    assert abs(mine.mem_pct - vm.percent) < 2 and mine.mem_pct == round(mine.mem_pct, 1)
+    assert abs(mine.swap_used - sw.used) <= max(sw.total * 0.02, 1 << 20)
+
+
+def test_memory_falls_back_to_psutil_without_memavailable(tmp_path: Path) -> None:
+    old = tmp_path / "meminfo"
+    old.write_text("MemTotal:        1000 kB\nMemFree:          500 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n")
+    reading = MemoryCollector(str(old)).collect()
+    assert reading.mem_total == psutil.virtual_memory().total  # psutil's, not the file's 1000 kB
+
+
+class HwTemp(NamedTuple):
+    """One reading as psutil.sensors_temperatures() lists it (the fields the collector reads)."""
+
+    label: str
+    current: float
+
+
+def test_a_host_without_sensors_is_looked_at_again_only_now_and_then(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Temperature sensors cannot be made here: psutil's reader is replaced by a counting one.
+    calls: list[float] = []
+    found: dict[str, list[Any]] = {}
+
+    def temperatures() -> dict[str, list[Any]]:
+        calls.append(clock.t)
+        return found
+
+    monkeypatch.setattr(psutil, "sensors_temperatures", temperatures, raising=False)
+    clock = FakeClock()
+    sensors = SensorsCollector(clock)
+    assert sensors.collect().temps == [] and len(calls) == 1
+    clock.t += NO_SENSORS_RECHECK - 1
+    assert sensors.collect().temps == [] and len(calls) == 1
+    found["acpitz"] = [HwTemp("", 41.0)]  # a sensor appears
+    clock.t += 1
+    assert sensors.collect().temps == [Temperature("acpitz", "temp1", 41.0)] and len(calls) == 2
+    clock.t += 1
+    sensors.collect()
+    assert len(calls) == 3  # with sensors, every sample reads them
+
+
+def test_mounts_are_listed_again_when_the_table_changes_or_grows_old(tmp_path: Path) -> None:
+    clock = FakeClock()
+    table = tmp_path / "mounts"
+    table.write_text("")
+    watch = _MountWatch(str(table), clock)  # a plain file: never marked, so only age counts
+    assert watch.changed()
+    assert not watch.changed()
+    clock.t += MOUNTS_MAX_AGE
+    assert watch.changed() and not watch.changed()
+    watch.close()
+    if not sys.platform.startswith("linux"):
+        return
+    procfs = _MountWatch("/proc/self/mounts", clock)
+    assert procfs.changed() and not procfs.changed()
+    target = tmp_path / "mnt"
+    target.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "none", str(target)], capture_output=True, check=False)
+    if mounted.returncode != 0:
+        procfs.close()
+        pytest.skip(f"cannot mount here to see the kernel mark the table: {mounted.stderr!r}")
+    try:
+        assert procfs.changed(), "a mount marks /proc/self/mounts"
+        assert not procfs.changed()
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+    assert procfs.changed(), "so does an unmount"
+    procfs.close()
+
+
 def test_sensors_never_raise() -> None:
     reading = SensorsCollector().collect()
     assert isinstance(reading.temps, list)
@@ -170,7 +367,7 @@ class Fixed:
     def __init__(self, reading: object) -> None:
         self.reading = reading
 
-    def collect(self) -> object:
+    def collect(self, *_given: object) -> object:
         return self.reading
 
 
@@ -180,7 +377,8 @@ def fixed_collector(collector: MetricsCollector) -> MetricsCollector:
     collector.cpu = Fixed(CpuReading(12.3456, [third / 10, 99.996]))  # type: ignore[assignment]
     collector.load = Fixed(LoadReading(0.123456, 1.0 / 3, 2.0))  # type: ignore[assignment]
     collector.system = Fixed(SystemReading(1234.5678, 42))  # type: ignore[assignment]
-    collector.disks = Fixed(DiskReading([], third, 2 * third, third, None))  # type: ignore[assignment]
+    devices = [DiskIO("sda", third, None, third, 2 * third)]
+    collector.disks = Fixed(DiskReading([], third, 2 * third, third, None, devices))  # type: ignore[assignment]
     nets = [NetIface("eth0", 10, 20, third, None)]
     collector.net = Fixed(NetReading(nets, third, 2 * third))  # type: ignore[assignment]
     return collector
@@ -198,6 +396,7 @@ def test_values_are_rounded_once_to_their_table_rows_decimals() -> None:
     assert m.disk_write_bps == 667 and m.disk_read_iops == 333.33 and m.disk_write_iops is None
     assert (m.net_rx_bps, m.net_tx_bps) == (333, 667)
     assert m.nets == [NetIface("eth0", 10, 20, 333, None)]  # an interface like the total
+    assert m.disk_io == [DiskIO("sda", 333, None, 333.33, 666.67)]  # a disk like the totals
     assert m.procs == 42
     wire = msgspec.json.decode(encode(m))
     assert wire["uptime"] == 1235 and b'"uptime":1235,' in encode(m)

@@ -112,7 +112,7 @@ async def test_exec_code_is_imported_only_when_exec_is_enabled(
         "servermanager.agent.link.stream",
         "servermanager.agent.exec",
         "servermanager.agent.exec.outbox",
-        "servermanager.agent.exec.policy",  # the settings check their patterns with it
+        "servermanager.common.exec_policy",  # the settings check their patterns with it
         "websockets.asyncio.client",
     } <= modules, modules
     assert not set(UNUSED_STDLIB) & modules, f"imported for real: {set(UNUSED_STDLIB) & modules}"

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import msgspec
 import psutil
 import pytest
 
 from servermanager.agent.collectors import MetricsCollector
-from servermanager.agent.processes import ProcessCollector
+from servermanager.agent.processes import PF_KTHREAD, ProcessCollector, _LinuxScan
 from servermanager.agent.settings import ProcessesSettings
 from servermanager.common.metrics import MAX_PROC_CMD, Metrics, ProcInfo, Sample
 from servermanager.common.protocol import AgentToCore, Samples, decode, decoder, encode
@@ -125,6 +127,94 @@ def test_a_new_process_has_no_rate_on_first_sight(burner: subprocess.Popen[bytes
     finally:
         late.kill()
         late.wait()
+
+
+def _fds() -> set[str]:
+    return {os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if _readable(fd)}
+
+
+def _path_of(fd: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None  # closed
+
+
+def _readable(fd: str) -> bool:
+    try:
+        os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return False  # the listing's own descriptor, closed by now
+    return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the /proc scan is Linux's")
+def test_the_scan_keeps_descriptors_only_for_living_processes_and_within_its_budget() -> None:
+    collector = ProcessCollector(top=5)
+    scan = collector._scan
+    assert isinstance(scan, _LinuxScan)
+    child = subprocess.Popen([sys.executable, "-c", BURN])
+    try:
+        wait_sync(
+            lambda: bool(collector.collect()) and child.pid in scan._open, timeout=10, what="the child kept"
+        )
+        assert f"/proc/{child.pid}/stat" in _fds()
+        assert 0 < scan._used <= _LinuxScan.kept_in_process <= scan.budget and scan.count >= len(scan._open)
+        _top_until(
+            collector, lambda ps: any(p.pid == child.pid and p.cpu_pct for p in ps), "the child's rate"
+        )
+    finally:
+        child.kill()
+        child.wait()
+    collector.collect()
+    # Ended: its descriptors are closed, not kept for a pid the next process may get.
+    assert child.pid not in scan._open and f"/proc/{child.pid}/stat" not in _fds()
+    held = {fd: os.readlink(f"/proc/self/fd/{fd}") for fds in scan._open.values() for fd in fds if fd >= 0}
+    assert held
+    collector.close()
+    # Every descriptor it kept is closed (other collectors of this test process may hold their own).
+    assert scan._used == 0 and scan._open == {}
+    assert all(_path_of(fd) != path for fd, path in held.items())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the /proc scan is Linux's")
+def test_kernel_threads_are_scanned_without_their_io() -> None:
+    scan = _LinuxScan(budget=64)
+    try:
+        raws = {raw[0][0]: raw for raw in scan()}
+    finally:
+        scan.close()
+    me = raws[os.getpid()]
+    assert me[4] is not None and me[5] is not None  # this process's own I/O counters
+    kernel = [pid for pid in raws if _flags(pid) & PF_KTHREAD]
+    assert kernel, "no kernel thread in /proc: not a whole machine's view"
+    assert all(raws[pid][4] is None and raws[pid][5] is None for pid in kernel)
+
+
+def _flags(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return 0  # ended since
+    return int(stat[stat.rindex(b")") + 2 :].split()[6])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the /proc scan is Linux's")
+def test_processes_past_the_descriptor_budget_are_read_all_the_same(burner: subprocess.Popen[bytes]) -> None:
+    collector = ProcessCollector(top=5)
+    scan = collector._scan
+    assert isinstance(scan, _LinuxScan)
+    scan.budget = 0  # nothing kept open: every file opened, read and closed
+    _top_until(
+        collector, lambda ps: ps and ps[0].pid == burner.pid and (ps[0].cpu_pct or 0) > 20, "the burner first"
+    )
+    assert scan._open == {} and scan._used == 0
+
+
+def test_a_sample_with_a_list_counts_processes_by_its_scan() -> None:
+    processes = ProcessCollector(top=5)
+    m = MetricsCollector(processes=processes).collect()
+    assert m.procs_top and m.procs == processes.count and m.procs > 1
 
 
 def test_command_lines_hidden_when_configured(burner: subprocess.Popen[bytes]) -> None:

@@ -74,3 +74,19 @@ def test_rates_are_exact_the_collector_rounds_them_by_the_table() -> None:
     tracker.rate("rx", 0)
     clock.t += 3.0
     assert tracker.rate("rx", 1_000) == 1_000 / 3
+
+
+def test_several_counters_under_one_key() -> None:
+    clock = FakeClock()
+    tracker = RateTracker(clock)
+    assert tracker.rates(("pid", 1.0), (10.0, 100, None), clock.t) is None  # first reading
+    clock.t += 2.0
+    # Each like rate(): per second; None where a counter was not read, or went back.
+    assert tracker.rates(("pid", 1.0), (14.0, 50, 7), clock.t) == (2.0, None, None)
+    clock.t += 1.0
+    assert tracker.rates(("pid", 1.0), (15.0, 60, 9), clock.t) == (1.0, 10.0, 2.0)
+    # Counters that changed in number have no common baseline.
+    assert tracker.rates(("pid", 1.0), (16.0,), clock.t + 1) is None
+    assert tracker.rates(("pid", 1.0), (17.0,), clock.t) is None  # no time passed
+    tracker.retain({("pid", 2.0)})
+    assert len(tracker) == 0

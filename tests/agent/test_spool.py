@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from servermanager.agent.spool import Spool, SpoolClosedError
+from servermanager.agent.spool import RECENT, Spool, SpoolClosedError
 from servermanager.common.metrics import Sample
 from servermanager.common.protocol import AgentToCore, decode, decoder
 from tests.agent.fakes import metrics
@@ -147,3 +147,52 @@ def test_concurrent_appends_from_threads_keep_seq_unique(tmp_path: Path) -> None
             t.join()
         assert sorted(seqs) == list(range(1, 101))
         assert spool.count() == 100
+
+
+def test_the_newest_samples_are_read_from_memory_as_the_database_has_them(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s.db") as spool:
+        assert spool.recent(10, 0) is None  # nothing appended by this process yet
+        fill(spool, RECENT + 3)
+        newest = spool.newest_seq
+        assert newest == spool.last_seq == RECENT + 3
+        for after in (newest - RECENT + 1, newest - 2, newest):
+            assert spool.recent(10, after) == spool.read_raw(10, after)
+        assert spool.recent(2, newest - 5) == spool.read_raw(2, newest - 5)
+        # Older than memory holds: the database answers.
+        assert spool.recent(10, newest - RECENT - 1) is None
+        # Acknowledged or discarded samples are gone from memory too.
+        spool.delete_range(newest - 1, newest - 1)
+        spool.discard([newest])
+        assert spool.recent(10, newest - 3) == spool.read_raw(10, newest - 3)
+        assert [seq for seq, _ in spool.read_raw(10, newest - 3)] == [newest - 2]
+
+
+def test_an_eviction_empties_the_memory_of_newest_samples(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s.db", max_samples=3) as spool:
+        fill(spool, 3)
+        assert spool.recent(10, 0) == spool.read_raw(10, 0)
+        spool.append(2000.0, metrics())  # evicts seq 1
+        assert spool.recent(10, 0) is None and [s for s, _ in spool.read_raw(10, 0)] == [2, 3, 4]
+        assert spool.recent(10, 3) == spool.read_raw(10, 3)
+
+
+def test_acknowledged_samples_are_gone_at_once_and_deleted_with_the_next_commit(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Spool(path) as spool:
+        fill(spool, 5)
+        spool.delete_later(1, 3, 3)
+        assert spool.count() == 2  # left out at once
+        raw = sqlite3.connect(path)
+        try:
+            assert raw.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 5  # not deleted yet
+            spool.append(2000.0, metrics())  # deletes them in its own transaction
+            assert raw.execute("SELECT seq FROM samples ORDER BY seq").fetchall() == [(4,), (5,), (6,)]
+            spool.delete_later(4, 4, 1)
+            assert [seq for seq, _ in spool.read_raw(10)] == [5, 6]  # a read deletes them first
+            assert raw.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 2
+            spool.delete_later(5, 5, 1)
+        finally:
+            raw.close()
+        assert spool.count() == 1
+    with Spool(path) as again:  # close deleted the last acknowledged one
+        assert again.count() == 1 and [s.seq for s in again.oldest(10)] == [6]

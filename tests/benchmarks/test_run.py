@@ -22,10 +22,21 @@ def _results() -> dict[str, Any]:
     return {
         "machine": MACHINE,
         "agent_overhead": {
-            "agent": {"cpu_pct": 0.3, "rss_mb_mean": 28.5, "rss_mb_max": 31.0, "uss_mb_mean": 16.0},
-            "node_exporter": {"cpu_pct": 0.7, "rss_mb_mean": 19.0, "rss_mb_max": 20.0},
+            "agent": {
+                "cpu_pct": 0.3,
+                "rss_mb_mean": 28.5,
+                "rss_mb_max": 33.0,
+                "uss_mb_mean": 16.0,
+                "cpu_ms_per_sample": 3.1,
+            },
+            "node_exporter": {
+                "cpu_pct": 0.7,
+                "rss_mb_mean": 19.0,
+                "rss_mb_max": 20.0,
+                "cpu_ms_per_scrape": 7.4,
+            },
             "ratios": {"cpu_agent_over_node_exporter": 0.429, "rss_agent_over_node_exporter": 1.5},
-            "targets": {"agent_cpu_le_half_node_exporter": True, "agent_rss_le_30mb": False},
+            "targets": {"agent_cpu_le_half_node_exporter": True, "agent_rss_le_32mb": False},
         },
         "core_load": [
             {
@@ -83,7 +94,8 @@ def test_report_holds_every_part_with_its_figures_and_verdicts() -> None:
     lines = markdown(_results()).splitlines()
     assert lines[0] == "Machine: 2 cores (Test CPU), 3.8 GiB, Linux 6.1.0, Python 3.11.7, SQLite 3.40.1"
     assert "| CPU (% of one core) | 0.3 | 0.7 | 0.429 | ≤ 0.5 x node_exporter: met |" in lines
-    assert "| RSS mean / max (MB) | 28.5 / 31.0 | 19.0 / 20.0 | 1.5 | ≤ 30 MB: MISSED |" in lines
+    assert "| RSS mean / max (MB) | 28.5 / 33.0 | 19.0 / 20.0 | 1.5 | ≤ 32 MB: MISSED |" in lines
+    assert "| CPU ms per sample / per scrape | 3.1 | 7.4 | | |" in lines
     assert "| USS mean (MB) | 16.0 | None | | |" in lines
     assert "| 1000 | 1 | 999.5 of 1000.0 | 20.5 (15.0) | 80.1 | 1.2 / 9.9 | 12.0 | 60.0 (3.5) |" in lines
     assert "| 5000 | | error: RuntimeError('boom') | | | | | |" in lines

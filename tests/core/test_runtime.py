@@ -16,6 +16,7 @@ import pytest
 
 from devkit.ports import free_port
 from servermanager.core.datadir import DB_FILENAME, INITIAL_PASSWORD_FILE
+from servermanager.core.runtime import LISTEN_BACKLOG
 from servermanager.core.store.schema import migrate_sync
 from tests.helpers.procs import CLI, AgentProcess, CoreProcess, cli
 from tests.helpers.wait import wait_sync
@@ -160,3 +161,14 @@ def test_sigterm_stops_a_busy_core_within_seconds(core_proc: CoreProcess, tmp_pa
         for w in workers:
             w.join(timeout=10)
         agent.stop()
+
+
+def test_the_core_queues_thousands_of_connections_while_busy(core_proc: CoreProcess) -> None:
+    """A fleet reconnecting at once after a restart: aiohttp's default backlog of 128 dropped SYNs."""
+    core_proc.start()
+    out = subprocess.run(
+        ["ss", "-Hltn", f"sport = :{core_proc.port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    # State Recv-Q Send-Q Local Peer; for a listening socket Send-Q is its backlog (capped by somaxconn).
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    assert int(out[2]) == min(LISTEN_BACKLOG, somaxconn) > 128, out

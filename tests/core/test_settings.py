@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from servermanager.common.settings import SettingsError, load_settings, parse_duration
-from servermanager.core.settings import CoreSettings
+from servermanager.core.settings import CoreSettings, redact_url
 
 
 def test_precedence_file_env_flags(tmp_path: Path) -> None:
@@ -78,3 +78,104 @@ def test_uvloop_setting_takes_booleans_only() -> None:
     assert load("true").uvloop is True
     with pytest.raises(SettingsError, match="uvloop"):
         load("maybe")
+
+
+def test_database_is_sqlite_or_a_postgresql_url() -> None:
+    def load(value: str) -> CoreSettings:
+        return load_settings(CoreSettings, env_prefix="SM_CORE_", environ={"SM_CORE_DATABASE": value})
+
+    assert load_settings(CoreSettings, env_prefix="SM_CORE_", environ={}).database == "sqlite"
+    assert load(" SQLite ").database == "sqlite"
+    url = "postgresql://sm@db.example:5432/servermanager"
+    assert load(url).database == url
+    for bad, match in (
+        ("mysql://sm:pw@h/db", "expected sqlite or a postgresql://"),
+        ("postgresql:///db", "no host"),
+        ("postgresql://sm@h:5432", "no database name"),
+        ("postgresql://sm@h:port/db", "expected sqlite or a postgresql://"),
+    ):
+        with pytest.raises(SettingsError, match=match):
+            load(bad)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://sm:s3cret-pw@db.example:5432",
+        "mysql://sm:s3cret-pw@h/db",
+        "postgresql://sm:s3cret-pw@h:port/db",
+        "postgres://:s3cret-pw@h/",
+    ],
+)
+def test_a_password_in_the_database_url_is_never_shown(url: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(CoreSettings, env_prefix="SM_CORE_", environ={"SM_CORE_DATABASE": url})
+    assert "s3cret-pw" not in str(err.value) and "***" in str(err.value)
+    assert redact_url("postgresql://sm:s3cret-pw@h:5432/db") == "postgresql://sm:***@h:5432/db"
+    assert redact_url("postgresql://sm@h/db") == "postgresql://sm@h/db"
+
+
+def test_a_bad_database_url_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "servermanager",
+            "core",
+            "--data-dir",
+            str(tmp_path),
+            "--database",
+            "pg://u:pw9@h/x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.count("\n") == 1 and "database" in proc.stderr and "pw9" not in proc.stderr, (
+        proc.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("bus", "match"),
+    [
+        ("http://127.0.0.1:6379", "expected local or a redis://"),
+        ("redis://", "no host"),
+        ("redis://:hunter2@127.0.0.1:port/0", "could not be cast"),
+        ("redis://u:hunter2@127.0.0.1:6379/zero", "database number"),
+        ("unix://", "socket's path"),
+    ],
+)
+def test_bad_bus_urls_are_named_without_their_password(bus: str, match: str) -> None:
+    with pytest.raises(SettingsError, match=match) as err:
+        load_settings(CoreSettings, env_prefix="SM_CORE_", environ={"SM_CORE_BUS": bus})
+    assert "hunter2" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "bus",
+    [
+        "local",
+        " local ",
+        "redis://127.0.0.1:6379/0",
+        "rediss://u:p@redis.example:6380",
+        "unix:///run/redis.sock",
+    ],
+)
+def test_bus_urls(bus: str) -> None:
+    s = load_settings(CoreSettings, env_prefix="SM_CORE_", environ={"SM_CORE_BUS": bus})
+    assert s.bus == bus.strip() and s.clustered == (bus.strip() != "local")
+
+
+def test_bad_bus_stops_the_core_with_one_line(tmp_path: Path) -> None:
+    from tests.helpers.procs import cli
+
+    r = cli("core", "--data-dir", str(tmp_path / "d"), "--bus", "redis://admin:hunter2@127.0.0.1:x/0")
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "setting bus" in r.stderr, r.stderr
+    assert "hunter2" not in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "d").exists()  # refused before anything was made

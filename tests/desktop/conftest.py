@@ -20,7 +20,7 @@ import qasync
 from aiohttp import web
 from keyring.backend import KeyringBackend
 from keyring.errors import PasswordDeleteError
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QEvent, QSettings
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
@@ -67,6 +67,38 @@ class MemoryKeyring(KeyringBackend):
         del self.items[(service, username)]
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """No automatic cycle collection while a desktop test runs, as in the app (desktop.main).
+
+    The collector runs wherever Python allocates: in a worker thread (the in-process core's scrypt
+    and SQLite threads) it can destroy a Qt object there, and inside a paint or a timer dispatch
+    it can destroy pyqtgraph items the scene is still walking. Both crash Qt. The app collects on a
+    timer in the GUI thread; a test collects when it ends (pytest_runtest_teardown).
+    """
+    gc.disable()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """Free the test's Qt objects at one known point, then collect automatically again.
+
+    Collected first: widgets only reference cycles keep alive are destroyed by their owner, Python,
+    before pytest-qt closes and deleteLater()s the widgets it was given. Deferred deletes are then
+    run here: outside an event loop nothing runs them, and left pending they would run inside a
+    later test's wait, deleting objects whose Python side is still reachable.
+    """
+    gc.collect()
+    try:
+        return (yield)
+    finally:
+        if QApplication.instance() is not None:
+            QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        gc.collect()
+        gc.enable()
+
+
 @pytest.fixture
 def keyring_backend() -> Iterator[MemoryKeyring]:
     previous = keyring.get_keyring()
@@ -106,10 +138,6 @@ def loop(qt_loop: qasync.QEventLoop, qtbot: QtBot) -> Iterator[qasync.QEventLoop
     """
     asyncio.set_event_loop(qt_loop)
     asyncio.events._set_running_loop(qt_loop)
-    # As the app does (desktop.main): no cycle collection in worker threads, where destroying a Qt
-    # object crashes Qt (the in-process core's scrypt and SQLite threads allocate a lot); the test's
-    # garbage is collected here, in the GUI thread, when it ends.
-    gc.disable()
     try:
         yield qt_loop
     finally:
@@ -119,8 +147,6 @@ def loop(qt_loop: qasync.QEventLoop, qtbot: QtBot) -> Iterator[qasync.QEventLoop
         qtbot.waitUntil(lambda: all(t.done() for t in pending), timeout=5000)
         asyncio.events._set_running_loop(None)
         asyncio.set_event_loop(None)
-        gc.collect()
-        gc.enable()
 
 
 @pytest.fixture

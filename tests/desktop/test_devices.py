@@ -6,6 +6,7 @@ import time
 
 from servermanager.agent.collectors import MetricsCollector
 from servermanager.common import rest as m
+from servermanager.common.metric_table import Unit
 from servermanager.common.metrics import DiskUsage, NetIface, Sample
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.devices import Device, devices_of, families_of, merged
@@ -26,11 +27,32 @@ def test_devices_are_grouped_by_kind_and_charted_together() -> None:
             info("dev:disk_pct", mount="/var"),
             info("dev:disk_pct", mount="/"),
             info("dev:something_new", mount="/"),
+            info("dev:disk_write_iops", disk="nvme0n1"),
+            info("dev:disk_read_bps", disk="nvme0n1"),
+            info("dev:disk_write_bps", disk="nvme0n1"),
+            info("dev:disk_read_iops", disk="nvme0n1"),
         ]
     )
-    assert [d.title for d in devices] == ["Disk /", "Disk /var", "Interface eth0", "Sensor acpi/"]
-    (traffic,) = families_of(devices[2])
+    assert [d.title for d in devices] == [
+        "Disk /",
+        "Disk /var",
+        "Disk I/O nvme0n1",
+        "Interface eth0",
+        "Sensor acpi/",
+    ]
+    (traffic,) = families_of(devices[3])
     assert traffic.labels == ("received", "sent") and len(traffic.fields) == 2
+    throughput, operations = families_of(devices[2])
+    assert (throughput.title, throughput.labels, throughput.unit) == (
+        "Throughput",
+        ("read", "written"),
+        Unit.BYTES_PER_S,
+    )
+    assert (operations.title, operations.labels, operations.unit) == (
+        "Operations",
+        ("reads", "writes"),
+        Unit.PER_S,
+    )
     a = m.History(1, "raw", 0.0, 9.0, ["a"], [1.0, 2.0], {"a": [1.0, 2.0]})
     b = m.History(1, "raw", 0.0, 9.0, ["b"], [2.0], {"b": [5.0]})
     both = merged([a, b])
@@ -71,6 +93,8 @@ def test_the_tab_lists_a_real_collectors_devices_and_charts_one(
     titles = [panel.picker.itemText(i) for i in range(panel.picker.count())]
     for d in real.disks:
         assert f"Disk {d.mount}" in titles
+    for io in real.disk_io:
+        assert f"Disk I/O {io.name}" in titles
     assert "Interface eth9" in titles
     assert not panel.empty.isVisible()
     # The first device is charted at once; picking the interface charts its traffic.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QToolBar, QToolButton
 from pytestqt.qtbot import QtBot
 
 from devkit.cores import RunningCore
@@ -10,9 +11,11 @@ from servermanager.desktop.context import AppContext
 from servermanager.desktop.fleetview import VIEWER_HINT
 from servermanager.desktop.models.fleet import SortRole
 from servermanager.desktop.net.live import LinkState
+from servermanager.desktop.widgets import STATUS_DOT, STATUS_GAP, STATUS_LEFT, STATUS_RIGHT
 from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import Run, enrolled, profile_for, sign_in, until
 from tests.desktop.models.test_fleet import cell, visible_names
+from tests.desktop.test_tray import _alert
 
 
 def test_search_and_filters(window: MainWindow, ctx: AppContext, core: RunningCore, run: Run) -> None:
@@ -228,3 +231,43 @@ def test_nodes_with_the_same_name_are_told_apart(
     # Renamed apart, both drop the id again.
     run(ctx.rest.patch_node(two.node_id, name="vm-2"))
     run(until(lambda: "vm" in visible_names(window), "the twin's id dropped"))
+
+
+def test_status_with_an_alert_fits_in_both_themes_and_sizes(
+    window: MainWindow, ctx: AppContext, core: RunningCore, run: Run
+) -> None:
+    web = run(enrolled(core, "web-1"))
+    gone = run(enrolled(core, "db-1"))
+    run(gone.close())
+    run(sign_in(ctx, core))
+    assert web.node_id is not None and gone.node_id is not None
+    run(until(lambda: (n := ctx.model.node(gone.node_id or 0)) is not None and not n.online, "db-1 offline"))
+    ctx.model.set_alerts(
+        [_alert(1, node_id=web.node_id), _alert(2, node_id=gone.node_id), _alert(3, node_id=gone.node_id)]
+    )
+    window.show()
+    table = window.fleet.table
+    status = ctx.model.column("status")
+    texts = {ctx.model.index(r, status).data() for r in range(ctx.model.rowCount())}
+    assert texts == {"Online · 1 alert", "Offline · 2 alerts"}
+    for theme in ("dark", "light"):
+        ctx.settings.set("theme", theme)
+        for width, height in ((1024, 640), (1920, 1080)):
+            window.resize(width, height)
+            run(until(lambda: table.viewport().width() > 0, "laid out"))
+            room = table.horizontalHeader().sectionSize(status) - (
+                STATUS_LEFT + STATUS_DOT + STATUS_GAP + STATUS_RIGHT
+            )
+            widest = max(table.fontMetrics().horizontalAdvance(t) for t in texts)
+            assert widest <= room, (theme, width, widest, room)
+
+
+def test_the_account_menu_is_shown_once(window: MainWindow) -> None:
+    """The menu bar has Account; the toolbar no longer repeats it (it showed the same menu twice)."""
+    toolbar = window.findChild(QToolBar, "mainToolbar")
+    assert isinstance(toolbar, QToolBar)
+    toolbar_texts = [a.text() for a in toolbar.actions()]
+    assert "Account" not in toolbar_texts
+    assert not [b for b in window.findChildren(QToolButton) if b.menu() is window.account_menu]
+    titles = [a.text() for a in window.menuBar().actions()]
+    assert titles.count("&Account") == 1

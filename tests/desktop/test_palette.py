@@ -121,6 +121,7 @@ def test_shortcuts_exist_and_menus_show_them(
         window.previous_tab_action,
         window.close_tab_action,
         window.quit_action,
+        *window.batch.actions,
     }
     in_menus = {a for menu in window.menus for a in menu.actions()}
     assert must <= in_menus
@@ -128,7 +129,7 @@ def test_shortcuts_exist_and_menus_show_them(
     assert all(keys), keys
     assert len(set(keys)) == len(keys)  # no two actions share a key
     assert window.alerts_action.toolTip().endswith("(Ctrl+Shift+A)")
-    assert {m.title() for m in window.menus} == {"&File", "&View", "&Account"}
+    assert {m.title() for m in window.menus} == {"&File", "&View", "&Nodes", "&Account"}
 
     web = run(enrolled(core, "web-1"))
     run(sign_in(ctx, core))

@@ -11,10 +11,13 @@ from pytestqt.qtbot import QtBot
 
 from devkit.cores import RunningCore
 from servermanager.common import rest as m
+from servermanager.common.metrics import ContainerInfo, GpuInfo, Hardware
+from servermanager.common.series import SeriesPoint
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.rules import RuleDialog, RulesModel, RulesPanel, condition_text, targets_text
 from servermanager.desktop.window import MainWindow
-from tests.desktop.conftest import Cores, Run, sign_in, until
+from tests.desktop.conftest import Cores, Run, enrolled, sign_in, until
+from tests.helpers.wait import wait_until
 
 CHANNELS = [
     m.Channel(id=3, name="ops", kind="webhook", url="https://hooks.example/***", has_secret=True, to=[],
@@ -35,6 +38,20 @@ def rule(**over: Any) -> m.Rule:
 def test_the_list_says_what_each_rule_watches(qtmodeltester: Any) -> None:
     assert condition_text(rule()) == "disk_pct > 90.0% (critical > 95.0%) for 5m 0s"
     assert condition_text(rule(metric="offline", for_=60.0)) == "offline for 1m 0s"
+    # Per-item metrics by their own unit; a named series as a number.
+    dev = rule(metric='dev:disk_pct{mount="/"}', critical_threshold=None, for_=0.0)
+    assert condition_text(dev) == 'dev:disk_pct{mount="/"} > 90.0%'
+    mem = rule(metric="container:mem_used", threshold=2**30, critical_threshold=None, for_=0.0)
+    assert condition_text(mem) == "container:mem_used > 1.00 GiB"
+    hot = rule(metric='gpu:temp_celsius{index="0"}', threshold=85, critical_threshold=None, for_=0.0)
+    assert condition_text(hot) == 'gpu:temp_celsius{index="0"} > 85 °C'
+    down = rule(
+        metric='container:running{name="web"}', op="<", threshold=1, critical_threshold=None, for_=0.0
+    )
+    assert condition_text(down) == 'container:running{name="web"} < 1'
+    assert condition_text(rule(metric="series:queue_depth", critical_threshold=None, for_=0.0)) == (
+        "series:queue_depth > 90"
+    )
     assert targets_text(m.Targets(all=True)) == "every node"
     assert targets_text(m.Targets(nodes=[1, 2])) == "nodes 1, 2"
     model = RulesModel()
@@ -135,6 +152,7 @@ def _new_rule(rules: RulesPanel, name: str) -> RuleDialog:
 
 def _save_refused(dialog: RuleDialog, cores: Cores, run: Run, message: str) -> None:
     """Save; the core answers 400 and its message shows under the form, which stays open."""
+    run(until(lambda: dialog.fleet_listed, "the editor's picker filled (its own requests)"))
     asked = len(cores.requests)
     dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
     run(until(lambda: dialog.error.isVisible(), "the core's answer"))
@@ -206,3 +224,106 @@ def test_the_rule_editor_saves_through_a_real_core_and_shows_its_refusals(
         ("cpu hot", 300.0, [channels["ops"]]),
         ("cpu hotter", 600.0, []),
     ]
+
+
+def test_the_picker_offers_the_fleets_series_and_a_series_rule_saves_and_fires(
+    window: MainWindow, ctx: AppContext, cores: Cores, run: Run
+) -> None:
+    core = cores.c
+    extra: dict[str, Any] = dict(
+        series=[SeriesPoint("check_up", 1.0, {"check": "web"})],
+        containers=[ContainerInfo(name="app", state="running")],
+        hardware=Hardware(gpus=[GpuInfo(index=0, name="T4", util_pct=5.0)]),
+    )
+    agent = run(enrolled(core, "web-1", **extra))
+    run(sign_in(ctx, core))
+    token = run(core.admin_token())
+    view = window.open_alerting("rules")
+    assert view is not None
+    rules = view.rules
+    run(until(lambda: rules.loads >= 1, "the rules page"))
+    assert rules.new_button is not None
+    rules.new_button.click()
+    dialog = rules.dialog
+    assert dialog is not None
+    run(until(lambda: dialog.fleet_listed, "the fleet's metrics in the picker"))
+    box = dialog.metric_box
+    offered = {box.itemData(i) for i in range(box.count())}
+    for metric in (
+        "cpu_pct",
+        "offline",
+        "dev:disk_pct",  # every mount
+        'series:check_up{check="web"}',
+        'dev:disk_pct{mount="/"}',
+        'dev:net_rx_bps{iface="eth0"}',
+        'container:running{name="app"}',
+        'gpu:util_pct{index="0"}',
+    ):
+        assert metric in offered, metric
+    assert (
+        box.itemText(box.findData('series:check_up{check="web"}'))
+        == 'series:check_up{check="web"}  (on web-1)'
+    )
+    assert box.itemText(box.findData('dev:disk_pct{mount="/"}')) == 'dev:disk_pct{mount="/"}  (%, on web-1)'
+
+    # Picked from the list: the selector line follows, and that is what is saved.
+    dialog.name.setText("web check down")
+    box.setCurrentIndex(box.findData('series:check_up{check="web"}'))
+    assert dialog.selector.text() == 'series:check_up{check="web"}'
+    dialog.op.setCurrentText("<")
+    dialog.threshold.setValue(1)
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    run(until(lambda: not dialog.isVisible(), "the saved rule's editor to close"))
+    (saved,) = _rules_on(core, run, token)
+    assert (saved["metric"], saved["op"], saved["threshold"]) == ('series:check_up{check="web"}', "<", 1.0)
+
+    # Typed: a label matcher the list does not have; a wrong name gets the core's precise refusal.
+    rules.new_button.click()
+    typed = rules.dialog
+    assert typed is not None and typed is not dialog
+    typed.name.setText("any disk")
+    typed.selector.setText("dev:disk_full")
+    _save_refused(
+        typed,
+        cores,
+        run,
+        "Metric: unknown metric 'dev:disk_full'; dev: are: dev:disk_used_bytes, dev:disk_pct, "
+        "dev:disk_read_bps, dev:disk_write_bps, dev:disk_read_iops, dev:disk_write_iops, "
+        "dev:net_rx_bps, dev:net_tx_bps, dev:temp_celsius.",
+    )
+    typed.selector.setText('dev:disk_pct{ mount = "/" }')
+    typed.threshold.setValue(90)
+    typed.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    run(until(lambda: not typed.isVisible(), "the typed rule's editor to close"))
+    assert [r["metric"] for r in _rules_on(core, run, token)] == [
+        'series:check_up{check="web"}',
+        'dev:disk_pct{mount="/"}',
+    ]
+
+    # The saved series rule is live: the check going down fires it.
+    run(agent.send_samples(agent.make(1, series=[SeriesPoint("check_up", 0.0, {"check": "web"})])))
+
+    async def firing() -> list[Any]:
+        status, body = await core.request("GET", "/api/v1/alerts?state=firing", token)
+        assert status == 200, body
+        return list(body["alerts"])
+
+    alerts = run(wait_until(firing, lambda a: len(a) == 1, what="the series rule firing"))
+    assert alerts[0]["rule"] == "web check down" and alerts[0]["value"] == 0
+
+
+def test_an_edited_series_rule_shows_its_selector(qtbot: QtBot) -> None:
+    dialog = RuleDialog([], rule(metric='dev:temp_celsius{sensor="acpitz"}', critical_threshold=None))
+    qtbot.addWidget(dialog)
+    assert (
+        dialog.selector.text() == 'dev:temp_celsius{sensor="acpitz"}'
+        and dialog.metric_box.currentIndex() == -1
+    )
+    dialog.add_metrics([('dev:temp_celsius{sensor="acpitz"}', "acpitz (on db-1)")])
+    assert dialog.metric_box.currentData() == 'dev:temp_celsius{sensor="acpitz"}'
+    assert dialog.body().metric == 'dev:temp_celsius{sensor="acpitz"}'
+    dialog.selector.setText("")
+    with pytest.raises(ValueError, match="Pick a metric, or type a selector"):
+        dialog.body()
+    dialog.selector.setText("offline")
+    assert not dialog.threshold.isEnabled()

@@ -3,7 +3,6 @@ console and the services panel send, which a real agent trusting it runs (and on
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,44 +13,16 @@ from PySide6.QtGui import QGuiApplication
 
 from devkit.cores import RunningCore
 from servermanager.agent.exec.signing import UNSIGNED
-from servermanager.agent.link.connection import ConnState
-from servermanager.agent.main import Agent
 from servermanager.agent.settings import ExecSettings
 from servermanager.common.signing import parse_public_key
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.secrets import SERVICE, Kept, TokenStore
 from servermanager.desktop.signing import ACCOUNT, OperatorKey
 from servermanager.desktop.window import MainWindow
-from tests.agent.fakes import fake_systemctl, fast_settings
+from tests.agent.fakes import fake_systemctl
+from tests.desktop.agents import Agents
 from tests.desktop.conftest import MemoryKeyring, Run, sign_in, until
 from tests.helpers.signing import Operator
-
-
-class Agents:
-    """Real agents on the test's qasync loop, stopped (and their spools closed) at the end."""
-
-    def __init__(self, run: Run, tmp_path: Path) -> None:
-        self.run = run
-        self.tmp_path = tmp_path
-        self.running: list[tuple[Agent, asyncio.Task[None]]] = []
-
-    async def start(self, core: RunningCore, name: str, ex: ExecSettings) -> int:
-        ex.validate()
-        agent = Agent(fast_settings(self.tmp_path / name, core.url, exec=ex), await core.enroll_token())
-        self.running.append((agent, asyncio.get_running_loop().create_task(agent.run())))
-        # The test core imposes a long sample interval: welcomed and online is what counts here.
-        await until(lambda: agent.state == ConnState.STREAMING, f"agent {name} streaming")
-        assert agent.node_id is not None
-        node = core.core.nodes.get(agent.node_id)
-        await until(lambda: node is not None and node.online, f"node {name} online")
-        return agent.node_id
-
-    def stop(self) -> None:
-        for agent, _ in self.running:
-            agent.stop()
-        self.run(asyncio.gather(*(t for _, t in self.running), return_exceptions=True))
-        for agent, _ in self.running:
-            agent.close()
 
 
 @pytest.fixture

@@ -74,7 +74,13 @@ class RawAgent:
         return self.ws
 
     async def hello(
-        self, *, token: str | None = None, credential: str | None = None, protocol: int = p.PROTOCOL_VERSION
+        self,
+        *,
+        token: str | None = None,
+        credential: str | None = None,
+        protocol: int = p.PROTOCOL_VERSION,
+        log_sources: p.LogSources | None = None,
+        exec_policy: p.ExecReport | None = None,
     ) -> p.Welcome:
         ws = await self.connect()
         await ws.send_bytes(
@@ -84,6 +90,8 @@ class RawAgent:
                     host=host_facts(self.name),
                     credential=credential or self.credential,
                     enroll_token=token,
+                    log_sources=log_sources,
+                    exec_policy=exec_policy,
                 )
             )
         )

@@ -220,3 +220,75 @@ async def test_run_resolves_signs_waits_and_reports(
         lambda r: r[1]["status"] != "running",
     )
     assert done["runs"][0]["message"] == UNSIGNED
+
+
+async def test_run_dry_run_previews_and_runs_nothing(
+    tmp_path: Path, real_core: RunningCore, runner: AgentRunner
+) -> None:
+    key = tmp_path / "ops.key"
+    line = generate(key)
+    trusting = await enrolled(
+        tmp_path, real_core, runner, "w1", ExecSettings(enabled=True, allow=["echo *"], trusted_keys=[line])
+    )
+    off = await enrolled(tmp_path, real_core, runner, "w2", ExecSettings(enabled=False))
+    token = await real_core.admin_token()
+    for nid, name in ((trusting, "web-1"), (off, "web-2")):
+        status, _ = await real_core.request("PATCH", f"/api/v1/nodes/{nid}", token, json={"name": name})
+        assert status == 200
+    core = ["--core", real_core.url, "--key", str(key)]
+
+    # Signed for each node, so the trusting agent's "signed only" is no reason to refuse.
+    code, out, err = await run_cli("run", *core, "--all", "--dry-run", "--", "echo", "hi", token=token)
+    assert code == 1, err
+    assert out.splitlines() == [
+        f"web-1 [{trusting}]\trun",
+        f"web-2 [{off}]\trefused\tremote execution is off on this agent ([exec] enabled = false)",
+    ]
+    assert "1 would run, 0 queued, 1 refused, 0 unknown (matched as: echo hi)" in err
+    code, out, err = await run_cli(
+        "run", *core, "--node", str(trusting), "--dry-run", "--service", "restart", "nginx", token=token
+    )
+    assert code == 1 and out == f"web-1 [{trusting}]\trefused\tcommand not allowed by [exec] allow list\n", (
+        err
+    )
+    code, out, _ = await run_cli(
+        "run", *core, "--node", str(trusting), "--dry-run", "--", "echo", "x", token=token
+    )
+    assert (code, out) == (0, f"web-1 [{trusting}]\trun\n")
+    _, commands = await real_core.request("GET", "/api/v1/commands", token)
+    assert commands["commands"] == []  # nothing ran
+    # The same door as the real run: a viewer may not ask.
+    viewer = await real_core.user_token("val", "viewer")
+    code, _, err = await run_cli("run", *core, "--all", "--dry-run", "--", "echo", "x", token=viewer)
+    assert code == 2 and "HTTP 403" in err and "Traceback" not in err
+
+
+async def test_run_a_service_action_on_a_group(
+    tmp_path: Path, real_core: RunningCore, runner: AgentRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    systemctl = fake_systemctl(tmp_path, monkeypatch)
+    key = tmp_path / "ops.key"
+    line = generate(key)
+    ex = ExecSettings(enabled=True, allow=["service *"], trusted_keys=[line])
+    web1, web2 = [await enrolled(tmp_path, real_core, runner, n, ex) for n in ("w1", "w2")]
+    token = await real_core.admin_token()
+    for nid, name in ((web1, "web-1"), (web2, "web-2")):
+        status, _ = await real_core.request(
+            "PATCH", f"/api/v1/nodes/{nid}", token, json={"name": name, "group": "web"}
+        )
+        assert status == 200
+    core = ["--core", real_core.url, "--key", str(key)]
+    code, out, err = await run_cli(
+        "run", *core, "--group", "web", "--service", "restart", "nginx", token=token
+    )
+    assert code == 0, (out, err)
+    assert f"== web-1 [{web1}] ok" in out and f"== web-2 [{web2}] ok" in out
+    restarts = [c for c in systemctl.calls if "restart" in c]
+    assert restarts == [["--no-ask-password", "restart", "nginx.service"]] * 2
+    # One POST /services: one command, signed per node, audited once as dispatched.
+    _, commands = await real_core.request("GET", "/api/v1/commands", token)
+    [only] = commands["commands"]
+    assert only["kind"] == "service" and sorted(r["node_id"] for r in only["runs"]) == sorted([web1, web2])
+    assert all(r["signed_by"] == parse_public_key(line).key_id for r in only["runs"])
+    code, _, err = await run_cli("run", *core, "--group", "web", "--service", "list", token=token)
+    assert code == 2 and "a service list is for one node; the targets match 2" in err

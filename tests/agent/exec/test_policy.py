@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 
-from servermanager.agent.exec.policy import Policy, compile_patterns
+from servermanager.common.exec_policy import Policy, compile_patterns
 
 # ---------------------------------------------------------------- policy
 

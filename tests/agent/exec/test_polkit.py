@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from servermanager.agent.exec import polkit
-from servermanager.agent.exec.policy import Policy
 from servermanager.agent.exec.services import systemd_unit
 from servermanager.agent.settings import ExecSettings
+from servermanager.common.exec_policy import Policy
 from tests.helpers.procs import cli
 
 MANAGE_UNITS = "org.freedesktop.systemd1.manage-units"

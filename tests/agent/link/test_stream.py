@@ -155,6 +155,21 @@ async def test_silent_core_is_declared_dead_and_redialled(
     assert agent.spool.count() >= 1  # unacked samples are kept for the next connection
 
 
+async def test_a_core_that_answers_but_never_acks_is_given_up_and_redialled(
+    tmp_path: Path, fake_core: FakeCore, runner: AgentRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stream, "MIN_ACK_TIMEOUT", 0.5)
+    monkeypatch.setattr(stream, "HEARTBEAT_SLACK", 0.3)  # an ack is overdue after 0.5 s
+    fake_core.withhold_acks = True
+    agent = Agent(fast_settings(tmp_path / "state", fake_core.url), enroll_token=TOKEN)
+    runner.start(agent)
+    async with asyncio.timeout(10):
+        await fake_core.wait_until(lambda: fake_core.connections >= 2)
+    # The core answered every ping, so the socket was never silent: the overdue ack ended it.
+    assert fake_core.pings >= 1
+    assert agent.stats.samples_acked == 0 and agent.spool.count() >= 1
+
+
 # ---------------------------------------------------------------- on its context alone
 
 

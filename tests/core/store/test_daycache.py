@@ -23,7 +23,7 @@ COLUMNS = 1 + 3 * len(FIELDS)  # ts, then avg, min and max of each field
 
 async def _store_with_days(db: Database, cache_bytes: int = 1 << 20) -> tuple[SampleStore, float]:
     """Node 1 with samples every 3 hours over four past days, rolled up; returns the store and day 0."""
-    await db.execute("INSERT INTO nodes (id, name, cred_hash, created_at) VALUES (1, 'n', x'00', 0)")
+    await db.execute("INSERT INTO nodes (id, name, cred_hash, created_at) VALUES (1, 'n', ?, 0)", (b"\x00",))
     store = SampleStore(db, flush_every=0.001, day_cache_bytes=cache_bytes)
     base = (time.time() // DAY - 5) * DAY
     samples = [
@@ -47,7 +47,8 @@ def _decoded(answer: dict[str, Any]) -> dict[str, Any]:
     return msgspec.json.decode(msgspec.json.encode(answer))
 
 
-async def test_cached_days_give_sqlites_answer_and_are_read_once(db: Database) -> None:
+async def test_cached_days_give_sqlites_answer_and_are_read_once(backend_db: Database) -> None:
+    db = backend_db
     store, base = await _store_with_days(db)
     # A partial day at each end, and days 1 and 2 whole.
     lo, hi = base + 0.25 * DAY, base + 3.5 * DAY
@@ -70,7 +71,8 @@ async def test_cached_days_give_sqlites_answer_and_are_read_once(db: Database) -
     assert (store.days.hits, store.days.misses) == (4 * COLUMNS + 4 * 4, 4 * COLUMNS)
 
 
-async def test_partial_days_are_cut_at_the_right_rows(db: Database) -> None:
+async def test_partial_days_are_cut_at_the_right_rows(backend_db: Database) -> None:
+    db = backend_db
     store, base = await _store_with_days(db)
     # Every edge: on a row's minute, just after it, just before the next, and a whole day's edge.
     row = [base + i * 3 * 3600 + 7 for i in range(32)]
@@ -88,7 +90,8 @@ async def test_partial_days_are_cut_at_the_right_rows(db: Database) -> None:
     assert store.days.hits > 0
 
 
-async def test_a_range_from_long_before_the_first_row_reads_only_days_with_rows(db: Database) -> None:
+async def test_a_range_from_long_before_the_first_row_reads_only_days_with_rows(backend_db: Database) -> None:
+    db = backend_db
     store, base = await _store_with_days(db)
     since_1970 = await store.history(1, 0, time.time(), "1m", FIELDS, encoded=True)
     assert _decoded(since_1970) == await store.history(1, 0, time.time(), "1m", FIELDS)
@@ -99,7 +102,10 @@ async def test_a_range_from_long_before_the_first_row_reads_only_days_with_rows(
     assert _decoded(await nothing.history(1, 0, time.time(), "1m", FIELDS, encoded=True))["ts"] == []
 
 
-async def test_a_range_within_one_past_day_is_cut_from_it_and_today_read_from_sqlite(db: Database) -> None:
+async def test_a_range_within_one_past_day_is_cut_from_it_and_today_read_from_sqlite(
+    backend_db: Database,
+) -> None:
+    db = backend_db
     store, base = await _store_with_days(db)
     inside = await store.history(1, base + 1.1 * DAY, base + 1.9 * DAY, "1m", FIELDS, encoded=True)
     assert _decoded(inside)["ts"] == [
@@ -111,7 +117,8 @@ async def test_a_range_within_one_past_day_is_cut_from_it_and_today_read_from_sq
     assert {day for _, day, _ in store.days._items} == {int(base // DAY) + d for d in range(5)}
 
 
-async def test_a_late_backfill_into_a_cached_day_is_answered(db: Database) -> None:
+async def test_a_late_backfill_into_a_cached_day_is_answered(backend_db: Database) -> None:
+    db = backend_db
     store, base = await _store_with_days(db)
     lo, hi = base, base + 3 * DAY - 0.001
     before = _decoded(await store.history(1, lo, hi, "1m", FIELDS, encoded=True))
@@ -125,7 +132,8 @@ async def test_a_late_backfill_into_a_cached_day_is_answered(db: Database) -> No
     assert after["avg"]["cpu_pct"][after["ts"].index(late // 60 * 60)] == 99.0
 
 
-async def test_rollups_of_today_keep_the_cached_days(db: Database) -> None:
+async def test_rollups_of_today_keep_the_cached_days(backend_db: Database) -> None:
+    db = backend_db
     store, base = await _store_with_days(db)
     await store.history(1, base, base + 3 * DAY - 0.001, "1m", FIELDS, encoded=True)
     cached, generation = len(store.days), store.days.generation
@@ -136,7 +144,8 @@ async def test_rollups_of_today_keep_the_cached_days(db: Database) -> None:
     assert (len(store.days), store.days.generation) == (cached, generation)
 
 
-async def test_pruning_and_deleting_the_node_drop_their_days(db: Database) -> None:
+async def test_pruning_and_deleting_the_node_drop_their_days(backend_db: Database) -> None:
+    db = backend_db
     store, base = await _store_with_days(db)
     lo, hi = base, base + 4 * DAY - 0.001
     await store.history(1, lo, hi, "1m", FIELDS, encoded=True)
@@ -153,7 +162,8 @@ async def test_pruning_and_deleting_the_node_drop_their_days(db: Database) -> No
     assert _decoded(await store.history(1, lo, hi, "1m", FIELDS, encoded=True))["ts"] == []
 
 
-async def test_cache_off_reads_everything_from_sqlite(db: Database) -> None:
+async def test_cache_off_reads_everything_from_sqlite(backend_db: Database) -> None:
+    db = backend_db
     store, base = await _store_with_days(db, cache_bytes=0)
     lo, hi = base, base + 4 * DAY - 0.001
     answer = _decoded(await store.history(1, lo, hi, "1m", FIELDS, encoded=True))
@@ -196,7 +206,8 @@ def test_history_cache_setting_takes_sizes_of_zero_or_more() -> None:
         load("-1")
 
 
-async def test_merged_points_of_cached_days_match_one_merge_over_the_range(db: Database) -> None:
+async def test_merged_points_of_cached_days_match_one_merge_over_the_range(backend_db: Database) -> None:
+    db = backend_db
     store, base = await _store_with_days(db)
     lo, hi = base + 0.25 * DAY, base + 3.5 * DAY
     expected = await store.history(1, lo, hi, "1m", FIELDS, points=50)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
 from devkit.cores import RunningCore
 from servermanager.agent.collectors import MetricsCollector
-from servermanager.common.metrics import DiskUsage, NetIface, Sample, Temperature
+from servermanager.common.metrics import MAX_DISK_IO, DiskIO, DiskUsage, NetIface, Sample, Temperature
 from servermanager.common.series import SeriesPoint
 from servermanager.core.datadir import DB_FILENAME
 from servermanager.core.store.devices import MAX_DEVICES, device_points
@@ -42,6 +43,13 @@ async def test_a_real_agents_devices_become_series_readable_by_rest(tmp_path: Pa
             sel = f'dev:disk_pct{{mount="{d.mount}"}}'
             assert listed[sel]["last_value"] == d.pct and listed[sel]["unit"] == "%"
             assert listed[f'dev:disk_used_bytes{{mount="{d.mount}"}}']["last_value"] == d.used
+        assert real.disk_io or not sys.platform.startswith("linux")
+        for io in real.disk_io[:MAX_DEVICES]:
+            if io.write_bps is not None:
+                assert listed[f'dev:disk_write_bps{{disk="{io.name}"}}']["last_value"] == io.write_bps
+                assert listed[f'dev:disk_write_bps{{disk="{io.name}"}}']["unit"] == "B/s"
+            if io.read_iops is not None:
+                assert listed[f'dev:disk_read_iops{{disk="{io.name}"}}']["last_value"] == io.read_iops
         for n in real.nets[:MAX_DEVICES]:
             if n.rx_bps is not None:
                 assert listed[f'dev:net_rx_bps{{iface="{n.name}"}}']["last_value"] == n.rx_bps
@@ -84,6 +92,8 @@ async def test_device_series_roll_up_and_are_pruned(store: SampleStore) -> None:
                 disks=[_disk("/", 100 * (i + 1))],
                 nets=[NetIface(name="eth0", rx_total=0, tx_total=0, rx_bps=float(i), tx_bps=None)],
                 temps=[Temperature(sensor="coretemp", label="Core 0", current=40.0 + i)],
+                # The first reading of a device has no rates: no points then either.
+                disk_io=[DiskIO("sda") if i == 0 else DiskIO("sda", 1000.0 * i, 0.0, 2.0 * i, 0.0)],
             ),
         )
         for i in range(3)
@@ -101,6 +111,10 @@ async def test_device_series_roll_up_and_are_pruned(store: SampleStore) -> None:
         ("dev:disk_used_bytes", (("mount", "/"),)),
         ("dev:net_rx_bps", (("iface", "eth0"),)),
         ("dev:temp_celsius", (("sensor", "coretemp/Core 0"),)),
+        ("dev:disk_read_bps", (("disk", "sda"),)),
+        ("dev:disk_write_bps", (("disk", "sda"),)),
+        ("dev:disk_read_iops", (("disk", "sda"),)),
+        ("dev:disk_write_iops", (("disk", "sda"),)),
     }
     used = listed[("dev:disk_used_bytes", (("mount", "/"),))]
     m1 = await store.series.history(used, base - 1, base + 3600, "1m")
@@ -112,12 +126,23 @@ async def test_device_series_roll_up_and_are_pruned(store: SampleStore) -> None:
     await store.prune({"raw": 60, "1m": 86400 * 365 * 10, "1h": 86400 * 365 * 10}, now=base + 7200)
     assert (await store.series.history(used, base - 1, base + 3600, "raw"))["ts"] == []
     assert (await store.series.history(used, base - 1, base + 3600, "1m"))["avg"] == [200.0]
+    read = listed[("dev:disk_read_bps", (("disk", "sda"),))]
+    assert await store.series.history(read, base - 1, base + 3600, "1m") == {
+        "ts": [base],
+        "avg": [1500.0],
+        "min": [1000.0],
+        "max": [2000.0],
+    }
 
 
 def test_devices_are_bounded_per_sample_and_custom_series_cannot_pose_as_one() -> None:
     many = metrics(disks=[_disk(f"/m{i}", i) for i in range(MAX_DEVICES + 10)], nets=[])
     points = device_points(1, [Sample(seq=1, ts=1.0, metrics=many)])
     assert len(points) == 2 * MAX_DEVICES
+    disks = metrics(
+        disks=[], nets=[], disk_io=[DiskIO(f"sd{i}", 1.0, 2.0, 3.0, 4.0) for i in range(MAX_DISK_IO)]
+    )
+    assert len(device_points(1, [Sample(seq=1, ts=1.0, metrics=disks)])) == 4 * min(MAX_DISK_IO, MAX_DEVICES)
 
 
 async def test_an_agents_own_dev_series_is_not_stored(store: SampleStore) -> None:

@@ -4,7 +4,6 @@ the hourly cadence), retention, and commits that land between a rollup's steps."
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import time
 from pathlib import Path
 
@@ -104,18 +103,17 @@ async def test_rollups_keep_each_fields_decimals(store: SampleStore) -> None:
     )
 
 
-def _tier_counts(store: SampleStore) -> tuple[int, int]:
-    with sqlite3.connect(store.db.path) as con:
-        head = con.execute("SELECT count(*) FROM samples_head").fetchone()[0]
-        raw = con.execute("SELECT count(*) FROM samples_raw").fetchone()[0]
-    return head, raw
+async def _tier_counts(store: SampleStore) -> tuple[int, int]:
+    head = await store.db.fetchone("SELECT count(*) FROM samples_head")
+    raw = await store.db.fetchone("SELECT count(*) FROM samples_raw")
+    return head[0], raw[0]
 
 
 async def test_commits_land_in_the_head_and_settle_moves_them_in_node_order(store: SampleStore) -> None:
     t0 = 1_700_000_000.0
     await write_samples(store, 1, make_samples(t0, 5, 1.0, cpu=[1.0] * 5))
     await write_samples(store, 2, make_samples(t0, 3, 1.0, cpu=[2.0] * 3))
-    assert _tier_counts(store) == (8, 0)
+    assert await _tier_counts(store) == (8, 0)
     # Readers see head rows before any settle: history, seqs and the latest sample.
     m = await store.history(1, t0, t0 + 10, "raw", ["cpu_pct"])
     assert m["ts"] == [t0 + i for i in range(5)]
@@ -123,7 +121,7 @@ async def test_commits_land_in_the_head_and_settle_moves_them_in_node_order(stor
     latest = await store.latest(1)
     assert latest is not None and latest.seq == 5
     assert await store.settle() == 8
-    assert _tier_counts(store) == (0, 8)
+    assert await _tier_counts(store) == (0, 8)
     assert (await store.history(1, t0, t0 + 10, "raw", ["cpu_pct"])) == m
     assert await store.seqs(2) == [1, 2, 3]
 
@@ -135,12 +133,12 @@ async def test_a_resend_in_both_tiers_is_read_and_settled_once(store: SampleStor
     await store.settle()
     # The agent never heard the ack and resends the last two, plus a new one.
     await write_samples(store, 1, first[2:] + make_samples(t0 + 4, 1, 1.0, seq0=5))
-    assert _tier_counts(store) == (3, 4)
+    assert await _tier_counts(store) == (3, 4)
     assert await store.seqs(1) == [1, 2, 3, 4, 5]
     m = await store.history(1, t0, t0 + 10, "raw", ["cpu_pct", "procs"])
     assert m["ts"] == [t0 + i for i in range(5)]
     assert await store.settle() == 1  # the two duplicates are dropped, not stored twice
-    assert _tier_counts(store) == (0, 5)
+    assert await _tier_counts(store) == (0, 5)
 
 
 async def test_rollup_settles_first_so_buckets_see_every_row(store: SampleStore) -> None:
@@ -151,7 +149,7 @@ async def test_rollup_settles_first_so_buckets_see_every_row(store: SampleStore)
     await store.rollup()
     m = await store.history(1, t0, t0 + 60, "1m", ["cpu_pct"])
     assert m["avg"]["cpu_pct"] == [20.0]
-    assert _tier_counts(store) == (0, 20)
+    assert await _tier_counts(store) == (0, 20)
 
 
 async def test_background_jobs_roll_up_and_prune(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ def up(v: float, check: str = "web") -> SeriesPoint:
 async def test_points_stored_listed_and_read_back(store: SampleStore) -> None:
     runner = asyncio.create_task(store.run())
     try:
-        t0 = time.time() - 100
+        t0 = float(int(time.time()) - 100)  # whole seconds: ts read back compare exactly
         await store.store(
             1,
             [
@@ -80,5 +80,69 @@ async def test_rollups_prune_and_node_deletion(store: SampleStore) -> None:
         assert await store.series.find(1, "check_up", {"check": "web"}) is None
         await store.store(1, [sample(10, base + 7000, up(1))])
         assert [n for _, n, *_ in await store.series.list(1)] == ["check_up"]
+    finally:
+        runner.cancel()
+
+
+async def _count(store: SampleStore, table: str) -> int:
+    row = await store.db.fetchone(f"SELECT count(*) FROM {table}")
+    return int(row[0])
+
+
+async def test_new_points_wait_in_arrival_order_and_reads_see_them_before_and_after_the_move(
+    store: SampleStore,
+) -> None:
+    def sample(seq: int, ts: float, *points: SeriesPoint) -> Sample:  # no device series
+        return Sample(seq=seq, ts=ts, metrics=metrics(series=list(points), disks=[], nets=[]))
+
+    runner = asyncio.create_task(store.run())
+    try:
+        t0 = float(int(time.time()) - 100)  # whole seconds: ts read back compare exactly
+        await store.store(1, [sample(1, t0, up(1)), sample(2, t0 + 1, up(0))])
+        assert (await _count(store, "series_incoming"), await _count(store, "series_raw")) == (2, 0)
+        [(sid, *_, last_ts, last)] = await store.series.list(1)
+        assert (round(last_ts, 3), last) == (round(t0 + 1, 3), 0.0)
+        assert (await store.series.history(sid, t0 - 1, t0 + 10, "raw"))["avg"] == [1.0, 0.0]
+        # A series whose only points are new is not "expired".
+        assert await store.series.prune_dictionary() == 0
+        # The rollup pass moves them to the head, in series order.
+        await store.rollup(now=time.time())
+        assert (await _count(store, "series_incoming"), await _count(store, "series_raw")) == (0, 2)
+        # A replay of a moved point, then a new point: each ts read once, the first stored copy kept.
+        await store.store(1, [sample(2, t0 + 1, up(1)), sample(3, t0 + 2, up(1))])
+        assert await _count(store, "series_incoming") == 2
+        got = await store.series.history(sid, t0 - 1, t0 + 10, "raw")
+        assert got["avg"] == [1.0, 0.0, 1.0]
+        assert [round(t, 3) for t in got["ts"]] == [round(t0 + i, 3) for i in range(3)]
+        [(_, *_, last_ts, last)] = await store.series.list(1)
+        assert (round(last_ts, 3), last) == (round(t0 + 2, 3), 1.0)
+        await store.rollup(now=time.time())
+        assert (await _count(store, "series_incoming"), await _count(store, "series_raw")) == (0, 3)
+        assert (await store.series.history(sid, t0 - 1, t0 + 10, "raw"))["avg"] == [1.0, 0.0, 1.0]
+        # Deleting the node takes what waits too.
+        await store.store(1, [sample(4, t0 + 3, up(0))])
+        await store.delete_node(1)
+        assert await _count(store, "series_incoming") == 0
+    finally:
+        runner.cancel()
+
+
+async def test_a_thousand_new_series_in_one_commit_each_get_their_own_id(store: SampleStore) -> None:
+    """Looked up in one statement per 512 (a fleet's first samples): every key finds its own row."""
+    runner = asyncio.create_task(store.run())
+    try:
+        t0 = time.time() - 100
+        points = [SeriesPoint("queue", float(k), {"q": f"q{k}"}) for k in range(1000)]
+        await store.store(1, [Sample(seq=1, ts=t0, metrics=metrics(series=points, disks=[], nets=[]))])
+        listed = await store.series.list(1)
+        assert sorted((labels["q"], value) for _, _, labels, _, _, value in listed) == sorted(
+            (f"q{k}", float(k)) for k in range(1000)
+        )
+        assert len({sid for sid, *_ in listed}) == 1000
+        # The next sample of the same series is written through the ids remembered.
+        await store.store(1, [Sample(seq=2, ts=t0 + 1, metrics=metrics(series=points, disks=[], nets=[]))])
+        found = await store.series.find(1, "queue", {"q": "q999"})
+        assert found is not None
+        assert (await store.series.history(found[0], t0 - 1, t0 + 2, "raw"))["avg"] == [999.0, 999.0]
     finally:
         runner.cancel()

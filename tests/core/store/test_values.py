@@ -9,7 +9,13 @@ import pytest
 
 from servermanager.common.metrics import SCALAR_FIELDS
 from servermanager.core.store.db import Database
-from servermanager.core.store.values import MAX_ROWS_PER_STATEMENT, _pieces, execute_all, execute_values
+from servermanager.core.store.values import (
+    MAX_ROWS_PER_STATEMENT,
+    _pieces,
+    execute_all,
+    execute_values,
+    fetch_values,
+)
 
 # samples_raw is the widest table the core writes this way (20 columns): the statement size limit
 # that MAX_ROWS_PER_STATEMENT guards against is reached here first.
@@ -136,3 +142,29 @@ async def test_execute_all_fails_whole_inside_a_transaction(db: Database) -> Non
                 con, [("INSERT INTO kv VALUES (1, 'a')", ()), ("INSERT INTO kv VALUES (1, 'b')", ())]
             )
     assert await db.fetchall("SELECT * FROM kv") == []
+
+
+@pytest.mark.parametrize("n", [1, 513, 1500])
+async def test_fetch_values_answers_every_statements_rows_on_both_backends(
+    backend_db: Database, n: int
+) -> None:
+    # A SELECT joining a VALUES list (its columns are column1, column2 on both), of more rows than
+    # one statement takes: the rows of every statement come back.
+    await backend_db.execute(
+        "INSERT INTO nodes (id, name, cred_hash, created_at) VALUES (1, 'n', ?, 0)", (b"\x00",)
+    )
+    keys = [(1, 1_000 * i) for i in range(n)]
+    async with backend_db.transaction() as con:
+        await execute_values(
+            con,
+            "INSERT INTO samples_head (node_id, ts, seq) VALUES {values}",
+            [(1, ts, i) for i, (_, ts) in enumerate(keys) if i % 2 == 0],
+        )
+        got = await fetch_values(
+            con,
+            "SELECT h.node_id, h.ts, h.seq FROM (VALUES {values}) AS k CROSS JOIN samples_head AS h "
+            "WHERE h.node_id = k.column1 AND h.ts = k.column2",
+            keys,
+        )
+    assert sorted(tuple(r) for r in got) == [(1, ts, i) for i, (_, ts) in enumerate(keys) if i % 2 == 0]
+    assert await fetch_values(backend_db.writer, "SELECT column1 FROM (VALUES {values}) AS k", []) == []

@@ -251,6 +251,36 @@ async def test_last_seen_of_online_nodes_is_persisted(core_server: RunningCore) 
     assert [tuple(r) for r in rows] == [(nid, 1_800_000_000.0 + i) for i, nid in enumerate(sorted(ids))]
 
 
+async def test_hellos_and_goodbyes_do_not_wait_for_the_writer(core_server: RunningCore) -> None:
+    """A fleet reconnecting at once while a long commit holds the write lock: every session goes on,
+    and a goodbye is heard (a transaction per hello stalled each session behind the lock, and queued
+    the commits behind them all); what the hellos and goodbyes changed reaches the nodes table in the
+    next flush."""
+    core = core_server.core
+    agents = [RawAgent(core_server, f"host-{i}") for i in range(20)]
+    for a in agents:
+        await a.hello(token=await core_server.enroll_token())
+        await a.close()
+    await core.nodes.flush()
+    async with core.db.transaction() as con:  # the writer, busy
+        for a in agents:
+            a.name = f"renamed-{a.name}"
+            await a.hello()  # asserts the Welcome
+        await agents[0].close()
+        await wait_for(lambda: not core.nodes.nodes[agents[0].node_id].online, what="a goodbye")  # type: ignore[index]
+        async with con.execute("SELECT count(*) FROM nodes WHERE host LIKE '%renamed-%'") as cur:
+            row = await cur.fetchone()
+        assert row is not None and row[0] == 0  # nothing written yet: the lock is ours
+    await core.nodes.flush()
+    rows = await core.db.fetchall("SELECT id, host, last_seen FROM nodes ORDER BY id")
+    hosts = {r[0]: r[1] for r in rows}
+    assert all(f'"renamed-host-{i}"' in hosts[a.node_id] for i, a in enumerate(agents))  # type: ignore[index]
+    gone = core.nodes.nodes[agents[0].node_id]  # type: ignore[index]
+    assert {r[0]: r[2] for r in rows}[gone.id] == gone.last_seen
+    for a in agents[1:]:
+        await a.close()
+
+
 async def test_a_deleted_nodes_id_is_not_given_to_the_next_node(core_server: RunningCore) -> None:
     first = RawAgent(core_server, "old-host")
     w1 = await first.hello(token=await core_server.enroll_token())

@@ -1,7 +1,7 @@
 """The [exec] security policy on its own: glob patterns, allow/deny lists and risky env variables.
 
-The settings check their patterns with compile_patterns() from here, so this module imports
-nothing of the code that runs commands.
+The agent admits commands by it and its settings check their patterns with compile_patterns(); the
+core replays it over what each agent reports in its hello for a command preview. Standard library only.
 """
 
 from __future__ import annotations
