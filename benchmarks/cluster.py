@@ -61,15 +61,16 @@ from servermanager.core.datadir import INITIAL_PASSWORD_FILE
 
 # This checkout's code, run from its top folder: the venv's console script may be another checkout's.
 CORE_CMD = [sys.executable, "-m", "servermanager"]
+FAILOVER_TTL = 2.0  # s: how soon a killed core's nodes are free to take over
 
 
-def _bus_env(redis: str, prefix: str, core_id: str) -> dict[str, str]:
-    return {
-        "SM_CORE_BUS": redis,
-        "SM_CORE_BUS_PREFIX": prefix,
-        "SM_CORE_BUS_TTL": "2",
-        "SM_CORE_CORE_ID": core_id,
-    }
+def _bus_env(redis: str, prefix: str, core_id: str, ttl: float | None = None) -> dict[str, str]:
+    """A core's bus settings; `ttl` short only where a takeover is timed (the failover part): each
+    core renews its keys every ttl/4, a cost the throughput parts must see at the default."""
+    env = {"SM_CORE_BUS": redis, "SM_CORE_BUS_PREFIX": prefix, "SM_CORE_CORE_ID": core_id}
+    if ttl is not None:
+        env["SM_CORE_BUS_TTL"] = f"{ttl:g}"
+    return env
 
 
 async def bench_bus(opts: LoadOptions, count: int, workdir: Path, redis: str) -> dict[str, Any]:
@@ -149,13 +150,15 @@ class _Watcher:
 
 async def bench_failover(count: int, workdir: Path, redis: str, pg: str, timeout: float) -> dict[str, Any]:
     prefix = f"smbench-{uuid.uuid4().hex[:8]}"
-    out: dict[str, Any] = {"agents": count, "bus_ttl_s": 2.0, "agent_backoff_s": [0.2, 1.0]}
+    out: dict[str, Any] = {"agents": count, "bus_ttl_s": FAILOVER_TTL, "agent_backoff_s": [0.2, 1.0]}
     async with contextlib.AsyncExitStack() as stack:
         url, _name = await stack.enter_async_context(_fresh(pg))
         (workdir / "b").mkdir()
         b = await stack.enter_async_context(
             CoreProc(
-                workdir / "b", env={**_bus_env(redis, prefix, "b"), "SM_CORE_DATABASE": url}, cmd=CORE_CMD
+                workdir / "b",
+                env={**_bus_env(redis, prefix, "b", FAILOVER_TTL), "SM_CORE_DATABASE": url},
+                cmd=CORE_CMD,
             )
         )
         assert b.proc is not None and b.token is not None
@@ -167,7 +170,7 @@ async def bench_failover(count: int, workdir: Path, redis: str, pg: str, timeout
             CoreProc(
                 workdir / "a",
                 data_dir=a_dir,
-                env={**_bus_env(redis, prefix, "a"), "SM_CORE_DATABASE": url},
+                env={**_bus_env(redis, prefix, "a", FAILOVER_TTL), "SM_CORE_DATABASE": url},
                 cmd=CORE_CMD,
             )
         )

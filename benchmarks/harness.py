@@ -396,6 +396,9 @@ class PushClient:
         self.token = token
         self.recording = False
         self.latencies: list[float] = []
+        # The longest wait per whole second of receipt (unix time): when the tail happened, to set
+        # beside what the core logged then (a collection, a rollup pass).
+        self.worst_by_second: dict[int, float] = {}
         self.events = 0
         self.samples_total = 0
         # Alert events in the window by what happened: pending, firing, resolved, or dropped (a
@@ -458,7 +461,11 @@ class PushClient:
                     if self.recording:
                         self.events += 1
                         if len(self.latencies) < 5_000_000:
-                            self.latencies.append(t - ev.sample.ts)
+                            lat = t - ev.sample.ts
+                            self.latencies.append(lat)
+                            sec = int(t)
+                            if lat > self.worst_by_second.get(sec, 0.0):
+                                self.worst_by_second[sec] = lat
                 elif ev.type == "alert" and ev.alert is not None and self.recording:
                     a = ev.alert
                     kind = "dropped" if a.state == "resolved" and a.fired_at is None else a.state
@@ -468,10 +475,16 @@ class PushClient:
 
     def begin(self) -> None:
         self.latencies, self.events, self.window_drops, self.recording = [], 0, 0, True
+        self.worst_by_second = {}
         self.alert_events = {}
 
     def end(self) -> None:
         self.recording = False
+
+    def worst_seconds(self, n: int = 8) -> list[tuple[int, float]]:
+        """The n seconds of the window with the longest waits: (unix second, ms), worst first."""
+        ranked = sorted(self.worst_by_second.items(), key=lambda kv: kv[1], reverse=True)[:n]
+        return [(sec, round(lat * 1000, 1)) for sec, lat in ranked]
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -275,6 +275,7 @@ async def bench_load(
         out["push"] = {
             "events_per_s": round(client.events / window, 1),
             "latency_ms": pcts_ms(client.latencies),
+            "worst_seconds": client.worst_seconds(),
             "client_dropped_in_window": client.window_drops,
             "client_drops": client.drops[:20],
         }
