@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QFrame, QHBoxLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from servermanager.common import rest as m
 from servermanager.common.metric_table import Unit
@@ -163,7 +163,13 @@ class DevicesPanel(QWidget):
         layout.addLayout(top)
         layout.addWidget(self.status)
         layout.addWidget(self.empty)
-        layout.addWidget(self.chart_box, 1)
+        # In a scroll area: the charts' own minimum height must not make the node view (whose tabs
+        # share one height) taller than a 1024x640 window.
+        self.charts_scroll = QScrollArea()
+        self.charts_scroll.setWidgetResizable(True)
+        self.charts_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.charts_scroll.setWidget(self.chart_box)
+        layout.addWidget(self.charts_scroll, 1)
 
     # ------------------------------------------------------------ the devices
 
@@ -219,7 +225,8 @@ class DevicesPanel(QWidget):
         self.charts = ChartPanel(
             families=families_of(device), dark=self.ctx.themes.dark, columns=1, initial=LAST_1H
         )
-        self.charts.setMinimumHeight(220)
+        # No fixed minimum height: the charts' own minimums set the scrolled height, so a chart
+        # never overflows the area.
         self.charts.rangeRequested.connect(self.load_chart)
         self.chart_layout.addWidget(self.charts, 1)
         self.load_chart(self.charts.current_request())

@@ -13,8 +13,10 @@ from PySide6.QtCore import (
 )
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QFrame,
     QHeaderView,
     QLabel,
+    QScrollArea,
     QSplitter,
     QTableView,
     QVBoxLayout,
@@ -114,9 +116,18 @@ class SeriesPanel(QWidget):
         self.chart_layout.addWidget(self.chart_title)
         self.charts: ChartPanel | None = None
         self.table.setAccessibleName("Series")
+        # Two rows at least, not Qt's default (a few more): with the plugins' problems listed above
+        # it, that default made the node view 3 px taller than a 1024x640 window.
+        self.table.setMinimumHeight(48)
+        # In a scroll area: the chart's own minimum height must not make the node view (whose tabs
+        # share one height) taller than a 1024x640 window.
+        self.charts_scroll = QScrollArea()
+        self.charts_scroll.setWidgetResizable(True)
+        self.charts_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.charts_scroll.setWidget(self.chart_box)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.table)
-        split.addWidget(self.chart_box)
+        split.addWidget(self.charts_scroll)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 4, 0, 0)
         layout.addWidget(self.status)
@@ -170,7 +181,6 @@ class SeriesPanel(QWidget):
             self.charts.deleteLater()
         family = ChartFamily("series", s.selector, (s.selector,), (s.name,), Unit.PLAIN)
         self.charts = ChartPanel(families=[family], dark=self.ctx.themes.dark, columns=1, initial=LAST_1H)
-        self.charts.setMinimumHeight(220)
         self.charts.rangeRequested.connect(self.load_chart)
         self.chart_layout.addWidget(self.charts, 1)
         self.chart_title.setText(s.selector + (f" ({s.unit})" if s.unit else ""))

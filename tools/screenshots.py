@@ -102,10 +102,64 @@ def metrics_at(t: float, cpu: float, mem: float, disk: float, net: float, seed: 
         disk_write_bps=net * 0.6 * (1 + wave) + rnd.uniform(0, 1e5),
         disk_read_iops=120.0,
         disk_write_iops=80.0,
-        nets=[mt.NetIface(name="eth0", rx_total=10**12, tx_total=10**11)],
+        disk_io=[
+            mt.DiskIO(
+                "nvme0n1", net * 0.4 * (1 + wave) + rnd.uniform(0, 1e5), net * 0.6 * (1 + wave), 120.0, 80.0
+            ),
+            mt.DiskIO(
+                "sdb", rnd.uniform(0, 4e5), rnd.uniform(1e5, 9e5), rnd.uniform(5, 20), rnd.uniform(20, 60)
+            ),
+        ],
+        nets=[
+            mt.NetIface(
+                name="eth0",
+                rx_total=10**12,
+                tx_total=10**11,
+                rx_bps=net * (1 + wave) + rnd.uniform(0, net * 0.1),
+                tx_bps=net * 0.4 * (1 + wave) + rnd.uniform(0, net * 0.05),
+            ),
+            mt.NetIface(
+                name="lo", rx_total=10**9, tx_total=10**9, rx_bps=2e4 + rnd.uniform(0, 5e3), tx_bps=2e4
+            ),
+        ],
         net_rx_bps=net * (1 + wave) + rnd.uniform(0, net * 0.1),
         net_tx_bps=net * 0.4 * (1 + wave) + rnd.uniform(0, net * 0.05),
+        temps=[
+            mt.Temperature("coretemp", "Package id 0", 45 + c * 0.3 + rnd.uniform(-1, 1)),
+            mt.Temperature("nvme", "Composite", 38 + wave * 4),
+        ],
+        procs_top=procs_at(c, total, rnd),
     )
+
+
+# A plausible host's busiest processes: (name, user, command line, share of the CPU, RSS share).
+_PROCS = (
+    ("postgres", "postgres", "postgres: checkpointer", 0.30, 0.18),
+    ("python3", "www-data", "/srv/api/.venv/bin/python3 -m gunicorn api.wsgi -w 4", 0.25, 0.09),
+    ("nginx", "www-data", "nginx: worker process", 0.12, 0.01),
+    ("node", "app", "node /srv/web/server.js --port 3000", 0.10, 0.06),
+    ("redis-server", "redis", "/usr/bin/redis-server 127.0.0.1:6379", 0.06, 0.03),
+    ("servermanager-agent", "root", "/opt/servermanager/bin/servermanager agent", 0.02, 0.002),
+    ("systemd-journald", "root", "/lib/systemd/systemd-journald", 0.02, 0.004),
+    ("sshd", "root", "sshd: admin@pts/0", 0.01, 0.001),
+)
+
+
+def procs_at(cpu: float, mem_total: int, rnd: random.Random) -> list[mt.ProcInfo]:
+    """The top list a real agent sends: the busiest first, with CPU, RSS and I/O rates."""
+    return [
+        mt.ProcInfo(
+            pid=400 + i * 97,
+            name=name,
+            cpu_pct=round(max(0.1, cpu * share * rnd.uniform(0.7, 1.3)), 1),
+            rss=int(mem_total * mem * rnd.uniform(0.95, 1.05)),
+            user=user,
+            read_bps=round(rnd.expovariate(1 / 40_000), 1),
+            write_bps=round(rnd.expovariate(1 / 90_000), 1),
+            cmd=cmd,
+        )
+        for i, (name, user, cmd, share, mem) in enumerate(_PROCS)
+    ]
 
 
 class SimNode:
@@ -482,6 +536,16 @@ async def shoot(app: QApplication, workdir: Path, out: Path, size: tuple[int, in
             await wait_for(lambda: view.history_loads >= 1)  # noqa: B023 - awaited right here
             await settle(0.8)
             save(window, f"node-{theme}", out)
+            # The Processes and Devices tabs of the same node, each loaded when first shown.
+            view.sections.setCurrentWidget(view.processes)
+            await wait_for(lambda: view.processes.loads >= 1)  # noqa: B023 - awaited right here
+            await settle()
+            save(window, f"node-processes-{theme}", out)
+            view.sections.setCurrentWidget(view.devices)
+            await wait_for(lambda: view.devices.chart_loads >= 1)  # noqa: B023 - awaited right here
+            await settle(0.8)
+            save(window, f"node-devices-{theme}", out)
+            view.sections.setCurrentWidget(view.charts_box)
             window.close_node(view.node_id)
             # Compare: the frontend nodes' CPU over the same hour on one chart.
             window.fleet.select_nodes([n.node_id for n in nodes if n.group == "frontend"])

@@ -12,11 +12,10 @@ from PySide6.QtCore import QEvent, QPointF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from servermanager.common.metrics import Unit
 from servermanager.desktop.charts.buffer import FloatArray, SeriesBuffer, as_float_array
 from servermanager.desktop.charts.export import ChartExporter, ExportSeries
 from servermanager.desktop.charts.families import ChartFamily
-from servermanager.desktop.charts.items import BandItem, UnitAxisItem
+from servermanager.desktop.charts.items import BandItem, UnitAxisItem, set_y_scale
 from servermanager.desktop.charts.ranges import LIVE_WINDOW
 from servermanager.desktop.charts.theme import DARK, chart_theme
 from servermanager.desktop.format import fmt_time, format_value
@@ -106,14 +105,7 @@ class HistoryChart(QWidget):
         # Fixed left-axis width so every chart of a panel has the same plot width and linked x axes align.
         self._axis.setWidth(72)
         self.vb: pg.ViewBox = pi.getViewBox()
-        if family.unit is Unit.PERCENT:
-            # Percentages read honestly on a fixed 0-100 scale; auto-ranging would magnify noise.
-            self.vb.setYRange(0.0, 100.0, padding=0.02)
-            self.vb.disableAutoRange(axis=pg.ViewBox.YAxis)
-        else:
-            self.vb.setAutoVisible(y=True)
-            self.vb.enableAutoRange(axis=pg.ViewBox.YAxis)
-            self.vb.setLimits(yMin=0.0)  # every series here is non-negative
+        set_y_scale(self.vb, family.unit)
         self.vb.sigRangeChangedManually.connect(self._on_manual_range)
         # The y range of auto-ranged charts settles only at paint time, after the label was placed.
         self.vb.sigRangeChanged.connect(self._on_range_changed)

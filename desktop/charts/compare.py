@@ -14,7 +14,7 @@ from servermanager.common.metrics import Unit
 from servermanager.desktop.charts.buffer import FloatArray, SeriesBuffer, as_float_array
 from servermanager.desktop.charts.chart import add_crosshair, break_gaps
 from servermanager.desktop.charts.export import ChartExporter, ExportSeries
-from servermanager.desktop.charts.items import UnitAxisItem
+from servermanager.desktop.charts.items import UnitAxisItem, set_y_scale
 from servermanager.desktop.charts.ranges import LIVE_WINDOW
 from servermanager.desktop.charts.theme import ChartTheme, chart_theme
 from servermanager.desktop.format import fmt_time, format_value
@@ -64,13 +64,7 @@ class CompareChart(QWidget):
         pi.setClipToView(True)
         self._axis.setWidth(72)
         self.vb: pg.ViewBox = pi.getViewBox()
-        if unit is Unit.PERCENT:
-            self.vb.setYRange(0.0, 100.0, padding=0.02)
-            self.vb.disableAutoRange(axis=pg.ViewBox.YAxis)
-        else:
-            self.vb.setAutoVisible(y=True)
-            self.vb.enableAutoRange(axis=pg.ViewBox.YAxis)
-            self.vb.setLimits(yMin=0.0)
+        set_y_scale(self.vb, unit)
         self.vb.sigRangeChangedManually.connect(self._on_manual_range)
         self.legend = pi.addLegend(offset=(8, 8))
 

@@ -55,6 +55,40 @@ class UnitAxisItem(pg.AxisItem):
         return super().tickStrings(values, scale, spacing)
 
 
+class ZeroAnchor(pg.GraphicsObject):
+    """Nothing drawn; its data bounds hold y = 0, so an auto-ranged y axis always starts at zero.
+
+    Without it a flat series (a disk's used bytes, a container's memory limit) auto-ranged to
+    pyqtgraph's one unit around the value, [v - 0.5, v + 0.5]: at 74 GiB every tick label read
+    "73.9999999996 GiB", too wide for the axis, so the chart showed no scale at all. From zero the
+    scale is honest for every non-negative quantity these charts draw (bytes, rates, counts).
+    """
+
+    def boundingRect(self) -> QRectF:
+        return QRectF()
+
+    def paint(self, *args: Any) -> None:
+        pass
+
+    def dataBounds(
+        self, ax: int, frac: float = 1.0, orthoRange: tuple[float, float] | None = None
+    ) -> tuple[float, float] | None:
+        return (0.0, 0.0) if ax == 1 else None
+
+
+def set_y_scale(vb: pg.ViewBox, unit: Unit) -> None:
+    """The y range of a chart of `unit`: percentages on a fixed 0-100 scale (auto-ranging would
+    magnify noise), anything else auto-ranged over what is visible, from zero."""
+    if unit is Unit.PERCENT:
+        vb.setYRange(0.0, 100.0, padding=0.02)
+        vb.disableAutoRange(axis=pg.ViewBox.YAxis)
+        return
+    vb.setAutoVisible(y=True)
+    vb.enableAutoRange(axis=pg.ViewBox.YAxis)
+    vb.setLimits(yMin=0.0)  # every series here is non-negative
+    vb.addItem(ZeroAnchor())
+
+
 class BandItem(pg.GraphicsObject):
     """A filled min-max envelope, decimated per pixel at paint time.
 

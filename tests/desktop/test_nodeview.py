@@ -171,3 +171,26 @@ def test_on_a_short_window_the_charts_scroll_rather_than_being_cut_off(
     assert scroll.verticalScrollBar().maximum() > 0 or bottom <= scroll.viewport().height()
     # The node view ends inside the window.
     assert view.mapTo(window, view.rect().bottomLeft()).y() <= window.height()
+
+
+def test_on_a_short_window_the_device_charts_scroll_too(
+    window: MainWindow, ctx: AppContext, cores: Cores, run: Run
+) -> None:
+    # The Devices tab's two charts once made the whole window 717 px tall at 1024x640.
+    agent = run(enrolled(cores.c, "web-1"))
+    run(sign_in(ctx, cores.c))
+    assert agent.node_id is not None
+    window.resize(1024, 640)
+    window.show()
+    view = window.open_node(agent.node_id)
+    view.sections.setCurrentWidget(view.devices)
+    run(until(lambda: view.devices.chart_loads >= 1, "a device charted"))
+    charts = view.devices.charts
+    assert charts is not None and len(charts.charts) == 2  # a mount: usage and used space
+    run(until(lambda: view.devices.charts_scroll.viewport().height() > 0, "the device charts laid out"))
+    assert (window.width(), window.height()) == (1024, 640)
+    scroll = view.devices.charts_scroll
+    last = list(charts.charts.values())[-1]
+    bottom = last.mapTo(charts, last.rect().bottomLeft()).y()
+    assert bottom <= scroll.viewport().height() + scroll.verticalScrollBar().maximum()
+    assert view.mapTo(window, view.rect().bottomLeft()).y() <= window.height()

@@ -84,3 +84,8 @@ def test_the_tab_lists_a_real_hubs_series_and_charts_one(
     chart = next(iter(panel.charts.charts.values()))
     xs, ys = chart.data()
     assert xs.size == 3 and list(ys["queue_depth"]) == [12.0, 12.0, 12.0]
+    # On a 1024x640 window the charted series does not make the node view taller than the window.
+    window.resize(1024, 640)
+    run(until(lambda: window.height() == 640 and chart.height() > 0, "the window at 1024x640"))
+    assert (window.width(), window.height()) == (1024, 640)
+    assert view.mapTo(window, view.rect().bottomLeft()).y() <= window.height()

@@ -47,6 +47,36 @@ def test_set_history_puts_avg_and_band_in_the_curves(qtbot: QtBot) -> None:
     assert chart._bands["swap_pct"].dataBounds(1, orthoRange=(NOW - 130, NOW - 50)) == (2.5, 4.5)
 
 
+def test_a_flat_series_is_scaled_from_zero_with_readable_ticks(qtbot: QtBot) -> None:
+    # A steady 74 GiB/s (a disk's used bytes is as flat): auto-ranged on its own, the y axis was one
+    # byte wide and every tick label read "73.9999999996 GiB", too wide to show at all.
+    chart = make_chart(qtbot, "network", show=True)
+    flat = 74.0 * 2**30
+    ts = [NOW - 240 + 60 * i for i in range(5)]
+    chart.set_history(ts, {"net_rx_bps": [flat] * 5, "net_tx_bps": [flat / 2] * 5})
+    chart.set_x_range(ts[0], ts[-1])
+    axis = chart._axis
+
+    def scaled() -> bool:
+        lo, hi = chart.vb.viewRange()[1]
+        return lo == 0.0 and flat < hi < flat * 1.2
+
+    qtbot.waitUntil(scaled)
+    lo, hi = chart.vb.viewRange()[1]
+    labels = [
+        label
+        for spacing, values in axis.tickValues(lo, hi, chart.vb.height())
+        for label in axis.tickStrings(values, 1.0, spacing)
+    ]
+    assert "0 GiB/s" in labels and "60 GiB/s" in labels, labels
+    assert all(len(label) <= len("100 GiB/s") for label in labels), labels
+    # Percentages keep their fixed scale.
+    cpu = make_chart(qtbot, "cpu", show=True)
+    cpu.set_history(ts, {"cpu_pct": [50.0] * 5})
+    lo, hi = cpu.vb.viewRange()[1]
+    assert lo < 0.0 < 100.0 < hi < 103.0
+
+
 def test_set_history_without_min_max_has_no_band_and_missing_fields_are_nan(qtbot: QtBot) -> None:
     chart = make_chart(qtbot, "memory")
     chart.set_history([1.0, 2.0], {"mem_pct": [1.0, 2.0]}, {"mem_pct": [0.0, 1.0]}, {"mem_pct": [2.0, 3.0]})
