@@ -10,7 +10,7 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 # Without a display, render offscreen; under X11/Wayland the real platform is used.
@@ -281,6 +281,24 @@ class SimNode:
             await self.ws.close()
 
 
+async def enroll_fleet(
+    http: aiohttp.ClientSession, url: str, auth: dict[str, str], specs: Sequence[Spec], first_seed: int = 0
+) -> list[SimNode]:
+    """Enroll a simulated node per spec (each backfills its hour) and give it its group and tags."""
+    async with http.post(url + "/api/v1/enroll-tokens", json={"uses": len(specs)}, headers=auth) as r:
+        enroll = (await r.json())["token"]
+    nodes = []
+    for seed, spec in enumerate(specs, start=first_seed):
+        node = SimNode(http, url, spec, seed)
+        await node.start(enroll)
+        async with http.patch(
+            f"{url}/api/v1/nodes/{node.node_id}", json={"group": node.group, "tags": node.tags}, headers=auth
+        ) as r:
+            r.raise_for_status()
+        nodes.append(node)
+    return nodes
+
+
 async def wait_for(pred: Callable[[], object], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -411,17 +429,7 @@ async def shoot_cores(window: MainWindow, http: aiohttp.ClientSession, workdir: 
             url + "/api/v1/auth/login", json={"username": "admin", "password": password}
         ) as r:
             auth = {"Authorization": f"Bearer {(await r.json())['access_token']}"}
-        async with http.post(url + "/api/v1/enroll-tokens", json={"uses": len(SITE_B)}, headers=auth) as r:
-            enroll = (await r.json())["token"]
-        for seed, spec in enumerate(SITE_B, start=len(FLEET)):
-            node = SimNode(http, url, spec, seed)
-            await node.start(enroll)
-            async with http.patch(
-                f"{url}/api/v1/nodes/{node.node_id}",
-                json={"group": node.group, "tags": node.tags},
-                headers=auth,
-            ) as r:
-                r.raise_for_status()
+        for node in await enroll_fleet(http, url, auth, SITE_B, first_seed=len(FLEET)):
             nodes.append(node)
             feeders.append(asyncio.create_task(node.run()))
         dialog = window.core_menu.open_dialog()
@@ -467,18 +475,7 @@ async def shoot(app: QApplication, workdir: Path, out: Path, size: tuple[int, in
         ) as r:
             admin = (await r.json())["access_token"]
         auth = {"Authorization": f"Bearer {admin}"}
-        async with http.post(url + "/api/v1/enroll-tokens", json={"uses": len(FLEET)}, headers=auth) as r:
-            enroll = (await r.json())["token"]
-        for seed, spec in enumerate(FLEET):
-            node = SimNode(http, url, spec, seed)
-            await node.start(enroll)
-            async with http.patch(
-                f"{url}/api/v1/nodes/{node.node_id}",
-                json={"group": node.group, "tags": node.tags},
-                headers=auth,
-            ) as r:
-                r.raise_for_status()
-            nodes.append(node)
+        nodes += await enroll_fleet(http, url, auth, FLEET)
         for node in nodes:
             if node.name in OFFLINE:
                 await node.close()

@@ -7,11 +7,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QScrollArea
 
 from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
+from servermanager.desktop.charts.panel import ChartPanel
 from servermanager.desktop.charts.ranges import CHART_POINTS
 from servermanager.desktop.context import AppContext
+from servermanager.desktop.nodeview import NodeView
 from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import Cores, Run, enrolled, sign_in, until
 from tests.helpers.core import metrics
@@ -151,6 +154,17 @@ def test_a_young_node_opens_live_and_a_picked_range_is_remembered(
     assert again.charts.current_range.key == "1h"  # the user's choice wins over the node's age
 
 
+def _fits(window: MainWindow, view: NodeView, charts: ChartPanel, scroll: QScrollArea) -> None:
+    """At 1024x640: the window kept its size, the last chart is in sight or reachable by the scroll
+    bar, and the node view ends inside the window."""
+    assert (window.width(), window.height()) == (1024, 640)  # the content did not force it larger
+    last = list(charts.charts.values())[-1]
+    bottom = last.mapTo(charts, last.rect().bottomLeft()).y()
+    assert bottom <= scroll.viewport().height() + scroll.verticalScrollBar().maximum()
+    assert scroll.verticalScrollBar().maximum() > 0 or bottom <= scroll.viewport().height()
+    assert view.mapTo(window, view.rect().bottomLeft()).y() <= window.height()
+
+
 def test_on_a_short_window_the_charts_scroll_rather_than_being_cut_off(
     window: MainWindow, ctx: AppContext, cores: Cores, run: Run
 ) -> None:
@@ -161,36 +175,12 @@ def test_on_a_short_window_the_charts_scroll_rather_than_being_cut_off(
     window.show()
     view = window.open_node(agent.node_id)
     run(until(lambda: view.charts_scroll.viewport().height() > 0, "the charts laid out"))
-    assert (window.width(), window.height()) == (1024, 640)  # the content did not force it larger
     assert view.charts.columns == 2  # three charts a row would be too narrow to read
-    scroll = view.charts_scroll
-    last = list(view.charts.charts.values())[-1]
-    # The last chart is either in sight or reachable by the scroll bar.
-    bottom = last.mapTo(view.charts, last.rect().bottomLeft()).y()
-    assert bottom <= scroll.viewport().height() + scroll.verticalScrollBar().maximum()
-    assert scroll.verticalScrollBar().maximum() > 0 or bottom <= scroll.viewport().height()
-    # The node view ends inside the window.
-    assert view.mapTo(window, view.rect().bottomLeft()).y() <= window.height()
-
-
-def test_on_a_short_window_the_device_charts_scroll_too(
-    window: MainWindow, ctx: AppContext, cores: Cores, run: Run
-) -> None:
-    # The Devices tab's two charts once made the whole window 717 px tall at 1024x640.
-    agent = run(enrolled(cores.c, "web-1"))
-    run(sign_in(ctx, cores.c))
-    assert agent.node_id is not None
-    window.resize(1024, 640)
-    window.show()
-    view = window.open_node(agent.node_id)
+    _fits(window, view, view.charts, view.charts_scroll)
+    # The Devices tab's two charts once made the whole window 717 px tall.
     view.sections.setCurrentWidget(view.devices)
     run(until(lambda: view.devices.chart_loads >= 1, "a device charted"))
-    charts = view.devices.charts
-    assert charts is not None and len(charts.charts) == 2  # a mount: usage and used space
+    devices = view.devices.charts
+    assert devices is not None and len(devices.charts) == 2  # a mount: usage and used space
     run(until(lambda: view.devices.charts_scroll.viewport().height() > 0, "the device charts laid out"))
-    assert (window.width(), window.height()) == (1024, 640)
-    scroll = view.devices.charts_scroll
-    last = list(charts.charts.values())[-1]
-    bottom = last.mapTo(charts, last.rect().bottomLeft()).y()
-    assert bottom <= scroll.viewport().height() + scroll.verticalScrollBar().maximum()
-    assert view.mapTo(window, view.rect().bottomLeft()).y() <= window.height()
+    _fits(window, view, devices, view.devices.charts_scroll)
