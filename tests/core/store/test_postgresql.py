@@ -3,9 +3,11 @@ not acked and told to back off, health degraded, REST 503 and nothing acknowledg
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,9 +19,35 @@ from devkit.cores import RunningCore
 from devkit.tcpproxy import TcpProxy
 from servermanager.common import protocol as p
 from servermanager.core.datadir import initial_admin_password
+from servermanager.core.store.pg import PgDatabase
+from servermanager.core.store.samples import SampleStore
 from tests.helpers.core import RawAgent
 from tests.helpers.pg import SERVER, fresh_database
 from tests.helpers.wait import wait_until
+
+
+@contextlib.asynccontextmanager
+async def _two_cores() -> AsyncIterator[tuple[PgDatabase, PgDatabase, SampleStore, SampleStore]]:
+    """Two cores' connections and stores on one fresh database with node 1 in it, each store's
+    group-commit writer running, as two cores of a cluster write."""
+    async with fresh_database() as url:
+        a, b = PgDatabase(url), PgDatabase(url)
+        await a.open()
+        await b.open()
+        try:
+            await a.execute(
+                "INSERT INTO nodes (id, name, cred_hash, created_at) VALUES (1, 'n', ?, 0)", (b"\x00",)
+            )
+            store_a, store_b = SampleStore(a, flush_every=0.001), SampleStore(b, flush_every=0.001)
+            writers = [asyncio.create_task(store_a.run()), asyncio.create_task(store_b.run())]
+            try:
+                yield a, b, store_a, store_b
+            finally:
+                for writer in writers:
+                    writer.cancel()
+        finally:
+            await a.close()
+            await b.close()
 
 
 async def test_postgresql_outage_loses_nothing_acknowledged(
@@ -232,52 +260,33 @@ async def test_a_writer_of_another_core_waits_for_a_rollup_and_its_mark_survives
     then marks the bucket afresh, so the next rollup includes B's rows (none of them left out)."""
     import asyncio
 
-    from servermanager.core.store.pg import PgDatabase
-    from servermanager.core.store.samples import SampleStore
     from tests.helpers.store import make_samples
     from tests.helpers.wait import wait_until
 
     t0 = 1_700_000_040.0 - (1_700_000_040.0 % 60)
-    async with fresh_database() as url:
-        a, b = PgDatabase(url), PgDatabase(url)
-        await a.open()
-        await b.open()
-        try:
-            await a.execute(
-                "INSERT INTO nodes (id, name, cred_hash, created_at) VALUES (1, 'n', ?, 0)", (b"\x00",)
+    async with _two_cores() as (a, _b, store_a, store_b):
+        await store_a.store(1, make_samples(t0, 10, 1.0, cpu=[10.0] * 10))
+        # Core A's rollup holds the marks (as its 1m step does) ...
+        async with a.transaction() as con:
+            await a.lock_marks(con)
+            # ... while core B stores more samples of the same minute: B waits on the lock.
+            late = asyncio.create_task(
+                store_b.store(1, make_samples(t0 + 10, 10, 1.0, cpu=[30.0] * 10, seq0=11))
             )
-            store_a, store_b = SampleStore(a, flush_every=0.001), SampleStore(b, flush_every=0.001)
-            writer_a = asyncio.create_task(store_a.run())
-            writer_b = asyncio.create_task(store_b.run())
-            try:
-                await store_a.store(1, make_samples(t0, 10, 1.0, cpu=[10.0] * 10))
-                # Core A's rollup holds the marks (as its 1m step does) ...
-                async with a.transaction() as con:
-                    await a.lock_marks(con)
-                    # ... while core B stores more samples of the same minute: B waits on the lock.
-                    late = asyncio.create_task(
-                        store_b.store(1, make_samples(t0 + 10, 10, 1.0, cpu=[30.0] * 10, seq0=11))
-                    )
-                    await wait_until(
-                        lambda: a.fetchone(
-                            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                            "AND wait_event_type = 'Lock'"
-                        ),
-                        lambda r: r[0] >= 1,
-                        what="core B's writer waiting for the marks",
-                    )
-                    assert not late.done()
-                    await con.execute("DELETE FROM rollup_dirty")  # what the rollup does at its end
-                await late
-                await store_a.rollup(now=t0 + 3600)
-                m = await store_a.history(1, t0, t0 + 60, "1m", ["cpu_pct"])
-                assert m["avg"]["cpu_pct"] == [20.0]  # both cores' rows in the bucket
-            finally:
-                writer_a.cancel()
-                writer_b.cancel()
-        finally:
-            await a.close()
-            await b.close()
+            await wait_until(
+                lambda: a.fetchone(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                ),
+                lambda r: r[0] >= 1,
+                what="core B's writer waiting for the marks",
+            )
+            assert not late.done()
+            await con.execute("DELETE FROM rollup_dirty")  # what the rollup does at its end
+        await late
+        await store_a.rollup(now=t0 + 3600)
+        m = await store_a.history(1, t0, t0 + 60, "1m", ["cpu_pct"])
+        assert m["avg"]["cpu_pct"] == [20.0]  # both cores' rows in the bucket
 
 
 # Raw series points not in a chunk yet: new ones in series_incoming, moved ones in series_raw.
@@ -290,14 +299,11 @@ async def test_a_point_another_core_writes_into_a_window_being_settled_stays(
     """Core B stores a late point inside a window core A is settling into a chunk, after A read the
     head and before A deletes what it packed: the point is not deleted with A's rows (a span's DELETE
     would see it under READ COMMITTED); it waits in the head, where reads find it, for the next settle."""
-    import asyncio
 
     from servermanager.common.metrics import Sample
     from servermanager.common.series import SeriesPoint
     from servermanager.core.store import series
     from servermanager.core.store.chunks import CHUNK_MS
-    from servermanager.core.store.pg import PgDatabase
-    from servermanager.core.store.samples import SampleStore
     from tests.helpers.core import metrics
 
     window = CHUNK_MS // 1000
@@ -310,52 +316,35 @@ async def test_a_point_another_core_writes_into_a_window_being_settled_stays(
 
     samples = [sample(i + 1, float(base + 10 * i), float(i)) for i in range(window // 10)]
     late = sample(1000, float(base + 15), -1.0)
-    async with fresh_database() as url:
-        a, b = PgDatabase(url), PgDatabase(url)
-        await a.open()
-        await b.open()
-        try:
-            await a.execute(
-                "INSERT INTO nodes (id, name, cred_hash, created_at) VALUES (1, 'n', ?, 0)", (b"\x00",)
-            )
-            store_a, store_b = SampleStore(a, flush_every=0.001), SampleStore(b, flush_every=0.001)
-            writer_a = asyncio.create_task(store_a.run())
-            writer_b = asyncio.create_task(store_b.run())
-            try:
-                await store_a.store(1, samples)
-                real = series.fetch_values
-                stored: list[bool] = []
+    async with _two_cores() as (a, _b, store_a, store_b):
+        await store_a.store(1, samples)
+        real = series.fetch_values
+        stored: list[bool] = []
 
-                async def meanwhile(con: object, template: str, rows: list[object]) -> list[object]:
-                    # Core A has read the head's rows of the window; core B's commit lands now.
-                    # (B's own writer looks up new series ids through fetch_values too.)
-                    if not stored and "series_chunks" in template:
-                        await store_b.store(1, [late])
-                        stored.append(True)
-                    return await real(con, template, rows)  # type: ignore[arg-type]
+        async def meanwhile(con: object, template: str, rows: list[object]) -> list[object]:
+            # Core A has read the head's rows of the window; core B's commit lands now.
+            # (B's own writer looks up new series ids through fetch_values too.)
+            if not stored and "series_chunks" in template:
+                await store_b.store(1, [late])
+                stored.append(True)
+            return await real(con, template, rows)  # type: ignore[arg-type]
 
-                monkeypatch.setattr(series, "fetch_values", meanwhile)
-                now_ms = (base + window) * 1000 + series.SETTLE_GRACE_MS + 1000
-                assert await store_a.series.settle(now_ms) == len(samples)
-                assert stored == [True]
-                found = await store_a.series.find(1, "queue", {})
-                assert found is not None
-                want = sorted([(s.ts, float(i)) for i, s in enumerate(samples)] + [(late.ts, -1.0)])
-                got = await store_a.series.history(found[0], base - 1, base + window, "raw")
-                assert list(zip(got["ts"], got["avg"], strict=True)) == want
-                # Waiting where reads find it: new points first go to series_incoming.
-                assert (await a.fetchone(_HEADS))[0] == 1
-                # The next settle packs it into the window's chunk.
-                assert await store_a.series.settle(now_ms, force=True) == 1
-                assert (await a.fetchone(_HEADS))[0] == 0
-                got = await store_a.series.history(found[0], base - 1, base + window, "raw")
-                assert list(zip(got["ts"], got["avg"], strict=True)) == want
-            finally:
-                writer_a.cancel()
-                writer_b.cancel()
-        finally:
-            await a.close()
-            await b.close()
+        monkeypatch.setattr(series, "fetch_values", meanwhile)
+        now_ms = (base + window) * 1000 + series.SETTLE_GRACE_MS + 1000
+        assert await store_a.series.settle(now_ms) == len(samples)
+        assert stored == [True]
+        found = await store_a.series.find(1, "queue", {})
+        assert found is not None
+        want = sorted([(s.ts, float(i)) for i, s in enumerate(samples)] + [(late.ts, -1.0)])
+        got = await store_a.series.history(found[0], base - 1, base + window, "raw")
+        assert list(zip(got["ts"], got["avg"], strict=True)) == want
+        # Waiting where reads find it: new points first go to series_incoming.
+        assert (await a.fetchone(_HEADS))[0] == 1
+        # The next settle packs it into the window's chunk.
+        assert await store_a.series.settle(now_ms, force=True) == 1
+        assert (await a.fetchone(_HEADS))[0] == 0
+        got = await store_a.series.history(found[0], base - 1, base + window, "raw")
+        assert list(zip(got["ts"], got["avg"], strict=True)) == want
 
 
 async def test_a_chunk_another_core_grows_while_a_rollup_reopens_it_keeps_its_new_point(
@@ -364,14 +353,11 @@ async def test_a_chunk_another_core_grows_while_a_rollup_reopens_it_keeps_its_ne
     """Core B's rollup reads a settled window's chunk to put it back in the head; before B takes it,
     core A's settle merges a late point into that chunk and commits. B takes and puts back the chunk
     as it is now, late point included: a delete by id would have dropped the point A packed."""
-    import asyncio
 
     from servermanager.common.metrics import Sample
     from servermanager.common.series import SeriesPoint
     from servermanager.core.store import pg, series
     from servermanager.core.store.chunks import CHUNK_MS
-    from servermanager.core.store.pg import PgDatabase
-    from servermanager.core.store.samples import SampleStore
     from tests.helpers.core import metrics
 
     window = CHUNK_MS // 1000
@@ -385,56 +371,37 @@ async def test_a_chunk_another_core_grows_while_a_rollup_reopens_it_keeps_its_ne
 
     samples = [sample(i + 1, float(base + 10 * i), 1.0) for i in range(window // 10)]
     late = sample(1000, float(base + 15), 5.0)
-    async with fresh_database() as url:
-        a, b = PgDatabase(url), PgDatabase(url)
-        await a.open()
-        await b.open()
-        try:
-            await a.execute(
-                "INSERT INTO nodes (id, name, cred_hash, created_at) VALUES (1, 'n', ?, 0)", (b"\x00",)
-            )
-            store_a, store_b = SampleStore(a, flush_every=0.001), SampleStore(b, flush_every=0.001)
-            writer_a = asyncio.create_task(store_a.run())
-            try:
-                await store_a.store(1, samples)
-                await store_a.rollup(now=now)  # the window settled into a chunk
-                assert (await a.fetchone("SELECT count(*) FROM series_chunks"))[0] == 1
-                await store_a.store(1, [late])  # its minute marked
-                async with a.transaction() as con:  # into the head, as A's own rollup pass would
-                    await store_a.series.move_incoming(con)
-                real = pg.Connection.execute
-                merged: list[int] = []
+    async with _two_cores() as (a, b, store_a, store_b):
+        await store_a.store(1, samples)
+        await store_a.rollup(now=now)  # the window settled into a chunk
+        assert (await a.fetchone("SELECT count(*) FROM series_chunks"))[0] == 1
+        await store_a.store(1, [late])  # its minute marked
+        async with a.transaction() as con:  # into the head, as A's own rollup pass would
+            await store_a.series.move_incoming(con)
+        real = pg.Connection.execute
+        merged: list[int] = []
 
-                def execute(self: pg.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
-                    if (
-                        sql.startswith("DELETE FROM series_chunks WHERE id")
-                        and self is b.writer
-                        and not merged
-                    ):
-                        merged.append(0)
+        def execute(self: pg.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
+            if sql.startswith("DELETE FROM series_chunks WHERE id") and self is b.writer and not merged:
+                merged.append(0)
 
-                        async def first() -> Any:
-                            # Core A packs the late point into the chunk B has read, and commits.
-                            merged[0] = await store_a.series.settle(int(now * 1000), force=True)
-                            return await real(self, sql, params)
+                async def first() -> Any:
+                    # Core A packs the late point into the chunk B has read, and commits.
+                    merged[0] = await store_a.series.settle(int(now * 1000), force=True)
+                    return await real(self, sql, params)
 
-                        return first()
-                    return real(self, sql, params)
+                return first()
+            return real(self, sql, params)
 
-                monkeypatch.setattr(pg.Connection, "execute", execute)
-                await store_b.rollup(now=now)
-                assert merged == [1]
-            finally:
-                writer_a.cancel()
-            found = await store_a.series.find(1, "queue", {})
-            assert found is not None
-            raw = await store_a.series.history(found[0], base - 1, base + window, "raw")
-            assert (late.ts, 5.0) in zip(raw["ts"], raw["avg"], strict=True)
-            assert len(raw["ts"]) == len(samples) + 1
-            # B's rollup of the late point's minute read it too.
-            m1 = await store_a.series.history(found[0], base, base + 59, "1m")
-            assert m1["max"] == [5.0]
-            assert m1["avg"] == [pytest.approx((6 * 1.0 + 5.0) / 7)]  # six points of 1.0 and the late one
-        finally:
-            await a.close()
-            await b.close()
+        monkeypatch.setattr(pg.Connection, "execute", execute)
+        await store_b.rollup(now=now)
+        assert merged == [1]
+        found = await store_a.series.find(1, "queue", {})
+        assert found is not None
+        raw = await store_a.series.history(found[0], base - 1, base + window, "raw")
+        assert (late.ts, 5.0) in zip(raw["ts"], raw["avg"], strict=True)
+        assert len(raw["ts"]) == len(samples) + 1
+        # B's rollup of the late point's minute read it too.
+        m1 = await store_a.series.history(found[0], base, base + 59, "1m")
+        assert m1["max"] == [5.0]
+        assert m1["avg"] == [pytest.approx((6 * 1.0 + 5.0) / 7)]  # six points of 1.0 and the late one
