@@ -40,6 +40,16 @@ async def core_server(tmp_path: Path) -> AsyncIterator[RunningCore]:
 
 
 @pytest.fixture
+async def real_core(tmp_path: Path) -> AsyncIterator[RunningCore]:
+    """A core for real agents: agent_interval=0 lets each agent keep its own (fast) interval."""
+    server = await RunningCore(tmp_path / "core", agent_interval=0.0).start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     """The core's database, migrated and open, on a file of its own."""
     if not os.environ.get("SM_DEVKIT_POSTGRESQL"):

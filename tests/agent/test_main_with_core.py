@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +16,6 @@ from servermanager.agent.link.connection import AuthFailedError, ConnState
 from servermanager.agent.main import Agent
 from tests.agent.fakes import AgentRunner, fast_settings
 from tests.helpers.wait import wait_until
-
-
-@pytest.fixture
-async def real_core(tmp_path: Path) -> AsyncIterator[RunningCore]:
-    # agent_interval=0: the core lets each agent keep its own (fast) interval.
-    server = await RunningCore(tmp_path / "core", agent_interval=0.0).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def stored(server: RunningCore, node_id: int) -> list[int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +15,6 @@ from servermanager.agent.main import Agent
 from servermanager.agent.plugins.config import CheckSettings, CustomSettings
 from tests.agent.fakes import AgentRunner, fast_settings
 from tests.helpers.wait import wait_until
-
-
-@pytest.fixture
-async def real_core(tmp_path: Path) -> AsyncIterator[RunningCore]:
-    server = await RunningCore(tmp_path / "core", agent_interval=0.0).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

@@ -87,15 +87,6 @@ async def runner() -> AsyncIterator[AgentRunner]:
         await r.close()
 
 
-@pytest.fixture
-async def real_core(tmp_path: Path) -> AsyncIterator[RunningCore]:
-    server = await RunningCore(tmp_path / "core", agent_interval=0.0).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
 async def enrolled(
     tmp_path: Path, core: RunningCore, runner: AgentRunner, name: str, ex: ExecSettings
 ) -> int:

@@ -5,7 +5,6 @@ the real run then confirms."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +17,6 @@ from tests.agent.fakes import AgentRunner, fake_systemctl, fast_settings
 from tests.helpers.core import RawAgent
 from tests.helpers.signing import Operator
 from tests.helpers.wait import wait_for, wait_until
-
-
-@pytest.fixture
-async def real_core(tmp_path: Path) -> AsyncIterator[RunningCore]:
-    server = await RunningCore(tmp_path / "core", agent_interval=0.0).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def start(

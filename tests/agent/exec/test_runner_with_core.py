@@ -8,7 +8,6 @@ import re
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,6 @@ from tests.agent.exec.test_leftovers import alive_with
 from tests.agent.fakes import AgentRunner, fake_systemctl, fast_settings, pid_gone
 from tests.helpers.core import RawClient
 from tests.helpers.wait import wait_for, wait_until
-
-
-@pytest.fixture
-async def real_core(tmp_path: Path) -> AsyncIterator[RunningCore]:
-    server = await RunningCore(tmp_path / "core", agent_interval=0.0).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def enrolled(

@@ -7,7 +7,6 @@ unsigned, replay, retarget): only the first runs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +25,6 @@ from tests.helpers.signing import Operator
 from tests.helpers.wait import wait_for, wait_until
 
 REPLAYED = "replayed nonce: this agent has already received this signed request"
-
-
-@pytest.fixture
-async def real_core(tmp_path: Path) -> AsyncIterator[RunningCore]:
-    server = await RunningCore(tmp_path / "core", agent_interval=0.0).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def enrolled(
