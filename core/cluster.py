@@ -445,6 +445,15 @@ class Cluster:
             await self._xadd(core, payload)
             self._queued.popleft()
 
+    async def _inbox_start(self, key: str) -> str:
+        """The id after which this core's inbox is new to it: its newest entry's now, or 0-0 when it
+        has none. A real id, never "$" on every XREAD: "$" means "after what is there when this call
+        starts", so a message that arrived between two calls (while the last batch was handled, or
+        as a one-second block ended empty) was skipped, and a command or log request routed to this
+        core was lost."""
+        newest: Any = await self.redis.xrevrange(key, count=1)
+        return _text(newest[0][0]) if newest else "0-0"
+
     async def _read_inbox(self) -> None:
         key = self.inbox(self.me)
         while True:
@@ -452,6 +461,8 @@ class Cluster:
                 await self.bus.up.wait()
                 continue
             try:
+                if self._inbox_last == "$":
+                    self._inbox_last = await self._inbox_start(key)
                 got: Any = await self.redis.xread({key: self._inbox_last}, block=1000, count=500)
             except (RedisError, OSError) as exc:
                 self.bus.mark_down(exc)

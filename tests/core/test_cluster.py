@@ -232,6 +232,38 @@ async def test_logs_follow_on_a_reads_the_agent_on_b(tmp_path: Path, pfx: str) -
         await _stop(a, b)
 
 
+async def test_an_inbox_message_that_arrives_between_two_reads_is_delivered(
+    tmp_path: Path, pfx: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frame routed to the core holding the agent lands in that core's inbox while its reader is
+    between two XREADs (one just returned): it is read by the next one, not skipped. Reading from
+    "$" on every call lost it, and with it a command or a log request (a CI run hung on one)."""
+    [seed] = await seeded(tmp_path, ["web1"])
+    a, b = await start_cores(tmp_path, pfx, 2)
+    try:
+        agent = _on(seed, b)
+        await agent.hello()
+        assert a.core.cluster is not None and b.core.cluster is not None
+        sender, reader = a.core.cluster, b.core.cluster
+        real = reader.redis.xread
+        landed: list[bool] = []
+
+        async def xread(streams: dict[str, str], **kw: object) -> object:
+            got = await real(streams, **kw)  # type: ignore[arg-type]
+            if not landed:
+                landed.append(True)
+                # Core A routes a frame to B's agent now, before B's reader calls XREAD again.
+                await sender.to_agent(reader.me, seed.node_id or 0, p.LogsCancel(request_id="between"))
+            return got
+
+        monkeypatch.setattr(reader.redis, "xread", xread)
+        cancel = await agent.recv_type(p.LogsCancel, timeout=10)
+        assert landed == [True] and cancel.request_id == "between"
+        await agent.close()
+    finally:
+        await _stop(a, b)
+
+
 async def test_newer_connection_on_another_core_wins(tmp_path: Path, pfx: str, rds: aioredis.Redis) -> None:
     [seed] = await seeded(tmp_path, ["web1"])
     a, b = await start_cores(tmp_path, pfx, 2)
