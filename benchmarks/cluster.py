@@ -331,30 +331,20 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     raise_nofile_limit()
     results: dict[str, Any] = {"machine": machine_info(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     work = Path(tempfile.mkdtemp(prefix="sm-cluster-bench-"))
+    opts = LoadOptions(
+        interval=1.0,
+        per_process=args.per_process,
+        warmup=args.warmup,
+        duration=args.duration,
+        start_timeout=300.0,
+        connect_timeout=10.0,
+        ping_interval=0.0,
+        profile=None,
+    )
     try:
         if "bus" in args.parts:
-            opts = LoadOptions(
-                interval=1.0,
-                per_process=args.per_process,
-                warmup=args.warmup,
-                duration=args.duration,
-                start_timeout=300.0,
-                connect_timeout=10.0,
-                ping_interval=0.0,
-                profile=None,
-            )
             results["bus"] = await bench_bus(opts, args.agents, work, args.redis)
         if "scale" in args.parts:
-            opts = LoadOptions(
-                interval=1.0,
-                per_process=args.per_process,
-                warmup=args.warmup,
-                duration=args.duration,
-                start_timeout=300.0,
-                connect_timeout=10.0,
-                ping_interval=0.0,
-                profile=None,
-            )
             (work / "scale").mkdir()
             steps = [int(x) for x in args.steps.split(",") if x]
             results["scale"] = await bench_scale(

@@ -363,18 +363,25 @@ async def _start(c: Call, targets: Targets, frame_args: dict[str, Any], **kw: An
     return cmd
 
 
-async def create_command(c: Call) -> m.CommandInfo:
-    body: m.CommandCreate = c.body
+async def _create(
+    c: Call, body: m.CommandCreate | m.ServiceBatch, frame_args: dict[str, Any]
+) -> m.CommandInfo:
+    """A command or service batch started from its body's targets, queueing and signatures."""
     cmd = await _start(
         c,
         body.targets,
-        _command_args(body),
+        frame_args,
         queue_offline=body.queue_offline,
         expires_in=body.expires_in,
         command_id=body.id,
         signatures=body.signatures,
     )
     return cmd.info()
+
+
+async def create_command(c: Call) -> m.CommandInfo:
+    body: m.CommandCreate = c.body
+    return await _create(c, body, _command_args(body))
 
 
 def _command_args(body: m.CommandCreate) -> dict[str, Any]:
@@ -416,16 +423,7 @@ async def preview_service_batch(c: Call) -> m.CommandPreview:
 
 async def create_service_batch(c: Call) -> m.CommandInfo:
     body: m.ServiceBatch = c.body
-    cmd = await _start(
-        c,
-        body.targets,
-        _service_args(body),
-        queue_offline=body.queue_offline,
-        expires_in=body.expires_in,
-        command_id=body.id,
-        signatures=body.signatures,
-    )
-    return cmd.info()
+    return await _create(c, body, _service_args(body))
 
 
 async def list_commands(c: Call) -> m.CommandList:
