@@ -137,17 +137,24 @@ class RestClient(QObject):
         # Signs every command and service request (the operator's key); None sends them unsigned.
         self.signer: Signer | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._closed = False
         self._refresh_lock = asyncio.Lock()
 
     # ------------------------------------------------------------ plumbing
 
     def http(self) -> aiohttp.ClientSession:
-        """The HTTP connection pool, shared with the live socket."""
+        """The HTTP connection pool, shared with the live socket; none once the client is closed."""
+        if self._closed:
+            # A task that was waiting (on the keyring, a back-off) when the client closed must not
+            # open a pool that nothing would ever close.
+            raise CoreError("closed", "This connection to the core has been closed.")
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         return self._http
 
     async def close(self) -> None:
+        """Close the pool for good: later requests raise CoreError("closed")."""
+        self._closed = True
         if self._http is not None:
             await self._http.close()
             self._http = None

@@ -11,7 +11,7 @@ from servermanager.common.rest import History
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.net.live import LinkState
-from servermanager.desktop.net.rest import Session, normalize_url
+from servermanager.desktop.net.rest import RestClient, Session, normalize_url
 from servermanager.desktop.secrets import SERVICE
 from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import (
@@ -86,3 +86,15 @@ def test_calls_need_a_session_and_urls_are_normalized(ctx: AppContext, run: Run)
     session = Session("http://c", "sma_x", "bot", "viewer")
     assert session.is_api_token and not session.can_edit
     assert not Session("http://c", "a", "ann", "operator", refresh_token="r").is_api_token
+
+
+def test_a_closed_client_opens_no_new_connection_pool(core: RunningCore, run: Run) -> None:
+    # A sign-in still waiting on the keyring when its core was closed went on to open a fresh pool
+    # that nothing closed (CI saw it as "Unclosed client session" at teardown).
+    rest = RestClient(request_timeout=3.0)
+    run(rest.request("GET", core.url + "/api/v1/health"))
+    run(rest.close())
+    with pytest.raises(CoreError) as err:
+        run(rest.request("GET", core.url + "/api/v1/health"))
+    assert err.value.kind == "closed"
+    assert rest._http is None
