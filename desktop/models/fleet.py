@@ -104,8 +104,9 @@ LEADING: tuple[Column, ...] = (
 
 
 def _containers(node: p.NodeInfo, _now: float) -> tuple[str, Any]:
-    # None: the agent sent no list (no engine, or [containers] off), which is not "0 running".
-    return ("" if node.containers is None else str(node.containers)), (
+    # None: the agent sent no list (no engine, or [containers] off), which is not "0 running":
+    # a dash, as for any value the node does not report.
+    return (NA if node.containers is None else str(node.containers)), (
         -1 if node.containers is None else node.containers
     )
 

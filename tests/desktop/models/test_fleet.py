@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt
 from pytestqt.qtbot import QtBot
 
@@ -191,7 +192,13 @@ def test_metric_cells_read_as_their_unit() -> None:
     assert by_key["load1"] == ("1.50", 1.5)
     assert by_key["uptime"] == ("3d 2h", 3 * 86400 + 7200.0)
     empty = p.NodeInfo(2, "new", "", [], False, None, 0.0)
-    assert {c.key: c.cell(empty, 0.0) for c in fleet_columns()}["cpu_pct"] == ("\N{EN DASH}", None)
+    cells = {c.key: c.cell(empty, 0.0) for c in fleet_columns()}
+    assert cells["cpu_pct"] == ("\N{EN DASH}", None)
+    # No engine (or [containers] off) is not "0 running": a dash, sorted below every count.
+    assert cells["containers"] == ("\N{EN DASH}", -1)
+    assert by_key["containers"] == ("\N{EN DASH}", -1)
+    counted = msgspec.structs.replace(empty, containers=0)
+    assert {c.key: c.cell(counted, 0.0) for c in fleet_columns()}["containers"] == ("0", 0)
 
 
 def test_one_more_row_is_one_more_column(qtbot: QtBot, qtmodeltester: Any) -> None:
