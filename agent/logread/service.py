@@ -17,6 +17,7 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
     from servermanager.agent.logread.eventlog import EvtLogApi, Formatter
 
 log = logging.getLogger(__name__)
+
+# What one poll of a follow read: its entries, notes for the user, and whether any were cut.
+Polled = tuple[list[LogEntry], list[str], bool]
 
 ONE_SHOT_TIMEOUT = 20.0  # seconds journalctl may take for one read
 EVENTLOG_POLL_LIMIT = 10_000  # Event Log records one follow poll turns into entries; more are skipped
@@ -201,6 +205,32 @@ class LogService:
                 )
             )
 
+    async def _poll_follow(
+        self, req: LogsRequest, send: Send, poll: Callable[[Bucket], Awaitable[Polled | None]]
+    ) -> None:
+        """A follow by polling (files, the Event Log): every poll_every, what `poll` read within
+        max_bytes_per_second goes out as one chunk with its notes, until follow_timeout (said in a
+        last chunk). `poll` returns None when there is nothing to read yet (a file mid-rotation)."""
+        bucket = Bucket(self.settings.max_bytes_per_second)
+        try:
+            async with asyncio.timeout(self.settings.follow_timeout):
+                while True:
+                    await asyncio.sleep(self.poll_every)
+                    got = await poll(bucket)
+                    if got is None:
+                        continue
+                    entries, notes, cut = got
+                    if entries or notes:
+                        await self._emit(
+                            send, req.request_id, entries, truncated=cut, note="; ".join(notes) or None
+                        )
+        except TimeoutError:
+            await self._follow_ended(req, send)
+
+    async def _follow_ended(self, req: LogsRequest, send: Send) -> None:
+        note = f"follow ended after {self.settings.follow_timeout:g}s ([logs] follow_timeout)"
+        await self._emit(send, req.request_id, [], eof=True, note=note)
+
     # ------------------------------------------------------------ files
 
     def _file_query(self, q: LogQuery) -> str:
@@ -236,40 +266,25 @@ class LogService:
             await self._emit(
                 send, req.request_id, self._lines(got.lines, None), truncated=got.truncated, note=got.note
             )
-            bucket = Bucket(s.max_bytes_per_second)
-            async with asyncio.timeout(s.follow_timeout):
-                while True:
-                    await asyncio.sleep(self.poll_every)
-                    try:
-                        polled = await asyncio.to_thread(follower.poll, max(1, bucket.available()))
-                    except LogRefused as exc:  # rotated into something the allowlist refuses
-                        raise LogRefused(f"stopped following: {exc}", exc.code) from None
-                    except FileNotFoundError:
-                        continue
-                    lines_now = [x for x in polled.lines if q.match is None or q.match in x]
-                    bucket.take(sum(len(x) + 1 for x in polled.lines))
-                    notes = list(polled.notes)
-                    if polled.skipped:
-                        notes.append(
-                            f"{polled.skipped} bytes skipped: more than max_bytes_per_second = "
-                            f"{s.max_bytes_per_second} arrived"
-                        )
-                    if lines_now or notes:
-                        await self._emit(
-                            send,
-                            req.request_id,
-                            self._lines(lines_now, time.time()),
-                            truncated=bool(polled.skipped),
-                            note="; ".join(notes) or None,
-                        )
-        except TimeoutError:
-            await self._emit(
-                send,
-                req.request_id,
-                [],
-                eof=True,
-                note=f"follow ended after {s.follow_timeout:g}s ([logs] follow_timeout)",
-            )
+
+            async def poll(bucket: Bucket) -> Polled | None:
+                try:
+                    polled = await asyncio.to_thread(follower.poll, max(1, bucket.available()))
+                except LogRefused as exc:  # rotated into something the allowlist refuses
+                    raise LogRefused(f"stopped following: {exc}", exc.code) from None
+                except FileNotFoundError:
+                    return None
+                bucket.take(sum(len(x) + 1 for x in polled.lines))
+                notes = list(polled.notes)
+                if polled.skipped:
+                    notes.append(
+                        f"{polled.skipped} bytes skipped: more than max_bytes_per_second = "
+                        f"{s.max_bytes_per_second} arrived"
+                    )
+                lines_now = [x for x in polled.lines if q.match is None or q.match in x]
+                return self._lines(lines_now, time.time()), notes, bool(polled.skipped)
+
+            await self._poll_follow(req, send, poll)
         finally:
             follower.close()
 
@@ -321,40 +336,25 @@ class LogService:
             await self._emit(
                 send, req.request_id, recent.entries, truncated=recent.truncated, note=recent.note
             )
-            bucket = Bucket(s.max_bytes_per_second)
-            async with asyncio.timeout(s.follow_timeout):
-                while True:
-                    await asyncio.sleep(self.poll_every)
-                    polled, skipped = await asyncio.to_thread(follower.poll, EVENTLOG_POLL_LIMIT)
-                    batch = []
-                    for e in polled:
-                        if not passes(e, q):
-                            continue
-                        if bucket.take(entry_size(e)):
-                            batch.append(e)
-                        else:
-                            skipped += 1
-                    notes = follower.take_notes()
-                    if skipped:
-                        notes.append(
-                            f"{skipped} entries skipped: over max_bytes_per_second = {s.max_bytes_per_second}"
-                        )
-                    if batch or notes:
-                        await self._emit(
-                            send,
-                            req.request_id,
-                            batch,
-                            truncated=bool(skipped),
-                            note="; ".join(notes) or None,
-                        )
-        except TimeoutError:
-            await self._emit(
-                send,
-                req.request_id,
-                [],
-                eof=True,
-                note=f"follow ended after {s.follow_timeout:g}s ([logs] follow_timeout)",
-            )
+
+            async def poll(bucket: Bucket) -> Polled:
+                polled, skipped = await asyncio.to_thread(follower.poll, EVENTLOG_POLL_LIMIT)
+                batch = []
+                for e in polled:
+                    if not passes(e, q):
+                        continue
+                    if bucket.take(entry_size(e)):
+                        batch.append(e)
+                    else:
+                        skipped += 1
+                notes = follower.take_notes()
+                if skipped:
+                    notes.append(
+                        f"{skipped} entries skipped: over max_bytes_per_second = {s.max_bytes_per_second}"
+                    )
+                return batch, notes, bool(skipped)
+
+            await self._poll_follow(req, send, poll)
         finally:
             await asyncio.to_thread(follower.close)
 
@@ -432,13 +432,7 @@ class LogService:
             reader.result()  # journalctl ended (it should not while following): say why
             await self._emit(send, req.request_id, [], eof=True, note="journalctl ended")
         except TimeoutError:
-            await self._emit(
-                send,
-                req.request_id,
-                [],
-                eof=True,
-                note=f"follow ended after {s.follow_timeout:g}s ([logs] follow_timeout)",
-            )
+            await self._follow_ended(req, send)
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
