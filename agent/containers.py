@@ -367,6 +367,7 @@ class ContainerWatcher:
         self.engine: Engine | None = None
         self.note: str | None = None  # why there is no list (no socket, engine error), for logs
         self.polls = 0  # completed polls, listed or not; tests wait on it
+        self.found = False  # an engine's socket was seen since the start (one gone is then news)
         self._rates = RateTracker(clock)
         self._cpu: dict[str, tuple[int, int]] = {}  # id -> (container ns, system ns) last seen
         self._lock = threading.Lock()
@@ -386,13 +387,17 @@ class ContainerWatcher:
             with contextlib.suppress(OSError):
                 if stat.S_ISSOCK(os.stat(path).st_mode):
                     self.engine = Engine(path, self.settings.timeout)
+                    self.found = True
                     log.info("containers: engine socket %s", path)
                     return self.engine
         return None
 
-    def _say(self, note: str | None) -> None:
+    def _say(self, note: str | None, expected: bool = False) -> None:
+        """Log a change of state once. `expected`: nothing is wrong (no engine here, and
+        `enabled = "auto"` asked for containers only where one runs), so not a warning."""
         if note != self.note:
-            (log.info if note is None else log.warning)("containers: %s", note or "engine answering again")
+            level = logging.INFO if note is None or expected else logging.WARNING
+            log.log(level, "containers: %s", note or "engine answering again")
         self.note = note
 
     async def run(self) -> None:
@@ -411,7 +416,10 @@ class ContainerWatcher:
         try:
             engine = self._find()
             if engine is None:
-                self._say(f"no engine socket at {' or '.join(self.settings.sockets())}")
+                self._say(
+                    f"no engine socket at {' or '.join(self.settings.sockets())}",
+                    expected=self.settings.enabled == "auto" and not self.found,
+                )
                 return None
             try:
                 listed = parse_list(await engine.get("/containers/json", {"all": "1"}))

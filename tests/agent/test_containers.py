@@ -4,7 +4,9 @@ the watcher and container logs against a real engine (Podman's Docker-compatible
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import socket
 import struct
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -216,11 +218,38 @@ async def test_a_hanging_engine_costs_one_timeout_and_no_list(silent_socket: str
         await Engine(silent_socket + ".missing", 1.0).get("/containers/json")
 
 
-async def test_no_socket_means_no_list_and_says_where_it_looked(tmp_path: Path) -> None:
+async def test_no_socket_means_no_list_and_says_where_it_looked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     s = ContainersSettings(socket=str(tmp_path / "docker.sock"))
     s.validate()
     w = ContainerWatcher(s)
-    assert await w.poll() is None and w.note == f"no engine socket at {tmp_path / 'docker.sock'}"
+    with caplog.at_level(logging.INFO, logger="servermanager.agent.containers"):
+        assert await w.poll() is None and w.note == f"no engine socket at {tmp_path / 'docker.sock'}"
+    # The default, enabled = "auto", asks for containers only where an engine runs: none here is
+    # no fault, so no warning on every start of an agent on a host without Docker.
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(logging.INFO, f"containers: {w.note}")]
+
+
+@pytest.mark.parametrize("enabled", ["true", "auto"], ids=["asked-for", "seen-then-gone"])
+async def test_a_missing_engine_is_a_warning_when_asked_for_or_gone(
+    caplog: pytest.LogCaptureFixture, enabled: str
+) -> None:
+    sock = Path(tempfile.mkdtemp(prefix="sm-gone-")) / "docker.sock"  # short, as socket paths must be
+    s = ContainersSettings(enabled=enabled, socket=str(sock))
+    s.validate()
+    w = ContainerWatcher(s)
+    if enabled == "auto":  # an engine was there, then its socket went away
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(str(sock))
+        await w.poll()  # it found the socket (nothing answers on it: a warning of its own)
+        sock.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="servermanager.agent.containers"):
+        assert await w.poll() is None
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, f"containers: no engine socket at {sock}")
+    ]
 
 
 # ---------------------------------------------------------------- a real engine
