@@ -15,11 +15,9 @@ from PySide6.QtCore import (
 )
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QScrollArea,
     QSplitter,
     QTableView,
     QVBoxLayout,
@@ -34,6 +32,7 @@ from servermanager.desktop.context import AppContext
 from servermanager.desktop.format import NA, fmt_bytes, fmt_rate, fmt_time
 from servermanager.desktop.models.columns import SORT_ROLE, Column, ColumnsModel
 from servermanager.desktop.net.errors import CoreError
+from servermanager.desktop.widgets import scrolled
 
 HISTORY_SPAN = 3600.0  # seconds of a picked container's history the charts show
 # Percent of one CPU, as `docker stats` shows it: 250 % is two and a half CPUs busy.
@@ -139,13 +138,9 @@ class ContainersPanel(QWidget):
         col.addLayout(row, 1)
         # In a scroll area: the charts' own minimum height must not make the node view (whose tabs
         # share one height) taller than a 1024x640 window.
-        charts_area = QScrollArea()
-        charts_area.setWidgetResizable(True)
-        charts_area.setFrameShape(QFrame.Shape.NoFrame)
-        charts_area.setWidget(charts)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.table)
-        split.addWidget(charts_area)
+        split.addWidget(scrolled(charts))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 4, 0, 0)
         layout.addWidget(self.when)

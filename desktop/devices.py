@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PySide6.QtWidgets import QComboBox, QFrame, QHBoxLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from servermanager.common import rest as m
 from servermanager.common.metric_table import Unit
@@ -17,6 +17,7 @@ from servermanager.desktop.charts.panel import ChartPanel
 from servermanager.desktop.charts.ranges import LAST_1H, HistoryRequest
 from servermanager.desktop.context import AppContext
 from servermanager.desktop.net.errors import CoreError
+from servermanager.desktop.widgets import scrolled
 
 # The label that names the device in each kind of device series (core/store/devices.py), the
 # word the picker shows before it, and the order kinds are listed in.
@@ -165,10 +166,7 @@ class DevicesPanel(QWidget):
         layout.addWidget(self.empty)
         # In a scroll area: the charts' own minimum height must not make the node view (whose tabs
         # share one height) taller than a 1024x640 window.
-        self.charts_scroll = QScrollArea()
-        self.charts_scroll.setWidgetResizable(True)
-        self.charts_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.charts_scroll.setWidget(self.chart_box)
+        self.charts_scroll = scrolled(self.chart_box)
         layout.addWidget(self.charts_scroll, 1)
 
     # ------------------------------------------------------------ the devices

@@ -10,11 +10,9 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QFormLayout,
-    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QScrollArea,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -41,6 +39,7 @@ from servermanager.desktop.net.errors import CoreError
 from servermanager.desktop.processes import ProcessesPanel
 from servermanager.desktop.series import SeriesPanel
 from servermanager.desktop.services import ServicesPanel
+from servermanager.desktop.widgets import scrolled
 
 
 def _initial_range(ctx: AppContext, node: p.NodeInfo | None) -> ChartRange:
@@ -161,10 +160,7 @@ class NodeView(QWidget):
         self.chart_note.hide()
         self.charts_layout.addWidget(self.chart_note)
         # On a short window the charts scroll rather than being cut off below the window's edge.
-        self.charts_scroll = QScrollArea()
-        self.charts_scroll.setWidgetResizable(True)
-        self.charts_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.charts_scroll.setWidget(self.charts)
+        self.charts_scroll = scrolled(self.charts)
         self.charts_layout.addWidget(self.charts_scroll, 1)
         self._fields = sorted({f for chart in self.charts.charts.values() for f in chart.fields})
         self._history: asyncio.Task[None] | None = None

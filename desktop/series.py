@@ -13,10 +13,8 @@ from PySide6.QtCore import (
 )
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QFrame,
     QHeaderView,
     QLabel,
-    QScrollArea,
     QSplitter,
     QTableView,
     QVBoxLayout,
@@ -33,6 +31,7 @@ from servermanager.desktop.context import AppContext
 from servermanager.desktop.format import NA, fmt_ago
 from servermanager.desktop.models.columns import SORT_ROLE, Column, ColumnsModel
 from servermanager.desktop.net.errors import CoreError
+from servermanager.desktop.widgets import scrolled
 
 # Series whose value is a 1/0 state rather than a measure: shown as up or down.
 UP_SERIES = ("check_up", "plugin_up")
@@ -121,10 +120,7 @@ class SeriesPanel(QWidget):
         self.table.setMinimumHeight(48)
         # In a scroll area: the chart's own minimum height must not make the node view (whose tabs
         # share one height) taller than a 1024x640 window.
-        self.charts_scroll = QScrollArea()
-        self.charts_scroll.setWidgetResizable(True)
-        self.charts_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.charts_scroll.setWidget(self.chart_box)
+        self.charts_scroll = scrolled(self.chart_box)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.table)
         split.addWidget(self.charts_scroll)

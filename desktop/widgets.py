@@ -19,10 +19,12 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
     QDialogButtonBox,
+    QFrame,
     QHeaderView,
     QLabel,
     QLayout,
     QMessageBox,
+    QScrollArea,
     QSizePolicy,
     QStyle,
     QStyledItemDelegate,
@@ -99,6 +101,17 @@ class FormDialog(QDialog):
     def show_error(self, message: str) -> None:
         self.error.setText(message)
         self.error.setVisible(bool(message))
+
+
+def scrolled(content: QWidget) -> QScrollArea:
+    """`content` in a frameless scroll area that sizes it to its width: charts whose own minimum
+    heights add up to more than a short window (1024x640) scroll instead of stretching the window
+    or being cut off at its edge."""
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setWidget(content)
+    return area
 
 
 def confirm(parent: QWidget, title: str, text: str, ok: str, then: Callable[[], object]) -> QMessageBox:
