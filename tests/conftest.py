@@ -7,8 +7,12 @@ own instead, so the tests using them run on the other backend unchanged.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
-from collections.abc import AsyncIterator, Iterator
+import sys
+import threading
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,14 +21,49 @@ from devkit.cores import RunningCore
 from servermanager.core.store.db import Database
 from tests.helpers.pg import create_database, drop_database
 
+# Seconds before pytest-timeout's limit at which a test still running has its asyncio tasks printed.
+TASK_DUMP_LEAD = 10.0
+
+
+def _print_tasks(loop: asyncio.AbstractEventLoop, nodeid: str) -> None:
+    """Every task of `loop` and where each waits: pytest-timeout's thread stacks show only that the
+    loop is idle in select(), not which await never ends."""
+    tasks = asyncio.all_tasks(loop)
+    print(f"\n+++ {nodeid}: {len(tasks)} asyncio tasks near the timeout +++", file=sys.stderr)
+    for task in sorted(tasks, key=lambda t: t.get_name()):
+        print(f"--- {task!r}", file=sys.stderr)
+        task.print_stack(limit=12, file=sys.stderr)
+
+
+def _dump_running_loops(nodeid: str) -> None:
+    # Runs in a timer thread while the test's loop is blocked in select(): the loop is found among
+    # live objects and asked, thread-safely, to print its own tasks.
+    for obj in gc.get_objects():
+        if isinstance(obj, asyncio.AbstractEventLoop) and obj.is_running():
+            obj.call_soon_threadsafe(_print_tasks, obj, nodeid)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    marker = item.get_closest_marker("timeout")
+    limit = float(marker.args[0]) if marker and marker.args else float(item.config.getini("timeout") or 0)
+    timer = None
+    if limit > TASK_DUMP_LEAD:
+        timer = threading.Timer(limit - TASK_DUMP_LEAD, _dump_running_loops, args=(item.nodeid,))
+        timer.daemon = True
+        timer.start()
+    try:
+        return (yield)
+    finally:
+        if timer is not None:
+            timer.cancel()
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _drop_postgresql_databases() -> Iterator[None]:
     """The PostgreSQL databases of the session's cores (SM_DEVKIT_POSTGRESQL), dropped at its end."""
     yield
     if os.environ.get("SM_DEVKIT_POSTGRESQL"):
-        import asyncio
-
         from devkit.cores import drop_postgresql_databases
 
         asyncio.run(drop_postgresql_databases())
@@ -76,7 +115,6 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 def agent_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The agent package as a core without `agent_package` builds it (pip wheel of this tree), once per
     session; cores in tests get it through the setting, so each does not build its own."""
-    import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
     from servermanager.core.install.package import PackageSource
