@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from servermanager.common.protocol import AGENT_WS_PATH, CLIENT_WS_PATH, CloseCode
+from servermanager.common.tasks import stop_tasks
 from servermanager.core.alerts.channels import Channels
 from servermanager.core.alerts.engine import AlertEngine
 from servermanager.core.alerts.incidents import Incidents
@@ -93,9 +94,7 @@ def _job(
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(loop(), name=name)
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_tasks(task)  # a job on PostgreSQL or Redis may lose its first cancel
 
     return ctx
 

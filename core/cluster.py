@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 
 from servermanager.common import protocol as p
 from servermanager.common.series import PluginStatus
+from servermanager.common.tasks import stop_tasks
 from servermanager.core.auth import Role
 from servermanager.core.logs import OFFLINE
 from servermanager.core.nodes import Nodes, NodeState, RemoteLink
@@ -191,12 +192,8 @@ class Cluster:
 
     async def stop(self) -> None:
         """Let go of leadership and of the nodes this core holds, so others take over at once."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await stop_tasks(*tasks)  # each sends through redis-py, which can lose a cancel (see stop_tasks)
         if self.bus.down_since is None:
             with contextlib.suppress(RedisError, OSError):
                 keys = [self.owner_key(st.id) for st in self.nodes.nodes.values() if st.here]

@@ -15,6 +15,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from servermanager.common.backoff import Backoff
+from servermanager.common.tasks import stop_tasks
 from servermanager.core.auth import Role
 from servermanager.core.bus import Bus
 from servermanager.core.settings import redact_url
@@ -104,12 +105,9 @@ class RedisBus(Bus):
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        # stop_tasks: redis-py's writes go through wait_for(), which can lose a cancel (3.11).
+        tasks, self._tasks = self._tasks, []
+        await stop_tasks(*tasks)
         with contextlib.suppress(RedisError, OSError):
             await self.redis.aclose()
 

@@ -25,14 +25,35 @@ from tests.helpers.pg import create_database, drop_database
 TASK_DUMP_LEAD = 10.0
 
 
+def _await_chain(task: asyncio.Task[object]) -> list[str]:
+    """Where a task waits, outermost first: each coroutine it awaits, down to the last future (the
+    task's own stack shows only the outermost frame)."""
+    out: list[str] = []
+    aw: object = task.get_coro()
+    while aw is not None and len(out) < 40:
+        frame = (
+            getattr(aw, "cr_frame", None) or getattr(aw, "gi_frame", None) or getattr(aw, "ag_frame", None)
+        )
+        if frame is None:
+            out.append(f"  awaiting {aw!r:.200}")
+            break
+        out.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        aw = (
+            getattr(aw, "cr_await", None)
+            or getattr(aw, "gi_yieldfrom", None)
+            or getattr(aw, "ag_await", None)
+        )
+    return out
+
+
 def _print_tasks(loop: asyncio.AbstractEventLoop, nodeid: str) -> None:
     """Every task of `loop` and where each waits: pytest-timeout's thread stacks show only that the
     loop is idle in select(), not which await never ends."""
     tasks = asyncio.all_tasks(loop)
     print(f"\n+++ {nodeid}: {len(tasks)} asyncio tasks near the timeout +++", file=sys.stderr)
     for task in sorted(tasks, key=lambda t: t.get_name()):
-        print(f"--- {task!r}", file=sys.stderr)
-        task.print_stack(limit=12, file=sys.stderr)
+        print(f"--- {task!r:.300}", file=sys.stderr)
+        print("\n".join(_await_chain(task)), file=sys.stderr)
 
 
 def _dump_running_loops(nodeid: str) -> None:
@@ -44,7 +65,11 @@ def _dump_running_loops(nodeid: str) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
+    # The whole item, as pytest-timeout counts it: setup, call and teardown (a fixture's teardown
+    # that stops two cores can hang as well).
     marker = item.get_closest_marker("timeout")
     limit = float(marker.args[0]) if marker and marker.args else float(item.config.getini("timeout") or 0)
     timer = None
