@@ -201,7 +201,8 @@ async def bench_failover(count: int, workdir: Path, redis: str, pg: str, timeout
         watcher.since, watcher.expected = killed_at, count
         os.kill(b.proc.pid, signal.SIGKILL)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(watcher.all_back.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await watcher.all_back.wait()
         delays = sorted(t - killed_at for t in watcher.back.values())
         out["nodes_back"] = len(delays)
         out["seconds_after_kill"] = {

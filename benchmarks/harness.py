@@ -213,12 +213,14 @@ async def terminate(proc: asyncio.subprocess.Process, timeout: float = 20.0) -> 
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await proc.wait()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), 10)
+                async with asyncio.timeout(10):
+                    await proc.wait()
     return proc.returncode
 
 
@@ -490,6 +492,7 @@ class PushClient:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, 10)
+                async with asyncio.timeout(10):
+                    await self._task
         if self._session is not None:
             await self._session.close()

@@ -541,7 +541,8 @@ async def run(opts: Options, workdir: Path) -> dict[str, Any]:
         out["client_drops"] = client.drops[:20]
         await fleet.command("stop")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(fleet.proc.wait(), 30)
+            async with asyncio.timeout(30):
+                await fleet.proc.wait()
         await client.stop()
         out["core_exit_code"] = await core.stop()
     out["rss_mb"] = _rss_summary(rss, opts)

@@ -109,7 +109,8 @@ async def _end(proc: asyncio.subprocess.Process) -> None:
 async def _stderr_tail(proc: asyncio.subprocess.Process) -> str:
     assert proc.stderr is not None
     with contextlib.suppress(Exception):
-        err = (await asyncio.wait_for(proc.stderr.read(4096), 1.0)).decode("utf-8", "replace").strip()
+        async with asyncio.timeout(1.0):
+            err = (await proc.stderr.read(4096)).decode("utf-8", "replace").strip()
         return err.splitlines()[-1] if err else ""
     return ""
 
@@ -127,7 +128,8 @@ async def entries(argv: list[str], *, timeout: float | None) -> AsyncIterator[Lo
             # between reads, and a scope would cancel whatever its consumer does meanwhile.
             left = None if deadline is None else max(0.0, deadline - loop.time())
             try:
-                line = await asyncio.wait_for(proc.stdout.readline(), left)
+                async with asyncio.timeout(left):
+                    line = await proc.stdout.readline()
             except ValueError:  # asyncio's LimitOverrunError: an entry over LINE_LIMIT
                 raise LogRefused(f"journalctl printed an entry over {LINE_LIMIT} bytes", "failed") from None
             if not line:

@@ -110,7 +110,8 @@ async def check_tcp(target: str, timeout: float) -> CheckResult:
     latency = time.monotonic() - t0
     writer.close()
     with contextlib.suppress(OSError, TimeoutError):
-        await asyncio.wait_for(writer.wait_closed(), timeout=1)
+        async with asyncio.timeout(1):
+            await writer.wait_closed()
     return CheckResult(True, latency=latency)
 
 
@@ -149,7 +150,8 @@ async def _peer_cert_days(url: str, timeout: float) -> float | None:
     finally:
         writer.close()
         with contextlib.suppress(OSError, TimeoutError, ssl_mod.SSLError):
-            await asyncio.wait_for(writer.wait_closed(), timeout=1)
+            async with asyncio.timeout(1):
+                await writer.wait_closed()
 
 
 async def check_http(c: CheckSettings, timeout: float) -> CheckResult:

@@ -101,7 +101,8 @@ async def run_command(argv: list[str], timeout: float, max_output: int) -> str:
                         pass
         with contextlib.suppress(Exception):
             await wait_exit(proc, timeout=2)
-            await asyncio.wait_for(proc.wait(), timeout=2)
+            async with asyncio.timeout(2):
+                await proc.wait()
         OWN_CHILDREN.release(proc)
     if rc != 0:
         said = err.decode("utf-8", errors="replace").strip().splitlines()

@@ -278,7 +278,8 @@ async def bench_alert_cost(load: LoadOptions, opts: AlertOptions, workdir: Path)
                 await f.command("stop")
         for f in fleets:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(f.proc.wait(), 40)
+                async with asyncio.timeout(40):
+                    await f.proc.wait()
         await client.stop()
         out["core_exit_code"] = await core.stop()
     out["core_log"] = core_log_counts(core.log)
@@ -507,7 +508,8 @@ async def bench_alert_latency(
                 await f.command("stop")
         for f in fleets:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(f.proc.wait(), 40)
+                async with asyncio.timeout(40):
+                    await f.proc.wait()
         await probes.stop()
         await client.stop()
         out["core_exit_code"] = await core.stop()

@@ -298,7 +298,8 @@ async def bench_load(
                 await f.command("stop")
         for f in fleets:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(f.proc.wait(), 40)
+                async with asyncio.timeout(40):
+                    await f.proc.wait()
         await client.stop()
         for o in others:
             await o.stop()
@@ -372,7 +373,8 @@ async def start_profile(
 
 async def finish_profile(proc: asyncio.subprocess.Process, path: Path, count: int) -> dict[str, Any]:
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proc.wait(), 60)
+        async with asyncio.timeout(60):
+            await proc.wait()
     await terminate(proc)
     return _keep_profile(path, count)
 

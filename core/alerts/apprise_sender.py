@@ -115,6 +115,7 @@ def _send_sync(url: str, n: Notification, timeout: float) -> None:
 
 async def send(url: str, n: Notification, timeout: float) -> None:
     try:
-        await asyncio.wait_for(asyncio.to_thread(_send_sync, url, n, timeout), timeout * 3)
+        async with asyncio.timeout(timeout * 3):
+            await asyncio.to_thread(_send_sync, url, n, timeout)
     except TimeoutError:
         raise DeliveryError(f"apprise did not finish within {timeout * 3:g}s") from None

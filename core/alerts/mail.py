@@ -89,7 +89,8 @@ async def send(
     msg = build(n, from_addr, to)
     host = urlsplit(url).hostname or "?"
     try:
-        await asyncio.wait_for(asyncio.to_thread(_send_sync, url, starttls, msg, timeout), timeout * 3)
+        async with asyncio.timeout(timeout * 3):
+            await asyncio.to_thread(_send_sync, url, starttls, msg, timeout)
     except DeliveryError:
         raise
     except TimeoutError:

@@ -477,7 +477,8 @@ async def _service_call(c: Call, nid: int, request: ServiceRequest, q: m.Service
         signatures=signatures,
     )
     try:
-        await asyncio.wait_for(cmd.done.wait(), timeout + 5)
+        async with asyncio.timeout(timeout + 5):
+            await cmd.done.wait()
     except TimeoutError:
         raise ApiError(504, "timeout", f"node {node.name} did not answer within {timeout:g}s") from None
     return cmd

@@ -142,7 +142,8 @@ class PackageSource:
                 env={**os.environ, "PIP_NO_INPUT": "1"},
             )
             try:
-                output, _ = await asyncio.wait_for(proc.communicate(), BUILD_TIMEOUT)
+                async with asyncio.timeout(BUILD_TIMEOUT):
+                    output, _ = await proc.communicate()
             except TimeoutError:
                 proc.kill()
                 await proc.wait()

@@ -219,17 +219,18 @@ class LiveLink(QObject):
         """One socket's life: auth, subscribe, then events until it ends (returns) or fails (raises)."""
         url = ws_url(s.url)
         try:
-            ws = await asyncio.wait_for(
+            async with asyncio.timeout(self.request_timeout):
                 # The pin is checked in the TLS handshake: the token below goes only to the pinned core.
-                self.rest.http().ws_connect(url, heartbeat=30.0, max_msg_size=64 << 20, ssl=ssl_for(s.pin)),
-                self.request_timeout,
-            )
+                ws = await self.rest.http().ws_connect(
+                    url, heartbeat=30.0, max_msg_size=64 << 20, ssl=ssl_for(s.pin)
+                )
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             raise self.rest.explain(exc, s.url) from None
         pinger: asyncio.Task[None] | None = None
         try:
             await ws.send_bytes(p.encode(p.Auth(token=s.access_token)))
-            first = await asyncio.wait_for(ws.receive(), self.request_timeout)
+            async with asyncio.timeout(self.request_timeout):
+                first = await ws.receive()
             if first.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
                 if ws.close_code == p.CloseCode.UNAUTHORIZED:
                     raise _SocketRefused
