@@ -193,6 +193,8 @@ class SimAgent:
         self.name = name
         self.node_id: int | None = None
         self.credential: str | None = None
+        # As the real agent: one id for all its attempts to enroll, so a lost welcome is given again.
+        self.enroll_id = f"{rng.getrandbits(128):032x}"
         self.seq = 0
         self.sent = 0
         self.acked = 0
@@ -404,6 +406,7 @@ class SimAgent:
                     host=self.facts,
                     credential=self.credential,
                     enroll_token=None if self.credential else fleet.enroll_token,
+                    enroll_id=None if self.credential else self.enroll_id,
                 )
                 await ws.send_bytes(p.encode(hello))
                 while True:

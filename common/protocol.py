@@ -91,6 +91,9 @@ class ExecReport(msgspec.Struct, frozen=True, gc=False):
     windows: bool = False  # shell lines go to cmd.exe (another set of metacharacters)
 
 
+EnrollId = Annotated[str, msgspec.Meta(min_length=16, max_length=64, pattern=r"^[0-9a-f]+$")]
+
+
 class Hello(Frame, tag=MsgType.HELLO.value):
     protocol: int
     host: HostFacts
@@ -100,6 +103,10 @@ class Hello(Frame, tag=MsgType.HELLO.value):
     interval: float = 5.0  # the agent's own sample interval, used unless the core imposes one
     log_sources: LogSources | None = None  # what its [logs] config lets be read; None: an older agent
     exec_policy: ExecReport | None = None  # what its [exec] config lets run; None: an older agent
+    # With enroll_token: a random id the agent keeps across its attempts to enroll. An agent that
+    # comes back with the same token and id before any hello used the credential (its welcome was
+    # lost to a timeout) gets the same node with a new credential, not a second node.
+    enroll_id: EnrollId | None = None
 
 
 class Welcome(Frame, tag=MsgType.WELCOME.value):

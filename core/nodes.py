@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -125,6 +126,23 @@ class EnrollError(Exception):
     pass
 
 
+# How long after its enrollment an agent that missed its welcome may come back for it (see Unwelcomed).
+ENROLL_RETRY_WINDOW = 600.0
+
+
+@dataclass
+class Unwelcomed:
+    """An enrollment whose credential no hello has used yet, by the agent's enroll id: the welcome
+    carrying it may never have reached the agent (it gave up waiting on an overloaded core), and the
+    agent comes back with the same token and id. In memory only: a core that restarted meanwhile
+    enrolls it as a new node, as before."""
+
+    node_id: int
+    token_hash: bytes
+    cred_hash: bytes
+    at: float
+
+
 class Nodes:
     def __init__(self, db: Database, store: SampleStore, bus: Bus) -> None:
         self.db = db
@@ -139,6 +157,11 @@ class Nodes:
         self._detached: set[int] = set()
         self._swept = 0.0  # monotonic time of the watchdog's last sweep
         self._lag = 0.0  # how late the core itself has lately been to sweep (s): see watchdog()
+        self._unwelcomed: dict[bytes, Unwelcomed] = {}  # by the hash of the agent's enroll id
+        self._unwelcomed_ref: dict[int, bytes] = {}  # node id -> its key there
+        # One enrollment at a time (each is one write transaction anyway): an agent's retry that
+        # arrives while its first hello still waits for the write lock must find that enrollment.
+        self._enrolling = asyncio.Lock()
 
     async def load(self, where: str = "", params: tuple[Any, ...] = ()) -> None:
         rows = await self.db.fetchall(
@@ -170,6 +193,8 @@ class Nodes:
         )
         if row is None:
             return None
+        # Its agent has its credential: no enrollment of it can be taken up again.
+        self._unwelcomed.pop(self._unwelcomed_ref.pop(row[0], b""), None)
         if row[0] not in self.nodes:
             # Enrolled through another core on the same database (PostgreSQL), and reconnecting
             # here now: read it in, as load() read the others at start.
@@ -180,10 +205,22 @@ class Nodes:
             st.last_seq = max(st.last_seq, row[1])
         return st
 
-    async def enroll(self, token: str, host: HostFacts) -> tuple[NodeState, str]:
-        """Spend one use of an enrollment token and create a node with its own credential."""
+    async def enroll(
+        self, token: str, host: HostFacts, enroll_id: str | None = None
+    ) -> tuple[NodeState, str, bool]:
+        """Spend one use of an enrollment token and create a node with its own credential; or, for an
+        agent back with the same token and `enroll_id` for a welcome it missed, give that node a new
+        credential (the third value says which: True) and spend nothing."""
+        async with self._enrolling:
+            return await self._enroll(token, host, token_hash(enroll_id) if enroll_id else None)
+
+    async def _enroll(self, token: str, host: HostFacts, ref: bytes | None) -> tuple[NodeState, str, bool]:
         credential = new_secret(NODE_CRED_PREFIX)
         now = time.time()
+        if ref is not None:
+            again = await self._enroll_again(ref, token_hash(token), credential, now)
+            if again is not None:
+                return again, credential, True
         async with self.db.transaction() as con:
             cur = await con.execute(
                 "UPDATE enroll_tokens SET uses_left = uses_left - 1 "
@@ -203,7 +240,39 @@ class Nodes:
         self.nodes[node_id] = st
         log.info("node %d enrolled (hostname %s)", node_id, host.hostname)
         self.bus.publish(None, NodeUpdated(node=st.info()))
-        return st, credential
+        if ref is not None:
+            self._forget_unwelcomed(now)
+            self._unwelcomed[ref] = Unwelcomed(node_id, token_hash(token), token_hash(credential), now)
+            self._unwelcomed_ref[node_id] = ref
+        return st, credential, False
+
+    async def _enroll_again(self, ref: bytes, token: bytes, credential: str, now: float) -> NodeState | None:
+        """The node an agent enrolled moments ago with this token and enroll id, if no hello has used
+        its credential since: it now has `credential` instead."""
+        prior = self._unwelcomed.get(ref)
+        if prior is None or prior.token_hash != token or now - prior.at > ENROLL_RETRY_WINDOW:
+            return None
+        st = self.nodes.get(prior.node_id)
+        if st is None:
+            return None
+        cred = token_hash(credential)
+        changed = await self.db.execute(
+            "UPDATE nodes SET cred_hash = ? WHERE id = ? AND cred_hash = ?", (cred, st.id, prior.cred_hash)
+        )
+        if changed != 1:
+            return None  # deleted meanwhile
+        prior.cred_hash = cred
+        log.info("node %d: its agent enrolled again for the welcome it missed; a new credential", st.id)
+        return st
+
+    def _forget_unwelcomed(self, now: float) -> None:
+        """Drop enrollments past the retry window, oldest first (the dict keeps insertion order)."""
+        while self._unwelcomed:
+            ref, first = next(iter(self._unwelcomed.items()))
+            if now - first.at <= ENROLL_RETRY_WINDOW:
+                return
+            del self._unwelcomed[ref]
+            self._unwelcomed_ref.pop(first.node_id, None)
 
     async def attach(self, st: NodeState, link: AgentLink, host: HostFacts, spool_dropped: int) -> None:
         """Mark the node online on this link; an older link for the same node is closed."""
@@ -344,6 +413,7 @@ class Nodes:
         st = self.nodes.pop(node_id, None)
         if st is None:
             return False
+        self._unwelcomed.pop(self._unwelcomed_ref.pop(node_id, b""), None)
         await self.db.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
         await self.store.delete_node(node_id)
         if st.link is not None:

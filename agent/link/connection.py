@@ -8,6 +8,7 @@ import enum
 import logging
 import os
 import random
+import secrets
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Mapping
@@ -162,6 +163,9 @@ class Connection:
         self.facts = facts
         self.credentials = credentials
         self._enroll_token = enroll_token
+        # The same on every attempt of this process: a welcome lost to a timeout is given again,
+        # to the same node, when the agent retries (see Hello.enroll_id).
+        self._enroll_id = secrets.token_hex(16)
         # Which certificate the core must present: checked before the first frame goes out.
         self.trust = trust_for(settings, credentials, self.url)
         self._ssl = client_context(self.url, self.trust)
@@ -330,7 +334,7 @@ class Connection:
         except ConnectionDead as exc:
             log.warning("connection to core lost: %s", exc)
         except TimeoutError:
-            log.warning("core did not answer hello within %.0fs", self.settings.connect_timeout)
+            log.warning("core did not answer hello within %gs", self.settings.connect_timeout)
         except (OSError, websockets.exceptions.WebSocketException) as exc:
             log.warning("connection to core failed: %s", exc)
         finally:
@@ -376,6 +380,7 @@ class Connection:
             host=self.facts,
             credential=creds.credential if creds else None,
             enroll_token=None if creds else self._enroll_token,
+            enroll_id=None if creds else self._enroll_id,
             spool_dropped=self.spool.dropped,
             interval=self.interval,
             log_sources=log_sources,

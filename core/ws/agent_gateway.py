@@ -189,10 +189,13 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
             )
     elif hello.enroll_token:
         try:
-            node, credential = await core.nodes.enroll(hello.enroll_token, hello.host)
+            node, credential, again = await core.nodes.enroll(hello.enroll_token, hello.host, hello.enroll_id)
         except EnrollError as exc:
             return await refuse(ws, f"agent {peer}", p.CloseCode.UNAUTHORIZED, str(exc))
-        await core.audit.record("agent@" + peer, "node.enroll", f"node:{node.id}", "ok", {"name": node.name})
+        detail: dict[str, object] = {"name": node.name}
+        if again:
+            detail["again"] = "its welcome was lost; new credential, no token use"
+        await core.audit.record("agent@" + peer, "node.enroll", f"node:{node.id}", "ok", detail)
     else:
         return await refuse(
             ws, f"agent {peer}", p.CloseCode.UNAUTHORIZED, "hello carries neither credential nor token"

@@ -81,6 +81,7 @@ class RawAgent:
         protocol: int = p.PROTOCOL_VERSION,
         log_sources: p.LogSources | None = None,
         exec_policy: p.ExecReport | None = None,
+        enroll_id: str | None = None,
     ) -> p.Welcome:
         ws = await self.connect()
         await ws.send_bytes(
@@ -92,6 +93,7 @@ class RawAgent:
                     enroll_token=token,
                     log_sources=log_sources,
                     exec_policy=exec_policy,
+                    enroll_id=enroll_id,
                 )
             )
         )

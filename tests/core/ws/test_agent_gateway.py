@@ -69,6 +69,68 @@ async def test_enroll_token_use_count_and_expiry(core_server: RunningCore) -> No
     assert "expired" in msg.extra
 
 
+async def _refused(core: RunningCore, hello: p.Hello) -> str:
+    """The close reason for a hello the core must refuse with 4401."""
+    ws = await RawAgent(core).connect()
+    await ws.send_bytes(p.encode(hello))
+    msg = await ws.receive(timeout=5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == p.CloseCode.UNAUTHORIZED, msg
+    return str(msg.extra)
+
+
+async def test_an_agent_that_missed_its_welcome_gets_its_node_again(core_server: RunningCore) -> None:
+    """An overloaded core can send the welcome after the agent gave up waiting for it. The agent
+    retries with the same token and enroll id: it gets the node it already has, with a new
+    credential, and spends no second use of the token; the credential it never saw is void."""
+    token = await core_server.enroll_token(uses=1)
+    mine = "ab" * 16
+    first = RawAgent(core_server, "web-1")
+    lost = await first.hello(token=token, enroll_id=mine)
+    await first.close()  # as if the welcome never arrived: its credential is never used
+
+    again = RawAgent(core_server, "web-1")
+    welcome = await again.hello(token=token, enroll_id=mine)
+    assert welcome.node_id == lost.node_id
+    assert welcome.credential and welcome.credential != lost.credential
+    assert list(core_server.core.nodes.nodes) == [lost.node_id]
+    await again.close()
+    facts = host_facts("web-1")
+    reason = await _refused(
+        core_server, p.Hello(protocol=p.PROTOCOL_VERSION, host=facts, credential=lost.credential)
+    )
+    assert "credential" in reason
+
+    # Another agent with the same (spent) token and its own id enrolls nothing.
+    other = p.Hello(protocol=p.PROTOCOL_VERSION, host=facts, enroll_token=token, enroll_id="cd" * 16)
+    assert "used up" in await _refused(core_server, other)
+
+    # Once a hello has used the credential, the agent has it: the same id is not taken up again.
+    ok = RawAgent(core_server, "web-1")
+    assert (await ok.hello(credential=welcome.credential)).node_id == lost.node_id
+    await ok.close()
+    retry = p.Hello(protocol=p.PROTOCOL_VERSION, host=facts, enroll_token=token, enroll_id=mine)
+    assert "used up" in await _refused(core_server, retry)
+    assert list(core_server.core.nodes.nodes) == [lost.node_id]
+
+    status, body = await core_server.request(
+        "GET", "/api/v1/audit?action=node.enroll", await core_server.admin_token()
+    )
+    assert status == 200, body
+    detail = [e.get("detail") or {} for e in body["entries"] if e["action"] == "node.enroll"]
+    assert sum("again" in d for d in detail) == 1, detail
+
+
+async def test_an_enroll_id_is_hex_of_bounded_length(core_server: RunningCore) -> None:
+    token = await core_server.enroll_token()
+    ws = await RawAgent(core_server).connect()
+    bad = p.Hello(protocol=p.PROTOCOL_VERSION, host=host_facts("h"), enroll_token=token, enroll_id="x" * 16)
+    await ws.send_bytes(p.encode(bad))
+    msg = await ws.receive(timeout=5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE, msg
+    assert "$.enroll_id" in msg.extra  # the precise reason, and no node made
+    assert core_server.core.nodes.nodes == {}
+
+
 async def test_bad_credential_closes_4401(core_server: RunningCore) -> None:
     agent = RawAgent(core_server)
     ws = await agent.connect()
