@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
@@ -143,6 +143,14 @@ class Unwelcomed:
     at: float
 
 
+@dataclass
+class _Enrolling:
+    """Hellos with one enroll id being handled now."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    hellos: int = 0
+
+
 class Nodes:
     def __init__(self, db: Database, store: SampleStore, bus: Bus) -> None:
         self.db = db
@@ -159,9 +167,11 @@ class Nodes:
         self._lag = 0.0  # how late the core itself has lately been to sweep (s): see watchdog()
         self._unwelcomed: dict[bytes, Unwelcomed] = {}  # by the hash of the agent's enroll id
         self._unwelcomed_ref: dict[int, bytes] = {}  # node id -> its key there
-        # One enrollment at a time (each is one write transaction anyway): an agent's retry that
-        # arrives while its first hello still waits for the write lock must find that enrollment.
-        self._enrolling = asyncio.Lock()
+        # Hellos with the same enroll id, one at a time: an agent's retry that arrives while its first
+        # hello still waits for the write lock must find that enrollment. Only those: one lock for
+        # every enrollment let one into the write lock's queue per sample commit (16 a second at
+        # 5,000 agents), where they used to queue together.
+        self._enrolling: dict[bytes, _Enrolling] = {}
 
     async def load(self, where: str = "", params: tuple[Any, ...] = ()) -> None:
         rows = await self.db.fetchall(
@@ -211,8 +221,20 @@ class Nodes:
         """Spend one use of an enrollment token and create a node with its own credential; or, for an
         agent back with the same token and `enroll_id` for a welcome it missed, give that node a new
         credential (the third value says which: True) and spend nothing."""
-        async with self._enrolling:
-            return await self._enroll(token, host, token_hash(enroll_id) if enroll_id else None)
+        if not enroll_id:
+            return await self._enroll(token, host, None)
+        ref = token_hash(enroll_id)
+        same = self._enrolling.get(ref)
+        if same is None:
+            same = self._enrolling[ref] = _Enrolling()
+        same.hellos += 1
+        try:
+            async with same.lock:
+                return await self._enroll(token, host, ref)
+        finally:
+            same.hellos -= 1
+            if not same.hellos:
+                del self._enrolling[ref]
 
     async def _enroll(self, token: str, host: HostFacts, ref: bytes | None) -> tuple[NodeState, str, bool]:
         credential = new_secret(NODE_CRED_PREFIX)
