@@ -70,11 +70,15 @@ def cmd_run(args: list[str]) -> int:
 def cmd_test(args: list[str]) -> int:
     ensure_venv("dev")
     env = {**os.environ, "QT_QPA_PLATFORM": os.environ.get("QT_QPA_PLATFORM", "offscreen")}
+    # One pytest-xdist worker per CPU: most tests wait on real cores and agents in subprocesses, so
+    # two workers on two CPUs take about half the time. `-n 0` (or any -n) in args overrides it; tests
+    # that share a costly fixture stay on one worker (tests/conftest.py, _ONE_WORKER).
+    parallel = ["-n", str(min(os.cpu_count() or 1, 4))]
     steps = [
         [str(BIN / "ruff"), "check", "."],
         [str(BIN / "ruff"), "format", "--check", "."],
         [str(BIN / "mypy")],
-        [str(PY), "-m", "pytest", *args],
+        [str(PY), "-m", "pytest", *parallel, *args],
     ]
     for step in steps:
         code = run(step, env)

@@ -84,6 +84,40 @@ def pytest_runtest_protocol(
             timer.cancel()
 
 
+# Test files whose tests share one costly fixture, each kept on one xdist worker (`dev.py test` runs
+# one worker per CPU): a module- or session-scoped fixture is set up once per worker, so the deb
+# packages (built once for every packaging file), the desktop bundle and the extras' venvs would
+# otherwise be built twice, side by side, in the same cache directories.
+_ONE_WORKER = {
+    "tests/packaging/test_desktop_bundle.py": "desktop-bundle",
+    "tests/packaging/": "packaging",
+    "tests/test_extras.py": "extras",
+    "tests/core/alerts/test_mail.py": "mail",
+    "tests/agent/test_containers.py": "containers",
+    "tests/desktop/test_containers.py": "containers",
+}
+
+
+def one_worker_group(nodeid: str) -> str | None:
+    path = nodeid.split("::", 1)[0]
+    return next((group for prefix, group in _ONE_WORKER.items() if path.startswith(prefix)), None)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Each test is a unit of its own, except those of a `_ONE_WORKER` group, which go together.
+
+    Not xdist's `--dist loadgroup` with `xdist_group` marks: it renames each test by setting
+    `item._nodeid`, which pytest 9.2 no longer reads, so the marks group nothing.
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return one_worker_group(nodeid) or nodeid
+
+    return GroupScheduling(config, log)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _drop_postgresql_databases() -> Iterator[None]:
     """The PostgreSQL databases of the session's cores (SM_DEVKIT_POSTGRESQL), dropped at its end."""
