@@ -17,10 +17,14 @@ from servermanager.common.protocol import (
     CloseCode,
     ExecReport,
     Frame,
+    FrameError,
     NodeInfo,
     NodeRemoved,
     NodeStatus,
     NodeUpdated,
+    SampleEvent,
+    decode,
+    decoder,
 )
 from servermanager.common.series import PluginStatus
 from servermanager.core.auth import NODE_CRED_PREFIX, new_secret, token_hash
@@ -30,6 +34,8 @@ from servermanager.core.store.samples import SampleStore
 from servermanager.core.store.values import execute_values
 
 log = logging.getLogger(__name__)
+
+_SAMPLE_EVENT = decoder(SampleEvent)
 
 
 class AgentLink(Protocol):
@@ -75,7 +81,6 @@ class NodeState:
     host: HostFacts | None
     spool_dropped: int = 0
     last_seq: int = 0
-    latest: Sample | None = None
     link: AgentLink | None = None
     last_frame: float = 0.0  # monotonic time of the last frame from the agent
     held: bool = False  # the core is not reading its socket now: it waits for a commit of its samples
@@ -89,6 +94,43 @@ class NodeState:
     # What its [exec] lets run, from its last hello (None: not connected since the core started, or
     # an older agent); the command preview replays it.
     exec_policy: ExecReport | None = None
+    # The newest sample (`latest`). From another core of the cluster it comes encoded, as that core
+    # published it, and is decoded only when something reads it: a core receives every other core's
+    # samples, and almost all are replaced by the next before anything reads them. (Keeping this
+    # core's own agents' samples encoded as well was measured at 2,500 agents: no less CPU, 10 MB
+    # more RSS; so those stay decoded.)
+    _latest: Sample | None = field(default=None, repr=False)
+    _latest_event: bytes | None = field(default=None, repr=False)
+    _latest_ts: float | None = field(default=None, repr=False)
+
+    @property
+    def latest(self) -> Sample | None:
+        event = self._latest_event
+        if event is not None:
+            self._latest_event = None
+            try:
+                self._latest = decode(_SAMPLE_EVENT, event).sample
+            except FrameError as exc:  # not expected (a core encoded it), and never fatal
+                log.warning("node %d: a sample event is unreadable: %s", self.id, exc)
+        return self._latest
+
+    @latest.setter
+    def latest(self, sample: Sample | None) -> None:
+        self._latest, self._latest_event = sample, None
+        self._latest_ts = None if sample is None else sample.ts
+
+    @property
+    def latest_ts(self) -> float | None:
+        """The newest sample's time, without decoding a sample another core sent."""
+        return self._latest_ts
+
+    def newer_event(self, ts: float, event: bytes) -> bool:
+        """Another core's encoded SampleEvent for this node, its sample stamped `ts`: kept as the
+        latest sample if it is newer than the one held (True), else ignored."""
+        if self._latest_ts is not None and ts <= self._latest_ts:
+            return False
+        self._latest, self._latest_event, self._latest_ts = None, event, ts
+        return True
 
     @property
     def online(self) -> bool:

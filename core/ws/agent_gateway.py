@@ -372,7 +372,7 @@ async def _on_samples(core: Core, node: NodeState, session: AgentSession, frame:
         )
     for sample in accepted:
         # Only a newer sample is live news; backfill goes to storage without waking every client.
-        if node.latest is None or sample.ts > node.latest.ts:
+        if node.latest_ts is None or sample.ts > node.latest_ts:
             full = sample  # the alert rules read its named series too
             m = sample.metrics
             if m.containers is not None or m.hardware is not None:

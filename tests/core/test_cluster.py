@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,10 +15,11 @@ import redis.asyncio as aioredis
 
 from devkit.cores import RunningCore
 from devkit.tcpproxy import TcpProxy
+from servermanager.common import metrics as mt
 from servermanager.common import protocol as p
-from servermanager.core.nodes import RemoteLink
+from servermanager.core.nodes import NodeState, RemoteLink
 from tests.helpers.cluster import REDIS, drop_keys, prefix, seeded, start_cores
-from tests.helpers.core import RawAgent, RawClient
+from tests.helpers.core import RawAgent, RawClient, metrics
 from tests.helpers.wait import wait_for, wait_until
 
 
@@ -534,3 +536,59 @@ async def test_a_result_sent_while_its_core_is_cut_off_arrives_when_it_is_back(
     finally:
         await _stop(a, b)
         await link.stop()
+
+
+def test_another_cores_sample_is_kept_encoded_until_something_reads_it() -> None:
+    """A core receives every other core's samples and almost none is read before the next: each is
+    decoded only when read (NodeState.latest), a newer one replaces it unread, an older one is
+    ignored, and this core's own agent's sample replaces a pending one."""
+    st = NodeState(7, "web1", "", [], 0.0, None, None)
+
+    def event(ts: float, cpu: float) -> bytes:
+        return p.encode(p.SampleEvent(node_id=7, sample=mt.Sample(seq=1, ts=ts, metrics=metrics(cpu=cpu))))
+
+    assert st.newer_event(100.0, event(100.0, 10.0))
+    assert st.newer_event(101.0, event(101.0, 20.0))
+    assert not st.newer_event(100.5, event(100.5, 99.0))  # older than what it has
+    assert st._latest is None and st.latest_ts == 101.0  # nothing decoded yet
+    latest = st.latest
+    assert latest is not None and (latest.ts, latest.metrics.cpu_pct) == (101.0, 20.0)
+    assert st.latest is latest  # decoded once
+
+    assert st.newer_event(102.0, event(102.0, 30.0))
+    own = mt.Sample(seq=2, ts=101.5, metrics=metrics(cpu=5.0))
+    st.latest = own  # this core's agent now: what is set is what is read, the pending event goes
+    assert st.latest is own and st.latest_ts == 101.5
+
+    assert st.newer_event(103.0, event(103.0, 40.0))
+    assert st._latest is None  # the sample decoded before is let go: its lists are not kept alive
+    latest = st.latest
+    assert latest is not None and latest.metrics.cpu_pct == 40.0
+    assert st.newer_event(104.0, b'{"type":"sample","node_id":7,"sample":{"ts":"garbage"}}')
+    assert st.latest is None  # unreadable (never expected): no sample rather than a wrong one
+
+
+async def test_a_core_serves_the_newest_of_another_cores_samples(tmp_path: Path, pfx: str) -> None:
+    [seed] = await seeded(tmp_path, ["web1"])
+    a, b = await start_cores(tmp_path, pfx, 2)
+    try:
+        client = RawClient(a)
+        await client.connect(await a.admin_token())
+        await client.subscribe()
+        agent = _on(seed, b)
+        await agent.hello()
+        token = await a.admin_token()
+        for cpu in (11.0, 22.0, 33.0):
+            await agent.send_samples(agent.make(1, cpu=cpu))
+            event = await client.recv_type(p.SampleEvent)
+            assert event.sample.metrics.cpu_pct == cpu
+            _, node = await a.request("GET", f"/api/v1/nodes/{seed.node_id}", token)
+            assert node["latest"]["metrics"]["cpu_pct"] == cpu
+        # Backfill (older than the newest) reaches storage, never the latest sample A serves.
+        await agent.send_samples(agent.make(1, ts=time.time() - 60, cpu=99.0))
+        await agent.send_samples(agent.make(1, cpu=44.0))
+        await client.recv_type(p.SampleEvent)
+        _, node = await a.request("GET", f"/api/v1/nodes/{seed.node_id}", token)
+        assert node["latest"]["metrics"]["cpu_pct"] == 44.0
+    finally:
+        await _stop(a, b)
