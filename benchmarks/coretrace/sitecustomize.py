@@ -4,11 +4,14 @@ Python imports this module in every process it starts with that path; it acts on
 `servermanager core` processes and writes one line per event to
 `$SM_CORETRACE_DIR/<pid>.log` (default: the current directory):
 
-- `gc1` / `gc2`: a collection of the cycle collector's older generations over 5 ms;
+- `gc0` / `gc1` / `gc2`: a young collection over 20 ms, or one of the older generations over 5 ms;
 - `rollup`, `settle`, `move`: the rollup pass, and its moves of samples_head and series_incoming;
 - `commit`: a group commit of the sample writer over 100 ms, with the batches it carried;
 - `held`: per second, reads of agent sockets held back because the agent had
-  `ingest_batches_in_flight` batches waiting for a commit.
+  `ingest_batches_in_flight` batches waiting for a commit;
+- `stall`: the event loop did not turn for over 40 ms, and where its thread was then.
+
+With `SM_CORETRACE_CENSUS=1` a slow young collection's line also counts what it walked, by type.
 
 It wraps the functions once their modules are loaded (an import hook), and changes nothing else.
 """
@@ -28,13 +31,30 @@ if sys.argv[1:2] == ["core"]:
         os.path.join(os.environ.get("SM_CORETRACE_DIR", "."), f"{os.getpid()}.log"), "a", buffering=1
     )
     _gc_start = [0.0]
+    _tasks: list[Any] = []  # the stall ticker, referenced so it is not collected
+
+    _gc_cpu = [0.0]
+
+    _census = os.environ.get("SM_CORETRACE_CENSUS") == "1"
+    _young: list[str] = [""]
 
     def _gc(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
+            if _census and info["generation"] == 0:
+                # What the young collection is about to walk (itself a walk: a diagnostic only).
+                from collections import Counter
+
+                young = gc.get_objects(0)
+                top = Counter(type(o).__name__ for o in young).most_common(6)
+                _young[0] = f" young={len(young)} " + ",".join(f"{k}:{v}" for k, v in top)
+                del young
             _gc_start[0] = time.perf_counter()
-        elif info["generation"] >= 1 and (took := time.perf_counter() - _gc_start[0]) > 0.005:
+            _gc_cpu[0] = time.thread_time()
+        elif (took := time.perf_counter() - _gc_start[0]) > (0.005 if info["generation"] else 0.02):
+            cpu = time.thread_time() - _gc_cpu[0]
             _out.write(
-                f"{time.time():.3f} gc{info['generation']} {took * 1000:.1f}ms collected={info['collected']}\n"
+                f"{time.time():.3f} gc{info['generation']} {took * 1000:.1f}ms cpu={cpu * 1000:.1f}ms "
+                f"collected={info['collected']}{_young[0] if info['generation'] == 0 else ''}\n"
             )
 
     gc.callbacks.append(_gc)
@@ -60,6 +80,59 @@ if sys.argv[1:2] == ["core"]:
         writer.Writer._commit = _timed(
             "commit", writer.Writer._commit, lambda a, r: f"batches={len(a[1])}", 0.1
         )
+        run = writer.Writer.run
+
+        async def run_with_stalls(self: Any) -> None:
+            _watch_stalls()
+            await run(self)
+
+        writer.Writer.run = run_with_stalls
+
+    def _watch_stalls() -> None:
+        """`stall`: the event loop did not tick for over STALL_MS; the line names where the loop
+        thread was when the watcher first saw it stuck (innermost frames of the core's own code)."""
+        import asyncio
+        import threading
+        import traceback
+
+        stall = 0.04
+        tick = [time.perf_counter()]
+        loop_thread = threading.get_ident()
+        # The loop thread's CPU time: a stall with little of it is the OS running other processes
+        # (the simulator shares the machine), not the core's own work.
+        clock = time.pthread_getcpuclockid(loop_thread)
+
+        async def ticker() -> None:
+            while True:
+                tick[0] = time.perf_counter()
+                await asyncio.sleep(0.005)
+
+        _tasks.append(asyncio.get_running_loop().create_task(ticker()))
+
+        def watcher() -> None:
+            stuck_at: float | None = None  # the last tick before the stall being watched
+            where = ""
+            cpu_at = 0.0
+            while True:
+                time.sleep(0.005)
+                last = tick[0]
+                if stuck_at is None:
+                    if time.perf_counter() - last > stall:
+                        stuck_at = last
+                        cpu_at = time.clock_gettime(clock) - (time.perf_counter() - last)
+                        frame = sys._current_frames().get(loop_thread)
+                        stack = traceback.extract_stack(frame) if frame is not None else []
+                        ours = [f for f in stack if "servermanager" in f.filename]
+                        where = " < ".join(f"{f.name}:{f.lineno}" for f in reversed((ours or stack)[-6:]))
+                elif last != stuck_at:  # the loop turned again
+                    cpu = time.clock_gettime(clock) - cpu_at
+                    _out.write(
+                        f"{time.time():.3f} stall {(last - stuck_at) * 1000:.0f}ms "
+                        f"cpu<={cpu * 1000:.0f}ms at {where}\n"
+                    )
+                    stuck_at = None
+
+        threading.Thread(target=watcher, name="coretrace-stalls", daemon=True).start()
 
     def _gateway(gateway: Any) -> None:
         wait = gateway.Ingest.wait
