@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
 import socket
 import sqlite3
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,32 @@ def test_a_backup_path_that_cannot_be_written(tmp_path: Path) -> None:
     with contextlib.closing(sqlite3.connect(tmp_path / "ok.db")) as con:
         rows = con.execute("SELECT count(*) FROM audit WHERE action = 'admin.backup'").fetchone()[0]
     assert rows == 1
+
+
+def test_the_test_harness_starts_a_core_elsewhere_when_its_port_was_taken(tmp_path: Path) -> None:
+    """On a busy test run another worker's server can bind the port a fixture chose before the core
+    starts; it answers the health check too and then goes away. CoreProcess counts only its own
+    core's listener, and starts it on another port when the chosen one was taken."""
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    core = CoreProcess(tmp_path / "d")
+    taken = core.port = other.server_address[1]
+    try:
+        core.start()
+        assert core.port != taken
+        status, body = core.api("GET", "/api/v1/health")
+        assert status == 200 and body["status"] == "ok"
+    finally:
+        core.stop()
+        other.shutdown()
+        other.server_close()

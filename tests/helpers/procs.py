@@ -13,6 +13,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from devkit.ports import free_port
 from servermanager.core.datadir import initial_admin_password
 from tests.helpers.wait import wait_sync
@@ -46,6 +48,19 @@ class Daemon:
             self.proc.wait(timeout=10)
 
 
+class PortTaken(AssertionError):
+    """The core could not listen: another process took its port first."""
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process `pid` has a TCP socket listening on `port`."""
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns)
+
+
 class CoreProcess(Daemon):
     """`servermanager core` on a loopback port, its log captured to a file.
 
@@ -67,6 +82,7 @@ class CoreProcess(Daemon):
         self.data_dir = data_dir
         self.command = list(command) or CLI  # another install's `servermanager` (the .deb's, say)
         self.port = port or free_port()
+        self._own_port = port is None  # chosen here, so another can be chosen if it was taken meanwhile
         self.host = host
         self.tls = tls
         self.args = args
@@ -87,21 +103,38 @@ class CoreProcess(Daemon):
 
     def start(self) -> CoreProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        listen = f"{self.host}:{self.port}"
-        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(
-                [*self.command, "core", "--data-dir", str(self.data_dir), "--listen", listen, *self.args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-            )
-        wait_sync(self.healthy, what="core health")
-        return self
+        for attempt in range(3):
+            listen = f"{self.host}:{self.port}"
+            with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+                self.proc = subprocess.Popen(
+                    [*self.command, "core", "--data-dir", str(self.data_dir), "--listen", listen, *self.args],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                )
+            try:
+                wait_sync(self.healthy, what="core health")
+                return self
+            except PortTaken:
+                # free_port() chose it when the fixture was made; on a busy test run another
+                # worker's server can bind it before this core starts. Any other failure is the test's.
+                if not self._own_port or attempt == 2:
+                    raise
+                self.port = free_port()
+                self.log_path = self.data_dir.parent / f"core-{self.port}.log"
+        raise AssertionError("unreachable")
 
     def healthy(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise AssertionError(f"core exited with {self.proc.returncode}:\n{self.log()}")
+            log = self.log()
+            if "the port is in use" in log:
+                raise PortTaken(f"core exited with {self.proc.returncode}:\n{log}")
+            raise AssertionError(f"core exited with {self.proc.returncode}:\n{log}")
+        # Only this core's own listener counts: another worker's server on the same port would
+        # answer the health check too, then vanish under the test.
+        if not _listens(self.proc.pid, self.port):
+            return False
         try:
             with urllib.request.urlopen(self.url + "/api/v1/health", timeout=1, context=self._context()) as r:
                 return bool(r.status == 200)
