@@ -8,6 +8,7 @@ import contextlib
 import functools
 import logging
 import time
+from typing import Any
 
 import msgspec
 from aiohttp import WSMsgType, web
@@ -322,11 +323,22 @@ def _routed(core: Core, node: NodeState, request_id: str, data: str | bytes, fin
     return core.cluster.route_back(node.id, request_id, raw, final)
 
 
+# What every live sample that drops its lists holds instead: one shared empty list. Three new
+# ones per sample were 15,000 objects a second at 5,000 agents, each kept a second as a node's
+# latest, for the cycle collector to count and walk. Nothing mutates a sample's lists.
+_DROPPED: list[Any] = []
+
+
 def _without_procs(sample: Sample) -> Sample:
     return msgspec.structs.replace(
         sample,
         metrics=msgspec.structs.replace(
-            sample.metrics, procs_top=[], containers=None, hardware=None, series=[], plugins=[]
+            sample.metrics,
+            procs_top=_DROPPED,
+            containers=None,
+            hardware=None,
+            series=_DROPPED,
+            plugins=_DROPPED,
         ),
     )
 

@@ -128,5 +128,16 @@ async def test_live_events_carry_no_processes(core_server: RunningCore) -> None:
     # They were stored all the same.
     stored = await core_server.core.store.procs.at(agent.node_id or 0)
     assert stored is not None and stored[1] == top("live")
+    # The next live sample holds the very same empty lists (no new ones per sample for the cycle
+    # collector), and they are still empty.
+    first = node.latest.metrics
+    await agent.send_samples(agent.make(1, procs_top=top("again")))
+    await client.recv_type(p.SampleEvent)
+    assert node.latest is not None and node.latest.metrics is not first
+    again = node.latest.metrics
+    assert (
+        again.procs_top is first.procs_top and again.series is first.series and again.plugins is first.plugins
+    )
+    assert again.procs_top == [] and again.series == [] and again.plugins == []
     await client.close()
     await agent.close()
