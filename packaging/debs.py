@@ -167,10 +167,31 @@ def tree_size_kib(root: Path) -> int:
 # ---------------------------------------------------------------- the Python environment
 
 
+def copy_sources(dest: Path) -> Path:
+    """What the wheel is built from, copied to dest (made afresh): pip wheel on the tree itself
+    writes build/ and an .egg-info into it, which another build of the same tree at the same time
+    (the core's agent package, the tests' extras) would read half-written, and a read-only tree refuses."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
+    for name in (*SOURCES, "LICENSE", "packaging/systemd"):
+        src = ROOT / name
+        if src.is_dir():
+            # symlinks=True: servermanager/core -> ../core stays a link, as the package-dir map expects.
+            shutil.copytree(src, dest / name, symlinks=True, ignore=ignore)
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    return dest
+
+
 def build_wheel(work: Path) -> Path:
     out = work / "wheel"
     shutil.rmtree(out, ignore_errors=True)
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)])
+    src = copy_sources(work / "wheel-src")
+    try:
+        run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)])
+    finally:
+        shutil.rmtree(src, ignore_errors=True)
     wheels = sorted(out.glob("servermanager-*.whl"))
     if len(wheels) != 1:
         raise BuildError(f"expected one servermanager wheel in {out}, found {len(wheels)}")
