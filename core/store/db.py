@@ -16,7 +16,7 @@ from typing import Any
 import aiosqlite
 
 from servermanager.core.store.schema import migrate_sync
-from servermanager.core.store.transaction import StorageFull, Transaction, is_fatal, is_full
+from servermanager.core.store.transaction import StorageFull, Transaction, commit_all, is_fatal, is_full
 
 __all__ = ["Database", "StorageFull", "is_fatal"]
 
@@ -173,10 +173,21 @@ class Database:
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-    def transaction(self, bulk: bool = False) -> Transaction:
+    def transaction(self, bulk: bool = False, held: bool = False) -> Transaction:
         """`async with db.transaction() as con:` one write transaction on the writer, the others waiting.
-        bulk: a large write (a sample commit); its success proves the disk has room again."""
-        return Transaction(self.writer, self._write_lock, self._bulk_outcome if bulk else self._outcome)
+        bulk: a large write (a sample commit); its success proves the disk has room again.
+        held: the caller holds write_lock already, and keeps it after."""
+        return Transaction(self.writer, self._write_lock, self._bulk_outcome if bulk else self._outcome, held)
+
+    @property
+    def write_lock(self) -> asyncio.Lock:
+        """Held for each write transaction; a caller may hold it across several (see commit_all)."""
+        return self._write_lock
+
+    async def commit_all(self, stmts: Sequence[tuple[str, Sequence[Any]]], bulk: bool = False) -> None:
+        """The statements as one write transaction, in one trip to the writer's thread (see
+        transaction.commit_all); the caller holds write_lock."""
+        await commit_all(self.writer, stmts, self._bulk_outcome if bulk else self._outcome)
 
     def _bulk_outcome(self, exc: BaseException | None) -> None:
         self._outcome(exc, bulk=True)

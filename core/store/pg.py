@@ -271,13 +271,19 @@ class PgTransaction:
     """BEGIN .. COMMIT on the writer under the write lock, rolled back whole on any error; a broken
     writer connection is replaced first. Errors come out as their sqlite3 kind (see _map_error)."""
 
-    def __init__(self, db: PgDatabase, bulk: bool) -> None:
+    def __init__(self, db: PgDatabase, bulk: bool, held: bool = False) -> None:
         self.db = db
         self.bulk = bulk
+        self.held = held  # the caller holds the write lock already, and keeps it after
         self.con: Connection | None = None
 
+    def _release(self) -> None:
+        if not self.held:
+            self.db._write_lock.release()
+
     async def __aenter__(self) -> Connection:
-        await self.db._write_lock.acquire()
+        if not self.held:
+            await self.db._write_lock.acquire()
         try:
             self.con = await self.db._writer_connection()
             await _to_completion(self.con.execute("BEGIN"))
@@ -286,7 +292,7 @@ class PgTransaction:
                 if self.con is not None:  # BEGIN ran to its end under a cancel: undo it
                     await self._rollback(self.con)
             finally:
-                self.db._write_lock.release()
+                self._release()
             mapped = _map_error(exc)
             if isinstance(mapped, sqlite3.Error):
                 self.db._outcome(mapped, self.bulk)
@@ -311,7 +317,7 @@ class PgTransaction:
             else:
                 await self._rollback(con)
         finally:
-            self.db._write_lock.release()
+            self._release()
             if exc is None or isinstance(exc, sqlite3.Error):
                 self.db._outcome(exc, self.bulk)
 
@@ -417,9 +423,14 @@ class PgDatabase(Database):
         async with self.reader() as con:
             return await (await con.execute(sql, params)).fetchone()
 
-    def transaction(self, bulk: bool = False) -> Transaction:
+    def transaction(self, bulk: bool = False, held: bool = False) -> Transaction:
         # Duck-typed as the SQLite Transaction: its connection answers the same calls.
-        return cast(Transaction, PgTransaction(self, bulk))
+        return cast(Transaction, PgTransaction(self, bulk, held))
+
+    async def commit_all(self, stmts: Sequence[tuple[str, Sequence[Any]]], bulk: bool = False) -> None:
+        # asyncpg sends the statements in one go already (Connection.execute_all).
+        async with PgTransaction(self, bulk, held=True) as con:
+            await con.execute_all(stmts)
 
     def _outcome(self, exc: BaseException | None, bulk: bool = False) -> None:
         if exc is None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -71,14 +71,18 @@ class Transaction:
         con: aiosqlite.Connection,
         lock: asyncio.Lock,
         outcome: Callable[[BaseException | None], None] = _noop,
+        held: bool = False,
     ) -> None:
         self.con = con
         self.lock = lock
         # Told how each transaction ended (None: committed), so the database knows when it is full.
         self.outcome = outcome
+        # The caller holds the lock already (and keeps it after the transaction): see commit_all.
+        self.held = held
 
     async def __aenter__(self) -> aiosqlite.Connection:
-        await self.lock.acquire()
+        if not self.held:
+            await self.lock.acquire()
         try:
             await _to_completion(self.con.execute("BEGIN IMMEDIATE"))
         except BaseException:
@@ -86,9 +90,13 @@ class Transaction:
                 if self.con.in_transaction:
                     await _to_completion(self.con.execute("ROLLBACK"))
             finally:
-                self.lock.release()
+                self._release()
             raise
         return self.con
+
+    def _release(self) -> None:
+        if not self.held:
+            self.lock.release()
 
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         try:
@@ -103,11 +111,56 @@ class Transaction:
             elif self.con.in_transaction:
                 await _to_completion(self.con.execute("ROLLBACK"))
         finally:
-            self.lock.release()
+            self._release()
             if exc is None or isinstance(exc, sqlite3.Error):
                 self.outcome(exc)
             if is_full(exc) and not isinstance(exc, StorageFull):
                 raise StorageFull(str(exc)) from exc
+
+
+async def commit_all(
+    con: aiosqlite.Connection,
+    stmts: Sequence[tuple[str, Sequence[Any]]],
+    outcome: Callable[[BaseException | None], None] = _noop,
+) -> None:
+    """BEGIN IMMEDIATE, the statements and COMMIT (ROLLBACK on any error) in one trip to the
+    connection's thread; the caller holds the write lock.
+
+    A Transaction makes three trips (BEGIN, the statements, COMMIT), and each one's result waits
+    for a turn of the event loop to be picked up: beside 5,000 agents a turn is 50-190 ms on a
+    slower VM, so a sample commit of 130 batches took 0.3-0.6 s, and the writer fell behind the
+    fleet for good. Whole even when cancelled, as a Transaction is.
+    """
+    run = getattr(con, "_execute", None)
+    if run is None:  # aiosqlite without its one-call hook (values.execute_all says why it is used)
+        async with Transaction(con, asyncio.Lock(), outcome, held=True) as c:
+            for sql, params in stmts:
+                await c.execute(sql, params)
+        return
+
+    def in_thread() -> None:
+        c = con._conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in stmts:
+                c.execute(sql, params)
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+
+    exc: BaseException | None = None
+    try:
+        await _to_completion(run(in_thread))
+    except BaseException as e:
+        exc = e
+        raise
+    finally:
+        if exc is None or isinstance(exc, sqlite3.Error):
+            outcome(exc)
+        if is_full(exc) and not isinstance(exc, StorageFull):
+            raise StorageFull(str(exc)) from exc
 
 
 async def _to_completion(aw: Awaitable[T]) -> T:

@@ -243,14 +243,14 @@ class _CommitBetween(Database):
         self.at: int | None = None
 
     @contextlib.asynccontextmanager
-    async def transaction(self, bulk: bool = False):  # type: ignore[no-untyped-def,override]
+    async def transaction(self, bulk: bool = False, held: bool = False):  # type: ignore[no-untyped-def,override]
         self.opened += 1
         if self.opened == self.at:
             rows = [to_row(1, x) for x in self.late]
             async with super().transaction() as con:
                 await execute_values(con, _HEAD_INSERT, rows)
                 await execute_values(con, _DIRTY_INSERT, [("1m", 1, r[1] // 60_000 * 60_000) for r in rows])
-        async with super().transaction(bulk) as con:
+        async with super().transaction(bulk, held) as con:
             yield con
 
 

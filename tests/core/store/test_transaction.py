@@ -11,6 +11,7 @@ cannot finish until the test opens the gate.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
@@ -190,3 +191,66 @@ async def test_an_error_inside_the_body_rolls_back_and_releases(db: Database) ->
         await writer()
     assert await ts_rows(db) == []
     await assert_writable(db, 2.0)
+
+
+# ------------------------------------------------------------ commit_all: one trip, the lock held by the caller
+
+
+async def test_commit_all_is_whole_or_nothing(db: Database) -> None:
+    bad = ("INSERT INTO no_such_table VALUES (1)", ())
+    async with db.write_lock:
+        with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
+            await db.commit_all([(INSERT, (1.0,)), bad, (INSERT, (3.0,))])
+        assert not db.writer.in_transaction, "the failed transaction was left open"
+        await db.commit_all([(INSERT, (4.0,)), (INSERT, (5.0,))])
+    assert await ts_rows(db) == [4.0, 5.0]
+    await assert_writable(db, 6.0)
+
+
+@pytest.mark.parametrize("cancels", [1, 2])
+async def test_commit_all_runs_to_its_end_when_cancelled(
+    db: Database, gate: WriterGate, cancels: int
+) -> None:
+    """A cancel while the transaction waits in the writer's thread: it still commits whole, and the
+    caller hears the cancel only after, so the lock it holds is never released over an open transaction."""
+    parked = await gate.close_on(db)  # the transaction queues behind the parked statement
+    done = asyncio.Event()
+
+    async def writer() -> None:
+        async with db.write_lock:
+            try:
+                await db.commit_all([(INSERT, (1.0,)), (INSERT, (2.0,))])
+            finally:
+                done.set()
+
+    task = asyncio.create_task(writer())
+    # Queued for the writer's thread, behind the parked statement (aiosqlite's queue of calls).
+    await wait_for(lambda: db.writer._tx.qsize() > 0, 5, "the transaction to be queued for the writer thread")
+    for _ in range(cancels):
+        task.cancel()
+        await asyncio.sleep(0)
+    assert not done.is_set() and db._write_lock.locked()
+    gate.open()
+    await parked
+    await cancelled(task)
+    assert await ts_rows(db) == [1.0, 2.0]
+    await assert_writable(db, 3.0)
+
+
+async def test_commit_all_is_one_trip_to_the_writer_thread(db: Database) -> None:
+    real = db.writer._execute
+    trips = 0
+
+    async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal trips
+        trips += 1
+        return await real(fn, *args, **kwargs)
+
+    db.writer._execute = counting  # type: ignore[method-assign]
+    try:
+        async with db.write_lock:
+            await db.commit_all([(INSERT, (float(i),)) for i in range(50)])
+    finally:
+        db.writer._execute = real  # type: ignore[method-assign]
+    assert trips == 1
+    assert len(await ts_rows(db)) == 50
