@@ -19,6 +19,7 @@ import pytest
 
 from servermanager.core.store.db import Database
 from tests.helpers.gate import Gate
+from tests.helpers.trips import counted_trips
 from tests.helpers.wait import wait_for
 
 INSERT = "INSERT INTO audit (ts, actor, action, result) VALUES (?, 'test', 'tx', 'ok')"
@@ -238,19 +239,8 @@ async def test_commit_all_runs_to_its_end_when_cancelled(
 
 
 async def test_commit_all_is_one_trip_to_the_writer_thread(db: Database) -> None:
-    real = db.writer._execute
-    trips = 0
-
-    async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        nonlocal trips
-        trips += 1
-        return await real(fn, *args, **kwargs)
-
-    db.writer._execute = counting  # type: ignore[method-assign]
-    try:
+    with counted_trips(db.writer) as trips:
         async with db.write_lock:
             await db.commit_all([(INSERT, (float(i),)) for i in range(50)])
-    finally:
-        db.writer._execute = real  # type: ignore[method-assign]
-    assert trips == 1
+    assert trips == [1]
     assert len(await ts_rows(db)) == 50

@@ -16,6 +16,7 @@ from servermanager.core.store.values import (
     execute_values,
     fetch_values,
 )
+from tests.helpers.trips import counted_trips
 
 # samples_raw is the widest table the core writes this way (20 columns): the statement size limit
 # that MAX_ROWS_PER_STATEMENT guards against is reached here first.
@@ -115,21 +116,10 @@ async def test_execute_all_runs_different_statements_in_order_in_one_trip(db: Da
         if i % 2:
             stmts.append(("DELETE FROM kv WHERE k = ?", (i,)))
     await db.execute("CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)")
-    trips = 0
-    real = db.writer._execute
-
-    async def counting(fn: Any, *args: Any, **kw: Any) -> Any:
-        nonlocal trips
-        trips += 1
-        return await real(fn, *args, **kw)
-
-    db.writer._execute = counting  # type: ignore[method-assign]
-    try:
+    with counted_trips(db.writer) as trips:
         async with db.transaction() as con:
             await execute_all(con, stmts)
-    finally:
-        del db.writer._execute
-    assert trips == 3  # BEGIN, the 500 statements, COMMIT
+    assert trips == [3]  # BEGIN, the 500 statements, COMMIT
     rows = await db.fetchall("SELECT k, v FROM kv ORDER BY k")
     assert [tuple(r) for r in rows] == [(k, "updated") for k in range(2, 201, 2)]
 

@@ -25,6 +25,7 @@ from servermanager.core.store.values import values_statements
 from servermanager.core.store.writer import paused_collection
 from tests.helpers.core import metrics
 from tests.helpers.store import make_samples
+from tests.helpers.trips import counted_trips
 
 
 async def test_many_batches_share_one_commit(store: SampleStore) -> None:
@@ -114,24 +115,14 @@ async def test_a_commit_goes_to_the_database_thread_in_a_few_trips_however_large
 
         try:
             await store.store(1, batch(0))  # the series are new: their ids are looked up on the way
-            writer = db._w
-            assert writer is not None
-            real = writer._execute
-            trips = 0
-
-            async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
-                nonlocal trips
-                trips += 1
-                return await real(fn, *args, **kwargs)
-
-            writer._execute = counting  # type: ignore[method-assign]
-            await store.store(1, batch(5000))
+            with counted_trips(db.writer) as trips:
+                await store.store(1, batch(5000))
         finally:
             runner.cancel()
         assert store.rows_written == 10_000
         # BEGIN, the 110 statements and COMMIT in one trip: each trip's result waits for a turn of
         # the event loop, which is long beside a large fleet.
-        assert trips == 1, trips
+        assert trips == [1], trips
         found = await store.series.find(1, "queue", {"q": "9"})
         assert found is not None
         got = await store.series.history(found[0], t0 - 1, t0 + 10_000, "raw")
