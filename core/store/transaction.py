@@ -128,8 +128,8 @@ async def commit_all(
 
     A Transaction makes three trips (BEGIN, the statements, COMMIT), and each one's result waits
     for a turn of the event loop to be picked up: beside 5,000 agents a turn is 50-190 ms on a
-    slower VM, so a sample commit of 130 batches took 0.3-0.6 s, and the writer fell behind the
-    fleet for good. Whole even when cancelled, as a Transaction is.
+    slower VM, so a sample commit of 130 batches took 0.3-0.6 s, every ack waiting behind it.
+    Whole even when cancelled, as a Transaction is.
     """
     run = getattr(con, "_execute", None)
     if run is None:  # aiosqlite without its one-call hook (values.execute_all says why it is used)
