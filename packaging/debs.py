@@ -170,7 +170,9 @@ def tree_size_kib(root: Path) -> int:
 def copy_sources(dest: Path) -> Path:
     """What the wheel is built from, copied to dest (made afresh): pip wheel on the tree itself
     writes build/ and an .egg-info into it, which another build of the same tree at the same time
-    (the core's agent package, the tests' extras) would read half-written, and a read-only tree refuses."""
+    (the core's agent package, the tests' extras) would read half-written, and a read-only tree refuses.
+    The core's own copy (core/install/package.py) does the same, but this script runs in a bare venv
+    (release.yml) where servermanager is not installed, so it cannot import it."""
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
