@@ -8,11 +8,14 @@ says what is missing, for a test's skip reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 IMAGE = "localhost/sm-busybox:latest"
@@ -55,6 +58,19 @@ class Podman:
             "CONTAINERS_CONF": str(root / "containers.conf"),
             "CONTAINERS_STORAGE_CONF": str(root / "storage.conf"),
         }
+
+    @classmethod
+    @contextlib.contextmanager
+    def throwaway(cls) -> Iterator[Podman]:
+        """A started engine in a new temporary directory; stopped, and the directory removed, after."""
+        root = Path(tempfile.mkdtemp(prefix="sm-podman-"))
+        engine = cls(root)
+        try:
+            engine.start()
+            yield engine
+        finally:
+            engine.stop()
+            _remove(root)
 
     @staticmethod
     def why_not() -> str | None:
@@ -124,3 +140,21 @@ class Podman:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
+
+
+def _remove(root: Path, timeout: float = 10.0) -> None:
+    """Remove the engine's directory. Podman's cleanup processes can still be removing image layers
+    under it for a moment after the service has stopped ("Directory not empty" in full test runs):
+    try again until it goes, and leave what is left after `timeout` rather than fail a test on it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            shutil.rmtree(root)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                shutil.rmtree(root, ignore_errors=True)
+                return
+            time.sleep(0.1)

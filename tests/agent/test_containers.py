@@ -260,25 +260,18 @@ def podman() -> Iterator[Podman]:
     why = Podman.why_not()
     if why is not None:
         pytest.skip(f"no container engine can run here: {why}")
-    # Podman's cleanup processes can still be removing image layers under the root after the
-    # service has stopped: a leftover in /tmp (seen once in a full run) must not fail the tests.
-    with tempfile.TemporaryDirectory(prefix="sm-podman-", ignore_cleanup_errors=True) as root:
-        engine = Podman(Path(root))
-        engine.start()
-        try:
-            engine.run("burner", "sh", "-c", "yes > /dev/null")
-            engine.run(
-                "talker",
-                "sh",
-                "-c",
-                "i=0; while true; do echo line $i; echo err $i >&2; i=$((i+1)); sleep 0.1; done",
-                health=True,
-            )
-            engine.run("done", "true")
-            engine.podman("wait", "done")
-            yield engine
-        finally:
-            engine.stop()
+    with Podman.throwaway() as engine:
+        engine.run("burner", "sh", "-c", "yes > /dev/null")
+        engine.run(
+            "talker",
+            "sh",
+            "-c",
+            "i=0; while true; do echo line $i; echo err $i >&2; i=$((i+1)); sleep 0.1; done",
+            health=True,
+        )
+        engine.run("done", "true")
+        engine.podman("wait", "done")
+        yield engine
 
 
 async def test_real_engine_lists_states_health_and_a_busy_container(podman: Podman) -> None:

@@ -5,7 +5,6 @@ hardware lines of the node header, and container logs in the Logs tab."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,15 +94,10 @@ def podman() -> Iterator[Podman]:
     why = Podman.why_not()
     if why is not None:
         pytest.skip(f"no container engine can run here: {why}")
-    with tempfile.TemporaryDirectory(prefix="sm-podman-") as root:
-        engine = Podman(Path(root))
-        engine.start()
-        try:
-            engine.run("burner", "sh", "-c", "yes > /dev/null")
-            engine.run("talker", "sh", "-c", "i=0; while true; do echo hello $i; i=$((i+1)); sleep 0.2; done")
-            yield engine
-        finally:
-            engine.stop()
+    with Podman.throwaway() as engine:
+        engine.run("burner", "sh", "-c", "yes > /dev/null")
+        engine.run("talker", "sh", "-c", "i=0; while true; do echo hello $i; i=$((i+1)); sleep 0.2; done")
+        yield engine
 
 
 @pytest.fixture
