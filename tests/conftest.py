@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,6 +115,28 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     class GroupScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return one_worker_group(nodeid) or nodeid
+
+        def remove_node(self, node: Any) -> str | None:
+            """A crashed worker's unfinished units go back to the queue, and only those.
+
+            xdist 3.8's own version re-queues every unit the worker ever ran, finished ones too;
+            its replacement is then sent an empty batch, never reports back and the run hangs
+            (seen after a Qt crash in a desktop test). The crashed test is reported failed by
+            xdist and, as under `--dist load`, not run again.
+            """
+            workload = self.assigned_work.pop(node)
+            unfinished = {scope: unit for scope, unit in workload.items() if not all(unit.values())}
+            if not unfinished:
+                return None
+            unit = next(iter(unfinished.values()))
+            crashitem = next(nodeid for nodeid, done in unit.items() if not done)
+            unit[crashitem] = True
+            self.workqueue.update(
+                (scope, unit) for scope, unit in unfinished.items() if not all(unit.values())
+            )
+            for other in self.assigned_work:
+                self._reschedule(other)
+            return crashitem
 
     return GroupScheduling(config, log)
 

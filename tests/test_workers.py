@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import one_worker_group
@@ -30,3 +33,53 @@ def test_a_grouped_file_goes_whole_and_others_test_by_test() -> None:
     assert one_worker_group("tests/packaging/test_install.py::test_x") == "packaging"
     assert one_worker_group("tests/packaging/test_desktop_bundle.py::test_y") == "desktop-bundle"
     assert one_worker_group("tests/core/test_watchdog.py::test_z") is None
+
+
+CRASHING_SUITE = """
+import os, signal
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.parametrize("i", range(10))
+def test_x(i: int) -> None:
+    flag = Path(__file__).with_name("crashed")
+    if i == 7 and not flag.exists():
+        flag.touch()
+        os.kill(os.getpid(), signal.SIGSEGV)
+"""
+
+
+def test_a_crashed_worker_is_replaced_and_the_run_ends_with_its_test_failed(tmp_path: Path) -> None:
+    """xdist 3.8's scope scheduler hung here: the replacement worker was sent finished units."""
+    (tmp_path / "conftest.py").write_text("from tests.conftest import pytest_xdist_make_scheduler\n")
+    (tmp_path / "test_crash.py").write_text(CRASHING_SUITE)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": ""}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-n",
+            "2",
+            "-p",
+            "no:randomly",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "ignore::DeprecationWarning",
+            "-q",
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "1 failed, 9 passed" in run.stdout, run.stdout
+    assert "crashed while running 'test_crash.py::test_x[7]'" in run.stdout, run.stdout
