@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
@@ -11,6 +12,11 @@ from pathlib import Path
 import msgspec
 
 CREDENTIAL_FILE = "credential"
+# The enroll id of an agent not enrolled yet (see Hello.enroll_id), kept until its credential is: an
+# agent stopped between its hello and its welcome, then started again, retakes the node its first
+# hello made instead of being refused because the single-use token is spent.
+ENROLL_ID_FILE = "enroll-id"
+_ENROLL_ID = re.compile(r"[0-9a-f]{32}")
 # Windows has no POSIX permission bits worth checking; its ACLs are the profile dir's business.
 _POSIX = os.name == "posix"
 
@@ -93,6 +99,25 @@ class CredentialStore:
                 f"credential file {self.path} is corrupt ({exc}); "
                 "delete it and enroll again with --enroll-token"
             ) from None
+
+    def enroll_id(self) -> str:
+        """This agent's enroll id: the one kept in the state dir, or a new one written there (0600)."""
+        path = self.dir / ENROLL_ID_FILE
+        with contextlib.suppress(FileNotFoundError):
+            kept = path.read_text(encoding="ascii", errors="replace").strip()
+            if _ENROLL_ID.fullmatch(kept):
+                return kept
+            path.unlink()  # not one this agent wrote: a new one is as good
+        new = secrets.token_hex(16)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        with os.fdopen(os.open(path, flags, 0o600), "w", encoding="ascii") as fh:
+            fh.write(new)
+        return new
+
+    def forget_enroll_id(self) -> None:
+        """The credential is stored: the enroll id has done its job."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.dir / ENROLL_ID_FILE).unlink()
 
     def save(self, creds: Credentials) -> None:
         """Write atomically: a crash leaves either the old file or the new one, never half of one."""

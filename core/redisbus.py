@@ -25,10 +25,11 @@ log = logging.getLogger(__name__)
 # Events published while the sender was busy go out as one PUBLISH: at thousands of samples a
 # second that is one round trip per loop turn, not one per event.
 MAX_BATCH = 2000
-# How long the sender gathers events before a PUBLISH: at 1,000 samples a second spread evenly,
-# sending each at once costs a round trip (and the echo every subscriber gets) per sample; 10 ms
-# makes it one per ~10 events, and other cores see them at most that much later.
-GATHER = 0.01
+# How long the sender gathers events before a PUBLISH. A PUBLISH costs a round trip through redis-py,
+# and every core, this one included, receives it back, so the bus's CPU is mostly per message:
+# 25 ms against 10 ms took a sixth off each core of a pair at 1,000 agents (docs/benchmarks.md,
+# "The bus's gather time"), and other cores see events at most that much later (p99 28 ms).
+GATHER = 0.025
 # Held back while Redis is unreachable at most this many; live events are news, so older ones go.
 MAX_BACKLOG = 20_000
 

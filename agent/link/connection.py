@@ -163,9 +163,9 @@ class Connection:
         self.facts = facts
         self.credentials = credentials
         self._enroll_token = enroll_token
-        # The same on every attempt of this process: a welcome lost to a timeout is given again,
-        # to the same node, when the agent retries (see Hello.enroll_id).
-        self._enroll_id = secrets.token_hex(16)
+        # The same on every attempt, and kept in the state dir until the credential is: a welcome
+        # lost to a timeout or to a restart is given again, to the same node (see Hello.enroll_id).
+        self._enroll_id: str | None = None
         # Which certificate the core must present: checked before the first frame goes out.
         self.trust = trust_for(settings, credentials, self.url)
         self._ssl = client_context(self.url, self.trust)
@@ -373,6 +373,8 @@ class Connection:
 
     async def _session(self, wire: Wire) -> None:
         creds = self.credentials
+        if creds is None and self._enroll_id is None:
+            self._enroll_id = await asyncio.to_thread(self._kept_enroll_id)
         # Globs matched against the disk now (files appear and go): off the event loop.
         log_sources = await asyncio.to_thread(self._log_sources)
         hello = Hello(
@@ -399,6 +401,17 @@ class Connection:
         )
         await Stream(self._stream_context, wire, boundary).run()
 
+    def _kept_enroll_id(self) -> str:
+        try:
+            return self.store.enroll_id()
+        except OSError as exc:
+            # The state dir was writable at start; if it no longer is, the credential cannot be kept
+            # either, which the welcome says. An id for this process alone still covers its retries.
+            log.warning(
+                "cannot keep the enroll id in %s (%s); using one for this run only", self.store.dir, exc
+            )
+            return secrets.token_hex(16)
+
     def _log_sources(self) -> LogSources | None:
         logs = self._stream_context.logs
         return logs.sources() if logs is not None else None
@@ -424,6 +437,8 @@ class Connection:
                 await asyncio.to_thread(self.store.save, creds)
             except (StateDirError, OSError) as exc:
                 raise AgentError(f"cannot store the credential the core issued: {exc}") from None
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self.store.forget_enroll_id)
             log.info(
                 "%s as node %d; credential stored in %s",
                 "enrolled" if self.credentials is None else "credential renewed",

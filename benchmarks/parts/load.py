@@ -47,6 +47,7 @@ class LoadOptions:
     ping_interval: float  # simulated agents' extra ping period (0: none)
     profile: str | None  # py-spy the core during the window: "all" threads' stacks, or "gil" holders only
     procs_top: int = 0  # processes in every simulated sample's top list (issue 14's core constraint)
+    profile_core: int = 0  # which core of a cluster py-spy watches (0: the one with the push client)
 
 
 class FleetProc:
@@ -199,8 +200,10 @@ async def bench_load(
         client.begin()
         profile = None
         if opts.profile:
+            watched = all_cores[opts.profile_core].proc
+            assert watched is not None
             profile = await start_profile(
-                core.proc.pid, opts.duration, workdir / f"profile-{count}.txt", gil=opts.profile == "gil"
+                watched.pid, opts.duration, workdir / f"profile-{count}.txt", gil=opts.profile == "gil"
             )
         health: list[float] = []
 
