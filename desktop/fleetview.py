@@ -32,6 +32,13 @@ from servermanager.desktop.widgets import FleetDelegate, status_width
 
 VIEWER_HINT = "Your role can only view nodes; editing needs the operator role."
 
+# Columns given up first, in this order, when the table is too narrow for all of them and the user
+# has not chosen which to show: what a glance over the fleet needs least.
+FIT_ORDER = ("tags", "containers", "group", "uptime", "load1", "net_tx_bps", "net_rx_bps", "os")
+# The stretched column (OS) keeps at least this much before the others start to go (its tooltip
+# has the whole text).
+FIT_STRETCH_MIN = 80
+
 
 class FleetPanel(QWidget):
     """Everything on the Fleet tab. Takes the app context; the table itself is a plain view."""
@@ -154,8 +161,34 @@ class FleetPanel(QWidget):
         header.resizeSection(status, max(header.sectionSize(status), status_width(self.table.fontMetrics())))
         # The Core column is the model's last (so other columns keep their indexes) but reads first.
         header.moveSection(header.visualIndex(self.fleet.column("core")), 0)
+        # Which columns show: the user's choice (View → Fleet columns, or the header's menu), kept
+        # with the window's state; until there is one, what fits the window's width.
+        self._widths = {c.key: header.sectionSize(i) for i, c in enumerate(self.fleet.columns)}
+        header.sectionResized.connect(self._section_resized)
+        self._chosen_hidden = ctx.window_state.hidden_columns()
+        self.columns_menu = QMenu("Fleet &columns", self)
+        self._column_actions: dict[str, QAction] = {}
+        for column in self.fleet.columns:
+            if column.key in ("name", "core"):  # the name always shows; Core with several cores
+                continue
+            action = QAction(column.header, self, checkable=True)
+            action.triggered.connect(lambda shown, key=column.key: self.show_column(key, shown))
+            self._column_actions[column.key] = action
+            self.columns_menu.addAction(action)
+        self.columns_menu.addSeparator()
+        self.fit_action = QAction("Fit to the window", self, checkable=True)
+        self.fit_action.setToolTip(
+            "Show what fits the window's width, dropping the least needed columns first"
+        )
+        self.fit_action.triggered.connect(lambda _checked: self.fit_columns())
+        self.columns_menu.addAction(self.fit_action)
+        header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        header.customContextMenuRequested.connect(
+            lambda pos: self.columns_menu.popup(header.mapToGlobal(pos))
+        )
         self.table.doubleClicked.connect(self._double_clicked)
         self.table.installEventFilter(self)  # Enter/Return opens the current row's node
+        self.table.viewport().installEventFilter(self)  # its width decides the fitted columns
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._context_menu)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._update_buttons())
@@ -181,6 +214,68 @@ class FleetPanel(QWidget):
         ctx.rest.session_changed.connect(self._session_changed)
         self.cores.sessions_changed.connect(self._session_changed)
         self._session_changed(ctx.rest.session)
+
+    # ------------------------------------------------------------ columns
+
+    def hidden_columns(self) -> set[str]:
+        """The keys of the columns not shown now (the Core column aside)."""
+        return {
+            c.key
+            for i, c in enumerate(self.fleet.columns)
+            if c.key != "core" and self.table.isColumnHidden(i)
+        }
+
+    def show_column(self, key: str, shown: bool) -> None:
+        """The user shows or hides one column: from now on their choice decides, not the width."""
+        hidden = self.hidden_columns()
+        (hidden.discard if shown else hidden.add)(key)
+        self._chosen_hidden = hidden
+        self.ctx.window_state.set_hidden_columns(hidden)
+        self._apply_columns()
+
+    def fit_columns(self) -> None:
+        """Back to showing what fits the window's width (the choice made is forgotten)."""
+        self._chosen_hidden = None
+        self.ctx.window_state.set_hidden_columns(None)
+        self._apply_columns()
+
+    def _section_resized(self, index: int, _old: int, new: int) -> None:
+        if new > 0:  # a hidden section reports 0: keep the width it had
+            self._widths[self.fleet.columns[index].key] = new
+
+    def _fitted_hidden(self) -> set[str]:
+        room = self.table.viewport().width()
+        if room <= 0:
+            return set()
+        core_shown = not self.table.isColumnHidden(self.fleet.column("core"))
+        need = {
+            c.key: (self._widths[c.key] if c.width is not None or c.key == "core" else FIT_STRETCH_MIN)
+            for c in self.fleet.columns
+            if c.key != "core" or core_shown
+        }
+        total = sum(need.values())
+        hidden: set[str] = set()
+        for key in FIT_ORDER:
+            if total <= room:
+                break
+            if key in need:
+                hidden.add(key)
+                total -= need[key]
+        return hidden
+
+    def _apply_columns(self) -> None:
+        fit = self._chosen_hidden is None
+        hidden = self._fitted_hidden() if fit else (self._chosen_hidden or set())
+        for i, column in enumerate(self.fleet.columns):
+            if column.key == "core":
+                continue
+            gone = column.key in hidden and column.key != "name"
+            if self.table.isColumnHidden(i) != gone:
+                self.table.setColumnHidden(i, gone)
+            action = self._column_actions.get(column.key)
+            if action is not None:
+                action.setChecked(not gone)
+        self.fit_action.setChecked(fit)
 
     # ------------------------------------------------------------ state
 
@@ -253,6 +348,7 @@ class FleetPanel(QWidget):
             needed = 8 + 10 + 6 + 8 + self.table.fontMetrics().horizontalAdvance(UNREACHABLE)
             header.resizeSection(status, max(header.sectionSize(status), needed))
         self.core_filter.setVisible(several)
+        self._apply_columns()  # the Core column takes room, or gives it back
         current = self.core_filter.currentData()
         self.core_filter.blockSignals(True)
         self.core_filter.clear()
@@ -309,6 +405,12 @@ class FleetPanel(QWidget):
     # ------------------------------------------------------------ actions
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if (
+            watched is self.table.viewport()
+            and event.type() == QEvent.Type.Resize
+            and self._chosen_hidden is None
+        ):
+            self._apply_columns()  # the viewport's own event: its new width is known by then
         if (
             watched is self.table
             and event.type() == QEvent.Type.KeyPress

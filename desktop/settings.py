@@ -239,3 +239,17 @@ class WindowState:
     def save(self, geometry: QByteArray, state: QByteArray) -> None:
         self.store.setValue("window/geometry", geometry)
         self.store.setValue("window/state", state)
+
+    def hidden_columns(self) -> set[str] | None:
+        """The fleet table's columns the user hid; None: they never chose, so the width decides."""
+        if not self.store.contains("window/fleet_hidden_columns"):
+            return None
+        raw = self.store.value("window/fleet_hidden_columns", "")
+        return {key for key in str(raw or "").split(",") if key}
+
+    def set_hidden_columns(self, keys: set[str] | None) -> None:
+        if keys is None:
+            self.store.remove("window/fleet_hidden_columns")
+        else:
+            # One string, not a list: an INI file gives back a one-item list as a plain string.
+            self.store.setValue("window/fleet_hidden_columns", ",".join(sorted(keys)))

@@ -306,6 +306,7 @@ class MainWindow(QMainWindow):
             self.palette_action,
             self.find_action,
             self.fleet.refresh_action,
+            self.fleet.columns_menu.menuAction(),
             None,
             self.fleet_action,
             self.alerts_action,

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QToolBar, QToolButton
 from pytestqt.qtbot import QtBot
 
 from devkit.cores import RunningCore
 from servermanager.desktop.context import AppContext
-from servermanager.desktop.fleetview import VIEWER_HINT
+from servermanager.desktop.fleetview import FIT_ORDER, VIEWER_HINT
 from servermanager.desktop.models.fleet import SortRole
 from servermanager.desktop.net.live import LinkState
+from servermanager.desktop.settings import WindowState
 from servermanager.desktop.widgets import STATUS_DOT, STATUS_GAP, STATUS_LEFT, STATUS_RIGHT
 from servermanager.desktop.window import MainWindow
 from tests.desktop.conftest import Run, enrolled, profile_for, sign_in, until
@@ -271,3 +274,48 @@ def test_the_account_menu_is_shown_once(window: MainWindow) -> None:
     assert not [b for b in window.findChildren(QToolButton) if b.menu() is window.account_menu]
     titles = [a.text() for a in window.menuBar().actions()]
     assert titles.count("&Account") == 1
+
+
+def test_a_narrow_window_drops_the_least_needed_columns_until_the_user_chooses(
+    window: MainWindow, ctx: AppContext, core: RunningCore, run: Run, settings_file: Path
+) -> None:
+    run(enrolled(core, "web-1"))
+    run(sign_in(ctx, core))
+    panel = window.fleet
+    table = panel.table
+    header = table.horizontalHeader()
+    last = ctx.model.column("last_seen")
+    window.resize(1024, 640)
+    window.show()
+    run(until(lambda: ctx.model.rowCount() == 1, "the node listed"))
+    run(until(lambda: "tags" in panel.hidden_columns(), "the columns fitted to 1024 px"))
+    hidden = panel.hidden_columns()
+    assert hidden <= set(FIT_ORDER)
+    assert "cpu_pct" not in hidden and "last_seen" not in hidden
+    run(until(lambda: header.sectionViewportPosition(last) > 0, "the header laid out"))
+    assert table.horizontalScrollBar().maximum() == 0  # no scrolling sideways
+    assert header.sectionViewportPosition(last) + header.sectionSize(last) <= table.viewport().width()
+    assert not panel._column_actions["tags"].isChecked() and panel.fit_action.isChecked()
+
+    window.resize(1920, 1080)
+    run(until(lambda: table.viewport().width() > 1800, "the window widened"))
+    run(until(lambda: not panel.hidden_columns(), "every column back at 1920 px"))
+
+    # Once the user picks, their choice decides whatever the width, and it is kept.
+    view_menu = window.menus[1]
+    assert panel.columns_menu.menuAction() in view_menu.actions()
+    panel._column_actions["uptime"].trigger()
+    assert panel.hidden_columns() == {"uptime"}
+    assert not panel.fit_action.isChecked()
+    window.resize(1024, 640)
+    run(until(lambda: table.viewport().width() < 1024, "the window narrowed"))
+    assert panel.hidden_columns() == {"uptime"}
+    ctx.window_state.store.sync()
+    kept = WindowState(QSettings(str(settings_file), QSettings.Format.IniFormat))
+    assert kept.hidden_columns() == {"uptime"}
+
+    panel.fit_action.trigger()  # back to what fits
+    assert "tags" in panel.hidden_columns()
+    ctx.window_state.store.sync()
+    kept.store.sync()
+    assert kept.hidden_columns() is None
