@@ -8,7 +8,9 @@
             evenly over them, as a balancer would; the push client on the first core sees all nodes,
             half of them through Redis). Each configuration steps up until push p99 passes 100 ms or
             the simulator falls behind (under 95 % of the target rate): the largest size held is its
-            figure. Per run: every core's CPU and RSS, the PostgreSQL backends of its database (CPU,
+            figure. With `--repeats N` each size runs N times and is held when more than half of
+            them hold (one 20 s window at the knee decides by chance); the median run by push p99
+            stands for the size, and the paper fit takes every run. Per run: every core's CPU and RSS, the PostgreSQL backends of its database (CPU,
             USS), redis-server's CPU (shared with whatever else uses it), rows written per second,
             and how busy the machine was; then history query times on SQLite and on PostgreSQL
             (benchmarks.postgresql's: two cores read the same database, so the same figures).
@@ -260,50 +262,24 @@ async def bench_scale(
     pg: str,
     history_days: int,
     configs: tuple[str, ...] = CONFIGS,
+    repeats: int = 1,
 ) -> dict[str, Any]:
     """Each configuration at each fleet size until push p99 passes 100 ms or the simulator falls behind."""
-    out: dict[str, Any] = {"steps": steps, "runs": {c: {} for c in configs}, "held": {}}
-    redis_pid = next((x.pid for x in psutil.process_iter(["name"]) if x.info["name"] == "redis-server"), None)
+    out: dict[str, Any] = {"steps": steps, "repeats": repeats, "runs": {c: {} for c in configs}, "held": {}}
     for config in configs:
         held = 0
         for count in steps:
-            folder = workdir / f"{config.replace(' ', '').replace('+', '-')}-{count}"
-            folder.mkdir()
-            log(f"scale: {config}, {count} agents")
-            if config == "sqlite":
-                run = await bench_load(opts, count, folder, core_cmd=CORE_CMD)
-            else:
-                async with _fresh(pg) as (url, name):
-                    env = {"SM_CORE_DATABASE": url}
-                    cores = 1
-                    if config != "postgresql":
-                        env.update(_bus_env(redis, f"smbench-{uuid.uuid4().hex[:8]}", "x"))
-                        cores = 2
-                    backends = PgBackends(name)
-                    extra = (
-                        [ProcWatch(redis_pid, "redis-server", children=False)]
-                        if redis_pid and cores > 1
-                        else []
-                    )
-
-                    async def sampler(backends: PgBackends = backends) -> None:
-                        await asyncio.sleep(opts.warmup)
-                        while True:
-                            backends.sample()
-                            await asyncio.sleep(1.0)
-
-                    task = asyncio.create_task(sampler())
-                    try:
-                        run = await bench_load(opts, count, folder, env, CORE_CMD, cores=cores, extra=extra)
-                    finally:
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await task
-                    run["postgresql_server"] = backends.end()
-            summary = _scale_summary(run)
+            tries = []
+            for attempt in range(repeats):
+                tries.append(await _scale_step(opts, config, count, attempt, workdir, redis, pg))
+            passed = [_step_held(t) for t in tries]
+            ok = sum(passed) * 2 > len(passed)
+            tries.sort(key=lambda t: t["push_p99_ms"] if t["push_p99_ms"] is not None else 1e9)
+            summary = {**tries[(len(tries) - 1) // 2], "held_runs": f"{sum(passed)} of {len(passed)}"}
+            if repeats > 1:
+                summary["repeats"] = tries
             out["runs"][config][count] = summary
-            ok = (summary["push_p99_ms"] or 1e9) < 100 and summary["fraction_of_target"] >= 0.95
-            log(f"scale: {config} {count}: {'held' if ok else 'NOT held'} {summary}")
+            log(f"scale: {config} {count}: {'held' if ok else 'NOT held'} ({summary['held_runs']}) {summary}")
             if not ok:
                 break
             held = count
@@ -317,6 +293,47 @@ async def bench_scale(
         (workdir / "history").mkdir()
         out["history"] = await _history(workdir / "history", pg, history_days, 5)
     return out
+
+
+def _step_held(summary: dict[str, Any]) -> bool:
+    return (summary["push_p99_ms"] or 1e9) < 100 and summary["fraction_of_target"] >= 0.95
+
+
+async def _scale_step(
+    opts: LoadOptions, config: str, count: int, attempt: int, workdir: Path, redis: str, pg: str
+) -> dict[str, Any]:
+    """One run of one configuration at one fleet size, summarized."""
+    redis_pid = next((x.pid for x in psutil.process_iter(["name"]) if x.info["name"] == "redis-server"), None)
+    folder = workdir / f"{config.replace(' ', '').replace('+', '-')}-{count}-{attempt}"
+    folder.mkdir()
+    log(f"scale: {config}, {count} agents" + (f" (run {attempt + 1})" if attempt else ""))
+    if config == "sqlite":
+        run = await bench_load(opts, count, folder, core_cmd=CORE_CMD)
+    else:
+        async with _fresh(pg) as (url, name):
+            env = {"SM_CORE_DATABASE": url}
+            cores = 1
+            if config != "postgresql":
+                env.update(_bus_env(redis, f"smbench-{uuid.uuid4().hex[:8]}", "x"))
+                cores = 2
+            backends = PgBackends(name)
+            extra = [ProcWatch(redis_pid, "redis-server", children=False)] if redis_pid and cores > 1 else []
+
+            async def sampler(backends: PgBackends = backends) -> None:
+                await asyncio.sleep(opts.warmup)
+                while True:
+                    backends.sample()
+                    await asyncio.sleep(1.0)
+
+            task = asyncio.create_task(sampler())
+            try:
+                run = await bench_load(opts, count, folder, env, CORE_CMD, cores=cores, extra=extra)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            run["postgresql_server"] = backends.end()
+    return _scale_summary(run)
 
 
 # Steps at which the machine was this busy or more are left out of the paper fit: there every process
@@ -333,11 +350,10 @@ def paper_fit(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
     out: dict[str, Any] = {"busy_max_pct": PAPER_BUSY_MAX}
     for config, steps in runs.items():
         pts = [
-            (int(n), run["cores"])
+            (int(n), each["cores"])
             for n, run in steps.items()
-            if (run["push_p99_ms"] or 1e9) < 100
-            and run["fraction_of_target"] >= 0.95
-            and run["machine_busy_pct"] < PAPER_BUSY_MAX
+            for each in run.get("repeats", [run])
+            if _step_held(each) and each["machine_busy_pct"] < PAPER_BUSY_MAX
         ]
         fits = []
         for i in range(min((len(c) for _, c in pts), default=0)):
@@ -410,7 +426,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             (work / "scale").mkdir()
             steps = [int(x) for x in args.steps.split(",") if x]
             results["scale"] = await bench_scale(
-                opts, steps, work / "scale", args.redis, args.pg, args.history_days, args.configs
+                opts,
+                steps,
+                work / "scale",
+                args.redis,
+                args.pg,
+                args.history_days,
+                args.configs,
+                args.repeats,
             )
         if "failover" in args.parts:
             (work / "failover").mkdir()
@@ -432,6 +455,9 @@ def main() -> None:
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432", help="the PostgreSQL server")
     ap.add_argument("--steps", default="500,1000,1500,2000", help="scale: fleet sizes, stepped up")
+    ap.add_argument(
+        "--repeats", type=int, default=1, help="scale: runs per size; held when more than half hold"
+    )
     ap.add_argument(
         "--configs", default=",".join(CONFIGS), help=f"scale: which configurations ({', '.join(CONFIGS)})"
     )
