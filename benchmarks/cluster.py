@@ -318,20 +318,8 @@ async def _scale_step(
                 cores = 2
             backends = PgBackends(name)
             extra = [ProcWatch(redis_pid, "redis-server", children=False)] if redis_pid and cores > 1 else []
-
-            async def sampler(backends: PgBackends = backends) -> None:
-                await asyncio.sleep(opts.warmup)
-                while True:
-                    backends.sample()
-                    await asyncio.sleep(1.0)
-
-            task = asyncio.create_task(sampler())
-            try:
+            async with backends.sampling(opts.warmup):
                 run = await bench_load(opts, count, folder, env, CORE_CMD, cores=cores, extra=extra)
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
             run["postgresql_server"] = backends.end()
     return _scale_summary(run)
 

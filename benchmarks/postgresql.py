@@ -23,6 +23,7 @@ import secrets
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,25 @@ class PgBackends:
         window = max(self.t1 - self.t0, 1e-9)
         return {"cpu_pct": round(100 * used / window, 1), "uss_mb_max": round(self.uss_max, 1)}
 
+    @contextlib.asynccontextmanager
+    async def sampling(self, warmup: float) -> AsyncIterator[None]:
+        """Samples every second from `warmup` on (the backends appear once the core connects, and
+        the window is most of the run) until the block ends."""
+
+        async def sampler() -> None:
+            await asyncio.sleep(warmup)
+            while True:
+                self.sample()
+                await asyncio.sleep(1.0)
+
+        task = asyncio.create_task(sampler())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
 
 async def _load(opts: LoadOptions, count: int, base: Path, server: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -100,23 +120,10 @@ async def _load(opts: LoadOptions, count: int, base: Path, server: str) -> dict[
     async with _fresh(server) as (url, name):
         log(f"load {count}: PostgreSQL ({name})")
         watch = PgBackends(name)
-
-        async def sampler() -> None:
-            # The backends appear once the core connects; the window is most of the run.
-            await asyncio.sleep(opts.warmup)
-            while True:
-                watch.sample()
-                await asyncio.sleep(1.0)
-
-        task = asyncio.create_task(sampler())
-        try:
+        async with watch.sampling(opts.warmup):
             out["postgresql"] = await bench_load(
                 opts, count, _sub(base, f"pg-{count}"), {"SM_CORE_DATABASE": url}, THIS
             )
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         out["postgresql_server"] = watch.end()
         con = await asyncpg.connect(url)
         try:
