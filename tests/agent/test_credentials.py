@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from servermanager.agent.credentials import Credentials, CredentialStore, StateDirError, ensure_state_dir
+from servermanager.agent.credentials import (
+    ENROLL_ID_FILE,
+    Credentials,
+    CredentialStore,
+    StateDirError,
+    ensure_state_dir,
+)
 
 
 def mode(p: Path) -> int:
@@ -87,3 +93,21 @@ def test_corrupt_credential_file_is_reported(tmp_path: Path) -> None:
 def test_repr_never_shows_the_secret() -> None:
     c = Credentials(node_id=3, credential="s3cret-value", core="ws://h/ws/agent")
     assert "s3cret" not in repr(c) and "s3cret" not in str(c) and "s3cret" not in f"{c}"
+
+
+def test_the_enroll_id_is_kept_0600_until_forgotten_and_a_bad_one_is_replaced(tmp_path: Path) -> None:
+    store = CredentialStore(ensure_state_dir(tmp_path / "state"))
+    first = store.enroll_id()
+    path = store.dir / ENROLL_ID_FILE
+    assert len(first) == 32 and int(first, 16) >= 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert CredentialStore(store.dir).enroll_id() == first  # a restarted agent sends the same id
+
+    path.write_text("not-an-id\n")  # not written by the agent: replaced, not sent to the core
+    second = store.enroll_id()
+    assert second != first and len(second) == 32 and path.read_text() == second
+
+    store.forget_enroll_id()
+    assert not path.exists()
+    store.forget_enroll_id()  # forgetting twice is not an error
+    assert store.enroll_id() not in (first, second)
