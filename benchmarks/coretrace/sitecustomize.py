@@ -37,6 +37,11 @@ if sys.argv[1:2] == ["core"]:
 
     _census = os.environ.get("SM_CORETRACE_CENSUS") == "1"
     _young: list[str] = [""]
+    # Every collection's CPU, summed per generation and written as one `gcsum` line per 10 s: the
+    # share of the core's time the cycle collector takes, short collections included.
+    _sum_n = [0, 0, 0]
+    _sum_cpu = [0.0, 0.0, 0.0]
+    _sum_at = [time.time()]
 
     def _gc(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -50,8 +55,23 @@ if sys.argv[1:2] == ["core"]:
                 del young
             _gc_start[0] = time.perf_counter()
             _gc_cpu[0] = time.thread_time()
-        elif (took := time.perf_counter() - _gc_start[0]) > (0.005 if info["generation"] else 0.02):
-            cpu = time.thread_time() - _gc_cpu[0]
+            return
+        took = time.perf_counter() - _gc_start[0]
+        cpu = time.thread_time() - _gc_cpu[0]
+        gen = info["generation"]
+        _sum_n[gen] += 1
+        _sum_cpu[gen] += cpu
+        if (now := time.time()) - _sum_at[0] >= 10.0:
+            span = now - _sum_at[0]
+            _out.write(
+                f"{now:.3f} gcsum {span:.1f}s "
+                + " ".join(f"gc{g}={_sum_n[g]}x/{_sum_cpu[g] * 1000:.0f}ms" for g in range(3))
+                + f" share={sum(_sum_cpu) / span * 100:.1f}%\n"
+            )
+            _sum_n[:] = [0, 0, 0]
+            _sum_cpu[:] = [0.0, 0.0, 0.0]
+            _sum_at[0] = now
+        if took > (0.005 if gen else 0.02):
             _out.write(
                 f"{time.time():.3f} gc{info['generation']} {took * 1000:.1f}ms cpu={cpu * 1000:.1f}ms "
                 f"collected={info['collected']}{_young[0] if info['generation'] == 0 else ''}\n"
