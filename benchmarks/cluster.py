@@ -298,6 +298,10 @@ async def bench_scale(
     two = out["held"].get("postgresql+redis x2")
     out["two_over_one_postgresql"] = round(two / one, 2) if one and two is not None else None
     out["paper"] = paper_fit(out["runs"])
+    log(
+        f"scale: held {held}, two over one {out['two_over_one_postgresql']}; on paper: the line "
+        f"{out['paper']['two_over_one']}, at equal CPU {out['paper']['iso_cpu']['median']}"
+    )
     if history_days:
         log(f"scale: history, {history_days} day(s) of 1m rollups on SQLite and PostgreSQL")
         (workdir / "history").mkdir()
