@@ -384,11 +384,12 @@ def iso_cpu(
     off one core's measured curve (made non-decreasing, then interpolated; never extrapolated), and
     the pair's fleet over it.
 
-    Why beside the line: a core's CPU grows more slowly than its fleet (per-agent work is shared by
-    more agents per loop turn, per commit, per push), so a line through the low steps overstates
-    the slope near a full CPU, and the more so for the pair, whose cores each hold half the fleet
-    and so sit lower on the curve. Compared at equal CPU, each side is read where it was measured.
-    What this assumes: the ratio found at the CPU levels measured holds up to a full CPU."""
+    Why beside the line: a core's CPU can grow more slowly than its fleet (per-agent work shared by
+    more agents per loop turn, per commit, per push; the thirteenth scale run in docs/benchmarks.md),
+    and then a line through the low steps overstates the slope near a full CPU, the more so for the
+    pair, whose cores each hold half the fleet and so sit lower on the curve. Compared at equal CPU,
+    each side is read where it was measured. What this assumes: the ratio found at the CPU levels
+    measured holds up to a full CPU."""
     usable = [
         (n, each)
         for n, run in runs.get(one, {}).items()
