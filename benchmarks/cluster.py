@@ -343,6 +343,17 @@ async def _scale_step(
 PAPER_BUSY_MAX = 85.0
 
 
+def _unsaturated(steps: dict[int, dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """Every run of a configuration, repeats included, that held on a machine not saturated: what
+    both paper figures are read from."""
+    return [
+        (int(n), each)
+        for n, run in steps.items()
+        for each in run.get("repeats", [run])
+        if _step_held(each) and each["machine_busy_pct"] < PAPER_BUSY_MAX
+    ]
+
+
 def paper_fit(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
     """Per core, on paper: a least-squares line through each core's CPU against the fleet size, over
     the steps it held on a machine not saturated, and the fleet at which that line reaches one CPU
@@ -351,12 +362,7 @@ def paper_fit(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
     Redis and the agents elsewhere, and costs that stay linear past the sizes measured."""
     out: dict[str, Any] = {"busy_max_pct": PAPER_BUSY_MAX}
     for config, steps in runs.items():
-        pts = [
-            (int(n), each["cores"])
-            for n, run in steps.items()
-            for each in run.get("repeats", [run])
-            if _step_held(each) and each["machine_busy_pct"] < PAPER_BUSY_MAX
-        ]
+        pts = [(n, each["cores"]) for n, each in _unsaturated(steps)]
         fits = []
         for i in range(min((len(c) for _, c in pts), default=0)):
             xs = [n for n, _ in pts]
@@ -390,23 +396,16 @@ def iso_cpu(
     pair, whose cores each hold half the fleet and so sit lower on the curve. Compared at equal CPU,
     each side is read where it was measured. What this assumes: the ratio found at the CPU levels
     measured holds up to a full CPU."""
-    usable = [
-        (n, each)
-        for n, run in runs.get(one, {}).items()
-        for each in run.get("repeats", [run])
-        if _step_held(each) and each["machine_busy_pct"] < PAPER_BUSY_MAX
-    ]
-    curve = _non_decreasing(sorted((int(n), max(c["cpu_pct"] for c in each["cores"])) for n, each in usable))
+    curve = _non_decreasing(
+        sorted((n, max(c["cpu_pct"] for c in each["cores"])) for n, each in _unsaturated(runs.get(one, {})))
+    )
     points: list[dict[str, Any]] = []
-    for n, run in runs.get(two, {}).items():
-        for each in run.get("repeats", [run]):
-            if not _step_held(each) or each["machine_busy_pct"] >= PAPER_BUSY_MAX:
-                continue
-            cpu = max(c["cpu_pct"] for c in each["cores"])
-            lone = _fleet_at(curve, cpu)
-            if lone is not None:
-                points.append({"agents": int(n), "busiest_core_cpu_pct": cpu, "one_core_agents": round(lone),
-                               "ratio": round(int(n) / lone, 2)})  # fmt: skip
+    for n, each in _unsaturated(runs.get(two, {})):
+        cpu = max(c["cpu_pct"] for c in each["cores"])
+        lone = _fleet_at(curve, cpu)
+        if lone is not None:
+            points.append({"agents": n, "busiest_core_cpu_pct": cpu, "one_core_agents": round(lone),
+                           "ratio": round(n / lone, 2)})  # fmt: skip
     ratios = [float(x["ratio"]) for x in points]
     median = round(statistics.median(ratios), 2) if ratios else None
     return {"one_core_curve": curve, "points": points, "median": median}
