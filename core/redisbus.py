@@ -30,6 +30,10 @@ MAX_BATCH = 2000
 # 25 ms against 10 ms took a sixth off each core of a pair at 1,000 agents (docs/benchmarks.md,
 # "The bus's gather time"), and other cores see events at most that much later (p99 28 ms).
 GATHER = 0.025
+# Sockets to Redis per core, and how long a call waits for one of them before it fails (as if
+# Redis did not answer): the listener and the inbox reader hold one each, the rest are short calls.
+MAX_CONNECTIONS = 64
+POOL_WAIT = 10.0
 # Held back while Redis is unreachable at most this many; live events are news, so older ones go.
 MAX_BACKLOG = 20_000
 
@@ -66,12 +70,20 @@ class RedisBus(Bus):
         self.control = f"{prefix}:control"  # notices: "rule:<id>", "silences:0"
         self._origin = core_id.encode() + b"\0"
         # No retries inside redis-py: a failed call says so at once, and the loops here back off.
-        self.redis = aioredis.Redis.from_url(
-            url,
-            socket_connect_timeout=2.0,
-            socket_timeout=10.0,
-            health_check_interval=2,
-            retry=Retry(NoBackoff(), 0),
+        # A blocking pool: every agent that connects or goes claims or frees its key, and when
+        # hundreds do at once (a core died, a network blip) the calls wait their turn for one of
+        # MAX_CONNECTIONS sockets. redis-py's default pool refuses the 101st concurrent call with
+        # "Too many connections", which read as Redis lost: the bus went down, leadership flapped.
+        self.redis = aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=MAX_CONNECTIONS,
+                timeout=POOL_WAIT,
+                socket_connect_timeout=2.0,
+                socket_timeout=10.0,
+                health_check_interval=2,
+                retry=Retry(NoBackoff(), 0),
+            )
         )
         self.down_since: float | None = time.time()  # until the first connection
         self.reason = "not connected yet"

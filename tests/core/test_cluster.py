@@ -592,3 +592,22 @@ async def test_a_core_serves_the_newest_of_another_cores_samples(tmp_path: Path,
         assert node["latest"]["metrics"]["cpu_pct"] == 44.0
     finally:
         await _stop(a, b)
+
+
+async def test_hundreds_of_agents_going_at_once_do_not_read_as_redis_lost(tmp_path: Path, pfx: str) -> None:
+    # Each agent that goes frees its ownership key with a call of its own; when a network blip drops
+    # a few hundred at once those calls overlap. redis-py's default pool refused the 101st with "Too
+    # many connections", which the core took for Redis lost: the bus went down, leadership flapped.
+    [seed] = await seeded(tmp_path, ["web1"])
+    [a] = await start_cores(tmp_path, pfx, 1)
+    try:
+        assert a.core.cluster is not None
+        await wait_for(lambda: a.core.bus.problem is None, what="the bus to connect")
+        st = a.core.nodes.nodes[seed.node_id]
+        await asyncio.gather(*(a.core.cluster.release(st) for _ in range(500)))
+        assert a.core.bus.problem is None
+        token = await a.admin_token()
+        _, health = await a.request("GET", "/api/v1/health", token)
+        assert health["status"] == "ok", health
+    finally:
+        await a.stop()
