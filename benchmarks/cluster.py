@@ -468,6 +468,7 @@ def _scale_summary(run: dict[str, Any]) -> dict[str, Any]:
         "redis_cpu_pct": (run.get("extra") or {}).get("redis-server", {}).get("cpu_pct"),
         "machine_busy_pct": run["machine_cpu"]["busy_pct_of_all_cores"],
         "others_pct_of_one_core": run["machine_cpu"]["others_pct_of_one_core"],
+        "core_cpu_cap": run.get("core_cpu_cap"),
     }
 
 
@@ -484,6 +485,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         connect_timeout=10.0,
         ping_interval=0.0,
         profile=None,
+        core_cpu_pct=args.core_cpu,
     )
     try:
         if "bus" in args.parts:
@@ -526,6 +528,13 @@ def main() -> None:
     )
     ap.add_argument(
         "--configs", default=",".join(CONFIGS), help=f"scale: which configurations ({', '.join(CONFIGS)})"
+    )
+    ap.add_argument(
+        "--core-cpu",
+        type=float,
+        default=None,
+        help="scale: hold each core to this %% of one CPU (a cgroup quota; needs root), so that one core "
+        "and each core of the pair get the same CPU while the rest of the machine runs beside them",
     )
     ap.add_argument("--history-days", type=int, default=3, help="scale: days of history queried (0: none)")
     ap.add_argument("--per-process", type=int, default=500, help="simulated agents per simulator process")

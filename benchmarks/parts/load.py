@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks.cpucap import CpuCap
 from benchmarks.harness import (
     REPO,
     RESULTS,
@@ -48,6 +49,8 @@ class LoadOptions:
     profile: str | None  # py-spy the core during the window: "all" threads' stacks, or "gil" holders only
     procs_top: int = 0  # processes in every simulated sample's top list (issue 14's core constraint)
     profile_core: int = 0  # which core of a cluster py-spy watches (0: the one with the push client)
+    # Each core held to this % of one CPU (benchmarks.cpucap); None: as much as it takes.
+    core_cpu_pct: float | None = None
 
 
 class FleetProc:
@@ -182,10 +185,21 @@ async def bench_load(
         out["ping_interval_s"] = opts.ping_interval
         log(f"{count} agents enrolled in {out['enroll_seconds']}s ({[r['enroll_seconds'] for r in ready]}); "
             f"warming up {opts.warmup:g}s")  # fmt: skip
+        caps = []
+        if opts.core_cpu_pct is not None:
+            # Each core in a group of its own, so each gets the same slice (not the pair one between them).
+            for i, c in enumerate([core, *others]):
+                assert c.proc is not None
+                cap = CpuCap(f"smbench-{os.getpid()}-core{i}", opts.core_cpu_pct)
+                stack.callback(cap.close)
+                cap.add(c.proc.pid)
+                caps.append(cap)
+            log(f"each core held to {opts.core_cpu_pct:g} % of one CPU")
         await asyncio.sleep(opts.warmup)
 
         all_cores = [core, *others]
         c0 = [await c.counters() for c in all_cores]
+        t0 = [cap.throttled() for cap in caps]
         watches = [ProcWatch(c.proc.pid, f"core{i}") for i, c in enumerate(all_cores) if c.proc is not None]
         watches += [ProcWatch(f.proc.pid, f.name) for f in fleets]
         watches += extra or []
@@ -228,6 +242,20 @@ async def bench_load(
             await f.command("report")
         reports = await asyncio.gather(*(f.expect("report", 30) for f in fleets))
         c1 = [await c.counters() for c in all_cores]
+        if caps:
+            # The share of the window's quota periods in which each core used up its slice: near 0, the
+            # cap did not bind; high, the core wanted more than its slice.
+            out["core_cpu_cap"] = {
+                "pct_of_one_cpu": opts.core_cpu_pct,
+                "throttled_share": [
+                    round(
+                        (b["throttled_periods"] - a["throttled_periods"])
+                        / max(1.0, b["periods"] - a["periods"]),
+                        3,
+                    )
+                    for a, b in zip(t0, (cap.throttled() for cap in caps), strict=True)
+                ],
+            }
         if profile is not None:
             out["profile"] = await finish_profile(profile, workdir / f"profile-{count}.txt", count)
 
