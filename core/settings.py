@@ -68,6 +68,7 @@ class CoreSettings(msgspec.Struct, kw_only=True):
     rollup_every: float = 10.0
     prune_every: float = 300.0
     flush_every: float = 0.05
+    push_gather: float = 0.01
     history_cache_mb: float = 64.0
     access_token_ttl: float = 900.0
     refresh_token_ttl: float = 30 * 86400.0
@@ -122,6 +123,7 @@ class CoreSettings(msgspec.Struct, kw_only=True):
         "rollup_every": "how often the rollup job runs",
         "prune_every": "how often the retention job runs",
         "flush_every": "longest time a received sample waits before its batch is committed",
+        "push_gather": "how long a client's live events gather before they go out as one frame; 0: each at once",
         "history_cache_mb": "memory for past days of 1-minute history kept as ready JSON; 0 turns it off",
         "access_token_ttl": "lifetime of an access token from login",
         "refresh_token_ttl": "lifetime of a refresh token",
@@ -196,6 +198,8 @@ class CoreSettings(msgspec.Struct, kw_only=True):
             raise SettingsError("setting retention_processes must be above 0")
         if self.retention_containers <= 0:
             raise SettingsError("setting retention_containers must be above 0")
+        if not 0 <= self.push_gather <= 1:
+            raise SettingsError("setting push_gather must be between 0 (each event at once) and 1 second")
         if self.history_cache_mb < 0:
             raise SettingsError("setting history_cache_mb must be 0 (off) or more")
         if self.alert_repeat_interval <= 0 or self.alert_repeat_max < self.alert_repeat_interval:

@@ -42,6 +42,7 @@ def test_config_file_from_env(tmp_path: Path) -> None:
         ("", {"SM_CORE_METRICS_AUTH": "maybe"}, "metrics_auth"),
         ("listen = '8760'\n", {}, "HOST:PORT"),
         ("agent_interval = 0.5\n", {}, "at least 1 second"),
+        ("push_gather = '2s'\n", {}, "push_gather must be between 0"),
         ("this is not toml", {}, "config file"),
     ],
 )

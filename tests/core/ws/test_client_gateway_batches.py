@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -178,3 +179,26 @@ async def test_a_lone_event_is_sent_bare(core_server: RunningCore, plain: PlainC
     [[event]] = wire.messages
     assert isinstance(event, p.SampleEvent) and event.sample.metrics.cpu_pct == 42.0
     await agent.close()
+
+
+@pytest.mark.parametrize(("gather", "messages"), [(0.3, 1), (0.0, 2)])
+async def test_events_within_push_gather_of_each_other_leave_together(
+    tmp_path: Path, gather: float, messages: int
+) -> None:
+    # Two agents' samples, each acknowledged before the next is sent: two loop turns apart, so
+    # only the gather window puts them in one frame; with push_gather 0 each goes at once.
+    core = await RunningCore(tmp_path / "core", push_gather=gather).start()
+    client = PlainClient(core)
+    try:
+        a, b = await _agent(core, "a"), await _agent(core, "b")
+        await client.start()
+        await a.send_samples(a.make(1, cpu=1.0))
+        await b.send_samples(b.make(1, cpu=2.0))
+        wire = await client.read_until(lambda w: len(w.samples()) >= 2)
+        assert [e.sample.metrics.cpu_pct for e in wire.samples()] == [1.0, 2.0]
+        assert len(wire.messages) == messages
+        for agent in (a, b):
+            await agent.close()
+    finally:
+        await client.close()
+        await core.stop()
