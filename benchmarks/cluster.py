@@ -486,6 +486,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         ping_interval=0.0,
         profile=None,
         core_cpu_pct=args.core_cpu,
+        client_core=args.client_core,
     )
     try:
         if "bus" in args.parts:
@@ -535,6 +536,13 @@ def main() -> None:
         default=None,
         help="scale: hold each core to this %% of one CPU (a cgroup quota; needs root), so that one core "
         "and each core of the pair get the same CPU while the rest of the machine runs beside them",
+    )
+    ap.add_argument(
+        "--client-core",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="scale: the pair's core that the push client uses (0 starts first and usually leads)",
     )
     ap.add_argument("--history-days", type=int, default=3, help="scale: days of history queried (0: none)")
     ap.add_argument("--per-process", type=int, default=500, help="simulated agents per simulator process")

@@ -48,7 +48,10 @@ class LoadOptions:
     ping_interval: float  # simulated agents' extra ping period (0: none)
     profile: str | None  # py-spy the core during the window: "all" threads' stacks, or "gil" holders only
     procs_top: int = 0  # processes in every simulated sample's top list (issue 14's core constraint)
-    profile_core: int = 0  # which core of a cluster py-spy watches (0: the one with the push client)
+    profile_core: int = 0  # which core of a cluster py-spy watches
+    # Which core of a cluster the push client uses (a lone core: that one). 0 is the first
+    # started, which usually leads the cluster (rollups, retention, alert outbox); 1 is another.
+    client_core: int = 0
     # Each core held to this % of one CPU (benchmarks.cpucap); None: as much as it takes.
     core_cpu_pct: float | None = None
 
@@ -173,7 +176,8 @@ async def bench_load(
         # Headroom: an agent whose welcome is lost (handshake timeout under overload) enrolls again
         # and spends another use; the orphaned nodes are counted below.
         token = await core.enroll_token(count + max(100, count // 2))
-        client = PushClient(core.url, core.token)
+        # The admin's token from core 0 holds on every core: they share the database.
+        client = PushClient([core, *others][min(opts.client_core, len(others))].url, core.token)
         await client.start()
         stack.push_async_callback(client.stop)
 
