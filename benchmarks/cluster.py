@@ -61,7 +61,7 @@ import psutil
 
 from benchmarks.fleet import Fleet, percentiles, raise_nofile_limit
 from benchmarks.harness import RESULTS, CoreProc, ProcWatch, log, machine_info
-from benchmarks.parts.load import LoadOptions, bench_load
+from benchmarks.parts.load import LoadOptions, add_profile_argument, bench_load
 from benchmarks.postgresql import PgBackends, _fresh, _history
 from devkit.tcpproxy import TcpProxy
 from servermanager.common import protocol as p
@@ -469,6 +469,7 @@ def _scale_summary(run: dict[str, Any]) -> dict[str, Any]:
         "machine_busy_pct": run["machine_cpu"]["busy_pct_of_all_cores"],
         "others_pct_of_one_core": run["machine_cpu"]["others_pct_of_one_core"],
         "core_cpu_cap": run.get("core_cpu_cap"),
+        **({"profile": run["profile"]} if "profile" in run else {}),
     }
 
 
@@ -484,7 +485,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         start_timeout=300.0,
         connect_timeout=10.0,
         ping_interval=0.0,
-        profile=None,
+        profile=args.profile,
+        profile_core=args.profile_core,
         core_cpu_pct=args.core_cpu,
         client_core=args.client_core,
     )
@@ -543,6 +545,14 @@ def main() -> None:
         choices=(0, 1),
         default=0,
         help="scale: the pair's core that the push client uses (0 starts first and usually leads)",
+    )
+    add_profile_argument(ap)
+    ap.add_argument(
+        "--profile-core",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="scale: the pair's core that --profile watches",
     )
     ap.add_argument("--history-days", type=int, default=3, help="scale: days of history queried (0: none)")
     ap.add_argument("--per-process", type=int, default=500, help="simulated agents per simulator process")
