@@ -191,5 +191,7 @@ class Maintenance:
             await con.execute("DELETE FROM rollup_dirty WHERE node_id = ?", (node_id,))
             await con.execute("DELETE FROM node_latest WHERE node_id = ?", (node_id,))
             await self.series.delete_node(con, node_id)
+            # Under the write lock, as prune_dictionary does: a commit put together meanwhile binds
+            # its points again rather than use the deleted series' ids (Writer._execute).
+            self.series.forget_node(node_id)
         self.days.forget_node(node_id)
-        self.series.forget_node(node_id)

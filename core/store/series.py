@@ -206,6 +206,9 @@ class SeriesStore:
         # (node, name, labels) -> series id. Filled only after a commit, so a rolled-back insert
         # leaves no id behind; dropped for a node when the node is deleted.
         self._ids: dict[Key, int] = {}
+        # Bumped under the write lock whenever ids leave _ids: the writer binds points before it
+        # takes the lock, and binds them again if this moved meanwhile.
+        self.generation = 0
         # Per tier, the end of the newest window settle() has done (ms): it works once per window.
         self._settled = dict.fromkeys(TIERS.values(), 0)
         # Per tier, the series reopen() put chunks of back into the head since the last settle.
@@ -246,6 +249,7 @@ class SeriesStore:
     def forget_node(self, node_id: int) -> None:
         for key in [k for k in self._ids if k[0] == node_id]:
             del self._ids[key]
+        self.generation += 1
 
     # ------------------------------------------------------------ reads
 
@@ -575,6 +579,7 @@ class SeriesStore:
                 con, "DELETE FROM series WHERE id IN (VALUES {values})", [(i,) for i in gone]
             )
             self._ids = {k: v for k, v in self._ids.items() if v not in gone}
+            self.generation += 1
         return len(gone)
 
     async def delete_node(self, con: aiosqlite.Connection, node_id: int) -> None:

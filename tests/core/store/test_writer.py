@@ -24,8 +24,10 @@ from servermanager.core.store.series import POINT_INSERT
 from servermanager.core.store.values import values_statements
 from servermanager.core.store.writer import paused_collection
 from tests.helpers.core import metrics
+from tests.helpers.gate import Gate
 from tests.helpers.store import make_samples
 from tests.helpers.trips import counted_trips
+from tests.helpers.wait import wait_for
 
 
 async def test_many_batches_share_one_commit(store: SampleStore) -> None:
@@ -240,3 +242,90 @@ async def test_a_large_commit_is_put_together_a_slice_per_turn_of_the_event_loop
     assert sum(n for _, n in point_calls) == (batches - 1) * per_sample
     assert max(n for _, n in point_calls) <= writer_module.BUILD_SLICE
     assert len({turn for turn, _ in point_calls}) == len(point_calls) >= 3  # each in a turn of its own
+
+
+def _submitted(
+    store: SampleStore, node_id: int, samples: list[Sample]
+) -> asyncio.Future[BaseException | None]:
+    """Queue the batch now (store() would only once its task runs); the future gets its outcome."""
+    fut: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+    store.submit(node_id, samples, lambda exc: fut.done() or fut.set_result(exc))
+    return fut
+
+
+async def _gated_store(tmp_path: Path) -> tuple[Database, SampleStore, Gate]:
+    """A SQLite store with nodes 1 and 2 and `SELECT gate()` to park its writer thread."""
+    db = Database(tmp_path / "g.db")
+    await db.open()
+    await db.execute(
+        "INSERT INTO nodes (id, name, cred_hash, created_at) VALUES (1, 'n', ?, 0), (2, 'm', ?, 0)",
+        (b"\x00", b"\x01"),
+    )
+    gate = Gate()
+    await db.writer.create_function("gate", 0, gate)
+    return db, SampleStore(db, flush_every=0.001), gate
+
+
+async def test_the_next_commit_is_put_together_while_the_one_before_it_runs(tmp_path: Path) -> None:
+    """With the database thread held inside commit N, the batches that came after it are taken
+    off the queue and bound meanwhile, not left waiting until N is done."""
+    db, store, gate = await _gated_store(tmp_path)
+    runner = asyncio.create_task(store.run())
+    try:
+        parked = asyncio.ensure_future(db.writer.execute("SELECT gate()"))
+        await wait_for(gate.entered.is_set, 5, "the writer thread to park")
+        first = _submitted(store, 1, make_samples(1_700_000_000.0, 5, 1.0))
+        await wait_for(lambda: not store.writer._queue, 5, "commit N to be taken off the queue")
+        second = _submitted(store, 2, make_samples(1_700_000_000.0, 5, 1.0))
+        await wait_for(lambda: not store.writer._queue, 5, "commit N+1 to be put together during N")
+        assert not first.done() and not second.done()
+        gate.open()
+        assert await asyncio.wait_for(asyncio.gather(first, second), 10) == [None, None]
+        await parked
+    finally:
+        gate.open()
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        await db.close()
+    assert store.rows_written == 10
+
+
+async def test_points_bound_before_their_series_were_deleted_are_bound_again(tmp_path: Path) -> None:
+    """A commit put together while its node's series were being deleted (ids bound, then dropped
+    before it took the write lock) must not store points under the deleted ids."""
+    db, store, gate = await _gated_store(tmp_path)
+    runner = asyncio.create_task(store.run())
+    try:
+        await store.store(1, make_samples(1_700_000_000.0, 2, 1.0))  # node 1's series get their ids
+        parked = asyncio.ensure_future(db.writer.execute("SELECT gate()"))
+        await wait_for(gate.entered.is_set, 5, "the writer thread to park")
+        ahead = _submitted(store, 2, make_samples(1_700_000_000.0, 2, 1.0))
+        await wait_for(lambda: not store.writer._queue, 5, "the commit ahead to be taken")
+        late = _submitted(store, 1, make_samples(1_700_000_010.0, 2, 1.0, seq0=3))
+        await wait_for(lambda: not store.writer._queue, 5, "node 1's commit to be put together")
+        # Waits for the write lock behind the commit ahead, and takes it before node 1's commit.
+        deleting = asyncio.ensure_future(store.delete_node(1))
+        await wait_for(
+            lambda: db.write_lock.locked() and bool(db.write_lock._waiters), 5, "the deletion to wait"
+        )
+        gate.open()
+        assert await asyncio.wait_for(asyncio.gather(ahead, late), 10) == [None, None]
+        await asyncio.wait_for(asyncio.gather(parked, deleting), 10)
+    finally:
+        gate.open()
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+    try:
+        orphans = await db.fetchone(
+            "SELECT count(*) FROM series_incoming AS i WHERE NOT EXISTS "
+            "(SELECT 1 FROM series AS s WHERE s.id = i.series_id)"
+        )
+        kept = await db.fetchone(
+            "SELECT count(*) FROM series_incoming AS i JOIN series AS s ON s.id = i.series_id WHERE s.node_id = 1"
+        )
+    finally:
+        await db.close()
+    assert orphans[0] == 0
+    assert kept[0] > 0  # node 1's late points went in, under series made afresh
