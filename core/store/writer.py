@@ -244,7 +244,12 @@ class Writer:
                         self._queue.extendleft(reversed(batch))
                         raise
                     if inflight is not None:
-                        await inflight
+                        try:
+                            # Shielded: stopping the core lets the commit ahead finish and answer.
+                            await asyncio.shield(inflight)
+                        except BaseException:
+                            self._queue.extendleft(reversed(batch))  # for drain(), as above
+                            raise
                     inflight = asyncio.create_task(self._execute(prepared), name="sample-commit")
         finally:
             if inflight is not None and not inflight.done():

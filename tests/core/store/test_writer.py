@@ -329,3 +329,34 @@ async def test_points_bound_before_their_series_were_deleted_are_bound_again(tmp
         await db.close()
     assert orphans[0] == 0
     assert kept[0] > 0  # node 1's late points went in, under series made afresh
+
+
+async def test_stopping_the_writer_lets_the_commit_ahead_finish_and_keeps_the_next_for_drain(
+    tmp_path: Path,
+) -> None:
+    """Cancelled (the core stopping) with commit N parked in the database's thread and N+1 already
+    put together: N still commits and answers, and N+1 goes back to the queue for drain()."""
+    db, store, gate = await _gated_store(tmp_path)
+    runner = asyncio.create_task(store.run())
+    try:
+        parked = asyncio.ensure_future(db.writer.execute("SELECT gate()"))
+        await wait_for(gate.entered.is_set, 5, "the writer thread to park")
+        first = _submitted(store, 1, make_samples(1_700_000_000.0, 5, 1.0))
+        await wait_for(lambda: not store.writer._queue, 5, "commit N to be taken off the queue")
+        second = _submitted(store, 2, make_samples(1_700_000_000.0, 5, 1.0))
+        await wait_for(lambda: not store.writer._queue, 5, "commit N+1 to be put together")
+        runner.cancel()
+        await asyncio.sleep(0)  # the cancel reaches the writer while N is still parked
+        gate.open()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(runner, 10)
+        await parked
+        assert await asyncio.wait_for(first, 5) is None
+        assert not second.done() and len(store.writer._queue) == 1
+        await store.drain()
+        assert await asyncio.wait_for(second, 5) is None
+        assert await store.seqs(2) == [1, 2, 3, 4, 5]
+    finally:
+        gate.open()
+        runner.cancel()
+        await db.close()
