@@ -266,18 +266,32 @@ async def _gated_store(tmp_path: Path) -> tuple[Database, SampleStore, Gate]:
     return db, SampleStore(db, flush_every=0.001), gate
 
 
+async def _one_running_one_bound(
+    db: Database,
+    store: SampleStore,
+    gate: Gate,
+    ahead: tuple[int, list[Sample]] | None = None,
+    then: tuple[int, list[Sample]] | None = None,
+) -> tuple[asyncio.Future[Any], asyncio.Future[BaseException | None], asyncio.Future[BaseException | None]]:
+    """Park the writer thread, then queue `ahead` (taken and left waiting in the thread: commit N)
+    and `then` (put together meanwhile: N+1), by default five samples of node 1, then of node 2.
+    Returns the parked statement and both outcomes."""
+    parked = asyncio.ensure_future(db.writer.execute("SELECT gate()"))
+    await wait_for(gate.entered.is_set, 5, "the writer thread to park")
+    first = _submitted(store, *(ahead or (1, make_samples(1_700_000_000.0, 5, 1.0))))
+    await wait_for(lambda: not store.writer._queue, 5, "commit N to be taken off the queue")
+    second = _submitted(store, *(then or (2, make_samples(1_700_000_000.0, 5, 1.0))))
+    await wait_for(lambda: not store.writer._queue, 5, "commit N+1 to be put together during N")
+    return parked, first, second
+
+
 async def test_the_next_commit_is_put_together_while_the_one_before_it_runs(tmp_path: Path) -> None:
     """With the database thread held inside commit N, the batches that came after it are taken
     off the queue and bound meanwhile, not left waiting until N is done."""
     db, store, gate = await _gated_store(tmp_path)
     runner = asyncio.create_task(store.run())
     try:
-        parked = asyncio.ensure_future(db.writer.execute("SELECT gate()"))
-        await wait_for(gate.entered.is_set, 5, "the writer thread to park")
-        first = _submitted(store, 1, make_samples(1_700_000_000.0, 5, 1.0))
-        await wait_for(lambda: not store.writer._queue, 5, "commit N to be taken off the queue")
-        second = _submitted(store, 2, make_samples(1_700_000_000.0, 5, 1.0))
-        await wait_for(lambda: not store.writer._queue, 5, "commit N+1 to be put together during N")
+        parked, first, second = await _one_running_one_bound(db, store, gate)
         assert not first.done() and not second.done()
         gate.open()
         assert await asyncio.wait_for(asyncio.gather(first, second), 10) == [None, None]
@@ -298,12 +312,13 @@ async def test_points_bound_before_their_series_were_deleted_are_bound_again(tmp
     runner = asyncio.create_task(store.run())
     try:
         await store.store(1, make_samples(1_700_000_000.0, 2, 1.0))  # node 1's series get their ids
-        parked = asyncio.ensure_future(db.writer.execute("SELECT gate()"))
-        await wait_for(gate.entered.is_set, 5, "the writer thread to park")
-        ahead = _submitted(store, 2, make_samples(1_700_000_000.0, 2, 1.0))
-        await wait_for(lambda: not store.writer._queue, 5, "the commit ahead to be taken")
-        late = _submitted(store, 1, make_samples(1_700_000_010.0, 2, 1.0, seq0=3))
-        await wait_for(lambda: not store.writer._queue, 5, "node 1's commit to be put together")
+        parked, ahead, late = await _one_running_one_bound(
+            db,
+            store,
+            gate,
+            (2, make_samples(1_700_000_000.0, 2, 1.0)),
+            (1, make_samples(1_700_000_010.0, 2, 1.0, seq0=3)),
+        )
         # Waits for the write lock behind the commit ahead, and takes it before node 1's commit.
         deleting = asyncio.ensure_future(store.delete_node(1))
         await wait_for(
@@ -339,12 +354,7 @@ async def test_stopping_the_writer_lets_the_commit_ahead_finish_and_keeps_the_ne
     db, store, gate = await _gated_store(tmp_path)
     runner = asyncio.create_task(store.run())
     try:
-        parked = asyncio.ensure_future(db.writer.execute("SELECT gate()"))
-        await wait_for(gate.entered.is_set, 5, "the writer thread to park")
-        first = _submitted(store, 1, make_samples(1_700_000_000.0, 5, 1.0))
-        await wait_for(lambda: not store.writer._queue, 5, "commit N to be taken off the queue")
-        second = _submitted(store, 2, make_samples(1_700_000_000.0, 5, 1.0))
-        await wait_for(lambda: not store.writer._queue, 5, "commit N+1 to be put together")
+        parked, first, second = await _one_running_one_bound(db, store, gate)
         runner.cancel()
         await asyncio.sleep(0)  # the cancel reaches the writer while N is still parked
         gate.open()
