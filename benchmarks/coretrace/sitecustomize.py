@@ -93,6 +93,11 @@ if sys.argv[1:2] == ["core"]:
         maintenance.Maintenance.rollup = _timed(
             "rollup", maintenance.Maintenance.rollup, lambda a, r: f"buckets={r}"
         )
+        maintenance.Maintenance._rollup_slice = _timed(
+            "slice",
+            maintenance.Maintenance._rollup_slice,
+            lambda a, r: f"{a[1]} nodes={a[5]}..{a[6]} marks={r}",
+        )
         maintenance._settle = _timed("settle", maintenance._settle, lambda a, r: f"rows={r}")
         series.SeriesStore.move_incoming = _timed(
             "move", series.SeriesStore.move_incoming, lambda a, r: f"rows={r}"

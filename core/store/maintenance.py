@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from typing import Any, NamedTuple
 
 import aiosqlite
 
@@ -26,17 +27,60 @@ HOURLY_EVERY = 6
 _SETTLE = (
     f"INSERT OR IGNORE INTO samples_raw ({COLUMNS}) SELECT {COLUMNS} FROM samples_head ORDER BY node_id, ts"
 )
+# The same for a slice of nodes and the rows before a time (Scope); the head's key (ts, node_id)
+# makes it a range read of the few rows that came since the whole head moved.
+_SETTLE_SCOPE = (
+    f"INSERT OR IGNORE INTO samples_raw ({COLUMNS}) SELECT {COLUMNS} FROM samples_head "
+    "WHERE ts < ? AND node_id BETWEEN ? AND ? ORDER BY node_id, ts"
+)
+# Rollup marks (each a node's bucket) done per transaction at most, a node's marks never split:
+# the writer, and every agent's ack behind it, waits for each. One transaction for the whole
+# minute of 5,000 nodes held it 3.5-4.5 s, 16,000 batches queued behind it, and a young
+# collection walking them stalled the event loop (docs/benchmarks.md, 2026-12-03).
+SLICE_MARKS = 500
 
 
-async def _settle(db: Database, con: aiosqlite.Connection) -> int:
-    """Move the head into samples_raw within the caller's transaction; returns the rows moved."""
+class Scope(NamedTuple):
+    """The nodes lo..hi (ids, inclusive), and rows before `before` (ms): what one slice of a rollup
+    needs in samples_raw and series_raw before it reads them."""
+
+    lo: int
+    hi: int
+    before: int
+
+
+async def _settle(db: Database, con: aiosqlite.Connection, scope: Scope | None = None) -> int:
+    """Move the head (or its rows in `scope`) into samples_raw within the caller's transaction;
+    returns the rows moved."""
     settle_head = getattr(db, "settle_head", None)
     if settle_head is not None:  # PostgreSQL: day partitions, and other cores writing meanwhile (store/pg.py)
-        return int(await settle_head(con))
-    cur = await con.execute(_SETTLE)
+        return int(await settle_head(con, scope))
+    if scope is None:
+        cur = await con.execute(_SETTLE)
+        moved = cur.rowcount
+        await con.execute("DELETE FROM samples_head")
+        return int(moved)
+    params = (scope.before, scope.lo, scope.hi)
+    cur = await con.execute(_SETTLE_SCOPE, params)
     moved = cur.rowcount
-    await con.execute("DELETE FROM samples_head")
+    await con.execute("DELETE FROM samples_head WHERE ts < ? AND node_id BETWEEN ? AND ?", params)
     return int(moved)
+
+
+def _slices(marks: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Node id ranges (lo, hi inclusive) of about SLICE_MARKS marks each, from (node_id, marks) in
+    node order; together they cover every id, so a node marked since the count is not skipped."""
+    starts: list[int] = []
+    taken = SLICE_MARKS
+    for node_id, n in marks:
+        if taken >= SLICE_MARKS:
+            starts.append(node_id)
+            taken = 0
+        taken += n
+    if not starts:
+        return []
+    starts[0] = 0
+    return [(lo, (starts[i + 1] - 1) if i + 1 < len(starts) else _NO_LIMIT) for i, lo in enumerate(starts)]
 
 
 class Maintenance:
@@ -69,84 +113,118 @@ class Maintenance:
         an hour bucket aggregates 60 minute rows, and recomputing every node's current hour on
         every pass was the largest single cost of the job at fleet scale.
 
-        Settles the head first, in the same transaction as the 1m step, so the 1m buckets read
-        complete rows from samples_raw alone: a commit that took the writer between the two would
-        have marked buckets whose rows were still in the head, and lost them. Each step is one
-        statement joining rollup_dirty to its source: SQLite does the whole job without handing
-        rows to Python, which beside a busy event loop costs a GIL hand-off each.
+        Each level goes in slices of nodes (SLICE_MARKS), a transaction each, and the writer's
+        commits run between them. A 1m slice first moves its nodes' rows of the minutes it rolls
+        up from the heads (the whole heads moved just before, so that is only what came since),
+        in the same transaction, so its buckets read complete rows from samples_raw and series_raw
+        alone: a commit that took the writer between the move and the rollup would have marked
+        buckets whose rows were still in a head, and lost them. Each step is one statement
+        joining rollup_dirty to its source: SQLite does the whole job without handing rows to
+        Python, which beside a busy event loop costs a GIL hand-off each.
         """
         done = 0
-        rewritten: set[tuple[int, int]] = set()
         levels = [("1m", "raw", "1h"), ("1h", "1m", None)] if hours else [("1m", "raw", "1h")]
         now_ms = int((time.time() if now is None else now) * 1000)
         for res, src, parent in levels:
-            table, step = ROLLUP_TABLES[res]
+            step = ROLLUP_TABLES[res][1]
             # Minutes are rolled up once they are over (and ROLLUP_GRACE has passed for the last
             # samples to land): the current minute, recomputed on every pass, was 3 times the
             # work. The current hour is kept fresh, from the minutes done.
             upto = now_ms - ROLLUP_GRACE_MS - step if res == "1m" else _NO_LIMIT
             if src == "raw":
-                aggs = ", ".join(
-                    rounded(f, f"{agg}(s.{f})") for f in SCALAR_FIELDS for agg in ("avg", "min", "max")
+                await self.settle()
+            marks = [
+                (int(r[0]), int(r[1]))
+                for r in await self.db.fetchall(
+                    "SELECT node_id, count(*) FROM rollup_dirty WHERE res = ? AND ts <= ? "
+                    "GROUP BY node_id ORDER BY node_id",
+                    (res, upto),
                 )
-                count, src_table = "count(*)", "samples_raw"
-            else:
-                aggs = ", ".join(expr for f in SCALAR_FIELDS for expr in merged(f, "s."))
-                count, src_table = "sum(s.cnt)", ROLLUP_TABLES[src][0]
-            # Named, not positional: a metric added since the table was made is a column at its end.
-            columns = ", ".join(("node_id", "ts", "cnt", *metric_columns(table, SCALAR_FIELDS)))
-            async with self.db.transaction() as con:
-                if src == "raw":
-                    lock_marks = getattr(self.db, "lock_marks", None)
-                    if lock_marks is not None:  # PostgreSQL: other cores' writers (store/pg.py)
-                        await lock_marks(con)
-                    await _settle(self.db, con)
-                    await self.series.move_incoming(con)
-                async with con.execute(
-                    "SELECT count(*) FROM rollup_dirty WHERE res = ? AND ts <= ?", (res, upto)
-                ) as cur:
-                    row = await cur.fetchone()
-                n = int(row[0]) if row else 0
-                if not n:
-                    continue
-                analyze = getattr(self.db, "analyze_if_grown", None)
-                if analyze is not None:  # PostgreSQL plans these joins from statistics (store/pg.py)
-                    await analyze(con, res, n, ("rollup_dirty", src_table, SERIES_TABLES[src], "series"))
-                if res == "1m" and self.days.max_bytes > 0:
-                    # Past days this pass rewrites (a late backfill): cached text of them goes.
-                    today = now_ms // DAY_MS * DAY_MS
-                    async with con.execute(
-                        "SELECT DISTINCT node_id, ts / ? FROM rollup_dirty WHERE res = '1m' AND ts < ? AND ts <= ?",
-                        (DAY_MS, today, upto),
-                    ) as cur:
-                        rewritten = {(r[0], r[1]) for r in await cur.fetchall()}
-                await con.execute(
-                    f"INSERT OR REPLACE INTO {table} ({columns}) SELECT d.node_id, d.ts, {count}, {aggs} "
-                    f"FROM rollup_dirty AS d JOIN {src_table} AS s "
-                    "ON s.node_id = d.node_id AND s.ts >= d.ts AND s.ts < d.ts + ? "
-                    "WHERE d.res = ? AND d.ts <= ? GROUP BY d.node_id, d.ts",
-                    (step, res, upto),
-                )
-                # The named series of the same nodes and buckets, from the same marks; a bucket of
-                # a settled window is read from the head once its chunk is back there.
-                await self.series.reopen(con, TIERS[src], upto)
-                await con.execute(rollup_sql(res, src), (step, res, upto))
-                if parent is not None:
-                    pstep = ROLLUP_TABLES[parent][1]
-                    await con.execute(
-                        "INSERT OR IGNORE INTO rollup_dirty (res, node_id, ts) "
-                        "SELECT ?, node_id, ts / ? * ? FROM rollup_dirty WHERE res = ? AND ts <= ?",
-                        (parent, pstep, pstep, res, upto),
-                    )
-                await con.execute("DELETE FROM rollup_dirty WHERE res = ? AND ts <= ?", (res, upto))
-                done += n
-            if rewritten:
-                # After the commit: dropped before it, a fill could read the old rows after the drop.
-                self.days.forget_days(rewritten)
-                rewritten = set()
+            ]
+            analyze = getattr(self.db, "analyze_if_grown", None)
+            total = sum(n for _, n in marks)
+            for lo, hi in _slices(marks):
+                done += await self._rollup_slice(res, src, parent, upto, lo, hi, now_ms, analyze, total)
+                analyze = None  # once a level, with the level's whole count
         # After the rollups, so a window's buckets are rolled up from the head before it settles.
         await self.series.settle(now_ms)
         return done
+
+    async def _rollup_slice(
+        self,
+        res: str,
+        src: str,
+        parent: str | None,
+        upto: int,
+        lo: int,
+        hi: int,
+        now_ms: int,
+        analyze: Any,
+        total: int,
+    ) -> int:
+        """One transaction of rollup(): the marks of `res` up to `upto` of nodes lo..hi; returns
+        the buckets done."""
+        table, step = ROLLUP_TABLES[res]
+        if src == "raw":
+            aggs = ", ".join(
+                rounded(f, f"{agg}(s.{f})") for f in SCALAR_FIELDS for agg in ("avg", "min", "max")
+            )
+            count, src_table = "count(*)", "samples_raw"
+        else:
+            aggs = ", ".join(expr for f in SCALAR_FIELDS for expr in merged(f, "s."))
+            count, src_table = "sum(s.cnt)", ROLLUP_TABLES[src][0]
+        # Named, not positional: a metric added since the table was made is a column at its end.
+        columns = ", ".join(("node_id", "ts", "cnt", *metric_columns(table, SCALAR_FIELDS)))
+        marked = "d.res = ? AND d.ts <= ? AND d.node_id BETWEEN ? AND ?"
+        at = (res, upto, lo, hi)
+        rewritten: set[tuple[int, int]] = set()
+        async with self.db.transaction() as con:
+            if src == "raw":
+                lock_marks = getattr(self.db, "lock_marks", None)
+                if lock_marks is not None:  # PostgreSQL: other cores' writers (store/pg.py)
+                    await lock_marks(con)
+                # Every row a bucket up to `upto` reads is before upto + step.
+                scope = Scope(lo, hi, upto + step)
+                await _settle(self.db, con, scope)
+                await self.series.move_incoming(con, scope)
+            async with con.execute(f"SELECT count(*) FROM rollup_dirty AS d WHERE {marked}", at) as cur:
+                row = await cur.fetchone()
+            n = int(row[0]) if row else 0
+            if not n:
+                return 0
+            if analyze is not None:  # PostgreSQL plans these joins from statistics (store/pg.py)
+                await analyze(con, res, total, ("rollup_dirty", src_table, SERIES_TABLES[src], "series"))
+            if res == "1m" and self.days.max_bytes > 0:
+                # Past days this pass rewrites (a late backfill): cached text of them goes.
+                today = now_ms // DAY_MS * DAY_MS
+                async with con.execute(
+                    f"SELECT DISTINCT d.node_id, d.ts / ? FROM rollup_dirty AS d WHERE {marked} AND d.ts < ?",
+                    (DAY_MS, *at, today),
+                ) as cur:
+                    rewritten = {(r[0], r[1]) for r in await cur.fetchall()}
+            await con.execute(
+                f"INSERT OR REPLACE INTO {table} ({columns}) SELECT d.node_id, d.ts, {count}, {aggs} "
+                f"FROM rollup_dirty AS d JOIN {src_table} AS s "
+                "ON s.node_id = d.node_id AND s.ts >= d.ts AND s.ts < d.ts + ? "
+                f"WHERE {marked} GROUP BY d.node_id, d.ts",
+                (step, *at),
+            )
+            # The named series of the same nodes and buckets, from the same marks; a bucket of
+            # a settled window is read from the head once its chunk is back there.
+            await self.series.reopen(con, TIERS[src], upto, lo, hi)
+            await con.execute(rollup_sql(res, src), (step, *at))
+            if parent is not None:
+                pstep = ROLLUP_TABLES[parent][1]
+                await con.execute(
+                    "INSERT OR IGNORE INTO rollup_dirty (res, node_id, ts) "
+                    f"SELECT ?, d.node_id, d.ts / ? * ? FROM rollup_dirty AS d WHERE {marked}",
+                    (parent, pstep, pstep, *at),
+                )
+            await con.execute(f"DELETE FROM rollup_dirty AS d WHERE {marked}", at)
+        if rewritten:
+            # After the commit: dropped before it, a fill could read the old rows after the drop.
+            self.days.forget_days(rewritten)
+        return n
 
     async def prune(self, retention: dict[str, float], now: float | None = None, chunk: int = 50_000) -> int:
         """Delete rows past each resolution's retention, in chunks so writers are never blocked long."""

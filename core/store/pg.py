@@ -479,27 +479,35 @@ class PgDatabase(Database):
         rollups never overlap (one writer connection), so this costs it nothing."""
         await con.raw.execute("LOCK TABLE rollup_dirty IN SHARE ROW EXCLUSIVE MODE")
 
-    async def settle_head(self, con: Any) -> int:
-        """Maintenance's settle here: the head moved into samples_raw (its day partitions made
-        first) in ONE statement, so its delete takes exactly the rows it copied. Two statements
-        would each see their own snapshot, and a row another core committed between them would be
-        deleted without being moved. Returns the rows inserted (duplicates dropped)."""
-        days = {int(r[0]) for r in await con.raw.fetch(f"SELECT DISTINCT ts / {DAY_MS} FROM samples_head")}
+    async def settle_head(self, con: Any, scope: tuple[int, int, int] | None = None) -> int:
+        """Maintenance's settle here: the head (or its rows in `scope`: nodes lo..hi, before a time
+        in ms) moved into samples_raw (its day partitions made first) in ONE statement, so its
+        delete takes exactly the rows it copied. Two statements would each see their own snapshot,
+        and a row another core committed between them would be deleted without being moved.
+        Returns the rows inserted (duplicates dropped)."""
+        where, params = _scoped(scope, "node_id BETWEEN $2 AND $3")
+        days = {
+            int(r[0])
+            for r in await con.raw.fetch(f"SELECT DISTINCT ts / {DAY_MS} FROM samples_head{where}", *params)
+        }
         await self.ensure_days(con, days)
         status = await con.raw.execute(
-            f"WITH moved AS (DELETE FROM samples_head RETURNING {COLUMNS}) "
+            f"WITH moved AS (DELETE FROM samples_head{where} RETURNING {COLUMNS}) "
             f"INSERT INTO samples_raw ({COLUMNS}) SELECT {COLUMNS} FROM moved ORDER BY node_id, ts "
-            "ON CONFLICT DO NOTHING"
+            "ON CONFLICT DO NOTHING",
+            *params,
         )
         return int(status.rsplit(" ", 1)[-1])
 
-    async def move_incoming(self, con: Any) -> int:
+    async def move_incoming(self, con: Any, scope: tuple[int, int, int] | None = None) -> int:
         """SeriesStore.move_incoming here: one statement, for settle_head's reason. Returns the
         points inserted (replays of points the head holds dropped)."""
+        where, params = _scoped(scope, "series_id IN (SELECT id FROM series WHERE node_id BETWEEN $2 AND $3)")
         status = await con.raw.execute(
-            "WITH moved AS (DELETE FROM series_incoming RETURNING series_id, ts, value) "
+            f"WITH moved AS (DELETE FROM series_incoming{where} RETURNING series_id, ts, value) "
             "INSERT INTO series_raw (series_id, ts, value) SELECT series_id, ts, value FROM moved "
-            "ORDER BY series_id, ts ON CONFLICT DO NOTHING"
+            "ORDER BY series_id, ts ON CONFLICT DO NOTHING",
+            *params,
         )
         return int(status.rsplit(" ", 1)[-1])
 
@@ -548,6 +556,15 @@ class PgDatabase(Database):
                 removed += int(await con.raw.fetchval(f"SELECT count(*) FROM {table}_d{day}"))
                 await con.raw.execute(f"DROP TABLE {table}_d{day}")
         return removed
+
+
+def _scoped(scope: tuple[int, int, int] | None, nodes: str) -> tuple[str, tuple[int, ...]]:
+    """The WHERE clause and parameters of a head's rows in a rollup slice's scope (lo, hi, before):
+    `nodes` names nodes $2..$3."""
+    if scope is None:
+        return "", ()
+    lo, hi, before = scope
+    return f" WHERE ts < $1 AND {nodes}", (before, lo, hi)
 
 
 async def _init(con: asyncpg.Connection) -> None:

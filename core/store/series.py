@@ -43,6 +43,14 @@ _MOVE_INCOMING = (
     "INSERT OR IGNORE INTO series_raw (series_id, ts, value) "
     f"SELECT series_id, ts, value FROM {INCOMING} ORDER BY series_id, ts"
 )
+# The points of some nodes' series before a time (a rollup slice's Scope, core/store/maintenance.py):
+# a range read on series_incoming's key (ts, series_id) of the few points that came since the
+# whole of it moved.
+SCOPED = "ts < ? AND series_id IN (SELECT id FROM series WHERE node_id BETWEEN ? AND ?)"
+_MOVE_SCOPED = (
+    "INSERT OR IGNORE INTO series_raw (series_id, ts, value) "
+    f"SELECT series_id, ts, value FROM {INCOMING} WHERE {SCOPED} ORDER BY series_id, ts"
+)
 # Head rows settled per transaction at most: the writer waits for each, and the agents' acks
 # behind it.
 SETTLE_ROWS = 20_000
@@ -182,7 +190,8 @@ def pending_points(node_id: int, samples: Iterable[Sample]) -> list[PendingPoint
 def rollup_sql(res: str, src: str) -> str:
     """The statement that recomputes the series buckets of rollup_dirty's (res, node, ts) marks.
 
-    Parameters: (bucket width ms, res, upto), as the sample tables' statement takes them.
+    Parameters: (bucket width ms, res, upto, lowest node id, highest node id), as the sample
+    tables' statement takes them.
     """
     table = SERIES_TABLES[res]
     if src == "raw":
@@ -194,7 +203,7 @@ def rollup_sql(res: str, src: str) -> str:
         f"SELECT r.series_id, d.ts, {aggs} "
         "FROM rollup_dirty AS d JOIN series AS s ON s.node_id = d.node_id "
         f"JOIN {SERIES_TABLES[src]} AS r ON r.series_id = s.id AND r.ts >= d.ts AND r.ts < d.ts + ? "
-        "WHERE d.res = ? AND d.ts <= ? GROUP BY r.series_id, d.ts"
+        "WHERE d.res = ? AND d.ts <= ? AND d.node_id BETWEEN ? AND ? GROUP BY r.series_id, d.ts"
     )
 
 
@@ -376,16 +385,24 @@ class SeriesStore:
 
     # ------------------------------------------------------------ upkeep
 
-    async def move_incoming(self, con: aiosqlite.Connection) -> int:
-        """Move series_incoming into the head in series order, in the caller's transaction (the
-        rollup pass's, before its 1m step reads the head); returns the points moved, replays of
-        points the head holds dropped."""
+    async def move_incoming(
+        self, con: aiosqlite.Connection, scope: tuple[int, int, int] | None = None
+    ) -> int:
+        """Move series_incoming (or its points in `scope`: the nodes lo..hi, before a time in ms)
+        into the head in series order, in the caller's transaction (a rollup slice's, before it
+        reads the head); returns the points moved, replays of points the head holds dropped."""
         move = getattr(self.db, "move_incoming", None)
         if move is not None:  # PostgreSQL: other cores write meanwhile (store/pg.py)
-            return int(await move(con))
-        cur = await con.execute(_MOVE_INCOMING)
+            return int(await move(con, scope))
+        if scope is None:
+            cur = await con.execute(_MOVE_INCOMING)
+            moved = cur.rowcount
+            await con.execute(f"DELETE FROM {INCOMING}")
+            return int(moved)
+        before, lo, hi = scope[2], scope[0], scope[1]
+        cur = await con.execute(_MOVE_SCOPED, (before, lo, hi))
         moved = cur.rowcount
-        await con.execute(f"DELETE FROM {INCOMING}")
+        await con.execute(f"DELETE FROM {INCOMING} WHERE {SCOPED}", (before, lo, hi))
         return int(moved)
 
     async def settle(self, now_ms: int, force: bool = False) -> int:
@@ -479,17 +496,19 @@ class SeriesStore:
         self._settled[tier] = max(self._settled[tier], cutoff)
         return moved
 
-    async def reopen(self, con: aiosqlite.Connection, tier: Tier, upto: int) -> int:
+    async def reopen(
+        self, con: aiosqlite.Connection, tier: Tier, upto: int, lo: int = 0, hi: int = 1 << 62
+    ) -> int:
         """Put back into the tier's head, in the caller's transaction, the chunks holding buckets
-        that rollup_dirty marks (of tier.mark) up to `upto` (a late or replayed point for a settled
+        that rollup_dirty marks (of tier.mark) up to `upto` for the nodes lo..hi (a late or replayed point for a settled
         window), so the rollup reads every row of the bucket from the head; returns the chunks
         reopened. The settle after the rollup makes them chunks again."""
         async with con.execute(
             f"SELECT DISTINCT c.id, c.series_id, c.data FROM rollup_dirty AS d "
             "JOIN series AS s ON s.node_id = d.node_id "
             f"JOIN {tier.chunks} AS c ON c.series_id = s.id AND c.ts = d.ts / ? * ? "
-            "WHERE d.res = ? AND d.ts <= ?",
-            (tier.window, tier.window, tier.mark, upto),
+            "WHERE d.res = ? AND d.ts <= ? AND d.node_id BETWEEN ? AND ?",
+            (tier.window, tier.window, tier.mark, upto, lo, hi),
         ) as cur:
             found = list(await cur.fetchall())
         # The copy that wins a read wins here: a raw chunk's point replaces a replayed one, a

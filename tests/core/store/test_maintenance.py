@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from devkit.cores import RunningCore
 from servermanager.common.metrics import Sample
+from servermanager.common.series import SeriesPoint
+from servermanager.core.store import maintenance
 from servermanager.core.store.db import Database
 from servermanager.core.store.devices import device_points
 from servermanager.core.store.maintenance import HOURLY_EVERY, ROLLUP_GRACE_MS
 from servermanager.core.store.rows import to_row
 from servermanager.core.store.samples import SampleStore
+from servermanager.core.store.series import POINT_INSERT
 from servermanager.core.store.values import execute_values
 from servermanager.core.store.writer import _DIRTY_INSERT, _HEAD_INSERT
 from tests.helpers.core import RawAgent, metrics
@@ -271,3 +276,64 @@ async def test_a_commit_between_rollup_steps_is_rolled_up(tmp_path: Path, at: in
         assert m["ts"] == [t0 - 120, t0] and m["avg"]["cpu_pct"] == [70.0, 10.0]
     finally:
         await db.close()
+
+
+@pytest.mark.parametrize(
+    "at", [1, 2, 3, 4], ids=["before-the-settle", "before-node-1", "between-slices", "before-the-hours"]
+)
+async def test_a_commit_between_rollup_slices_is_rolled_up(
+    store: SampleStore, monkeypatch: pytest.MonkeyPatch, at: int
+) -> None:
+    """With a slice per node, late rows of node 2 (samples and a series point) committed before
+    each of the pass's transactions in turn all reach node 2's minute, in this pass or the next."""
+    monkeypatch.setattr(maintenance, "SLICE_MARKS", 1)
+    t0 = 1_700_000_040.0 - (1_700_000_040.0 % 3600)
+    late_ts = round((t0 - 120) * 1000)
+
+    def with_point(samples: list[Sample], value: float) -> list[Sample]:
+        return [
+            Sample(
+                seq=s.seq,
+                ts=s.ts,
+                metrics=metrics(cpu=s.metrics.cpu_pct, series=[SeriesPoint("q", value)], disks=[], nets=[]),
+            )
+            for s in samples
+        ]
+
+    for node in (1, 2):
+        await write_samples(store, node, with_point(make_samples(t0, 5, 1.0, cpu=[10.0] * 5), 10.0))
+    found = await store.series.find(2, "q", {})
+    assert found is not None
+    sid = found[0]
+    late = [to_row(2, s) for s in make_samples(t0 - 120, 5, 1.0, cpu=[70.0] * 5, seq0=100)]
+    begin, opened = store.db.transaction, 0
+
+    @contextlib.asynccontextmanager
+    async def transaction(bulk: bool = False, held: bool = False) -> AsyncIterator[Any]:
+        nonlocal opened
+        opened += 1
+        if opened == at:
+            async with begin() as con:
+                await execute_values(con, _HEAD_INSERT, late)
+                await execute_values(con, POINT_INSERT, [(sid, r[1], 70.0) for r in late])
+                await execute_values(con, _DIRTY_INSERT, [("1m", 2, late_ts // 60_000 * 60_000)])
+        async with begin(bulk, held) as con:
+            yield con
+
+    monkeypatch.setattr(store.db, "transaction", transaction)
+    await store.rollup()
+    assert opened >= 4, "the pass did not go in a settle, a slice per node, and the hours"
+    monkeypatch.setattr(store.db, "transaction", begin)
+    await store.rollup()  # whatever the first pass could not see, the next one does
+    m = await store.history(2, t0 - 120, t0 + 59, "1m", ["cpu_pct"])
+    assert m["ts"] == [t0 - 120, t0] and m["avg"]["cpu_pct"] == [70.0, 10.0]
+    s = await store.series.history(sid, t0 - 120, t0 + 59, "1m")
+    assert s["ts"] == [t0 - 120, t0] and s["avg"] == [70.0, 10.0]
+    assert (await store.history(1, t0 - 120, t0 + 59, "1m", ["cpu_pct"]))["ts"] == [t0]
+
+
+def test_slices_cover_every_node_in_order_with_about_slice_marks_each() -> None:
+    marks = [(3, 400), (5, 200), (9, 700), (12, 10), (20, 10)]
+    assert maintenance._slices(marks) == [(0, 8), (9, 11), (12, 1 << 62)]
+    assert maintenance._slices([]) == []
+    assert maintenance._slices([(7, 1)]) == [(0, 1 << 62)]
