@@ -15,6 +15,7 @@ them, and a series whose points have all expired leaves the dictionary.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import json
 from collections.abc import Iterable, Sequence
@@ -138,6 +139,30 @@ def _rows(blob: bytes) -> Points:
 def _blob(points: Points) -> bytes:
     ts, rows = points
     return encode(ts, *(list(c) for c in zip(*rows, strict=True)))
+
+
+def _grouped(rows: Sequence[Sequence[Any]], tier: Tier) -> dict[tuple[int, int], Points]:
+    """Head rows (series_id, ts, *columns) in key order, as points per (series, window start)."""
+    groups: dict[tuple[int, int], Points] = {}
+    for sid, ts, *values in rows:
+        key = (sid, tier.start(ts))
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = ([], [])
+        group[0].append(ts)
+        group[1].append(tuple(values))
+    return groups
+
+
+def _packed(
+    groups: dict[tuple[int, int], Points], chunks: Sequence[Sequence[Any]], tier: Tier
+) -> list[tuple[int, int, int, bytes]]:
+    """The chunk rows (series_id, ts, n, data) of `groups`, each merged with the stored chunk of its
+    window in `chunks` (series_id, ts, data), if any."""
+    for sid, w, blob in chunks:
+        old, new = _rows(blob), groups[(sid, w)]
+        groups[(sid, w)] = _merged(new, old) if tier.head_wins else _merged(old, new)
+    return [(sid, w, len(p[0]), _blob(p)) for (sid, w), p in groups.items()]
 
 
 # Series ids bound per statement at most when a settle is limited to some series.
@@ -462,14 +487,10 @@ class SeriesStore:
                         rows = list(await cur.fetchall())
                     if not rows:
                         break
-                    groups: dict[tuple[int, int], Points] = {}
-                    for sid, ts, *values in rows:
-                        key = (sid, tier.start(ts))
-                        group = groups.get(key)
-                        if group is None:
-                            group = groups[key] = ([], [])
-                        group[0].append(ts)
-                        group[1].append(tuple(values))
+                    # In a thread, as the packing below: 20,000 rows of Python work on the event
+                    # loop held it 100-140 ms per transaction, for the minutes a window's settle
+                    # lasts at fleet scale (docs/benchmarks.md, 2026-12-03 from 12:23).
+                    groups = await asyncio.to_thread(_grouped, rows, tier)
                     last = next(reversed(groups))
                     if len(rows) == SETTLE_ROWS and len(groups) > 1:
                         # The limit may have cut the last group: it starts the next transaction.
@@ -480,12 +501,8 @@ class SeriesStore:
                     # The head rows each chunk replaces, before any merge below.
                     spans = [(sid, p[0][0], p[0][-1] + 1) for (sid, _), p in groups.items()]
                     moved += sum(len(p[0]) for p in groups.values())
-                    for sid, w, blob in await fetch_values(con, settled, list(groups)):
-                        old, new = _rows(blob), groups[(sid, w)]
-                        groups[(sid, w)] = _merged(new, old) if tier.head_wins else _merged(old, new)
-                    await execute_values(
-                        con, upsert, [(sid, w, len(p[0]), _blob(p)) for (sid, w), p in groups.items()]
-                    )
+                    chunks = await fetch_values(con, settled, list(groups))
+                    await execute_values(con, upsert, await asyncio.to_thread(_packed, groups, chunks, tier))
                     delete_read = getattr(self.db, "delete_read", None)
                     if delete_read is not None:
                         # PostgreSQL: another core may write into a span meanwhile; only the rows

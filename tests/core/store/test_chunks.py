@@ -457,3 +457,36 @@ async def test_a_settle_in_small_transactions_cuts_no_window_wrongly(
         got = await store.series.history(found[0], BASE - 1, BASE + 3 * WINDOW, "raw")
         assert got["ts"] == [s.ts for s in samples]
         assert got["avg"] == [float(i * k + 1) for i in range(len(samples))]
+
+
+async def test_a_settle_groups_and_packs_chunks_off_the_event_loops_thread(
+    store: SampleStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At fleet scale a window's settle is minutes of Python work (grouping rows, encoding chunks):
+    on the event loop it stalled every agent's socket for 100 ms and more per transaction."""
+    import threading
+
+    from servermanager.core.store import series
+
+    threads: set[threading.Thread] = set()
+    blob, grouped = series._blob, series._grouped
+
+    def blob_where(points: series.Points) -> bytes:
+        threads.add(threading.current_thread())
+        return blob(points)
+
+    def grouped_where(rows: list[tuple[int, ...]], tier: series.Tier) -> dict[tuple[int, int], series.Points]:
+        threads.add(threading.current_thread())
+        return grouped(rows, tier)
+
+    monkeypatch.setattr(series, "_blob", blob_where)
+    monkeypatch.setattr(series, "_grouped", grouped_where)
+    samples = _samples(BASE, WINDOW // 5 + 3)
+    await _store(store, 1, samples)
+    moved = await store.series.settle(int((BASE + WINDOW) * 1000 + SETTLE_GRACE_MS + 1000))
+    assert moved == WINDOW // 5
+    assert threads and threading.main_thread() not in threads
+    found = await store.series.find(1, "queue", {"q": "a"})
+    assert found is not None
+    got = await store.series.history(found[0], BASE - 1, BASE + 2 * WINDOW, "raw")
+    assert got["ts"] == [s.ts for s in samples]
