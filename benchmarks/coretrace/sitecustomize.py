@@ -6,6 +6,8 @@ Python imports this module in every process it starts with that path; it acts on
 
 - `gc0` / `gc1` / `gc2`: a young collection over 20 ms, or one of the older generations over 5 ms;
 - `rollup`, `settle`, `move`: the rollup pass, and its moves of samples_head and series_incoming;
+- `slice`: one transaction of the rollup pass (a level, a range of nodes, the marks it did);
+- `chunks`: packing a head's settled windows into chunks (all its transactions), over 50 ms;
 - `commit`: a group commit of the sample writer over 100 ms, with the batches it carried;
 - `held`: per second, reads of agent sockets held back because the agent had
   `ingest_batches_in_flight` batches waiting for a commit;
@@ -99,6 +101,9 @@ if sys.argv[1:2] == ["core"]:
             lambda a, r: f"{a[1]} nodes={a[5]}..{a[6]} marks={r}",
         )
         maintenance._settle = _timed("settle", maintenance._settle, lambda a, r: f"rows={r}")
+        series.SeriesStore.settle_tier = _timed(
+            "chunks", series.SeriesStore.settle_tier, lambda a, r: f"{a[1].head} rows={r}", 0.05
+        )
         series.SeriesStore.move_incoming = _timed(
             "move", series.SeriesStore.move_incoming, lambda a, r: f"rows={r}"
         )

@@ -474,35 +474,45 @@ class SeriesStore:
             f"SELECT c.series_id, c.ts, c.data FROM (VALUES {{values}}) AS k CROSS JOIN {tier.chunks} AS c "
             "WHERE c.series_id = k.column1 AND c.ts = k.column2"
         )
+        select = (
+            f"SELECT series_id, ts, {cols} FROM {tier.head} "
+            f"WHERE (series_id, ts) >= (?, ?) AND ts < ? AND {whole}{{only}} ORDER BY series_id, ts LIMIT ?"
+        )
         moved = 0
         for only, ids in scopes:
             cursor = (0, 0)
             while True:
-                async with self.db.transaction() as con:
-                    async with con.execute(
-                        f"SELECT series_id, ts, {cols} FROM {tier.head} "
-                        f"WHERE (series_id, ts) >= (?, ?) AND ts < ? AND {whole}{only} ORDER BY series_id, ts LIMIT ?",
-                        (*cursor, cutoff, *ids, SETTLE_ROWS),
-                    ) as cur:
-                        rows = list(await cur.fetchall())
-                    if not rows:
-                        break
-                    # In a thread, as the packing below: 20,000 rows of Python work on the event
-                    # loop held it 100-140 ms per transaction, for the minutes a window's settle
-                    # lasts at fleet scale (docs/benchmarks.md, 2026-12-03 from 12:23).
-                    groups = await asyncio.to_thread(_grouped, rows, tier)
-                    last = next(reversed(groups))
-                    if len(rows) == SETTLE_ROWS and len(groups) > 1:
-                        # The limit may have cut the last group: it starts the next transaction.
-                        rows = rows[: len(rows) - len(groups.pop(last)[0])]
-                        cursor = last
-                    else:
-                        cursor = (rows[-1][0], rows[-1][1] + 1)
-                    # The head rows each chunk replaces, before any merge below.
-                    spans = [(sid, p[0][0], p[0][-1] + 1) for (sid, _), p in groups.items()]
-                    moved += sum(len(p[0]) for p in groups.values())
+                # Read, grouped and packed before the write lock is taken, the Python work in a
+                # thread: a window of a 2,000-agent fleet is 13 million points, and with all of it
+                # inside the write transactions (and on the event loop) the sample writer waited
+                # minutes behind them and the fleet's acks fell 20 s behind (docs/benchmarks.md,
+                # 2026-12-03 from 12:23). Only this job moves rows into or out of a head, so what
+                # was read is still there at the write; a node's deletion or an emptied series
+                # in between moves `generation`, and the batch is read again.
+                generation = self.generation
+                rows = list(
+                    await self.db.fetchall(select.format(only=only), (*cursor, cutoff, *ids, SETTLE_ROWS))
+                )
+                if not rows:
+                    break
+                groups = await asyncio.to_thread(_grouped, rows, tier)
+                last = next(reversed(groups))
+                if len(rows) == SETTLE_ROWS and len(groups) > 1:
+                    # The limit may have cut the last group: it starts the next batch.
+                    rows = rows[: len(rows) - len(groups.pop(last)[0])]
+                    after = last
+                else:
+                    after = (rows[-1][0], rows[-1][1] + 1)
+                # The head rows each chunk replaces, before any merge below.
+                spans = [(sid, p[0][0], p[0][-1] + 1) for (sid, _), p in groups.items()]
+                count = sum(len(p[0]) for p in groups.values())
+                async with self.db.reader() as con:
                     chunks = await fetch_values(con, settled, list(groups))
-                    await execute_values(con, upsert, await asyncio.to_thread(_packed, groups, chunks, tier))
+                packed = await asyncio.to_thread(_packed, groups, chunks, tier)
+                async with self.db.transaction() as con:
+                    if self.generation != generation:
+                        continue
+                    await execute_values(con, upsert, packed)
                     delete_read = getattr(self.db, "delete_read", None)
                     if delete_read is not None:
                         # PostgreSQL: another core may write into a span meanwhile; only the rows
@@ -510,6 +520,8 @@ class SeriesStore:
                         await delete_read(con, tier.head, ("series_id", "ts", *tier.columns), rows)
                     else:
                         await execute_all(con, [(delete, span) for span in spans])
+                moved += count
+                cursor = after
         self._settled[tier] = max(self._settled[tier], cutoff)
         return moved
 

@@ -490,3 +490,40 @@ async def test_a_settle_groups_and_packs_chunks_off_the_event_loops_thread(
     assert found is not None
     got = await store.series.history(found[0], BASE - 1, BASE + 2 * WINDOW, "raw")
     assert got["ts"] == [s.ts for s in samples]
+
+
+async def test_a_node_deleted_while_a_settle_packs_its_rows_leaves_no_chunk_behind(
+    store: SampleStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A settle reads and packs a batch before it takes the write lock; a node deleted in between
+    (its series gone) gets no chunk, and the batch is read again without it."""
+    import contextlib
+    from collections.abc import AsyncIterator
+    from typing import Any
+
+    for node in (1, 2):
+        await _store(store, node, _samples(BASE, WINDOW // 5))
+    real_reader, reads = store.db.reader, 0
+
+    @contextlib.asynccontextmanager
+    async def reader() -> AsyncIterator[Any]:
+        nonlocal reads
+        async with real_reader() as con:
+            yield con
+        reads += 1
+        if reads == 2:  # the first batch's rows, then the chunks they join: both read
+            await store.delete_node(2)
+
+    monkeypatch.setattr(store.db, "reader", reader)
+    moved = await store.series.settle(int((BASE + WINDOW) * 1000 + SETTLE_GRACE_MS + 1000))
+    assert reads >= 3, "the batch was not read again after the deletion"
+    assert moved == WINDOW // 5  # node 1's points only
+    orphans = await store.db.fetchone(
+        "SELECT count(*) FROM series_chunks WHERE series_id NOT IN (SELECT id FROM series)"
+    )
+    assert orphans[0] == 0
+    assert await _counts(store.db) == (0, 1, WINDOW // 5)
+    found = await store.series.find(1, "queue", {"q": "a"})
+    assert found is not None
+    got = await store.series.history(found[0], BASE - 1, BASE + 2 * WINDOW, "raw")
+    assert got["ts"] == [float(BASE + 5 * i) for i in range(WINDOW // 5)]
