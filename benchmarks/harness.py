@@ -284,7 +284,13 @@ class CoreProc:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "core.log"
-        self.env = {**os.environ, "SM_CORE_AGENT_INTERVAL": "1", **(env or {})}
+        # A day-long access token: a load window of 15 minutes or more outlived the default one.
+        self.env = {
+            **os.environ,
+            "SM_CORE_AGENT_INTERVAL": "1",
+            "SM_CORE_ACCESS_TOKEN_TTL": "86400",
+            **(env or {}),
+        }
         self.proc: asyncio.subprocess.Process | None = None
         self.http: aiohttp.ClientSession | None = None
         self.token: str | None = None

@@ -2,9 +2,9 @@
 
 Fills a fresh database's head (`series_raw`) with `--series` series of `--seconds` one-second
 points each (random integers up to 250,000, like an interface's rate: the hardest to pack), then
-times one SeriesStore.settle_tier pass over all of it. The transactions are SETTLE_ROWS head rows
-each at most, and the pass is nothing but them, so their mean length is the pass's time divided by
-their count: how long the writer (and the agents' acks behind it) waits at a time.
+times one SeriesStore.settle_tier pass over all of it, in batches of SETTLE_ROWS head rows at most,
+and how long it holds the write lock (the writer, and the agents' acks behind it, wait that long):
+a batch is read and packed before the lock is taken, so that is only its writes.
 
 Reproduce: .venv/bin/python -m benchmarks.series_settle --series 100 --seconds 3600
 """
@@ -18,11 +18,30 @@ import sqlite3
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 from servermanager.core.store import series
 from servermanager.core.store.db import Database
 
 START_MS = 1_800_000_000_000
+
+
+class TimedLock(asyncio.Lock):
+    """The database's write lock, noting how long each hold lasts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[float] = []
+        self._since = 0.0
+
+    async def acquire(self) -> Literal[True]:
+        await super().acquire()
+        self._since = time.perf_counter()
+        return True
+
+    def release(self) -> None:
+        self.held.append(time.perf_counter() - self._since)
+        super().release()
 
 
 async def measure(path: Path, count: int, seconds: int) -> None:
@@ -46,6 +65,7 @@ async def measure(path: Path, count: int, seconds: int) -> None:
         con.close()
     db = Database(path)
     await db.open()
+    lock = db._write_lock = TimedLock()
     try:
         store = series.SeriesStore(db)
         t = time.perf_counter()
@@ -53,10 +73,12 @@ async def measure(path: Path, count: int, seconds: int) -> None:
         took = time.perf_counter() - t
     finally:
         await db.close()
-    txns = -(-moved // series.SETTLE_ROWS)
+    held = lock.held
     print(
         f"settled {moved} points in {took:.2f} s: {took / moved * 1e6:.2f} us a point; "
-        f"{txns} transactions of at most {series.SETTLE_ROWS} rows, {took / txns * 1000:.0f} ms each on average"
+        f"{len(held)} transactions of at most {series.SETTLE_ROWS} rows held the write lock "
+        f"{sum(held):.2f} s in all, {sum(held) / len(held) * 1000:.0f} ms each on average, "
+        f"{max(held) * 1000:.0f} ms at most"
     )
 
 
