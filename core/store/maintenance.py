@@ -33,6 +33,14 @@ _SETTLE_SCOPE = (
     f"INSERT OR IGNORE INTO samples_raw ({COLUMNS}) SELECT {COLUMNS} FROM samples_head "
     "WHERE ts < ? AND node_id BETWEEN ? AND ? ORDER BY node_id, ts"
 )
+# Rows past a retention, a chunk at a time: node by node through the key (node_id, ts). With
+# `ts < ?` alone SQLite scanned the whole table, under the write lock, on every prune pass (every
+# 5 minutes): at 1,500 agents the fleet's acks fell seconds behind each time (docs/benchmarks.md,
+# 2026-12-03 from 12:23), and a steady fleet's two days of raw rows are hundreds of millions.
+PRUNE = (
+    "DELETE FROM {table} WHERE (node_id, ts) IN (SELECT node_id, ts FROM {table} "
+    "WHERE node_id IN (SELECT id FROM nodes) AND ts < ? LIMIT ?)"
+)
 # Rollup marks (each a node's bucket) done per transaction at most, a node's marks never split:
 # the writer, and every agent's ack behind it, waits for each. One transaction for the whole
 # minute of 5,000 nodes held it 3.5-4.5 s, 16,000 batches queued behind it, and a young
@@ -241,11 +249,7 @@ class Maintenance:
                 # PostgreSQL: whole days go with their partition; the rows below delete the rest.
                 removed += await drop_days_before(table, cutoff)
             while True:
-                n = await self.db.execute(
-                    f"DELETE FROM {table} WHERE (node_id, ts) IN "
-                    f"(SELECT node_id, ts FROM {table} WHERE ts < ? LIMIT ?)",
-                    (cutoff, chunk),
-                )
+                n = await self.db.execute(PRUNE.format(table=table), (cutoff, chunk))
                 removed += n
                 if table == "samples_1m" and n:
                     self.days.forget_until(cutoff // DAY_MS)

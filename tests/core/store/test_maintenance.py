@@ -337,3 +337,17 @@ def test_slices_cover_every_node_in_order_with_about_slice_marks_each() -> None:
     assert maintenance._slices(marks) == [(0, 8), (9, 11), (12, 1 << 62)]
     assert maintenance._slices([]) == []
     assert maintenance._slices([(7, 1)]) == [(0, 1 << 62)]
+
+
+@pytest.mark.parametrize("table", ["samples_raw", "samples_1m", "samples_1h"])
+async def test_prune_seeks_each_nodes_old_rows_through_the_key(tmp_path: Path, table: str) -> None:
+    """Not a scan of the whole table under the write lock on every prune pass."""
+    db = Database(tmp_path / "s.db")
+    await db.open()
+    try:
+        plan = await db.fetchall("EXPLAIN QUERY PLAN " + maintenance.PRUNE.format(table=table), (0, 10))
+        details = [str(r[3]) for r in plan]
+        assert f"SCAN {table}" not in details, details
+        assert any(d.startswith(f"SEARCH {table} USING PRIMARY KEY (node_id=? AND ts<?)") for d in details)
+    finally:
+        await db.close()
