@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import aiosqlite
 
@@ -12,7 +12,7 @@ from servermanager.common.metrics import SCALAR_FIELDS
 from servermanager.core.store.aggregates import merged, rounded
 from servermanager.core.store.daycache import DAY_MS, DayCache
 from servermanager.core.store.db import Database
-from servermanager.core.store.rows import COLUMNS
+from servermanager.core.store.rows import COLUMNS, Scope
 from servermanager.core.store.schema import ROLLUP_TABLES, metric_columns
 from servermanager.core.store.series import SERIES_TABLES, TIERS, SeriesStore, rollup_sql
 
@@ -48,15 +48,6 @@ PRUNE = (
 SLICE_MARKS = 500
 
 
-class Scope(NamedTuple):
-    """The nodes lo..hi (ids, inclusive), and rows before `before` (ms): what one slice of a rollup
-    needs in samples_raw and series_raw before it reads them."""
-
-    lo: int
-    hi: int
-    before: int
-
-
 async def _settle(db: Database, con: aiosqlite.Connection, scope: Scope | None = None) -> int:
     """Move the head (or its rows in `scope`) into samples_raw within the caller's transaction;
     returns the rows moved."""
@@ -68,7 +59,7 @@ async def _settle(db: Database, con: aiosqlite.Connection, scope: Scope | None =
         moved = cur.rowcount
         await con.execute("DELETE FROM samples_head")
         return int(moved)
-    params = (scope.before, scope.lo, scope.hi)
+    params = scope.params
     cur = await con.execute(_SETTLE_SCOPE, params)
     moved = cur.rowcount
     await con.execute("DELETE FROM samples_head WHERE ts < ? AND node_id BETWEEN ? AND ?", params)

@@ -22,7 +22,7 @@ from servermanager.core.store.pgschema import (
     schema_statements,
     sqlite_tables,
 )
-from servermanager.core.store.rows import COLUMNS
+from servermanager.core.store.rows import COLUMNS, Scope
 from servermanager.core.store.transaction import StorageFull, Transaction, _to_completion
 
 log = logging.getLogger(__name__)
@@ -479,7 +479,7 @@ class PgDatabase(Database):
         rollups never overlap (one writer connection), so this costs it nothing."""
         await con.raw.execute("LOCK TABLE rollup_dirty IN SHARE ROW EXCLUSIVE MODE")
 
-    async def settle_head(self, con: Any, scope: tuple[int, int, int] | None = None) -> int:
+    async def settle_head(self, con: Any, scope: Scope | None = None) -> int:
         """Maintenance's settle here: the head (or its rows in `scope`: nodes lo..hi, before a time
         in ms) moved into samples_raw (its day partitions made first) in ONE statement, so its
         delete takes exactly the rows it copied. Two statements would each see their own snapshot,
@@ -499,7 +499,7 @@ class PgDatabase(Database):
         )
         return int(status.rsplit(" ", 1)[-1])
 
-    async def move_incoming(self, con: Any, scope: tuple[int, int, int] | None = None) -> int:
+    async def move_incoming(self, con: Any, scope: Scope | None = None) -> int:
         """SeriesStore.move_incoming here: one statement, for settle_head's reason. Returns the
         points inserted (replays of points the head holds dropped)."""
         where, params = _scoped(scope, "series_id IN (SELECT id FROM series WHERE node_id BETWEEN $2 AND $3)")
@@ -558,13 +558,12 @@ class PgDatabase(Database):
         return removed
 
 
-def _scoped(scope: tuple[int, int, int] | None, nodes: str) -> tuple[str, tuple[int, ...]]:
+def _scoped(scope: Scope | None, nodes: str) -> tuple[str, tuple[int, ...]]:
     """The WHERE clause and parameters of a head's rows in a rollup slice's scope (lo, hi, before):
     `nodes` names nodes $2..$3."""
     if scope is None:
         return "", ()
-    lo, hi, before = scope
-    return f" WHERE ts < $1 AND {nodes}", (before, lo, hi)
+    return f" WHERE ts < $1 AND {nodes}", scope.params
 
 
 async def _init(con: asyncpg.Connection) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -64,3 +64,17 @@ def sample_from_row(seq: int, ts_ms: int, values: Sequence[Any], detail: bytes |
         metrics.update(_unpack.decode(detail))
     # REAL columns hand back floats for int fields; strict=False converts integral floats back.
     return Sample(seq=seq, ts=ts_ms / 1000, metrics=msgspec.convert(metrics, Metrics, strict=False))
+
+
+class Scope(NamedTuple):
+    """The nodes lo..hi (ids, inclusive), and rows before `before` (ms): what one slice of a rollup
+    needs moved out of the heads (samples_head, series_incoming) before it reads them."""
+
+    lo: int
+    hi: int
+    before: int
+
+    @property
+    def params(self) -> tuple[int, int, int]:
+        """(before, lo, hi): the parameters of "ts < ? AND <node> BETWEEN ? AND ?"."""
+        return self.before, self.lo, self.hi

@@ -29,6 +29,7 @@ from servermanager.common.metrics import Sample
 from servermanager.common.series import DEVICE_PREFIX, labels_key
 from servermanager.core.store.chunks import CHUNK_MS, decode_columns, encode
 from servermanager.core.store.db import Database
+from servermanager.core.store.rows import Scope
 from servermanager.core.store.values import execute_all, execute_values, fetch_values
 
 SERIES_TABLES = {"raw": "series_raw", "1m": "series_1m", "1h": "series_1h"}
@@ -410,9 +411,7 @@ class SeriesStore:
 
     # ------------------------------------------------------------ upkeep
 
-    async def move_incoming(
-        self, con: aiosqlite.Connection, scope: tuple[int, int, int] | None = None
-    ) -> int:
+    async def move_incoming(self, con: aiosqlite.Connection, scope: Scope | None = None) -> int:
         """Move series_incoming (or its points in `scope`: the nodes lo..hi, before a time in ms)
         into the head in series order, in the caller's transaction (a rollup slice's, before it
         reads the head); returns the points moved, replays of points the head holds dropped."""
@@ -424,10 +423,9 @@ class SeriesStore:
             moved = cur.rowcount
             await con.execute(f"DELETE FROM {INCOMING}")
             return int(moved)
-        before, lo, hi = scope[2], scope[0], scope[1]
-        cur = await con.execute(_MOVE_SCOPED, (before, lo, hi))
+        cur = await con.execute(_MOVE_SCOPED, scope.params)
         moved = cur.rowcount
-        await con.execute(f"DELETE FROM {INCOMING} WHERE {SCOPED}", (before, lo, hi))
+        await con.execute(f"DELETE FROM {INCOMING} WHERE {SCOPED}", scope.params)
         return int(moved)
 
     async def settle(self, now_ms: int, force: bool = False) -> int:
