@@ -178,7 +178,30 @@ if sys.argv[1:2] == ["core"]:
 
         gateway.Ingest.wait = counted
 
+    def _prune(samples: Any, series: Any, processes: Any, containers: Any, db: Any) -> None:
+        # Each stage of the retention job, and any one statement that holds the database long.
+        for cls, name in (
+            (samples.SampleStore, "prune"),
+            (series.SeriesStore, "prune"),
+            (series.SeriesStore, "_prune_chunks"),
+            (series.SeriesStore, "prune_dictionary"),
+            (processes.ProcessStore, "prune"),
+            (containers.ContainerStore, "prune"),
+        ):
+            label = f"{cls.__name__}.{name}"
+            setattr(cls, name, _timed(label, getattr(cls, name), lambda a, r: f"removed={r}"))
+        db.Database.execute = _timed(
+            "execute", db.Database.execute, lambda a, r: f"rows={r} {' '.join(a[1].split())[:120]}", 0.2
+        )
+
     _pending: dict[Callable[..., None], tuple[tuple[str, str], ...]] = {
+        _prune: (
+            ("servermanager.core.store.samples", "SampleStore"),
+            ("servermanager.core.store.series", "SeriesStore"),
+            ("servermanager.core.store.processes", "ProcessStore"),
+            ("servermanager.core.store.containers", "ContainerStore"),
+            ("servermanager.core.store.db", "Database"),
+        ),
         _store: (
             ("servermanager.core.store.maintenance", "Maintenance"),
             ("servermanager.core.store.writer", "Writer"),

@@ -616,9 +616,15 @@ class SeriesStore:
         """
         tables = (INCOMING, *SERIES_TABLES.values(), *(t.chunks for t in TIERS.values()))
         none = " AND ".join(f"NOT EXISTS (SELECT 1 FROM {t} WHERE series_id = s.id)" for t in tables)
+        # Every series probed in seven tables took 3.6 s at 1,500 agents, and under the write lock
+        # every ack waited for it each prune pass: the probing goes on a reader, and under the lock
+        # only its few candidates are checked again (a point may have come for one meanwhile).
+        candidates = [(r[0],) for r in await self.db.fetchall(f"SELECT id FROM series AS s WHERE {none}")]
+        if not candidates:
+            return 0
         async with self.db.transaction() as con:
-            async with con.execute(f"SELECT id FROM series AS s WHERE {none}") as cur:
-                gone = {r[0] for r in await cur.fetchall()}
+            again = f"SELECT id FROM series AS s WHERE id IN (VALUES {{values}}) AND {none}"
+            gone = {r[0] for r in await fetch_values(con, again, candidates)}
             if not gone:
                 return 0
             await execute_values(

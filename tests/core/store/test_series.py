@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
 
 from servermanager.common.metrics import Sample
 from servermanager.common.series import SeriesPoint
@@ -146,5 +150,41 @@ async def test_a_thousand_new_series_in_one_commit_each_get_their_own_id(store: 
         found = await store.series.find(1, "queue", {"q": "q999"})
         assert found is not None
         assert (await store.series.history(found[0], t0 - 1, t0 + 2, "raw"))["avg"] == [999.0, 999.0]
+    finally:
+        runner.cancel()
+
+
+async def test_expired_series_are_probed_on_a_reader_and_checked_again_under_the_write_lock(
+    store: SampleStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Probing every series in seven tables took seconds at 1,500 agents: no ack may wait for it,
+    and a series that gets a point between the probe and the lock stays."""
+
+    def bare(seq: int, ts: float, *points: SeriesPoint) -> Sample:  # no device series
+        return Sample(seq=seq, ts=ts, metrics=metrics(series=list(points), disks=[], nets=[]))
+
+    runner = asyncio.create_task(store.run())
+    try:
+        t0 = float(int(time.time()) - 100)
+        await store.store(1, [bare(1, t0, up(1, "web"), up(1, "db"))])
+        await store.db.execute("DELETE FROM series_incoming")  # as a retention would take them
+        web = await store.series.find(1, "check_up", {"check": "web"})
+        assert web is not None
+        probe = store.db.fetchall
+        locked_while_probing: list[bool] = []
+
+        async def probed(sql: str, params: Sequence[Any] = ()) -> list[Any]:
+            rows = await probe(sql, params)
+            if "NOT EXISTS" in sql:
+                locked_while_probing.append(store.db.write_lock.locked())
+                await store.store(1, [bare(2, t0 + 1, up(0, "web"))])  # "web" is a candidate no more
+            return rows
+
+        monkeypatch.setattr(store.db, "fetchall", probed)
+        assert await store.series.prune_dictionary() == 1
+        assert locked_while_probing == [False]
+        assert await store.series.find(1, "check_up", {"check": "db"}) is None
+        assert await store.series.find(1, "check_up", {"check": "web"}) == web
+        assert (await store.series.history(web[0], t0 - 1, t0 + 10, "raw"))["avg"] == [0.0]
     finally:
         runner.cancel()
