@@ -46,6 +46,10 @@ PRUNE = (
 # minute of 5,000 nodes held it 3.5-4.5 s, 16,000 batches queued behind it, and a young
 # collection walking them stalled the event loop (docs/benchmarks.md, 2026-12-03).
 SLICE_MARKS = 500
+# Seconds at most that a chunk settle keeps the heads from moving into the sample and series
+# tables: a steady window of 5,000 agents took 80 s to settle, and the heads' rows that came
+# meanwhile (4.5 million) then moved in one transaction that held the writer 2.7 s.
+HEADS_EVERY = 10.0
 
 
 async def _settle(db: Database, con: aiosqlite.Connection, scope: Scope | None = None) -> int:
@@ -90,6 +94,7 @@ class Maintenance:
         self.series = series or SeriesStore(db)
         self.days = days
         self._passes = itertools.count()
+        self._heads_moved = 0.0  # time.monotonic() of the last settle()
 
     async def rollup_pass(self, now: float | None = None) -> int:
         """One pass of the periodic rollup job: rollup(), with the 1h level every HOURLY_EVERY-th pass."""
@@ -98,6 +103,7 @@ class Maintenance:
     async def settle(self) -> int:
         """Move the head into samples_raw, in node order, and new series points into their head;
         returns the sample rows moved (duplicates dropped)."""
+        self._heads_moved = time.monotonic()
         async with self.db.transaction() as con:
             await self.series.move_incoming(con)
             return await _settle(self.db, con)
@@ -146,8 +152,12 @@ class Maintenance:
                 done += await self._rollup_slice(res, src, parent, upto, lo, hi, now_ms, analyze, total)
                 analyze = None  # once a level, with the level's whole count
         # After the rollups, so a window's buckets are rolled up from the head before it settles.
-        await self.series.settle(now_ms)
+        await self.series.settle(now_ms, between=self._heads_if_due)
         return done
+
+    async def _heads_if_due(self) -> None:
+        if time.monotonic() - self._heads_moved >= HEADS_EVERY:
+            await self.settle()
 
     async def _rollup_slice(
         self,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,6 +194,7 @@ def _id_lists(ids: Iterable[int]) -> list[tuple[int, ...]]:
 
 
 Key = tuple[int, str, str]  # node_id, name, labels_key
+Between = Callable[[], Awaitable[None]]  # what a settle runs between its transactions
 
 
 class PendingPoint(msgspec.Struct, gc=False):
@@ -440,14 +441,19 @@ class SeriesStore:
         await con.execute(f"DELETE FROM {INCOMING} WHERE {SCOPED}", scope.params)
         return int(moved)
 
-    async def settle(self, now_ms: int, force: bool = False) -> int:
+    async def settle(self, now_ms: int, force: bool = False, between: Between | None = None) -> int:
         """Move the heads' rows of every window over by its grace into chunks (raw points, then
-        1m rollup rows); returns the rows moved. New points join the raw head first."""
+        1m rollup rows); returns the rows moved. New points join the raw head first. `between`
+        runs after each transaction (see settle_tier)."""
         async with self.db.transaction() as con:
             await self.move_incoming(con)
-        return await self.settle_tier(RAW, now_ms, force) + await self.settle_tier(MINUTES, now_ms, force)
+        return await self.settle_tier(RAW, now_ms, force, between) + await self.settle_tier(
+            MINUTES, now_ms, force, between
+        )
 
-    async def settle_tier(self, tier: Tier, now_ms: int, force: bool = False) -> int:
+    async def settle_tier(
+        self, tier: Tier, now_ms: int, force: bool = False, between: Between | None = None
+    ) -> int:
         """Move the head's rows of every window over by tier.grace into chunks; returns the rows moved.
 
         Works once per window that ends (or with `force`), and in between on the series reopen()
@@ -457,6 +463,12 @@ class SeriesStore:
         the head rows they hold, so a crash leaves every row in exactly one of the two, and the
         writer (with the agents' acks behind it) never waits long, even on the first pass over
         a head of days (a database from before chunks).
+
+        `between` runs after each transaction, never between a batch's read and its write: the
+        rollup job moves the sample and series heads there when they are due, as a window's settle
+        takes minutes at fleet scale (see maintenance.HEADS_EVERY). A move brings rows into this
+        head, but only of the current window or late ones; a late one before the cursor waits for
+        the next window, like any other.
         """
         cutoff = tier.start(now_ms - tier.grace)
         # The passes to make: over the whole head, or over the listed series only.
@@ -532,6 +544,8 @@ class SeriesStore:
                         await execute_all(con, [(delete, span) for span in spans])
                 moved += count
                 cursor = after
+                if between is not None:
+                    await between()
         self._settled[tier] = max(self._settled[tier], cutoff)
         return moved
 

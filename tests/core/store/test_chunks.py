@@ -527,3 +527,45 @@ async def test_a_node_deleted_while_a_settle_packs_its_rows_leaves_no_chunk_behi
     assert found is not None
     got = await store.series.history(found[0], BASE - 1, BASE + 2 * WINDOW, "raw")
     assert got["ts"] == [float(BASE + 5 * i) for i in range(WINDOW // 5)]
+
+
+async def test_a_long_settle_keeps_moving_the_heads_between_its_transactions(
+    store: SampleStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A steady window of 5,000 agents took 80 s to settle: the heads waited behind it, then moved
+    4.5 million rows in one transaction that held the writer 2.7 s. A sample that comes during a
+    settle reaches samples_raw (and its points the series head) before the settle ends."""
+    from collections.abc import Sequence
+    from typing import Any
+
+    from servermanager.core.store import maintenance, series
+
+    monkeypatch.setattr(series, "SETTLE_ROWS", 50)
+    monkeypatch.setattr(maintenance, "HEADS_EVERY", 0.0)
+    samples = _samples(BASE, 2 * WINDOW // 5)  # two windows of one series: five batches
+    await _store(store, 1, samples)
+    late = _samples(BASE + 3 * WINDOW, 1, seq0=len(samples) + 1)
+    real_fetchall, batches, heads = store.db.fetchall, 0, []
+
+    async def fetchall(sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        nonlocal batches
+        rows = await real_fetchall(sql, params)
+        if "FROM series_raw WHERE (series_id, ts) >=" in sql:  # a batch of the settle
+            batches += 1
+            if batches == 1:
+                await _store(store, 1, late)
+            elif batches == 3:  # two transactions later: has the sample left the heads?
+                heads.append((await _counts(store.db, "samples_head"))[0])
+                heads.append((await _counts(store.db, "series_incoming"))[0])
+        return rows
+
+    monkeypatch.setattr(store.db, "fetchall", fetchall)
+    await store.rollup(hours=False, now=BASE + 2 * WINDOW + SETTLE_GRACE_MS / 1000 + 1)
+    assert batches > 3
+    assert heads == [0, 0]
+    monkeypatch.setattr(store.db, "fetchall", real_fetchall)
+    found = await store.series.find(1, "queue", {"q": "a"})
+    assert found is not None
+    got = await store.series.history(found[0], BASE - 1, BASE + 4 * WINDOW, "raw")
+    assert got["ts"] == [s.ts for s in samples + late]
+    assert await _counts(store.db) == (1, 2, len(samples))
