@@ -22,6 +22,11 @@ __all__ = ["Database", "StorageFull", "is_fatal"]
 
 log = logging.getLogger(__name__)
 
+# The oldest SQLite the statements need: UPDATE .. FROM (3.33, the writer) and a MATERIALIZED
+# common table expression (3.35, the expired-series probe). Older gets one clear line at start,
+# not an SQL syntax error at the first commit.
+SQLITE_NEEDED = (3, 35)
+
 
 class Database:
     """A writer and a pool of reader connections on one WAL file; all writes go through the writer.
@@ -98,6 +103,11 @@ class Database:
 
     async def open(self) -> None:
         """Bring the file's schema up to date (see schema.migrate_sync), then connect."""
+        if sqlite3.sqlite_version_info < SQLITE_NEEDED:
+            need = ".".join(map(str, SQLITE_NEEDED))
+            raise RuntimeError(
+                f"SQLite {need} or newer is needed; this Python's sqlite3 has {sqlite3.sqlite_version}"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         migrate_sync(self.path)
         _probe_write(self.path)

@@ -4,7 +4,10 @@ connection back."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from servermanager.core.store.db import Database
 from tests.helpers.gate import Gate
@@ -55,3 +58,17 @@ async def test_a_cancelled_read_gives_its_connection_back(tmp_path: Path) -> Non
 
 def test_the_pool_defaults_to_the_cores_between_two_and_four(tmp_path: Path) -> None:
     assert 2 <= Database(tmp_path / "d.db").readers <= 4
+
+
+async def test_an_sqlite_too_old_for_the_statements_is_one_clear_error_before_the_file_is_touched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ubuntu 20.04's SQLite (3.31) lacks UPDATE .. FROM and MATERIALIZED: the core said so only as
+    a syntax error at its first commit. The start-up turns RuntimeError into one line."""
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    db = Database(tmp_path / "data" / "r.db")
+    with pytest.raises(RuntimeError) as raised:
+        await db.open()
+    assert str(raised.value) == "SQLite 3.35 or newer is needed; this Python's sqlite3 has 3.31.1"
+    assert not (tmp_path / "data").exists()
