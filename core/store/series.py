@@ -101,6 +101,9 @@ MINUTES = Tier(
 TIERS = {"raw": RAW, "1m": MINUTES}
 
 
+# Series ids whose old points one prune transaction deletes at most: each series is a seek through
+# the key, and all 110,000 of a 5,000-agent fleet in one statement held the writer 0.8 s each pass.
+PRUNE_SERIES = 20_000
 # Series with no point left in any table. The waiting points' key is (ts, series_id): probed by
 # series, SQLite scanned them all for every series (44 s at 5,000 agents), so their series are
 # gathered once, and probed last, after the tables whose key leads with the series.
@@ -593,12 +596,18 @@ class SeriesStore:
         Whole chunks past it go; the one the cutoff falls in is cut and written again.
         """
         removed = 0
+        span = await self.db.fetchone("SELECT min(id), max(id) FROM series")
+        first, last = (int(span[0]), int(span[1])) if span and span[0] is not None else (1, 0)
         for res, table in SERIES_TABLES.items():
             cutoff = round((now - retention[res]) * 1000)
-            # Per series through the primary key (series_id, ts): no scan of the whole table.
-            removed += await self.db.execute(
-                f"DELETE FROM {table} WHERE series_id IN (SELECT id FROM series) AND ts < ?", (cutoff,)
-            )
+            # Per series through the primary key (series_id, ts), no scan of the whole table; a
+            # range of series a transaction (a series made since has no old point).
+            for lo in range(first, last + 1, PRUNE_SERIES):
+                removed += await self.db.execute(
+                    f"DELETE FROM {table} WHERE series_id IN "
+                    "(SELECT id FROM series WHERE id BETWEEN ? AND ?) AND ts < ?",
+                    (lo, lo + PRUNE_SERIES - 1, cutoff),
+                )
             if res in TIERS:
                 removed += await self._prune_chunks(TIERS[res], cutoff)
             if res == "raw":  # a backfill older than the retention, before a rollup pass moved it
