@@ -85,6 +85,53 @@ def pytest_runtest_protocol(
             timer.cancel()
 
 
+def _qt_application() -> Any:
+    """This worker's QApplication, if a desktop test made one (Qt is never imported here)."""
+    widgets = sys.modules.get("PySide6.QtWidgets")
+    return widgets.QApplication.instance() if widgets is not None else None
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    """No automatic cycle collection in a desktop test, nor in any test after one on this worker,
+    as in the app (desktop.main).
+
+    The collector runs wherever Python allocates: in a worker thread (a core's scrypt, SQLite and
+    to_thread workers) it can destroy a Qt object there, and inside a paint or a timer dispatch it
+    can destroy pyqtgraph items the scene is still walking. Both crash Qt. A desktop test's Qt
+    objects can also become garbage after it: a core test that ran next on the same worker crashed
+    in pytest-qt's event processing (CI, 2026-12-03). The app collects on a timer in the GUI
+    thread; a test collects when it ends (pytest_runtest_teardown).
+    """
+    if item.nodeid.startswith("tests/desktop/") or _qt_application() is not None:
+        gc.disable()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object]:
+    """Free the test's Qt objects at one known point, on the main thread; automatic collection
+    comes back only on a worker that has no QApplication.
+
+    Collected first: widgets only reference cycles keep alive are destroyed by their owner, Python,
+    before pytest-qt closes and deleteLater()s the widgets it was given. Deferred deletes are then
+    run here: outside an event loop nothing runs them, and left pending they would run inside a
+    later test's wait, deleting objects whose Python side is still reachable.
+    """
+    if gc.isenabled():
+        return (yield)
+    gc.collect()
+    try:
+        return (yield)
+    finally:
+        app = _qt_application()
+        if app is not None:
+            app.sendPostedEvents(None, sys.modules["PySide6.QtCore"].QEvent.Type.DeferredDelete)
+        gc.collect()
+        if app is None:
+            gc.enable()
+
+
 # Test files whose tests share one costly fixture, each kept on one xdist worker (`dev.py test` runs
 # one worker per CPU): a module- or session-scoped fixture is set up once per worker, so the deb
 # packages (built once for every packaging file), the desktop bundle and the extras' venvs would

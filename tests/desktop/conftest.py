@@ -8,7 +8,6 @@ import os
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
 import asyncio
-import gc
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import qasync
 from aiohttp import web
 from keyring.backend import KeyringBackend
 from keyring.errors import PasswordDeleteError
-from PySide6.QtCore import QEvent, QSettings
+from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
@@ -65,38 +64,6 @@ class MemoryKeyring(KeyringBackend):
         if (service, username) not in self.items:
             raise PasswordDeleteError("not found")
         del self.items[(service, username)]
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
-    """No automatic cycle collection while a desktop test runs, as in the app (desktop.main).
-
-    The collector runs wherever Python allocates: in a worker thread (the in-process core's scrypt
-    and SQLite threads) it can destroy a Qt object there, and inside a paint or a timer dispatch
-    it can destroy pyqtgraph items the scene is still walking. Both crash Qt. The app collects on a
-    timer in the GUI thread; a test collects when it ends (pytest_runtest_teardown).
-    """
-    gc.disable()
-    return (yield)
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
-    """Free the test's Qt objects at one known point, then collect automatically again.
-
-    Collected first: widgets only reference cycles keep alive are destroyed by their owner, Python,
-    before pytest-qt closes and deleteLater()s the widgets it was given. Deferred deletes are then
-    run here: outside an event loop nothing runs them, and left pending they would run inside a
-    later test's wait, deleting objects whose Python side is still reachable.
-    """
-    gc.collect()
-    try:
-        return (yield)
-    finally:
-        if QApplication.instance() is not None:
-            QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-        gc.collect()
-        gc.enable()
 
 
 @pytest.fixture
