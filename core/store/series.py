@@ -601,7 +601,7 @@ class SeriesStore:
         for res, table in SERIES_TABLES.items():
             cutoff = round((now - retention[res]) * 1000)
             # Per series through the primary key (series_id, ts), no scan of the whole table; a
-            # range of series a transaction (a series made since has no old point).
+            # range of series a transaction (one made meanwhile waits for the next pass).
             for lo in range(first, last + 1, PRUNE_SERIES):
                 removed += await self.db.execute(
                     f"DELETE FROM {table} WHERE series_id IN "
