@@ -107,9 +107,10 @@ PRUNE_SERIES = 20_000
 # Series with no point left in any table. The waiting points' key is (ts, series_id): probed by
 # series, SQLite scanned them all for every series (44 s at 5,000 agents), so their series are
 # gathered once, and probed last, after the tables whose key leads with the series.
+# The tables of a series' points whose key leads with series_id (the waiting points' does not).
+KEYED_BY_SERIES = (*SERIES_TABLES.values(), *(t.chunks for t in TIERS.values()))
 _NONE = " AND ".join(
-    f"NOT EXISTS (SELECT 1 FROM {t} WHERE series_id = s.id)"
-    for t in (*SERIES_TABLES.values(), *(t.chunks for t in TIERS.values()), "waiting")
+    f"NOT EXISTS (SELECT 1 FROM {t} WHERE series_id = s.id)" for t in (*KEYED_BY_SERIES, "waiting")
 )
 _WAITING = f"WITH waiting AS MATERIALIZED (SELECT DISTINCT series_id FROM {INCOMING}) "
 EXPIRED = f"{_WAITING}SELECT id FROM series AS s WHERE {_NONE}"
@@ -668,7 +669,7 @@ class SeriesStore:
 
     async def delete_node(self, con: aiosqlite.Connection, node_id: int) -> None:
         """The node's series and points, in the caller's transaction."""
-        for table in (INCOMING, *SERIES_TABLES.values(), *(t.chunks for t in TIERS.values())):
+        for table in (INCOMING, *KEYED_BY_SERIES):
             await con.execute(
                 f"DELETE FROM {table} WHERE series_id IN (SELECT id FROM series WHERE node_id = ?)",
                 (node_id,),
