@@ -44,6 +44,17 @@ _Events = list[tuple[int | None, str, bytes]]
 _decode_events = msgspec.msgpack.Decoder(_Events)
 _encode = msgspec.msgpack.Encoder()
 
+
+async def _as_received(message: list[bytes]) -> list[bytes]:
+    """The pub/sub handler for RESP3 push messages: the message as it came.
+
+    redis-py's own (8.1) builds `"Push response: " + str(message)` for a debug line on every
+    message, whatever the log level (redis-py #4230, fixed after 8.1): a repr of every batch of
+    events, a third of the bus's CPU (docs/benchmarks.md, "The bus's push handler").
+    """
+    return message
+
+
 # What a core with events from another does before offering them to its subscribers (the node
 # registry follows remote nodes): origin, node id, encoded frame.
 RemoteHook = Callable[[str, int | None, bytes], None]
@@ -206,7 +217,7 @@ class RedisBus(Bus):
     async def _listen(self) -> None:
         backoff = Backoff(0.2, 5.0)
         while True:
-            pubsub = self.redis.pubsub()
+            pubsub = self.redis.pubsub(push_handler_func=_as_received)
             try:
                 await pubsub.subscribe(self.channel, self.control)
                 await self._mark_up()
