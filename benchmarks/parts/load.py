@@ -96,9 +96,14 @@ class FleetProc:
         self._reader.cancel()
 
 
-def fleet_sizes(count: int, per_process: int) -> list[int]:
-    """`count` simulated agents split evenly over processes of at most `per_process` each."""
-    nprocs = max(1, math.ceil(count / per_process))
+def fleet_sizes(count: int, per_process: int, cores: int = 1) -> list[int]:
+    """`count` simulated agents split evenly over processes of at most `per_process` each.
+
+    Process i dials core i modulo `cores` (start_fleets), so the number of processes is a multiple
+    of `cores`: otherwise one core would hold a process more than another (1,500 agents in three
+    processes of 500 gave a pair 1,000 and 500, and the pair's busier core was the fuller one).
+    """
+    nprocs = cores * max(1, math.ceil(count / (per_process * cores)))
     return [count // nprocs + (1 if i < count % nprocs else 0) for i in range(nprocs)]
 
 
@@ -148,8 +153,7 @@ async def bench_load(
     harness.servermanager_cmd). cores: that many cores with the same settings (one database and one
     bus: a cluster), the fleet split evenly over them; `core` then sums their CPU and RSS and
     `cores` has each. extra: other processes watched over the same window (PostgreSQL, Redis)."""
-    per_process = opts.per_process if cores == 1 else min(opts.per_process, math.ceil(count / cores))
-    sizes = fleet_sizes(count, per_process)
+    sizes = fleet_sizes(count, opts.per_process, cores)
     nprocs = len(sizes)
     out: dict[str, Any] = {
         "agents": count,

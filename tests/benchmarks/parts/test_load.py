@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.parts.load import core_log_counts, merge_pcts, summarize_profile
+from benchmarks.parts.load import core_log_counts, fleet_sizes, merge_pcts, summarize_profile
 
 
 def test_profile_shares_count_self_time_and_each_frame_once_per_stack(tmp_path: Path) -> None:
@@ -62,3 +62,16 @@ def test_core_log_counts_each_kind_of_trouble(tmp_path: Path) -> None:
     assert core_log_counts(tmp_path / "missing.log") == dict.fromkeys(
         ("heartbeat_timeouts", "replaced_connections", "commit_failures", "errors"), 0
     )
+
+
+def test_each_core_of_a_cluster_gets_the_same_share_of_the_fleet() -> None:
+    # Process i dials core i modulo the cores: three processes for a pair gave one core twice the
+    # agents of the other, and the pair was then judged by its fuller core.
+    for count in (10, 1_000, 1_200, 1_500, 2_500, 3_500):
+        for cores in (1, 2, 3):
+            sizes = fleet_sizes(count, 500, cores)
+            assert sum(sizes) == count and max(sizes) <= 500
+            shares = [sum(sizes[i::cores]) for i in range(cores)]
+            assert max(shares) - min(shares) <= len(sizes) // cores, (count, cores, sizes)
+    assert fleet_sizes(1_500, 500, 2) == [375, 375, 375, 375]
+    assert fleet_sizes(1_500, 500) == [500, 500, 500]
