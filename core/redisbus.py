@@ -26,10 +26,13 @@ log = logging.getLogger(__name__)
 # second that is one round trip per loop turn, not one per event.
 MAX_BATCH = 2000
 # How long the sender gathers events before a PUBLISH. A PUBLISH costs a round trip through redis-py,
-# and every core, this one included, receives it back, so the bus's CPU is mostly per message:
-# 25 ms against 10 ms took a sixth off each core of a pair at 1,000 agents (docs/benchmarks.md,
-# "The bus's gather time"), and other cores see events at most that much later (p99 28 ms).
-GATHER = 0.025
+# and every core, this one included, receives it back, so the bus's CPU is mostly per message, and
+# other cores see events up to that much later. 25 ms took a sixth off each core of a pair while
+# redis-py's push handler made a string of every message; since that is gone (_as_received), 10 ms
+# costs each core of a pair about 2 points of a CPU at 1,000 agents and takes 14 ms off the push p99
+# of what crosses cores, and a pair held to 40 % of a CPU per core holds more agents with it
+# (docs/benchmarks.md, "The bus's push handler, and an even split").
+GATHER = 0.01
 # Sockets to Redis per core, and how long a call waits for one of them before it fails (as if
 # Redis did not answer): the listener and the inbox reader hold one each, the rest are short calls.
 MAX_CONNECTIONS = 64
