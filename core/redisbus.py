@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 import redis.asyncio as aioredis
+from redis import utils as redis_utils
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -39,6 +40,8 @@ MAX_CONNECTIONS = 64
 POOL_WAIT = 10.0
 # Held back while Redis is unreachable at most this many; live events are news, so older ones go.
 MAX_BACKLOG = 20_000
+# The protocol a URL without `?protocol=` gets: 3 since redis-py 8, 2 before (and no constant).
+_DEFAULT_RESP = int(getattr(redis_utils, "DEFAULT_RESP_VERSION", 2))
 
 # One Redis message: the origin core's id, a NUL, then msgpack [(node_id, role, encoded frame), ...].
 # The id comes first so that a core drops its own messages (every subscriber gets them back)
@@ -53,7 +56,7 @@ async def _as_received(message: list[bytes]) -> list[bytes]:
 
     redis-py's own (8.1) builds `"Push response: " + str(message)` for a debug line on every
     message, whatever the log level (redis-py #4230, fixed after 8.1): a repr of every batch of
-    events, a third of the bus's CPU (docs/benchmarks.md, "The bus's push handler").
+    events, a third of the bus's CPU (docs/benchmarks.md, "The bus's push handler, and an even split").
     """
     return message
 
@@ -113,6 +116,13 @@ class RedisBus(Bus):
         self.up = asyncio.Event()
         self._ever_up = False
         self._said = False  # the first failed connection was logged
+
+    @property
+    def _resp3(self) -> bool:
+        """Whether pub/sub messages come as RESP3 pushes (redis-py 8's default; a URL's `?protocol=2`
+        says otherwise), the only kind that goes through a push handler."""
+        proto = self.redis.connection_pool.connection_kwargs.get("protocol") or _DEFAULT_RESP
+        return int(proto) == 3
 
     @property
     def where(self) -> str:
@@ -220,7 +230,7 @@ class RedisBus(Bus):
     async def _listen(self) -> None:
         backoff = Backoff(0.2, 5.0)
         while True:
-            pubsub = self.redis.pubsub(push_handler_func=_as_received)
+            pubsub = self.redis.pubsub(push_handler_func=_as_received if self._resp3 else None)
             try:
                 await pubsub.subscribe(self.channel, self.control)
                 await self._mark_up()
