@@ -127,9 +127,27 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object
         app = _qt_application()
         if app is not None:
             app.sendPostedEvents(None, sys.modules["PySide6.QtCore"].QEvent.Type.DeferredDelete)
-        gc.collect()
+        _collect_as_this_tests(item.nodeid)
         if app is None:
             gc.enable()
+
+
+def _collect_as_this_tests(nodeid: str) -> None:
+    """A full collection whose finalizer errors (an unclosed socket's ResourceWarning) fail this test.
+
+    This collection runs after pytest's own check of the teardown, which would report them in the
+    next test on the worker instead (CI, 2026-12-03: an unclosed TLS server transport of some earlier
+    test failed tests/agent/link/test_wire.py, which uses no TLS).
+    """
+    caught: list[str] = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: caught.append(f"{u.exc_type.__name__}: {u.exc_value}")
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    if caught:
+        raise AssertionError(f"{nodeid} left objects that failed to finalize: " + "; ".join(caught))
 
 
 # Test files whose tests share one costly fixture, each kept on one xdist worker (`dev.py test` runs
